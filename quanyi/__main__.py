@@ -1,0 +1,3 @@
+from quanyi.cli import main
+
+raise SystemExit(main())

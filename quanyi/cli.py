@@ -1,0 +1,256 @@
+"""The ``quanyi`` command line. Exit 0 on success; otherwise a one-line reason on stderr."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from quanyi.core.config import Settings
+from quanyi.core.errors import QuanyiError
+
+
+def _settings() -> Settings:
+    return Settings()
+
+
+async def _with_core(fn: Callable[[Any], Awaitable[int]], *, migrate_check: bool = True) -> int:
+    from quanyi.core.migrate import require_current
+    from quanyi.core.services import build_core
+
+    core = build_core(_settings())
+    try:
+        if migrate_check:
+            await require_current(core.db.engine)
+        return await fn(core)
+    finally:
+        await core.close()
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    from quanyi.core.db import Database
+    from quanyi.core.migrate import upgrade
+
+    async def run() -> int:
+        settings = _settings()
+        db = Database(settings.resolved_database_url)
+        try:
+            await upgrade(db.engine)
+        finally:
+            await db.dispose()
+        print(f"database is at the latest schema ({_redact_url(settings.resolved_database_url)})")
+        return 0
+
+    return asyncio.run(run())
+
+
+def cmd_product_add(args: argparse.Namespace) -> int:
+    from quanyi.core.catalog import add_product
+    from quanyi.core.money import Money
+
+    async def run(core: Any) -> int:
+        price = Money.parse(args.price, args.currency.upper())
+        async with core.db.transaction() as session:
+            product = await add_product(
+                session,
+                sku=args.sku,
+                name=args.name,
+                kind=args.kind,
+                price=price,
+                description=args.description or "",
+                instructions=args.instructions or "",
+            )
+        print(f"added {product.sku}: {product.name} ({product.kind}) at {price}")
+        return 0
+
+    return asyncio.run(_with_core(run))
+
+
+def cmd_product_list(args: argparse.Namespace) -> int:
+    from quanyi.core.catalog import catalogue
+
+    async def run(core: Any) -> int:
+        async with core.db.read() as session:
+            entries = await catalogue(session, include_inactive=True)
+        _table(
+            ["sku", "kind", "price", "available", "name"],
+            [[e.sku, e.kind, e.price.format_plain() + " " + e.price.currency, e.available, e.name] for e in entries],
+        )
+        return 0
+
+    return asyncio.run(_with_core(run))
+
+
+def cmd_stock_import(args: argparse.Namespace) -> int:
+    from quanyi.core.stock import import_stock
+
+    path = Path(args.file)
+    if not path.is_file():
+        raise QuanyiError(f"no such file: {path}")
+    started = time.monotonic()
+    interactive = sys.stderr.isatty()
+
+    def progress(line: int) -> None:
+        rate = line / max(time.monotonic() - started, 1e-6)
+        text = f"  line {line:,}  ({rate:,.0f} lines/s)"
+        if interactive:
+            print("\r" + text, end="", file=sys.stderr, flush=True)
+        elif line % 100_000 < 5000:
+            print(text, file=sys.stderr, flush=True)
+
+    async def run(core: Any) -> int:
+        report = await import_stock(core.db, core.keyring, args.sku, path, fmt=args.format, progress=progress)
+        if interactive:
+            print(file=sys.stderr)
+        print(
+            f"{report.sku}: imported {report.imported}, duplicate {report.duplicates}, "
+            f"rejected {report.rejected} ({time.monotonic() - started:.1f}s)"
+        )
+        for rejected in report.rejected_examples:
+            print(f"  rejected line {rejected.line}: {rejected.reason}")
+        return 0
+
+    return asyncio.run(_with_core(run))
+
+
+def cmd_stock_show(args: argparse.Namespace) -> int:
+    from quanyi.core.stock import stock_levels
+
+    async def run(core: Any) -> int:
+        async with core.db.read() as session:
+            levels = await stock_levels(session, args.sku)
+        _table(
+            ["sku", "available", "reserved", "sold", "void", "expired", "name"],
+            [[lv.sku, lv.available, lv.reserved, lv.sold, lv.void, lv.expired, lv.name] for lv in levels],
+        )
+        return 0
+
+    return asyncio.run(_with_core(run))
+
+
+def cmd_order_list(args: argparse.Namespace) -> int:
+    from quanyi.core.money import format_minor
+    from quanyi.core.orders import list_orders
+
+    async def run(core: Any) -> int:
+        async with core.db.read() as session:
+            orders = await list_orders(session, status=args.status, limit=args.limit)
+        _table(
+            ["number", "status", "amount", "method", "buyer", "created (UTC)", "note"],
+            [
+                [
+                    o.number,
+                    o.status,
+                    f"{format_minor(o.amount, o.currency)} {o.currency}",
+                    o.payment_method,
+                    o.user_id or "",
+                    f"{o.created_at:%Y-%m-%d %H:%M}",
+                    o.failure_reason or "",
+                ]
+                for o in orders
+            ],
+        )
+        return 0
+
+    return asyncio.run(_with_core(run))
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from quanyi.core.demo import load_demo
+
+    async def run(core: Any) -> int:
+        added = await load_demo(core.db, core.keyring)
+        print("demo catalogue loaded: " + (", ".join(added) if added else "already present, nothing to add"))
+        return 0
+
+    return asyncio.run(_with_core(run))
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from quanyi.app import serve
+
+    return asyncio.run(serve(_settings()))
+
+
+def _table(headers: list[str], rows: list[list[Any]]) -> None:
+    cells = [headers, *[[str(c) for c in row] for row in rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    for n, row in enumerate(cells):
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+        if n == 0:
+            print("  ".join("-" * w for w in widths))
+    if not rows:
+        print("(none)")
+
+
+def _redact_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="quanyi", description="Sell virtual rights through chat.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    db = sub.add_parser("db", help="database schema").add_subparsers(dest="db_command", required=True)
+    db.add_parser("upgrade", help="create or migrate the database to the latest schema").set_defaults(fn=cmd_db_upgrade)
+
+    product = sub.add_parser("product", help="products").add_subparsers(dest="product_command", required=True)
+    add = product.add_parser("add", help="add a product")
+    add.add_argument("--sku", required=True)
+    add.add_argument("--name", required=True)
+    add.add_argument("--kind", required=True, help="card_key, redeem_link, direct_recharge or bundle")
+    add.add_argument("--price", required=True, help="decimal text such as 15.00")
+    add.add_argument("--currency", default="CNY")
+    add.add_argument("--description")
+    add.add_argument("--instructions", help="redemption instructions sent with every delivery")
+    add.set_defaults(fn=cmd_product_add)
+    product.add_parser("list", help="list products with units available").set_defaults(fn=cmd_product_list)
+
+    stock = sub.add_parser("stock", help="card-key stock").add_subparsers(dest="stock_command", required=True)
+    imp = stock.add_parser(
+        "import",
+        help="import card keys from CSV (serial,secret[,expires_at] with a header) or TXT",
+        description="Imports all or nothing: a malformed file (wrong column count, undecodable bytes) "
+        "imports nothing and names the line. Duplicates (in the file or already stored) are skipped and counted.",
+    )
+    imp.add_argument("sku")
+    imp.add_argument("file")
+    imp.add_argument("--format", choices=["csv", "txt"], help="default: from the file name")
+    imp.set_defaults(fn=cmd_stock_import)
+    show = stock.add_parser("show", help="stock levels per product")
+    show.add_argument("sku", nargs="?")
+    show.set_defaults(fn=cmd_stock_show)
+
+    order = sub.add_parser("order", help="orders").add_subparsers(dest="order_command", required=True)
+    olist = order.add_parser("list", help="recent orders, newest first")
+    olist.add_argument("--status", choices=["pending", "paid", "delivered", "cancelled", "failed", "refunded"])
+    olist.add_argument("--limit", type=int, default=50)
+    olist.set_defaults(fn=cmd_order_list)
+
+    sub.add_parser("demo", help="load the demo catalogue with stock (idempotent)").set_defaults(fn=cmd_demo)
+    sub.add_parser("serve", help="HTTP server + bot + scheduler in one process").set_defaults(fn=cmd_serve)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.fn(args) or 0)
+    except QuanyiError as exc:
+        print(f"quanyi: {exc.message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("quanyi: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a last line of defence: one line, no traceback with values in it
+        print(f"quanyi: unexpected {type(exc).__name__}; see the log", file=sys.stderr)
+        logging.getLogger("quanyi").debug("unexpected error", exc_info=True)
+        return 2

@@ -1,0 +1,1 @@
+"""The domain: model, services, persistence, providers and jobs. Imports neither front."""

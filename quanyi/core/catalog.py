@@ -1,0 +1,115 @@
+"""Products: adding them and reading the catalogue with live stock levels."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from quanyi.core.errors import AlreadyExists, InvalidInput, NotFound
+from quanyi.core.models import Product, ProductKind
+from quanyi.core.money import Money, exponent
+from quanyi.core.stock import available_counts
+
+_SKU = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+# Kinds that this build can sell end to end; the others can be catalogued ahead of time.
+SELLABLE_KINDS = {ProductKind.CARD_KEY}
+
+
+@dataclass(frozen=True)
+class CatalogueEntry:
+    id: int
+    sku: str
+    name: str
+    kind: str
+    price: Money
+    available: int
+    description: str
+
+
+def validate_sku(sku: str) -> str:
+    # SKUs travel in deep links (start=buy_<SKU>, at most 64 characters) and callback data.
+    if not _SKU.match(sku or ""):
+        raise InvalidInput("SKU: 1-64 letters, digits, '_', '.', '-', starting with a letter or digit")
+    return sku
+
+
+async def add_product(
+    session: AsyncSession,
+    *,
+    sku: str,
+    name: str,
+    kind: str,
+    price: Money,
+    description: str = "",
+    instructions: str = "",
+    sort_order: int = 0,
+) -> Product:
+    validate_sku(sku)
+    name = (name or "").strip()
+    if not name or len(name) > 200:
+        raise InvalidInput("name: 1-200 characters")
+    try:
+        kind_value = ProductKind(kind)
+    except ValueError:
+        allowed = ", ".join(k.value for k in ProductKind)
+        raise InvalidInput(f"kind must be one of: {allowed}") from None
+    exponent(price.currency)
+    if price.minor <= 0:
+        raise InvalidInput("price must be greater than zero")
+    existing = await session.scalar(select(Product.id).where(Product.sku == sku))
+    if existing is not None:
+        raise AlreadyExists(f"product {sku} already exists")
+    product = Product(
+        sku=sku,
+        name=name,
+        kind=kind_value.value,
+        price=price.minor,
+        currency=price.currency,
+        description=description,
+        instructions=instructions,
+        active=True,
+        sort_order=sort_order,
+    )
+    session.add(product)
+    await session.flush()
+    return product
+
+
+async def get_product(session: AsyncSession, sku: str) -> Product:
+    product = await session.scalar(select(Product).where(Product.sku == sku))
+    if product is None:
+        raise NotFound(f"no product {sku}")
+    return product
+
+
+async def catalogue(session: AsyncSession, *, include_inactive: bool = False) -> list[CatalogueEntry]:
+    query = select(Product).order_by(Product.sort_order, Product.id)
+    if not include_inactive:
+        query = query.where(Product.active.is_(True))
+    products = list(await session.scalars(query))
+    counts = await available_counts(session, [p.id for p in products])
+    return [_entry(p, counts.get(p.id, 0)) for p in products]
+
+
+async def catalogue_entry(session: AsyncSession, sku: str) -> CatalogueEntry:
+    product = await get_product(session, sku)
+    if not product.active:
+        raise NotFound(f"no product {sku}")
+    counts = await available_counts(session, [product.id])
+    return _entry(product, counts.get(product.id, 0))
+
+
+def _entry(product: Product, available: int) -> CatalogueEntry:
+    return CatalogueEntry(
+        id=product.id,
+        sku=product.sku,
+        name=product.name,
+        kind=product.kind,
+        price=Money(product.price, product.currency),
+        available=available,
+        description=product.description,
+    )

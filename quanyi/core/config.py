@@ -1,0 +1,78 @@
+"""Settings read from QUANYI_* environment variables and an optional .env file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_TELEGRAM_API = "https://api.telegram.org"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="QUANYI_", env_file=".env", extra="ignore")
+
+    data_dir: Path = Path("./data")
+    database_url: str = ""
+
+    bot_token: str = ""
+    telegram_api_base: str = DEFAULT_TELEGRAM_API
+    # "polling" (default) or "webhook" (updates arrive at POST /telegram/webhook).
+    bot_mode: str = "polling"
+    bot_webhook_secret: str = ""
+    admin_ids: str = ""
+    support_contact: str = ""
+
+    http_host: str = "127.0.0.1"
+    http_port: int = 8080
+    public_url: str = "http://127.0.0.1:8080"
+
+    timezone: str = "Asia/Shanghai"
+    currency: str = "CNY"
+
+    reservation_minutes: int = Field(default=15, ge=1)
+    expiry_job_seconds: int = Field(default=30, ge=1)
+    max_quantity: int = Field(default=20, ge=1)
+
+    sandbox_pay: bool = False
+    sandbox_secret: str = ""
+
+    epay_gateway: str = ""
+    epay_pid: str = ""
+    epay_key: str = ""
+    epay_types: str = "alipay,wxpay"
+
+    # Card-key encryption. Unset = a key file under data_dir, created 0600 on first use.
+    # QUANYI_CARD_KEYS="k1:<base64 32 bytes>,k2:<...>", QUANYI_CARD_KEY_ACTIVE="k2",
+    # QUANYI_LOOKUP_KEY="<base64 32 bytes>" (HMAC key for duplicate detection).
+    card_keys: str = ""
+    card_key_active: str = ""
+    lookup_key: str = ""
+
+    outbox_rate_per_second: float = Field(default=25.0, gt=0)
+    outbox_per_chat_interval: float = Field(default=1.0, ge=0)
+    log_level: str = "INFO"
+
+    @field_validator("public_url", "telegram_api_base", "epay_gateway")
+    @classmethod
+    def _strip_slash(cls, value: str) -> str:
+        return value.rstrip("/")
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'quanyi.db').resolve()}"
+
+    @property
+    def admin_id_list(self) -> list[int]:
+        return [int(part) for part in self.admin_ids.replace(" ", "").split(",") if part]
+
+    @property
+    def epay_enabled(self) -> bool:
+        return bool(self.epay_gateway and self.epay_pid and self.epay_key)
+
+    @property
+    def epay_type_list(self) -> list[str]:
+        return [part.strip() for part in self.epay_types.split(",") if part.strip()]

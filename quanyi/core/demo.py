@@ -1,0 +1,75 @@
+"""A demo catalogue with card-key stock. Loading it twice changes nothing."""
+
+from __future__ import annotations
+
+import secrets
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import select
+
+from quanyi.core.catalog import add_product
+from quanyi.core.crypto import KeyRing
+from quanyi.core.db import Database
+from quanyi.core.models import Product, StockBatch
+from quanyi.core.money import Money
+from quanyi.core.stock import import_stock
+
+DEMO_SOURCE = "demo-stock.txt"
+
+
+@dataclass(frozen=True)
+class DemoProduct:
+    sku: str
+    name: str
+    price: str
+    units: int
+    instructions: str
+
+
+CATALOGUE = (
+    DemoProduct("VIDEO-VIP-1M", "视频会员月卡 Video VIP 1 month", "15.00", 40,
+                "打开视频 App → 我的 → 兑换码，输入卡密。 / Open the video app → Me → Redeem, enter the code."),
+    DemoProduct("MUSIC-VIP-1M", "音乐会员月卡 Music VIP 1 month", "9.90", 40,
+                "打开音乐 App → 账号 → 兑换。 / Open the music app → Account → Redeem."),
+    DemoProduct("GAME-100", "游戏点卡 100 点 Game points 100", "10.00", 25,
+                "在游戏充值中心输入序列号和密码。 / Enter serial and password in the game's top-up centre."),
+    DemoProduct("OFFICE-1Y", "办公软件年度授权 Office licence 1 year", "99.00", 5,
+                "在软件的 帮助 → 激活 中输入授权码。 / Help → Activate, enter the licence key."),
+)
+
+
+async def load_demo(db: Database, keyring: KeyRing) -> list[str]:
+    """Create the demo products and their stock where missing; returns what was added."""
+    added: list[str] = []
+    for order, item in enumerate(CATALOGUE):
+        async with db.transaction() as session:
+            product = await session.scalar(select(Product).where(Product.sku == item.sku))
+            if product is None:
+                product = await add_product(
+                    session,
+                    sku=item.sku,
+                    name=item.name,
+                    kind="card_key",
+                    price=Money.parse(item.price, "CNY"),
+                    instructions=item.instructions,
+                    sort_order=order,
+                )
+            has_demo_stock = await session.scalar(
+                select(StockBatch.id).where(
+                    StockBatch.product_id == product.id,
+                    StockBatch.source == DEMO_SOURCE,
+                    StockBatch.status == "done",
+                )
+            )
+        if has_demo_stock:
+            continue
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / DEMO_SOURCE
+            with path.open("w") as handle:
+                for n in range(item.units):
+                    handle.write(f"{item.sku}-{n + 1:04d} {secrets.token_hex(8).upper()}\n")
+            await import_stock(db, keyring, item.sku, path)
+        added.append(item.sku)
+    return added

@@ -1,0 +1,68 @@
+"""The one exception tree. Each error has a stable code and a message fit for a user.
+
+Messages never contain card-key secrets or credentials.
+"""
+
+from __future__ import annotations
+
+
+class QuanyiError(Exception):
+    code = "error"
+
+    def __init__(self, message: str = "", **details: object) -> None:
+        super().__init__(message or self.code)
+        self.message = message or self.code
+        self.details = details
+
+
+class ConfigError(QuanyiError):
+    code = "config"
+
+
+class NotFound(QuanyiError):
+    code = "not_found"
+
+
+class AlreadyExists(QuanyiError):
+    code = "already_exists"
+
+
+class InvalidInput(QuanyiError):
+    code = "invalid_input"
+
+
+class OutOfStock(QuanyiError):
+    code = "out_of_stock"
+
+
+class NotForSale(QuanyiError):
+    code = "not_for_sale"
+
+
+class Forbidden(QuanyiError):
+    code = "forbidden"
+
+
+class StockFileError(InvalidInput):
+    """The stock file is malformed in a way that makes its meaning unclear; nothing imported."""
+
+    code = "stock_file_malformed"
+
+    def __init__(self, line: int, reason: str) -> None:
+        super().__init__(f"line {line}: {reason}", line=line)
+        self.line = line
+        self.reason = reason
+
+
+class CallbackRejected(QuanyiError):
+    """A payment callback failed verification; nothing changed."""
+
+    code = "callback_rejected"
+
+
+class PaymentMethodUnavailable(QuanyiError):
+    code = "payment_method_unavailable"
+
+
+class CardKeyError(QuanyiError):
+    code = "card_key"

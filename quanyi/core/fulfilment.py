@@ -1,0 +1,230 @@
+"""From a verified payment to codes in the outbox: the path that must never break.
+
+``apply_payment`` does it for one event inside a caller's transaction. ``Fulfiller``
+groups events that arrive together into shared transactions (one savepoint per event),
+because a transaction commit, not the statements, is what costs on SQLite.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from quanyi.core import outbox
+from quanyi.core.db import Database
+from quanyi.core.errors import CallbackRejected, QuanyiError
+from quanyi.core.models import Order, OrderStatus, Payment, StockItem, StockStatus, utcnow
+from quanyi.core.payments.base import PaymentEvent
+from quanyi.core.stock import sell_reserved, take_items, unsell
+
+log = logging.getLogger(__name__)
+
+
+class PaymentOutcome(enum.StrEnum):
+    DELIVERED = "delivered"
+    FAILED = "failed"  # paid, but stock ran out: the buyer is told, an operator sees it
+    DUPLICATE = "duplicate"  # this event was recorded before; nothing changed
+    NEEDS_REVIEW = "needs_review"  # money for an order already settled by another payment
+
+
+async def apply_payment(
+    session: AsyncSession, event: PaymentEvent, *, admin_ids: list[int] | None = None
+) -> PaymentOutcome:
+    admin_ids = admin_ids or []
+    order = await session.scalar(select(Order).where(Order.number == event.order_number))
+    if order is None:
+        raise CallbackRejected("unknown order")
+    if event.method != order.payment_method:
+        raise CallbackRejected("order was not placed for this payment method")
+    if event.currency != order.currency or event.amount != order.amount:
+        raise CallbackRejected("amount does not match the order")
+
+    existing = await session.scalar(
+        select(Payment).where(Payment.method == event.method, Payment.provider_txn_id == event.provider_txn_id)
+    )
+    if existing is not None:
+        if existing.order_id != order.id:
+            raise CallbackRejected("transaction already recorded for another order")
+        return PaymentOutcome.DUPLICATE
+    payment = Payment(
+        method=event.method,
+        provider_txn_id=event.provider_txn_id,
+        order_id=order.id,
+        amount=event.amount,
+        currency=event.currency,
+        outcome="applied",
+        raw=json.dumps(dict(event.raw), sort_keys=True),
+    )
+    try:
+        async with session.begin_nested():
+            session.add(payment)
+    except IntegrityError:
+        # A concurrent transaction recorded the same event between our read and insert.
+        return PaymentOutcome.DUPLICATE
+
+    now = utcnow()
+    paid = await session.execute(
+        update(Order)
+        .where(Order.id == order.id, Order.status == OrderStatus.PENDING)
+        .values(status=OrderStatus.PAID, paid_at=now)
+    )
+    if paid.rowcount:
+        reserved = await sell_reserved(session, order.id)
+        if reserved < sum(line.quantity for line in order.lines):
+            return await _fill_from_pool(session, order, admin_ids)  # reserved items went missing
+        return await _deliver(session, order)
+
+    late = await session.execute(
+        update(Order)
+        .where(Order.id == order.id, Order.status == OrderStatus.CANCELLED)
+        .values(status=OrderStatus.PAID, paid_at=now, closed_at=None, failure_reason=None)
+    )
+    if late.rowcount:
+        # Paid after the reservation expired: sell from the pool if it still has stock.
+        return await _fill_from_pool(session, order, admin_ids)
+
+    payment.outcome = "needs_review"
+    outbox.enqueue_admins(
+        session, admin_ids, "admin_double_payment", {"order_id": order.id, "payment_id": payment.id}
+    )
+    log.warning("payment %s for order %s needs review: order already %s", event.provider_txn_id, order.number, order.status)
+    return PaymentOutcome.NEEDS_REVIEW
+
+
+async def _fill_from_pool(session: AsyncSession, order: Order, admin_ids: list[int]) -> PaymentOutcome:
+    """Sell each line what it still lacks from the pool, all lines or none."""
+    have = dict(
+        (
+            await session.execute(
+                select(StockItem.order_line_id, func.count())
+                .where(StockItem.order_id == order.id, StockItem.status == StockStatus.SOLD)
+                .group_by(StockItem.order_line_id)
+            )
+        ).all()
+    )
+    try:
+        async with session.begin_nested():
+            for line in order.lines:
+                need = line.quantity - have.get(line.id, 0)
+                if need <= 0:
+                    continue
+                taken = await take_items(
+                    session,
+                    product_id=line.product_id,
+                    order_id=order.id,
+                    order_line_id=line.id,
+                    quantity=need,
+                    status=StockStatus.SOLD,
+                )
+                if len(taken) < need:
+                    raise _ShortStock()
+    except _ShortStock:
+        await session.execute(
+            update(Order)
+            .where(Order.id == order.id, Order.status == OrderStatus.PAID)
+            .values(status=OrderStatus.FAILED, failure_reason="out_of_stock", closed_at=utcnow())
+        )
+        # Items sold before the shortfall was found went back with the savepoint; any
+        # reserved-then-sold items of this order are returned to the pool too.
+        await unsell(session, order.id)
+        if order.chat_id is not None:
+            outbox.enqueue(
+                session, chat_id=order.chat_id, kind="order_failed", payload={"order_id": order.id}, language=order.language
+            )
+        outbox.enqueue_admins(session, admin_ids, "admin_order_failed", {"order_id": order.id})
+        log.warning("order %s paid but out of stock: failed", order.number)
+        return PaymentOutcome.FAILED
+    return await _deliver(session, order)
+
+
+async def _deliver(session: AsyncSession, order: Order) -> PaymentOutcome:
+    await session.execute(
+        update(Order)
+        .where(Order.id == order.id, Order.status == OrderStatus.PAID)
+        .values(status=OrderStatus.DELIVERED, delivered_at=utcnow())
+    )
+    if order.chat_id is not None:
+        outbox.enqueue(
+            session, chat_id=order.chat_id, kind="delivery", payload={"order_id": order.id}, language=order.language
+        )
+    return PaymentOutcome.DELIVERED
+
+
+class _ShortStock(Exception):
+    pass
+
+
+class Fulfiller:
+    """Applies payment events, batching those that arrive together into one transaction."""
+
+    def __init__(
+        self,
+        db: Database,
+        *,
+        admin_ids: list[int] | None = None,
+        max_batch: int = 64,
+        workers: int | None = None,
+        on_commit: Callable[[], None] | None = None,
+    ) -> None:
+        self.db = db
+        self.admin_ids = admin_ids or []
+        self.max_batch = max_batch
+        # SQLite has one writer: more workers would only queue on its lock.
+        self.workers = workers or (1 if db.is_sqlite else 4)
+        self.on_commit = on_commit
+        self._queue: list[tuple[PaymentEvent, asyncio.Future[PaymentOutcome]]] = []
+        self._running = 0
+
+    async def submit(self, event: PaymentEvent) -> PaymentOutcome:
+        """Apply one event; raises ``CallbackRejected`` when it must change nothing."""
+        future: asyncio.Future[PaymentOutcome] = asyncio.get_running_loop().create_future()
+        self._queue.append((event, future))
+        if self._running < self.workers:
+            self._running += 1
+            asyncio.get_running_loop().create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        try:
+            while self._queue:
+                batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch :]
+                await self._run_batch(batch)
+        finally:
+            self._running -= 1
+
+    async def _run_batch(self, batch: list[tuple[PaymentEvent, asyncio.Future[PaymentOutcome]]]) -> None:
+        results: list[Any] = []
+        try:
+            async with self.db.transaction() as session:
+                for event, _ in batch:
+                    try:
+                        async with session.begin_nested():
+                            results.append(await apply_payment(session, event, admin_ids=self.admin_ids))
+                    except QuanyiError as exc:
+                        results.append(exc)
+        except Exception as exc:
+            if len(batch) > 1:
+                # One event broke the shared transaction (a deadlock, a lost connection):
+                # give every event its own transaction so the others still go through.
+                for item in batch:
+                    await self._run_batch([item])
+                return
+            log.exception("payment event for order %s could not be applied", batch[0][0].order_number)
+            results = [exc]
+        if self.on_commit is not None:
+            self.on_commit()
+        for (_, future), result in zip(batch, results, strict=True):
+            if future.done():
+                continue
+            if isinstance(result, BaseException):
+                future.set_exception(result)
+            else:
+                future.set_result(result)

@@ -1,0 +1,50 @@
+"""Schema migrations (alembic), run from ``quanyi db upgrade`` and checked by ``serve``."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from quanyi.core.errors import ConfigError
+
+MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+
+
+def alembic_config(url: str) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return config
+
+
+async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
+    def run(connection: object) -> None:
+        config = alembic_config(str(engine.url))
+        config.attributes["connection"] = connection
+        command.upgrade(config, revision)
+
+    async with engine.begin() as conn:
+        await conn.run_sync(run)
+
+
+async def require_current(engine: AsyncEngine) -> None:
+    """Refuse to run against a database that is behind the code's schema."""
+    head = ScriptDirectory.from_config(alembic_config(str(engine.url))).get_current_head()
+
+    def current(connection: object) -> str | None:
+        return MigrationContext.configure(connection).get_current_revision()  # type: ignore[arg-type]
+
+    async with engine.connect() as conn:
+        revision = await conn.run_sync(current)
+    if revision != head:
+        raise ConfigError(f"database schema is at {revision or 'nothing'}, code needs {head}: run `quanyi db upgrade`")
+
+
+def run_upgrade(engine: AsyncEngine) -> None:
+    asyncio.run(upgrade(engine))

@@ -1,0 +1,209 @@
+"""Orders: creating one with a stock reservation, expiring unpaid ones, reading them back."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from quanyi.core import outbox
+from quanyi.core.catalog import SELLABLE_KINDS, get_product
+from quanyi.core.crypto import KeyRing
+from quanyi.core.errors import Forbidden, InvalidInput, NotForSale, NotFound, OutOfStock
+from quanyi.core.models import Order, OrderLine, OrderStatus, StockStatus, User, utcnow
+from quanyi.core.payments.base import OrderForPayment, PaymentHub, PaymentStart
+from quanyi.core.stock import Code, order_codes, release_reserved, take_items
+
+_NUMBER_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
+
+
+@dataclass(frozen=True)
+class Buyer:
+    user_id: int
+    chat_id: int
+    language: str
+    username: str | None = None
+
+
+@dataclass(frozen=True)
+class PlacedOrder:
+    order: Order
+    payment: PaymentStart
+
+
+def new_order_number(now: datetime | None = None) -> str:
+    """``Q`` + yymmdd + 8 random characters: sortable by day, unguessable, gateway-safe."""
+    now = now or utcnow()
+    tail = "".join(secrets.choice(_NUMBER_ALPHABET) for _ in range(8))
+    return f"Q{now:%y%m%d}{tail}"
+
+
+async def remember_user(session: AsyncSession, buyer: Buyer) -> None:
+    user = await session.get(User, buyer.user_id)
+    now = utcnow()
+    if user is None:
+        session.add(
+            User(id=buyer.user_id, username=buyer.username, language=buyer.language, first_seen_at=now, last_seen_at=now)
+        )
+    else:
+        user.language = buyer.language
+        user.username = buyer.username
+        user.last_seen_at = now
+
+
+async def place_order(
+    session: AsyncSession,
+    payments: PaymentHub,
+    *,
+    buyer: Buyer,
+    sku: str,
+    quantity: int,
+    method: str,
+    option: str = "",
+    reservation: timedelta,
+    max_quantity: int,
+    channel: str = "bot",
+) -> PlacedOrder:
+    """Create a pending order holding ``quantity`` reserved items, and start its payment."""
+    if not 1 <= quantity <= max_quantity:
+        raise InvalidInput(f"quantity must be between 1 and {max_quantity}", max_quantity=max_quantity)
+    pay_method = payments.get(method)
+    if option and option not in pay_method.options():
+        raise InvalidInput(f"unknown option {option!r} for {method}")
+    product = await get_product(session, sku)
+    if not product.active:
+        raise NotFound(f"no product {sku}")
+    if product.kind not in SELLABLE_KINDS:
+        raise NotForSale(f"{product.name} is not on sale yet")
+    await remember_user(session, buyer)
+    now = utcnow()
+    amount = product.price * quantity
+    order = Order(
+        number=new_order_number(now),
+        user_id=buyer.user_id,
+        chat_id=buyer.chat_id,
+        language=buyer.language,
+        channel=channel,
+        status=OrderStatus.PENDING,
+        currency=product.currency,
+        list_amount=amount,
+        discount_amount=0,
+        amount=amount,
+        payment_method=method,
+        payment_option=option or pay_method.options()[0],
+        created_at=now,
+        expires_at=now + reservation,
+    )
+    session.add(order)
+    await session.flush()
+    line = OrderLine(
+        order_id=order.id,
+        line_no=1,
+        product_id=product.id,
+        sku=product.sku,
+        name=product.name,
+        quantity=quantity,
+        unit_price=product.price,
+        amount=amount,
+    )
+    session.add(line)
+    await session.flush()
+    taken = await take_items(
+        session,
+        product_id=product.id,
+        order_id=order.id,
+        order_line_id=line.id,
+        quantity=quantity,
+        status=StockStatus.RESERVED,
+    )
+    if len(taken) < quantity:
+        # The caller's transaction rolls back: no order, no reservation.
+        raise OutOfStock(f"only {len(taken)} left", available=len(taken))
+    start = pay_method.start(
+        OrderForPayment(
+            number=order.number,
+            amount=order.amount,
+            currency=order.currency,
+            title=f"{product.name} x{quantity}",
+            option=order.payment_option,
+        )
+    )
+    return PlacedOrder(order=order, payment=start)
+
+
+async def expire_due(session: AsyncSession, *, now: datetime | None = None, limit: int = 200) -> list[str]:
+    """Cancel pending orders whose reservation time has passed and return their stock.
+
+    Each cancel is conditional on the order still being pending, so a payment that
+    lands at the same moment wins or loses cleanly, never both.
+    """
+    now = now or utcnow()
+    due = await session.execute(
+        select(Order.id, Order.number, Order.chat_id, Order.language)
+        .where(Order.status == OrderStatus.PENDING, Order.expires_at <= now)
+        .order_by(Order.expires_at)
+        .limit(limit)
+    )
+    cancelled: list[str] = []
+    for order_id, number, chat_id, language in due.all():
+        result = await session.execute(
+            update(Order)
+            .where(Order.id == order_id, Order.status == OrderStatus.PENDING)
+            .values(status=OrderStatus.CANCELLED, closed_at=now, failure_reason="expired")
+        )
+        if not result.rowcount:
+            continue
+        await release_reserved(session, order_id)
+        if chat_id is not None:
+            outbox.enqueue(
+                session, chat_id=chat_id, kind="order_expired", payload={"order_id": order_id}, language=language
+            )
+        cancelled.append(number)
+    return cancelled
+
+
+async def get_order(session: AsyncSession, number: str) -> Order:
+    order = await session.scalar(select(Order).where(Order.number == number))
+    if order is None:
+        raise NotFound(f"no order {number}")
+    return order
+
+
+async def buyer_order(session: AsyncSession, number: str, user_id: int) -> Order:
+    """An order as its buyer may see it; someone else's order is refused, not revealed."""
+    order = await session.scalar(select(Order).where(Order.number == number))
+    if order is None or order.user_id != user_id:
+        raise Forbidden("not your order")
+    return order
+
+
+async def buyer_orders(session: AsyncSession, user_id: int, *, limit: int = 10) -> list[Order]:
+    result = await session.scalars(
+        select(Order).where(Order.user_id == user_id).order_by(Order.id.desc()).limit(limit)
+    )
+    return list(result)
+
+
+async def list_orders(session: AsyncSession, *, status: str | None = None, limit: int = 50) -> list[Order]:
+    query = select(Order).order_by(Order.id.desc()).limit(limit)
+    if status:
+        query = query.where(Order.status == status)
+    return list(await session.scalars(query))
+
+
+@dataclass(frozen=True)
+class DeliveredLine:
+    name: str
+    quantity: int
+    codes: list[Code]
+
+
+async def delivered_codes(session: AsyncSession, keyring: KeyRing, order: Order) -> list[DeliveredLine]:
+    """The order's codes, decrypted, per line. Callers check who is asking first."""
+    if order.status != OrderStatus.DELIVERED:
+        return []
+    codes = await order_codes(session, keyring, order.id)
+    return [DeliveredLine(line.name, line.quantity, codes.get(line.id, [])) for line in order.lines]

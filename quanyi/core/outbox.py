@@ -1,0 +1,126 @@
+"""The outbox: chat messages written in the transaction that caused them.
+
+A sender (the bot front) claims due messages with a lease, so replicas never send
+the same message at once, and marks each one sent only after Telegram accepted it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from quanyi.core.db import Database
+from quanyi.core.models import OutboxMessage, OutboxStatus, utcnow
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    id: int
+    chat_id: int
+    kind: str
+    payload: Mapping[str, object]
+    language: str
+    attempts: int
+
+
+def enqueue(
+    session: AsyncSession, *, chat_id: int, kind: str, payload: Mapping[str, object], language: str
+) -> None:
+    session.add(
+        OutboxMessage(
+            chat_id=chat_id,
+            kind=kind,
+            payload=json.dumps(payload, separators=(",", ":")),
+            language=language,
+            status=OutboxStatus.PENDING,
+            attempts=0,
+            next_attempt_at=utcnow(),
+        )
+    )
+
+
+def enqueue_admins(
+    session: AsyncSession, admin_ids: list[int], kind: str, payload: Mapping[str, object]
+) -> None:
+    for admin_id in admin_ids:
+        enqueue(session, chat_id=admin_id, kind=kind, payload=payload, language="zh")
+
+
+async def claim_due(db: Database, *, limit: int, lease: timedelta, now: datetime | None = None) -> list[Outgoing]:
+    now = now or utcnow()
+    async with db.transaction() as session:
+        pick = (
+            select(OutboxMessage.id)
+            .where(
+                OutboxMessage.status == OutboxStatus.PENDING,
+                OutboxMessage.next_attempt_at <= now,
+                or_(OutboxMessage.claimed_until.is_(None), OutboxMessage.claimed_until < now),
+            )
+            .order_by(OutboxMessage.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        result = await session.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.id.in_(pick.scalar_subquery()))
+            .values(claimed_until=now + lease)
+            .returning(
+                OutboxMessage.id,
+                OutboxMessage.chat_id,
+                OutboxMessage.kind,
+                OutboxMessage.payload,
+                OutboxMessage.language,
+                OutboxMessage.attempts,
+            )
+            .execution_options(synchronize_session=False)
+        )
+        rows = sorted(result.all(), key=lambda row: row.id)
+    return [
+        Outgoing(row.id, row.chat_id, row.kind, json.loads(row.payload), row.language, row.attempts)
+        for row in rows
+    ]
+
+
+async def mark_sent(db: Database, message_id: int) -> None:
+    async with db.transaction() as session:
+        await session.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.id == message_id, OutboxMessage.status == OutboxStatus.PENDING)
+            .values(status=OutboxStatus.SENT, sent_at=utcnow(), claimed_until=None, last_error=None)
+        )
+
+
+async def reschedule(
+    db: Database, message_id: int, *, at: datetime, error: str | None, count_attempt: bool = True
+) -> None:
+    values: dict[str, object] = {"next_attempt_at": at, "claimed_until": None}
+    if error is not None:
+        values["last_error"] = error[:255]
+    if count_attempt:
+        values["attempts"] = OutboxMessage.attempts + 1
+    async with db.transaction() as session:
+        await session.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.id == message_id, OutboxMessage.status == OutboxStatus.PENDING)
+            .values(**values)
+        )
+
+
+async def mark_dead(db: Database, message_id: int, error: str) -> None:
+    """Telegram will never take this one (the buyer blocked the bot, the chat is gone)."""
+    async with db.transaction() as session:
+        await session.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.id == message_id, OutboxMessage.status == OutboxStatus.PENDING)
+            .values(
+                status=OutboxStatus.DEAD,
+                claimed_until=None,
+                last_error=error[:255],
+                attempts=OutboxMessage.attempts + 1,
+            )
+        )

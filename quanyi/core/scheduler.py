@@ -1,0 +1,63 @@
+"""Scheduler jobs (APScheduler 3) run inside ``quanyi serve``.
+
+Replicas may run side by side on PostgreSQL: each job first renews a database lease,
+and only the lease holder does the work.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from datetime import timedelta
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from quanyi.core import leases
+from quanyi.core.orders import expire_due
+from quanyi.core.services import Core
+
+log = logging.getLogger(__name__)
+LEASE = "scheduler"
+
+
+class Jobs:
+    def __init__(self, core: Core, holder: str | None = None) -> None:
+        self.core = core
+        self.holder = holder or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
+        self.lease_ttl = timedelta(seconds=max(60, core.settings.expiry_job_seconds * 3))
+
+    async def is_leader(self) -> bool:
+        return await leases.acquire(self.core.db, LEASE, self.holder, self.lease_ttl)
+
+    async def expire_orders(self) -> list[str]:
+        """Cancel unpaid orders past their reservation and return their stock."""
+        if not await self.is_leader():
+            return []
+        cancelled: list[str] = []
+        while True:
+            async with self.core.db.transaction() as session:
+                batch = await expire_due(session)
+            cancelled.extend(batch)
+            if len(batch) < 200:
+                break
+        if cancelled:
+            log.info("expired %d unpaid orders", len(cancelled))
+            self.core.outbox_wakeup.set()
+        return cancelled
+
+    async def resign(self) -> None:
+        await leases.release(self.core.db, LEASE, self.holder)
+
+
+def build_scheduler(jobs: Jobs) -> AsyncIOScheduler:
+    scheduler = AsyncIOScheduler(timezone=jobs.core.settings.timezone)
+    scheduler.add_job(
+        jobs.expire_orders,
+        "interval",
+        seconds=jobs.core.settings.expiry_job_seconds,
+        id="expire_orders",
+        max_instances=1,
+        coalesce=True,
+    )
+    return scheduler

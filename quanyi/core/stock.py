@@ -1,0 +1,348 @@
+"""Card-key stock: importing, levels, and taking items for orders.
+
+Taking stock is one conditional UPDATE over a locked pick (``FOR UPDATE SKIP LOCKED``
+on PostgreSQL; SQLite has a single writer), so an item can never go to two orders.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from quanyi.core.crypto import KeyRing
+from quanyi.core.db import Database
+from quanyi.core.errors import InvalidInput, NotFound
+from quanyi.core.models import Product, ProductKind, StockBatch, StockItem, StockStatus, utcnow
+from quanyi.core.stockfile import RejectedLine, StockLine, read_stock_file
+
+BATCH_ROWS = 5000
+
+
+@dataclass
+class ImportReport:
+    sku: str
+    imported: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    lines: int = 0
+    rejected_examples: list[RejectedLine] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class StockLevel:
+    sku: str
+    name: str
+    available: int
+    reserved: int
+    sold: int
+    void: int
+    expired: int
+
+
+@dataclass(frozen=True)
+class Code:
+    serial: str | None
+    secret: str
+
+
+def item_aad(product_id: int) -> bytes:
+    # Binds a ciphertext to its product: a row copied to another product fails to decrypt.
+    return f"quanyi:stock:{product_id}".encode()
+
+
+async def import_stock(
+    db: Database,
+    keyring: KeyRing,
+    sku: str,
+    path: Path,
+    *,
+    fmt: str | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> ImportReport:
+    """Import a stock file all or nothing.
+
+    A first pass checks the whole file's structure before anything is written. The
+    second pass writes rows as ``staged`` (invisible to sales) in short transactions, so
+    sales go on during a long import, and one final UPDATE makes them available. A crash
+    leaves only staged rows, which nothing sells.
+    """
+    async with db.read() as session:
+        product = await session.scalar(select(Product).where(Product.sku == sku))
+        if product is None:
+            raise NotFound(f"no product {sku}")
+        if product.kind != ProductKind.CARD_KEY:
+            raise InvalidInput(f"{sku} is a {product.kind} product; only card_key products take stock files")
+        product_id = product.id
+
+    report = ImportReport(sku=sku)
+    for entry in read_stock_file(path, fmt):  # pass 1: raises StockFileError, writes nothing
+        report.lines = entry.line
+
+    async with db.transaction() as session:
+        batch = StockBatch(product_id=product_id, source=path.name[:255], status="importing")
+        session.add(batch)
+        await session.flush()
+        batch_id = batch.id
+
+    try:
+        await _write_staged(db, keyring, product_id, batch_id, path, fmt, report, progress)
+        async with db.transaction() as session:
+            await session.execute(
+                update(StockItem)
+                .where(StockItem.batch_id == batch_id, StockItem.status == StockStatus.STAGED)
+                .values(status=StockStatus.AVAILABLE)
+                .execution_options(synchronize_session=False)
+            )
+            await session.execute(
+                update(StockBatch)
+                .where(StockBatch.id == batch_id)
+                .values(
+                    status="done",
+                    imported=report.imported,
+                    duplicates=report.duplicates,
+                    rejected=report.rejected,
+                    finished_at=utcnow(),
+                )
+            )
+    except BaseException:
+        await abort_batch(db, batch_id)
+        raise
+    return report
+
+
+async def _write_staged(
+    db: Database,
+    keyring: KeyRing,
+    product_id: int,
+    batch_id: int,
+    path: Path,
+    fmt: str | None,
+    report: ImportReport,
+    progress: Callable[[int], None] | None,
+) -> None:
+    aad = item_aad(product_id)
+    pending: list[StockLine] = []
+    for entry in read_stock_file(path, fmt):
+        if isinstance(entry, RejectedLine):
+            report.rejected += 1
+            if len(report.rejected_examples) < 20:
+                report.rejected_examples.append(entry)
+            continue
+        pending.append(entry)
+        if len(pending) >= BATCH_ROWS:
+            await _insert_rows(db, keyring, aad, product_id, batch_id, pending, report)
+            pending = []
+            if progress:
+                progress(entry.line)
+    if pending:
+        await _insert_rows(db, keyring, aad, product_id, batch_id, pending, report)
+    if progress:
+        progress(report.lines)
+
+
+async def _insert_rows(
+    db: Database,
+    keyring: KeyRing,
+    aad: bytes,
+    product_id: int,
+    batch_id: int,
+    lines: Sequence[StockLine],
+    report: ImportReport,
+) -> None:
+    unique: dict[bytes, StockLine] = {}
+    for line in lines:
+        digest = keyring.lookup_hash(line.secret)
+        if digest in unique:
+            report.duplicates += 1
+        else:
+            unique[digest] = line
+    now = utcnow()
+    async with db.transaction() as session:
+        existing = set(
+            await session.scalars(
+                select(StockItem.secret_hash).where(StockItem.secret_hash.in_(list(unique)))
+            )
+        )
+        rows = []
+        for digest, line in unique.items():
+            if digest in existing:
+                report.duplicates += 1
+                continue
+            key_id, blob = keyring.encrypt(line.secret, aad)
+            rows.append(
+                {
+                    "product_id": product_id,
+                    "batch_id": batch_id,
+                    "serial": line.serial,
+                    "key_id": key_id,
+                    "secret_ct": blob,
+                    "secret_hash": digest,
+                    "status": StockStatus.STAGED.value,
+                    "expires_at": line.expires_at,
+                    "created_at": now,
+                }
+            )
+        if rows:
+            await session.execute(StockItem.__table__.insert(), rows)
+        report.imported += len(rows)
+
+
+async def abort_batch(db: Database, batch_id: int) -> None:
+    async with db.transaction() as session:
+        await session.execute(
+            delete(StockItem).where(
+                StockItem.batch_id == batch_id, StockItem.status == StockStatus.STAGED
+            )
+        )
+        await session.execute(
+            update(StockBatch).where(StockBatch.id == batch_id).values(status="aborted", finished_at=utcnow())
+        )
+
+
+def _sellable(now: datetime):  # type: ignore[no-untyped-def]
+    return or_(StockItem.expires_at.is_(None), StockItem.expires_at > now)
+
+
+async def available_counts(session: AsyncSession, product_ids: Iterable[int]) -> dict[int, int]:
+    ids = list(product_ids)
+    if not ids:
+        return {}
+    rows = await session.execute(
+        select(StockItem.product_id, func.count())
+        .where(
+            StockItem.product_id.in_(ids),
+            StockItem.status == StockStatus.AVAILABLE,
+            _sellable(utcnow()),
+        )
+        .group_by(StockItem.product_id)
+    )
+    return {product_id: count for product_id, count in rows.all()}
+
+
+async def stock_levels(session: AsyncSession, sku: str | None = None) -> list[StockLevel]:
+    query = select(Product).order_by(Product.sort_order, Product.id)
+    if sku is not None:
+        query = query.where(Product.sku == sku)
+    products = list(await session.scalars(query))
+    if sku is not None and not products:
+        raise NotFound(f"no product {sku}")
+    now = utcnow()
+    rows = await session.execute(
+        select(
+            StockItem.product_id,
+            StockItem.status,
+            (StockItem.expires_at.is_not(None) & (StockItem.expires_at <= now)).label("expired"),
+            func.count(),
+        )
+        .where(StockItem.product_id.in_([p.id for p in products]))
+        .group_by(StockItem.product_id, StockItem.status, "expired")
+    )
+    counts: dict[tuple[int, str], int] = {}
+    for product_id, status, expired, count in rows.all():
+        key = "expired" if (status == StockStatus.AVAILABLE and expired) else status
+        counts[(product_id, key)] = counts.get((product_id, key), 0) + count
+    return [
+        StockLevel(
+            sku=p.sku,
+            name=p.name,
+            available=counts.get((p.id, StockStatus.AVAILABLE), 0),
+            reserved=counts.get((p.id, StockStatus.RESERVED), 0),
+            sold=counts.get((p.id, StockStatus.SOLD), 0),
+            void=counts.get((p.id, StockStatus.VOID), 0),
+            expired=counts.get((p.id, "expired"), 0),
+        )
+        for p in products
+    ]
+
+
+async def take_items(
+    session: AsyncSession,
+    *,
+    product_id: int,
+    order_id: int,
+    order_line_id: int,
+    quantity: int,
+    status: StockStatus,
+) -> list[int]:
+    """Move up to ``quantity`` available items to ``status`` for an order line; returns their ids.
+
+    Fewer ids than asked means the pool ran short; the caller decides (usually by rolling
+    back its savepoint).
+    """
+    now = utcnow()
+    pick = (
+        select(StockItem.id)
+        .where(
+            StockItem.product_id == product_id,
+            StockItem.status == StockStatus.AVAILABLE,
+            _sellable(now),
+        )
+        .order_by(StockItem.id)
+        .limit(quantity)
+        .with_for_update(skip_locked=True)
+    )
+    values: dict[str, object] = {
+        "status": status.value,
+        "order_id": order_id,
+        "order_line_id": order_line_id,
+    }
+    if status == StockStatus.SOLD:
+        values["sold_at"] = now
+    result = await session.execute(
+        update(StockItem)
+        .where(StockItem.id.in_(pick.scalar_subquery()), StockItem.status == StockStatus.AVAILABLE)
+        .values(**values)
+        .returning(StockItem.id)
+        .execution_options(synchronize_session=False)
+    )
+    return list(result.scalars())
+
+
+async def sell_reserved(session: AsyncSession, order_id: int) -> int:
+    result = await session.execute(
+        update(StockItem)
+        .where(StockItem.order_id == order_id, StockItem.status == StockStatus.RESERVED)
+        .values(status=StockStatus.SOLD, sold_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount or 0
+
+
+async def release_reserved(session: AsyncSession, order_id: int) -> int:
+    result = await session.execute(
+        update(StockItem)
+        .where(StockItem.order_id == order_id, StockItem.status == StockStatus.RESERVED)
+        .values(status=StockStatus.AVAILABLE, order_id=None, order_line_id=None)
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount or 0
+
+
+async def order_codes(session: AsyncSession, keyring: KeyRing, order_id: int) -> dict[int, list[Code]]:
+    """Decrypt the sold codes of an order, per order line id. Only for delivery and re-display."""
+    items = await session.execute(
+        select(StockItem.order_line_id, StockItem.product_id, StockItem.serial, StockItem.key_id, StockItem.secret_ct)
+        .where(StockItem.order_id == order_id, StockItem.status == StockStatus.SOLD)
+        .order_by(StockItem.id)
+    )
+    codes: dict[int, list[Code]] = {}
+    for line_id, product_id, serial, key_id, blob in items.all():
+        secret = keyring.decrypt(key_id, blob, item_aad(product_id))
+        codes.setdefault(line_id, []).append(Code(serial, secret))
+    return codes
+
+
+async def unsell(session: AsyncSession, order_id: int) -> int:
+    """Return an order's items to the pool (a paid order that could not be filled whole)."""
+    result = await session.execute(
+        update(StockItem)
+        .where(StockItem.order_id == order_id, StockItem.status.in_([StockStatus.SOLD, StockStatus.RESERVED]))
+        .values(status=StockStatus.AVAILABLE, order_id=None, order_line_id=None, sold_at=None)
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount or 0

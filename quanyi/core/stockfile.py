@@ -1,0 +1,142 @@
+"""Reading card-key stock files (CSV with a header, or TXT) as a stream of lines.
+
+A file is either read whole or refused whole: wrong column counts and undecodable
+bytes make its meaning unclear and raise ``StockFileError`` with the line number.
+Lines whose meaning is clear but whose content is unusable (an empty secret, a bad
+date) are *rejected* one by one and counted. Error texts never quote the line, which
+would put a secret into a log.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from quanyi.core.errors import StockFileError
+
+MAX_SECRET = 512
+MAX_SERIAL = 128
+MAX_LINE_BYTES = 4096
+CSV_COLUMNS = ("serial", "secret", "expires_at")
+
+
+@dataclass(frozen=True, slots=True)
+class StockLine:
+    line: int
+    serial: str | None
+    secret: str
+    expires_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class RejectedLine:
+    line: int
+    reason: str
+
+
+def detect_format(path: Path) -> str:
+    suffix = path.suffix.lower()
+    if suffix in (".csv", ".txt"):
+        return suffix[1:]
+    raise StockFileError(0, "stock files end in .csv or .txt")
+
+
+def read_stock_file(path: Path, fmt: str | None = None) -> Iterator[StockLine | RejectedLine]:
+    fmt = fmt or detect_format(path)
+    lines = _decoded_lines(path)
+    if fmt == "csv":
+        return _csv_lines(lines)
+    return _txt_lines(lines)
+
+
+def _decoded_lines(path: Path) -> Iterator[tuple[int, str]]:
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            if len(raw) > MAX_LINE_BYTES:
+                raise StockFileError(number, f"line longer than {MAX_LINE_BYTES} bytes")
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise StockFileError(number, "not valid UTF-8") from None
+            if number == 1:
+                text = text.removeprefix("\ufeff")
+            if "\x00" in text:
+                raise StockFileError(number, "contains a NUL byte (binary file?)")
+            yield number, text.rstrip("\r\n")
+
+
+def _txt_lines(lines: Iterator[tuple[int, str]]) -> Iterator[StockLine | RejectedLine]:
+    for number, text in lines:
+        parts = text.split()
+        if not parts:
+            continue
+        if len(parts) == 1:
+            yield _checked(number, None, parts[0], "")
+        elif len(parts) == 2:
+            yield _checked(number, parts[0], parts[1], "")
+        else:
+            raise StockFileError(number, f"expected 'code' or 'serial code', found {len(parts)} fields")
+
+
+def _csv_lines(lines: Iterator[tuple[int, str]]) -> Iterator[StockLine | RejectedLine]:
+    numbers: list[int] = []
+
+    def feed() -> Iterator[str]:
+        for number, text in lines:
+            numbers.append(number)
+            yield text
+
+    reader = csv.reader(feed(), strict=True)
+    try:
+        header = next(reader, None)
+        if header is None:
+            return
+        columns = [name.strip().lower() for name in header]
+        if "secret" not in columns or any(c not in CSV_COLUMNS for c in columns) or len(
+            set(columns)
+        ) != len(columns):
+            raise StockFileError(1, "header must name serial, secret[, expires_at]")
+        index = {name: columns.index(name) for name in columns}
+        for row in reader:
+            number = numbers[-1]
+            numbers.clear()
+            if not row or (len(row) == 1 and not row[0].strip()):
+                continue
+            if len(row) != len(columns):
+                raise StockFileError(number, f"expected {len(columns)} columns, found {len(row)}")
+            serial = row[index["serial"]].strip() if "serial" in index else None
+            expires = row[index["expires_at"]].strip() if "expires_at" in index else ""
+            yield _checked(number, serial or None, row[index["secret"]].strip(), expires)
+    except csv.Error as exc:
+        line = numbers[-1] if numbers else 0
+        raise StockFileError(line, f"CSV syntax: {exc}") from None
+
+
+def _checked(number: int, serial: str | None, secret: str, expires: str) -> StockLine | RejectedLine:
+    if not secret:
+        return RejectedLine(number, "empty secret")
+    if len(secret) > MAX_SECRET:
+        return RejectedLine(number, f"secret longer than {MAX_SECRET} characters")
+    if any(ord(ch) < 32 for ch in secret):
+        return RejectedLine(number, "secret contains control characters")
+    if serial is not None and len(serial) > MAX_SERIAL:
+        return RejectedLine(number, f"serial longer than {MAX_SERIAL} characters")
+    expires_at = None
+    if expires:
+        try:
+            expires_at = _parse_time(expires)
+        except ValueError:
+            return RejectedLine(number, "expires_at is not a date (YYYY-MM-DD or ISO 8601)")
+        if expires_at <= datetime.now(UTC):
+            return RejectedLine(number, "already expired")
+    return StockLine(number, serial, secret, expires_at)
+
+
+def _parse_time(text: str) -> datetime:
+    value = datetime.fromisoformat(text)
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
