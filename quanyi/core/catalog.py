@@ -103,6 +103,14 @@ async def catalogue_entry(session: AsyncSession, sku: str) -> CatalogueEntry:
     return _entry(product, counts.get(product.id, 0))
 
 
+async def catalogue_entry_by_id(session: AsyncSession, product_id: int) -> CatalogueEntry:
+    product = await session.get(Product, product_id)
+    if product is None or not product.active:
+        raise NotFound("no such product")
+    counts = await available_counts(session, [product.id])
+    return _entry(product, counts.get(product.id, 0))
+
+
 def _entry(product: Product, available: int) -> CatalogueEntry:
     return CatalogueEntry(
         id=product.id,

@@ -22,6 +22,8 @@ class Settings(BaseSettings):
     bot_mode: str = "polling"
     bot_webhook_secret: str = ""
     admin_ids: str = ""
+    # Redis for the bot's conversation state (FSM) when set, e.g. redis://127.0.0.1:6379/0.
+    redis_url: str = ""
     support_contact: str = ""
 
     http_host: str = "127.0.0.1"

@@ -13,7 +13,7 @@ from quanyi.core import outbox
 from quanyi.core.catalog import SELLABLE_KINDS, get_product
 from quanyi.core.crypto import KeyRing
 from quanyi.core.errors import Forbidden, InvalidInput, NotForSale, NotFound, OutOfStock
-from quanyi.core.models import Order, OrderLine, OrderStatus, StockStatus, User, utcnow
+from quanyi.core.models import Order, OrderLine, OrderStatus, Product, StockStatus, User, utcnow
 from quanyi.core.payments.base import OrderForPayment, PaymentHub, PaymentStart
 from quanyi.core.stock import Code, order_codes, release_reserved, take_items
 
@@ -199,6 +199,7 @@ class DeliveredLine:
     name: str
     quantity: int
     codes: list[Code]
+    instructions: str
 
 
 async def delivered_codes(session: AsyncSession, keyring: KeyRing, order: Order) -> list[DeliveredLine]:
@@ -206,4 +207,27 @@ async def delivered_codes(session: AsyncSession, keyring: KeyRing, order: Order)
     if order.status != OrderStatus.DELIVERED:
         return []
     codes = await order_codes(session, keyring, order.id)
-    return [DeliveredLine(line.name, line.quantity, codes.get(line.id, [])) for line in order.lines]
+    products = {
+        p.id: p
+        for p in await session.scalars(select(Product).where(Product.id.in_([line.product_id for line in order.lines])))
+    }
+    return [
+        DeliveredLine(line.name, line.quantity, codes.get(line.id, []), products[line.product_id].instructions)
+        for line in order.lines
+    ]
+
+
+async def cancel_by_buyer(session: AsyncSession, number: str, user_id: int) -> Order:
+    """The buyer cancels its own unpaid order; the reservation goes back to the pool."""
+    order = await buyer_order(session, number, user_id)
+    result = await session.execute(
+        update(Order)
+        .where(Order.id == order.id, Order.status == OrderStatus.PENDING)
+        .values(status=OrderStatus.CANCELLED, closed_at=utcnow(), failure_reason="cancelled_by_buyer")
+    )
+    if not result.rowcount:
+        await session.refresh(order)
+        raise InvalidInput("order is not pending", status=order.status)
+    await release_reserved(session, order.id)
+    await session.refresh(order)
+    return order

@@ -1,0 +1,166 @@
+"""Sends outbox messages to Telegram, keeping to its limits, retrying until accepted.
+
+Telegram allows about 30 messages a second per bot and about one a second per chat,
+and answers 429 with ``retry_after`` past that. A burst of sales therefore queues in
+the outbox instead of failing. A message is marked sent only after Telegram accepted
+it; on SIGTERM the sender finishes what it is sending before it stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from datetime import timedelta
+
+from aiogram import Bot
+from aiogram.exceptions import (
+    TelegramBadRequest,
+    TelegramForbiddenError,
+    TelegramNotFound,
+    TelegramRetryAfter,
+)
+
+from quanyi.bot.render import delivery_messages, method_label, money, status_label
+from quanyi.core import outbox
+from quanyi.core.models import Order, Payment, utcnow
+from quanyi.core.orders import delivered_codes
+from quanyi.core.outbox import Outgoing
+from quanyi.core.services import Core
+from quanyi.i18n import t
+
+log = logging.getLogger(__name__)
+LEASE = timedelta(seconds=60)
+MAX_BACKOFF = 300.0
+
+
+class OutboxSender:
+    def __init__(self, core: Core, bot: Bot, *, poll_interval: float = 1.0, concurrency: int = 8) -> None:
+        self.core = core
+        self.bot = bot
+        self.poll_interval = poll_interval
+        self.concurrency = concurrency
+        self._rate = core.settings.outbox_rate_per_second
+        self._per_chat = core.settings.outbox_per_chat_interval
+        self._next_slot = 0.0
+        self._chat_ready: dict[int, float] = {}
+        self._stopping = asyncio.Event()
+        self._slot_lock = asyncio.Lock()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self.core.outbox_wakeup.set()
+
+    async def run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                sent = await self.run_once()
+            except Exception:
+                log.exception("outbox pass failed; retrying")
+                sent = 0
+            if sent == 0 and not self._stopping.is_set():
+                self.core.outbox_wakeup.clear()
+                try:
+                    await asyncio.wait_for(self.core.outbox_wakeup.wait(), self.poll_interval)
+                except TimeoutError:
+                    pass
+
+    async def run_once(self) -> int:
+        """Claim due messages and send them; returns how many were handled."""
+        due = await outbox.claim_due(self.core.db, limit=self.concurrency * 4, lease=LEASE)
+        if not due:
+            return 0
+        semaphore = asyncio.Semaphore(self.concurrency)
+
+        async def one(message: Outgoing) -> None:
+            async with semaphore:
+                await self._send(message)
+
+        await asyncio.gather(*(one(message) for message in due))
+        return len(due)
+
+    async def _send(self, message: Outgoing) -> None:
+        now = time.monotonic()
+        ready = self._chat_ready.get(message.chat_id, 0.0)
+        if ready > now:
+            # Too soon for this chat: put it back without counting an attempt.
+            at = utcnow() + timedelta(seconds=ready - now)
+            await outbox.reschedule(self.core.db, message.id, at=at, error=None, count_attempt=False)
+            return
+        self._chat_ready[message.chat_id] = now + self._per_chat
+        try:
+            texts = await self.render(message)
+            for text in texts:
+                await self._take_slot()
+                await self.bot.send_message(message.chat_id, text)
+        except TelegramRetryAfter as exc:
+            log.info("outbox %s: Telegram asked to wait %ss", message.id, exc.retry_after)
+            self._chat_ready[message.chat_id] = time.monotonic() + exc.retry_after
+            await outbox.reschedule(
+                self.core.db, message.id, at=utcnow() + timedelta(seconds=exc.retry_after), error="429 retry_after"
+            )
+            return
+        except (TelegramForbiddenError, TelegramNotFound) as exc:
+            log.warning("outbox %s: chat %s unreachable (%s); giving up", message.id, message.chat_id, type(exc).__name__)
+            await outbox.mark_dead(self.core.db, message.id, type(exc).__name__)
+            return
+        except TelegramBadRequest as exc:
+            if "chat not found" in str(exc).lower() or "blocked" in str(exc).lower():
+                await outbox.mark_dead(self.core.db, message.id, "chat not found")
+                return
+            await self._backoff(message, f"bad request: {type(exc).__name__}")
+            return
+        except Exception as exc:  # network errors, 5xx: retry later, never drop
+            await self._backoff(message, type(exc).__name__)
+            return
+        await outbox.mark_sent(self.core.db, message.id)
+
+    async def _backoff(self, message: Outgoing, error: str) -> None:
+        delay = min(MAX_BACKOFF, 2.0 ** min(message.attempts, 10))
+        log.warning("outbox %s: send failed (%s); retry in %.0fs", message.id, error, delay)
+        await outbox.reschedule(self.core.db, message.id, at=utcnow() + timedelta(seconds=delay), error=error)
+
+    async def _take_slot(self) -> None:
+        async with self._slot_lock:
+            now = time.monotonic()
+            wait = self._next_slot - now
+            self._next_slot = max(now, self._next_slot) + 1.0 / self._rate
+        if wait > 0:
+            await asyncio.sleep(wait)
+
+    async def render(self, message: Outgoing) -> list[str]:
+        """The texts of one outbox message; delivery codes are decrypted only here."""
+        lang = message.language
+        payload = message.payload
+        async with self.core.db.read() as session:
+            order = await session.get(Order, int(payload["order_id"])) if "order_id" in payload else None
+            if order is None:
+                raise LookupError(f"outbox {message.id}: order missing")
+            if message.kind == "delivery":
+                lines = await delivered_codes(session, self.core.keyring, order)
+                return delivery_messages(lang, order.number, lines)
+            if message.kind == "order_expired":
+                return [t(lang, "order_expired", number=order.number)]
+            if message.kind == "order_failed":
+                contact = self.core.settings.support_contact
+                support = t(lang, "support_line", contact=contact) if contact else ""
+                return [t(lang, "order_failed", number=order.number, support=support)]
+            if message.kind == "admin_order_failed":
+                return [
+                    t(lang, "admin_order_failed", number=order.number, amount=money(order.amount, order.currency), user=order.user_id)
+                ]
+            if message.kind == "admin_double_payment":
+                payment = await session.get(Payment, int(payload["payment_id"]))
+                assert payment is not None
+                return [
+                    t(
+                        lang,
+                        "admin_double_payment",
+                        number=order.number,
+                        method=method_label(lang, payment.method, ""),
+                        txn=payment.provider_txn_id,
+                        amount=money(payment.amount, payment.currency),
+                        status=status_label(lang, order.status),
+                    )
+                ]
+        raise LookupError(f"outbox {message.id}: unknown kind {message.kind}")

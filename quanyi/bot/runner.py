@@ -1,0 +1,61 @@
+"""Building the bot and its dispatcher, in polling or webhook mode."""
+
+from __future__ import annotations
+
+from aiogram import Bot, Dispatcher
+from aiogram.client.default import DefaultBotProperties
+from aiogram.client.session.aiohttp import AiohttpSession
+from aiogram.client.telegram import TelegramAPIServer
+from aiogram.enums import ParseMode
+from aiogram.fsm.storage.base import BaseStorage
+from aiogram.fsm.storage.memory import MemoryStorage
+from aiogram.types import BotCommand
+
+from quanyi.bot.middlewares import LanguageMiddleware
+from quanyi.bot.shop import build_router
+from quanyi.core.config import DEFAULT_TELEGRAM_API, Settings
+from quanyi.core.services import Core
+
+
+def build_bot(settings: Settings) -> Bot:
+    session = None
+    if settings.telegram_api_base and settings.telegram_api_base != DEFAULT_TELEGRAM_API:
+        session = AiohttpSession(api=TelegramAPIServer.from_base(settings.telegram_api_base))
+    return Bot(
+        token=settings.bot_token,
+        session=session,
+        default=DefaultBotProperties(parse_mode=ParseMode.HTML, link_preview_is_disabled=True),
+    )
+
+
+def build_storage(settings: Settings) -> BaseStorage:
+    if settings.redis_url:
+        from aiogram.fsm.storage.redis import RedisStorage
+
+        return RedisStorage.from_url(settings.redis_url)
+    return MemoryStorage()
+
+
+def build_dispatcher(core: Core) -> Dispatcher:
+    dp = Dispatcher(storage=build_storage(core.settings))
+    dp["core"] = core
+    dp.update.outer_middleware(LanguageMiddleware())
+    dp.include_router(build_router())
+    return dp
+
+
+async def set_commands(bot: Bot) -> None:
+    for lang, texts in (("zh", ("浏览商品", "我的订单", "帮助")), ("en", ("Browse products", "My orders", "Help"))):
+        commands = [
+            BotCommand(command="start", description=texts[0]),
+            BotCommand(command="orders", description=texts[1]),
+            BotCommand(command="help", description=texts[2]),
+        ]
+        await bot.set_my_commands(commands, language_code=lang)
+    await bot.set_my_commands(
+        [
+            BotCommand(command="start", description="浏览商品 / Browse"),
+            BotCommand(command="orders", description="我的订单 / My orders"),
+            BotCommand(command="help", description="帮助 / Help"),
+        ]
+    )

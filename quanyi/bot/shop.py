@@ -1,0 +1,314 @@
+"""Buyer chat: catalogue, order form, payment, orders and codes.
+
+Handlers read the input, call one core service, and render the result.
+"""
+
+from __future__ import annotations
+
+import logging
+from zoneinfo import ZoneInfo
+
+from aiogram import F, Router
+from aiogram.filters import Command, CommandObject, CommandStart
+from aiogram.fsm.context import FSMContext
+from aiogram.fsm.state import State, StatesGroup
+from aiogram.types import CallbackQuery, ErrorEvent, InlineKeyboardButton, Message
+from aiogram.utils.keyboard import InlineKeyboardBuilder
+
+from quanyi.bot.callbacks import CancelCb, CatalogueCb, CodesCb, MethodCb, ProductCb, QuantityCb
+from quanyi.bot.render import delivery_messages, method_label, money, status_label
+from quanyi.core.catalog import CatalogueEntry, catalogue, catalogue_entry, catalogue_entry_by_id
+from quanyi.core.errors import (
+    Forbidden,
+    InvalidInput,
+    NotForSale,
+    NotFound,
+    OutOfStock,
+    PaymentMethodUnavailable,
+)
+from quanyi.core.orders import Buyer, buyer_order, buyer_orders, cancel_by_buyer, delivered_codes, place_order
+from quanyi.core.services import Core
+from quanyi.i18n import raw_t, t
+
+log = logging.getLogger(__name__)
+QUICK_QUANTITIES = (1, 2, 3, 5, 10)
+
+
+class OrderForm(StatesGroup):
+    quantity = State()
+
+
+def build_router() -> Router:
+    router = Router(name="shop")
+
+    @router.message(CommandStart())
+    async def start(message: Message, command: CommandObject, core: Core, lang: str, state: FSMContext) -> None:
+        await state.clear()
+        args = (command.args or "").strip()
+        if args.startswith("buy_"):
+            try:
+                async with core.db.read() as session:
+                    entry = await catalogue_entry(session, args[4:])
+            except (NotFound, InvalidInput):
+                await message.answer(t(lang, "not_for_sale"))
+            else:
+                await _send_product(message, entry, core, lang)
+                return
+        await _send_catalogue(message, core, lang)
+
+    @router.message(Command("help"))
+    async def help_(message: Message, lang: str) -> None:
+        await message.answer(t(lang, "help"))
+
+    @router.callback_query(CatalogueCb.filter())
+    async def show_catalogue(query: CallbackQuery, core: Core, lang: str) -> None:
+        await query.answer()
+        if isinstance(query.message, Message):
+            await _send_catalogue(query.message, core, lang, edit=True)
+
+    @router.callback_query(ProductCb.filter())
+    async def show_product(query: CallbackQuery, callback_data: ProductCb, core: Core, lang: str) -> None:
+        try:
+            async with core.db.read() as session:
+                entry = await catalogue_entry_by_id(session, callback_data.id)
+        except NotFound:
+            await query.answer(raw_t(lang, "not_for_sale"), show_alert=True)
+            return
+        await query.answer()
+        if isinstance(query.message, Message):
+            await _send_product(query.message, entry, core, lang, edit=True)
+
+    @router.callback_query(QuantityCb.filter(F.n == 0))
+    async def ask_quantity(query: CallbackQuery, callback_data: QuantityCb, core: Core, lang: str, state: FSMContext) -> None:
+        await query.answer()
+        await state.set_state(OrderForm.quantity)
+        await state.update_data(product_id=callback_data.id)
+        if isinstance(query.message, Message):
+            await query.message.answer(t(lang, "ask_quantity", max=core.settings.max_quantity))
+
+    @router.message(OrderForm.quantity, F.text)
+    async def typed_quantity(message: Message, core: Core, lang: str, state: FSMContext) -> None:
+        text = (message.text or "").strip()
+        limit = core.settings.max_quantity
+        if not text.isdigit() or not 1 <= int(text) <= limit:
+            await message.answer(t(lang, "bad_quantity", max=limit))
+            return
+        data = await state.get_data()
+        await state.clear()
+        await _send_methods(message, core, lang, int(data["product_id"]), int(text), edit=False)
+
+    @router.callback_query(QuantityCb.filter())
+    async def chose_quantity(query: CallbackQuery, callback_data: QuantityCb, core: Core, lang: str) -> None:
+        await query.answer()
+        if isinstance(query.message, Message):
+            await _send_methods(query.message, core, lang, callback_data.id, callback_data.n, edit=True)
+
+    @router.callback_query(MethodCb.filter())
+    async def chose_method(query: CallbackQuery, callback_data: MethodCb, core: Core, lang: str) -> None:
+        user = query.from_user
+        message = query.message
+        if not isinstance(message, Message):
+            await query.answer()
+            return
+        buyer = Buyer(user_id=user.id, chat_id=message.chat.id, language=lang, username=user.username)
+        try:
+            async with core.db.transaction() as session:
+                entry = await catalogue_entry_by_id(session, callback_data.id)
+                placed = await place_order(
+                    session,
+                    core.payments,
+                    buyer=buyer,
+                    sku=entry.sku,
+                    quantity=callback_data.n,
+                    method=callback_data.method,
+                    option=callback_data.option,
+                    reservation=core.reservation,
+                    max_quantity=core.settings.max_quantity,
+                )
+        except OutOfStock as exc:
+            await query.answer(raw_t(lang, "out_of_stock", available=exc.details.get("available", 0)), show_alert=True)
+            return
+        except (NotFound, NotForSale):
+            await query.answer(raw_t(lang, "not_for_sale"), show_alert=True)
+            return
+        except PaymentMethodUnavailable:
+            await query.answer(raw_t(lang, "no_methods"), show_alert=True)
+            return
+        except InvalidInput:
+            await query.answer(raw_t(lang, "bad_quantity", max=core.settings.max_quantity), show_alert=True)
+            return
+        await query.answer()
+        order = placed.order
+        amount = money(order.amount, order.currency)
+        deadline = order.expires_at.astimezone(ZoneInfo(core.settings.timezone)).strftime("%H:%M")
+        keyboard = InlineKeyboardBuilder()
+        if placed.payment.url:
+            keyboard.row(InlineKeyboardButton(text=raw_t(lang, "pay_button", amount=amount), url=placed.payment.url))
+        keyboard.row(
+            InlineKeyboardButton(text=raw_t(lang, "cancel_button"), callback_data=CancelCb(number=order.number).pack())
+        )
+        await message.edit_text(
+            t(
+                lang,
+                "order_created",
+                number=order.number,
+                name=entry.name,
+                quantity=callback_data.n,
+                amount=amount,
+                minutes=core.settings.reservation_minutes,
+                deadline=deadline,
+            ),
+            reply_markup=keyboard.as_markup(),
+        )
+
+    @router.callback_query(CancelCb.filter())
+    async def cancel(query: CallbackQuery, callback_data: CancelCb, core: Core, lang: str) -> None:
+        try:
+            async with core.db.transaction() as session:
+                order = await cancel_by_buyer(session, callback_data.number, query.from_user.id)
+        except Forbidden:
+            await query.answer(raw_t(lang, "not_your_order"), show_alert=True)
+            return
+        except InvalidInput as exc:
+            status = status_label(lang, str(exc.details.get("status", "")))
+            await query.answer(raw_t(lang, "order_not_cancellable", number=callback_data.number, status=status), show_alert=True)
+            return
+        await query.answer()
+        if isinstance(query.message, Message):
+            await query.message.edit_text(t(lang, "order_cancelled", number=order.number))
+
+    @router.message(Command("orders"))
+    async def orders(message: Message, core: Core, lang: str) -> None:
+        if message.from_user is None:
+            return
+        async with core.db.read() as session:
+            rows = await buyer_orders(session, message.from_user.id, limit=10)
+        if not rows:
+            await message.answer(t(lang, "orders_empty"))
+            return
+        lines = [t(lang, "orders_title")]
+        keyboard = InlineKeyboardBuilder()
+        for order in rows:
+            first = order.lines[0] if order.lines else None
+            lines.append(
+                t(
+                    lang,
+                    "order_row",
+                    number=order.number,
+                    name=first.name if first else "",
+                    quantity=sum(line.quantity for line in order.lines),
+                    amount=money(order.amount, order.currency),
+                    status=status_label(lang, order.status),
+                )
+            )
+            if order.status == "delivered":
+                keyboard.row(
+                    InlineKeyboardButton(
+                        text=raw_t(lang, "show_codes_button", number=order.number),
+                        callback_data=CodesCb(number=order.number).pack(),
+                    )
+                )
+        await message.answer("\n".join(lines), reply_markup=keyboard.as_markup())
+
+    @router.callback_query(CodesCb.filter())
+    async def show_codes(query: CallbackQuery, callback_data: CodesCb, core: Core, lang: str) -> None:
+        try:
+            async with core.db.read() as session:
+                order = await buyer_order(session, callback_data.number, query.from_user.id)
+                lines = await delivered_codes(session, core.keyring, order)
+        except Forbidden:
+            await query.answer(raw_t(lang, "not_your_order"), show_alert=True)
+            return
+        await query.answer()
+        if not isinstance(query.message, Message):
+            return
+        if not lines:
+            status = status_label(lang, order.status)
+            await query.message.answer(t(lang, "codes_unavailable", number=order.number, status=status))
+            return
+        for text in delivery_messages(lang, order.number, lines):
+            await query.message.answer(text)
+
+    @router.message()
+    async def anything_else(message: Message, lang: str) -> None:
+        await message.answer(t(lang, "unknown_input"))
+
+    @router.callback_query()
+    async def stale_button(query: CallbackQuery, lang: str) -> None:
+        await query.answer(raw_t(lang, "error_generic"))
+
+    @router.error()
+    async def on_error(event: ErrorEvent) -> bool:
+        # Never echo the exception to the chat; it may hold internal details.
+        log.error("chat handler failed: %s", type(event.exception).__name__, exc_info=event.exception)
+        return True
+
+    return router
+
+
+async def _send_catalogue(message: Message, core: Core, lang: str, *, edit: bool = False) -> None:
+    async with core.db.read() as session:
+        entries = await catalogue(session)
+    if not entries:
+        await message.answer(t(lang, "catalogue_empty"))
+        return
+    keyboard = InlineKeyboardBuilder()
+    for entry in entries:
+        key = "product_button" if entry.available > 0 else "product_button_sold_out"
+        label = raw_t(lang, key, name=entry.name, price=str(entry.price), left=entry.available)
+        keyboard.row(InlineKeyboardButton(text=label[:64], callback_data=ProductCb(id=entry.id).pack()))
+    text = t(lang, "catalogue_title")
+    if edit:
+        await message.edit_text(text, reply_markup=keyboard.as_markup())
+    else:
+        await message.answer(text, reply_markup=keyboard.as_markup())
+
+
+async def _send_product(message: Message, entry: CatalogueEntry, core: Core, lang: str, *, edit: bool = False) -> None:
+    text = t(lang, "product_card", name=entry.name, price=str(entry.price), left=entry.available, description=entry.description)
+    keyboard = InlineKeyboardBuilder()
+    if entry.available > 0:
+        text += "\n" + t(lang, "choose_quantity")
+        limit = min(entry.available, core.settings.max_quantity)
+        quick = [n for n in QUICK_QUANTITIES if n <= limit]
+        keyboard.row(*[InlineKeyboardButton(text=str(n), callback_data=QuantityCb(id=entry.id, n=n).pack()) for n in quick])
+        if limit > 1:
+            keyboard.row(InlineKeyboardButton(text=raw_t(lang, "quantity_other"), callback_data=QuantityCb(id=entry.id, n=0).pack()))
+    else:
+        text += "\n" + t(lang, "sold_out")
+    keyboard.row(InlineKeyboardButton(text=raw_t(lang, "back_button"), callback_data=CatalogueCb().pack()))
+    if edit:
+        await message.edit_text(text, reply_markup=keyboard.as_markup())
+    else:
+        await message.answer(text, reply_markup=keyboard.as_markup())
+
+
+async def _send_methods(message: Message, core: Core, lang: str, product_id: int, quantity: int, *, edit: bool) -> None:
+    try:
+        async with core.db.read() as session:
+            entry = await catalogue_entry_by_id(session, product_id)
+    except NotFound:
+        await message.answer(t(lang, "not_for_sale"))
+        return
+    if quantity > entry.available:
+        await message.answer(t(lang, "out_of_stock", available=entry.available))
+        return
+    choices = core.payments.choices()
+    if not choices:
+        await message.answer(t(lang, "no_methods"))
+        return
+    keyboard = InlineKeyboardBuilder()
+    for method, option in choices:
+        keyboard.row(
+            InlineKeyboardButton(
+                text=method_label(lang, method, option),
+                callback_data=MethodCb(id=entry.id, n=quantity, method=method, option=option).pack(),
+            )
+        )
+    keyboard.row(InlineKeyboardButton(text=raw_t(lang, "back_button"), callback_data=ProductCb(id=entry.id).pack()))
+    text = t(lang, "choose_method", name=entry.name, quantity=quantity, amount=str(entry.price * quantity))
+    if edit:
+        await message.edit_text(text, reply_markup=keyboard.as_markup())
+    else:
+        await message.answer(text, reply_markup=keyboard.as_markup())
+

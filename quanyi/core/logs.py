@@ -1,0 +1,48 @@
+"""Logging set-up with a filter that scrubs configured secrets from every record."""
+
+from __future__ import annotations
+
+import logging
+import re
+
+from quanyi.core.config import Settings
+
+_TOKEN_IN_URL = re.compile(r"/bot\d+:[A-Za-z0-9_-]+")
+
+
+class RedactSecrets(logging.Filter):
+    def __init__(self, secrets: list[str]) -> None:
+        super().__init__()
+        self.secrets = [s for s in secrets if s and len(s) >= 6]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        cleaned = _TOKEN_IN_URL.sub("/bot<redacted>", message)
+        for secret in self.secrets:
+            cleaned = cleaned.replace(secret, "<redacted>")
+        if cleaned != message:
+            record.msg, record.args = cleaned, None
+        return True
+
+
+def secrets_of(settings: Settings) -> list[str]:
+    return [
+        settings.bot_token,
+        settings.epay_key,
+        settings.bot_webhook_secret,
+        settings.sandbox_secret,
+        settings.lookup_key,
+        *[part.partition(":")[2] for part in settings.card_keys.split(",")],
+    ]
+
+
+def configure_logging(settings: Settings) -> None:
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(RedactSecrets(secrets_of(settings)))
+    root = logging.getLogger()
+    for existing in list(root.handlers):
+        root.removeHandler(existing)
+    root.addHandler(handler)
+    root.setLevel(settings.log_level.upper())
+    logging.getLogger("aiogram.event").setLevel(logging.WARNING)

@@ -1,0 +1,53 @@
+"""The one translation layer for chat and pages: zh-CN (default) and en.
+
+Texts live in ``templates/i18n/<lang>.toml``. Every value passed into a text is
+HTML-escaped, because chat messages use Telegram's HTML parse mode.
+"""
+
+from __future__ import annotations
+
+import html
+import tomllib
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+LANGUAGES = ("zh", "en")
+DEFAULT = "zh"
+_DIR = Path(__file__).resolve().parent / "templates" / "i18n"
+
+
+def pick_language(code: str | None) -> str:
+    """Telegram's ``language_code`` (``zh-hans``, ``en-US``...) to one of ours; zh by default."""
+    if code:
+        base = code.lower().split("-")[0].split("_")[0]
+        if base in LANGUAGES:
+            return base
+    return DEFAULT
+
+
+@cache
+def catalog(lang: str) -> dict[str, Any]:
+    with (_DIR / f"{lang}.toml").open("rb") as handle:
+        return tomllib.load(handle)
+
+
+def _lookup(lang: str, key: str) -> str:
+    node: Any = catalog(lang if lang in LANGUAGES else DEFAULT)
+    for part in key.split("."):
+        node = node[part]
+    return str(node)
+
+
+def t(lang: str, key: str, **values: Any) -> str:
+    """Look up ``key`` (``status.pending`` for nested tables) and fill in escaped values."""
+    text = _lookup(lang, key)
+    if not values:
+        return text
+    return text.format(**{k: html.escape(str(v), quote=False) for k, v in values.items()})
+
+
+def raw_t(lang: str, key: str, **values: Any) -> str:
+    """Like ``t`` but without escaping, for plain-text places (button labels, page titles)."""
+    text = _lookup(lang, key)
+    return text.format(**values) if values else text

@@ -1,0 +1,72 @@
+"""The Quart application factory."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from quart import Quart, Response, jsonify, request
+
+from quanyi.core.services import Core
+from quanyi.webhooks import pay, site
+
+log = logging.getLogger(__name__)
+TEMPLATES = Path(__file__).resolve().parent.parent / "templates" / "web"
+MAX_BODY = 64 * 1024
+
+TelegramFeed = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+def create_app(core: Core, *, telegram_feed: TelegramFeed | None = None) -> Quart:
+    app = Quart(__name__, template_folder=str(TEMPLATES))
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
+    app.config["BODY_TIMEOUT"] = 10
+    app.extensions["quanyi.core"] = core
+
+    @app.get("/healthz")
+    async def healthz() -> tuple[Response, int]:
+        try:
+            await core.db.ping()
+        except Exception:  # the database does not answer: say so, do not crash
+            log.warning("health check: database unreachable")
+            return jsonify({"status": "unavailable"}), 503
+        return jsonify({"status": "ok"}), 200
+
+    app.register_blueprint(site.blueprint)
+    app.register_blueprint(pay.blueprint)
+    if telegram_feed is not None:
+        _add_telegram_webhook(app, core, telegram_feed)
+
+    @app.errorhandler(413)
+    async def too_large(_error: Exception) -> tuple[str, int]:
+        return "request body too large", 413
+
+    @app.errorhandler(404)
+    async def not_found(_error: Exception) -> tuple[str, int]:
+        return "not found", 404
+
+    @app.errorhandler(405)
+    async def bad_method(_error: Exception) -> tuple[str, int]:
+        return "method not allowed", 405
+
+    return app
+
+
+def _add_telegram_webhook(app: Quart, core: Core, feed: TelegramFeed) -> None:
+    import hmac
+
+    secret = core.settings.bot_webhook_secret
+
+    @app.post("/telegram/webhook")
+    async def telegram_webhook() -> tuple[str, int]:
+        given = request.headers.get("X-Telegram-Bot-Api-Secret-Token", "")
+        if not secret or not hmac.compare_digest(given.encode(), secret.encode()):
+            log.warning("telegram webhook: bad secret token from %s", request.remote_addr)
+            return "forbidden", 403
+        update = await request.get_json(silent=True)
+        if not isinstance(update, dict):
+            return "bad update", 400
+        await feed(update)
+        return "", 200

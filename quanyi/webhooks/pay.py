@@ -1,0 +1,151 @@
+"""Payment callbacks and the sandbox pay page.
+
+A callback is verified (signature, merchant, amount, order) before anything changes;
+a refused one answers 4xx (EPay: the body ``fail``) and is logged with its reason.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import aiohttp
+from quart import Blueprint, render_template, request
+
+from quanyi.core.errors import CallbackRejected, NotFound, PaymentMethodUnavailable
+from quanyi.core.fulfilment import PaymentOutcome
+from quanyi.core.models import OrderStatus
+from quanyi.core.money import Money
+from quanyi.core.orders import get_order
+from quanyi.core.payments.base import CallbackRequest
+from quanyi.core.payments.sandbox import Sandbox
+from quanyi.i18n import raw_t
+from quanyi.webhooks.site import core, page_language, page_texts
+
+log = logging.getLogger(__name__)
+blueprint = Blueprint("pay", __name__)
+
+
+async def _callback_request() -> CallbackRequest:
+    form: list[tuple[str, str]] = []
+    if request.method == "POST" and request.mimetype in ("application/x-www-form-urlencoded", "multipart/form-data"):
+        form = list((await request.form).items(multi=True))
+    return CallbackRequest(
+        http_method=request.method,
+        query=list(request.args.items(multi=True)),
+        form=form,
+        body=await request.get_data(),
+        headers=dict(request.headers),
+    )
+
+
+async def handle_callback(method_name: str) -> tuple[PaymentOutcome | None, str | None]:
+    """Verify and apply one callback. Returns (outcome, None) or (None, refusal reason)."""
+    try:
+        method = core().payments.get(method_name)
+        event = method.verify(await _callback_request())
+        if event is None:  # authentic, but not a payment (e.g. a WAIT_BUYER_PAY notify)
+            return None, None
+        outcome = await core().fulfiller.submit(event)
+    except (CallbackRejected, PaymentMethodUnavailable) as exc:
+        log.warning(
+            "%s callback refused from %s: %s (order %s)",
+            method_name,
+            request.remote_addr,
+            exc.message,
+            (request.args.get("out_trade_no") or request.args.get("order_no") or "?")[:40],
+        )
+        return None, exc.message
+    log.info("%s callback for %s: %s", method_name, event.order_number, outcome.value)
+    return outcome, None
+
+
+@blueprint.route("/pay/epay/notify", methods=["GET", "POST"])
+async def epay_notify() -> tuple[str, int, dict[str, str]]:
+    _, refused = await handle_callback("epay")
+    plain = {"Content-Type": "text/plain; charset=utf-8"}
+    if refused is not None:
+        return "fail", 400, plain
+    return "success", 200, plain
+
+
+@blueprint.post("/pay/sandbox/notify")
+async def sandbox_notify() -> tuple[str, int, dict[str, str]]:
+    _, refused = await handle_callback("sandbox")
+    plain = {"Content-Type": "text/plain; charset=utf-8"}
+    if refused is not None:
+        return "fail", 400, plain
+    return "success", 200, plain
+
+
+def _sandbox() -> Sandbox | None:
+    try:
+        method = core().payments.get("sandbox")
+    except PaymentMethodUnavailable:
+        return None
+    return method if isinstance(method, Sandbox) else None
+
+
+@blueprint.get("/pay/sandbox/<order_no>")
+async def sandbox_page(order_no: str) -> tuple[str, int]:
+    lang = page_language()
+    tx = page_texts()
+    if _sandbox() is None:
+        return "sandbox payments are not enabled", 404
+    try:
+        async with core().db.read() as session:
+            order = await get_order(session, order_no[:32])
+    except NotFound:
+        return await render_template("message.html", tx=tx, title=tx["sandbox_title"], text=tx["unknown_order"], bad=True), 404
+    payable = order.status == OrderStatus.PENDING and order.payment_method == "sandbox"
+    status = raw_t(lang, f"status.{order.status}")
+    return (
+        await render_template(
+            "sandbox_pay.html",
+            tx=tx,
+            order=order,
+            amount=str(Money(order.amount, order.currency)),
+            status=status,
+            payable=payable,
+            not_payable=tx["not_payable"].format(status=status),
+        ),
+        200,
+    )
+
+
+@blueprint.post("/pay/sandbox/<order_no>")
+async def sandbox_pay(order_no: str) -> tuple[str, int]:
+    """The pay button: post a signed callback to our own notify URL, as a gateway would."""
+    tx = page_texts()
+    sandbox = _sandbox()
+    if sandbox is None:
+        return "sandbox payments are not enabled", 404
+    try:
+        async with core().db.read() as session:
+            order = await get_order(session, order_no[:32])
+    except NotFound:
+        return await render_template("message.html", tx=tx, title=tx["sandbox_title"], text=tx["unknown_order"], bad=True), 404
+    params = sandbox.callback_params(order.number, Money(order.amount, order.currency).format_plain(), order.currency)
+    settings = core().settings
+    host = "127.0.0.1" if settings.http_host in ("0.0.0.0", "::", "") else settings.http_host
+    url = f"http://{host}:{settings.http_port}/pay/sandbox/notify"
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as client:
+            async with client.post(url, data=params) as response:
+                body = (await response.text()).strip()
+    except aiohttp.ClientError as exc:
+        log.warning("sandbox pay: could not reach our own notify URL: %s", type(exc).__name__)
+        body = "unreachable"
+    if body == "success":
+        return await render_template("message.html", tx=tx, title=tx["paid_title"], text=tx["paid_note"], bad=False), 200
+    return (
+        await render_template(
+            "message.html", tx=tx, title=tx["failed_title"], text=tx["failed_note"].format(reason=body), bad=True
+        ),
+        400,
+    )
+
+
+@blueprint.get("/pay/return/<order_no>")
+async def pay_return(order_no: str) -> str:
+    tx = page_texts()
+    return await render_template("message.html", tx=tx, title=tx["return_title"], text=tx["return_note"], bad=False)
