@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import CTE, Select, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
@@ -103,3 +103,18 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
     def _on_begin(conn: Any) -> None:
         write = conn.get_execution_options().get("quanyi_write", False)
         conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+def locked_pick(query: Select[Any], name: str = "picked") -> CTE:
+    """Rows to change, locked and skipped if another transaction holds them.
+
+    Use as ``update(T).where(T.id == pick.c.id)``. A materialized CTE, not
+    ``WHERE id IN (subquery)``: PostgreSQL may run an IN-subquery with LIMIT and
+    SKIP LOCKED more than once and so change more rows than the LIMIT. SQLite has
+    one writer and ignores the lock clause.
+    """
+    return (
+        query.with_for_update(skip_locked=True)
+        .cte(name)
+        .prefix_with("MATERIALIZED", dialect="postgresql")
+    )

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from quanyi.core.db import Database
+from quanyi.core.db import Database, locked_pick
 from quanyi.core.models import OutboxMessage, OutboxStatus, utcnow
 
 
@@ -54,7 +54,7 @@ def enqueue_admins(
 async def claim_due(db: Database, *, limit: int, lease: timedelta, now: datetime | None = None) -> list[Outgoing]:
     now = now or utcnow()
     async with db.transaction() as session:
-        pick = (
+        pick = locked_pick(
             select(OutboxMessage.id)
             .where(
                 OutboxMessage.status == OutboxStatus.PENDING,
@@ -63,11 +63,10 @@ async def claim_due(db: Database, *, limit: int, lease: timedelta, now: datetime
             )
             .order_by(OutboxMessage.id)
             .limit(limit)
-            .with_for_update(skip_locked=True)
         )
         result = await session.execute(
             update(OutboxMessage)
-            .where(OutboxMessage.id.in_(pick.scalar_subquery()))
+            .where(OutboxMessage.id == pick.c.id)
             .values(claimed_until=now + lease)
             .returning(
                 OutboxMessage.id,

@@ -15,7 +15,7 @@ from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from quanyi.core.crypto import KeyRing
-from quanyi.core.db import Database
+from quanyi.core.db import Database, locked_pick
 from quanyi.core.errors import InvalidInput, NotFound
 from quanyi.core.models import Product, ProductKind, StockBatch, StockItem, StockStatus, utcnow
 from quanyi.core.stockfile import RejectedLine, StockLine, read_stock_file
@@ -275,7 +275,7 @@ async def take_items(
     back its savepoint).
     """
     now = utcnow()
-    pick = (
+    pick = locked_pick(
         select(StockItem.id)
         .where(
             StockItem.product_id == product_id,
@@ -284,7 +284,6 @@ async def take_items(
         )
         .order_by(StockItem.id)
         .limit(quantity)
-        .with_for_update(skip_locked=True)
     )
     values: dict[str, object] = {
         "status": status.value,
@@ -295,7 +294,7 @@ async def take_items(
         values["sold_at"] = now
     result = await session.execute(
         update(StockItem)
-        .where(StockItem.id.in_(pick.scalar_subquery()), StockItem.status == StockStatus.AVAILABLE)
+        .where(StockItem.id == pick.c.id, StockItem.status == StockStatus.AVAILABLE)
         .values(**values)
         .returning(StockItem.id)
         .execution_options(synchronize_session=False)

@@ -1,0 +1,117 @@
+"""A verified payment marks the order paid once, takes its stock, and queues the delivery."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import func, select
+
+from quanyi.core.errors import CallbackRejected, OutOfStock
+from quanyi.core.fulfilment import PaymentOutcome
+from quanyi.core.models import Order, OutboxMessage, Payment, StockItem
+from quanyi.core.orders import expire_due
+from quanyi.core.models import utcnow
+from tests.helpers import new_order, product_with_stock, sandbox_event
+
+
+async def test_paid_order_is_delivered_once_and_replay_changes_nothing(core, tmp_path):
+    await product_with_stock(core, tmp_path, units=3)
+    placed = await new_order(core, quantity=2)
+    event = sandbox_event(placed.order.number, placed.order.amount)
+
+    assert await core.fulfiller.submit(event) == PaymentOutcome.DELIVERED
+    assert await core.fulfiller.submit(event) == PaymentOutcome.DUPLICATE
+
+    async with core.db.read() as session:
+        order = await session.scalar(select(Order))
+        assert order.status == "delivered"
+        sold = await session.scalar(select(func.count()).where(StockItem.status == "sold", StockItem.order_id == order.id))
+        assert sold == 2
+        assert await session.scalar(select(func.count()).select_from(Payment)) == 1
+        deliveries = await session.scalar(select(func.count()).where(OutboxMessage.kind == "delivery"))
+        assert deliveries == 1
+
+
+async def test_wrong_amount_unknown_order_and_reused_transaction_are_refused(core, tmp_path):
+    await product_with_stock(core, tmp_path, units=3)
+    first = await new_order(core)
+    second = await new_order(core, user_id=1002)
+
+    with pytest.raises(CallbackRejected, match="amount"):
+        await core.fulfiller.submit(sandbox_event(first.order.number, first.order.amount - 1))
+    with pytest.raises(CallbackRejected, match="unknown order"):
+        await core.fulfiller.submit(sandbox_event("Q000000NOPE", first.order.amount))
+
+    paid = sandbox_event(first.order.number, first.order.amount, txn="T-1")
+    assert await core.fulfiller.submit(paid) == PaymentOutcome.DELIVERED
+    # The same transaction id re-pointed at another order is a forgery or a replay.
+    with pytest.raises(CallbackRejected, match="another order"):
+        await core.fulfiller.submit(sandbox_event(second.order.number, second.order.amount, txn="T-1"))
+
+    async with core.db.read() as session:
+        statuses = dict((await session.execute(select(Order.number, Order.status))).all())
+    assert statuses == {first.order.number: "delivered", second.order.number: "pending"}
+
+
+async def test_order_beyond_stock_is_refused_whole(core, tmp_path):
+    await product_with_stock(core, tmp_path, units=2)
+    with pytest.raises(OutOfStock):
+        await new_order(core, quantity=3)
+    async with core.db.read() as session:
+        assert await session.scalar(select(func.count()).select_from(Order)) == 0
+        assert await session.scalar(select(func.count()).where(StockItem.status == "available")) == 2
+
+
+async def test_expired_order_returns_stock_and_a_late_payment_fails_when_stock_is_gone(core, tmp_path):
+    await product_with_stock(core, tmp_path, units=1)
+    late = await new_order(core, user_id=1)
+    async with core.db.transaction() as session:
+        assert await expire_due(session, now=utcnow() + timedelta(minutes=16)) == [late.order.number]
+    other = await new_order(core, user_id=2)  # the released unit goes to someone else
+    assert await core.fulfiller.submit(sandbox_event(other.order.number, other.order.amount)) == PaymentOutcome.DELIVERED
+
+    outcome = await core.fulfiller.submit(sandbox_event(late.order.number, late.order.amount))
+    assert outcome == PaymentOutcome.FAILED
+    async with core.db.read() as session:
+        order = await session.scalar(select(Order).where(Order.number == late.order.number))
+        assert (order.status, order.failure_reason) == ("failed", "out_of_stock")
+        kinds = sorted((await session.scalars(select(OutboxMessage.kind).where(OutboxMessage.chat_id.in_([1, 9000])))).all())
+        assert kinds == ["admin_order_failed", "order_expired", "order_failed"]
+
+
+async def test_concurrent_payers_for_fewer_items_never_oversell(core, tmp_path):
+    """24 buyers whose reservations lapsed pay at once for the 10 items left in the pool."""
+    units, payers = 10, 24
+    await product_with_stock(core, tmp_path, units=units)
+    placed = []
+    while len(placed) < payers:
+        for n in range(min(units, payers - len(placed))):
+            placed.append(await new_order(core, user_id=5000 + len(placed)))
+        async with core.db.transaction() as session:
+            await expire_due(session, now=utcnow() + timedelta(hours=1))
+
+    events = [sandbox_event(p.order.number, p.order.amount) for p in placed]
+    outcomes = await asyncio.gather(*(core.fulfiller.submit(e) for e in events))
+
+    assert outcomes.count(PaymentOutcome.DELIVERED) == units
+    assert outcomes.count(PaymentOutcome.FAILED) == payers - units
+    async with core.db.read() as session:
+        sold = (await session.execute(select(StockItem.id, StockItem.order_id).where(StockItem.status == "sold"))).all()
+        assert len(sold) == units
+        assert len({order_id for _, order_id in sold}) == units  # one item per delivered order
+        statuses = (await session.scalars(select(Order.status))).all()
+        assert sorted(set(statuses)) == ["delivered", "failed"]
+
+
+async def test_concurrent_replays_of_one_payment_change_state_once(core, tmp_path):
+    await product_with_stock(core, tmp_path, units=2)
+    placed = await new_order(core)
+    event = sandbox_event(placed.order.number, placed.order.amount)
+    outcomes = await asyncio.gather(*(core.fulfiller.submit(event) for _ in range(12)))
+    assert outcomes.count(PaymentOutcome.DELIVERED) == 1
+    assert outcomes.count(PaymentOutcome.DUPLICATE) == 11
+    async with core.db.read() as session:
+        assert await session.scalar(select(func.count()).where(OutboxMessage.kind == "delivery")) == 1
+        assert await session.scalar(select(func.count()).where(StockItem.status == "sold")) == 1
