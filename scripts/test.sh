@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Install quanyi with its test extras into .venv and run the whole suite on SQLite and
+# PostgreSQL. PostgreSQL comes from QUANYI_TEST_DATABASE_URL (default: 127.0.0.1:5432,
+# user root, database test); it is started here if it is installed but down, and the
+# run fails, never skips, when it stays unreachable.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -e '.[test,postgres,redis]'
+
+export QUANYI_TEST_DATABASE_URL=${QUANYI_TEST_DATABASE_URL:-postgresql+asyncpg://root@127.0.0.1:5432/test}
+if command -v pg_isready >/dev/null && ! pg_isready -q -h 127.0.0.1 -p 5432; then
+  if command -v pg_ctlcluster >/dev/null && [ -d /etc/postgresql ]; then
+    pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start || true
+    for _ in $(seq 1 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done
+  fi
+fi
+
+set +e
+.venv/bin/python -m pytest "$@"
+status=$?
+set -e
+if [ "$status" -eq 5 ]; then
+  echo "pytest collected no tests: that is a failure here" >&2
+  exit 1
+fi
+exit "$status"
