@@ -1,8 +1,10 @@
 """From a verified payment to codes in the outbox: the path that must never break.
 
-``apply_payment`` does it for one event inside a caller's transaction. ``Fulfiller``
-groups events that arrive together into shared transactions (one savepoint per event),
-because a transaction commit, not the statements, is what costs on SQLite.
+``apply_payment`` does it for one event inside a caller's transaction. ``apply_payments``
+does the common case for a whole batch with a handful of set-based statements and hands
+every unusual event (a late payment, a second payment, a shortfall) to ``apply_payment``.
+``Fulfiller`` groups events that arrive together into such batches, because on SQLite a
+commit and each statement's round trip, not the work, are what cost.
 """
 
 from __future__ import annotations
@@ -14,14 +16,24 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from quanyi.core import outbox
 from quanyi.core.db import Database
 from quanyi.core.errors import CallbackRejected, QuanyiError
-from quanyi.core.models import Order, OrderStatus, Payment, StockItem, StockStatus, utcnow
+from quanyi.core.models import (
+    Order,
+    OrderLine,
+    OrderStatus,
+    OutboxMessage,
+    OutboxStatus,
+    Payment,
+    StockItem,
+    StockStatus,
+    utcnow,
+)
 from quanyi.core.payments.base import PaymentEvent
 from quanyi.core.stock import sell_reserved, take_items, unsell
 
@@ -158,6 +170,149 @@ async def _deliver(session: AsyncSession, order: Order) -> PaymentOutcome:
     return PaymentOutcome.DELIVERED
 
 
+async def apply_payments(
+    session: AsyncSession, events: list[PaymentEvent], *, admin_ids: list[int] | None = None
+) -> list[PaymentOutcome | QuanyiError]:
+    """Apply a batch of events in the caller's transaction; one result per event, in order.
+
+    The fast path covers a first payment for a pending order whose reserved items are
+    all there. Everything else, including a second event for an order or transaction
+    already in this batch, goes through ``apply_payment`` afterwards, one savepoint each.
+    """
+    admin_ids = admin_ids or []
+    results: list[PaymentOutcome | QuanyiError | None] = [None] * len(events)
+    numbers = {e.order_number for e in events}
+    orders = {
+        row.number: row
+        for row in (
+            await session.execute(
+                select(Order.id, Order.number, Order.status, Order.amount, Order.currency, Order.payment_method,
+                       Order.chat_id, Order.language)
+                .where(Order.number.in_(numbers))
+            )
+        ).all()
+    }
+    keys = {(e.method, e.provider_txn_id) for e in events}
+    recorded = {
+        (method, txn): order_id
+        for method, txn, order_id in (
+            await session.execute(
+                select(Payment.method, Payment.provider_txn_id, Payment.order_id).where(
+                    Payment.provider_txn_id.in_([txn for _, txn in keys])
+                )
+            )
+        ).all()
+    }
+
+    fast: dict[int, int] = {}  # order id -> index of its event
+    seen_keys: set[tuple[str, str]] = set()
+    slow: list[int] = []
+    for index, event in enumerate(events):
+        key = (event.method, event.provider_txn_id)
+        order = orders.get(event.order_number)
+        if order is None or key in recorded or key in seen_keys or order.id in fast or order.status != OrderStatus.PENDING:
+            slow.append(index)  # rejections, duplicates and rare cases keep one code path
+            continue
+        if event.method != order.payment_method or event.currency != order.currency or event.amount != order.amount:
+            slow.append(index)
+            continue
+        fast[order.id] = index
+        seen_keys.add(key)
+
+    if fast:
+        now = utcnow()
+        paid_ids = set(
+            (
+                await session.execute(
+                    update(Order)
+                    .where(Order.id.in_(list(fast)), Order.status == OrderStatus.PENDING)
+                    .values(status=OrderStatus.PAID, paid_at=now)
+                    .returning(Order.id)
+                    .execution_options(synchronize_session=False)
+                )
+            ).scalars()
+        )
+        slow.extend(fast[order_id] for order_id in fast if order_id not in paid_ids)
+        if paid_ids:
+            await session.execute(
+                insert(Payment),
+                [
+                    {
+                        "method": events[fast[order_id]].method,
+                        "provider_txn_id": events[fast[order_id]].provider_txn_id,
+                        "order_id": order_id,
+                        "amount": events[fast[order_id]].amount,
+                        "currency": events[fast[order_id]].currency,
+                        "outcome": "applied",
+                        "raw": json.dumps(dict(events[fast[order_id]].raw), sort_keys=True),
+                        "created_at": now,
+                    }
+                    for order_id in paid_ids
+                ],
+            )
+            sold = (
+                await session.execute(
+                    update(StockItem)
+                    .where(StockItem.order_id.in_(list(paid_ids)), StockItem.status == StockStatus.RESERVED)
+                    .values(status=StockStatus.SOLD, sold_at=now)
+                    .returning(StockItem.order_id)
+                    .execution_options(synchronize_session=False)
+                )
+            ).scalars()
+            sold_count: dict[int, int] = {}
+            for order_id in sold:
+                sold_count[order_id] = sold_count.get(order_id, 0) + 1
+            wanted = dict(
+                (
+                    await session.execute(
+                        select(OrderLine.order_id, func.sum(OrderLine.quantity))
+                        .where(OrderLine.order_id.in_(list(paid_ids)))
+                        .group_by(OrderLine.order_id)
+                    )
+                ).all()
+            )
+            complete = [oid for oid in paid_ids if sold_count.get(oid, 0) >= wanted.get(oid, 0)]
+            for order_id in paid_ids:
+                if order_id not in complete:  # reserved items went missing: the careful path
+                    order = await session.get(Order, order_id)
+                    assert order is not None
+                    results[fast[order_id]] = await _fill_from_pool(session, order, admin_ids)
+            if complete:
+                await session.execute(
+                    update(Order)
+                    .where(Order.id.in_(complete), Order.status == OrderStatus.PAID)
+                    .values(status=OrderStatus.DELIVERED, delivered_at=now)
+                    .execution_options(synchronize_session=False)
+                )
+                by_id = {row.id: row for row in orders.values()}
+                deliveries = [
+                    {
+                        "chat_id": by_id[oid].chat_id,
+                        "kind": "delivery",
+                        "payload": json.dumps({"order_id": oid}, separators=(",", ":")),
+                        "language": by_id[oid].language,
+                        "status": OutboxStatus.PENDING.value,
+                        "attempts": 0,
+                        "next_attempt_at": now,
+                        "created_at": now,
+                    }
+                    for oid in sorted(complete)
+                    if by_id[oid].chat_id is not None
+                ]
+                if deliveries:
+                    await session.execute(insert(OutboxMessage), deliveries)
+                for order_id in complete:
+                    results[fast[order_id]] = PaymentOutcome.DELIVERED
+
+    for index in sorted(slow):
+        try:
+            async with session.begin_nested():
+                results[index] = await apply_payment(session, events[index], admin_ids=admin_ids)
+        except QuanyiError as exc:
+            results[index] = exc
+    return [r if r is not None else QuanyiError("payment not processed") for r in results]
+
+
 class _ShortStock(Exception):
     pass
 
@@ -204,12 +359,7 @@ class Fulfiller:
         results: list[Any] = []
         try:
             async with self.db.transaction() as session:
-                for event, _ in batch:
-                    try:
-                        async with session.begin_nested():
-                            results.append(await apply_payment(session, event, admin_ids=self.admin_ids))
-                    except QuanyiError as exc:
-                        results.append(exc)
+                results = list(await apply_payments(session, [event for event, _ in batch], admin_ids=self.admin_ids))
         except Exception as exc:
             if len(batch) > 1:
                 # One event broke the shared transaction (a deadlock, a lost connection):
