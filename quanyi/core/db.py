@@ -12,9 +12,9 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import CTE, Select, event
+from sqlalchemy import CTE, CursorResult, Result, Select, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
@@ -118,3 +118,8 @@ def locked_pick(query: Select[Any], name: str = "picked") -> CTE:
         .cte(name)
         .prefix_with("MATERIALIZED", dialect="postgresql")
     )
+
+
+def rowcount(result: Result[Any]) -> int:
+    """Rows an UPDATE or DELETE changed."""
+    return int(cast(CursorResult[Any], result).rowcount or 0)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+from collections import Counter
 import json
 import logging
 from collections.abc import Callable
@@ -21,7 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from quanyi.core import outbox
-from quanyi.core.db import Database
+from quanyi.core.db import Database, rowcount
 from quanyi.core.errors import CallbackRejected, QuanyiError
 from quanyi.core.models import (
     Order,
@@ -88,7 +89,7 @@ async def apply_payment(
         .where(Order.id == order.id, Order.status == OrderStatus.PENDING)
         .values(status=OrderStatus.PAID, paid_at=now)
     )
-    if paid.rowcount:
+    if rowcount(paid):
         reserved = await sell_reserved(session, order.id)
         if reserved < sum(line.quantity for line in order.lines):
             return await _fill_from_pool(session, order, admin_ids)  # reserved items went missing
@@ -99,7 +100,7 @@ async def apply_payment(
         .where(Order.id == order.id, Order.status == OrderStatus.CANCELLED)
         .values(status=OrderStatus.PAID, paid_at=now, closed_at=None, failure_reason=None)
     )
-    if late.rowcount:
+    if rowcount(late):
         # Paid after the reservation expired: sell from the pool if it still has stock.
         return await _fill_from_pool(session, order, admin_ids)
 
@@ -259,9 +260,7 @@ async def apply_payments(
                     .execution_options(synchronize_session=False)
                 )
             ).scalars()
-            sold_count: dict[int, int] = {}
-            for order_id in sold:
-                sold_count[order_id] = sold_count.get(order_id, 0) + 1
+            sold_count = Counter(sold)
             wanted = dict(
                 (
                     await session.execute(
@@ -274,9 +273,9 @@ async def apply_payments(
             complete = [oid for oid in paid_ids if sold_count.get(oid, 0) >= wanted.get(oid, 0)]
             for order_id in paid_ids:
                 if order_id not in complete:  # reserved items went missing: the careful path
-                    order = await session.get(Order, order_id)
-                    assert order is not None
-                    results[fast[order_id]] = await _fill_from_pool(session, order, admin_ids)
+                    short_order = await session.get(Order, order_id)
+                    assert short_order is not None
+                    results[fast[order_id]] = await _fill_from_pool(session, short_order, admin_ids)
             if complete:
                 await session.execute(
                     update(Order)

@@ -7,7 +7,7 @@ from datetime import timedelta
 from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
 
-from quanyi.core.db import Database
+from quanyi.core.db import Database, rowcount
 from quanyi.core.models import Lease, utcnow
 
 
@@ -20,7 +20,7 @@ async def acquire(db: Database, name: str, holder: str, ttl: timedelta) -> bool:
             .where(Lease.name == name, or_(Lease.holder == holder, Lease.expires_at < now))
             .values(holder=holder, expires_at=now + ttl)
         )
-        if result.rowcount:
+        if rowcount(result):
             return True
         exists = await session.scalar(select(Lease.name).where(Lease.name == name))
         if exists is None:

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from quanyi.core import outbox
 from quanyi.core.catalog import SELLABLE_KINDS, get_product
 from quanyi.core.crypto import KeyRing
+from quanyi.core.db import rowcount
 from quanyi.core.errors import Forbidden, InvalidInput, NotForSale, NotFound, OutOfStock
 from quanyi.core.models import Order, OrderLine, OrderStatus, Product, StockStatus, User, utcnow
 from quanyi.core.payments.base import OrderForPayment, PaymentHub, PaymentStart
@@ -154,7 +155,7 @@ async def expire_due(session: AsyncSession, *, now: datetime | None = None, limi
             .where(Order.id == order_id, Order.status == OrderStatus.PENDING)
             .values(status=OrderStatus.CANCELLED, closed_at=now, failure_reason="expired")
         )
-        if not result.rowcount:
+        if not rowcount(result):
             continue
         await release_reserved(session, order_id)
         if chat_id is not None:
@@ -225,7 +226,7 @@ async def cancel_by_buyer(session: AsyncSession, number: str, user_id: int) -> O
         .where(Order.id == order.id, Order.status == OrderStatus.PENDING)
         .values(status=OrderStatus.CANCELLED, closed_at=utcnow(), failure_reason="cancelled_by_buyer")
     )
-    if not result.rowcount:
+    if not rowcount(result):
         await session.refresh(order)
         raise InvalidInput("order is not pending", status=order.status)
     await release_reserved(session, order.id)

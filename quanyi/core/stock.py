@@ -11,11 +11,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import ColumnElement, delete, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from quanyi.core.crypto import KeyRing
-from quanyi.core.db import Database, locked_pick
+from quanyi.core.db import Database, locked_pick, rowcount
 from quanyi.core.errors import InvalidInput, NotFound
 from quanyi.core.models import Product, ProductKind, StockBatch, StockItem, StockStatus, utcnow
 from quanyi.core.stockfile import RejectedLine, StockLine, read_stock_file
@@ -188,7 +188,7 @@ async def _insert_rows(
                 }
             )
         if rows:
-            await session.execute(StockItem.__table__.insert(), rows)
+            await session.execute(insert(StockItem), rows)
         report.imported += len(rows)
 
 
@@ -204,7 +204,7 @@ async def abort_batch(db: Database, batch_id: int) -> None:
         )
 
 
-def _sellable(now: datetime):  # type: ignore[no-untyped-def]
+def _sellable(now: datetime) -> ColumnElement[bool]:
     return or_(StockItem.expires_at.is_(None), StockItem.expires_at > now)
 
 
@@ -309,7 +309,7 @@ async def sell_reserved(session: AsyncSession, order_id: int) -> int:
         .values(status=StockStatus.SOLD, sold_at=utcnow())
         .execution_options(synchronize_session=False)
     )
-    return result.rowcount or 0
+    return rowcount(result)
 
 
 async def release_reserved(session: AsyncSession, order_id: int) -> int:
@@ -319,7 +319,7 @@ async def release_reserved(session: AsyncSession, order_id: int) -> int:
         .values(status=StockStatus.AVAILABLE, order_id=None, order_line_id=None)
         .execution_options(synchronize_session=False)
     )
-    return result.rowcount or 0
+    return rowcount(result)
 
 
 async def order_codes(session: AsyncSession, keyring: KeyRing, order_id: int) -> dict[int, list[Code]]:
@@ -332,7 +332,7 @@ async def order_codes(session: AsyncSession, keyring: KeyRing, order_id: int) ->
     codes: dict[int, list[Code]] = {}
     for line_id, product_id, serial, key_id, blob in items.all():
         secret = keyring.decrypt(key_id, blob, item_aad(product_id))
-        codes.setdefault(line_id, []).append(Code(serial, secret))
+        codes.setdefault(line_id or 0, []).append(Code(serial, secret))
     return codes
 
 
@@ -344,4 +344,4 @@ async def unsell(session: AsyncSession, order_id: int) -> int:
         .values(status=StockStatus.AVAILABLE, order_id=None, order_line_id=None, sold_at=None)
         .execution_options(synchronize_session=False)
     )
-    return result.rowcount or 0
+    return rowcount(result)
