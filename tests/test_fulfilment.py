@@ -115,3 +115,37 @@ async def test_concurrent_replays_of_one_payment_change_state_once(core, tmp_pat
     async with core.db.read() as session:
         assert await session.scalar(select(func.count()).where(OutboxMessage.kind == "delivery")) == 1
         assert await session.scalar(select(func.count()).where(StockItem.status == "sold")) == 1
+
+
+@pytest.mark.parametrize("spare", [1, 0])
+async def test_a_reserved_item_gone_missing_is_refilled_from_the_pool_or_the_order_fails(core, tmp_path, spare):
+    """An operator voided a reserved code: the sale takes a fresh one, or with none left fails whole."""
+    from sqlalchemy import update
+
+    await product_with_stock(core, tmp_path, units=3 + spare)
+    refill = await new_order(core, quantity=2, user_id=1)
+    other = await new_order(core, quantity=1, user_id=2)
+    async with core.db.transaction() as session:
+        voided = (await session.scalars(select(StockItem.id).where(StockItem.order_id == refill.order.id))).first()
+        await session.execute(update(StockItem).where(StockItem.id == voided).values(status="void", order_id=None))
+    outcomes = await asyncio.gather(
+        core.fulfiller.submit(sandbox_event(refill.order.number, refill.order.amount)),
+        core.fulfiller.submit(sandbox_event(other.order.number, other.order.amount)),
+    )
+    async with core.db.read() as session:
+        sold = dict(
+            (await session.execute(
+                select(StockItem.order_id, func.count()).where(StockItem.status == "sold").group_by(StockItem.order_id)
+            )).all()
+        )
+        available = await session.scalar(select(func.count()).where(StockItem.status == "available"))
+        statuses = dict((await session.execute(select(Order.number, Order.status))).all())
+    assert statuses[other.order.number] == "delivered" and sold[other.order.id] == 1
+    if spare:
+        assert outcomes[0] == PaymentOutcome.DELIVERED
+        assert statuses[refill.order.number] == "delivered" and sold[refill.order.id] == 2
+        assert available == 0
+    else:
+        assert outcomes[0] == PaymentOutcome.FAILED
+        assert statuses[refill.order.number] == "failed" and refill.order.id not in sold
+        assert available == 1  # the one code it did hold went back to the pool

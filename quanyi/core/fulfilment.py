@@ -177,131 +177,134 @@ async def apply_payments(
     """Apply a batch of events in the caller's transaction; one result per event, in order.
 
     The fast path covers a first payment for a pending order whose reserved items are
-    all there. Everything else, including a second event for an order or transaction
-    already in this batch, goes through ``apply_payment`` afterwards, one savepoint each.
+    all there, in five statements for the whole batch. Everything else, including a
+    second event for an order or transaction already in this batch, goes through
+    ``apply_payment`` afterwards, one savepoint each.
     """
     admin_ids = admin_ids or []
     results: list[PaymentOutcome | QuanyiError | None] = [None] * len(events)
-    numbers = {e.order_number for e in events}
+    units = (
+        select(func.coalesce(func.sum(OrderLine.quantity), 0))
+        .where(OrderLine.order_id == Order.id)
+        .scalar_subquery()
+        .label("units")
+    )
     orders = {
         row.number: row
         for row in (
             await session.execute(
-                select(Order.id, Order.number, Order.status, Order.amount, Order.currency, Order.payment_method,
-                       Order.chat_id, Order.language)
-                .where(Order.number.in_(numbers))
+                select(
+                    Order.id, Order.number, Order.status, Order.amount, Order.currency,
+                    Order.payment_method, Order.chat_id, Order.language, units,
+                ).where(Order.number.in_({e.order_number for e in events}))
             )
         ).all()
     }
-    keys = {(e.method, e.provider_txn_id) for e in events}
     recorded = {
-        (method, txn): order_id
-        for method, txn, order_id in (
+        (method, txn)
+        for method, txn in (
             await session.execute(
-                select(Payment.method, Payment.provider_txn_id, Payment.order_id).where(
-                    Payment.provider_txn_id.in_([txn for _, txn in keys])
+                select(Payment.method, Payment.provider_txn_id).where(
+                    Payment.provider_txn_id.in_({e.provider_txn_id for e in events})
                 )
             )
         ).all()
     }
 
     fast: dict[int, int] = {}  # order id -> index of its event
-    seen_keys: set[tuple[str, str]] = set()
+    taken_keys: set[tuple[str, str]] = set()
     slow: list[int] = []
     for index, event in enumerate(events):
         key = (event.method, event.provider_txn_id)
         order = orders.get(event.order_number)
-        if order is None or key in recorded or key in seen_keys or order.id in fast or order.status != OrderStatus.PENDING:
-            slow.append(index)  # rejections, duplicates and rare cases keep one code path
-            continue
-        if event.method != order.payment_method or event.currency != order.currency or event.amount != order.amount:
-            slow.append(index)
+        if (
+            order is None
+            or key in recorded
+            or key in taken_keys
+            or order.id in fast
+            or order.status != OrderStatus.PENDING
+            or (event.method, event.currency, event.amount) != (order.payment_method, order.currency, order.amount)
+        ):
+            slow.append(index)  # rejections, duplicates and rare cases keep their one code path
             continue
         fast[order.id] = index
-        seen_keys.add(key)
+        taken_keys.add(key)
 
     if fast:
         now = utcnow()
-        paid_ids = set(
+        # Straight to delivered: inside this transaction nobody sees the in-between, and
+        # the few orders whose reserved items turn out short are stepped back to paid.
+        settled = set(
             (
                 await session.execute(
                     update(Order)
                     .where(Order.id.in_(list(fast)), Order.status == OrderStatus.PENDING)
-                    .values(status=OrderStatus.PAID, paid_at=now)
+                    .values(status=OrderStatus.DELIVERED, paid_at=now, delivered_at=now)
                     .returning(Order.id)
                     .execution_options(synchronize_session=False)
                 )
             ).scalars()
         )
-        slow.extend(fast[order_id] for order_id in fast if order_id not in paid_ids)
-        if paid_ids:
+        slow.extend(fast[order_id] for order_id in fast if order_id not in settled)
+        if settled:
+            sold = Counter(
+                (
+                    await session.execute(
+                        update(StockItem)
+                        .where(StockItem.order_id.in_(list(settled)), StockItem.status == StockStatus.RESERVED)
+                        .values(status=StockStatus.SOLD, sold_at=now)
+                        .returning(StockItem.order_id)
+                        .execution_options(synchronize_session=False)
+                    )
+                ).scalars()
+            )
+            by_id = {row.id: row for row in orders.values()}
+            short = [oid for oid in settled if sold[oid] < by_id[oid].units]
             await session.execute(
                 insert(Payment),
                 [
                     {
-                        "method": events[fast[order_id]].method,
-                        "provider_txn_id": events[fast[order_id]].provider_txn_id,
-                        "order_id": order_id,
-                        "amount": events[fast[order_id]].amount,
-                        "currency": events[fast[order_id]].currency,
+                        "method": events[fast[oid]].method,
+                        "provider_txn_id": events[fast[oid]].provider_txn_id,
+                        "order_id": oid,
+                        "amount": events[fast[oid]].amount,
+                        "currency": events[fast[oid]].currency,
                         "outcome": "applied",
-                        "raw": json.dumps(dict(events[fast[order_id]].raw), sort_keys=True),
+                        "raw": json.dumps(dict(events[fast[oid]].raw), sort_keys=True),
                         "created_at": now,
                     }
-                    for order_id in paid_ids
+                    for oid in sorted(settled)
                 ],
             )
-            sold = (
-                await session.execute(
-                    update(StockItem)
-                    .where(StockItem.order_id.in_(list(paid_ids)), StockItem.status == StockStatus.RESERVED)
-                    .values(status=StockStatus.SOLD, sold_at=now)
-                    .returning(StockItem.order_id)
-                    .execution_options(synchronize_session=False)
-                )
-            ).scalars()
-            sold_count = Counter(sold)
-            wanted = dict(
-                (
-                    await session.execute(
-                        select(OrderLine.order_id, func.sum(OrderLine.quantity))
-                        .where(OrderLine.order_id.in_(list(paid_ids)))
-                        .group_by(OrderLine.order_id)
-                    )
-                ).all()
-            )
-            complete = [oid for oid in paid_ids if sold_count.get(oid, 0) >= wanted.get(oid, 0)]
-            for order_id in paid_ids:
-                if order_id not in complete:  # reserved items went missing: the careful path
-                    short_order = await session.get(Order, order_id)
-                    assert short_order is not None
-                    results[fast[order_id]] = await _fill_from_pool(session, short_order, admin_ids)
-            if complete:
+            deliveries = [
+                {
+                    "chat_id": by_id[oid].chat_id,
+                    "kind": "delivery",
+                    "payload": json.dumps({"order_id": oid}, separators=(",", ":")),
+                    "language": by_id[oid].language,
+                    "status": OutboxStatus.PENDING.value,
+                    "attempts": 0,
+                    "next_attempt_at": now,
+                    "created_at": now,
+                }
+                for oid in sorted(settled)
+                if oid not in short and by_id[oid].chat_id is not None
+            ]
+            if deliveries:
+                await session.execute(insert(OutboxMessage), deliveries)
+            for oid in settled:
+                results[fast[oid]] = PaymentOutcome.DELIVERED
+            if short:  # reserved items went missing: the careful path fills or fails them
                 await session.execute(
                     update(Order)
-                    .where(Order.id.in_(complete), Order.status == OrderStatus.PAID)
-                    .values(status=OrderStatus.DELIVERED, delivered_at=now)
+                    .where(Order.id.in_(short))
+                    .values(status=OrderStatus.PAID, delivered_at=None)
                     .execution_options(synchronize_session=False)
                 )
-                by_id = {row.id: row for row in orders.values()}
-                deliveries = [
-                    {
-                        "chat_id": by_id[oid].chat_id,
-                        "kind": "delivery",
-                        "payload": json.dumps({"order_id": oid}, separators=(",", ":")),
-                        "language": by_id[oid].language,
-                        "status": OutboxStatus.PENDING.value,
-                        "attempts": 0,
-                        "next_attempt_at": now,
-                        "created_at": now,
-                    }
-                    for oid in sorted(complete)
-                    if by_id[oid].chat_id is not None
-                ]
-                if deliveries:
-                    await session.execute(insert(OutboxMessage), deliveries)
-                for order_id in complete:
-                    results[fast[order_id]] = PaymentOutcome.DELIVERED
+                for oid in short:
+                    short_order = await session.get(Order, oid)
+                    assert short_order is not None
+                    results[fast[oid]] = await _fill_from_pool(session, short_order, admin_ids)
 
     for index in sorted(slow):
         try:
