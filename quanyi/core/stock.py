@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import ColumnElement, delete, func, insert, or_, select, update
@@ -21,6 +21,8 @@ from quanyi.core.models import Product, ProductKind, StockBatch, StockItem, Stoc
 from quanyi.core.stockfile import RejectedLine, StockLine, read_stock_file
 
 BATCH_ROWS = 5000
+# An import commits a chunk every second or so; ten silent minutes means it died.
+STALE_IMPORT = timedelta(minutes=10)
 
 
 @dataclass
@@ -82,6 +84,7 @@ async def import_stock(
     report = ImportReport(sku=sku)
     for entry in read_stock_file(path, fmt):  # pass 1: raises StockFileError, writes nothing
         report.lines = entry.line
+    await abort_stale_batches(db, product_id)
 
     async with db.transaction() as session:
         batch = StockBatch(product_id=product_id, source=path.name[:255], status="importing")
@@ -189,7 +192,25 @@ async def _insert_rows(
             )
         if rows:
             await session.execute(insert(StockItem), rows)
+        await session.execute(update(StockBatch).where(StockBatch.id == batch_id).values(heartbeat_at=now))
         report.imported += len(rows)
+
+
+async def abort_stale_batches(db: Database, product_id: int, *, silent_for: timedelta = STALE_IMPORT) -> list[int]:
+    """Clear the staged rows of imports that crashed, so their codes can be imported again."""
+    async with db.read() as session:
+        stale = list(
+            await session.scalars(
+                select(StockBatch.id).where(
+                    StockBatch.product_id == product_id,
+                    StockBatch.status == "importing",
+                    StockBatch.heartbeat_at < utcnow() - silent_for,
+                )
+            )
+        )
+    for batch_id in stale:
+        await abort_batch(db, batch_id)
+    return stale
 
 
 async def abort_batch(db: Database, batch_id: int) -> None:

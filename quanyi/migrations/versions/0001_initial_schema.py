@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-24 16:55:19.854671
+Create Date: 2026-11-24
 """
 
 from __future__ import annotations
@@ -138,6 +138,7 @@ def upgrade() -> None:
     sa.Column('duplicates', sa.Integer(), nullable=False),
     sa.Column('rejected', sa.Integer(), nullable=False),
     sa.Column('created_at', quanyi.core.models.UTCDateTime(), nullable=False),
+    sa.Column('heartbeat_at', quanyi.core.models.UTCDateTime(), nullable=False),
     sa.Column('finished_at', quanyi.core.models.UTCDateTime(), nullable=True),
     sa.ForeignKeyConstraint(['product_id'], ['products.id'], name=op.f('fk_stock_batches_product_id_products')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_stock_batches'))
