@@ -149,3 +149,14 @@ async def test_a_reserved_item_gone_missing_is_refilled_from_the_pool_or_the_ord
         assert outcomes[0] == PaymentOutcome.FAILED
         assert statuses[refill.order.number] == "failed" and refill.order.id not in sold
         assert available == 1  # the one code it did hold went back to the pool
+
+
+async def test_a_new_buyer_placing_two_orders_at_once_gets_both(core, tmp_path):
+    await product_with_stock(core, tmp_path, units=4)
+    placed = await asyncio.gather(*(new_order(core, user_id=77, lang="en") for _ in range(4)))
+    assert len({p.order.number for p in placed}) == 4
+    async with core.db.read() as session:
+        from quanyi.core.models import User
+
+        users = (await session.execute(select(User.id, User.language))).all()
+    assert users == [(77, "en")]

@@ -123,3 +123,15 @@ def locked_pick(query: Select[Any], name: str = "picked") -> CTE:
 def rowcount(result: Result[Any]) -> int:
     """Rows an UPDATE or DELETE changed."""
     return int(cast(CursorResult[Any], result).rowcount or 0)
+
+
+def upsert(session: AsyncSession, model: type[Any]) -> Any:
+    """``INSERT ... ON CONFLICT`` for the session's dialect (SQLite and PostgreSQL share the syntax)."""
+    bind = session.get_bind()
+    if bind.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert(model)
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert(model)

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from quanyi.core import outbox
 from quanyi.core.catalog import SELLABLE_KINDS, get_product
 from quanyi.core.crypto import KeyRing
-from quanyi.core.db import rowcount
+from quanyi.core.db import rowcount, upsert
 from quanyi.core.errors import Forbidden, InvalidInput, NotForSale, NotFound, OutOfStock
 from quanyi.core.models import Order, OrderLine, OrderStatus, Product, StockStatus, User, utcnow
 from quanyi.core.payments.base import OrderForPayment, PaymentHub, PaymentStart
@@ -43,16 +43,16 @@ def new_order_number(now: datetime | None = None) -> str:
 
 
 async def remember_user(session: AsyncSession, buyer: Buyer) -> None:
-    user = await session.get(User, buyer.user_id)
+    """Insert or refresh the buyer in one statement (two first orders at once must not collide)."""
     now = utcnow()
-    if user is None:
-        session.add(
-            User(id=buyer.user_id, username=buyer.username, language=buyer.language, first_seen_at=now, last_seen_at=now)
+    await session.execute(
+        upsert(session, User)
+        .values(id=buyer.user_id, username=buyer.username, language=buyer.language, first_seen_at=now, last_seen_at=now)
+        .on_conflict_do_update(
+            index_elements=[User.id],
+            set_={"username": buyer.username, "language": buyer.language, "last_seen_at": now},
         )
-    else:
-        user.language = buyer.language
-        user.username = buyer.username
-        user.last_seen_at = now
+    )
 
 
 async def place_order(
