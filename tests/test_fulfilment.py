@@ -64,45 +64,60 @@ async def test_order_beyond_stock_is_refused_whole(core, tmp_path):
         assert await session.scalar(select(func.count()).where(StockItem.status == "available")) == 2
 
 
-async def test_expired_order_returns_stock_and_a_late_payment_fails_when_stock_is_gone(core, tmp_path):
+async def test_a_payment_after_the_order_expired_is_kept_for_review_and_changes_nothing(core, tmp_path):
+    """CONTRACT: only a pending order pays. Late money is recorded, buyer and operators told."""
     await product_with_stock(core, tmp_path, units=1)
     late = await new_order(core, user_id=1)
     async with core.db.transaction() as session:
         assert await expire_due(session, now=utcnow() + timedelta(minutes=16)) == [late.order.number]
-    other = await new_order(core, user_id=2)  # the released unit goes to someone else
-    assert await core.fulfiller.submit(sandbox_event(other.order.number, other.order.amount)) == PaymentOutcome.DELIVERED
 
-    outcome = await core.fulfiller.submit(sandbox_event(late.order.number, late.order.amount))
-    assert outcome == PaymentOutcome.FAILED
+    outcome = await core.fulfiller.submit(sandbox_event(late.order.number, late.order.amount, txn="LATE-1"))
+    assert outcome == PaymentOutcome.NEEDS_REVIEW
+    assert await core.fulfiller.submit(sandbox_event(late.order.number, late.order.amount, txn="LATE-1")) == (
+        PaymentOutcome.DUPLICATE
+    )
     async with core.db.read() as session:
         order = await session.scalar(select(Order).where(Order.number == late.order.number))
-        assert (order.status, order.failure_reason) == ("failed", "out_of_stock")
-        kinds = sorted((await session.scalars(select(OutboxMessage.kind).where(OutboxMessage.chat_id.in_([1, 9000])))).all())
-        assert kinds == ["admin_order_failed", "order_expired", "order_failed"]
+        assert (order.status, order.failure_reason) == ("cancelled", "expired")
+        assert (await session.scalars(select(Payment.outcome))).all() == ["needs_review"]
+        assert await session.scalar(select(func.count()).where(StockItem.status == "available")) == 1
+        kinds = sorted((await session.scalars(select(OutboxMessage.kind))).all())
+        assert kinds == ["admin_payment_review", "order_expired", "payment_review"]
 
 
-async def test_concurrent_payers_for_fewer_items_never_oversell(core, tmp_path):
-    """24 buyers whose reservations lapsed pay at once for the 10 items left in the pool."""
-    units, payers = 10, 24
+async def test_a_second_payment_for_a_delivered_order_is_kept_for_review(core, tmp_path):
+    await product_with_stock(core, tmp_path, units=2)
+    placed = await new_order(core)
+    assert await core.fulfiller.submit(sandbox_event(placed.order.number, placed.order.amount)) == PaymentOutcome.DELIVERED
+    again = sandbox_event(placed.order.number, placed.order.amount)  # another transaction id
+    assert await core.fulfiller.submit(again) == PaymentOutcome.NEEDS_REVIEW
+    async with core.db.read() as session:
+        assert sorted((await session.scalars(select(Payment.outcome))).all()) == ["applied", "needs_review"]
+        assert await session.scalar(select(func.count()).where(StockItem.status == "sold")) == 1
+        assert await session.scalar(select(func.count()).where(OutboxMessage.kind == "delivery")) == 1
+
+
+async def test_concurrent_buyers_for_fewer_items_never_oversell(core, tmp_path):
+    """24 buyers order and pay at once for 10 items: 10 delivered, 14 told it is sold out."""
+    units, buyers = 10, 24
     await product_with_stock(core, tmp_path, units=units)
-    placed = []
-    while len(placed) < payers:
-        for n in range(min(units, payers - len(placed))):
-            placed.append(await new_order(core, user_id=5000 + len(placed)))
-        async with core.db.transaction() as session:
-            await expire_due(session, now=utcnow() + timedelta(hours=1))
 
-    events = [sandbox_event(p.order.number, p.order.amount) for p in placed]
-    outcomes = await asyncio.gather(*(core.fulfiller.submit(e) for e in events))
+    async def buy(user_id: int) -> PaymentOutcome | str:
+        try:
+            placed = await new_order(core, user_id=user_id)
+        except OutOfStock:
+            return "sold out"
+        return await core.fulfiller.submit(sandbox_event(placed.order.number, placed.order.amount))
+
+    outcomes = await asyncio.gather(*(buy(5000 + n) for n in range(buyers)))
 
     assert outcomes.count(PaymentOutcome.DELIVERED) == units
-    assert outcomes.count(PaymentOutcome.FAILED) == payers - units
+    assert outcomes.count("sold out") == buyers - units
     async with core.db.read() as session:
         sold = (await session.execute(select(StockItem.id, StockItem.order_id).where(StockItem.status == "sold"))).all()
         assert len(sold) == units
         assert len({order_id for _, order_id in sold}) == units  # one item per delivered order
-        statuses = (await session.scalars(select(Order.status))).all()
-        assert sorted(set(statuses)) == ["delivered", "failed"]
+        assert set((await session.scalars(select(Order.status))).all()) == {"delivered"}
 
 
 async def test_concurrent_replays_of_one_payment_change_state_once(core, tmp_path):

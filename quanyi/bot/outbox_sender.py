@@ -142,25 +142,27 @@ class OutboxSender:
             if message.kind == "order_expired":
                 return [t(lang, "order_expired", number=order.number)]
             if message.kind == "order_failed":
-                contact = self.core.settings.support_contact
-                support = t(lang, "support_line", contact=contact) if contact else ""
-                return [t(lang, "order_failed", number=order.number, support=support)]
+                return [t(lang, "order_failed", number=order.number, support=self._support_line(lang))]
             if message.kind == "admin_order_failed":
                 return [
                     t(lang, "admin_order_failed", number=order.number, amount=money(order.amount, order.currency), user=order.user_id)
                 ]
-            if message.kind == "admin_double_payment":
-                payment = await session.get(Payment, int(payload["payment_id"]))
-                assert payment is not None
+            if message.kind in ("admin_payment_review", "payment_review"):
+                payment = await session.get(Payment, int(payload["payment_id"]))  # type: ignore[call-overload]
+                if payment is None:
+                    raise LookupError(f"outbox {message.id}: payment missing")
+                values = {
+                    "number": order.number,
+                    "amount": money(payment.amount, payment.currency),
+                    "status": status_label(lang, order.status),
+                }
+                if message.kind == "payment_review":
+                    return [t(lang, "payment_review", support=self._support_line(lang), **values)]
                 return [
-                    t(
-                        lang,
-                        "admin_double_payment",
-                        number=order.number,
-                        method=method_label(lang, payment.method, ""),
-                        txn=payment.provider_txn_id,
-                        amount=money(payment.amount, payment.currency),
-                        status=status_label(lang, order.status),
-                    )
+                    t(lang, "admin_payment_review", method=method_label(lang, payment.method, ""), txn=payment.provider_txn_id, **values)
                 ]
         raise LookupError(f"outbox {message.id}: unknown kind {message.kind}")
+
+    def _support_line(self, lang: str) -> str:
+        contact = self.core.settings.support_contact
+        return t(lang, "support_line", contact=contact) if contact else ""

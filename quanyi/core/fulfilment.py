@@ -45,7 +45,9 @@ class PaymentOutcome(enum.StrEnum):
     DELIVERED = "delivered"
     FAILED = "failed"  # paid, but stock ran out: the buyer is told, an operator sees it
     DUPLICATE = "duplicate"  # this event was recorded before; nothing changed
-    NEEDS_REVIEW = "needs_review"  # money for an order already settled by another payment
+    # Money for an order that can no longer take it (expired, failed, or paid by another
+    # transaction): recorded, the order unchanged, buyer and operators told.
+    NEEDS_REVIEW = "needs_review"
 
 
 async def apply_payment(
@@ -95,20 +97,22 @@ async def apply_payment(
             return await _fill_from_pool(session, order, admin_ids)  # reserved items went missing
         return await _deliver(session, order)
 
-    late = await session.execute(
-        update(Order)
-        .where(Order.id == order.id, Order.status == OrderStatus.CANCELLED)
-        .values(status=OrderStatus.PAID, paid_at=now, closed_at=None, failure_reason=None)
-    )
-    if rowcount(late):
-        # Paid after the reservation expired: sell from the pool if it still has stock.
-        return await _fill_from_pool(session, order, admin_ids)
-
+    # Terminal states are terminal: money for an order that expired, failed or was already
+    # paid by another transaction is kept on record, never silently used or dropped, and
+    # an operator decides (refund, or deliver by hand).
+    status = await session.scalar(select(Order.status).where(Order.id == order.id))
     payment.outcome = "needs_review"
-    outbox.enqueue_admins(
-        session, admin_ids, "admin_double_payment", {"order_id": order.id, "payment_id": payment.id}
-    )
-    log.warning("payment %s for order %s needs review: order already %s", event.provider_txn_id, order.number, order.status)
+    await session.flush()
+    outbox.enqueue_admins(session, admin_ids, "admin_payment_review", {"order_id": order.id, "payment_id": payment.id})
+    if order.chat_id is not None:
+        outbox.enqueue(
+            session,
+            chat_id=order.chat_id,
+            kind="payment_review",
+            payload={"order_id": order.id, "payment_id": payment.id},
+            language=order.language,
+        )
+    log.warning("payment %s for order %s needs review: order is %s", event.provider_txn_id, order.number, status)
     return PaymentOutcome.NEEDS_REVIEW
 
 
