@@ -11,7 +11,7 @@ from quanyi.core.errors import InvalidInput
 EXPONENTS: dict[str, int] = {"CNY": 2, "USD": 2, "EUR": 2, "HKD": 2, "USDT": 2, "JPY": 0, "XTR": 0}
 SYMBOLS: dict[str, str] = {"CNY": "¥", "USD": "$", "EUR": "€", "HKD": "HK$", "JPY": "¥"}
 
-_DECIMAL = re.compile(r"^(?P<int>\d{1,12})(?:\.(?P<frac>\d+))?$")
+_DECIMAL = re.compile(r"^(?P<int>\d{1,12})(?:\.(?P<frac>\d+))?$", re.ASCII)
 
 
 def exponent(currency: str) -> int:

@@ -29,6 +29,8 @@ async def _callback_request() -> CallbackRequest:
     form: list[tuple[str, str]] = []
     if request.method == "POST" and request.mimetype in ("application/x-www-form-urlencoded", "multipart/form-data"):
         form = list((await request.form).items(multi=True))
+        if any(not isinstance(key, str) for key, _ in form):  # werkzeug's reading of a malformed part name
+            raise CallbackRejected("malformed form field")
     return CallbackRequest(
         http_method=request.method,
         query=list(request.args.items(multi=True)),
@@ -93,7 +95,7 @@ async def sandbox_page(order_no: str) -> tuple[str, int]:
         return "sandbox payments are not enabled", 404
     try:
         async with core().db.read() as session:
-            order = await get_order(session, order_no[:32])
+            order = await get_order(session, order_no)
     except NotFound:
         return await render_template("message.html", tx=tx, title=tx["sandbox_title"], text=tx["unknown_order"], bad=True), 404
     payable = order.status == OrderStatus.PENDING and order.payment_method == "sandbox"
@@ -121,9 +123,14 @@ async def sandbox_pay(order_no: str) -> tuple[str, int]:
         return "sandbox payments are not enabled", 404
     try:
         async with core().db.read() as session:
-            order = await get_order(session, order_no[:32])
+            order = await get_order(session, order_no)
     except NotFound:
         return await render_template("message.html", tx=tx, title=tx["sandbox_title"], text=tx["unknown_order"], bad=True), 404
+    if order.status != OrderStatus.PENDING or order.payment_method != "sandbox":
+        # The page shows no button then; a re-posted form must not pay the order twice.
+        status = raw_t(page_language(), f"status.{order.status}")
+        text = tx["not_payable"].format(status=status)
+        return await render_template("message.html", tx=tx, title=tx["sandbox_title"], text=text, bad=True), 409
     params = sandbox.callback_params(order.number, Money(order.amount, order.currency).format_plain(), order.currency)
     settings = core().settings
     host = "127.0.0.1" if settings.http_host in ("0.0.0.0", "::", "") else settings.http_host

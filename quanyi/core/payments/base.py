@@ -16,7 +16,7 @@ from typing import Literal
 
 from quanyi.core.config import Settings
 from quanyi.core.crypto import KeyRing
-from quanyi.core.errors import ConfigError, PaymentMethodUnavailable
+from quanyi.core.errors import CallbackRejected, ConfigError, PaymentMethodUnavailable
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,12 @@ class PaymentEvent:
     amount: int
     currency: str
     raw: Mapping[str, str]
+
+    def __post_init__(self) -> None:
+        # Column sizes, and PostgreSQL refuses NUL in text: a signed but unusable id is refused.
+        for value, limit in ((self.provider_txn_id, 128), (self.order_number, 32)):
+            if not 0 < len(value) <= limit or "\x00" in value:
+                raise CallbackRejected("transaction id or order number is malformed")
 
 
 class PaymentMethod(abc.ABC):

@@ -66,7 +66,7 @@ class EPay(PaymentMethod):
         if params.get("sign_type", "MD5").upper() != "MD5":
             raise CallbackRejected("unsupported sign_type")
         expected = epay_sign(params, self._key)
-        if not hmac.compare_digest(expected, params["sign"].lower()):
+        if not hmac.compare_digest(expected.encode(), params["sign"].lower().encode()):
             raise CallbackRejected("bad signature")
         if params["pid"] != self.pid:
             raise CallbackRejected("pid is not ours")

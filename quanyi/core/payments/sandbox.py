@@ -48,7 +48,7 @@ class Sandbox(PaymentMethod):
             params[key] = value
         if any(not params.get(k) for k in (*FIELDS, "sign")):
             raise CallbackRejected("missing fields")
-        if not hmac.compare_digest(self.sign(params), params["sign"]):
+        if not hmac.compare_digest(self.sign(params).encode(), params["sign"].encode()):
             raise CallbackRejected("bad signature")
         try:
             amount = parse_minor(params["amount"], params["currency"])
