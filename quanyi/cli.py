@@ -11,6 +11,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from quanyi.core.config import Settings
 from quanyi.core.errors import QuanyiError
 
@@ -250,6 +252,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("quanyi: interrupted", file=sys.stderr)
         return 130
+    except (OSError, SQLAlchemyError) as exc:  # database or file unreachable: say why, in one line
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+        print(f"quanyi: {type(exc).__name__}: {reason[0] if reason else 'no details'}", file=sys.stderr)
+        return 2
     except Exception as exc:  # a last line of defence: one line, no traceback with values in it
         print(f"quanyi: unexpected {type(exc).__name__}; see the log", file=sys.stderr)
         logging.getLogger("quanyi").debug("unexpected error", exc_info=True)

@@ -80,6 +80,8 @@ class KeyRing:
                 raise ConfigError("QUANYI_CARD_KEYS is 'id:base64key,id:base64key'")
             keys[key_id] = _b64(encoded, "QUANYI_CARD_KEYS")
         active = settings.card_key_active or list(keys)[-1]
+        if active not in keys:
+            raise ConfigError(f"QUANYI_CARD_KEY_ACTIVE is {active!r}, a key id QUANYI_CARD_KEYS does not hold")
         sandbox = settings.sandbox_secret.encode() or _derive(keys[active], b"sandbox")
         return cls(keys, active, _b64(settings.lookup_key, "QUANYI_LOOKUP_KEY"), sandbox)
 

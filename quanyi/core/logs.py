@@ -17,12 +17,24 @@ class RedactSecrets(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        cleaned = _TOKEN_IN_URL.sub("/bot<redacted>", message)
-        for secret in self.secrets:
-            cleaned = cleaned.replace(secret, "<redacted>")
+        cleaned = self.clean(message)
         if cleaned != message:
             record.msg, record.args = cleaned, None
+        # A traceback quotes exception texts (an HTTP error with the bot URL in it): format
+        # it here, scrubbed, so the handler's formatter uses this text instead.
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = self.clean(record.exc_text)
+        if record.stack_info:
+            record.stack_info = self.clean(record.stack_info)
         return True
+
+    def clean(self, text: str) -> str:
+        cleaned = _TOKEN_IN_URL.sub("/bot<redacted>", text)
+        for secret in self.secrets:
+            cleaned = cleaned.replace(secret, "<redacted>")
+        return cleaned
 
 
 def secrets_of(settings: Settings) -> list[str]:

@@ -65,7 +65,10 @@ def _decoded_lines(path: Path) -> Iterator[tuple[int, str]]:
                 text = text.removeprefix("\ufeff")
             if "\x00" in text:
                 raise StockFileError(number, "contains a NUL byte (binary file?)")
-            yield number, text.rstrip("\r\n")
+            text = text.rstrip("\r\n")
+            if "\r" in text:  # CR-only line endings would glue several codes into one line
+                raise StockFileError(number, "carriage return inside a line (old Mac line endings?)")
+            yield number, text
 
 
 def _txt_lines(lines: Iterator[tuple[int, str]]) -> Iterator[StockLine | RejectedLine]:
@@ -100,7 +103,10 @@ def _csv_lines(lines: Iterator[tuple[int, str]]) -> Iterator[StockLine | Rejecte
         ) != len(columns):
             raise StockFileError(1, "header must name serial, secret[, expires_at]")
         index = {name: columns.index(name) for name in columns}
+        numbers.clear()
         for row in reader:
+            if len(numbers) > 1:  # a quoted field over several lines: no code spans lines
+                raise StockFileError(numbers[0], "quoted field runs past the end of the line")
             number = numbers[-1]
             numbers.clear()
             if not row or (len(row) == 1 and not row[0].strip()):
@@ -111,7 +117,7 @@ def _csv_lines(lines: Iterator[tuple[int, str]]) -> Iterator[StockLine | Rejecte
             expires = row[index["expires_at"]].strip() if "expires_at" in index else ""
             yield _checked(number, serial or None, row[index["secret"]].strip(), expires)
     except csv.Error as exc:
-        line = numbers[-1] if numbers else 0
+        line = numbers[0] if numbers else 0
         raise StockFileError(line, f"CSV syntax: {exc}") from None
 
 
