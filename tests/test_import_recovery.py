@@ -53,3 +53,28 @@ def test_killed_import_is_recovered_by_the_next_import(tmp_path: Path) -> None:
         batches = dict(conn.execute("SELECT status, count(*) FROM stock_batches GROUP BY status").fetchall())
     assert counts == {"available": lines}
     assert batches == {"aborted": 1, "done": 1}
+
+
+async def test_two_imports_of_overlapping_codes_at_once_store_each_code_once(core, tmp_path: Path) -> None:
+    import asyncio
+
+    from sqlalchemy import func, select
+
+    from quanyi.core.catalog import add_product
+    from quanyi.core.models import StockItem
+    from quanyi.core.money import Money
+    from quanyi.core.stock import import_stock
+
+    async with core.db.transaction() as session:
+        await add_product(session, sku="DUP", name="dup", kind="card_key", price=Money.parse("1.00", "CNY"))
+    first = tmp_path / "first.txt"
+    second = tmp_path / "second.txt"
+    first.write_text("".join(f"code-{n}\n" for n in range(0, 12_000)))
+    second.write_text("".join(f"code-{n}\n" for n in range(6_000, 18_000)))
+
+    reports = await asyncio.gather(*(import_stock(core.db, core.keyring, "DUP", path) for path in (first, second)))
+
+    assert sum(r.imported for r in reports) == 18_000
+    assert sum(r.duplicates for r in reports) == 6_000
+    async with core.db.read() as session:
+        assert await session.scalar(select(func.count()).where(StockItem.status == "available")) == 18_000

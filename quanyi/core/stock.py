@@ -12,10 +12,11 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import ColumnElement, delete, func, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from quanyi.core.crypto import KeyRing
-from quanyi.core.db import Database, locked_pick, rowcount
+from quanyi.core.db import Database, locked_pick, rowcount, upsert
 from quanyi.core.errors import InvalidInput, NotFound
 from quanyi.core.models import Product, ProductKind, StockBatch, StockItem, StockStatus, utcnow
 from quanyi.core.stockfile import RejectedLine, StockLine, read_stock_file
@@ -190,10 +191,25 @@ async def _insert_rows(
                     "created_at": now,
                 }
             )
+        inserted = 0
         if rows:
-            await session.execute(insert(StockItem), rows)
+            try:
+                async with session.begin_nested():
+                    await session.execute(insert(StockItem), rows)
+                inserted = len(rows)
+            except IntegrityError:
+                # A concurrent import of the same codes committed between our check and this
+                # insert: the slower conflict-tolerant insert counts those as duplicates.
+                result = await session.execute(
+                    upsert(session, StockItem)
+                    .on_conflict_do_nothing(index_elements=[StockItem.secret_hash])
+                    .returning(StockItem.id),
+                    rows,
+                )
+                inserted = len(result.all())
         await session.execute(update(StockBatch).where(StockBatch.id == batch_id).values(heartbeat_at=now))
-        report.imported += len(rows)
+        report.imported += inserted
+        report.duplicates += len(rows) - inserted
 
 
 async def abort_stale_batches(db: Database, product_id: int, *, silent_for: timedelta = STALE_IMPORT) -> list[int]:
