@@ -127,4 +127,9 @@ class _BotFront:
                 await asyncio.wait_for(task, timeout=15)
         if self._webhook_tasks:
             await asyncio.wait(self._webhook_tasks, timeout=10)
+        # Polling hands each update to its own task, which stop_polling() does not wait for;
+        # those updates are already confirmed to Telegram, so finish them before closing.
+        polled: set[asyncio.Task[Any]] = set(getattr(self.dp, "_handle_update_tasks", ()))
+        if polled:
+            await asyncio.wait(polled, timeout=10)
         await self.bot.session.close()

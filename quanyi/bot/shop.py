@@ -90,12 +90,13 @@ def build_router() -> Router:
     async def typed_quantity(message: Message, core: Core, lang: str, state: FSMContext) -> None:
         text = (message.text or "").strip()
         limit = core.settings.max_quantity
-        if not text.isdigit() or not 1 <= int(text) <= limit:
+        if not text.isdecimal() or not 1 <= int(text) <= limit:
             await message.answer(t(lang, "bad_quantity", max=limit))
             return
         data = await state.get_data()
-        await state.clear()
-        await _send_methods(message, core, lang, int(data["product_id"]), int(text), edit=False)
+        # More than the stock holds: keep the form open so the buyer can type a smaller number.
+        if await _send_methods(message, core, lang, int(data["product_id"]), int(text), edit=False):
+            await state.clear()
 
     @router.callback_query(QuantityCb.filter())
     async def chose_quantity(query: CallbackQuery, callback_data: QuantityCb, core: Core, lang: str) -> None:
@@ -283,20 +284,21 @@ async def _send_product(message: Message, entry: CatalogueEntry, core: Core, lan
         await message.answer(text, reply_markup=keyboard.as_markup())
 
 
-async def _send_methods(message: Message, core: Core, lang: str, product_id: int, quantity: int, *, edit: bool) -> None:
+async def _send_methods(message: Message, core: Core, lang: str, product_id: int, quantity: int, *, edit: bool) -> bool:
+    """Show the payment methods for ``quantity``; False when the stock is too low for it."""
     try:
         async with core.db.read() as session:
             entry = await catalogue_entry_by_id(session, product_id)
     except NotFound:
         await message.answer(t(lang, "not_for_sale"))
-        return
+        return True
     if quantity > entry.available:
         await message.answer(t(lang, "out_of_stock", available=entry.available))
-        return
+        return False
     choices = core.payments.choices()
     if not choices:
         await message.answer(t(lang, "no_methods"))
-        return
+        return True
     keyboard = InlineKeyboardBuilder()
     for method, option in choices:
         keyboard.row(
@@ -311,4 +313,4 @@ async def _send_methods(message: Message, core: Core, lang: str, product_id: int
         await message.edit_text(text, reply_markup=keyboard.as_markup())
     else:
         await message.answer(text, reply_markup=keyboard.as_markup())
-
+    return True

@@ -1,0 +1,627 @@
+"""A fake Telegram Bot API server for tests: the real aiogram client talks HTTP to it.
+
+URL shape ``{base}/bot{token}/{method}`` (aiogram's ``TelegramAPIServer.from_base``).
+Every call is recorded. Updates are queued for ``getUpdates`` long polling (or built
+for a test to post to a webhook). Outgoing texts are checked the way Telegram checks
+them (HTML parse mode, 4096 characters, 64-byte callback data), so a message that the
+real Telegram would refuse is refused here too, with the real error shape.
+"""
+
+# Waiting helpers take timeout= like the Bot API's own long polling; that is their job here.
+# ruff: noqa: ASYNC109
+
+from __future__ import annotations
+
+import asyncio
+import html
+import itertools
+import json
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+BOT_TOKEN = "123:ABC"
+BOT_USER = {"id": 123, "is_bot": True, "first_name": "Quanyi Test", "username": "quanyi_test_bot"}
+TEXT_LIMIT = 4096
+# Fields aiogram sends JSON-encoded inside a form body.
+JSON_FIELDS = {
+    "reply_markup",
+    "allowed_updates",
+    "commands",
+    "scope",
+    "link_preview_options",
+    "entities",
+    "caption_entities",
+    "reply_parameters",
+}
+# Tags Telegram's HTML parse mode knows.
+HTML_TAGS = {
+    "b",
+    "strong",
+    "i",
+    "em",
+    "u",
+    "ins",
+    "s",
+    "strike",
+    "del",
+    "span",
+    "tg-spoiler",
+    "a",
+    "code",
+    "pre",
+    "blockquote",
+    "tg-emoji",
+}
+_TOKEN = re.compile(r"<(/?)([a-zA-Z][a-zA-Z0-9-]*)(\s[^<>]*)?>|&(#\d+|#x[0-9a-fA-F]+|lt|gt|amp|quot);|[<&]")
+
+FAILURES: dict[str, tuple[int, str]] = {
+    "429": (429, "Too Many Requests: retry after {retry_after}"),
+    "500": (500, "Internal Server Error"),
+    "403": (403, "Forbidden: bot was blocked by the user"),
+    "400": (400, "Bad Request: chat not found"),
+}
+
+
+class TelegramError(Exception):
+    def __init__(self, code: int, description: str, parameters: dict[str, Any] | None = None) -> None:
+        super().__init__(description)
+        self.code = code
+        self.description = description
+        self.parameters = parameters
+
+
+def visible_text(text: str, parse_mode: str | None) -> str:
+    """What the user sees of ``text``; raises TelegramError where Telegram would refuse it."""
+    if (parse_mode or "").upper() != "HTML":
+        return text
+    out: list[str] = []
+    open_tags: list[str] = []
+    pos = 0
+    for match in _TOKEN.finditer(text):
+        out.append(text[pos : match.start()])
+        pos = match.end()
+        closing, tag, _attrs, entity = match.groups()
+        if tag is not None:
+            tag = tag.lower()
+            if tag not in HTML_TAGS:
+                raise TelegramError(400, f'Bad Request: can\'t parse entities: Unsupported start tag "{tag}"')
+            if closing:
+                if not open_tags or open_tags[-1] != tag:
+                    raise TelegramError(400, f'Bad Request: can\'t parse entities: Unexpected end tag "{tag}"')
+                open_tags.pop()
+            else:
+                open_tags.append(tag)
+        elif entity is not None:
+            out.append(html.unescape(match.group(0)))
+        else:
+            raise TelegramError(
+                400, f"Bad Request: can't parse entities: Unexpected {match.group(0)!r} at byte offset {match.start()}"
+            )
+    out.append(text[pos:])
+    if open_tags:
+        raise TelegramError(
+            400, f"Bad Request: can't parse entities: Can't find end tag corresponding to \"{open_tags[-1]}\""
+        )
+    return "".join(out)
+
+
+@dataclass
+class Call:
+    method: str
+    params: dict[str, Any]
+    token: str
+    at: float
+    status: int = 200
+    description: str = ""
+    done: bool = False  # the answer has been written
+
+
+@dataclass
+class BotMessage:
+    """One message the bot sent (``send``, ``photo``, ``document``) or a new version of one (``edit``)."""
+
+    kind: str
+    chat_id: int
+    message_id: int
+    text: str
+    plain: str
+    reply_markup: dict[str, Any] | None
+    at: float
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    def buttons(self) -> list[dict[str, Any]]:
+        rows = (self.reply_markup or {}).get("inline_keyboard", [])
+        return [button for row in rows for button in row]
+
+    def button(self, text: str | None = None, *, data: str | None = None) -> dict[str, Any]:
+        """The button with this callback data, or whose label is or contains ``text`` (exactly one)."""
+        buttons = self.buttons()
+        if data is not None:
+            found = [b for b in buttons if b.get("callback_data") == data]
+        else:
+            assert text is not None, "give text or data"
+            found = [b for b in buttons if b.get("text") == text] or [b for b in buttons if text in b.get("text", "")]
+        if len(found) != 1:
+            labels = [b.get("text") for b in buttons]
+            raise AssertionError(f"expected one button matching {text or data!r}, found {len(found)} in {labels}")
+        return found[0]
+
+
+class FakeTelegram:
+    def __init__(self, token: str = BOT_TOKEN) -> None:
+        self.token = token
+        self.calls: list[Call] = []
+        self.messages: list[BotMessage] = []
+        self.callback_answers: dict[str, dict[str, Any]] = {}
+        self.webhook: dict[str, Any] | None = None
+        self.pushed_callbacks: list[str] = []
+        self._current: dict[tuple[int, int], dict[str, Any]] = {}  # latest version of each bot message
+        self._updates: list[dict[str, Any]] = []
+        self._update_ids = itertools.count(1)
+        self._message_ids = itertools.count(1)
+        self._callback_ids = itertools.count(1)
+        self._failures: dict[str, list[tuple[str, int]]] = {}
+        self._delays: dict[str, float] = {}
+        self._changed = asyncio.Condition()
+        self._closing = False
+        self._runner: web.AppRunner | None = None
+        self.base = ""
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def __aenter__(self) -> FakeTelegram:
+        app = web.Application(client_max_size=10 * 1024 * 1024)
+        app.router.add_route("*", "/bot{token}/{method}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.base = f"http://127.0.0.1:{port}"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._closing = True
+        await self._notify()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    # -- what tests drive ----------------------------------------------------------------------
+
+    def user(self, user_id: int, language_code: str | None = "zh", first_name: str = "Buyer") -> FakeUser:
+        return FakeUser(self, user_id, language_code, first_name)
+
+    async def push_update(self, update: dict[str, Any]) -> None:
+        """Queue an update (already holding its update_id) for getUpdates."""
+        if "callback_query" in update:
+            self.pushed_callbacks.append(str(update["callback_query"]["id"]))
+        self._updates.append(update)
+        await self._notify()
+
+    def next_update_id(self) -> int:
+        return next(self._update_ids)
+
+    def fail_next(
+        self, times: int = 1, error: str = "500", *, method: str = "sendMessage", retry_after: int = 1
+    ) -> None:
+        """The next ``times`` calls of ``method`` fail with ``error``: 429, 500, 403 or 400 (chat not found)."""
+        assert error in FAILURES, error
+        self._failures.setdefault(method, []).extend([(error, retry_after)] * times)
+
+    def slow_down(self, method: str, seconds: float) -> None:
+        """Answer ``method`` only after ``seconds`` (to make concurrent callers overlap)."""
+        self._delays[method] = seconds
+
+    def calls_of(self, method: str) -> list[Call]:
+        return [call for call in self.calls if call.method == method]
+
+    def messages_to(self, chat_id: int, *, kinds: tuple[str, ...] = ("send", "photo", "document")) -> list[BotMessage]:
+        return [m for m in self.messages if m.chat_id == chat_id and m.kind in kinds]
+
+    def mark(self) -> int:
+        return len(self.messages)
+
+    async def wait_for(
+        self,
+        predicate: Callable[[BotMessage], bool] | None = None,
+        *,
+        chat_id: int | None = None,
+        since: int = 0,
+        timeout: float = 5.0,
+    ) -> BotMessage:
+        """The first bot message (send or edit) after ``since`` to ``chat_id`` matching ``predicate``."""
+
+        def find() -> BotMessage | None:
+            for message in self.messages[since:]:
+                if (chat_id is None or message.chat_id == chat_id) and (predicate is None or predicate(message)):
+                    return message
+            return None
+
+        found = await self._wait(find, timeout)
+        if found is None:
+            seen = [(m.kind, m.chat_id, m.plain[:80]) for m in self.messages[since:]]
+            raise AssertionError(f"no matching bot message to chat {chat_id} within {timeout}s; saw {seen}")
+        return found
+
+    async def wait_call(
+        self, method: str, predicate: Callable[[Call], bool] | None = None, *, timeout: float = 5.0
+    ) -> Call:
+        def find() -> Call | None:
+            for call in self.calls:
+                if call.method == method and (predicate is None or predicate(call)):
+                    return call
+            return None
+
+        found = await self._wait(find, timeout)
+        if found is None:
+            raise AssertionError(f"no {method} call within {timeout}s; calls: {[c.method for c in self.calls]}")
+        return found
+
+    async def finished(self, call: Call, *, timeout: float = 5.0) -> Call:
+        if await self._wait(lambda: call if call.done else None, timeout) is None:
+            raise AssertionError(f"{call.method} still unanswered after {timeout}s")
+        return call
+
+    async def callback_answer(self, callback_id: str, *, timeout: float = 5.0) -> dict[str, Any]:
+        found = await self._wait(lambda: self.callback_answers.get(callback_id), timeout)
+        if found is None:
+            raise AssertionError(f"callback query {callback_id} was not answered within {timeout}s")
+        return found
+
+    async def wait_until(self, condition: Callable[[], bool], *, timeout: float = 5.0) -> None:
+        """Wait until ``condition()`` holds, re-checked after every call the server sees."""
+        if await self._wait(lambda: True if condition() else None, timeout) is None:
+            raise AssertionError(f"condition still false after {timeout}s")
+
+    def current(self, message: BotMessage) -> dict[str, Any]:
+        """The message as it is now in the chat (after any edits), in Bot API shape."""
+        return self._current[(message.chat_id, message.message_id)]
+
+    async def _wait(self, find: Callable[[], Any], timeout: float) -> Any:
+        deadline = time.monotonic() + timeout
+        async with self._changed:
+            while (found := find()) is None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                try:
+                    await asyncio.wait_for(self._changed.wait(), left)
+                except TimeoutError:
+                    return find()
+            return found
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+    # -- the Bot API ---------------------------------------------------------------------------
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        token, method = request.match_info["token"], request.match_info["method"]
+        params = await _read_params(request)
+        call = Call(method=method, params=params, token=token, at=time.monotonic())
+        self.calls.append(call)
+        await self._notify()
+        try:
+            if token != self.token:
+                raise TelegramError(401, "Unauthorized")
+            if delay := self._delays.get(method):
+                await asyncio.sleep(delay)
+            queued = self._failures.get(method)
+            if queued:
+                error, retry_after = queued.pop(0)
+                code, description = FAILURES[error]
+                raise TelegramError(
+                    code,
+                    description.format(retry_after=retry_after),
+                    {"retry_after": retry_after} if error == "429" else None,
+                )
+            handler = getattr(self, "_api_" + method, None)
+            if handler is None:
+                raise TelegramError(404, "Not Found: method not found")
+            result = await handler(params)
+        except TelegramError as exc:
+            call.status, call.description, call.done = exc.code, exc.description, True
+            await self._notify()
+            body: dict[str, Any] = {"ok": False, "error_code": exc.code, "description": exc.description}
+            if exc.parameters:
+                body["parameters"] = exc.parameters
+            return web.json_response(body, status=exc.code)
+        if request.transport is None or request.transport.is_closing():
+            # The client hung up before the answer (it closed its session mid-request).
+            call.status, call.description = 499, "client closed the request"
+        call.done = True
+        await self._notify()
+        return web.json_response({"ok": True, "result": result})
+
+    async def _api_getMe(self, params: dict[str, Any]) -> Any:
+        return BOT_USER
+
+    async def _api_getUpdates(self, params: dict[str, Any]) -> Any:
+        if self.webhook is not None:
+            raise TelegramError(
+                409,
+                "Conflict: can't use getUpdates method while webhook is active; use deleteWebhook to delete "
+                "the webhook first",
+            )
+        offset = int(params.get("offset") or 0)
+        timeout = float(params.get("timeout") or 0)
+        if offset:
+            self._updates = [u for u in self._updates if u["update_id"] >= offset]
+        deadline = time.monotonic() + timeout
+        async with self._changed:
+            while not self._updates and not self._closing:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                try:
+                    await asyncio.wait_for(self._changed.wait(), left)
+                except TimeoutError:
+                    break
+        limit = int(params.get("limit") or 100)
+        return self._updates[:limit]
+
+    async def _api_deleteWebhook(self, params: dict[str, Any]) -> Any:
+        self.webhook = None
+        return True
+
+    async def _api_setWebhook(self, params: dict[str, Any]) -> Any:
+        self.webhook = params
+        return True
+
+    async def _api_setMyCommands(self, params: dict[str, Any]) -> Any:
+        return True
+
+    async def _api_answerCallbackQuery(self, params: dict[str, Any]) -> Any:
+        self.callback_answers[str(params["callback_query_id"])] = params
+        return True
+
+    async def _api_sendMessage(self, params: dict[str, Any]) -> Any:
+        chat_id = _chat_id(params)
+        text = str(params.get("text") or "")
+        plain = self._check_text(text, params.get("parse_mode"))
+        markup = self._check_markup(params.get("reply_markup"))
+        return self._store("send", chat_id, next(self._message_ids), text, plain, markup, {"text": text})
+
+    async def _api_editMessageText(self, params: dict[str, Any]) -> Any:
+        chat_id = _chat_id(params)
+        message_id = int(params.get("message_id") or 0)
+        if (chat_id, message_id) not in self._current:
+            raise TelegramError(400, "Bad Request: message to edit not found")
+        text = str(params.get("text") or "")
+        plain = self._check_text(text, params.get("parse_mode"))
+        markup = self._check_markup(params.get("reply_markup"))
+        old = self._current[(chat_id, message_id)]
+        if old.get("text") == plain and old.get("reply_markup") == markup:
+            raise TelegramError(
+                400,
+                "Bad Request: message is not modified: specified new message content and "
+                "reply markup are exactly the same as a current content and reply markup of "
+                "the message",
+            )
+        return self._store("edit", chat_id, message_id, text, plain, markup, {"text": text})
+
+    async def _api_sendPhoto(self, params: dict[str, Any]) -> Any:
+        chat_id = _chat_id(params)
+        caption = str(params.get("caption") or "")
+        plain = visible_text(caption, params.get("parse_mode")) if caption else ""
+        photo = params.get("photo")
+        if not photo:
+            raise TelegramError(400, "Bad Request: there is no photo in the request")
+        size = len(photo) if isinstance(photo, bytes) else 0
+        extra = {
+            "photo": [
+                {
+                    "file_id": f"photo{next(self._callback_ids)}",
+                    "file_unique_id": "u",
+                    "width": 1,
+                    "height": 1,
+                    "file_size": size,
+                }
+            ],
+            "caption": plain,
+        }
+        return self._store(
+            "photo",
+            chat_id,
+            next(self._message_ids),
+            caption,
+            plain,
+            self._check_markup(params.get("reply_markup")),
+            extra,
+        )
+
+    async def _api_sendDocument(self, params: dict[str, Any]) -> Any:
+        chat_id = _chat_id(params)
+        caption = str(params.get("caption") or "")
+        plain = visible_text(caption, params.get("parse_mode")) if caption else ""
+        document = params.get("document")
+        if not document:
+            raise TelegramError(400, "Bad Request: there is no document in the request")
+        extra = {"document": {"file_id": f"doc{next(self._callback_ids)}", "file_unique_id": "d"}, "caption": plain}
+        return self._store(
+            "document",
+            chat_id,
+            next(self._message_ids),
+            caption,
+            plain,
+            self._check_markup(params.get("reply_markup")),
+            extra,
+        )
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _check_text(self, text: str, parse_mode: str | None) -> str:
+        if not text.strip():
+            raise TelegramError(400, "Bad Request: message text is empty")
+        plain = visible_text(text, parse_mode)
+        if len(plain) > TEXT_LIMIT:
+            raise TelegramError(400, "Bad Request: message is too long")
+        return plain
+
+    @staticmethod
+    def _check_markup(markup: Any) -> dict[str, Any] | None:
+        if not markup:
+            return None
+        for row in markup.get("inline_keyboard", []):
+            for button in row:
+                if not button.get("text"):
+                    raise TelegramError(400, "Bad Request: text buttons are unallowed in the inline keyboard")
+                data = button.get("callback_data")
+                if data is not None and not 1 <= len(data.encode()) <= 64:
+                    raise TelegramError(400, "Bad Request: BUTTON_DATA_INVALID")
+                if data is None and not button.get("url"):
+                    raise TelegramError(400, "Bad Request: can't parse inline keyboard button")
+        return markup  # type: ignore[no-any-return]
+
+    def _store(
+        self,
+        kind: str,
+        chat_id: int,
+        message_id: int,
+        text: str,
+        plain: str,
+        markup: dict[str, Any] | None,
+        content: dict[str, Any],
+    ) -> dict[str, Any]:
+        result: dict[str, Any] = {
+            "message_id": message_id,
+            "date": int(time.time()),
+            "chat": {"id": chat_id, "type": "private" if chat_id > 0 else "group", "first_name": "Buyer"},
+            "from": BOT_USER,
+            **content,
+        }
+        if "text" in content:
+            result["text"] = plain
+        if markup:
+            result["reply_markup"] = markup
+        if kind == "edit":
+            result["edit_date"] = int(time.time())
+        self._current[(chat_id, message_id)] = result
+        self.messages.append(BotMessage(kind, chat_id, message_id, text, plain, markup, time.monotonic(), result))
+        return result
+
+
+class FakeUser:
+    """A Telegram user in a private chat with the bot (chat id = user id)."""
+
+    def __init__(self, server: FakeTelegram, user_id: int, language_code: str | None, first_name: str) -> None:
+        self.server = server
+        self.id = user_id
+        self.language_code = language_code
+        self.first_name = first_name
+        self.cursor = server.mark()
+
+    @property
+    def tg_user(self) -> dict[str, Any]:
+        user: dict[str, Any] = {"id": self.id, "is_bot": False, "first_name": self.first_name}
+        if self.language_code is not None:
+            user["language_code"] = self.language_code
+        return user
+
+    def message_update(self, text: str | None = None, **content: Any) -> dict[str, Any]:
+        message: dict[str, Any] = {
+            "message_id": next(self.server._message_ids),
+            "date": int(time.time()),
+            "chat": {"id": self.id, "type": "private", "first_name": self.first_name},
+            "from": self.tg_user,
+            **content,
+        }
+        if text is not None:
+            message["text"] = text
+            if text.startswith("/"):
+                command = text.split()[0]
+                message["entities"] = [{"type": "bot_command", "offset": 0, "length": len(command)}]
+        return {"update_id": self.server.next_update_id(), "message": message}
+
+    def callback_update(
+        self, message: BotMessage, text: str | None = None, *, data: str | None = None
+    ) -> dict[str, Any]:
+        button = message.button(text, data=data)
+        if "callback_data" not in button:
+            raise AssertionError(f"button {button.get('text')!r} is a URL button, not a callback button")
+        callback_id = f"cq{next(self.server._callback_ids)}"
+        return {
+            "update_id": self.server.next_update_id(),
+            "callback_query": {
+                "id": callback_id,
+                "from": self.tg_user,
+                "message": self.server.current(message),
+                "chat_instance": f"ci{self.id}",
+                "data": button["callback_data"],
+            },
+        }
+
+    async def send(self, text: str) -> None:
+        """Type ``text`` in the chat; later ``expect`` calls look only at replies after it."""
+        self.cursor = self.server.mark()
+        await self.server.push_update(self.message_update(text))
+
+    async def send_sticker(self) -> None:
+        self.cursor = self.server.mark()
+        sticker = {
+            "file_id": "sticker1",
+            "file_unique_id": "s1",
+            "type": "regular",
+            "width": 512,
+            "height": 512,
+            "is_animated": False,
+            "is_video": False,
+            "emoji": "👍",
+        }
+        await self.server.push_update(self.message_update(sticker=sticker))
+
+    async def press(self, message: BotMessage, text: str | None = None, *, data: str | None = None) -> str:
+        """Press an inline button of ``message``; returns the callback query id."""
+        self.cursor = self.server.mark()
+        update = self.callback_update(message, text, data=data)
+        await self.server.push_update(update)
+        return str(update["callback_query"]["id"])
+
+    async def expect(
+        self, predicate: Callable[[BotMessage], bool] | str | None = None, *, timeout: float = 5.0
+    ) -> BotMessage:
+        """The next bot message (send or edit) in this chat since the last action matching ``predicate``
+        (a callable, or text the visible message must contain)."""
+        if isinstance(predicate, str):
+            needle = predicate
+            predicate = lambda m: needle in m.plain  # noqa: E731
+        return await self.server.wait_for(predicate, chat_id=self.id, since=self.cursor, timeout=timeout)
+
+
+def _chat_id(params: dict[str, Any]) -> int:
+    value = params.get("chat_id")
+    try:
+        return int(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise TelegramError(400, "Bad Request: chat not found") from None
+
+
+async def _read_params(request: web.Request) -> dict[str, Any]:
+    params: dict[str, Any] = dict(request.query)
+    if request.method != "POST" or not request.can_read_body:
+        return params
+    if request.content_type == "application/json":
+        body = await request.json()
+        if isinstance(body, dict):
+            params.update(body)
+        return params
+    form = await request.post()
+    files: dict[str, bytes] = {}
+    for key, value in form.items():
+        if isinstance(value, web.FileField):
+            files[key] = value.file.read()
+        elif key in JSON_FIELDS:
+            params[key] = json.loads(value)
+        else:
+            params[key] = value
+    for key, value in list(params.items()):
+        if isinstance(value, str) and value.startswith("attach://"):
+            params[key] = files.pop(value.removeprefix("attach://"), b"")
+    params.update(files)
+    return params
