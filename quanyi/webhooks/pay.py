@@ -42,15 +42,17 @@ async def _callback_request() -> CallbackRequest:
 
 async def handle_callback(method_name: str) -> tuple[PaymentOutcome | None, str | None]:
     """Verify and apply one callback. Returns (outcome, None) or (None, refusal reason)."""
-    callback = await _callback_request()
+    callback: CallbackRequest | None = None
     try:
+        callback = await _callback_request()
         method = core().payments.get(method_name)
         event = method.verify(callback)
         if event is None:  # authentic, but not a payment (e.g. a WAIT_BUYER_PAY notify)
             return None, None
         outcome = await core().fulfiller.submit(event)
     except (CallbackRejected, PaymentMethodUnavailable) as exc:
-        claimed = next((v for k, v in callback.params() if k in ("out_trade_no", "order_no")), "?")
+        params = callback.params() if callback is not None else []
+        claimed = next((str(v) for k, v in params if k in ("out_trade_no", "order_no")), "?")
         # %r and a length cap: whatever the caller sent cannot forge or flood log lines.
         log.warning(
             "%s callback refused from %s: %r (order %r)", method_name, request.remote_addr, exc.message[:120], claimed[:40]
