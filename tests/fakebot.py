@@ -167,6 +167,10 @@ class FakeTelegram:
         self._callback_ids = itertools.count(1)
         self._failures: dict[str, list[tuple[str, int]]] = {}
         self._delays: dict[str, float] = {}
+        # Real Telegram refuses URL buttons to loopback hosts; tests opt in to that check.
+        self.refuse_local_urls = False
+        # Refusals a test provokes on purpose, by description; the shop fixture ignores them.
+        self.expected_refusals: set[str] = set()
         self._changed = asyncio.Condition()
         self._closing = False
         self._runner: web.AppRunner | None = None
@@ -207,11 +211,14 @@ class FakeTelegram:
         return next(self._update_ids)
 
     def fail_next(
-        self, times: int = 1, error: str = "500", *, method: str = "sendMessage", retry_after: int = 1
+        self, times: int = 1, error: str = "500", *, method: str = "sendMessage", retry_after: int = 1, after: int = 0
     ) -> None:
-        """The next ``times`` calls of ``method`` fail with ``error``: 429, 500, 403 or 400 (chat not found)."""
+        """The next ``times`` calls of ``method`` (after ``after`` that succeed) fail with ``error``:
+        429, 500, 403 or 400 (chat not found)."""
         assert error in FAILURES, error
-        self._failures.setdefault(method, []).extend([(error, retry_after)] * times)
+        queue = self._failures.setdefault(method, [])
+        queue.extend([("ok", 0)] * after)
+        queue.extend([(error, retry_after)] * times)
 
     def slow_down(self, method: str, seconds: float) -> None:
         """Answer ``method`` only after ``seconds`` (to make concurrent callers overlap)."""
@@ -313,7 +320,9 @@ class FakeTelegram:
             if delay := self._delays.get(method):
                 await asyncio.sleep(delay)
             queued = self._failures.get(method)
-            if queued:
+            if queued and queued[0][0] == "ok":
+                queued.pop(0)
+            elif queued:
                 error, retry_after = queued.pop(0)
                 code, description = FAILURES[error]
                 raise TelegramError(
@@ -385,7 +394,7 @@ class FakeTelegram:
         chat_id = _chat_id(params)
         text = str(params.get("text") or "")
         plain = self._check_text(text, params.get("parse_mode"))
-        markup = self._check_markup(params.get("reply_markup"))
+        markup = self._check_markup(params.get("reply_markup"), self.refuse_local_urls)
         return self._store("send", chat_id, next(self._message_ids), text, plain, markup, {"text": text})
 
     async def _api_editMessageText(self, params: dict[str, Any]) -> Any:
@@ -395,7 +404,7 @@ class FakeTelegram:
             raise TelegramError(400, "Bad Request: message to edit not found")
         text = str(params.get("text") or "")
         plain = self._check_text(text, params.get("parse_mode"))
-        markup = self._check_markup(params.get("reply_markup"))
+        markup = self._check_markup(params.get("reply_markup"), self.refuse_local_urls)
         old = self._current[(chat_id, message_id)]
         if old.get("text") == plain and old.get("reply_markup") == markup:
             raise TelegramError(
@@ -465,7 +474,7 @@ class FakeTelegram:
         return plain
 
     @staticmethod
-    def _check_markup(markup: Any) -> dict[str, Any] | None:
+    def _check_markup(markup: Any, refuse_local_urls: bool = False) -> dict[str, Any] | None:
         if not markup:
             return None
         for row in markup.get("inline_keyboard", []):
@@ -477,6 +486,9 @@ class FakeTelegram:
                     raise TelegramError(400, "Bad Request: BUTTON_DATA_INVALID")
                 if data is None and not button.get("url"):
                     raise TelegramError(400, "Bad Request: can't parse inline keyboard button")
+                url = str(button.get("url") or "")
+                if refuse_local_urls and ("//127." in url or "//localhost" in url):
+                    raise TelegramError(400, "Bad Request: BUTTON_URL_INVALID")
         return markup  # type: ignore[no-any-return]
 
     def _store(

@@ -256,6 +256,32 @@ async def test_many_codes_are_split_into_messages_each_naming_the_order(core, tm
     assert [c.status for c in tg.calls_of("sendMessage")] == [200] * len(messages)
 
 
+async def test_a_long_delivery_interrupted_half_way_resumes_without_repeating_a_part(core, tmp_path, tg, make_sender):
+    async with core.db.transaction() as session:
+        await add_product(session, sku="BIG", name="Big licence", kind="card_key", price=Money.parse("1.00", "CNY"))
+    codes = [f"BIG{n:02d}-" + secrets.token_hex(150) for n in range(20)]
+    path = tmp_path / "big.txt"
+    path.write_text("\n".join(codes) + "\n")
+    await import_stock(core.db, core.keyring, "BIG", path)
+    placed = await new_order(core, sku="BIG", quantity=20)
+    await core.fulfiller.submit(sandbox_event(placed.order.number, placed.order.amount))
+    tg.fail_next(1, "500", after=1)  # part 1 goes through, part 2 fails
+
+    sender = make_sender(core)
+    assert await sender.run_once() == 1
+    [row] = await outbox_rows(core)
+    assert (row.status, row.parts_sent, row.attempts) == ("pending", 1, 1)
+    await make_due(core)
+    assert await make_sender(core).run_once() == 1  # as after a restart
+
+    [row] = await outbox_rows(core)
+    assert row.status == "sent"
+    messages = tg.messages_to(1001)
+    assert len(messages) == len(sent_ok(tg, 1001)) >= 2
+    shown = [code for m in messages for code in re.findall(r"BIG\d\d-[0-9a-f]{300}", m.plain)]
+    assert sorted(shown) == sorted(codes)  # every code exactly once across the resumed parts
+
+
 async def test_messages_to_one_chat_are_paced(core, tmp_path, tg, make_sender):
     core.settings = core.settings.model_copy(update={"outbox_per_chat_interval": 0.5})
     first, _ = await delivered_order(core, tmp_path, user_id=1001)

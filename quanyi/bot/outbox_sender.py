@@ -30,7 +30,8 @@ from quanyi.core.services import Core
 from quanyi.i18n import t
 
 log = logging.getLogger(__name__)
-LEASE = timedelta(seconds=60)
+# Longer than a whole multi-part send can take with the client's 30 s request timeout.
+LEASE = timedelta(minutes=5)
 MAX_BACKOFF = 300.0
 
 
@@ -90,9 +91,13 @@ class OutboxSender:
         self._chat_ready[message.chat_id] = now + self._per_chat
         try:
             texts = await self.render(message)
-            for text in texts:
+            for part, text in enumerate(texts):
+                if part < message.parts_sent:
+                    continue  # Telegram took this part before a failure; never send it twice
                 await self._take_slot()
                 await self.bot.send_message(message.chat_id, text)
+                if len(texts) > 1 and part + 1 < len(texts):
+                    await outbox.mark_part_sent(self.core.db, message.id, part + 1)
         except TelegramRetryAfter as exc:
             log.info("outbox %s: Telegram asked to wait %ss", message.id, exc.retry_after)
             self._chat_ready[message.chat_id] = time.monotonic() + exc.retry_after

@@ -18,9 +18,10 @@ from quanyi.core.services import Core
 
 
 def build_bot(settings: Settings) -> Bot:
-    session = None
+    # A bounded request time keeps an outbox send well inside its claim lease.
+    session = AiohttpSession(timeout=30)
     if settings.telegram_api_base and settings.telegram_api_base != DEFAULT_TELEGRAM_API:
-        session = AiohttpSession(api=TelegramAPIServer.from_base(settings.telegram_api_base))
+        session = AiohttpSession(api=TelegramAPIServer.from_base(settings.telegram_api_base), timeout=30)
     return Bot(
         token=settings.bot_token,
         session=session,

@@ -9,6 +9,7 @@ import logging
 from zoneinfo import ZoneInfo
 
 from aiogram import F, Router
+from aiogram.exceptions import TelegramBadRequest
 from aiogram.filters import Command, CommandObject, CommandStart
 from aiogram.fsm.context import FSMContext
 from aiogram.fsm.state import State, StatesGroup
@@ -142,25 +143,31 @@ def build_router() -> Router:
         order = placed.order
         amount = money(order.amount, order.currency)
         deadline = order.expires_at.astimezone(ZoneInfo(core.settings.timezone)).strftime("%H:%M")
+        text = t(
+            lang,
+            "order_created",
+            number=order.number,
+            name=entry.name,
+            quantity=callback_data.n,
+            amount=amount,
+            minutes=core.settings.reservation_minutes,
+            deadline=deadline,
+        )
+        cancel = InlineKeyboardButton(text=raw_t(lang, "cancel_button"), callback_data=CancelCb(number=order.number).pack())
         keyboard = InlineKeyboardBuilder()
         if placed.payment.url:
             keyboard.row(InlineKeyboardButton(text=raw_t(lang, "pay_button", amount=amount), url=placed.payment.url))
-        keyboard.row(
-            InlineKeyboardButton(text=raw_t(lang, "cancel_button"), callback_data=CancelCb(number=order.number).pack())
-        )
-        await message.edit_text(
-            t(
-                lang,
-                "order_created",
-                number=order.number,
-                name=entry.name,
-                quantity=callback_data.n,
-                amount=amount,
-                minutes=core.settings.reservation_minutes,
-                deadline=deadline,
-            ),
-            reply_markup=keyboard.as_markup(),
-        )
+        keyboard.row(cancel)
+        try:
+            await message.edit_text(text, reply_markup=keyboard.as_markup())
+        except TelegramBadRequest:
+            if not placed.payment.url:
+                raise
+            # Telegram refuses URL buttons it cannot open (a localhost QUANYI_PUBLIC_URL in a
+            # demo): the order stands, so give the link as text rather than lose the reply.
+            log.warning("pay link refused as a button; sent as text (is QUANYI_PUBLIC_URL public?)")
+            link = t(lang, "pay_link_text", url=placed.payment.url)
+            await message.edit_text(f"{text}\n{link}", reply_markup=InlineKeyboardBuilder().row(cancel).as_markup())
 
     @router.callback_query(CancelCb.filter())
     async def cancel(query: CallbackQuery, callback_data: CancelCb, core: Core, lang: str) -> None:

@@ -288,6 +288,7 @@ async def apply_payments(
                     "language": by_id[oid].language,
                     "status": OutboxStatus.PENDING.value,
                     "attempts": 0,
+                    "parts_sent": 0,
                     "next_attempt_at": now,
                     "created_at": now,
                 }

@@ -237,6 +237,8 @@ class OutboxMessage(Base):
     language: Mapped[str] = mapped_column(String(8))
     status: Mapped[str] = mapped_column(String(16), default=OutboxStatus.PENDING)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # A long delivery goes out as several messages; a retry resumes after the last sent one.
+    parts_sent: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     last_error: Mapped[str | None] = mapped_column(String(255), nullable=True)

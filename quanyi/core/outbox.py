@@ -26,6 +26,7 @@ class Outgoing:
     payload: Mapping[str, object]
     language: str
     attempts: int
+    parts_sent: int = 0
 
 
 def enqueue(
@@ -39,6 +40,7 @@ def enqueue(
             language=language,
             status=OutboxStatus.PENDING,
             attempts=0,
+            parts_sent=0,
             next_attempt_at=utcnow(),
         )
     )
@@ -75,12 +77,13 @@ async def claim_due(db: Database, *, limit: int, lease: timedelta, now: datetime
                 OutboxMessage.payload,
                 OutboxMessage.language,
                 OutboxMessage.attempts,
+                OutboxMessage.parts_sent,
             )
             .execution_options(synchronize_session=False)
         )
         rows = sorted(result.all(), key=lambda row: row.id)
     return [
-        Outgoing(row.id, row.chat_id, row.kind, json.loads(row.payload), row.language, row.attempts)
+        Outgoing(row.id, row.chat_id, row.kind, json.loads(row.payload), row.language, row.attempts, row.parts_sent)
         for row in rows
     ]
 
@@ -91,6 +94,16 @@ async def mark_sent(db: Database, message_id: int) -> None:
             update(OutboxMessage)
             .where(OutboxMessage.id == message_id, OutboxMessage.status == OutboxStatus.PENDING)
             .values(status=OutboxStatus.SENT, sent_at=utcnow(), claimed_until=None, last_error=None)
+        )
+
+
+async def mark_part_sent(db: Database, message_id: int, parts_sent: int) -> None:
+    """Remember how many parts of a multi-part message Telegram accepted."""
+    async with db.transaction() as session:
+        await session.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.id == message_id, OutboxMessage.status == OutboxStatus.PENDING)
+            .values(parts_sent=parts_sent)
         )
 
 

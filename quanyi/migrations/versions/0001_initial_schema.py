@@ -64,6 +64,7 @@ def upgrade() -> None:
     sa.Column('language', sa.String(length=8), nullable=False),
     sa.Column('status', sa.String(length=16), nullable=False),
     sa.Column('attempts', sa.Integer(), nullable=False),
+    sa.Column('parts_sent', sa.Integer(), nullable=False),
     sa.Column('next_attempt_at', quanyi.core.models.UTCDateTime(), nullable=False),
     sa.Column('claimed_until', quanyi.core.models.UTCDateTime(), nullable=True),
     sa.Column('last_error', sa.String(length=255), nullable=True),
