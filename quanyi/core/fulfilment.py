@@ -187,6 +187,8 @@ async def apply_payments(
     """
     admin_ids = admin_ids or []
     results: list[PaymentOutcome | QuanyiError | None] = [None] * len(events)
+    # Core-level execution: the ORM's per-statement bookkeeping costs more than the SQL here.
+    conn = await session.connection()
     units = (
         select(func.coalesce(func.sum(OrderLine.quantity), 0))
         .where(OrderLine.order_id == Order.id)
@@ -196,7 +198,7 @@ async def apply_payments(
     orders = {
         row.number: row
         for row in (
-            await session.execute(
+            await conn.execute(
                 select(
                     Order.id, Order.number, Order.status, Order.amount, Order.currency,
                     Order.payment_method, Order.chat_id, Order.language, units,
@@ -207,7 +209,7 @@ async def apply_payments(
     recorded = {
         (method, txn)
         for method, txn in (
-            await session.execute(
+            await conn.execute(
                 select(Payment.method, Payment.provider_txn_id).where(
                     Payment.provider_txn_id.in_({e.provider_txn_id for e in events})
                 )
@@ -240,12 +242,12 @@ async def apply_payments(
         # the few orders whose reserved items turn out short are stepped back to paid.
         settled = set(
             (
-                await session.execute(
+                await conn.execute(
                     update(Order)
                     .where(Order.id.in_(list(fast)), Order.status == OrderStatus.PENDING)
                     .values(status=OrderStatus.DELIVERED, paid_at=now, delivered_at=now)
                     .returning(Order.id)
-                    .execution_options(synchronize_session=False)
+                    
                 )
             ).scalars()
         )
@@ -253,18 +255,18 @@ async def apply_payments(
         if settled:
             sold = Counter(
                 (
-                    await session.execute(
+                    await conn.execute(
                         update(StockItem)
                         .where(StockItem.order_id.in_(list(settled)), StockItem.status == StockStatus.RESERVED)
                         .values(status=StockStatus.SOLD, sold_at=now)
                         .returning(StockItem.order_id)
-                        .execution_options(synchronize_session=False)
+                        
                     )
                 ).scalars()
             )
             by_id = {row.id: row for row in orders.values()}
             short = [oid for oid in settled if sold[oid] < by_id[oid].units]
-            await session.execute(
+            await conn.execute(
                 insert(Payment),
                 [
                     {
@@ -296,15 +298,15 @@ async def apply_payments(
                 if oid not in short and by_id[oid].chat_id is not None
             ]
             if deliveries:
-                await session.execute(insert(OutboxMessage), deliveries)
+                await conn.execute(insert(OutboxMessage), deliveries)
             for oid in settled:
                 results[fast[oid]] = PaymentOutcome.DELIVERED
             if short:  # reserved items went missing: the careful path fills or fails them
-                await session.execute(
+                await conn.execute(
                     update(Order)
                     .where(Order.id.in_(short))
                     .values(status=OrderStatus.PAID, delivered_at=None)
-                    .execution_options(synchronize_session=False)
+                    
                 )
                 for oid in short:
                     short_order = await session.get(Order, oid)
