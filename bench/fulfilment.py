@@ -82,7 +82,9 @@ async def raw_pg_ceiling(n: int, payers: int) -> tuple[float, float]:
         conns = [await asyncpg.connect(PG_DSN, server_settings={"search_path": schema}) for _ in range(payers)]
         for statement in RAW_SCHEMA:
             await conns[0].execute(statement.replace("INTEGER PRIMARY KEY", "BIGSERIAL PRIMARY KEY"))
-        await conns[0].execute(f"INSERT INTO stock_items (product_id, status) SELECT 1, 'available' FROM generate_series(1, {2 * n})")
+        await conns[0].execute(
+            f"INSERT INTO stock_items (product_id, status) SELECT 1, 'available' FROM generate_series(1, {2 * n})"
+        )
         await conns[0].execute("ANALYZE stock_items")
         started = time.perf_counter()
         for order_id in range(n):
@@ -125,8 +127,14 @@ async def quanyi_throughput(url: str, tmp: Path, n: int, payers: int) -> float:
     for i in range(n):  # setup, not measured: n pending orders holding one reserved item each
         async with db.transaction() as session:
             placed = await place_order(
-                session, core.payments, buyer=Buyer(i + 1, i + 1, "zh"), sku="BENCH", quantity=1,
-                method="sandbox", reservation=timedelta(hours=1), max_quantity=10,
+                session,
+                core.payments,
+                buyer=Buyer(i + 1, i + 1, "zh"),
+                sku="BENCH",
+                quantity=1,
+                method="sandbox",
+                reservation=timedelta(hours=1),
+                max_quantity=10,
             )
             numbers.append(placed.order.number)
     events = [PaymentEvent("sandbox", f"T{i}", number, 100, "CNY", {}) for i, number in enumerate(numbers)]
@@ -174,13 +182,17 @@ def main() -> None:
         tmp = Path(tmp_name)
         if "sqlite" in backends:
             ceiling = raw_sqlite_ceiling(tmp / "raw.db", args.orders * 5)
-            ours = asyncio.run(quanyi_throughput(f"sqlite+aiosqlite:///{tmp / 'quanyi.db'}", tmp, args.orders, args.payers))
+            ours = asyncio.run(
+                quanyi_throughput(f"sqlite+aiosqlite:///{tmp / 'quanyi.db'}", tmp, args.orders, args.payers)
+            )
             print(f"{'sqlite':<11} {ceiling:>14,.0f} {ours:>10,.0f} {ours / ceiling:>7.1%}")
         if "postgresql" in backends:
             single, concurrent = asyncio.run(raw_pg_ceiling(args.orders, args.payers))
             ours = asyncio.run(with_pg_database(lambda url: quanyi_throughput(url, tmp, args.orders, args.payers)))
             print(f"{'postgresql':<11} {single:>14,.0f} {ours:>10,.0f} {ours / single:>7.1%}   (1 connection)")
-            print(f"{'':<11} {concurrent:>14,.0f} {ours:>10,.0f} {ours / concurrent:>7.1%}   ({args.payers} connections)")
+            print(
+                f"{'':<11} {concurrent:>14,.0f} {ours:>10,.0f} {ours / concurrent:>7.1%}   ({args.payers} connections)"
+            )
 
 
 if __name__ == "__main__":

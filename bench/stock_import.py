@@ -23,6 +23,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 QUANYI = str(Path(sys.executable).with_name("quanyi"))
+INSERT = "INSERT INTO stock_items (product_id, serial, key_id, secret_ct, secret_hash, status) VALUES (?,?,?,?,?,?)"
 
 
 def write_file(path: Path, lines: int, fmt: str) -> None:
@@ -49,10 +50,13 @@ def raw_ceiling(path: Path, lines: int) -> float:
     for n in range(lines):
         batch.append((1, f"S{n:09d}", "k1", os.urandom(52), os.urandom(32), "available"))
         if len(batch) == 5000:
-            conn.executemany("INSERT INTO stock_items (product_id, serial, key_id, secret_ct, secret_hash, status) VALUES (?,?,?,?,?,?)", batch)
+            conn.executemany(INSERT, batch)
             batch = []
     if batch:
-        conn.executemany("INSERT INTO stock_items (product_id, serial, key_id, secret_ct, secret_hash, status) VALUES (?,?,?,?,?,?)", batch)
+        conn.executemany(
+            "INSERT INTO stock_items (product_id, serial, key_id, secret_ct, secret_hash, status) VALUES (?,?,?,?,?,?)",
+            batch,
+        )
     conn.execute("COMMIT")
     elapsed = time.perf_counter() - started
     conn.close()

@@ -106,7 +106,9 @@ class _BotFront:
         else:
             self._tasks.append(
                 asyncio.create_task(
-                    self.dp.start_polling(self.bot, handle_signals=False, close_bot_session=False, allowed_updates=allowed)
+                    self.dp.start_polling(
+                        self.bot, handle_signals=False, close_bot_session=False, allowed_updates=allowed
+                    )
                 )
             )
         self._tasks.append(asyncio.create_task(self.sender.run()))

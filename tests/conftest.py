@@ -29,9 +29,7 @@ PG_URL = os.environ.get("QUANYI_TEST_DATABASE_URL", "postgresql+asyncpg://root@1
 
 
 def make_keyring() -> KeyRing:
-    return KeyRing(
-        {"k1": secrets.token_bytes(32)}, "k1", secrets.token_bytes(32), sandbox_key=secrets.token_bytes(32)
-    )
+    return KeyRing({"k1": secrets.token_bytes(32)}, "k1", secrets.token_bytes(32), sandbox_key=secrets.token_bytes(32))
 
 
 async def create_database(backend: str, tmp_path: Path) -> tuple[Database, str | None]:

@@ -46,5 +46,10 @@ async def new_order(
 def sandbox_event(number: str, amount: int, *, txn: str | None = None, currency: str = "CNY") -> PaymentEvent:
     txn = txn or "SBX" + secrets.token_hex(6)
     return PaymentEvent(
-        method="sandbox", provider_txn_id=txn, order_number=number, amount=amount, currency=currency, raw={"txn_id": txn}
+        method="sandbox",
+        provider_txn_id=txn,
+        order_number=number,
+        amount=amount,
+        currency=currency,
+        raw={"txn_id": txn},
     )

@@ -51,7 +51,9 @@ async def shop(core: Core, tg: FakeTelegram, caplog: pytest.LogCaptureFixture) -
         if dp._handle_update_tasks:  # updates still being handled finish first, as in quanyi.app
             await asyncio.wait(set(dp._handle_update_tasks), timeout=5)
         await bot.session.close()
-    refused = [(c.method, c.description) for c in tg.calls if c.status != 200 and c.description not in tg.expected_refusals]
+    refused = [
+        (c.method, c.description) for c in tg.calls if c.status != 200 and c.description not in tg.expected_refusals
+    ]
     assert refused == [], "Telegram would have refused these calls"
     records = [r for phase in ("setup", "call", "teardown") for r in caplog.get_records(phase)]
     failures = [r.getMessage() for r in records if r.levelno >= logging.ERROR]

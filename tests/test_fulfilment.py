@@ -10,9 +10,8 @@ from sqlalchemy import func, select
 
 from quanyi.core.errors import CallbackRejected, OutOfStock
 from quanyi.core.fulfilment import PaymentOutcome
-from quanyi.core.models import Order, OutboxMessage, Payment, StockItem
+from quanyi.core.models import Order, OutboxMessage, Payment, StockItem, utcnow
 from quanyi.core.orders import expire_due
-from quanyi.core.models import utcnow
 from tests.helpers import new_order, product_with_stock, sandbox_event
 
 
@@ -27,7 +26,9 @@ async def test_paid_order_is_delivered_once_and_replay_changes_nothing(core, tmp
     async with core.db.read() as session:
         order = await session.scalar(select(Order))
         assert order.status == "delivered"
-        sold = await session.scalar(select(func.count()).where(StockItem.status == "sold", StockItem.order_id == order.id))
+        sold = await session.scalar(
+            select(func.count()).where(StockItem.status == "sold", StockItem.order_id == order.id)
+        )
         assert sold == 2
         assert await session.scalar(select(func.count()).select_from(Payment)) == 1
         deliveries = await session.scalar(select(func.count()).where(OutboxMessage.kind == "delivery"))
@@ -88,7 +89,9 @@ async def test_a_payment_after_the_order_expired_is_kept_for_review_and_changes_
 async def test_a_second_payment_for_a_delivered_order_is_kept_for_review(core, tmp_path):
     await product_with_stock(core, tmp_path, units=2)
     placed = await new_order(core)
-    assert await core.fulfiller.submit(sandbox_event(placed.order.number, placed.order.amount)) == PaymentOutcome.DELIVERED
+    assert (
+        await core.fulfiller.submit(sandbox_event(placed.order.number, placed.order.amount)) == PaymentOutcome.DELIVERED
+    )
     again = sandbox_event(placed.order.number, placed.order.amount)  # another transaction id
     assert await core.fulfiller.submit(again) == PaymentOutcome.NEEDS_REVIEW
     async with core.db.read() as session:
@@ -149,9 +152,13 @@ async def test_a_reserved_item_gone_missing_is_refilled_from_the_pool_or_the_ord
     )
     async with core.db.read() as session:
         sold = dict(
-            (await session.execute(
-                select(StockItem.order_id, func.count()).where(StockItem.status == "sold").group_by(StockItem.order_id)
-            )).all()
+            (
+                await session.execute(
+                    select(StockItem.order_id, func.count())
+                    .where(StockItem.status == "sold")
+                    .group_by(StockItem.order_id)
+                )
+            ).all()
         )
         available = await session.scalar(select(func.count()).where(StockItem.status == "available"))
         statuses = dict((await session.execute(select(Order.number, Order.status))).all())

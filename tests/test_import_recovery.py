@@ -21,13 +21,18 @@ def test_killed_import_is_recovered_by_the_next_import(tmp_path: Path) -> None:
     env = {**os.environ, "QUANYI_DATA_DIR": str(tmp_path / "data")}
     env.pop("QUANYI_DATABASE_URL", None)
     assert _run(env, "db", "upgrade").returncode == 0
-    assert _run(env, "product", "add", "--sku", "BIG", "--name", "Big", "--kind", "card_key", "--price", "1.00").returncode == 0
+    assert (
+        _run(env, "product", "add", "--sku", "BIG", "--name", "Big", "--kind", "card_key", "--price", "1.00").returncode
+        == 0
+    )
     lines = 150_000
     stock = tmp_path / "big.txt"
     stock.write_text("".join(f"S{n:07d} code-{n:07d}-x\n" for n in range(lines)))
 
     db_file = tmp_path / "data" / "quanyi.db"
-    proc = subprocess.Popen([QUANYI, "stock", "import", "BIG", str(stock)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [QUANYI, "stock", "import", "BIG", str(stock)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     deadline = time.monotonic() + 60
     staged = 0
     while time.monotonic() < deadline and proc.poll() is None:

@@ -9,6 +9,7 @@ it; on SIGTERM the sender finishes what it is sending before it stops.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from datetime import timedelta
@@ -61,10 +62,8 @@ class OutboxSender:
                 sent = 0
             if sent == 0 and not self._stopping.is_set():
                 self.core.outbox_wakeup.clear()
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.core.outbox_wakeup.wait(), self.poll_interval)
-                except TimeoutError:
-                    pass
 
     async def run_once(self) -> int:
         """Claim due messages and send them; returns how many were handled."""
@@ -106,7 +105,9 @@ class OutboxSender:
             )
             return
         except (TelegramForbiddenError, TelegramNotFound) as exc:
-            log.warning("outbox %s: chat %s unreachable (%s); giving up", message.id, message.chat_id, type(exc).__name__)
+            log.warning(
+                "outbox %s: chat %s unreachable (%s); giving up", message.id, message.chat_id, type(exc).__name__
+            )
             await outbox.mark_dead(self.core.db, message.id, type(exc).__name__)
             return
         except TelegramBadRequest as exc:
@@ -150,7 +151,13 @@ class OutboxSender:
                 return [t(lang, "order_failed", number=order.number, support=self._support_line(lang))]
             if message.kind == "admin_order_failed":
                 return [
-                    t(lang, "admin_order_failed", number=order.number, amount=money(order.amount, order.currency), user=order.user_id)
+                    t(
+                        lang,
+                        "admin_order_failed",
+                        number=order.number,
+                        amount=money(order.amount, order.currency),
+                        user=order.user_id,
+                    )
                 ]
             if message.kind in ("admin_payment_review", "payment_review"):
                 payment = await session.get(Payment, int(payload["payment_id"]))  # type: ignore[call-overload]
@@ -164,7 +171,13 @@ class OutboxSender:
                 if message.kind == "payment_review":
                     return [t(lang, "payment_review", support=self._support_line(lang), **values)]
                 return [
-                    t(lang, "admin_payment_review", method=method_label(lang, payment.method, ""), txn=payment.provider_txn_id, **values)
+                    t(
+                        lang,
+                        "admin_payment_review",
+                        method=method_label(lang, payment.method, ""),
+                        txn=payment.provider_txn_id,
+                        **values,
+                    )
                 ]
         raise LookupError(f"outbox {message.id}: unknown kind {message.kind}")
 

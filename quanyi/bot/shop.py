@@ -80,7 +80,9 @@ def build_router() -> Router:
             await _send_product(query.message, entry, core, lang, edit=True)
 
     @router.callback_query(QuantityCb.filter(F.n == 0))
-    async def ask_quantity(query: CallbackQuery, callback_data: QuantityCb, core: Core, lang: str, state: FSMContext) -> None:
+    async def ask_quantity(
+        query: CallbackQuery, callback_data: QuantityCb, core: Core, lang: str, state: FSMContext
+    ) -> None:
         await query.answer()
         await state.set_state(OrderForm.quantity)
         await state.update_data(product_id=callback_data.id)
@@ -153,7 +155,9 @@ def build_router() -> Router:
             minutes=core.settings.reservation_minutes,
             deadline=deadline,
         )
-        cancel = InlineKeyboardButton(text=raw_t(lang, "cancel_button"), callback_data=CancelCb(number=order.number).pack())
+        cancel = InlineKeyboardButton(
+            text=raw_t(lang, "cancel_button"), callback_data=CancelCb(number=order.number).pack()
+        )
         keyboard = InlineKeyboardBuilder()
         if placed.payment.url:
             keyboard.row(InlineKeyboardButton(text=raw_t(lang, "pay_button", amount=amount), url=placed.payment.url))
@@ -179,7 +183,9 @@ def build_router() -> Router:
             return
         except InvalidInput as exc:
             status = status_label(lang, str(exc.details.get("status", "")))
-            await query.answer(raw_t(lang, "order_not_cancellable", number=callback_data.number, status=status), show_alert=True)
+            await query.answer(
+                raw_t(lang, "order_not_cancellable", number=callback_data.number, status=status), show_alert=True
+            )
             return
         await query.answer()
         if isinstance(query.message, Message):
@@ -273,15 +279,28 @@ async def _send_catalogue(message: Message, core: Core, lang: str, *, edit: bool
 
 
 async def _send_product(message: Message, entry: CatalogueEntry, core: Core, lang: str, *, edit: bool = False) -> None:
-    text = t(lang, "product_card", name=entry.name, price=str(entry.price), left=entry.available, description=entry.description)
+    text = t(
+        lang,
+        "product_card",
+        name=entry.name,
+        price=str(entry.price),
+        left=entry.available,
+        description=entry.description,
+    )
     keyboard = InlineKeyboardBuilder()
     if entry.available > 0:
         text += "\n" + t(lang, "choose_quantity")
         limit = min(entry.available, core.settings.max_quantity)
         quick = [n for n in QUICK_QUANTITIES if n <= limit]
-        keyboard.row(*[InlineKeyboardButton(text=str(n), callback_data=QuantityCb(id=entry.id, n=n).pack()) for n in quick])
+        keyboard.row(
+            *[InlineKeyboardButton(text=str(n), callback_data=QuantityCb(id=entry.id, n=n).pack()) for n in quick]
+        )
         if limit > 1:
-            keyboard.row(InlineKeyboardButton(text=raw_t(lang, "quantity_other"), callback_data=QuantityCb(id=entry.id, n=0).pack()))
+            keyboard.row(
+                InlineKeyboardButton(
+                    text=raw_t(lang, "quantity_other"), callback_data=QuantityCb(id=entry.id, n=0).pack()
+                )
+            )
     else:
         text += "\n" + t(lang, "sold_out")
     keyboard.row(InlineKeyboardButton(text=raw_t(lang, "back_button"), callback_data=CatalogueCb().pack()))

@@ -113,11 +113,7 @@ def locked_pick(query: Select[Any], name: str = "picked") -> CTE:
     SKIP LOCKED more than once and so change more rows than the LIMIT. SQLite has
     one writer and ignores the lock clause.
     """
-    return (
-        query.with_for_update(skip_locked=True)
-        .cte(name)
-        .prefix_with("MATERIALIZED", dialect="postgresql")
-    )
+    return query.with_for_update(skip_locked=True).cte(name).prefix_with("MATERIALIZED", dialect="postgresql")
 
 
 def rowcount(result: Result[Any]) -> int:

@@ -29,14 +29,34 @@ class DemoProduct:
 
 
 CATALOGUE = (
-    DemoProduct("VIDEO-VIP-1M", "视频会员月卡 Video VIP 1 month", "15.00", 40,
-                "打开视频 App → 我的 → 兑换码，输入卡密。 / Open the video app → Me → Redeem, enter the code."),
-    DemoProduct("MUSIC-VIP-1M", "音乐会员月卡 Music VIP 1 month", "9.90", 40,
-                "打开音乐 App → 账号 → 兑换。 / Open the music app → Account → Redeem."),
-    DemoProduct("GAME-100", "游戏点卡 100 点 Game points 100", "10.00", 25,
-                "在游戏充值中心输入序列号和密码。 / Enter serial and password in the game's top-up centre."),
-    DemoProduct("OFFICE-1Y", "办公软件年度授权 Office licence 1 year", "99.00", 5,
-                "在软件的 帮助 → 激活 中输入授权码。 / Help → Activate, enter the licence key."),
+    DemoProduct(
+        "VIDEO-VIP-1M",
+        "视频会员月卡 Video VIP 1 month",
+        "15.00",
+        40,
+        "打开视频 App → 我的 → 兑换码，输入卡密。 / Open the video app → Me → Redeem, enter the code.",
+    ),
+    DemoProduct(
+        "MUSIC-VIP-1M",
+        "音乐会员月卡 Music VIP 1 month",
+        "9.90",
+        40,
+        "打开音乐 App → 账号 → 兑换。 / Open the music app → Account → Redeem.",
+    ),
+    DemoProduct(
+        "GAME-100",
+        "游戏点卡 100 点 Game points 100",
+        "10.00",
+        25,
+        "在游戏充值中心输入序列号和密码。 / Enter serial and password in the game's top-up centre.",
+    ),
+    DemoProduct(
+        "OFFICE-1Y",
+        "办公软件年度授权 Office licence 1 year",
+        "99.00",
+        5,
+        "在软件的 帮助 → 激活 中输入授权码。 / Help → Activate, enter the licence key.",
+    ),
 )
 
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import enum
-from collections import Counter
 import json
 import logging
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -154,7 +154,11 @@ async def _fill_from_pool(session: AsyncSession, order: Order, admin_ids: list[i
         await unsell(session, order.id)
         if order.chat_id is not None:
             outbox.enqueue(
-                session, chat_id=order.chat_id, kind="order_failed", payload={"order_id": order.id}, language=order.language
+                session,
+                chat_id=order.chat_id,
+                kind="order_failed",
+                payload={"order_id": order.id},
+                language=order.language,
             )
         outbox.enqueue_admins(session, admin_ids, "admin_order_failed", {"order_id": order.id})
         log.warning("order %s paid but out of stock: failed", order.number)
@@ -200,8 +204,15 @@ async def apply_payments(
         for row in (
             await conn.execute(
                 select(
-                    Order.id, Order.number, Order.status, Order.amount, Order.currency,
-                    Order.payment_method, Order.chat_id, Order.language, units,
+                    Order.id,
+                    Order.number,
+                    Order.status,
+                    Order.amount,
+                    Order.currency,
+                    Order.payment_method,
+                    Order.chat_id,
+                    Order.language,
+                    units,
                 ).where(Order.number.in_({e.order_number for e in events}))
             )
         ).all()
@@ -247,7 +258,6 @@ async def apply_payments(
                     .where(Order.id.in_(list(fast)), Order.status == OrderStatus.PENDING)
                     .values(status=OrderStatus.DELIVERED, paid_at=now, delivered_at=now)
                     .returning(Order.id)
-                    
                 )
             ).scalars()
         )
@@ -260,7 +270,6 @@ async def apply_payments(
                         .where(StockItem.order_id.in_(list(settled)), StockItem.status == StockStatus.RESERVED)
                         .values(status=StockStatus.SOLD, sold_at=now)
                         .returning(StockItem.order_id)
-                        
                     )
                 ).scalars()
             )
@@ -303,10 +312,7 @@ async def apply_payments(
                 results[fast[oid]] = PaymentOutcome.DELIVERED
             if short:  # reserved items went missing: the careful path fills or fails them
                 await conn.execute(
-                    update(Order)
-                    .where(Order.id.in_(short))
-                    .values(status=OrderStatus.PAID, delivered_at=None)
-                    
+                    update(Order).where(Order.id.in_(short)).values(status=OrderStatus.PAID, delivered_at=None)
                 )
                 for oid in short:
                     short_order = await session.get(Order, oid)

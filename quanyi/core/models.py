@@ -179,9 +179,7 @@ class Order(Base):
     closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     failure_reason: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
-    lines: Mapped[list[OrderLine]] = relationship(
-        back_populates="order", order_by="OrderLine.line_no", lazy="selectin"
-    )
+    lines: Mapped[list[OrderLine]] = relationship(back_populates="order", order_by="OrderLine.line_no", lazy="selectin")
 
 
 class OrderLine(Base):

@@ -191,9 +191,7 @@ async def buyer_order(session: AsyncSession, number: str, user_id: int) -> Order
 
 
 async def buyer_orders(session: AsyncSession, user_id: int, *, limit: int = 10) -> list[Order]:
-    result = await session.scalars(
-        select(Order).where(Order.user_id == user_id).order_by(Order.id.desc()).limit(limit)
-    )
+    result = await session.scalars(select(Order).where(Order.user_id == user_id).order_by(Order.id.desc()).limit(limit))
     return list(result)
 
 

@@ -29,9 +29,7 @@ class Outgoing:
     parts_sent: int = 0
 
 
-def enqueue(
-    session: AsyncSession, *, chat_id: int, kind: str, payload: Mapping[str, object], language: str
-) -> None:
+def enqueue(session: AsyncSession, *, chat_id: int, kind: str, payload: Mapping[str, object], language: str) -> None:
     session.add(
         OutboxMessage(
             chat_id=chat_id,
@@ -46,9 +44,7 @@ def enqueue(
     )
 
 
-def enqueue_admins(
-    session: AsyncSession, admin_ids: list[int], kind: str, payload: Mapping[str, object]
-) -> None:
+def enqueue_admins(session: AsyncSession, admin_ids: list[int], kind: str, payload: Mapping[str, object]) -> None:
     for admin_id in admin_ids:
         enqueue(session, chat_id=admin_id, kind=kind, payload=payload, language="zh")
 

@@ -168,9 +168,7 @@ async def _insert_rows(
     now = utcnow()
     async with db.transaction() as session:
         existing = set(
-            await session.scalars(
-                select(StockItem.secret_hash).where(StockItem.secret_hash.in_(list(unique)))
-            )
+            await session.scalars(select(StockItem.secret_hash).where(StockItem.secret_hash.in_(list(unique))))
         )
         rows = []
         for digest, line in unique.items():
@@ -232,9 +230,7 @@ async def abort_stale_batches(db: Database, product_id: int, *, silent_for: time
 async def abort_batch(db: Database, batch_id: int) -> None:
     async with db.transaction() as session:
         await session.execute(
-            delete(StockItem).where(
-                StockItem.batch_id == batch_id, StockItem.status == StockStatus.STAGED
-            )
+            delete(StockItem).where(StockItem.batch_id == batch_id, StockItem.status == StockStatus.STAGED)
         )
         await session.execute(
             update(StockBatch).where(StockBatch.id == batch_id).values(status="aborted", finished_at=utcnow())

@@ -98,9 +98,7 @@ def _csv_lines(lines: Iterator[tuple[int, str]]) -> Iterator[StockLine | Rejecte
         if header is None:
             return
         columns = [name.strip().lower() for name in header]
-        if "secret" not in columns or any(c not in CSV_COLUMNS for c in columns) or len(
-            set(columns)
-        ) != len(columns):
+        if "secret" not in columns or any(c not in CSV_COLUMNS for c in columns) or len(set(columns)) != len(columns):
             raise StockFileError(1, "header must name serial, secret[, expires_at]")
         index = {name: columns.index(name) for name in columns}
         numbers.clear()

@@ -55,7 +55,11 @@ async def handle_callback(method_name: str) -> tuple[PaymentOutcome | None, str 
         claimed = next((str(v) for k, v in params if k in ("out_trade_no", "order_no")), "?")
         # %r and a length cap: whatever the caller sent cannot forge or flood log lines.
         log.warning(
-            "%s callback refused from %s: %r (order %r)", method_name, request.remote_addr, exc.message[:120], claimed[:40]
+            "%s callback refused from %s: %r (order %r)",
+            method_name,
+            request.remote_addr,
+            exc.message[:120],
+            claimed[:40],
         )
         return None, exc.message
     log.info("%s callback for %s: %s", method_name, event.order_number, outcome.value)
@@ -98,7 +102,9 @@ async def sandbox_page(order_no: str) -> tuple[str, int]:
         async with core().db.read() as session:
             order = await get_order(session, order_no)
     except NotFound:
-        return await render_template("message.html", tx=tx, title=tx["sandbox_title"], text=tx["unknown_order"], bad=True), 404
+        return await render_template(
+            "message.html", tx=tx, title=tx["sandbox_title"], text=tx["unknown_order"], bad=True
+        ), 404
     payable = order.status == OrderStatus.PENDING and order.payment_method == "sandbox"
     status = raw_t(lang, f"status.{order.status}")
     return (
@@ -126,7 +132,9 @@ async def sandbox_pay(order_no: str) -> tuple[str, int]:
         async with core().db.read() as session:
             order = await get_order(session, order_no)
     except NotFound:
-        return await render_template("message.html", tx=tx, title=tx["sandbox_title"], text=tx["unknown_order"], bad=True), 404
+        return await render_template(
+            "message.html", tx=tx, title=tx["sandbox_title"], text=tx["unknown_order"], bad=True
+        ), 404
     if order.status != OrderStatus.PENDING or order.payment_method != "sandbox":
         # The page shows no button then; a re-posted form must not pay the order twice.
         status = raw_t(page_language(), f"status.{order.status}")
@@ -144,7 +152,9 @@ async def sandbox_pay(order_no: str) -> tuple[str, int]:
         log.warning("sandbox pay: could not reach our own notify URL: %s", type(exc).__name__)
         body = "unreachable"
     if body == "success":
-        return await render_template("message.html", tx=tx, title=tx["paid_title"], text=tx["paid_note"], bad=False), 200
+        return await render_template(
+            "message.html", tx=tx, title=tx["paid_title"], text=tx["paid_note"], bad=False
+        ), 200
     return (
         await render_template(
             "message.html", tx=tx, title=tx["failed_title"], text=tx["failed_note"].format(reason=body), bad=True
