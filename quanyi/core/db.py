@@ -9,14 +9,17 @@ use plain deferred transactions and, with WAL, never wait for writers.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import contextlib
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
-from sqlalchemy import CTE, CursorResult, Result, Select, event
+from sqlalchemy import CTE, Connection, CursorResult, Engine, Result, Select, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+T = TypeVar("T")
 
 
 class Database:
@@ -33,8 +36,18 @@ class Database:
             engine_kwargs.setdefault("pool_size", 20)
             engine_kwargs.setdefault("max_overflow", 10)
         self.engine: AsyncEngine = create_async_engine(url, echo=echo, **engine_kwargs)
+        # On SQLite, hot write paths run whole transactions in a worker thread over the plain
+        # sqlite3 driver: one hop per transaction instead of one per statement (run_write).
+        self._sync_engine: Engine | None = None
         if self.is_sqlite:
-            _configure_sqlite(self.engine)
+            _configure_sqlite(self.engine.sync_engine)
+            if self.url.database and self.url.database != ":memory:":
+                self._sync_engine = create_engine(
+                    self.url.set(drivername="sqlite"),
+                    echo=echo,
+                    connect_args={"check_same_thread": False, "timeout": 30},
+                )
+                _configure_sqlite(self._sync_engine)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         self._write_lock = asyncio.Lock() if self.is_sqlite else None
 
@@ -67,6 +80,28 @@ class Database:
                 finally:
                     await session.close()
 
+    async def run_write(self, fn: Callable[[Connection], T]) -> T:
+        """Run ``fn`` in one write transaction on a synchronous connection and return its result.
+
+        SQLite: in a worker thread, holding this process's write lock. PostgreSQL: on an
+        async connection through ``run_sync``. ``fn`` must use Core statements only.
+        """
+        if self._sync_engine is not None:
+            assert self._write_lock is not None
+            async with self._write_lock:
+                return await asyncio.to_thread(self._run_in_thread, fn)
+        async with self._write_lock or contextlib.nullcontext(), self.engine.connect() as conn:
+            await conn.execution_options(quanyi_write=True)
+            async with conn.begin():
+                return await conn.run_sync(fn)
+
+    def _run_in_thread(self, fn: Callable[[Connection], T]) -> T:
+        assert self._sync_engine is not None
+        with self._sync_engine.connect() as conn:
+            conn.execution_options(quanyi_write=True)
+            with conn.begin():
+                return fn(conn)
+
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:
         """A read-only transaction."""
@@ -82,11 +117,11 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+        if self._sync_engine is not None:
+            self._sync_engine.dispose()
 
 
-def _configure_sqlite(engine: AsyncEngine) -> None:
-    sync_engine = engine.sync_engine
-
+def _configure_sqlite(sync_engine: Engine) -> None:
     @event.listens_for(sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Let SQLAlchemy, not the sqlite3 module, decide when transactions begin,

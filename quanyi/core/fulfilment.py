@@ -1,10 +1,10 @@
 """From a verified payment to codes in the outbox: the path that must never break.
 
-``apply_payment`` does it for one event inside a caller's transaction. ``apply_payments``
-does the common case for a whole batch with a handful of set-based statements and hands
-every unusual event (a late payment, a second payment, a shortfall) to ``apply_payment``.
-``Fulfiller`` groups events that arrive together into such batches, because on SQLite a
-commit and each statement's round trip, not the work, are what cost.
+``apply_payment`` does it for one event inside a caller's transaction. ``settle_batch``
+does the common case for a whole batch with a handful of set-based statements and leaves
+every unusual event (a late or second payment, a shortfall, a rejection) to
+``apply_payment``. ``Fulfiller`` groups events that arrive together into such batches,
+because a commit and each statement's round trip, not the work, are what cost.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import func, insert, select, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -179,20 +180,17 @@ async def _deliver(session: AsyncSession, order: Order) -> PaymentOutcome:
     return PaymentOutcome.DELIVERED
 
 
-async def apply_payments(
-    session: AsyncSession, events: list[PaymentEvent], *, admin_ids: list[int] | None = None
-) -> list[PaymentOutcome | QuanyiError]:
-    """Apply a batch of events in the caller's transaction; one result per event, in order.
+def settle_batch(conn: Connection, events: list[PaymentEvent]) -> tuple[list[PaymentOutcome | None], list[int]]:
+    """The common case for a whole batch, in seven set-based statements on one connection.
 
-    The fast path covers a first payment for a pending order whose reserved items are
-    all there, in five statements for the whole batch. Everything else, including a
-    second event for an order or transaction already in this batch, goes through
-    ``apply_payment`` afterwards, one savepoint each.
+    Settles every event that is a first payment, with the right amount, for a pending
+    order whose reserved items are all there. Returns an outcome per settled event and
+    the indexes of the rest, which ``apply_payment`` handles one by one (rejections,
+    duplicates, late or second payments, missing items, a second event for an order or
+    transaction already in this batch). Synchronous so that on SQLite the whole batch
+    runs in one hop to a worker thread (see ``Database.run_write``).
     """
-    admin_ids = admin_ids or []
-    results: list[PaymentOutcome | QuanyiError | None] = [None] * len(events)
-    # Core-level execution: the ORM's per-statement bookkeeping costs more than the SQL here.
-    conn = await session.connection()
+    results: list[PaymentOutcome | None] = [None] * len(events)
     units = (
         select(func.coalesce(func.sum(OrderLine.quantity), 0))
         .where(OrderLine.order_id == Order.id)
@@ -201,32 +199,38 @@ async def apply_payments(
     )
     orders = {
         row.number: row
-        for row in (
-            await conn.execute(
-                select(
-                    Order.id,
-                    Order.number,
-                    Order.status,
-                    Order.amount,
-                    Order.currency,
-                    Order.payment_method,
-                    Order.chat_id,
-                    Order.language,
-                    units,
-                ).where(Order.number.in_({e.order_number for e in events}))
-            )
+        for row in conn.execute(
+            select(
+                Order.id,
+                Order.number,
+                Order.status,
+                Order.amount,
+                Order.currency,
+                Order.payment_method,
+                Order.chat_id,
+                Order.language,
+                units,
+            ).where(Order.number.in_({e.order_number for e in events}))
         ).all()
     }
     recorded = {
         (method, txn)
-        for method, txn in (
-            await conn.execute(
-                select(Payment.method, Payment.provider_txn_id).where(
-                    Payment.provider_txn_id.in_({e.provider_txn_id for e in events})
-                )
+        for method, txn in conn.execute(
+            select(Payment.method, Payment.provider_txn_id).where(
+                Payment.provider_txn_id.in_({e.provider_txn_id for e in events})
             )
         ).all()
     }
+    reserved = dict(
+        conn.execute(
+            select(StockItem.order_id, func.count())
+            .where(
+                StockItem.order_id.in_([o.id for o in orders.values()]),
+                StockItem.status == StockStatus.RESERVED,
+            )
+            .group_by(StockItem.order_id)
+        ).all()
+    )
 
     fast: dict[int, int] = {}  # order id -> index of its event
     taken_keys: set[tuple[str, str]] = set()
@@ -240,92 +244,77 @@ async def apply_payments(
             or key in taken_keys
             or order.id in fast
             or order.status != OrderStatus.PENDING
+            or reserved.get(order.id, 0) < order.units
             or (event.method, event.currency, event.amount) != (order.payment_method, order.currency, order.amount)
         ):
-            slow.append(index)  # rejections, duplicates and rare cases keep their one code path
+            slow.append(index)
             continue
         fast[order.id] = index
         taken_keys.add(key)
+    if not fast:
+        return results, slow
 
-    if fast:
-        now = utcnow()
-        # Straight to delivered: inside this transaction nobody sees the in-between, and
-        # the few orders whose reserved items turn out short are stepped back to paid.
-        settled = set(
-            (
-                await conn.execute(
-                    update(Order)
-                    .where(Order.id.in_(list(fast)), Order.status == OrderStatus.PENDING)
-                    .values(status=OrderStatus.DELIVERED, paid_at=now, delivered_at=now)
-                    .returning(Order.id)
-                )
-            ).scalars()
-        )
-        slow.extend(fast[order_id] for order_id in fast if order_id not in settled)
-        if settled:
-            sold = Counter(
-                (
-                    await conn.execute(
-                        update(StockItem)
-                        .where(StockItem.order_id.in_(list(settled)), StockItem.status == StockStatus.RESERVED)
-                        .values(status=StockStatus.SOLD, sold_at=now)
-                        .returning(StockItem.order_id)
-                    )
-                ).scalars()
-            )
-            by_id = {row.id: row for row in orders.values()}
-            short = [oid for oid in settled if sold[oid] < by_id[oid].units]
-            await conn.execute(
-                insert(Payment),
-                [
-                    {
-                        "method": events[fast[oid]].method,
-                        "provider_txn_id": events[fast[oid]].provider_txn_id,
-                        "order_id": oid,
-                        "amount": events[fast[oid]].amount,
-                        "currency": events[fast[oid]].currency,
-                        "outcome": "applied",
-                        "raw": json.dumps(dict(events[fast[oid]].raw), sort_keys=True),
-                        "created_at": now,
-                    }
-                    for oid in sorted(settled)
-                ],
-            )
-            deliveries = [
-                {
-                    "chat_id": by_id[oid].chat_id,
-                    "kind": "delivery",
-                    "payload": json.dumps({"order_id": oid}, separators=(",", ":")),
-                    "language": by_id[oid].language,
-                    "status": OutboxStatus.PENDING.value,
-                    "attempts": 0,
-                    "parts_sent": 0,
-                    "next_attempt_at": now,
-                    "created_at": now,
-                }
-                for oid in sorted(settled)
-                if oid not in short and by_id[oid].chat_id is not None
-            ]
-            if deliveries:
-                await conn.execute(insert(OutboxMessage), deliveries)
-            for oid in settled:
-                results[fast[oid]] = PaymentOutcome.DELIVERED
-            if short:  # reserved items went missing: the careful path fills or fails them
-                await conn.execute(
-                    update(Order).where(Order.id.in_(short)).values(status=OrderStatus.PAID, delivered_at=None)
-                )
-                for oid in short:
-                    short_order = await session.get(Order, oid)
-                    assert short_order is not None
-                    results[fast[oid]] = await _fill_from_pool(session, short_order, admin_ids)
-
-    for index in sorted(slow):
-        try:
-            async with session.begin_nested():
-                results[index] = await apply_payment(session, events[index], admin_ids=admin_ids)
-        except QuanyiError as exc:
-            results[index] = exc
-    return [r if r is not None else QuanyiError("payment not processed") for r in results]
+    now = utcnow()
+    settled = set(
+        conn.execute(
+            update(Order)
+            .where(Order.id.in_(list(fast)), Order.status == OrderStatus.PENDING)
+            .values(status=OrderStatus.DELIVERED, paid_at=now, delivered_at=now)
+            .returning(Order.id)
+        ).scalars()
+    )
+    slow.extend(fast[order_id] for order_id in fast if order_id not in settled)
+    if not settled:
+        return results, sorted(slow)
+    by_id = {row.id: row for row in orders.values()}
+    sold = Counter(
+        conn.execute(
+            update(StockItem)
+            .where(StockItem.order_id.in_(list(settled)), StockItem.status == StockStatus.RESERVED)
+            .values(status=StockStatus.SOLD, sold_at=now)
+            .returning(StockItem.order_id)
+        ).scalars()
+    )
+    if any(sold[oid] != by_id[oid].units for oid in settled):
+        # The pending orders are locked by the UPDATE above and only their own transitions
+        # touch their reserved items, so this cannot happen; if it does, nothing commits.
+        raise RuntimeError("reserved items changed under a settling batch")
+    conn.execute(
+        insert(Payment),
+        [
+            {
+                "method": events[fast[oid]].method,
+                "provider_txn_id": events[fast[oid]].provider_txn_id,
+                "order_id": oid,
+                "amount": events[fast[oid]].amount,
+                "currency": events[fast[oid]].currency,
+                "outcome": "applied",
+                "raw": json.dumps(dict(events[fast[oid]].raw), sort_keys=True),
+                "created_at": now,
+            }
+            for oid in sorted(settled)
+        ],
+    )
+    deliveries = [
+        {
+            "chat_id": by_id[oid].chat_id,
+            "kind": "delivery",
+            "payload": json.dumps({"order_id": oid}, separators=(",", ":")),
+            "language": by_id[oid].language,
+            "status": OutboxStatus.PENDING.value,
+            "attempts": 0,
+            "parts_sent": 0,
+            "next_attempt_at": now,
+            "created_at": now,
+        }
+        for oid in sorted(settled)
+        if by_id[oid].chat_id is not None
+    ]
+    if deliveries:
+        conn.execute(insert(OutboxMessage), deliveries)
+    for oid in settled:
+        results[fast[oid]] = PaymentOutcome.DELIVERED
+    return results, sorted(slow)
 
 
 class _ShortStock(Exception):
@@ -371,10 +360,19 @@ class Fulfiller:
             self._running -= 1
 
     async def _run_batch(self, batch: list[tuple[PaymentEvent, asyncio.Future[PaymentOutcome]]]) -> None:
+        events = [event for event, _ in batch]
         results: list[Any] = []
         try:
-            async with self.db.transaction() as session:
-                results = list(await apply_payments(session, [event for event, _ in batch], admin_ids=self.admin_ids))
+            settled, slow = await self.db.run_write(lambda conn: settle_batch(conn, events))
+            results = list(settled)
+            if slow:
+                async with self.db.transaction() as session:
+                    for index in slow:
+                        try:
+                            async with session.begin_nested():
+                                results[index] = await apply_payment(session, events[index], admin_ids=self.admin_ids)
+                        except QuanyiError as exc:
+                            results[index] = exc
         except Exception as exc:
             if len(batch) > 1:
                 # One event broke the shared transaction (a deadlock, a lost connection):
