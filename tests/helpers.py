@@ -7,7 +7,7 @@ from pathlib import Path
 
 from quanyi.core.catalog import add_product
 from quanyi.core.money import Money
-from quanyi.core.orders import Buyer, PlacedOrder, place_order
+from quanyi.core.orders import Buyer, PlacedOrder, checkout
 from quanyi.core.payments.base import PaymentEvent
 from quanyi.core.services import Core
 from quanyi.core.stock import import_stock
@@ -30,17 +30,18 @@ async def product_with_stock(
 async def new_order(
     core: Core, *, sku: str = "VIP", quantity: int = 1, user_id: int = 1001, method: str = "sandbox", lang: str = "zh"
 ) -> PlacedOrder:
-    async with core.db.transaction() as session:
-        return await place_order(
-            session,
-            core.payments,
-            buyer=Buyer(user_id=user_id, chat_id=user_id, language=lang),
-            sku=sku,
-            quantity=quantity,
-            method=method,
-            reservation=core.reservation,
-            max_quantity=core.settings.max_quantity,
-        )
+    """Place an order and start its payment, as the chat does (``orders.checkout``)."""
+    return await checkout(
+        core.db,
+        core.payments,
+        buyer=Buyer(user_id=user_id, chat_id=user_id, language=lang),
+        sku=sku,
+        quantity=quantity,
+        method=method,
+        reservation=core.reservation,
+        max_quantity=core.settings.max_quantity,
+        stars_rate=core.settings.stars_rate,
+    )
 
 
 def sandbox_event(number: str, amount: int, *, txn: str | None = None, currency: str = "CNY") -> PaymentEvent:

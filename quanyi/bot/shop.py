@@ -26,8 +26,9 @@ from quanyi.core.errors import (
     NotFound,
     OutOfStock,
     PaymentMethodUnavailable,
+    ProviderError,
 )
-from quanyi.core.orders import Buyer, buyer_order, buyer_orders, cancel_by_buyer, delivered_codes, place_order
+from quanyi.core.orders import Buyer, buyer_order, buyer_orders, cancel_by_buyer, checkout, delivered_codes
 from quanyi.core.services import Core
 from quanyi.i18n import raw_t, t
 
@@ -116,19 +117,20 @@ def build_router() -> Router:
             return
         buyer = Buyer(user_id=user.id, chat_id=message.chat.id, language=lang, username=user.username)
         try:
-            async with core.db.transaction() as session:
+            async with core.db.read() as session:
                 entry = await catalogue_entry_by_id(session, callback_data.id)
-                placed = await place_order(
-                    session,
-                    core.payments,
-                    buyer=buyer,
-                    sku=entry.sku,
-                    quantity=callback_data.n,
-                    method=callback_data.method,
-                    option=callback_data.option,
-                    reservation=core.reservation,
-                    max_quantity=core.settings.max_quantity,
-                )
+            placed = await checkout(
+                core.db,
+                core.payments,
+                buyer=buyer,
+                sku=entry.sku,
+                quantity=callback_data.n,
+                method=callback_data.method,
+                option=callback_data.option,
+                reservation=core.reservation,
+                max_quantity=core.settings.max_quantity,
+                stars_rate=core.settings.stars_rate,
+            )
         except OutOfStock as exc:
             await query.answer(raw_t(lang, "out_of_stock", available=exc.details.get("available", 0)), show_alert=True)
             return
@@ -140,6 +142,9 @@ def build_router() -> Router:
             return
         except InvalidInput:
             await query.answer(raw_t(lang, "bad_quantity", max=core.settings.max_quantity), show_alert=True)
+            return
+        except ProviderError:
+            await query.answer(raw_t(lang, "payment_start_failed"), show_alert=True)
             return
         await query.answer()
         order = placed.order
@@ -159,18 +164,19 @@ def build_router() -> Router:
             text=raw_t(lang, "cancel_button"), callback_data=CancelCb(number=order.number).pack()
         )
         keyboard = InlineKeyboardBuilder()
-        if placed.payment.url:
-            keyboard.row(InlineKeyboardButton(text=raw_t(lang, "pay_button", amount=amount), url=placed.payment.url))
+        payment_url = placed.payment.url if placed.payment else None
+        if payment_url:
+            keyboard.row(InlineKeyboardButton(text=raw_t(lang, "pay_button", amount=amount), url=payment_url))
         keyboard.row(cancel)
         try:
             await message.edit_text(text, reply_markup=keyboard.as_markup())
         except TelegramBadRequest:
-            if not placed.payment.url:
+            if not payment_url:
                 raise
             # Telegram refuses URL buttons it cannot open (a localhost QUANYI_PUBLIC_URL in a
             # demo): the order stands, so give the link as text rather than lose the reply.
             log.warning("pay link refused as a button; sent as text (is QUANYI_PUBLIC_URL public?)")
-            link = t(lang, "pay_link_text", url=placed.payment.url)
+            link = t(lang, "pay_link_text", url=payment_url)
             await message.edit_text(f"{text}\n{link}", reply_markup=InlineKeyboardBuilder().row(cancel).as_markup())
 
     @router.callback_query(CancelCb.filter())

@@ -44,6 +44,23 @@ class Settings(BaseSettings):
     epay_pid: str = ""
     epay_key: str = ""
     epay_types: str = "alipay,wxpay"
+    # "plain": sign = md5(k=v&...KEY) as CONTRACT says; "amp_key": md5(k=v&...&key=KEY).
+    epay_sign_style: str = "plain"
+    # Ask the gateway (api.php?act=order) about orders still pending this long after creation.
+    epay_query_after_minutes: int = Field(default=3, ge=1)
+    payment_query_job_seconds: int = Field(default=60, ge=5)
+
+    # Telegram Stars: on when the bot runs, unless QUANYI_STARS_ENABLED=0.
+    stars_enabled: bool = True
+    # Stars per 1.00 of the product currency (decimal text), for products without a Stars price.
+    stars_rate: str = "7"
+
+    cryptobot_token: str = ""
+    cryptobot_api_base: str = "https://pay.crypt.bot"
+
+    stripe_secret_key: str = ""
+    stripe_webhook_secret: str = ""
+    stripe_api_base: str = "https://api.stripe.com"
 
     # Card-key encryption. Unset = a key file under data_dir, created 0600 on first use.
     # QUANYI_CARD_KEYS="k1:<base64 32 bytes>,k2:<...>", QUANYI_CARD_KEY_ACTIVE="k2",
@@ -56,7 +73,7 @@ class Settings(BaseSettings):
     outbox_per_chat_interval: float = Field(default=1.0, ge=0)
     log_level: str = "INFO"
 
-    @field_validator("public_url", "telegram_api_base", "epay_gateway")
+    @field_validator("public_url", "telegram_api_base", "epay_gateway", "cryptobot_api_base", "stripe_api_base")
     @classmethod
     def _strip_slash(cls, value: str) -> str:
         return value.rstrip("/")

@@ -66,3 +66,19 @@ class PaymentMethodUnavailable(QuanyiError):
 
 class CardKeyError(QuanyiError):
     code = "card_key"
+
+
+class RefundNotSupported(QuanyiError):
+    code = "refund_not_supported"
+
+
+class RefundFailed(QuanyiError):
+    """The provider refused or could not be reached; the refund stays open to retry."""
+
+    code = "refund_failed"
+
+
+class ProviderError(QuanyiError):
+    """A payment provider's API answered with an error or not at all."""
+
+    code = "provider_error"

@@ -100,6 +100,8 @@ class Product(Base):
     kind: Mapped[str] = mapped_column(String(32))
     price: Mapped[int] = mapped_column(BigInteger)
     currency: Mapped[str] = mapped_column(String(8))
+    # Telegram Stars price per unit; None = derived from QUANYI_STARS_RATE, rounded up.
+    stars_price: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     description: Mapped[str] = mapped_column(Text, default="")
     instructions: Mapped[str] = mapped_column(Text, default="")
     active: Mapped[bool] = mapped_column(Boolean, default=True)
@@ -172,6 +174,8 @@ class Order(Base):
     amount: Mapped[int] = mapped_column(BigInteger)
     payment_method: Mapped[str] = mapped_column(String(32))
     payment_option: Mapped[str] = mapped_column(String(32), default="")
+    # The provider's id for the payment attempt (Crypto Pay invoice, Stripe Checkout Session).
+    provider_ref: Mapped[str | None] = mapped_column(String(128), nullable=True, index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     paid_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
@@ -216,6 +220,39 @@ class Payment(Base):
     outcome: Mapped[str] = mapped_column(String(16))
     raw: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class RefundStatus(enum.StrEnum):
+    PENDING = "pending"  # recorded, provider not yet confirmed (or the call failed: retry)
+    SUCCEEDED = "succeeded"
+    MANUAL = "manual"  # an operator paid it back outside quanyi
+
+
+class Refund(Base):
+    """Money given back for one order line, or for a whole payment that needs review.
+
+    ``scope`` makes a refund happen once: ``line:<id>`` or ``payment:<id>`` is unique, so a
+    second request, a retry or a late provider confirmation finds the first.
+    """
+
+    __tablename__ = "refunds"
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True)
+    scope: Mapped[str] = mapped_column(String(48), unique=True)
+    order_id: Mapped[int] = mapped_column(ForeignKey("orders.id"), index=True)
+    order_line_id: Mapped[int | None] = mapped_column(ForeignKey("order_lines.id"), nullable=True)
+    payment_id: Mapped[int] = mapped_column(ForeignKey("payments.id"), index=True)
+    method: Mapped[str] = mapped_column(String(32))
+    amount: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(8))
+    status: Mapped[str] = mapped_column(String(16))
+    provider_refund_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    reason: Mapped[str] = mapped_column(String(255))
+    # "operator:<telegram id>", "cli", or "provider" for refunds and chargebacks the provider started.
+    initiated_by: Mapped[str] = mapped_column(String(64))
+    last_error: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class OutboxMessage(Base):

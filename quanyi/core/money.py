@@ -65,3 +65,17 @@ def format_minor(minor: int, currency: str) -> str:
     sign = "-" if minor < 0 else ""
     whole, frac = divmod(abs(minor), 10**digits)
     return f"{sign}{whole}.{frac:0{digits}d}" if digits else f"{sign}{whole}"
+
+
+def convert_up(minor: int, currency: str, rate: str, to_currency: str) -> int:
+    """``minor`` of ``currency`` times ``rate`` (decimal text, units of ``to_currency`` per
+    1 unit of ``currency``) in minor units of ``to_currency``, rounded up: a converted
+    price never undercharges. Integer arithmetic only."""
+    match = _DECIMAL.match(rate.strip())
+    if match is None:
+        raise InvalidInput(f"not a rate: {rate!r}")
+    frac = match.group("frac") or ""
+    numerator = int(match.group("int") + frac)
+    denominator = 10 ** len(frac) * 10 ** exponent(currency)
+    scaled = minor * numerator * 10 ** exponent(to_currency)
+    return -(-scaled // denominator)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
+from typing import Any
 from datetime import datetime, timedelta
 
 from sqlalchemy import select, update
@@ -12,9 +13,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from quanyi.core import outbox
 from quanyi.core.catalog import SELLABLE_KINDS, get_product
 from quanyi.core.crypto import KeyRing
-from quanyi.core.db import rowcount, upsert
+from quanyi.core.db import Database, rowcount, upsert
 from quanyi.core.errors import Forbidden, InvalidInput, NotForSale, NotFound, OutOfStock
 from quanyi.core.models import Order, OrderLine, OrderStatus, Product, StockStatus, User, utcnow
+from quanyi.core.money import convert_up
 from quanyi.core.payments.base import OrderForPayment, PaymentHub, PaymentStart
 from quanyi.core.stock import Code, order_codes, release_reserved, take_items
 
@@ -32,7 +34,8 @@ class Buyer:
 @dataclass(frozen=True)
 class PlacedOrder:
     order: Order
-    payment: PaymentStart
+    title: str
+    payment: PaymentStart | None = None
 
 
 def new_order_number(now: datetime | None = None) -> str:
@@ -67,8 +70,10 @@ async def place_order(
     reservation: timedelta,
     max_quantity: int,
     channel: str = "bot",
+    stars_rate: str = "7",
 ) -> PlacedOrder:
-    """Create a pending order holding ``quantity`` reserved items, and start its payment."""
+    """Create a pending order holding ``quantity`` reserved items, priced in the currency the
+    payment method charges in. Its payment is started after commit (``start_payment``)."""
     if not 1 <= quantity <= max_quantity:
         raise InvalidInput(f"quantity must be between 1 and {max_quantity}", max_quantity=max_quantity)
     pay_method = payments.get(method)
@@ -81,7 +86,11 @@ async def place_order(
         raise NotForSale(f"{product.name} is not on sale yet")
     await remember_user(session, buyer)
     now = utcnow()
-    amount = product.price * quantity
+    currency, unit_price = product.currency, product.price
+    if pay_method.currency and pay_method.currency != product.currency:
+        currency = pay_method.currency
+        unit_price = product.stars_price or convert_up(product.price, product.currency, stars_rate, currency)
+    amount = unit_price * quantity
     order = Order(
         number=new_order_number(now),
         user_id=buyer.user_id,
@@ -89,7 +98,7 @@ async def place_order(
         language=buyer.language,
         channel=channel,
         status=OrderStatus.PENDING,
-        currency=product.currency,
+        currency=currency,
         list_amount=amount,
         discount_amount=0,
         amount=amount,
@@ -107,7 +116,7 @@ async def place_order(
         sku=product.sku,
         name=product.name,
         quantity=quantity,
-        unit_price=product.price,
+        unit_price=unit_price,
         amount=amount,
     )
     session.add(line)
@@ -123,16 +132,54 @@ async def place_order(
     if len(taken) < quantity:
         # The caller's transaction rolls back: no order, no reservation.
         raise OutOfStock(f"only {len(taken)} left", available=len(taken))
-    start = pay_method.start(
+    return PlacedOrder(order=order, title=f"{product.name} x{quantity}")
+
+
+async def start_payment(db: Database, payments: PaymentHub, placed: PlacedOrder) -> PaymentStart:
+    """Ask the order's payment method for a pay link or invoice (may call the provider), and
+    remember the provider's reference. Called after the order committed, never inside a
+    transaction: a slow provider must not hold the database."""
+    order = placed.order
+    start = await payments.get(order.payment_method).start(
         OrderForPayment(
             number=order.number,
             amount=order.amount,
             currency=order.currency,
-            title=f"{product.name} x{quantity}",
+            title=placed.title,
             option=order.payment_option,
         )
     )
-    return PlacedOrder(order=order, payment=start)
+    if start.provider_ref:
+        async with db.transaction() as session:
+            await session.execute(update(Order).where(Order.id == order.id).values(provider_ref=start.provider_ref))
+    return start
+
+
+async def checkout(db: Database, payments: PaymentHub, **order: Any) -> PlacedOrder:
+    """Place an order and start its payment. If the provider cannot start one, the order is
+    cancelled and its stock released before the error reaches the buyer."""
+    async with db.transaction() as session:
+        placed = await place_order(session, payments, **order)
+    try:
+        start = await start_payment(db, payments, placed)
+    except Exception:
+        async with db.transaction() as session:
+            await cancel_pending(session, placed.order.id, reason="payment_start_failed")
+        raise
+    return PlacedOrder(order=placed.order, title=placed.title, payment=start)
+
+
+async def cancel_pending(session: AsyncSession, order_id: int, *, reason: str) -> bool:
+    """Cancel a pending order and return its reserved stock; False when it was not pending."""
+    result = await session.execute(
+        update(Order)
+        .where(Order.id == order_id, Order.status == OrderStatus.PENDING)
+        .values(status=OrderStatus.CANCELLED, closed_at=utcnow(), failure_reason=reason)
+    )
+    if not rowcount(result):
+        return False
+    await release_reserved(session, order_id)
+    return True
 
 
 async def expire_due(session: AsyncSession, *, now: datetime | None = None, limit: int = 200) -> list[str]:
@@ -150,14 +197,8 @@ async def expire_due(session: AsyncSession, *, now: datetime | None = None, limi
     )
     cancelled: list[str] = []
     for order_id, number, chat_id, language in due.all():
-        result = await session.execute(
-            update(Order)
-            .where(Order.id == order_id, Order.status == OrderStatus.PENDING)
-            .values(status=OrderStatus.CANCELLED, closed_at=now, failure_reason="expired")
-        )
-        if not rowcount(result):
+        if not await cancel_pending(session, order_id, reason="expired"):
             continue
-        await release_reserved(session, order_id)
         if chat_id is not None:
             outbox.enqueue(
                 session, chat_id=chat_id, kind="order_expired", payload={"order_id": order_id}, language=language
@@ -228,14 +269,8 @@ async def delivered_codes(session: AsyncSession, keyring: KeyRing, order: Order)
 async def cancel_by_buyer(session: AsyncSession, number: str, user_id: int) -> Order:
     """The buyer cancels its own unpaid order; the reservation goes back to the pool."""
     order = await buyer_order(session, number, user_id)
-    result = await session.execute(
-        update(Order)
-        .where(Order.id == order.id, Order.status == OrderStatus.PENDING)
-        .values(status=OrderStatus.CANCELLED, closed_at=utcnow(), failure_reason="cancelled_by_buyer")
-    )
-    if not rowcount(result):
+    if not await cancel_pending(session, order.id, reason="cancelled_by_buyer"):
         await session.refresh(order)
         raise InvalidInput("order is not pending", status=order.status)
-    await release_reserved(session, order.id)
     await session.refresh(order)
     return order

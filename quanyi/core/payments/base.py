@@ -1,10 +1,14 @@
 """The payment-method interface.
 
 Two flows fit behind it: ``link`` methods send the buyer to a pay page and learn of
-the payment from an HTTP callback (EPay, sandbox, later Crypto Pay and Stripe);
-``invoice`` methods are paid inside the chat and confirmed by a bot update (Telegram
-Stars, with the payments work). Either way a verified event becomes a
-``PaymentEvent`` and goes through the same ``fulfilment.apply_payment``.
+the payment from an HTTP callback (EPay, sandbox, Crypto Pay, Stripe); ``invoice``
+methods are paid inside the chat and confirmed by a bot update (Telegram Stars).
+Either way a verified event becomes a ``PaymentEvent`` (money in) or a
+``RefundEvent`` (money back, started by the provider or confirming ours) and goes
+through the same core services.
+
+Starting a payment and refunding may call the provider over HTTP, so they are async
+and are never called inside a database transaction.
 """
 
 from __future__ import annotations
@@ -16,7 +20,12 @@ from typing import Literal
 
 from quanyi.core.config import Settings
 from quanyi.core.crypto import KeyRing
-from quanyi.core.errors import CallbackRejected, ConfigError, PaymentMethodUnavailable
+from quanyi.core.errors import (
+    CallbackRejected,
+    ConfigError,
+    PaymentMethodUnavailable,
+    RefundNotSupported,
+)
 
 
 @dataclass(frozen=True)
@@ -29,9 +38,49 @@ class OrderForPayment:
 
 
 @dataclass(frozen=True)
+class Invoice:
+    """An in-chat invoice for the bot to send (Telegram Stars)."""
+
+    title: str
+    description: str
+    payload: str
+    currency: str
+    amount: int
+
+
+@dataclass(frozen=True)
 class PaymentStart:
     url: str | None = None
-    invoice: Mapping[str, object] | None = None
+    invoice: Invoice | None = None
+    # The provider's id for this attempt (Crypto Pay invoice id, Stripe session id).
+    provider_ref: str | None = None
+
+
+@dataclass(frozen=True)
+class PaidWith:
+    """What a refund needs to know about the payment it gives back."""
+
+    order_number: str
+    provider_txn_id: str
+    amount: int
+    currency: str
+    user_id: int | None
+    raw: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class RefundEvent:
+    """A provider's statement, already verified, that money went back to the payer.
+
+    ``provider_txn_id`` names the payment refunded; ``amount`` is what went back.
+    """
+
+    method: str
+    provider_txn_id: str
+    provider_refund_id: str
+    amount: int
+    currency: str
+    raw: Mapping[str, str]
 
 
 @dataclass(frozen=True)
@@ -69,18 +118,32 @@ class PaymentEvent:
 class PaymentMethod(abc.ABC):
     name: str
     flow: Literal["link", "invoice"] = "link"
+    # The currency this method charges in when it is not the product's own (Stars: XTR).
+    currency: str | None = None
+    supports_refund: bool = False
 
     def options(self) -> list[str]:
         """Sub-choices shown to the buyer (EPay's alipay / wxpay); default one option."""
         return [self.name]
 
     @abc.abstractmethod
-    def start(self, order: OrderForPayment) -> PaymentStart: ...
+    async def start(self, order: OrderForPayment) -> PaymentStart: ...
 
-    @abc.abstractmethod
-    def verify(self, request: CallbackRequest) -> PaymentEvent | None:
+    def verify(self, request: CallbackRequest) -> PaymentEvent | RefundEvent | None:
         """Verify a callback. Raise ``CallbackRejected`` with the reason when it is not
-        authentic; return None when it is authentic but reports no payment."""
+        authentic; return None when it is authentic but reports nothing to act on."""
+        raise CallbackRejected(f"{self.name} takes no HTTP callbacks")
+
+    async def refund(self, paid: PaidWith, amount: int, reason: str) -> str:
+        """Give ``amount`` of a payment back; returns the provider's refund id.
+
+        Raise ``RefundFailed`` when the provider refuses or cannot be reached.
+        """
+        raise RefundNotSupported(f"{self.name} cannot refund through its API; refund by hand and record it")
+
+    async def query(self, order_number: str, amount: int, currency: str) -> PaymentEvent | None:
+        """Ask the provider whether the order was paid (for a lost notify); None = not paid."""
+        return None
 
 
 class PaymentHub:

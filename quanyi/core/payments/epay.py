@@ -42,7 +42,7 @@ class EPay(PaymentMethod):
     def options(self) -> list[str]:
         return list(self.types)
 
-    def start(self, order: OrderForPayment) -> PaymentStart:
+    async def start(self, order: OrderForPayment) -> PaymentStart:
         if order.currency != "CNY":
             raise InvalidInput("EPay takes CNY only")
         params = {

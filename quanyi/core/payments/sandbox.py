@@ -12,13 +12,21 @@ from collections.abc import Mapping
 
 from quanyi.core.errors import CallbackRejected, InvalidInput
 from quanyi.core.money import parse_minor
-from quanyi.core.payments.base import CallbackRequest, OrderForPayment, PaymentEvent, PaymentMethod, PaymentStart
+from quanyi.core.payments.base import (
+    CallbackRequest,
+    OrderForPayment,
+    PaidWith,
+    PaymentEvent,
+    PaymentMethod,
+    PaymentStart,
+)
 
 FIELDS = ("order_no", "txn_id", "amount", "currency")
 
 
 class Sandbox(PaymentMethod):
     name = "sandbox"
+    supports_refund = True
 
     def __init__(self, public_url: str, key: bytes) -> None:
         self.public_url = public_url
@@ -27,8 +35,12 @@ class Sandbox(PaymentMethod):
     def __repr__(self) -> str:
         return "Sandbox()"
 
-    def start(self, order: OrderForPayment) -> PaymentStart:
+    async def start(self, order: OrderForPayment) -> PaymentStart:
         return PaymentStart(url=f"{self.public_url}/pay/sandbox/{order.number}")
+
+    async def refund(self, paid: PaidWith, amount: int, reason: str) -> str:
+        # No money moved in, none moves back: the refund is recorded like a real one.
+        return "SBXR" + secrets.token_hex(8)
 
     def sign(self, params: Mapping[str, str]) -> str:
         text = "&".join(f"{k}={params.get(k, '')}" for k in FIELDS)

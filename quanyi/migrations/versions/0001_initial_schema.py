@@ -43,6 +43,7 @@ def upgrade() -> None:
     sa.Column('amount', sa.BigInteger(), nullable=False),
     sa.Column('payment_method', sa.String(length=32), nullable=False),
     sa.Column('payment_option', sa.String(length=32), nullable=False),
+    sa.Column('provider_ref', sa.String(length=128), nullable=True),
     sa.Column('created_at', quanyi.core.models.UTCDateTime(), nullable=False),
     sa.Column('expires_at', quanyi.core.models.UTCDateTime(), nullable=False),
     sa.Column('paid_at', quanyi.core.models.UTCDateTime(), nullable=True),
@@ -53,6 +54,7 @@ def upgrade() -> None:
     sa.UniqueConstraint('number', name=op.f('uq_orders_number'))
     )
     with op.batch_alter_table('orders', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_orders_provider_ref'), ['provider_ref'], unique=False)
         batch_op.create_index('ix_orders_status_expires', ['status', 'expires_at'], unique=False)
         batch_op.create_index(batch_op.f('ix_orders_user_id'), ['user_id'], unique=False)
 
@@ -82,6 +84,7 @@ def upgrade() -> None:
     sa.Column('kind', sa.String(length=32), nullable=False),
     sa.Column('price', sa.BigInteger(), nullable=False),
     sa.Column('currency', sa.String(length=8), nullable=False),
+    sa.Column('stars_price', sa.BigInteger(), nullable=True),
     sa.Column('description', sa.Text(), nullable=False),
     sa.Column('instructions', sa.Text(), nullable=False),
     sa.Column('active', sa.Boolean(), nullable=False),
@@ -147,6 +150,32 @@ def upgrade() -> None:
     with op.batch_alter_table('stock_batches', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_stock_batches_product_id'), ['product_id'], unique=False)
 
+    op.create_table('refunds',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('scope', sa.String(length=48), nullable=False),
+    sa.Column('order_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('order_line_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
+    sa.Column('payment_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('method', sa.String(length=32), nullable=False),
+    sa.Column('amount', sa.BigInteger(), nullable=False),
+    sa.Column('currency', sa.String(length=8), nullable=False),
+    sa.Column('status', sa.String(length=16), nullable=False),
+    sa.Column('provider_refund_id', sa.String(length=128), nullable=True),
+    sa.Column('reason', sa.String(length=255), nullable=False),
+    sa.Column('initiated_by', sa.String(length=64), nullable=False),
+    sa.Column('last_error', sa.String(length=255), nullable=True),
+    sa.Column('created_at', quanyi.core.models.UTCDateTime(), nullable=False),
+    sa.Column('completed_at', quanyi.core.models.UTCDateTime(), nullable=True),
+    sa.ForeignKeyConstraint(['order_id'], ['orders.id'], name=op.f('fk_refunds_order_id_orders')),
+    sa.ForeignKeyConstraint(['order_line_id'], ['order_lines.id'], name=op.f('fk_refunds_order_line_id_order_lines')),
+    sa.ForeignKeyConstraint(['payment_id'], ['payments.id'], name=op.f('fk_refunds_payment_id_payments')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_refunds')),
+    sa.UniqueConstraint('scope', name=op.f('uq_refunds_scope'))
+    )
+    with op.batch_alter_table('refunds', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_refunds_order_id'), ['order_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_refunds_payment_id'), ['payment_id'], unique=False)
+
     op.create_table('stock_items',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('product_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
@@ -184,6 +213,11 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_stock_items_batch_id'))
 
     op.drop_table('stock_items')
+    with op.batch_alter_table('refunds', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_refunds_payment_id'))
+        batch_op.drop_index(batch_op.f('ix_refunds_order_id'))
+
+    op.drop_table('refunds')
     with op.batch_alter_table('stock_batches', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_stock_batches_product_id'))
 
@@ -202,6 +236,7 @@ def downgrade() -> None:
     with op.batch_alter_table('orders', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_orders_user_id'))
         batch_op.drop_index('ix_orders_status_expires')
+        batch_op.drop_index(batch_op.f('ix_orders_provider_ref'))
 
     op.drop_table('orders')
     op.drop_table('leases')
