@@ -159,6 +159,12 @@ class OutboxSender:
                         user=order.user_id,
                     )
                 ]
+            if message.kind in ("refunded", "admin_provider_refund"):
+                amount = money(int(str(payload["amount"])), str(payload["currency"]))
+                if message.kind == "refunded":
+                    return [t(lang, "refunded", number=order.number, amount=amount)]
+                method = method_label(lang, str(payload.get("method", "")), "")
+                return [t(lang, "admin_provider_refund", number=order.number, amount=amount, method=method)]
             if message.kind in ("admin_payment_review", "payment_review"):
                 payment = await session.get(Payment, int(payload["payment_id"]))  # type: ignore[call-overload]
                 if payment is None:

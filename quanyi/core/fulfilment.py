@@ -32,6 +32,7 @@ from quanyi.core.models import (
     OutboxMessage,
     OutboxStatus,
     Payment,
+    ProviderEvent,
     StockItem,
     StockStatus,
     utcnow,
@@ -63,6 +64,8 @@ async def apply_payment(
     if event.currency != order.currency or event.amount != order.amount:
         raise CallbackRejected("amount does not match the order")
 
+    if event.event_id is not None and not await first_sighting(session, event.method, event.event_id):
+        return PaymentOutcome.DUPLICATE
     existing = await session.scalar(
         select(Payment).where(Payment.method == event.method, Payment.provider_txn_id == event.provider_txn_id)
     )
@@ -240,6 +243,7 @@ def settle_batch(conn: Connection, events: list[PaymentEvent]) -> tuple[list[Pay
         order = orders.get(event.order_number)
         if (
             order is None
+            or event.event_id is not None  # webhook event ids are recorded on the careful path
             or key in recorded
             or key in taken_keys
             or order.id in fast
@@ -315,6 +319,16 @@ def settle_batch(conn: Connection, events: list[PaymentEvent]) -> tuple[list[Pay
     for oid in settled:
         results[fast[oid]] = PaymentOutcome.DELIVERED
     return results, sorted(slow)
+
+
+async def first_sighting(session: AsyncSession, method: str, event_id: str) -> bool:
+    """Record a provider's webhook event id; False when it was recorded before (a replay)."""
+    try:
+        async with session.begin_nested():
+            session.add(ProviderEvent(method=method, event_id=event_id[:128]))
+    except IntegrityError:
+        return False
+    return True
 
 
 class _ShortStock(Exception):

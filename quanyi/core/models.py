@@ -250,9 +250,23 @@ class Refund(Base):
     reason: Mapped[str] = mapped_column(String(255))
     # "operator:<telegram id>", "cli", or "provider" for refunds and chargebacks the provider started.
     initiated_by: Mapped[str] = mapped_column(String(64))
+    # Whoever calls the provider holds this claim, so two requests never refund twice.
+    claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     last_error: Mapped[str | None] = mapped_column(String(255), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class ProviderEvent(Base):
+    """A provider webhook event id seen once (Stripe event ids): a replay changes nothing."""
+
+    __tablename__ = "provider_events"
+    __table_args__ = (UniqueConstraint("method", "event_id"),)
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True)
+    method: Mapped[str] = mapped_column(String(32))
+    event_id: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class OutboxMessage(Base):

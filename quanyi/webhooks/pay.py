@@ -9,15 +9,15 @@ from __future__ import annotations
 import logging
 
 import aiohttp
-from quart import Blueprint, render_template, request
+from quart import Blueprint, Response, jsonify, render_template, request
 
 from quanyi.core.errors import CallbackRejected, NotFound, PaymentMethodUnavailable
-from quanyi.core.fulfilment import PaymentOutcome
 from quanyi.core.models import OrderStatus
 from quanyi.core.money import Money
 from quanyi.core.orders import get_order
-from quanyi.core.payments.base import CallbackRequest
+from quanyi.core.payments.base import CallbackRequest, RefundEvent
 from quanyi.core.payments.sandbox import Sandbox
+from quanyi.core.refunds import record_provider_refund
 from quanyi.i18n import raw_t
 from quanyi.webhooks.site import core, page_language, page_texts
 
@@ -40,16 +40,20 @@ async def _callback_request() -> CallbackRequest:
     )
 
 
-async def handle_callback(method_name: str) -> tuple[PaymentOutcome | None, str | None]:
+async def handle_callback(method_name: str) -> tuple[str | None, str | None]:
     """Verify and apply one callback. Returns (outcome, None) or (None, refusal reason)."""
     callback: CallbackRequest | None = None
     try:
         callback = await _callback_request()
         method = core().payments.get(method_name)
         event = method.verify(callback)
-        if event is None:  # authentic, but not a payment (e.g. a WAIT_BUYER_PAY notify)
+        if event is None:  # authentic, but nothing to act on (e.g. a WAIT_BUYER_PAY notify)
             return None, None
-        outcome = await core().fulfiller.submit(event)
+        if isinstance(event, RefundEvent):
+            outcome = str(await record_provider_refund(core(), event))
+            log.info("%s refund callback for payment %r: %s", method_name, event.provider_txn_id[:64], outcome)
+            return outcome, None
+        outcome = str((await core().fulfiller.submit(event)).value)
     except (CallbackRejected, PaymentMethodUnavailable) as exc:
         params = callback.params() if callback is not None else []
         claimed = next((str(v) for k, v in params if k in ("out_trade_no", "order_no")), "?")
@@ -62,7 +66,7 @@ async def handle_callback(method_name: str) -> tuple[PaymentOutcome | None, str 
             claimed[:40],
         )
         return None, exc.message
-    log.info("%s callback for %s: %s", method_name, event.order_number, outcome.value)
+    log.info("%s callback for %s: %s", method_name, event.order_number, outcome)
     return outcome, None
 
 
@@ -73,6 +77,22 @@ async def epay_notify() -> tuple[str, int, dict[str, str]]:
     if refused is not None:
         return "fail", 400, plain
     return "success", 200, plain
+
+
+@blueprint.post("/pay/cryptobot/webhook")
+async def cryptobot_webhook() -> tuple[Response, int]:
+    outcome, refused = await handle_callback("cryptobot")
+    if refused is not None:
+        return jsonify({"ok": False, "error": refused}), 400
+    return jsonify({"ok": True, "outcome": outcome}), 200
+
+
+@blueprint.post("/pay/stripe/webhook")
+async def stripe_webhook() -> tuple[Response, int]:
+    outcome, refused = await handle_callback("stripe")
+    if refused is not None:
+        return jsonify({"received": False, "error": refused}), 400
+    return jsonify({"received": True, "outcome": outcome}), 200
 
 
 @blueprint.post("/pay/sandbox/notify")

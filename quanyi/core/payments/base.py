@@ -81,6 +81,7 @@ class RefundEvent:
     amount: int
     currency: str
     raw: Mapping[str, str]
+    event_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -107,6 +108,8 @@ class PaymentEvent:
     amount: int
     currency: str
     raw: Mapping[str, str]
+    # The provider's webhook event id where it has one (Stripe): seen twice = a replay.
+    event_id: str | None = None
 
     def __post_init__(self) -> None:
         # Column sizes, and PostgreSQL refuses NUL in text: a signed but unusable id is refused.
@@ -134,9 +137,10 @@ class PaymentMethod(abc.ABC):
         authentic; return None when it is authentic but reports nothing to act on."""
         raise CallbackRejected(f"{self.name} takes no HTTP callbacks")
 
-    async def refund(self, paid: PaidWith, amount: int, reason: str) -> str:
+    async def refund(self, paid: PaidWith, amount: int, reason: str, idempotency_key: str) -> str:
         """Give ``amount`` of a payment back; returns the provider's refund id.
 
+        ``idempotency_key`` is the same on every retry of one refund (Stripe dedupes on it).
         Raise ``RefundFailed`` when the provider refuses or cannot be reached.
         """
         raise RefundNotSupported(f"{self.name} cannot refund through its API; refund by hand and record it")
@@ -174,15 +178,30 @@ def require_secret(name: str, value: str) -> None:
 
 
 def build_payment_hub(settings: Settings, keyring: KeyRing) -> PaymentHub:
+    """The enabled methods, in the order buyers see them. Refuses to start when an enabled
+    method's secret is empty or a placeholder."""
+    from quanyi.core.payments.cryptopay import CryptoPay
     from quanyi.core.payments.epay import EPay
     from quanyi.core.payments.sandbox import Sandbox
+    from quanyi.core.payments.stars import Stars
+    from quanyi.core.payments.stripe import Stripe
 
     methods: list[PaymentMethod] = []
+    if settings.bot_token and settings.stars_enabled:
+        # Telegram requires digital goods sold in a bot to be purchasable with Stars.
+        methods.append(Stars(settings))
     if settings.epay_gateway or settings.epay_pid or settings.epay_key:
         if not settings.epay_enabled:
             raise ConfigError("EPay needs QUANYI_EPAY_GATEWAY, QUANYI_EPAY_PID and QUANYI_EPAY_KEY together")
         require_secret("QUANYI_EPAY_KEY", settings.epay_key)
         methods.append(EPay(settings))
+    if settings.cryptobot_token:
+        require_secret("QUANYI_CRYPTOBOT_TOKEN", settings.cryptobot_token)
+        methods.append(CryptoPay(settings))
+    if settings.stripe_secret_key or settings.stripe_webhook_secret:
+        require_secret("QUANYI_STRIPE_SECRET_KEY", settings.stripe_secret_key)
+        require_secret("QUANYI_STRIPE_WEBHOOK_SECRET", settings.stripe_webhook_secret)
+        methods.append(Stripe(settings))
     if settings.sandbox_pay:
         methods.append(Sandbox(settings.public_url, keyring.sandbox_key))
     return PaymentHub(methods)

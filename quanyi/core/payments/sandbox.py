@@ -38,7 +38,7 @@ class Sandbox(PaymentMethod):
     async def start(self, order: OrderForPayment) -> PaymentStart:
         return PaymentStart(url=f"{self.public_url}/pay/sandbox/{order.number}")
 
-    async def refund(self, paid: PaidWith, amount: int, reason: str) -> str:
+    async def refund(self, paid: PaidWith, amount: int, reason: str, idempotency_key: str) -> str:
         # No money moved in, none moves back: the refund is recorded like a real one.
         return "SBXR" + secrets.token_hex(8)
 

@@ -93,6 +93,14 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id', name=op.f('pk_products')),
     sa.UniqueConstraint('sku', name=op.f('uq_products_sku'))
     )
+    op.create_table('provider_events',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('method', sa.String(length=32), nullable=False),
+    sa.Column('event_id', sa.String(length=128), nullable=False),
+    sa.Column('created_at', quanyi.core.models.UTCDateTime(), nullable=False),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_provider_events')),
+    sa.UniqueConstraint('method', 'event_id', name=op.f('uq_provider_events_method'))
+    )
     op.create_table('users',
     sa.Column('id', sa.BigInteger(), autoincrement=False, nullable=False),
     sa.Column('username', sa.String(length=64), nullable=True),
@@ -163,6 +171,7 @@ def upgrade() -> None:
     sa.Column('provider_refund_id', sa.String(length=128), nullable=True),
     sa.Column('reason', sa.String(length=255), nullable=False),
     sa.Column('initiated_by', sa.String(length=64), nullable=False),
+    sa.Column('claimed_until', quanyi.core.models.UTCDateTime(), nullable=True),
     sa.Column('last_error', sa.String(length=255), nullable=True),
     sa.Column('created_at', quanyi.core.models.UTCDateTime(), nullable=False),
     sa.Column('completed_at', quanyi.core.models.UTCDateTime(), nullable=True),
@@ -228,6 +237,7 @@ def downgrade() -> None:
     op.drop_table('payments')
     op.drop_table('order_lines')
     op.drop_table('users')
+    op.drop_table('provider_events')
     op.drop_table('products')
     with op.batch_alter_table('outbox', schema=None) as batch_op:
         batch_op.drop_index('ix_outbox_due')

@@ -1,0 +1,485 @@
+"""Refunds: an operator's (a whole order, one line, or a payment kept for review) and the
+provider's own (a Stars refund, a Stripe refund or chargeback).
+
+A refund happens once. Each one has a unique scope (``line:<id>`` or ``payment:<id>``),
+so a second request, a retry or a late provider confirmation finds the first. The
+provider is called outside any transaction, by whoever holds the refund's claim, with
+an idempotency key that stays the same on every retry. A refunded line's codes are
+voided in the same transaction that records the refund: they are never sold again.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from quanyi.core import outbox
+from quanyi.core.db import upsert
+from quanyi.core.errors import CallbackRejected, InvalidInput, NotFound, QuanyiError, RefundFailed, RefundNotSupported
+from quanyi.core.fulfilment import first_sighting
+from quanyi.core.models import (
+    Order,
+    OrderLine,
+    OrderStatus,
+    Payment,
+    Refund,
+    RefundStatus,
+    StockItem,
+    StockStatus,
+    utcnow,
+)
+from quanyi.core.payments.base import PaidWith, RefundEvent
+
+if TYPE_CHECKING:
+    from quanyi.core.services import Core
+
+log = logging.getLogger(__name__)
+CLAIM = timedelta(minutes=2)
+REFUNDABLE = (OrderStatus.PAID, OrderStatus.DELIVERED, OrderStatus.FAILED, OrderStatus.REFUNDED)
+DONE = (RefundStatus.SUCCEEDED, RefundStatus.MANUAL)
+
+
+@dataclass(frozen=True)
+class RefundResult:
+    order_number: str
+    amount: int  # refunded by this request (0 when everything asked for was refunded before)
+    currency: str
+    status: str  # succeeded | manual | already
+    lines: tuple[int, ...]  # line numbers refunded by this request
+    provider_refund_id: str | None = None
+
+
+class ProviderRefundOutcome(enum.StrEnum):
+    RECORDED = "refund_recorded"  # the provider refunded; recorded and flagged to operators
+    CONFIRMED = "refund_confirmed"  # the provider confirmed a refund we asked for
+    DUPLICATE = "duplicate"
+
+
+def _clean_reason(reason: str) -> str:
+    reason = " ".join((reason or "").split())
+    if not reason:
+        raise InvalidInput("a refund needs a reason")
+    return reason[:255]
+
+
+async def refund_order(
+    core: Core, number: str, *, line_no: int | None = None, reason: str, actor: str, manual: bool = False
+) -> RefundResult:
+    """Refund a paid order whole, or one line of it, through its payment method.
+
+    ``manual`` records a refund the operator paid back outside quanyi (for methods
+    without a refund API). Safe to repeat: what was refunded before is not refunded again,
+    and a refund whose provider call failed is retried.
+    """
+    reason = _clean_reason(reason)
+    async with core.db.transaction() as session:
+        order = await session.scalar(select(Order).where(Order.number == number))
+        if order is None:
+            raise NotFound(f"no order {number}")
+        if order.status not in REFUNDABLE:
+            raise InvalidInput(f"order {number} is {order.status}: nothing was paid to refund")
+        payment = await _applied_payment(session, order.id)
+        method = core.payments.get(payment.method) if not manual else None
+        if method is not None and not method.supports_refund:
+            raise RefundNotSupported(
+                f"{payment.method} has no refund API: refund the buyer yourself, then record it with --manual"
+            )
+        lines = [line for line in order.lines if line_no is None or line.line_no == line_no]
+        if not lines:
+            raise NotFound(f"order {number} has no line {line_no}")
+        created = await _record_line_refunds(
+            session,
+            order,
+            payment,
+            lines,
+            reason=reason,
+            initiated_by=actor,
+            status=RefundStatus.MANUAL if manual else RefundStatus.PENDING,
+        )
+        if manual:
+            await _settle_order_status(session, order.id)
+            if created:
+                _tell_buyer(session, order, sum(r.amount for r in created), payment.currency)
+        refund_ids = [r.id for r in created]
+        if not manual:
+            # Earlier attempts whose provider call failed are retried with this request.
+            retry = await session.scalars(
+                select(Refund.id).where(
+                    Refund.order_id == order.id,
+                    Refund.order_line_id.in_([line.id for line in lines]),
+                    Refund.status == RefundStatus.PENDING,
+                )
+            )
+            refund_ids = sorted(set(refund_ids) | set(retry))
+        paid = PaidWith(
+            order_number=order.number,
+            provider_txn_id=payment.provider_txn_id,
+            amount=payment.amount,
+            currency=payment.currency,
+            user_id=order.user_id,
+            raw=_raw(payment),
+        )
+        line_numbers = {line.id: line.line_no for line in lines}
+        order_id = order.id
+        currency = payment.currency
+    if manual:
+        amount = sum(r.amount for r in created)
+        return RefundResult(
+            number,
+            amount,
+            currency,
+            RefundStatus.MANUAL if created else "already",
+            tuple(line_numbers[r.order_line_id] for r in created if r.order_line_id),
+        )
+    assert method is not None
+    claimed = await _claim(core, refund_ids)
+    if not claimed:
+        return RefundResult(number, 0, currency, "already", ())
+    amount = sum(r.amount for r in claimed)
+    key = "quanyi-refund-" + "-".join(str(r.id) for r in claimed)
+    try:
+        provider_refund_id = await method.refund(paid, amount, reason, key)
+    except QuanyiError as exc:
+        await _release(core, [r.id for r in claimed], str(exc.message))
+        raise RefundFailed(
+            f"the refund is recorded but {method.name} did not confirm it ({exc.message}); run it again"
+        ) from None
+    async with core.db.transaction() as session:
+        await session.execute(
+            update(Refund)
+            .where(Refund.id.in_([r.id for r in claimed]), Refund.status == RefundStatus.PENDING)
+            .values(
+                status=RefundStatus.SUCCEEDED,
+                provider_refund_id=provider_refund_id,
+                completed_at=utcnow(),
+                claimed_until=None,
+                last_error=None,
+            )
+        )
+        await _settle_order_status(session, order_id)
+        order = await session.get(Order, order_id)
+        assert order is not None
+        _tell_buyer(session, order, amount, currency)
+    core.outbox_wakeup.set()
+    return RefundResult(
+        number,
+        amount,
+        currency,
+        RefundStatus.SUCCEEDED,
+        tuple(line_numbers[r.order_line_id] for r in claimed if r.order_line_id in line_numbers),
+        provider_refund_id,
+    )
+
+
+async def refund_payment(core: Core, payment_id: int, *, reason: str, actor: str, manual: bool = False) -> RefundResult:
+    """Give back a payment kept for review (a late or second payment): the order is untouched."""
+    reason = _clean_reason(reason)
+    async with core.db.transaction() as session:
+        payment = await session.get(Payment, payment_id)
+        if payment is None:
+            raise NotFound(f"no payment {payment_id}")
+        if payment.outcome != "needs_review":
+            raise InvalidInput("only a payment kept for review is refunded on its own; refund its order instead")
+        order = await session.get(Order, payment.order_id)
+        assert order is not None
+        method = core.payments.get(payment.method) if not manual else None
+        if method is not None and not method.supports_refund:
+            raise RefundNotSupported(
+                f"{payment.method} has no refund API: refund by hand, then record it with --manual"
+            )
+        scope = f"payment:{payment.id}"
+        inserted = await session.execute(
+            upsert(session, Refund)
+            .values(
+                scope=scope,
+                order_id=order.id,
+                order_line_id=None,
+                payment_id=payment.id,
+                method=payment.method,
+                amount=payment.amount,
+                currency=payment.currency,
+                status=RefundStatus.MANUAL if manual else RefundStatus.PENDING,
+                reason=reason,
+                initiated_by=actor,
+                created_at=utcnow(),
+                completed_at=utcnow() if manual else None,
+            )
+            .on_conflict_do_nothing(index_elements=[Refund.scope])
+            .returning(Refund.id)
+        )
+        new_id = inserted.scalar()
+        refund_id = new_id or await session.scalar(select(Refund.id).where(Refund.scope == scope))
+        if manual and new_id:
+            _tell_buyer(session, order, payment.amount, payment.currency)
+        paid = PaidWith(
+            order.number, payment.provider_txn_id, payment.amount, payment.currency, order.user_id, _raw(payment)
+        )
+        number, currency = order.number, payment.currency
+    if manual:
+        return RefundResult(
+            number, payment.amount if new_id else 0, currency, RefundStatus.MANUAL if new_id else "already", ()
+        )
+    assert method is not None and refund_id is not None
+    claimed = await _claim(core, [refund_id])
+    if not claimed:
+        return RefundResult(number, 0, currency, "already", ())
+    try:
+        provider_refund_id = await method.refund(paid, paid.amount, reason, f"quanyi-refund-{refund_id}")
+    except QuanyiError as exc:
+        await _release(core, [refund_id], str(exc.message))
+        raise RefundFailed(
+            f"the refund is recorded but {method.name} did not confirm it ({exc.message}); run it again"
+        ) from None
+    async with core.db.transaction() as session:
+        await session.execute(
+            update(Refund)
+            .where(Refund.id == refund_id, Refund.status == RefundStatus.PENDING)
+            .values(
+                status=RefundStatus.SUCCEEDED,
+                provider_refund_id=provider_refund_id,
+                completed_at=utcnow(),
+                claimed_until=None,
+            )
+        )
+        order = await session.scalar(select(Order).where(Order.number == number))
+        assert order is not None
+        _tell_buyer(session, order, paid.amount, currency)
+    core.outbox_wakeup.set()
+    return RefundResult(number, paid.amount, currency, RefundStatus.SUCCEEDED, (), provider_refund_id)
+
+
+async def record_provider_refund(core: Core, event: RefundEvent) -> ProviderRefundOutcome:
+    """Record a refund the provider reports: one we asked for (confirmed), or one it made on
+    its own (a Stars refund, a chargeback), which is recorded the same way and flagged."""
+    async with core.db.transaction() as session:
+        if event.event_id is not None and not await first_sighting(session, event.method, event.event_id):
+            return ProviderRefundOutcome.DUPLICATE
+        payment = await session.scalar(
+            select(Payment).where(Payment.method == event.method, Payment.provider_txn_id == event.provider_txn_id)
+        )
+        if payment is None:
+            raise CallbackRejected("refund names a payment we do not have")
+        if event.currency != payment.currency or not 0 < event.amount <= payment.amount:
+            raise CallbackRejected("refund amount does not fit the payment")
+        mine = list(
+            await session.scalars(
+                select(Refund).where(
+                    Refund.payment_id == payment.id, Refund.provider_refund_id == event.provider_refund_id
+                )
+            )
+        )
+        if mine:
+            if any(r.status == RefundStatus.PENDING for r in mine):
+                await session.execute(
+                    update(Refund)
+                    .where(Refund.id.in_([r.id for r in mine]), Refund.status == RefundStatus.PENDING)
+                    .values(status=RefundStatus.SUCCEEDED, completed_at=utcnow(), claimed_until=None)
+                )
+                await _settle_order_status(session, payment.order_id)
+                return ProviderRefundOutcome.CONFIRMED
+            return ProviderRefundOutcome.DUPLICATE
+        order = await session.get(Order, payment.order_id)
+        assert order is not None
+        if payment.outcome == "needs_review":
+            created = await _record_scoped(session, f"payment:{payment.id}", order, payment, None, event)
+        else:
+            refunded_before = sum(
+                r.amount
+                for r in await session.scalars(
+                    select(Refund).where(Refund.payment_id == payment.id, Refund.status.in_(DONE))
+                )
+            )
+            if refunded_before >= payment.amount:
+                return ProviderRefundOutcome.DUPLICATE
+            if event.amount >= payment.amount - refunded_before:
+                created = await _record_line_refunds(
+                    session,
+                    order,
+                    payment,
+                    list(order.lines),
+                    reason="refunded by the payment provider",
+                    initiated_by="provider",
+                    status=RefundStatus.SUCCEEDED,
+                    provider_refund_id=event.provider_refund_id,
+                )
+            else:  # a partial refund does not map to lines: record it, void nothing, flag it
+                created = await _record_scoped(
+                    session, f"provider:{event.method}:{event.provider_refund_id}"[:48], order, payment, None, event
+                )
+        await _settle_order_status(session, order.id)
+        if created:
+            outbox.enqueue_admins(
+                session,
+                core.settings.admin_id_list,
+                "admin_provider_refund",
+                {"order_id": order.id, "amount": event.amount, "currency": event.currency, "method": event.method},
+            )
+            _tell_buyer(session, order, event.amount, event.currency)
+    core.outbox_wakeup.set()
+    log.warning("provider %s refunded %s of order %s", event.method, event.amount, order.number)
+    return ProviderRefundOutcome.RECORDED if created else ProviderRefundOutcome.DUPLICATE
+
+
+async def _applied_payment(session: AsyncSession, order_id: int) -> Payment:
+    payment = await session.scalar(
+        select(Payment).where(Payment.order_id == order_id, Payment.outcome == "applied").order_by(Payment.id)
+    )
+    if payment is None:
+        raise InvalidInput("the order has no payment to refund")
+    return payment
+
+
+async def _record_line_refunds(
+    session: AsyncSession,
+    order: Order,
+    payment: Payment,
+    lines: Sequence[OrderLine],
+    *,
+    reason: str,
+    initiated_by: str,
+    status: RefundStatus,
+    provider_refund_id: str | None = None,
+) -> list[Refund]:
+    """Insert one refund per line not refunded before and void those lines' codes."""
+    now = utcnow()
+    created: list[Refund] = []
+    for line in lines:
+        result = await session.execute(
+            upsert(session, Refund)
+            .values(
+                scope=f"line:{line.id}",
+                order_id=order.id,
+                order_line_id=line.id,
+                payment_id=payment.id,
+                method=payment.method,
+                amount=line.amount,
+                currency=payment.currency,
+                status=status,
+                provider_refund_id=provider_refund_id,
+                reason=reason,
+                initiated_by=initiated_by,
+                created_at=now,
+                completed_at=now if status in DONE else None,
+            )
+            .on_conflict_do_nothing(index_elements=[Refund.scope])
+            .returning(Refund.id)
+        )
+        refund_id = result.scalar()
+        if refund_id is not None:
+            refund = await session.get(Refund, refund_id)
+            assert refund is not None
+            created.append(refund)
+    if created:
+        # A refunded code is never sold again, and a refund voids what was delivered.
+        await session.execute(
+            update(StockItem)
+            .where(
+                StockItem.order_line_id.in_([r.order_line_id for r in created]),
+                StockItem.status.in_([StockStatus.SOLD, StockStatus.RESERVED]),
+            )
+            .values(status=StockStatus.VOID)
+            .execution_options(synchronize_session=False)
+        )
+    return created
+
+
+async def _record_scoped(
+    session: AsyncSession, scope: str, order: Order, payment: Payment, line_id: int | None, event: RefundEvent
+) -> list[Refund]:
+    result = await session.execute(
+        upsert(session, Refund)
+        .values(
+            scope=scope,
+            order_id=order.id,
+            order_line_id=line_id,
+            payment_id=payment.id,
+            method=payment.method,
+            amount=event.amount,
+            currency=event.currency,
+            status=RefundStatus.SUCCEEDED,
+            provider_refund_id=event.provider_refund_id,
+            reason="refunded by the payment provider",
+            initiated_by="provider",
+            created_at=utcnow(),
+            completed_at=utcnow(),
+        )
+        .on_conflict_do_nothing(index_elements=[Refund.scope])
+        .returning(Refund.id)
+    )
+    refund_id = result.scalar()
+    if refund_id is None:
+        return []
+    refund = await session.get(Refund, refund_id)
+    return [refund] if refund is not None else []
+
+
+async def _settle_order_status(session: AsyncSession, order_id: int) -> None:
+    """An order whose every line is refunded (done, not merely asked) is ``refunded``."""
+    lines = list(await session.scalars(select(OrderLine.id).where(OrderLine.order_id == order_id)))
+    done = set(
+        await session.scalars(select(Refund.order_line_id).where(Refund.order_id == order_id, Refund.status.in_(DONE)))
+    )
+    if lines and all(line_id in done for line_id in lines):
+        await session.execute(
+            update(Order)
+            .where(Order.id == order_id, Order.status.in_(REFUNDABLE))
+            .values(status=OrderStatus.REFUNDED, closed_at=utcnow())
+        )
+
+
+async def _claim(core: Core, refund_ids: list[int]) -> list[Refund]:
+    """Take the right to call the provider for these pending refunds (none if another holds it)."""
+    if not refund_ids:
+        return []
+    now = utcnow()
+    async with core.db.transaction() as session:
+        result = await session.execute(
+            update(Refund)
+            .where(
+                Refund.id.in_(refund_ids),
+                Refund.status == RefundStatus.PENDING,
+                or_(Refund.claimed_until.is_(None), Refund.claimed_until < now),
+            )
+            .values(claimed_until=now + CLAIM)
+            .returning(Refund.id)
+            .execution_options(synchronize_session=False)
+        )
+        ids = list(result.scalars())
+        return list(await session.scalars(select(Refund).where(Refund.id.in_(ids)).order_by(Refund.id)))
+
+
+async def _release(core: Core, refund_ids: list[int], error: str) -> None:
+    async with core.db.transaction() as session:
+        await session.execute(
+            update(Refund)
+            .where(Refund.id.in_(refund_ids), Refund.status == RefundStatus.PENDING)
+            .values(claimed_until=None, last_error=error[:255])
+        )
+
+
+def _tell_buyer(session: AsyncSession, order: Order, amount: int, currency: str) -> None:
+    if order.chat_id is not None:
+        outbox.enqueue(
+            session,
+            chat_id=order.chat_id,
+            kind="refunded",
+            payload={"order_id": order.id, "amount": amount, "currency": currency},
+            language=order.language,
+        )
+
+
+def _raw(payment: Payment) -> dict[str, str]:
+    import json
+
+    try:
+        data = json.loads(payment.raw)
+    except ValueError:
+        return {}
+    return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
