@@ -162,6 +162,109 @@ def cmd_order_list(args: argparse.Namespace) -> int:
     return asyncio.run(_with_core(run))
 
 
+def cmd_order_show(args: argparse.Namespace) -> int:
+    from quanyi.core.money import format_minor
+    from quanyi.core.orders import order_details
+
+    async def run(core: Any) -> int:
+        async with core.db.read() as session:
+            details = await order_details(session, args.number)
+        order = details.order
+        print(f"order {order.number}  {order.status}  {format_minor(order.amount, order.currency)} {order.currency}")
+        print(f"  buyer {order.user_id}  method {order.payment_method}  created {order.created_at:%Y-%m-%d %H:%M} UTC")
+        if order.failure_reason:
+            print(f"  note: {order.failure_reason}")
+        print("lines:")
+        for line in order.lines:
+            refunded = " (refunded)" if line.id in details.refunded_lines else ""
+            print(
+                f"  {line.line_no}. {line.sku} x{line.quantity}  {format_minor(line.amount, order.currency)}{refunded}"
+            )
+        print("payments:")
+        for p in details.payments:
+            print(
+                f"  #{p.id} {p.method} {p.provider_txn_id}  {format_minor(p.amount, p.currency)} {p.currency}  {p.outcome}"
+            )
+        if details.refunds:
+            print("refunds:")
+            for r in details.refunds:
+                scope = f"line {details.line_numbers.get(r.order_line_id, '?')}" if r.order_line_id else r.scope
+                error = f"  last error: {r.last_error}" if r.last_error else ""
+                amount = format_minor(r.amount, r.currency)
+                print(f"  #{r.id} {scope}  {amount} {r.currency}  {r.status}  by {r.initiated_by}: {r.reason}{error}")
+        return 0
+
+    return asyncio.run(_with_core(run))
+
+
+def cmd_order_refund(args: argparse.Namespace) -> int:
+    from quanyi.core.money import format_minor
+    from quanyi.core.refunds import refund_order
+
+    async def run(core: Any) -> int:
+        result = await refund_order(
+            core, args.number, line_no=args.line, reason=args.reason, actor="cli", manual=args.manual
+        )
+        if result.status == "already":
+            print(f"{result.order_number}: already refunded, nothing done")
+            return 0
+        lines = ", ".join(str(n) for n in result.lines) or "-"
+        ref = f" (provider refund {result.provider_refund_id})" if result.provider_refund_id else ""
+        print(
+            f"{result.order_number}: refunded {format_minor(result.amount, result.currency)} {result.currency}, "
+            f"lines {lines}, {result.status}{ref}; their codes are void"
+        )
+        return 0
+
+    return asyncio.run(_with_core(run))
+
+
+def cmd_payment_list(args: argparse.Namespace) -> int:
+    from quanyi.core.money import format_minor
+    from quanyi.core.orders import list_payments
+
+    async def run(core: Any) -> int:
+        async with core.db.read() as session:
+            rows = await list_payments(session, review_only=args.review, limit=args.limit)
+        _table(
+            ["id", "order", "method", "transaction", "amount", "outcome", "refunded", "at (UTC)"],
+            [
+                [
+                    p.id,
+                    number,
+                    p.method,
+                    p.provider_txn_id[:32],
+                    f"{format_minor(p.amount, p.currency)} {p.currency}",
+                    p.outcome,
+                    "yes" if refunded else "",
+                    f"{p.created_at:%Y-%m-%d %H:%M}",
+                ]
+                for p, number, refunded in rows
+            ],
+        )
+        return 0
+
+    return asyncio.run(_with_core(run))
+
+
+def cmd_payment_refund(args: argparse.Namespace) -> int:
+    from quanyi.core.money import format_minor
+    from quanyi.core.refunds import refund_payment
+
+    async def run(core: Any) -> int:
+        result = await refund_payment(core, args.payment_id, reason=args.reason, actor="cli", manual=args.manual)
+        if result.status == "already":
+            print(f"payment {args.payment_id}: already refunded, nothing done")
+        else:
+            amount = format_minor(result.amount, result.currency)
+            print(
+                f"payment {args.payment_id} of {result.order_number}: refunded {amount} {result.currency}, {result.status}"
+            )
+        return 0
+
+    return asyncio.run(_with_core(run))
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from quanyi.core.demo import load_demo
 
@@ -235,6 +338,32 @@ def build_parser() -> argparse.ArgumentParser:
     olist.add_argument("--status", choices=["pending", "paid", "delivered", "cancelled", "failed", "refunded"])
     olist.add_argument("--limit", type=int, default=50)
     olist.set_defaults(fn=cmd_order_list)
+    oshow = order.add_parser("show", help="one order with its lines, payments and refunds (never its codes)")
+    oshow.add_argument("number")
+    oshow.set_defaults(fn=cmd_order_show)
+    orefund = order.add_parser(
+        "refund",
+        help="refund an order, or one line of it, through its payment method",
+        description="Refunds through the order's payment method (Stars, Stripe, sandbox) and voids the refunded "
+        "codes. Running it again refunds nothing twice and retries a refund the provider did not confirm. "
+        "For methods without a refund API (EPay, Crypto Pay) pay the buyer back yourself and record it with --manual.",
+    )
+    orefund.add_argument("number")
+    orefund.add_argument("--line", type=int, help="line number (default: every line)")
+    orefund.add_argument("--reason", required=True)
+    orefund.add_argument("--manual", action="store_true", help="record a refund made outside quanyi")
+    orefund.set_defaults(fn=cmd_order_refund)
+
+    payment = sub.add_parser("payment", help="payments").add_subparsers(dest="payment_command", required=True)
+    plist = payment.add_parser("list", help="recent payments, newest first")
+    plist.add_argument("--review", action="store_true", help="only payments kept for review (late or double)")
+    plist.add_argument("--limit", type=int, default=50)
+    plist.set_defaults(fn=cmd_payment_list)
+    prefund = payment.add_parser("refund", help="give back a payment kept for review (the order is untouched)")
+    prefund.add_argument("payment_id", type=int)
+    prefund.add_argument("--reason", required=True)
+    prefund.add_argument("--manual", action="store_true", help="record a refund made outside quanyi")
+    prefund.set_defaults(fn=cmd_payment_refund)
 
     sub.add_parser("demo", help="load the demo catalogue with stock (idempotent)").set_defaults(fn=cmd_demo)
     sub.add_parser("serve", help="HTTP server + bot + scheduler in one process").set_defaults(fn=cmd_serve)

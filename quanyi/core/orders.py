@@ -15,7 +15,7 @@ from quanyi.core.catalog import SELLABLE_KINDS, get_product
 from quanyi.core.crypto import KeyRing
 from quanyi.core.db import Database, rowcount, upsert
 from quanyi.core.errors import Forbidden, InvalidInput, NotForSale, NotFound, OutOfStock
-from quanyi.core.models import Order, OrderLine, OrderStatus, Product, StockStatus, User, utcnow
+from quanyi.core.models import Order, OrderLine, OrderStatus, Payment, Product, Refund, StockStatus, User, utcnow
 from quanyi.core.money import convert_up
 from quanyi.core.payments.base import OrderForPayment, PaymentHub, PaymentStart
 from quanyi.core.stock import Code, order_codes, release_reserved, take_items
@@ -274,3 +274,37 @@ async def cancel_by_buyer(session: AsyncSession, number: str, user_id: int) -> O
         raise InvalidInput("order is not pending", status=order.status)
     await session.refresh(order)
     return order
+
+
+@dataclass(frozen=True)
+class OrderDetails:
+    order: Order
+    payments: list[Payment]
+    refunds: list[Refund]
+    refunded_lines: set[int]
+    line_numbers: dict[int, int]
+
+
+async def order_details(session: AsyncSession, number: str) -> OrderDetails:
+    """An order as an operator sees it: lines, payments, refunds. Never its codes."""
+    order = await get_order(session, number)
+    payments = list(await session.scalars(select(Payment).where(Payment.order_id == order.id).order_by(Payment.id)))
+    refunds = list(await session.scalars(select(Refund).where(Refund.order_id == order.id).order_by(Refund.id)))
+    done = {r.order_line_id for r in refunds if r.order_line_id and r.status in ("succeeded", "manual")}
+    return OrderDetails(order, payments, refunds, done, {line.id: line.line_no for line in order.lines})
+
+
+async def list_payments(
+    session: AsyncSession, *, review_only: bool = False, limit: int = 50
+) -> list[tuple[Payment, str, bool]]:
+    """Recent payments with their order number and whether a refund covers them."""
+    refunded = select(Refund.id).where(Refund.payment_id == Payment.id).exists()
+    query = (
+        select(Payment, Order.number, refunded)
+        .join(Order, Order.id == Payment.order_id)
+        .order_by(Payment.id.desc())
+        .limit(limit)
+    )
+    if review_only:
+        query = query.where(Payment.outcome == "needs_review")
+    return [(p, number, bool(flag)) for p, number, flag in (await session.execute(query)).all()]

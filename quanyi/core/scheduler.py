@@ -15,6 +15,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from quanyi.core import leases
 from quanyi.core.orders import expire_due
+from quanyi.core.payments.queries import query_pending
 from quanyi.core.services import Core
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,18 @@ class Jobs:
             self.core.outbox_wakeup.set()
         return cancelled
 
+    async def query_payments(self) -> list[str]:
+        """Ask providers about orders whose payment callback never came."""
+        if not await self.is_leader():
+            return []
+        results = await query_pending(
+            self.core, older_than=timedelta(minutes=self.core.settings.epay_query_after_minutes)
+        )
+        settled = [r.order_number for r in results if r.outcome not in ("unpaid", "error", "duplicate")]
+        if settled:
+            self.core.outbox_wakeup.set()
+        return settled
+
     async def resign(self) -> None:
         await leases.release(self.core.db, LEASE, self.holder)
 
@@ -57,6 +70,14 @@ def build_scheduler(jobs: Jobs) -> AsyncIOScheduler:
         "interval",
         seconds=jobs.core.settings.expiry_job_seconds,
         id="expire_orders",
+        max_instances=1,
+        coalesce=True,
+    )
+    scheduler.add_job(
+        jobs.query_payments,
+        "interval",
+        seconds=jobs.core.settings.payment_query_job_seconds,
+        id="query_payments",
         max_instances=1,
         coalesce=True,
     )

@@ -124,6 +124,8 @@ class PaymentMethod(abc.ABC):
     # The currency this method charges in when it is not the product's own (Stars: XTR).
     currency: str | None = None
     supports_refund: bool = False
+    # True when ``query`` can ask the provider about an order (a lost callback is made good).
+    supports_query: bool = False
 
     def options(self) -> list[str]:
         """Sub-choices shown to the buyer (EPay's alipay / wxpay); default one option."""
@@ -162,6 +164,9 @@ class PaymentHub:
 
     def names(self) -> list[str]:
         return list(self._methods)
+
+    def methods(self) -> list[PaymentMethod]:
+        return list(self._methods.values())
 
     def choices(self) -> list[tuple[str, str]]:
         """(method, option) pairs in display order."""
