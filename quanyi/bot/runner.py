@@ -11,6 +11,7 @@ from aiogram.fsm.storage.base import BaseStorage
 from aiogram.fsm.storage.memory import MemoryStorage
 from aiogram.types import BotCommand
 
+from quanyi.bot.admin import build_admin_router
 from quanyi.bot.middlewares import LanguageMiddleware
 from quanyi.bot.shop import build_router
 from quanyi.core.config import DEFAULT_TELEGRAM_API, Settings
@@ -41,6 +42,7 @@ def build_dispatcher(core: Core) -> Dispatcher:
     dp = Dispatcher(storage=build_storage(core.settings))
     dp["core"] = core
     dp.update.outer_middleware(LanguageMiddleware())
+    dp.include_router(build_admin_router())  # before the shop: its catch-all answers everyone else
     dp.include_router(build_router())
     return dp
 
