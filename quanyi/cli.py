@@ -182,9 +182,8 @@ def cmd_order_show(args: argparse.Namespace) -> int:
             )
         print("payments:")
         for p in details.payments:
-            print(
-                f"  #{p.id} {p.method} {p.provider_txn_id}  {format_minor(p.amount, p.currency)} {p.currency}  {p.outcome}"
-            )
+            amount = f"{format_minor(p.amount, p.currency)} {p.currency}"
+            print(f"  #{p.id} {p.method} {p.provider_txn_id}  {amount}  {p.outcome}")
         if details.refunds:
             print("refunds:")
             for r in details.refunds:
@@ -256,10 +255,8 @@ def cmd_payment_refund(args: argparse.Namespace) -> int:
         if result.status == "already":
             print(f"payment {args.payment_id}: already refunded, nothing done")
         else:
-            amount = format_minor(result.amount, result.currency)
-            print(
-                f"payment {args.payment_id} of {result.order_number}: refunded {amount} {result.currency}, {result.status}"
-            )
+            amount = f"{format_minor(result.amount, result.currency)} {result.currency}"
+            print(f"payment {args.payment_id} of {result.order_number}: refunded {amount}, {result.status}")
         return 0
 
     return asyncio.run(_with_core(run))
