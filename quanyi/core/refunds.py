@@ -85,15 +85,15 @@ async def refund_order(
             raise NotFound(f"no order {number}")
         if order.status not in REFUNDABLE:
             raise InvalidInput(f"order {number} is {order.status}: nothing was paid to refund")
+        lines = [line for line in order.lines if line_no is None or line.line_no == line_no]
+        if not lines:
+            raise NotFound(f"order {number} has no line {line_no}")
         payment = await _applied_payment(session, order.id)
         method = core.payments.get(payment.method) if not manual else None
         if method is not None and not method.supports_refund:
             raise RefundNotSupported(
                 f"{payment.method} has no refund API: refund the buyer yourself, then record it with --manual"
             )
-        lines = [line for line in order.lines if line_no is None or line.line_no == line_no]
-        if not lines:
-            raise NotFound(f"order {number} has no line {line_no}")
         created = await _record_line_refunds(
             session,
             order,
