@@ -17,7 +17,6 @@ import hashlib
 import os
 import secrets
 import socket
-import statistics
 import sys
 import tempfile
 import time
