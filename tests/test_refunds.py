@@ -220,3 +220,28 @@ async def test_an_expired_order_cannot_be_refunded(core, tmp_path):
         await expire_due(session, now=utcnow() + timedelta(hours=1))
     with pytest.raises(InvalidInput):
         await refund_order(core, placed.order.number, reason="x", actor="cli")
+
+
+@pytest.mark.parametrize("lang", ["zh", "en"])
+async def test_refund_messages_render_for_buyer_and_operators(core, tmp_path, provider_calls, lang):
+    from quanyi.bot.outbox_sender import OutboxSender
+    from quanyi.core.outbox import Outgoing
+
+    order = await delivered(core, tmp_path)
+    await refund_order(core, order.number, reason="x", actor="cli")
+    sender = OutboxSender(core, bot=None)  # type: ignore[arg-type]  # rendering needs no bot
+    buyer = await sender.render(
+        Outgoing(1, 1001, "refunded", {"order_id": order.id, "amount": order.amount, "currency": "CNY"}, lang, 0)
+    )
+    admin = await sender.render(
+        Outgoing(
+            2,
+            9000,
+            "admin_provider_refund",
+            {"order_id": order.id, "amount": 100, "currency": "CNY", "method": "stripe"},
+            lang,
+            0,
+        )
+    )
+    assert order.number in buyer[0] and "¥30.00" in buyer[0]
+    assert order.number in admin[0] and "¥1.00" in admin[0] and "Stripe" in admin[0]
