@@ -151,6 +151,13 @@ class PaymentMethod(abc.ABC):
         """Ask the provider whether the order was paid (for a lost notify); None = not paid."""
         return None
 
+    async def query_order(
+        self, order_number: str, amount: int, currency: str, provider_ref: str | None
+    ) -> PaymentEvent | None:
+        """``query`` for methods that find a payment by the id ``start`` returned (Crypto Pay's
+        invoice id) rather than by order number."""
+        return await self.query(order_number, amount, currency)
+
 
 class PaymentHub:
     def __init__(self, methods: Sequence[PaymentMethod]) -> None:

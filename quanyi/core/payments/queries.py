@@ -39,7 +39,7 @@ async def query_pending(core: Core, *, older_than: timedelta, limit: int = 50) -
     async with core.db.read() as session:
         rows = (
             await session.execute(
-                select(Order.number, Order.payment_method, Order.amount, Order.currency)
+                select(Order.number, Order.payment_method, Order.amount, Order.currency, Order.provider_ref)
                 .where(
                     Order.payment_method.in_(list(methods)),
                     or_(
@@ -56,9 +56,9 @@ async def query_pending(core: Core, *, older_than: timedelta, limit: int = 50) -
             )
         ).all()
     results: list[QueryResult] = []
-    for number, method_name, amount, currency in rows:
+    for number, method_name, amount, currency, provider_ref in rows:
         try:
-            event = await methods[method_name].query(number, amount, currency)
+            event = await methods[method_name].query_order(number, amount, currency, provider_ref)
             if event is None:
                 results.append(QueryResult(number, "unpaid"))
                 continue
