@@ -245,3 +245,18 @@ async def test_refund_messages_render_for_buyer_and_operators(core, tmp_path, pr
     )
     assert order.number in buyer[0] and "¥30.00" in buyer[0]
     assert order.number in admin[0] and "¥1.00" in admin[0] and "Stripe" in admin[0]
+
+
+async def test_partial_provider_refunds_add_up_to_what_was_paid_and_then_close_the_order(core, tmp_path):
+    order = await delivered(core, tmp_path)  # 30.00 paid as PAY-1
+    first = RefundEvent("sandbox", "PAY-1", "R-part-1", 1000, "CNY", {})
+    rest = RefundEvent("sandbox", "PAY-1", "R-part-2", 2000, "CNY", {})
+    assert await record_provider_refund(core, first) == ProviderRefundOutcome.RECORDED
+    async with core.db.read() as session:
+        assert await session.scalar(select(Order.status).where(Order.id == order.id)) == "delivered"
+    assert await stock(core, "sold") == 2
+    assert await record_provider_refund(core, rest) == ProviderRefundOutcome.RECORDED
+    async with core.db.read() as session:
+        assert await session.scalar(select(Order.status).where(Order.id == order.id)) == "refunded"
+        assert await session.scalar(select(func.sum(Refund.amount))) == order.amount  # never more than was paid
+    assert await stock(core, "void") == 2

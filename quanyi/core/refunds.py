@@ -298,7 +298,7 @@ async def record_provider_refund(core: Core, event: RefundEvent) -> ProviderRefu
             )
             if refunded_before >= payment.amount:
                 return ProviderRefundOutcome.DUPLICATE
-            if event.amount >= payment.amount - refunded_before:
+            if refunded_before == 0 and event.amount >= payment.amount:
                 created = await _record_line_refunds(
                     session,
                     order,
@@ -309,10 +309,15 @@ async def record_provider_refund(core: Core, event: RefundEvent) -> ProviderRefu
                     status=RefundStatus.SUCCEEDED,
                     provider_refund_id=event.provider_refund_id,
                 )
-            else:  # a partial refund does not map to lines: record it, void nothing, flag it
+            else:
+                # A partial refund does not map to lines: record its real amount and flag it.
+                # Once the refunds add up to the whole payment, the order is refunded and its
+                # codes void, with no line recorded twice.
                 created = await _record_scoped(
                     session, f"provider:{event.method}:{event.provider_refund_id}"[:48], order, payment, None, event
                 )
+                if created and refunded_before + event.amount >= payment.amount:
+                    await _void_order(session, order.id)
         await _settle_order_status(session, order.id)
         if created:
             outbox.enqueue_admins(
@@ -418,6 +423,20 @@ async def _record_scoped(
         return []
     refund = await session.get(Refund, refund_id)
     return [refund] if refund is not None else []
+
+
+async def _void_order(session: AsyncSession, order_id: int) -> None:
+    await session.execute(
+        update(StockItem)
+        .where(StockItem.order_id == order_id, StockItem.status.in_([StockStatus.SOLD, StockStatus.RESERVED]))
+        .values(status=StockStatus.VOID)
+        .execution_options(synchronize_session=False)
+    )
+    await session.execute(
+        update(Order)
+        .where(Order.id == order_id, Order.status.in_(REFUNDABLE))
+        .values(status=OrderStatus.REFUNDED, closed_at=utcnow())
+    )
 
 
 async def _settle_order_status(session: AsyncSession, order_id: int) -> None:
