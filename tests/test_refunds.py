@@ -260,3 +260,23 @@ async def test_partial_provider_refunds_add_up_to_what_was_paid_and_then_close_t
         assert await session.scalar(select(Order.status).where(Order.id == order.id)) == "refunded"
         assert await session.scalar(select(func.sum(Refund.amount))) == order.amount  # never more than was paid
     assert await stock(core, "void") == 2
+
+
+async def test_a_webhook_confirming_our_refund_before_the_api_answers_is_not_a_second_refund(
+    core, tmp_path, monkeypatch
+):
+    order = await delivered(core, tmp_path)
+    seen: list[ProviderRefundOutcome] = []
+
+    async def webhook_first(self, paid, amount, reason, idempotency_key):
+        # The provider's webhook overtakes its API answer.
+        seen.append(await record_provider_refund(core, RefundEvent("sandbox", "PAY-1", "R-FAST", amount, "CNY", {})))
+        return "R-FAST"
+
+    monkeypatch.setattr(Sandbox, "refund", webhook_first)
+    result = await refund_order(core, order.number, reason="x", actor="cli")
+    assert seen == [ProviderRefundOutcome.CONFIRMED] and result.amount == order.amount
+    async with core.db.read() as session:
+        refunds = (await session.scalars(select(Refund))).all()
+        assert [(r.status, r.provider_refund_id, r.amount) for r in refunds] == [("succeeded", "R-FAST", order.amount)]
+        assert await session.scalar(select(func.count()).where(OutboxMessage.kind == "admin_provider_refund")) == 0

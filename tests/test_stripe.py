@@ -650,7 +650,8 @@ async def test_a_refund_webhook_that_overtakes_stripes_answer_records_nothing_tw
     fake_api.on_refund = webhook_first
     result = await refund_order(core, order.number, reason="buyer asked", actor="cli")
 
-    assert overtaking == [(200, {"received": True, "outcome": "duplicate"})]
+    # The webhook confirms the refund we are asking for: recorded once, not as a second refund.
+    assert overtaking == [(200, {"received": True, "outcome": "refund_confirmed"})]
     assert result.status == "succeeded"
     async with core.db.read() as s:
         refunds = (await s.execute(select(Refund.amount, Refund.status, Refund.provider_refund_id))).all()

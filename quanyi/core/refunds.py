@@ -285,6 +285,25 @@ async def record_provider_refund(core: Core, event: RefundEvent) -> ProviderRefu
                 await _settle_order_status(session, payment.order_id)
                 return ProviderRefundOutcome.CONFIRMED
             return ProviderRefundOutcome.DUPLICATE
+        asked = list(
+            await session.scalars(
+                select(Refund).where(Refund.payment_id == payment.id, Refund.status == RefundStatus.PENDING)
+            )
+        )
+        if asked and sum(r.amount for r in asked) == event.amount:
+            # Our own refund, confirmed by webhook before the provider's API answer reached us.
+            await session.execute(
+                update(Refund)
+                .where(Refund.id.in_([r.id for r in asked]), Refund.status == RefundStatus.PENDING)
+                .values(
+                    status=RefundStatus.SUCCEEDED,
+                    provider_refund_id=event.provider_refund_id,
+                    completed_at=utcnow(),
+                    claimed_until=None,
+                )
+            )
+            await _settle_order_status(session, payment.order_id)
+            return ProviderRefundOutcome.CONFIRMED
         order = await session.get(Order, payment.order_id)
         assert order is not None
         if payment.outcome == "needs_review":
