@@ -57,6 +57,7 @@ def cmd_product_add(args: argparse.Namespace) -> int:
 
     async def run(core: Any) -> int:
         price = Money.parse(args.price, args.currency.upper())
+        stars = Money.parse(args.stars_price, "XTR") if args.stars_price is not None else None
         async with core.db.transaction() as session:
             product = await add_product(
                 session,
@@ -66,8 +67,9 @@ def cmd_product_add(args: argparse.Namespace) -> int:
                 price=price,
                 description=args.description or "",
                 instructions=args.instructions or "",
+                stars_price=stars.minor if stars else None,
             )
-        print(f"added {product.sku}: {product.name} ({product.kind}) at {price}")
+        print(f"added {product.sku}: {product.name} ({product.kind}) at {price}" + (f" / {stars}" if stars else ""))
         return 0
 
     return asyncio.run(_with_core(run))
@@ -310,6 +312,9 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--kind", required=True, help="card_key, redeem_link, direct_recharge or bundle")
     add.add_argument("--price", required=True, help="decimal text such as 15.00")
     add.add_argument("--currency", default="CNY")
+    add.add_argument(
+        "--stars-price", help="price in whole Telegram Stars; default: price × QUANYI_STARS_RATE, rounded up"
+    )
     add.add_argument("--description")
     add.add_argument("--instructions", help="redemption instructions sent with every delivery")
     add.set_defaults(fn=cmd_product_add)

@@ -37,6 +37,8 @@ JSON_FIELDS = {
     "entities",
     "caption_entities",
     "reply_parameters",
+    "prices",
+    "suggested_tip_amounts",
 }
 # Tags Telegram's HTML parse mode knows.
 HTML_TAGS = {
@@ -171,6 +173,15 @@ class FakeTelegram:
         self.refuse_local_urls = False
         # Refusals a test provokes on purpose, by description; the shop fixture ignores them.
         self.expected_refusals: set[str] = set()
+        # Telegram Stars: pre-checkout answers by query id, invoices sent, charges made.
+        self.pre_checkout_answers: dict[str, dict[str, Any]] = {}
+        self.invoices: dict[tuple[int, int], dict[str, Any]] = {}  # (chat, message) -> sendInvoice params
+        self.star_charges: dict[str, dict[str, Any]] = {}  # charge id -> user_id, amount, payload, refunded
+        # Telegram tells the bot of a refund it made too (a refunded_payment service message).
+        self.echo_star_refunds = True
+        self.allowed_updates: list[str] | None = None  # as the last getUpdates asked
+        self._pre_checkout_ids = itertools.count(1)
+        self._charge_ids = itertools.count(1)
         self._changed = asyncio.Condition()
         self._closing = False
         self._runner: web.AppRunner | None = None
@@ -360,6 +371,8 @@ class FakeTelegram:
             )
         offset = int(params.get("offset") or 0)
         timeout = float(params.get("timeout") or 0)
+        if params.get("allowed_updates") is not None:
+            self.allowed_updates = list(params["allowed_updates"])
         if offset:
             self._updates = [u for u in self._updates if u["update_id"] >= offset]
         deadline = time.monotonic() + timeout
@@ -462,6 +475,80 @@ class FakeTelegram:
             self._check_markup(params.get("reply_markup")),
             extra,
         )
+
+    async def _api_sendInvoice(self, params: dict[str, Any]) -> Any:
+        chat_id = _chat_id(params)
+        title, description = str(params.get("title") or ""), str(params.get("description") or "")
+        payload, currency = str(params.get("payload") or ""), str(params.get("currency") or "")
+        if not 1 <= len(title) <= 32:
+            raise TelegramError(400, "Bad Request: TITLE_INVALID")
+        if not 1 <= len(description) <= 255:
+            raise TelegramError(400, "Bad Request: DESCRIPTION_INVALID")
+        if not 1 <= len(payload.encode()) <= 128:
+            raise TelegramError(400, "Bad Request: INVOICE_PAYLOAD_INVALID")
+        prices = params.get("prices")
+        if not isinstance(prices, list) or not prices:
+            raise TelegramError(400, "Bad Request: can't parse prices JSON object")
+        if currency == "XTR":
+            # Stars: no payment provider, exactly one price, a whole positive number of Stars.
+            if params.get("provider_token"):
+                raise TelegramError(400, "Bad Request: PAYMENT_PROVIDER_INVALID")
+            if len(prices) != 1:
+                raise TelegramError(400, "Bad Request: CURRENCY_TOTAL_AMOUNT_INVALID")
+        total = 0
+        for price in prices:
+            amount = price.get("amount") if isinstance(price, dict) else None
+            if not isinstance(amount, int) or amount <= 0 or not price.get("label"):
+                raise TelegramError(400, "Bad Request: CURRENCY_TOTAL_AMOUNT_INVALID")
+            total += amount
+        invoice = {
+            "title": title,
+            "description": description,
+            "start_parameter": str(params.get("start_parameter") or ""),
+            "currency": currency,
+            "total_amount": total,
+        }
+        message_id = next(self._message_ids)
+        self.invoices[(chat_id, message_id)] = params
+        markup = self._check_markup(params.get("reply_markup"))
+        return self._store(
+            "invoice", chat_id, message_id, title, f"{title}\n{description}", markup, {"invoice": invoice}
+        )
+
+    async def _api_answerPreCheckoutQuery(self, params: dict[str, Any]) -> Any:
+        query_id = str(params.get("pre_checkout_query_id") or "")
+        if not query_id.startswith("pcq") or query_id in self.pre_checkout_answers:
+            raise TelegramError(
+                400, "Bad Request: query is too old and response timeout expired or query ID is invalid"
+            )
+        ok = params.get("ok") in (True, "true", "True", "1")
+        if not ok and not str(params.get("error_message") or "").strip():
+            raise TelegramError(400, "Bad Request: ERROR_MESSAGE_EMPTY")
+        self.pre_checkout_answers[query_id] = {**params, "ok": ok, "answered_at": time.monotonic()}
+        return True
+
+    async def _api_refundStarPayment(self, params: dict[str, Any]) -> Any:
+        charge_id = str(params.get("telegram_payment_charge_id") or "")
+        charge = self.star_charges.get(charge_id)
+        if charge is None or str(charge["user_id"]) != str(params.get("user_id")):
+            raise TelegramError(400, "Bad Request: CHARGE_NOT_FOUND")
+        if charge["refunded"]:
+            raise TelegramError(400, "Bad Request: CHARGE_ALREADY_REFUNDED")
+        charge["refunded"] = True
+        if self.echo_star_refunds:
+            user = FakeUser(self, int(charge["user_id"]), None, "Buyer")
+            await self.push_update(user.refunded_payment_update(charge_id))
+        return True
+
+    async def pre_checkout_answer(self, query_id: str, *, timeout: float = 5.0) -> dict[str, Any]:
+        found = await self._wait(lambda: self.pre_checkout_answers.get(query_id), timeout)
+        if found is None:
+            raise AssertionError(f"pre-checkout query {query_id} was not answered within {timeout}s")
+        return found
+
+    def invoice_of(self, message: BotMessage) -> dict[str, Any]:
+        """The sendInvoice parameters of an invoice message (payload, prices, currency...)."""
+        return self.invoices[(message.chat_id, message.message_id)]
 
     # -- helpers -------------------------------------------------------------------------------
 
@@ -573,6 +660,78 @@ class FakeUser:
         """Type ``text`` in the chat; later ``expect`` calls look only at replies after it."""
         self.cursor = self.server.mark()
         await self.server.push_update(self.message_update(text))
+
+    def pre_checkout_update(
+        self, payload: str, amount: int, *, currency: str = "XTR", query_id: str | None = None
+    ) -> dict[str, Any]:
+        return {
+            "update_id": self.server.next_update_id(),
+            "pre_checkout_query": {
+                "id": query_id or f"pcq{next(self.server._pre_checkout_ids)}",
+                "from": self.tg_user,
+                "currency": currency,
+                "total_amount": amount,
+                "invoice_payload": payload,
+            },
+        }
+
+    def successful_payment_update(
+        self, payload: str, amount: int, charge_id: str, *, currency: str = "XTR"
+    ) -> dict[str, Any]:
+        payment = {
+            "currency": currency,
+            "total_amount": amount,
+            "invoice_payload": payload,
+            "telegram_payment_charge_id": charge_id,
+            "provider_payment_charge_id": "",
+        }
+        return self.message_update(successful_payment=payment)
+
+    def refunded_payment_update(self, charge_id: str) -> dict[str, Any]:
+        charge = self.server.star_charges[charge_id]
+        refund = {
+            "currency": "XTR",
+            "total_amount": charge["amount"],
+            "invoice_payload": charge["payload"],
+            "telegram_payment_charge_id": charge_id,
+        }
+        return self.message_update(refunded_payment=refund)
+
+    async def pre_checkout(self, payload: str, amount: int, *, currency: str = "XTR") -> dict[str, Any]:
+        """Tap Pay: Telegram asks the bot first; returns the bot's answer (``ok``, ``error_message``)."""
+        self.cursor = self.server.mark()
+        update = self.pre_checkout_update(payload, amount, currency=currency)
+        await self.server.push_update(update)
+        return await self.server.pre_checkout_answer(str(update["pre_checkout_query"]["id"]))
+
+    async def pay(self, invoice: BotMessage) -> str | None:
+        """Pay an invoice as Telegram does: ask the bot, and only on ``ok`` charge and send
+        ``successful_payment``. Returns the charge id, or None when the bot refused."""
+        params = self.server.invoice_of(invoice)
+        amount = sum(int(price["amount"]) for price in params["prices"])
+        return await self.pay_payload(str(params["payload"]), amount, currency=str(params["currency"]))
+
+    async def pay_payload(self, payload: str, amount: int, *, currency: str = "XTR") -> str | None:
+        """``pay`` for an invoice known by its payload and amount."""
+        answer = await self.pre_checkout(payload, amount, currency=currency)
+        if not answer["ok"]:
+            return None
+        charge_id = f"stxCHARGE{next(self.server._charge_ids):06d}"
+        self.server.star_charges[charge_id] = {
+            "user_id": self.id,
+            "amount": amount,
+            "payload": payload,
+            "refunded": False,
+        }
+        await self.send_successful_payment(payload, amount, charge_id, currency=currency)
+        return charge_id
+
+    async def send_successful_payment(
+        self, payload: str, amount: int, charge_id: str, *, currency: str = "XTR"
+    ) -> None:
+        """Telegram's ``successful_payment`` message (again, to replay it)."""
+        self.cursor = self.server.mark()
+        await self.server.push_update(self.successful_payment_update(payload, amount, charge_id, currency=currency))
 
     async def send_sticker(self) -> None:
         self.cursor = self.server.mark()

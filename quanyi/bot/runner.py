@@ -14,6 +14,7 @@ from aiogram.types import BotCommand
 from quanyi.bot.admin import build_admin_router
 from quanyi.bot.middlewares import LanguageMiddleware
 from quanyi.bot.shop import build_router
+from quanyi.bot.stars import build_stars_router
 from quanyi.core.config import DEFAULT_TELEGRAM_API, Settings
 from quanyi.core.services import Core
 
@@ -42,17 +43,22 @@ def build_dispatcher(core: Core) -> Dispatcher:
     dp = Dispatcher(storage=build_storage(core.settings))
     dp["core"] = core
     dp.update.outer_middleware(LanguageMiddleware())
+    dp.include_router(build_stars_router())  # first: a payment message must never reach a catch-all
     dp.include_router(build_admin_router())  # before the shop: its catch-all answers everyone else
     dp.include_router(build_router())
     return dp
 
 
 async def set_commands(bot: Bot) -> None:
-    for lang, texts in (("zh", ("浏览商品", "我的订单", "帮助")), ("en", ("Browse products", "My orders", "Help"))):
+    for lang, texts in (
+        ("zh", ("浏览商品", "我的订单", "帮助", "支付问题")),
+        ("en", ("Browse products", "My orders", "Help", "Payment support")),
+    ):
         commands = [
             BotCommand(command="start", description=texts[0]),
             BotCommand(command="orders", description=texts[1]),
             BotCommand(command="help", description=texts[2]),
+            BotCommand(command="paysupport", description=texts[3]),
         ]
         await bot.set_my_commands(commands, language_code=lang)
     await bot.set_my_commands(
@@ -60,5 +66,6 @@ async def set_commands(bot: Bot) -> None:
             BotCommand(command="start", description="浏览商品 / Browse"),
             BotCommand(command="orders", description="我的订单 / My orders"),
             BotCommand(command="help", description="帮助 / Help"),
+            BotCommand(command="paysupport", description="支付问题 / Payment support"),
         ]
     )

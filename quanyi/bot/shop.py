@@ -18,6 +18,7 @@ from aiogram.utils.keyboard import InlineKeyboardBuilder
 
 from quanyi.bot.callbacks import CancelCb, CatalogueCb, CodesCb, MethodCb, ProductCb, QuantityCb
 from quanyi.bot.render import delivery_messages, method_label, money, status_label
+from quanyi.bot.stars import send_stars_invoice
 from quanyi.core.catalog import CatalogueEntry, catalogue, catalogue_entry, catalogue_entry_by_id
 from quanyi.core.errors import (
     Forbidden,
@@ -178,6 +179,8 @@ def build_router() -> Router:
             log.warning("pay link refused as a button; sent as text (is QUANYI_PUBLIC_URL public?)")
             link = t(lang, "pay_link_text", url=payment_url)
             await message.edit_text(f"{text}\n{link}", reply_markup=InlineKeyboardBuilder().row(cancel).as_markup())
+        if placed.payment and placed.payment.invoice:
+            await send_stars_invoice(message, core, lang, placed.payment.invoice, user_id=user.id)
 
     @router.callback_query(CancelCb.filter())
     async def cancel(query: CallbackQuery, callback_data: CancelCb, core: Core, lang: str) -> None:

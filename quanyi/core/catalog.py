@@ -47,7 +47,9 @@ async def add_product(
     description: str = "",
     instructions: str = "",
     sort_order: int = 0,
+    stars_price: int | None = None,
 ) -> Product:
+    """``stars_price`` is whole Telegram Stars; None = derived from the price at order time."""
     validate_sku(sku)
     name = (name or "").strip()
     if not name or len(name) > 200:
@@ -60,6 +62,8 @@ async def add_product(
     exponent(price.currency)
     if price.minor <= 0:
         raise InvalidInput("price must be greater than zero")
+    if stars_price is not None and stars_price <= 0:
+        raise InvalidInput("Stars price must be greater than zero")
     existing = await session.scalar(select(Product.id).where(Product.sku == sku))
     if existing is not None:
         raise AlreadyExists(f"product {sku} already exists")
@@ -69,6 +73,7 @@ async def add_product(
         kind=kind_value.value,
         price=price.minor,
         currency=price.currency,
+        stars_price=stars_price,
         description=description,
         instructions=instructions,
         active=True,
