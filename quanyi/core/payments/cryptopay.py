@@ -17,11 +17,10 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-import aiohttp
-
 from quanyi.core.config import Settings
 from quanyi.core.errors import CallbackRejected, InvalidInput, ProviderError
 from quanyi.core.money import EXPONENTS, exponent, format_minor, parse_minor
+from quanyi.core.payments._http import request_json
 from quanyi.core.payments.base import CallbackRequest, OrderForPayment, PaymentEvent, PaymentMethod, PaymentStart
 
 SIGNATURE_HEADER = "crypto-pay-api-signature"
@@ -134,19 +133,15 @@ class CryptoPay(PaymentMethod):
 
     async def _call(self, api_method: str, body: Mapping[str, Any]) -> dict[str, Any]:
         # The token travels in a header only; errors name the method and what failed, never it.
-        headers = {"Crypto-Pay-API-Token": self._token}
-        try:
-            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout)) as client:
-                async with client.post(f"{self.api_base}/api/{api_method}", json=dict(body), headers=headers) as resp:
-                    status = resp.status
-                    try:
-                        data = await resp.json(content_type=None)
-                    except ValueError:
-                        data = None
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise ProviderError(f"Crypto Pay {api_method} failed ({type(exc).__name__})") from None
-        if not isinstance(data, dict):
-            raise ProviderError(f"Crypto Pay {api_method} answered HTTP {status} without a JSON object")
+        status, data = await request_json(
+            "POST",
+            f"{self.api_base}/api/{api_method}",
+            what=f"Crypto Pay {api_method}",
+            error=ProviderError,
+            timeout_seconds=self.timeout,
+            json=body,
+            headers={"Crypto-Pay-API-Token": self._token},
+        )
         if data.get("ok") is not True:
             error = data.get("error")
             name = error.get("name") if isinstance(error, dict) else error

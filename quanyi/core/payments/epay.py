@@ -15,11 +15,10 @@ import hmac
 from collections.abc import Mapping, Sequence
 from urllib.parse import urlencode
 
-import aiohttp
-
 from quanyi.core.config import Settings
 from quanyi.core.errors import CallbackRejected, ConfigError, InvalidInput, ProviderError
 from quanyi.core.money import format_minor, parse_minor
+from quanyi.core.payments._http import request_json
 from quanyi.core.payments.base import CallbackRequest, OrderForPayment, PaymentEvent, PaymentMethod, PaymentStart
 
 UNSIGNED = {"sign", "sign_type"}
@@ -124,17 +123,17 @@ class EPay(PaymentMethod):
 
 
 async def _query_gateway(gateway: str, params: Mapping[str, str]) -> dict[str, object]:
-    # The URL carries the merchant key: it is never logged, and errors say only what failed.
-    try:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=QUERY_TIMEOUT)) as client:
-            async with client.get(f"{gateway}/api.php", params=dict(params)) as response:
-                if response.status != 200:
-                    raise ProviderError(f"EPay order query answered HTTP {response.status}")
-                data = await response.json(content_type=None)
-    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-        raise ProviderError(f"EPay order query failed ({type(exc).__name__})") from None
-    if not isinstance(data, dict):
-        raise ProviderError("EPay order query answered something that is not an object")
+    # The URL carries the merchant key: request_json never puts a URL into an error.
+    status, data = await request_json(
+        "GET",
+        f"{gateway}/api.php",
+        what="EPay order query",
+        error=ProviderError,
+        timeout_seconds=QUERY_TIMEOUT,
+        params=params,
+    )
+    if status != 200:
+        raise ProviderError(f"EPay order query answered HTTP {status}")
     return data
 
 

@@ -18,13 +18,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-import aiohttp
 from sqlalchemy import func, select, update
 
 from quanyi.core.config import Settings
 from quanyi.core.db import Database, rowcount
 from quanyi.core.errors import CallbackRejected, QuanyiError, RefundFailed
 from quanyi.core.models import Order, OrderStatus, Payment, Refund, RefundStatus, StockItem, StockStatus, utcnow
+from quanyi.core.payments._http import request_json
 from quanyi.core.payments.base import (
     Invoice,
     OrderForPayment,
@@ -94,19 +94,14 @@ class Stars(PaymentMethod):
 
     async def _call(self, api_method: str, body: Mapping[str, Any]) -> Any:
         # The token is part of the URL: errors and logs name the method, never the URL.
-        url = f"{self.api_base}/bot{self._token}/{api_method}"
-        try:
-            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout)) as client:
-                async with client.post(url, json=dict(body)) as resp:
-                    status = resp.status
-                    try:
-                        data = await resp.json(content_type=None)
-                    except ValueError:
-                        data = None
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise RefundFailed(f"Telegram {api_method} failed ({type(exc).__name__})") from None
-        if not isinstance(data, dict):
-            raise RefundFailed(f"Telegram {api_method} answered HTTP {status} without a JSON object")
+        status, data = await request_json(
+            "POST",
+            f"{self.api_base}/bot{self._token}/{api_method}",
+            what=f"Telegram {api_method}",
+            error=RefundFailed,
+            timeout_seconds=self.timeout,
+            json=body,
+        )
         if data.get("ok") is not True:
             description = self._scrub(str(data.get("description") or "no reason"))[:120]
             if ALREADY_REFUNDED in description:

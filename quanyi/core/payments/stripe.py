@@ -22,10 +22,9 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeGuard
 
-import aiohttp
-
 from quanyi.core.config import Settings
 from quanyi.core.errors import CallbackRejected, InvalidInput, ProviderError, QuanyiError, RefundFailed
+from quanyi.core.payments._http import request_json
 from quanyi.core.payments.base import (
     CallbackRequest,
     OrderForPayment,
@@ -193,20 +192,15 @@ class Stripe(PaymentMethod):
         headers = {"Authorization": f"Bearer {self._secret_key}"}
         if idempotency_key is not None:
             headers["Idempotency-Key"] = idempotency_key
-        try:
-            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout)) as client:
-                async with client.request(
-                    http_method, f"{self.api_base}{path}", data=list(form) or None, headers=headers
-                ) as response:
-                    status = response.status
-                    try:
-                        data = await response.json(content_type=None)
-                    except ValueError:
-                        data = None
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise error(f"Stripe {what} failed ({type(exc).__name__})") from None
-        if not isinstance(data, dict):
-            raise error(f"Stripe {what} answered HTTP {status} without a JSON object")
+        status, data = await request_json(
+            http_method,
+            f"{self.api_base}{path}",
+            what=f"Stripe {what}",
+            error=error,
+            timeout_seconds=self.timeout,
+            data=form,
+            headers=headers,
+        )
         if not 200 <= status < 300 or "error" in data:
             detail = data.get("error")
             code = (detail.get("code") or detail.get("type")) if isinstance(detail, dict) else None
