@@ -122,3 +122,23 @@ async def test_an_unknown_order_gets_a_clear_answer(core, shop, number):
     admin = shop.user(ADMIN, "en")
     await admin.send(f"/order {number}".strip())
     assert "No order" in (await admin.expect()).plain
+
+
+async def test_operator_alerts_come_in_the_operator_s_own_language(core, shop, tmp_path):
+    from quanyi.core.models import OutboxMessage
+
+    admin = shop.user(ADMIN, "en")
+    await admin.send("/start")
+    await admin.expect()
+    order = await delivered_order(core, tmp_path)
+    twice = sandbox_event(order.number, order.amount, txn="AGAIN")
+    assert await core.fulfiller.submit(twice) == PaymentOutcome.NEEDS_REVIEW
+    async with core.db.read() as session:
+        rows = (
+            await session.execute(
+                select(OutboxMessage.chat_id, OutboxMessage.language).where(
+                    OutboxMessage.kind == "admin_payment_review"
+                )
+            )
+        ).all()
+    assert rows == [(ADMIN, "en")]

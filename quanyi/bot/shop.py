@@ -29,7 +29,15 @@ from quanyi.core.errors import (
     PaymentMethodUnavailable,
     ProviderError,
 )
-from quanyi.core.orders import Buyer, buyer_order, buyer_orders, cancel_by_buyer, checkout, delivered_codes
+from quanyi.core.orders import (
+    Buyer,
+    buyer_order,
+    buyer_orders,
+    cancel_by_buyer,
+    checkout,
+    delivered_codes,
+    remember_user,
+)
 from quanyi.core.services import Core
 from quanyi.i18n import raw_t, t
 
@@ -47,6 +55,10 @@ def build_router() -> Router:
     @router.message(CommandStart())
     async def start(message: Message, command: CommandObject, core: Core, lang: str, state: FSMContext) -> None:
         await state.clear()
+        if message.from_user is not None:  # remembered from the first contact: language, first seen
+            user = message.from_user
+            async with core.db.transaction() as session:
+                await remember_user(session, Buyer(user.id, message.chat.id, lang, user.username))
         args = (command.args or "").strip()
         if args.startswith("buy_"):
             try:

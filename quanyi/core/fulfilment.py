@@ -107,7 +107,9 @@ async def apply_payment(
     status = await session.scalar(select(Order.status).where(Order.id == order.id))
     payment.outcome = "needs_review"
     await session.flush()
-    outbox.enqueue_admins(session, admin_ids, "admin_payment_review", {"order_id": order.id, "payment_id": payment.id})
+    await outbox.enqueue_admins(
+        session, admin_ids, "admin_payment_review", {"order_id": order.id, "payment_id": payment.id}
+    )
     if order.chat_id is not None:
         outbox.enqueue(
             session,
@@ -164,7 +166,7 @@ async def _fill_from_pool(session: AsyncSession, order: Order, admin_ids: list[i
                 payload={"order_id": order.id},
                 language=order.language,
             )
-        outbox.enqueue_admins(session, admin_ids, "admin_order_failed", {"order_id": order.id})
+        await outbox.enqueue_admins(session, admin_ids, "admin_order_failed", {"order_id": order.id})
         log.warning("order %s paid but out of stock: failed", order.number)
         return PaymentOutcome.FAILED
     return await _deliver(session, order)

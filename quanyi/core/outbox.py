@@ -15,7 +15,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from quanyi.core.db import Database, locked_pick
-from quanyi.core.models import OutboxMessage, OutboxStatus, utcnow
+from quanyi.core.models import OutboxMessage, OutboxStatus, User, utcnow
 
 
 @dataclass(frozen=True)
@@ -44,9 +44,13 @@ def enqueue(session: AsyncSession, *, chat_id: int, kind: str, payload: Mapping[
     )
 
 
-def enqueue_admins(session: AsyncSession, admin_ids: list[int], kind: str, payload: Mapping[str, object]) -> None:
+async def enqueue_admins(session: AsyncSession, admin_ids: list[int], kind: str, payload: Mapping[str, object]) -> None:
+    """One message per operator, each in the language the operator last used with the bot."""
+    if not admin_ids:
+        return
+    languages = dict((await session.execute(select(User.id, User.language).where(User.id.in_(admin_ids)))).all())
     for admin_id in admin_ids:
-        enqueue(session, chat_id=admin_id, kind=kind, payload=payload, language="zh")
+        enqueue(session, chat_id=admin_id, kind=kind, payload=payload, language=languages.get(admin_id, "zh"))
 
 
 async def claim_due(db: Database, *, limit: int, lease: timedelta, now: datetime | None = None) -> list[Outgoing]:

@@ -339,7 +339,7 @@ async def record_provider_refund(core: Core, event: RefundEvent) -> ProviderRefu
                     await _void_order(session, order.id)
         await _settle_order_status(session, order.id)
         if created:
-            outbox.enqueue_admins(
+            await outbox.enqueue_admins(
                 session,
                 core.settings.admin_id_list,
                 "admin_provider_refund",
