@@ -182,3 +182,37 @@ async def test_a_new_buyer_placing_two_orders_at_once_gets_both(core, tmp_path):
 
         users = (await session.execute(select(User.id, User.language))).all()
     assert users == [(77, "en")]
+
+
+async def test_one_event_failing_on_the_careful_path_does_not_disturb_the_rest_of_its_batch(
+    core, tmp_path, monkeypatch
+):
+    import quanyi.core.fulfilment as fulfilment
+
+    await product_with_stock(core, tmp_path, units=3)
+    fast = await new_order(core, user_id=1)
+    late = await new_order(core, user_id=2)
+    broken = await new_order(core, user_id=3)
+    async with core.db.transaction() as session:
+        from quanyi.core.orders import cancel_pending
+
+        await cancel_pending(session, late.order.id, reason="expired")
+        await cancel_pending(session, broken.order.id, reason="expired")
+    real = fulfilment.apply_payment
+
+    async def flaky(session, event, **kwargs):
+        if event.order_number == broken.order.number:
+            raise RuntimeError("connection lost")
+        return await real(session, event, **kwargs)
+
+    monkeypatch.setattr(fulfilment, "apply_payment", flaky)
+    outcomes = await asyncio.gather(
+        *(core.fulfiller.submit(sandbox_event(p.order.number, p.order.amount)) for p in (fast, late, broken)),
+        return_exceptions=True,
+    )
+    assert outcomes[0] == PaymentOutcome.DELIVERED  # settled in the batch, not re-run as a "duplicate"
+    assert outcomes[1] == PaymentOutcome.NEEDS_REVIEW
+    assert isinstance(outcomes[2], RuntimeError)
+    async with core.db.read() as session:
+        recorded = sorted((await session.scalars(select(Payment.outcome))).all())
+    assert recorded == ["applied", "needs_review"]

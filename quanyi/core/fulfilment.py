@@ -377,18 +377,9 @@ class Fulfiller:
 
     async def _run_batch(self, batch: list[tuple[PaymentEvent, asyncio.Future[PaymentOutcome]]]) -> None:
         events = [event for event, _ in batch]
-        results: list[Any] = []
+        results: list[Any]
         try:
             settled, slow = await self.db.run_write(lambda conn: settle_batch(conn, events))
-            results = list(settled)
-            if slow:
-                async with self.db.transaction() as session:
-                    for index in slow:
-                        try:
-                            async with session.begin_nested():
-                                results[index] = await apply_payment(session, events[index], admin_ids=self.admin_ids)
-                        except QuanyiError as exc:
-                            results[index] = exc
         except Exception as exc:
             if len(batch) > 1:
                 # One event broke the shared transaction (a deadlock, a lost connection):
@@ -396,8 +387,13 @@ class Fulfiller:
                 for item in batch:
                     await self._run_batch([item])
                 return
-            log.exception("payment event for order %s could not be applied", batch[0][0].order_number)
-            results = [exc]
+            log.exception("payment event for order %s could not be applied", events[0].order_number)
+            settled, slow = [exc], []  # type: ignore[list-item]
+        results = list(settled)
+        # The settled events are committed; only the rest go the careful way, and a failure
+        # there never sends a settled event round again.
+        for index, outcome in (await self._apply_each(events, slow)).items():
+            results[index] = outcome
         if self.on_commit is not None:
             self.on_commit()
         for (_, future), result in zip(batch, results, strict=True):
@@ -407,3 +403,26 @@ class Fulfiller:
                 future.set_exception(result)
             else:
                 future.set_result(result)
+
+    async def _apply_each(self, events: list[PaymentEvent], indexes: list[int]) -> dict[int, Any]:
+        """``apply_payment`` for each event in one transaction, one savepoint each; if that
+        transaction fails, each event gets a transaction of its own."""
+        if not indexes:
+            return {}
+        outcomes: dict[int, Any] = {}
+        try:
+            async with self.db.transaction() as session:
+                for index in indexes:
+                    try:
+                        async with session.begin_nested():
+                            outcomes[index] = await apply_payment(session, events[index], admin_ids=self.admin_ids)
+                    except QuanyiError as exc:
+                        outcomes[index] = exc
+        except Exception as exc:
+            if len(indexes) > 1:
+                for index in indexes:
+                    outcomes.update(await self._apply_each(events, [index]))
+                return outcomes
+            log.exception("payment event for order %s could not be applied", events[indexes[0]].order_number)
+            return {indexes[0]: exc}
+        return outcomes
