@@ -70,13 +70,18 @@ async def handle_callback(method_name: str) -> tuple[str | None, str | None]:
     return outcome, None
 
 
+PLAIN = {"Content-Type": "text/plain; charset=utf-8"}
+
+
+async def plain_callback(method_name: str) -> tuple[str, int, dict[str, str]]:
+    """EPay's convention (the sandbox follows it): ``success`` or ``fail`` as plain text."""
+    _, refused = await handle_callback(method_name)
+    return ("fail", 400, PLAIN) if refused is not None else ("success", 200, PLAIN)
+
+
 @blueprint.route("/pay/epay/notify", methods=["GET", "POST"])
 async def epay_notify() -> tuple[str, int, dict[str, str]]:
-    _, refused = await handle_callback("epay")
-    plain = {"Content-Type": "text/plain; charset=utf-8"}
-    if refused is not None:
-        return "fail", 400, plain
-    return "success", 200, plain
+    return await plain_callback("epay")
 
 
 @blueprint.post("/pay/cryptobot/webhook")
@@ -97,11 +102,7 @@ async def stripe_webhook() -> tuple[Response, int]:
 
 @blueprint.post("/pay/sandbox/notify")
 async def sandbox_notify() -> tuple[str, int, dict[str, str]]:
-    _, refused = await handle_callback("sandbox")
-    plain = {"Content-Type": "text/plain; charset=utf-8"}
-    if refused is not None:
-        return "fail", 400, plain
-    return "success", 200, plain
+    return await plain_callback("sandbox")
 
 
 def _sandbox() -> Sandbox | None:
