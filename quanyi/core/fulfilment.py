@@ -17,7 +17,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -185,6 +185,49 @@ async def _deliver(session: AsyncSession, order: Order) -> PaymentOutcome:
     return PaymentOutcome.DELIVERED
 
 
+# settle_batch's statements, built once: building SQLAlchemy statements per batch cost more
+# than running them. Lists travel as expanding bind parameters.
+_UNITS = (
+    select(func.coalesce(func.sum(OrderLine.quantity), 0))
+    .where(OrderLine.order_id == Order.id)
+    .scalar_subquery()
+    .label("units")
+)
+_ORDERS = select(
+    Order.id,
+    Order.number,
+    Order.status,
+    Order.amount,
+    Order.currency,
+    Order.payment_method,
+    Order.chat_id,
+    Order.language,
+    _UNITS,
+).where(Order.number.in_(bindparam("numbers", expanding=True)))
+_RECORDED = select(Payment.method, Payment.provider_txn_id).where(
+    Payment.provider_txn_id.in_(bindparam("txns", expanding=True))
+)
+_RESERVED = (
+    select(StockItem.order_id, func.count())
+    .where(StockItem.order_id.in_(bindparam("ids", expanding=True)), StockItem.status == StockStatus.RESERVED)
+    .group_by(StockItem.order_id)
+)
+_SETTLE = (
+    update(Order)
+    .where(Order.id.in_(bindparam("ids", expanding=True)), Order.status == OrderStatus.PENDING)
+    .values(status=OrderStatus.DELIVERED, paid_at=bindparam("now"), delivered_at=bindparam("now"))
+    .returning(Order.id)
+)
+_SELL = (
+    update(StockItem)
+    .where(StockItem.order_id.in_(bindparam("ids", expanding=True)), StockItem.status == StockStatus.RESERVED)
+    .values(status=StockStatus.SOLD, sold_at=bindparam("now"))
+    .returning(StockItem.order_id)
+)
+_INSERT_PAYMENTS = insert(Payment)
+_INSERT_OUTBOX = insert(OutboxMessage)
+
+
 def settle_batch(conn: Connection, events: list[PaymentEvent]) -> tuple[list[PaymentOutcome | None], list[int]]:
     """The common case for a whole batch, in seven set-based statements on one connection.
 
@@ -196,46 +239,14 @@ def settle_batch(conn: Connection, events: list[PaymentEvent]) -> tuple[list[Pay
     runs in one hop to a worker thread (see ``Database.run_write``).
     """
     results: list[PaymentOutcome | None] = [None] * len(events)
-    units = (
-        select(func.coalesce(func.sum(OrderLine.quantity), 0))
-        .where(OrderLine.order_id == Order.id)
-        .scalar_subquery()
-        .label("units")
-    )
     orders = {
-        row.number: row
-        for row in conn.execute(
-            select(
-                Order.id,
-                Order.number,
-                Order.status,
-                Order.amount,
-                Order.currency,
-                Order.payment_method,
-                Order.chat_id,
-                Order.language,
-                units,
-            ).where(Order.number.in_({e.order_number for e in events}))
-        ).all()
+        row.number: row for row in conn.execute(_ORDERS, {"numbers": list({e.order_number for e in events})}).all()
     }
     recorded = {
         (method, txn)
-        for method, txn in conn.execute(
-            select(Payment.method, Payment.provider_txn_id).where(
-                Payment.provider_txn_id.in_({e.provider_txn_id for e in events})
-            )
-        ).all()
+        for method, txn in conn.execute(_RECORDED, {"txns": list({e.provider_txn_id for e in events})}).all()
     }
-    reserved = dict(
-        conn.execute(
-            select(StockItem.order_id, func.count())
-            .where(
-                StockItem.order_id.in_([o.id for o in orders.values()]),
-                StockItem.status == StockStatus.RESERVED,
-            )
-            .group_by(StockItem.order_id)
-        ).all()
-    )
+    reserved = dict(conn.execute(_RESERVED, {"ids": [o.id for o in orders.values()]}).all())
 
     fast: dict[int, int] = {}  # order id -> index of its event
     taken_keys: set[tuple[str, str]] = set()
@@ -261,32 +272,18 @@ def settle_batch(conn: Connection, events: list[PaymentEvent]) -> tuple[list[Pay
         return results, slow
 
     now = utcnow()
-    settled = set(
-        conn.execute(
-            update(Order)
-            .where(Order.id.in_(list(fast)), Order.status == OrderStatus.PENDING)
-            .values(status=OrderStatus.DELIVERED, paid_at=now, delivered_at=now)
-            .returning(Order.id)
-        ).scalars()
-    )
+    settled = set(conn.execute(_SETTLE, {"ids": list(fast), "now": now}).scalars())
     slow.extend(fast[order_id] for order_id in fast if order_id not in settled)
     if not settled:
         return results, sorted(slow)
     by_id = {row.id: row for row in orders.values()}
-    sold = Counter(
-        conn.execute(
-            update(StockItem)
-            .where(StockItem.order_id.in_(list(settled)), StockItem.status == StockStatus.RESERVED)
-            .values(status=StockStatus.SOLD, sold_at=now)
-            .returning(StockItem.order_id)
-        ).scalars()
-    )
+    sold = Counter(conn.execute(_SELL, {"ids": list(settled), "now": now}).scalars())
     if any(sold[oid] != by_id[oid].units for oid in settled):
         # The pending orders are locked by the UPDATE above and only their own transitions
         # touch their reserved items, so this cannot happen; if it does, nothing commits.
         raise RuntimeError("reserved items changed under a settling batch")
     conn.execute(
-        insert(Payment),
+        _INSERT_PAYMENTS,
         [
             {
                 "method": events[fast[oid]].method,
@@ -317,7 +314,7 @@ def settle_batch(conn: Connection, events: list[PaymentEvent]) -> tuple[list[Pay
         if by_id[oid].chat_id is not None
     ]
     if deliveries:
-        conn.execute(insert(OutboxMessage), deliveries)
+        conn.execute(_INSERT_OUTBOX, deliveries)
     for oid in settled:
         results[fast[oid]] = PaymentOutcome.DELIVERED
     return results, sorted(slow)
