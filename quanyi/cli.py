@@ -176,6 +176,9 @@ def cmd_order_show(args: argparse.Namespace) -> int:
         print(f"  buyer {order.user_id}  method {order.payment_method}  created {order.created_at:%Y-%m-%d %H:%M} UTC")
         if order.failure_reason:
             print(f"  note: {order.failure_reason}")
+        if details.delivery:
+            error = f" ({details.delivery_error})" if details.delivery_error else ""
+            print(f"  delivery message: {details.delivery}{error}")
         print("lines:")
         for line in order.lines:
             refunded = " (refunded)" if line.id in details.refunded_lines else ""

@@ -37,6 +37,7 @@ async def test_an_operator_refunds_from_the_command_line(cli, tmp_path):
     assert f"order {number}  refunded" in shown
     assert "(refunded)" in shown and "succeeded  by cli: buyer could not redeem" in shown
     assert "T-SOLD" in shown and "T-TWICE" in shown
+    assert "delivery message: pending" in shown  # no bot runs here, so the codes wait in the outbox
 
     review_id = next(line.split()[0] for line in cli.ok("payment", "list").splitlines() if "T-TWICE" in line)
     assert "refunded 20.00 CNY" in cli.ok("payment", "refund", review_id, "--reason", "paid twice")

@@ -164,6 +164,14 @@ async def test_an_unreachable_chat_marks_the_message_dead_and_others_still_go(
     assert tg.messages_to(1001) == []
     assert fine in tg.messages_to(1002)[0].plain
     assert blocked not in tg.messages_to(1002)[0].plain
+    # Operators see which buyer never got the codes (order show, /order in chat).
+    from quanyi.core.orders import order_details
+
+    async with core.db.read() as session:
+        assert ((await order_details(session, blocked)).delivery, (await order_details(session, fine)).delivery) == (
+            "dead",
+            "sent",
+        )
 
 
 async def second_core(core: Core) -> Core:

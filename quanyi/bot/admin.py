@@ -91,6 +91,8 @@ def build_admin_router() -> Router:
                     refunded=refunded,
                 )
             )
+        if details.delivery:
+            lines.append(t(lang, f"admin_delivery_{details.delivery}"))
         for payment in details.payments:
             lines.append(
                 t(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -15,7 +16,18 @@ from quanyi.core.catalog import SELLABLE_KINDS, get_product
 from quanyi.core.crypto import KeyRing
 from quanyi.core.db import Database, rowcount, upsert
 from quanyi.core.errors import Forbidden, InvalidInput, NotForSale, NotFound, OutOfStock
-from quanyi.core.models import Order, OrderLine, OrderStatus, Payment, Product, Refund, StockStatus, User, utcnow
+from quanyi.core.models import (
+    Order,
+    OrderLine,
+    OrderStatus,
+    OutboxMessage,
+    Payment,
+    Product,
+    Refund,
+    StockStatus,
+    User,
+    utcnow,
+)
 from quanyi.core.money import convert_up
 from quanyi.core.payments.base import OrderForPayment, PaymentHub, PaymentStart
 from quanyi.core.stock import Code, order_codes, release_reserved, take_items
@@ -283,15 +295,39 @@ class OrderDetails:
     refunds: list[Refund]
     refunded_lines: set[int]
     line_numbers: dict[int, int]
+    # The delivery message's outbox state: "sent", "pending" (queued or retrying), "dead"
+    # (Telegram will not take it: the buyer blocked the bot), or None (none was written).
+    delivery: str | None = None
+    delivery_error: str | None = None
 
 
 async def order_details(session: AsyncSession, number: str) -> OrderDetails:
-    """An order as an operator sees it: lines, payments, refunds. Never its codes."""
+    """An order as an operator sees it: lines, payments, refunds, whether the buyer got the
+    delivery message. Never its codes."""
     order = await get_order(session, number)
     payments = list(await session.scalars(select(Payment).where(Payment.order_id == order.id).order_by(Payment.id)))
     refunds = list(await session.scalars(select(Refund).where(Refund.order_id == order.id).order_by(Refund.id)))
     done = {r.order_line_id for r in refunds if r.order_line_id and r.status in ("succeeded", "manual")}
-    return OrderDetails(order, payments, refunds, done, {line.id: line.line_no for line in order.lines})
+    delivery = (
+        await session.execute(
+            select(OutboxMessage.status, OutboxMessage.last_error)
+            .where(
+                OutboxMessage.kind == "delivery",
+                OutboxMessage.payload == json.dumps({"order_id": order.id}, separators=(",", ":")),
+            )
+            .order_by(OutboxMessage.id.desc())
+            .limit(1)
+        )
+    ).first()
+    return OrderDetails(
+        order,
+        payments,
+        refunds,
+        done,
+        {line.id: line.line_no for line in order.lines},
+        delivery=delivery[0] if delivery else None,
+        delivery_error=delivery[1] if delivery else None,
+    )
 
 
 async def list_payments(
