@@ -122,6 +122,26 @@ def cmd_stock_import(args: argparse.Namespace) -> int:
     return asyncio.run(_with_core(run))
 
 
+def cmd_stock_void(args: argparse.Namespace) -> int:
+    from quanyi.core.stock import void_codes
+
+    path = Path(args.file)
+    if not path.is_file():
+        raise QuanyiError(f"no such file: {path}")
+
+    async def run(core: Any) -> int:
+        report = await void_codes(core.db, core.keyring, args.sku, path, fmt=args.format)
+        print(
+            f"{report.sku}: voided {report.voided}, already void {report.already_void}, "
+            f"not found {report.not_found}, already sold {len(report.sold_orders)}"
+        )
+        if report.sold_orders:
+            print("  sold in orders (follow up, refund or replace): " + ", ".join(sorted(set(report.sold_orders))))
+        return 0
+
+    return asyncio.run(_with_core(run))
+
+
 def cmd_stock_show(args: argparse.Namespace) -> int:
     from quanyi.core.stock import stock_levels
 
@@ -334,6 +354,16 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("file")
     imp.add_argument("--format", choices=["csv", "txt"], help="default: from the file name")
     imp.set_defaults(fn=cmd_stock_import)
+    void = stock.add_parser(
+        "void",
+        help="void listed codes of a product (leaked, disputed): they are never sold",
+        description="Reads a file like `stock import` does. Available and reserved codes become void; "
+        "codes already sold are listed with their orders.",
+    )
+    void.add_argument("sku")
+    void.add_argument("file")
+    void.add_argument("--format", choices=["csv", "txt"], help="default: from the file name")
+    void.set_defaults(fn=cmd_stock_void)
     show = stock.add_parser("show", help="stock levels per product")
     show.add_argument("sku", nargs="?")
     show.set_defaults(fn=cmd_stock_show)

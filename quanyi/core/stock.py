@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from quanyi.core.crypto import KeyRing
 from quanyi.core.db import Database, locked_pick, rowcount, upsert
 from quanyi.core.errors import InvalidInput, NotFound
-from quanyi.core.models import Product, ProductKind, StockBatch, StockItem, StockStatus, utcnow
+from quanyi.core.models import Order, Product, ProductKind, StockBatch, StockItem, StockStatus, utcnow
 from quanyi.core.stockfile import RejectedLine, StockLine, read_stock_file
 
 BATCH_ROWS = 5000
@@ -378,3 +378,70 @@ async def unsell(session: AsyncSession, order_id: int) -> int:
         .execution_options(synchronize_session=False)
     )
     return rowcount(result)
+
+
+@dataclass
+class VoidReport:
+    sku: str
+    voided: int = 0
+    not_found: int = 0
+    already_void: int = 0
+    # Codes that had been sold already: their orders, for the operator to follow up.
+    sold_orders: list[str] = field(default_factory=list)
+
+
+async def void_codes(db: Database, keyring: KeyRing, sku: str, path: Path, *, fmt: str | None = None) -> VoidReport:
+    """Void the listed codes of a product (a leaked or disputed batch): never sold again.
+
+    The file is read like a stock file (and refused whole when malformed). Available and
+    reserved codes are voided; a pending order that held one is refilled from the pool
+    when it is paid. Codes already sold are reported with their orders.
+    """
+    async with db.read() as session:
+        product = await session.scalar(select(Product).where(Product.sku == sku))
+        if product is None:
+            raise NotFound(f"no product {sku}")
+        product_id = product.id
+    for _ in read_stock_file(path, fmt):  # structure first: a malformed file changes nothing
+        pass
+    report = VoidReport(sku=sku)
+    batch: list[bytes] = []
+
+    async def flush() -> None:
+        async with db.transaction() as session:
+            rows = (
+                await session.execute(
+                    select(StockItem.secret_hash, StockItem.status, Order.number)
+                    .outerjoin(Order, Order.id == StockItem.order_id)
+                    .where(StockItem.product_id == product_id, StockItem.secret_hash.in_(batch))
+                )
+            ).all()
+            found = {digest for digest, _, _ in rows}
+            report.not_found += len(set(batch) - found)
+            for _, status, number in rows:
+                if status == StockStatus.VOID:
+                    report.already_void += 1
+                elif status == StockStatus.SOLD and number:
+                    report.sold_orders.append(number)
+            result = await session.execute(
+                update(StockItem)
+                .where(
+                    StockItem.product_id == product_id,
+                    StockItem.secret_hash.in_(batch),
+                    StockItem.status.in_([StockStatus.AVAILABLE, StockStatus.RESERVED, StockStatus.STAGED]),
+                )
+                .values(status=StockStatus.VOID)
+                .execution_options(synchronize_session=False)
+            )
+            report.voided += rowcount(result)
+        batch.clear()
+
+    for entry in read_stock_file(path, fmt):
+        if isinstance(entry, RejectedLine):
+            continue
+        batch.append(keyring.lookup_hash(entry.secret))
+        if len(batch) >= BATCH_ROWS:
+            await flush()
+    if batch:
+        await flush()
+    return report
