@@ -195,26 +195,19 @@ async def refund_payment(core: Core, payment_id: int, *, reason: str, actor: str
                 f"{payment.method} has no refund API: refund by hand, then record it with --manual"
             )
         scope = f"payment:{payment.id}"
-        inserted = await session.execute(
-            upsert(session, Refund)
-            .values(
-                scope=scope,
-                order_id=order.id,
-                order_line_id=None,
-                payment_id=payment.id,
-                method=payment.method,
-                amount=payment.amount,
-                currency=payment.currency,
-                status=RefundStatus.MANUAL if manual else RefundStatus.PENDING,
-                reason=reason,
-                initiated_by=actor,
-                created_at=utcnow(),
-                completed_at=utcnow() if manual else None,
-            )
-            .on_conflict_do_nothing(index_elements=[Refund.scope])
-            .returning(Refund.id)
+        new = await _insert_refund(
+            session,
+            scope=scope,
+            order_id=order.id,
+            line_id=None,
+            payment=payment,
+            amount=payment.amount,
+            currency=payment.currency,
+            status=RefundStatus.MANUAL if manual else RefundStatus.PENDING,
+            reason=reason,
+            initiated_by=actor,
         )
-        new_id = inserted.scalar()
+        new_id = new.id if new is not None else None
         refund_id = new_id or await session.scalar(select(Refund.id).where(Refund.scope == scope))
         if manual and new_id:
             _tell_buyer(session, order, payment.amount, payment.currency)
@@ -372,33 +365,22 @@ async def _record_line_refunds(
     provider_refund_id: str | None = None,
 ) -> list[Refund]:
     """Insert one refund per line not refunded before and void those lines' codes."""
-    now = utcnow()
     created: list[Refund] = []
     for line in lines:
-        result = await session.execute(
-            upsert(session, Refund)
-            .values(
-                scope=f"line:{line.id}",
-                order_id=order.id,
-                order_line_id=line.id,
-                payment_id=payment.id,
-                method=payment.method,
-                amount=line.amount,
-                currency=payment.currency,
-                status=status,
-                provider_refund_id=provider_refund_id,
-                reason=reason,
-                initiated_by=initiated_by,
-                created_at=now,
-                completed_at=now if status in DONE else None,
-            )
-            .on_conflict_do_nothing(index_elements=[Refund.scope])
-            .returning(Refund.id)
+        refund = await _insert_refund(
+            session,
+            scope=f"line:{line.id}",
+            order_id=order.id,
+            line_id=line.id,
+            payment=payment,
+            amount=line.amount,
+            currency=payment.currency,
+            status=status,
+            reason=reason,
+            initiated_by=initiated_by,
+            provider_refund_id=provider_refund_id,
         )
-        refund_id = result.scalar()
-        if refund_id is not None:
-            refund = await session.get(Refund, refund_id)
-            assert refund is not None
+        if refund is not None:
             created.append(refund)
     if created:
         # A refunded code is never sold again, and a refund voids what was delivered.
@@ -417,31 +399,60 @@ async def _record_line_refunds(
 async def _record_scoped(
     session: AsyncSession, scope: str, order: Order, payment: Payment, line_id: int | None, event: RefundEvent
 ) -> list[Refund]:
+    refund = await _insert_refund(
+        session,
+        scope=scope,
+        order_id=order.id,
+        line_id=line_id,
+        payment=payment,
+        amount=event.amount,
+        currency=event.currency,
+        status=RefundStatus.SUCCEEDED,
+        reason="refunded by the payment provider",
+        initiated_by="provider",
+        provider_refund_id=event.provider_refund_id,
+    )
+    return [refund] if refund is not None else []
+
+
+async def _insert_refund(
+    session: AsyncSession,
+    *,
+    scope: str,
+    order_id: int,
+    line_id: int | None,
+    payment: Payment,
+    amount: int,
+    currency: str,
+    status: RefundStatus,
+    reason: str,
+    initiated_by: str,
+    provider_refund_id: str | None = None,
+) -> Refund | None:
+    """Insert a refund unless its scope has one already (then None: it happened before)."""
+    now = utcnow()
     result = await session.execute(
         upsert(session, Refund)
         .values(
             scope=scope,
-            order_id=order.id,
+            order_id=order_id,
             order_line_id=line_id,
             payment_id=payment.id,
             method=payment.method,
-            amount=event.amount,
-            currency=event.currency,
-            status=RefundStatus.SUCCEEDED,
-            provider_refund_id=event.provider_refund_id,
-            reason="refunded by the payment provider",
-            initiated_by="provider",
-            created_at=utcnow(),
-            completed_at=utcnow(),
+            amount=amount,
+            currency=currency,
+            status=status,
+            provider_refund_id=provider_refund_id,
+            reason=reason,
+            initiated_by=initiated_by,
+            created_at=now,
+            completed_at=now if status in DONE else None,
         )
         .on_conflict_do_nothing(index_elements=[Refund.scope])
         .returning(Refund.id)
     )
     refund_id = result.scalar()
-    if refund_id is None:
-        return []
-    refund = await session.get(Refund, refund_id)
-    return [refund] if refund is not None else []
+    return await session.get(Refund, refund_id) if refund_id is not None else None
 
 
 async def _void_order(session: AsyncSession, order_id: int) -> None:
