@@ -75,6 +75,37 @@ def cmd_product_add(args: argparse.Namespace) -> int:
     return asyncio.run(_with_core(run))
 
 
+def cmd_product_update(args: argparse.Namespace) -> int:
+    from quanyi.core.catalog import update_product
+    from quanyi.core.money import Money
+
+    changes = [args.name, args.price, args.stars_price, args.instructions, args.description, args.active]
+    if all(change is None for change in changes) and not args.derived_stars_price:
+        raise QuanyiError("nothing to change: give at least one option (see --help)")
+
+    async def run(core: Any) -> int:
+        stars = Money.parse(args.stars_price, "XTR").minor if args.stars_price is not None else None
+        async with core.db.transaction() as session:
+            product = await update_product(
+                session,
+                args.sku,
+                name=args.name,
+                price=args.price,
+                stars_price=stars,
+                clear_stars_price=args.derived_stars_price,
+                instructions=args.instructions,
+                description=args.description,
+                active=args.active,
+            )
+            price = Money(product.price, product.currency)
+            stars_text = f"{product.stars_price} ⭐" if product.stars_price else "Stars from the rate"
+            state = "on sale" if product.active else "off sale"
+        print(f"updated {product.sku}: {product.name} at {price} / {stars_text}, {state}")
+        return 0
+
+    return asyncio.run(_with_core(run))
+
+
 def cmd_product_list(args: argparse.Namespace) -> int:
     from quanyi.core.catalog import catalogue
 
@@ -341,6 +372,18 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--description")
     add.add_argument("--instructions", help="redemption instructions sent with every delivery")
     add.set_defaults(fn=cmd_product_add)
+    upd = product.add_parser("update", help="change a product's name, prices, texts or whether it is on sale")
+    upd.add_argument("sku")
+    upd.add_argument("--name")
+    upd.add_argument("--price", help="decimal text in the product's currency; placed orders keep theirs")
+    upd.add_argument("--stars-price", help="whole Telegram Stars")
+    upd.add_argument("--derived-stars-price", action="store_true", help="use price × QUANYI_STARS_RATE again")
+    upd.add_argument("--instructions")
+    upd.add_argument("--description")
+    sale = upd.add_mutually_exclusive_group()
+    sale.add_argument("--on-sale", dest="active", action="store_true", default=None)
+    sale.add_argument("--off-sale", dest="active", action="store_false", help="hide it from the catalogue")
+    upd.set_defaults(fn=cmd_product_update)
     product.add_parser("list", help="list products with units available").set_defaults(fn=cmd_product_list)
 
     stock = sub.add_parser("stock", help="card-key stock").add_subparsers(dest="stock_command", required=True)

@@ -84,6 +84,46 @@ async def add_product(
     return product
 
 
+async def update_product(
+    session: AsyncSession,
+    sku: str,
+    *,
+    name: str | None = None,
+    price: str | None = None,
+    stars_price: int | None = None,
+    clear_stars_price: bool = False,
+    instructions: str | None = None,
+    description: str | None = None,
+    active: bool | None = None,
+) -> Product:
+    """Change what an operator may change. Orders already placed keep their own prices."""
+    product = await get_product(session, sku)
+    if name is not None:
+        name = name.strip()
+        if not name or len(name) > 200:
+            raise InvalidInput("name: 1-200 characters")
+        product.name = name
+    if price is not None:
+        minor = Money.parse(price, product.currency).minor
+        if minor <= 0:
+            raise InvalidInput("price must be greater than zero")
+        product.price = minor
+    if clear_stars_price:
+        product.stars_price = None
+    elif stars_price is not None:
+        if stars_price <= 0:
+            raise InvalidInput("Stars price must be greater than zero")
+        product.stars_price = stars_price
+    if instructions is not None:
+        product.instructions = instructions
+    if description is not None:
+        product.description = description
+    if active is not None:
+        product.active = active
+    await session.flush()
+    return product
+
+
 async def get_product(session: AsyncSession, sku: str) -> Product:
     product = await session.scalar(select(Product).where(Product.sku == sku))
     if product is None:
