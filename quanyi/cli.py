@@ -113,8 +113,19 @@ def cmd_product_list(args: argparse.Namespace) -> int:
         async with core.db.read() as session:
             entries = await catalogue(session, include_inactive=True)
         _table(
-            ["sku", "kind", "price", "available", "name"],
-            [[e.sku, e.kind, e.price.format_plain() + " " + e.price.currency, e.available, e.name] for e in entries],
+            ["sku", "kind", "price", "stars", "available", "sale", "name"],
+            [
+                [
+                    e.sku,
+                    e.kind,
+                    e.price.format_plain() + " " + e.price.currency,
+                    e.stars_price or "rate",
+                    e.available,
+                    "on" if e.active else "off",
+                    e.name,
+                ]
+                for e in entries
+            ],
         )
         return 0
 

@@ -40,5 +40,7 @@ async def test_an_operator_changes_a_price_and_takes_a_product_off_sale(cli, tmp
             assert "GAME-100" not in [entry.sku for entry in await catalogue(session)]
     finally:
         await core.close()
+    row = next(line for line in cli.ok("product", "list").splitlines() if line.startswith("GAME-100"))
+    assert row.split()[2:7] == ["12.50", "CNY", "90", "23", "off"]  # two of 25 held by the orders above
     back = cli.ok("product", "update", "GAME-100", "--on-sale", "--derived-stars-price")
     assert "Stars from the rate, on sale" in back

@@ -28,6 +28,8 @@ class CatalogueEntry:
     price: Money
     available: int
     description: str
+    active: bool = True
+    stars_price: int | None = None
 
 
 def validate_sku(sku: str) -> str:
@@ -165,4 +167,6 @@ def _entry(product: Product, available: int) -> CatalogueEntry:
         price=Money(product.price, product.currency),
         available=available,
         description=product.description,
+        active=product.active,
+        stars_price=product.stars_price,
     )
