@@ -84,20 +84,22 @@ async def epay_notify() -> tuple[str, int, dict[str, str]]:
     return await plain_callback("epay")
 
 
+async def json_callback(method_name: str, flag: str) -> tuple[Response, int]:
+    """A JSON answer; ``flag`` is the provider's own word for "taken" (``ok``, ``received``)."""
+    outcome, refused = await handle_callback(method_name)
+    if refused is not None:
+        return jsonify({flag: False, "error": refused}), 400
+    return jsonify({flag: True, "outcome": outcome}), 200
+
+
 @blueprint.post("/pay/cryptobot/webhook")
 async def cryptobot_webhook() -> tuple[Response, int]:
-    outcome, refused = await handle_callback("cryptobot")
-    if refused is not None:
-        return jsonify({"ok": False, "error": refused}), 400
-    return jsonify({"ok": True, "outcome": outcome}), 200
+    return await json_callback("cryptobot", "ok")
 
 
 @blueprint.post("/pay/stripe/webhook")
 async def stripe_webhook() -> tuple[Response, int]:
-    outcome, refused = await handle_callback("stripe")
-    if refused is not None:
-        return jsonify({"received": False, "error": refused}), 400
-    return jsonify({"received": True, "outcome": outcome}), 200
+    return await json_callback("stripe", "received")
 
 
 @blueprint.post("/pay/sandbox/notify")
