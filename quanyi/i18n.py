@@ -1,6 +1,7 @@
 """The one translation layer for chat and pages: zh-CN (default) and en.
 
-Texts live in ``templates/i18n/<lang>.toml``. Every value passed into a text is
+Texts live in ``templates/i18n/<lang>.toml`` and ``<lang>.<area>.toml`` (one file per
+front area, merged; a key defined twice is an error). Every value passed into a text is
 HTML-escaped, because chat messages use Telegram's HTML parse mode.
 """
 
@@ -28,8 +29,14 @@ def pick_language(code: str | None) -> str:
 
 @cache
 def catalog(lang: str) -> dict[str, Any]:
-    with (_DIR / f"{lang}.toml").open("rb") as handle:
-        return tomllib.load(handle)
+    merged: dict[str, Any] = {}
+    for path in [_DIR / f"{lang}.toml", *sorted(_DIR.glob(f"{lang}.*.toml"))]:
+        with path.open("rb") as handle:
+            for key, value in tomllib.load(handle).items():
+                if key in merged:
+                    raise ValueError(f"{path.name}: [{key}] is defined in another {lang} file too")
+                merged[key] = value
+    return merged
 
 
 def _lookup(lang: str, key: str) -> str:

@@ -97,9 +97,17 @@ async def update_product(
     instructions: str | None = None,
     description: str | None = None,
     active: bool | None = None,
+    floor: str | None = None,
+    ceiling: str | None = None,
 ) -> Product:
-    """Change what an operator may change. Orders already placed keep their own prices."""
+    """Change what an operator may change. Orders already placed keep their own prices.
+
+    ``floor`` / ``ceiling`` are decimal text, or ``""`` to remove the limit."""
     product = await get_product(session, sku)
+    if floor is not None:
+        product.floor_price = Money.parse(floor, product.currency).minor if floor else None
+    if ceiling is not None:
+        product.ceiling_price = Money.parse(ceiling, product.currency).minor if ceiling else None
     if name is not None:
         name = name.strip()
         if not name or len(name) > 200:
@@ -116,6 +124,16 @@ async def update_product(
         if stars_price <= 0:
             raise InvalidInput("Stars price must be greater than zero")
         product.stars_price = stars_price
+    if product.floor_price is not None and product.floor_price <= 0:
+        raise InvalidInput("floor price must be greater than zero")
+    if (
+        product.floor_price is not None
+        and product.ceiling_price is not None
+        and product.ceiling_price < product.floor_price
+    ):
+        raise InvalidInput("ceiling price must not be under the floor price")
+    if product.floor_price is not None and product.price < product.floor_price:
+        raise InvalidInput("the list price may not be under the floor price")
     if instructions is not None:
         product.instructions = instructions
     if description is not None:

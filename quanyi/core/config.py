@@ -49,6 +49,13 @@ class Settings(BaseSettings):
     # Ask the gateway (api.php?act=order) about orders still pending this long after creation.
     epay_query_after_minutes: int = Field(default=3, ge=1)
     payment_query_job_seconds: int = Field(default=60, ge=5)
+    stock_alert_job_seconds: int = Field(default=60, ge=5)
+
+    # Distributors: how many levels deep the network may grow, how long an invite lasts,
+    # and the bot's @username for the invite and referral links the CLI prints.
+    max_distributor_depth: int = Field(default=3, ge=1, le=10)
+    invite_hours: int = Field(default=72, ge=1, le=720)
+    bot_username: str = ""
 
     # Telegram Stars: on when the bot runs, unless QUANYI_STARS_ENABLED=0.
     stars_enabled: bool = True

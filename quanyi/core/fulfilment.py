@@ -22,10 +22,13 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from quanyi.core import outbox
+from quanyi.core import channels, commissions, outbox
 from quanyi.core.db import Database, rowcount
 from quanyi.core.errors import CallbackRejected, QuanyiError
 from quanyi.core.models import (
+    Allocation,
+    Commission,
+    CommissionStatus,
     Order,
     OrderLine,
     OrderStatus,
@@ -96,6 +99,8 @@ async def apply_payment(
         .values(status=OrderStatus.PAID, paid_at=now)
     )
     if rowcount(paid):
+        await channels.sell_units(session, order.id)
+        await commissions.mark(session, order.id, CommissionStatus.PENDING)
         reserved = await sell_reserved(session, order.id)
         if reserved < sum(line.quantity for line in order.lines):
             return await _fill_from_pool(session, order, admin_ids)  # reserved items went missing
@@ -166,6 +171,8 @@ async def _fill_from_pool(session: AsyncSession, order: Order, admin_ids: list[i
                 payload={"order_id": order.id},
                 language=order.language,
             )
+        await channels.release_units(session, order.id, sold=True)
+        await commissions.mark(session, order.id, CommissionStatus.VOID, frm=(CommissionStatus.PENDING,))
         await outbox.enqueue_admins(session, admin_ids, "admin_order_failed", {"order_id": order.id})
         log.warning("order %s paid but out of stock: failed", order.number)
         return PaymentOutcome.FAILED
@@ -223,6 +230,24 @@ _SELL = (
     .where(StockItem.order_id.in_(bindparam("ids", expanding=True)), StockItem.status == StockStatus.RESERVED)
     .values(status=StockStatus.SOLD, sold_at=bindparam("now"))
     .returning(StockItem.order_id)
+)
+_ALLOCATED = (
+    select(OrderLine.allocation_id, func.sum(OrderLine.quantity))
+    .where(OrderLine.order_id.in_(bindparam("ids", expanding=True)), OrderLine.allocation_id.is_not(None))
+    .group_by(OrderLine.allocation_id)
+)
+_SELL_UNITS = (
+    update(Allocation)
+    .where(Allocation.id == bindparam("aid"))
+    .values(reserved=Allocation.reserved - bindparam("units"), sold=Allocation.sold + bindparam("units"))
+)
+_COMMISSIONS_DUE = (
+    update(Commission)
+    .where(
+        Commission.order_id.in_(bindparam("ids", expanding=True)),
+        Commission.status == CommissionStatus.AWAITING.value,
+    )
+    .values(status=CommissionStatus.PENDING.value, updated_at=bindparam("now"))
 )
 _INSERT_PAYMENTS = insert(Payment)
 _INSERT_OUTBOX = insert(OutboxMessage)
@@ -282,6 +307,10 @@ def settle_batch(conn: Connection, events: list[PaymentEvent]) -> tuple[list[Pay
         # The pending orders are locked by the UPDATE above and only their own transitions
         # touch their reserved items, so this cannot happen; if it does, nothing commits.
         raise RuntimeError("reserved items changed under a settling batch")
+    units = conn.execute(_ALLOCATED, {"ids": list(settled)}).all()
+    if units:
+        conn.execute(_SELL_UNITS, [{"aid": aid, "units": int(n)} for aid, n in units])
+    conn.execute(_COMMISSIONS_DUE, {"ids": list(settled), "now": now})
     conn.execute(
         _INSERT_PAYMENTS,
         [

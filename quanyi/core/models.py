@@ -22,6 +22,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
@@ -106,6 +107,14 @@ class Product(Base):
     instructions: Mapped[str] = mapped_column(Text, default="")
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     sort_order: Mapped[int] = mapped_column(Integer, default=0)
+    # No channel or distributor may sell under the floor; distributors' resale prices stay
+    # under the ceiling. None = no limit.
+    floor_price: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    ceiling_price: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # Master-pool low-stock alert: fires once when the sellable pool drops to the threshold
+    # (0 = off); ``low_stock_alerted`` re-arms when the pool is refilled above it.
+    low_stock_threshold: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    low_stock_alerted: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
@@ -155,6 +164,9 @@ class User(Base):
     language: Mapped[str] = mapped_column(String(8))
     first_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # The distributor whose referral link brought this buyer first (first link wins).
+    referred_by: Mapped[int | None] = mapped_column(ForeignKey("distributors.id"), nullable=True, index=True)
+    referred_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class Order(Base):
@@ -167,6 +179,9 @@ class Order(Base):
     chat_id: Mapped[int | None] = mapped_column(BigInteger)
     language: Mapped[str] = mapped_column(String(8))
     channel: Mapped[str] = mapped_column(String(64))
+    # Head of the order's distributor chain: the distributor whose customer the buyer is
+    # (its referrer; for a distributor's own bulk purchase, its parent). None = operator's own.
+    distributor_id: Mapped[int | None] = mapped_column(ForeignKey("distributors.id"), nullable=True, index=True)
     status: Mapped[str] = mapped_column(String(16))
     currency: Mapped[str] = mapped_column(String(8))
     list_amount: Mapped[int] = mapped_column(BigInteger)
@@ -199,6 +214,12 @@ class OrderLine(Base):
     quantity: Mapped[int] = mapped_column(Integer)
     unit_price: Mapped[int] = mapped_column(BigInteger)
     amount: Mapped[int] = mapped_column(BigInteger)
+    # Snapshot at the time of sale, in the product's currency (an order paid in Stars keeps
+    # the price it stands for): the channel price charged and the seller's cost.
+    list_price: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    cost_price: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # The allocation this line reserved units of; None = sold from the shared pool.
+    allocation_id: Mapped[int | None] = mapped_column(ForeignKey("allocations.id"), nullable=True, index=True)
 
     order: Mapped[Order] = relationship(back_populates="lines")
 
@@ -303,3 +324,171 @@ class Lease(Base):
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     holder: Mapped[str] = mapped_column(String(64))
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ChannelKind(enum.StrEnum):
+    BOT = "bot"
+    PARTNER = "partner"
+    DISTRIBUTOR = "distributor"
+
+
+class Channel(Base):
+    """A sales path: the bot itself (code ``bot``), a partner API client, a distributor's storefront."""
+
+    __tablename__ = "channels"
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True)
+    code: Mapped[str] = mapped_column(String(32), unique=True)
+    name: Mapped[str] = mapped_column(String(100))
+    kind: Mapped[str] = mapped_column(String(16))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ChannelPrice(Base):
+    """A channel's own price for a product (a distributor's resale price), in the product currency."""
+
+    __tablename__ = "channel_prices"
+    __table_args__ = (UniqueConstraint("channel_id", "product_id"),)
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True)
+    channel_id: Mapped[int] = mapped_column(ForeignKey("channels.id"))
+    product_id: Mapped[int] = mapped_column(ForeignKey("products.id"))
+    price: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class AllocationMode(enum.StrEnum):
+    QUOTA = "quota"  # may sell at most ``allocated - reserved - sold`` more units
+    SHARED = "shared"  # sells from the pool's unallocated units, no cap of its own
+
+
+class Allocation(Base):
+    """A channel's share of a product's pool.
+
+    Counters move only by conditional UPDATEs: a sale reserves (``reserved + n`` where
+    ``allocated - reserved - sold >= n``), payment moves reserved to sold, expiry gives
+    reserved back, an operator's take-back lowers ``allocated`` only out of what is left.
+    """
+
+    __tablename__ = "allocations"
+    __table_args__ = (UniqueConstraint("channel_id", "product_id"),)
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True)
+    channel_id: Mapped[int] = mapped_column(ForeignKey("channels.id"))
+    product_id: Mapped[int] = mapped_column(ForeignKey("products.id"), index=True)
+    mode: Mapped[str] = mapped_column(String(16))
+    allocated: Mapped[int] = mapped_column(BigInteger, default=0)
+    reserved: Mapped[int] = mapped_column(BigInteger, default=0)
+    sold: Mapped[int] = mapped_column(BigInteger, default=0)
+    # Low-stock alert when what is left drops to the threshold (0 = off); once per crossing.
+    threshold: Mapped[int] = mapped_column(Integer, default=0)
+    alerted: Mapped[bool] = mapped_column(Boolean, default=False)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Distributor(Base):
+    """A Telegram user who resells: tier, parent (any depth), storefront channel, prepaid balance."""
+
+    __tablename__ = "distributors"
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True)
+    user_id: Mapped[int] = mapped_column(BigInteger, unique=True)
+    name: Mapped[str] = mapped_column(String(100))
+    tier: Mapped[str] = mapped_column(String(32))
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("distributors.id"), nullable=True, index=True)
+    depth: Mapped[int] = mapped_column(Integer)  # 1 = invited by the operator
+    channel_id: Mapped[int] = mapped_column(ForeignKey("channels.id"), unique=True)
+    referral_code: Mapped[str] = mapped_column(String(24), unique=True)
+    balance: Mapped[int] = mapped_column(BigInteger, default=0)
+    currency: Mapped[str] = mapped_column(String(8))
+    # How many sub-distributors it may have (invites outstanding count too); set by the operator.
+    invite_limit: Mapped[int] = mapped_column(Integer, default=0)
+    sub_count: Mapped[int] = mapped_column(Integer, default=0)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class DistributorInvite(Base):
+    """A one-time invite deep link (``/start inv_<token>``)."""
+
+    __tablename__ = "distributor_invites"
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True)
+    token: Mapped[str] = mapped_column(String(32), unique=True)
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("distributors.id"), nullable=True, index=True)
+    tier: Mapped[str] = mapped_column(String(32))
+    invite_limit: Mapped[int] = mapped_column(Integer, default=0)
+    created_by: Mapped[str] = mapped_column(String(64))
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    used_by: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class CostPrice(Base):
+    """What a distributor pays per unit: ``scope`` is ``distributor:<id>`` or ``tier:<tier>``."""
+
+    __tablename__ = "cost_prices"
+    __table_args__ = (UniqueConstraint("scope", "product_id"),)
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True)
+    scope: Mapped[str] = mapped_column(String(48))
+    product_id: Mapped[int] = mapped_column(ForeignKey("products.id"))
+    price: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class CommissionRate(Base):
+    """Commission for level N of an order's chain, in basis points of the line amount."""
+
+    __tablename__ = "commission_rates"
+
+    level: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    rate_bp: Mapped[int] = mapped_column(Integer)
+
+
+class CommissionStatus(enum.StrEnum):
+    AWAITING = "awaiting"  # order placed, not paid yet
+    PENDING = "pending"  # order paid; settles with the day (finance)
+    AVAILABLE = "available"  # settled, may be withdrawn
+    VOID = "void"  # the order was never paid or could not be filled
+    REVERSED = "reversed"  # the line was refunded before settlement
+
+
+class Commission(Base):
+    """One distributor's share of one order line, fixed when the order was placed."""
+
+    __tablename__ = "commissions"
+    __table_args__ = (UniqueConstraint("order_line_id", "distributor_id", "kind"),)
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True)
+    order_id: Mapped[int] = mapped_column(ForeignKey("orders.id"), index=True)
+    order_line_id: Mapped[int] = mapped_column(ForeignKey("order_lines.id"))
+    distributor_id: Mapped[int] = mapped_column(ForeignKey("distributors.id"), index=True)
+    level: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(16))  # margin | level
+    base_amount: Mapped[int] = mapped_column(BigInteger)
+    rate_bp: Mapped[int] = mapped_column(Integer, default=0)
+    amount: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(8))
+    status: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class BalanceEntry(Base):
+    """One change of a distributor's prepaid balance, with the balance after it."""
+
+    __tablename__ = "balance_entries"
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True)
+    distributor_id: Mapped[int] = mapped_column(ForeignKey("distributors.id"), index=True)
+    amount: Mapped[int] = mapped_column(BigInteger)
+    balance_after: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(8))
+    reason: Mapped[str] = mapped_column(String(32))  # top_up | bulk_purchase | adjustment
+    order_id: Mapped[int | None] = mapped_column(ForeignKey("orders.id"), nullable=True)
+    note: Mapped[str] = mapped_column(String(255), default="")
+    actor: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -11,12 +11,14 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from quanyi.core import outbox
+from quanyi.core import channels, commissions, distributors, outbox
 from quanyi.core.catalog import SELLABLE_KINDS, get_product
 from quanyi.core.crypto import KeyRing
 from quanyi.core.db import Database, rowcount, upsert
 from quanyi.core.errors import Forbidden, InvalidInput, NotForSale, NotFound, OutOfStock
 from quanyi.core.models import (
+    CommissionStatus,
+    Distributor,
     Order,
     OrderLine,
     OrderStatus,
@@ -97,18 +99,23 @@ async def place_order(
     if product.kind not in SELLABLE_KINDS:
         raise NotForSale(f"{product.name} is not on sale yet")
     await remember_user(session, buyer)
+    terms = await channels.sale_terms(session, product, channel=channel, user_id=buyer.user_id)
     now = utcnow()
-    currency, unit_price = product.currency, product.price
+    currency, unit_price = product.currency, terms.unit_price
     if pay_method.currency and pay_method.currency != product.currency:
         currency = pay_method.currency
-        unit_price = product.stars_price or convert_up(product.price, product.currency, stars_rate, currency)
+        if product.stars_price and terms.unit_price == product.price:
+            unit_price = product.stars_price
+        else:
+            unit_price = convert_up(terms.unit_price, product.currency, stars_rate, currency)
     amount = unit_price * quantity
     order = Order(
         number=new_order_number(now),
         user_id=buyer.user_id,
         chat_id=buyer.chat_id,
         language=buyer.language,
-        channel=channel,
+        channel=terms.channel,
+        distributor_id=terms.head_id,
         status=OrderStatus.PENDING,
         currency=currency,
         list_amount=amount,
@@ -121,6 +128,11 @@ async def place_order(
     )
     session.add(order)
     await session.flush()
+    seller_cost: int | None = None
+    if terms.seller_id is not None:
+        seller = await session.get(Distributor, terms.seller_id)
+        assert seller is not None
+        seller_cost = await distributors.cost_price(session, seller, product)
     line = OrderLine(
         order_id=order.id,
         line_no=1,
@@ -130,9 +142,13 @@ async def place_order(
         quantity=quantity,
         unit_price=unit_price,
         amount=amount,
+        list_price=terms.unit_price,
+        cost_price=seller_cost,
+        allocation_id=terms.allocation_id,
     )
     session.add(line)
     await session.flush()
+    await channels.reserve_units(session, product.id, terms.allocation_id, quantity)
     taken = await take_items(
         session,
         product_id=product.id,
@@ -144,6 +160,9 @@ async def place_order(
     if len(taken) < quantity:
         # The caller's transaction rolls back: no order, no reservation.
         raise OutOfStock(f"only {len(taken)} left", available=len(taken))
+    await commissions.record_for_line(
+        session, order, line, head_id=terms.head_id, seller_cost=seller_cost, currency=product.currency
+    )
     return PlacedOrder(order=order, title=f"{product.name} x{quantity}")
 
 
@@ -191,6 +210,8 @@ async def cancel_pending(session: AsyncSession, order_id: int, *, reason: str) -
     if not rowcount(result):
         return False
     await release_reserved(session, order_id)
+    await channels.release_units(session, order_id)
+    await commissions.mark(session, order_id, CommissionStatus.VOID)
     return True
 
 

@@ -20,11 +20,12 @@ from typing import TYPE_CHECKING
 from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from quanyi.core import outbox
+from quanyi.core import commissions, outbox
 from quanyi.core.db import upsert
 from quanyi.core.errors import CallbackRejected, InvalidInput, NotFound, QuanyiError, RefundFailed, RefundNotSupported
 from quanyi.core.fulfilment import first_sighting
 from quanyi.core.models import (
+    CommissionStatus,
     Order,
     OrderLine,
     OrderStatus,
@@ -393,6 +394,14 @@ async def _record_line_refunds(
             .values(status=StockStatus.VOID)
             .execution_options(synchronize_session=False)
         )
+        # Refunded before settlement: the distributors' shares of those lines are taken back.
+        await commissions.mark(
+            session,
+            order.id,
+            CommissionStatus.REVERSED,
+            frm=(CommissionStatus.AWAITING, CommissionStatus.PENDING),
+            line_ids=[r.order_line_id for r in created if r.order_line_id is not None],
+        )
     return created
 
 
@@ -461,6 +470,9 @@ async def _void_order(session: AsyncSession, order_id: int) -> None:
         .where(StockItem.order_id == order_id, StockItem.status.in_([StockStatus.SOLD, StockStatus.RESERVED]))
         .values(status=StockStatus.VOID)
         .execution_options(synchronize_session=False)
+    )
+    await commissions.mark(
+        session, order_id, CommissionStatus.REVERSED, frm=(CommissionStatus.AWAITING, CommissionStatus.PENDING)
     )
     await session.execute(
         update(Order)

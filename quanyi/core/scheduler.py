@@ -14,6 +14,7 @@ from datetime import timedelta
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from quanyi.core import leases
+from quanyi.core.alerts import StockAlert, check_stock
 from quanyi.core.orders import expire_due
 from quanyi.core.payments.queries import query_pending
 from quanyi.core.services import Core
@@ -59,6 +60,17 @@ class Jobs:
             self.core.outbox_wakeup.set()
         return settled
 
+    async def stock_alerts(self) -> list[StockAlert]:
+        """Tell operators (and distributors, of their own allocations) when stock runs low."""
+        if not await self.is_leader():
+            return []
+        async with self.core.db.transaction() as session:
+            raised = await check_stock(session, self.core.settings.admin_id_list)
+        if raised:
+            log.info("low-stock alerts: %s", ", ".join(f"{a.sku}@{a.channel or 'pool'}" for a in raised))
+            self.core.outbox_wakeup.set()
+        return raised
+
     async def resign(self) -> None:
         await leases.release(self.core.db, LEASE, self.holder)
 
@@ -78,6 +90,14 @@ def build_scheduler(jobs: Jobs) -> AsyncIOScheduler:
         "interval",
         seconds=jobs.core.settings.payment_query_job_seconds,
         id="query_payments",
+        max_instances=1,
+        coalesce=True,
+    )
+    scheduler.add_job(
+        jobs.stock_alerts,
+        "interval",
+        seconds=jobs.core.settings.stock_alert_job_seconds,
+        id="stock_alerts",
         max_instances=1,
         coalesce=True,
     )

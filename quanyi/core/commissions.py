@@ -1,0 +1,180 @@
+"""Commissions: each order line's shares for its distributor chain, fixed when it is placed.
+
+The chain starts at the distributor whose customer the buyer is (level 1) and follows
+parents upwards. Per line, in the product's currency:
+
+- ``level`` commission for level N = ``line base amount * rate_N // 10_000`` (rate in basis
+  points). Rounding: each share is rounded down to the minor unit, separately per line and
+  level; the fractions stay with the operator. Nothing is ever rounded up.
+- ``margin`` for the seller, when the sale was on its own storefront: ``(resale price - its
+  cost) * quantity`` (never negative).
+
+The base amount is the line's list price times quantity (the channel price the buyer was
+charged, in the product currency even when the order was paid in Stars). Rows are written
+``awaiting`` with the order, become ``pending`` when it is paid, ``void`` if it never is,
+``reversed`` when the line is refunded; the finance settlement turns pending into available.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from quanyi.core.errors import InvalidInput
+from quanyi.core.models import (
+    Commission,
+    CommissionRate,
+    CommissionStatus,
+    Distributor,
+    Order,
+    OrderLine,
+    utcnow,
+)
+
+BASIS_POINTS = 10_000
+MAX_LEVELS = 10
+
+
+@dataclass(frozen=True)
+class Share:
+    distributor_id: int
+    level: int
+    kind: str
+    base_amount: int
+    rate_bp: int
+    amount: int
+
+
+async def rates(session: AsyncSession) -> dict[int, int]:
+    rows = await session.execute(select(CommissionRate.level, CommissionRate.rate_bp))
+    return dict(rows.all())
+
+
+async def set_rate(session: AsyncSession, level: int, rate_bp: int) -> None:
+    """Commission for chain level ``level`` (1 = the buyer's own distributor), in basis points."""
+    if not 1 <= level <= MAX_LEVELS:
+        raise InvalidInput(f"level must be between 1 and {MAX_LEVELS}")
+    if not 0 <= rate_bp <= BASIS_POINTS:
+        raise InvalidInput("rate must be between 0% and 100%")
+    row = await session.get(CommissionRate, level)
+    if row is None:
+        session.add(CommissionRate(level=level, rate_bp=rate_bp))
+    else:
+        row.rate_bp = rate_bp
+    await session.flush()
+
+
+def parse_rate(text: str) -> int:
+    """``5%``, ``5``, ``2.5%`` or ``250bp`` -> basis points, with no float on the way."""
+    value = (text or "").strip().lower()
+    if value.endswith("bp"):
+        digits = value[:-2].strip()
+        if not digits.isdigit():
+            raise InvalidInput("rate: a percentage like 5% or 2.5%, or basis points like 250bp")
+        return int(digits)
+    value = value.rstrip("%").strip()
+    whole, _, frac = value.partition(".")
+    if not whole.isdigit() or (frac and (not frac.isdigit() or len(frac) > 2)) or not value.isascii():
+        raise InvalidInput("rate: a percentage like 5% or 2.5%, or basis points like 250bp")
+    return int(whole) * 100 + int((frac or "0").ljust(2, "0"))
+
+
+def format_rate(rate_bp: int) -> str:
+    whole, frac = divmod(rate_bp, 100)
+    return f"{whole}%" if not frac else f"{whole}.{frac:02d}".rstrip("0") + "%"
+
+
+async def chain(session: AsyncSession, head_id: int, *, levels: int = MAX_LEVELS) -> list[int]:
+    """Distributor ids from ``head_id`` upwards, at most ``levels`` of them."""
+    ids: list[int] = []
+    current: int | None = head_id
+    while current is not None and len(ids) < levels and current not in ids:
+        ids.append(current)
+        current = await session.scalar(select(Distributor.parent_id).where(Distributor.id == current))
+    return ids
+
+
+def shares_for_line(
+    chain_ids: list[int],
+    level_rates: dict[int, int],
+    *,
+    list_price: int,
+    quantity: int,
+    seller_cost: int | None,
+) -> list[Share]:
+    """The shares of one line: pure arithmetic, so the rule above is tested on its own."""
+    base = list_price * quantity
+    out: list[Share] = []
+    if seller_cost is not None and chain_ids:
+        margin = max(0, (list_price - seller_cost) * quantity)
+        if margin:
+            out.append(Share(chain_ids[0], 1, "margin", base, 0, margin))
+    for level, distributor_id in enumerate(chain_ids, start=1):
+        rate_bp = level_rates.get(level, 0)
+        amount = base * rate_bp // BASIS_POINTS
+        if amount > 0:
+            out.append(Share(distributor_id, level, "level", base, rate_bp, amount))
+    return out
+
+
+async def record_for_line(
+    session: AsyncSession,
+    order: Order,
+    line: OrderLine,
+    *,
+    head_id: int | None,
+    seller_cost: int | None,
+    currency: str,
+    status: CommissionStatus = CommissionStatus.AWAITING,
+) -> list[Share]:
+    """Snapshot the line's commissions as they stand at the time of sale."""
+    if head_id is None:
+        return []
+    level_rates = await rates(session)
+    depth = max([lvl for lvl, bp in level_rates.items() if bp > 0], default=1)
+    ids = await chain(session, head_id, levels=depth)
+    shares = shares_for_line(
+        ids,
+        level_rates,
+        list_price=line.list_price if line.list_price is not None else line.unit_price,
+        quantity=line.quantity,
+        seller_cost=seller_cost,
+    )
+    now = utcnow()
+    for share in shares:
+        session.add(
+            Commission(
+                order_id=order.id,
+                order_line_id=line.id,
+                distributor_id=share.distributor_id,
+                level=share.level,
+                kind=share.kind,
+                base_amount=share.base_amount,
+                rate_bp=share.rate_bp,
+                amount=share.amount,
+                currency=currency,
+                status=status.value,
+                created_at=now,
+                updated_at=now,
+            )
+        )
+    if shares:
+        await session.flush()
+    return shares
+
+
+async def mark(
+    session: AsyncSession,
+    order_id: int,
+    to: CommissionStatus,
+    *,
+    frm: Iterable[CommissionStatus] = (CommissionStatus.AWAITING,),
+    line_ids: list[int] | None = None,
+) -> None:
+    query = update(Commission).where(Commission.order_id == order_id, Commission.status.in_([s.value for s in frm]))
+    if line_ids is not None:
+        query = query.where(Commission.order_line_id.in_(line_ids))
+    await session.execute(query.values(status=to.value, updated_at=utcnow()))
