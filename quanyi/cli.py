@@ -9,7 +9,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -79,7 +79,16 @@ def cmd_product_update(args: argparse.Namespace) -> int:
     from quanyi.core.catalog import update_product
     from quanyi.core.money import Money
 
-    changes = [args.name, args.price, args.stars_price, args.instructions, args.description, args.active]
+    changes = [
+        args.name,
+        args.price,
+        args.stars_price,
+        args.instructions,
+        args.description,
+        args.active,
+        args.floor,
+        args.ceiling,
+    ]
     if all(change is None for change in changes) and not args.derived_stars_price:
         raise QuanyiError("nothing to change: give at least one option (see --help)")
 
@@ -96,11 +105,18 @@ def cmd_product_update(args: argparse.Namespace) -> int:
                 instructions=args.instructions,
                 description=args.description,
                 active=args.active,
+                floor=args.floor,
+                ceiling=args.ceiling,
             )
             price = Money(product.price, product.currency)
             stars_text = f"{product.stars_price} ⭐" if product.stars_price else "Stars from the rate"
             state = "on sale" if product.active else "off sale"
-        print(f"updated {product.sku}: {product.name} at {price} / {stars_text}, {state}")
+            limits = ""
+            if product.floor_price is not None or product.ceiling_price is not None:
+                floor = _money_or(product.floor_price, product.currency, "none")
+                ceiling = _money_or(product.ceiling_price, product.currency, "none")
+                limits = f"; floor {floor}, ceiling {ceiling}"
+        print(f"updated {product.sku}: {product.name} at {price} / {stars_text}, {state}{limits}")
         return 0
 
     return asyncio.run(_with_core(run))
@@ -185,15 +201,85 @@ def cmd_stock_void(args: argparse.Namespace) -> int:
 
 
 def cmd_stock_show(args: argparse.Namespace) -> int:
-    from quanyi.core.stock import stock_levels
+    from quanyi.core.channels import pool_levels
 
     async def run(core: Any) -> int:
         async with core.db.read() as session:
-            levels = await stock_levels(session, args.sku)
-        _table(
-            ["sku", "available", "reserved", "sold", "void", "expired", "name"],
-            [[lv.sku, lv.available, lv.reserved, lv.sold, lv.void, lv.expired, lv.name] for lv in levels],
+            levels = await pool_levels(session, args.sku)
+        rows: list[list[Any]] = []
+        for lv in levels:
+            free = f"{lv.unallocated}!" if lv.unallocated < 0 else lv.unallocated
+            rows.append(
+                [lv.sku, lv.available, lv.reserved, lv.sold, lv.void, lv.expired]
+                + [lv.allocated_remaining, free, "pool", _threshold(lv.threshold), lv.name]
+            )
+            # A channel row keeps the first five columns numeric, as scripts read them: what it
+            # may still sell, its own counters, and 0 void/expired (codes are voided or expire
+            # in the pool, never in an allocation). The warning for over-allocation is on stderr.
+            for a in lv.allocations:
+                quota = a.mode == "quota"
+                rows.append(
+                    [f"  ↳{a.channel}", a.remaining if quota else max(lv.unallocated, 0), a.reserved, a.sold, 0, 0]
+                    + [a.allocated if quota else "-", "", a.mode, _threshold(a.threshold), a.channel_name]
+                )
+        headers = ["sku", "available", "reserved", "sold", "void", "expired", "allocated", "unallocated"]
+        _table([*headers, "mode", "threshold", "name"], rows)
+        over = [lv.sku for lv in levels if lv.unallocated < 0]
+        if over:
+            print(
+                f"quanyi: warning: over-allocated: {', '.join(over)}: quotas hold more units than the pool has "
+                "(codes voided or expired); take some back: `quanyi stock allocate SKU --to CHANNEL --take-back N`",
+                file=sys.stderr,
+            )
+        return 0
+
+    return asyncio.run(_with_core(run))
+
+
+def cmd_stock_allocate(args: argparse.Namespace) -> int:
+    from quanyi.core import channels
+
+    if args.units is None and args.take_back is None and not args.shared and args.threshold is None:
+        raise QuanyiError("give --units N, --take-back N, --shared or --threshold N (see --help)")
+
+    async def run(core: Any) -> int:
+        async with core.db.transaction() as session:
+            if args.units is not None:
+                await channels.allocate(session, args.sku, args.to, args.units)
+            elif args.take_back is not None:
+                await channels.take_back(session, args.sku, args.to, args.take_back)
+            elif args.shared:
+                await channels.share_pool(session, args.sku, args.to)
+            if args.threshold is not None:
+                await channels.set_threshold(session, args.sku, args.threshold, holder=args.to)
+            code = (await channels.resolve_holder(session, args.to)).code
+            (pool,) = await channels.pool_levels(session, args.sku)
+        held = next((a for a in pool.allocations if a.channel == code), None)
+        if held is None:
+            raise QuanyiError(f"{code} has no allocation of {pool.sku}")
+        if held.mode == "quota":
+            state = (
+                f"quota, allocated {held.allocated}, reserved {held.reserved}, sold {held.sold}, "
+                f"remaining {held.remaining}"
+            )
+        else:
+            state = f"shared pool (no cap of its own), reserved {held.reserved}, sold {held.sold}"
+        print(
+            f"{pool.sku} -> {code} ({held.channel_name}): {state}, threshold {_threshold(held.threshold)}; "
+            f"pool unallocated {pool.unallocated}"
         )
+        return 0
+
+    return asyncio.run(_with_core(run))
+
+
+def cmd_stock_threshold(args: argparse.Namespace) -> int:
+    from quanyi.core.channels import set_threshold
+
+    async def run(core: Any) -> int:
+        async with core.db.transaction() as session:
+            await set_threshold(session, args.sku, args.threshold)
+        print(f"{args.sku}: pool low-stock threshold {_threshold(args.threshold)}")
         return 0
 
     return asyncio.run(_with_core(run))
@@ -329,6 +415,253 @@ def cmd_payment_refund(args: argparse.Namespace) -> int:
     return asyncio.run(_with_core(run))
 
 
+def cmd_channel_add(args: argparse.Namespace) -> int:
+    from quanyi.core.channels import add_channel
+
+    async def run(core: Any) -> int:
+        async with core.db.transaction() as session:
+            channel = await add_channel(session, args.code, args.name, args.kind)
+        print(f"added channel {channel.code}: {channel.name} ({channel.kind})")
+        return 0
+
+    return asyncio.run(_with_core(run))
+
+
+def cmd_channel_list(args: argparse.Namespace) -> int:
+    from quanyi.core.channels import list_channels
+
+    async def run(core: Any) -> int:
+        async with core.db.transaction() as session:  # creates the bot channel on first use
+            rows = [[c.code, c.kind, "yes" if c.active else "no", c.name] for c in await list_channels(session)]
+        _table(["code", "kind", "active", "name"], rows)
+        return 0
+
+    return asyncio.run(_with_core(run))
+
+
+def cmd_channel_price(args: argparse.Namespace) -> int:
+    from quanyi.core.catalog import get_product
+    from quanyi.core.channels import resolve_holder, set_channel_price
+    from quanyi.core.money import Money
+
+    price_text = _price_or_remove(args.price, args.remove)
+
+    async def run(core: Any) -> int:
+        async with core.db.transaction() as session:
+            product = await get_product(session, args.sku)
+            price = Money.parse(price_text, product.currency) if price_text is not None else None
+            await set_channel_price(session, args.channel, args.sku, price.minor if price else None)
+            code = (await resolve_holder(session, args.channel)).code
+            listed = Money(product.price, product.currency)
+        if price is None:
+            print(f"{code}: removed its price of {product.sku}; it sells at the list price {listed}")
+        else:
+            print(f"{code}: sells {product.sku} at {price} (list price {listed})")
+        return 0
+
+    return asyncio.run(_with_core(run))
+
+
+def cmd_distributor_invite(args: argparse.Namespace) -> int:
+    from quanyi.core.distributors import INVITE_PREFIX, create_invite
+
+    async def run(core: Any) -> int:
+        settings = core.settings
+        async with core.db.transaction() as session:
+            invite = await create_invite(
+                session,
+                created_by="cli",
+                tier=args.tier,
+                invite_limit=args.invite_limit,
+                hours=args.hours if args.hours is not None else settings.invite_hours,
+                max_depth=settings.max_distributor_depth,
+            )
+        start = INVITE_PREFIX + invite.token
+        link = _start_link(settings, start)
+        terms = f"tier {invite.tier}, may invite {invite.invite_limit} sub-distributors"
+        if link:
+            print(f"invite link (one use; {terms}): {link}")
+        else:
+            print(f"invite start parameter (one use; {terms}): {start}")
+            print("set QUANYI_BOT_USERNAME to print it as a https://t.me/<bot>?start=... link")
+        print(f"expires {invite.expires_at:%Y-%m-%d %H:%M} UTC")
+        return 0
+
+    return asyncio.run(_with_core(run))
+
+
+def cmd_distributor_list(args: argparse.Namespace) -> int:
+    from quanyi.core.distributors import REFERRAL_PREFIX, list_distributors
+    from quanyi.core.money import format_minor
+
+    async def run(core: Any) -> int:
+        async with core.db.read() as session:
+            rows = await list_distributors(session)
+        user_ids = {d.id: d.user_id for d, _ in rows}
+        _table(
+            ["user", "username", "tier", "parent", "depth", "balance", "subs/limit", "active", "referral", "name"],
+            [
+                [
+                    d.user_id,
+                    f"@{username}" if username else "-",
+                    d.tier,
+                    user_ids.get(d.parent_id, "-") if d.parent_id is not None else "-",
+                    d.depth,
+                    f"{format_minor(d.balance, d.currency)} {d.currency}",
+                    f"{d.sub_count}/{d.invite_limit}",
+                    "yes" if d.active else "no",
+                    _start_link(core.settings, REFERRAL_PREFIX + d.referral_code) or REFERRAL_PREFIX + d.referral_code,
+                    d.name,
+                ]
+                for d, username in rows
+            ],
+        )
+        return 0
+
+    return asyncio.run(_with_core(run))
+
+
+def cmd_distributor_update(args: argparse.Namespace) -> int:
+    from quanyi.core.distributors import update_distributor
+
+    if args.tier is None and args.invite_limit is None and args.active is None:
+        raise QuanyiError("nothing to change: give --tier, --invite-limit, --active or --inactive")
+
+    async def run(core: Any) -> int:
+        async with core.db.transaction() as session:
+            d = await update_distributor(
+                session, args.ref, tier=args.tier, invite_limit=args.invite_limit, active=args.active
+            )
+        state = "active" if d.active else "inactive"
+        print(f"updated distributor {d.user_id} ({d.name}): tier {d.tier}, invite limit {d.invite_limit}, {state}")
+        return 0
+
+    return asyncio.run(_with_core(run))
+
+
+def _balance_change(args: argparse.Namespace, *, sign: int, reason: str) -> int:
+    from quanyi.core.distributors import adjust_balance, resolve
+    from quanyi.core.money import Money
+
+    if args.amount.strip().startswith("-"):
+        other = "debit" if sign > 0 else "credit"
+        raise QuanyiError(f"the amount must be positive; to go the other way use `quanyi distributor {other}`")
+
+    async def run(core: Any) -> int:
+        async with core.db.transaction() as session:
+            d = await resolve(session, args.ref)
+            amount = Money.parse(args.amount, d.currency)
+            after = await adjust_balance(
+                session, d, sign * amount.minor, reason=reason, actor="cli", note=args.note or ""
+            )
+        done = "credited" if sign > 0 else "debited"
+        print(f"{done} {amount} for distributor {d.user_id} ({d.name}): balance {Money(after, d.currency)}")
+        return 0
+
+    return asyncio.run(_with_core(run))
+
+
+def cmd_distributor_credit(args: argparse.Namespace) -> int:
+    return _balance_change(args, sign=1, reason="top_up")
+
+
+def cmd_distributor_debit(args: argparse.Namespace) -> int:
+    return _balance_change(args, sign=-1, reason="adjustment")
+
+
+def cmd_distributor_price(args: argparse.Namespace) -> int:
+    from quanyi.core.catalog import get_product
+    from quanyi.core.distributors import set_cost_price
+    from quanyi.core.money import Money
+
+    price_text = _price_or_remove(args.price, args.remove)
+
+    async def run(core: Any) -> int:
+        async with core.db.transaction() as session:
+            product = await get_product(session, args.sku)
+            price = Money.parse(price_text, product.currency) if price_text is not None else None
+            await set_cost_price(
+                session, args.sku, price.minor if price else None, tier=args.tier, distributor=args.distributor
+            )
+            listed = Money(product.price, product.currency)
+        who = f"tier {args.tier.strip().lower()}" if args.tier is not None else f"distributor {args.distributor}"
+        if price is None:
+            print(f"{product.sku}: removed the cost price of {who}")
+        else:
+            print(f"{product.sku}: {who} pays {price} per unit (list price {listed})")
+        return 0
+
+    return asyncio.run(_with_core(run))
+
+
+def cmd_commission_rate(args: argparse.Namespace) -> int:
+    from quanyi.core.commissions import format_rate, parse_rate, set_rate
+
+    rate = parse_rate(args.rate)
+
+    async def run(core: Any) -> int:
+        async with core.db.transaction() as session:
+            await set_rate(session, args.level, rate)
+        print(f"level {args.level} commission: {format_rate(rate)} of the line amount")
+        return 0
+
+    return asyncio.run(_with_core(run))
+
+
+def cmd_commission_rates(args: argparse.Namespace) -> int:
+    from quanyi.core.commissions import format_rate, rates
+
+    async def run(core: Any) -> int:
+        async with core.db.read() as session:
+            levels = await rates(session)
+        _table(["level", "rate"], [[level, format_rate(bp)] for level, bp in sorted(levels.items())])
+        return 0
+
+    return asyncio.run(_with_core(run))
+
+
+def cmd_commission_list(args: argparse.Namespace) -> int:
+    from quanyi.core.commissions import format_rate, list_commissions
+    from quanyi.core.distributors import resolve
+    from quanyi.core.money import format_minor
+
+    async def run(core: Any) -> int:
+        async with core.db.read() as session:
+            distributor = await resolve(session, args.distributor) if args.distributor else None
+            rows = await list_commissions(
+                session,
+                distributor_id=distributor.id if distributor else None,
+                order_number=args.order,
+                limit=args.limit,
+            )
+        _table(
+            ["order", "line", "distributor", "level", "kind", "base", "rate", "amount", "status"],
+            [
+                [
+                    r.order_number,
+                    r.line_no,
+                    f"{r.distributor_user_id} {r.distributor_name}",
+                    r.commission.level,
+                    r.commission.kind,
+                    format_minor(r.commission.base_amount, r.commission.currency),
+                    format_rate(r.commission.rate_bp) if r.commission.kind == "level" else "-",
+                    f"{format_minor(r.commission.amount, r.commission.currency)} {r.commission.currency}",
+                    r.commission.status,
+                ]
+                for r in rows
+            ],
+        )
+        totals: dict[tuple[str, str], int] = {}
+        for r in rows:
+            key = (r.commission.status, r.commission.currency)
+            totals[key] = totals.get(key, 0) + r.commission.amount
+        for (status, currency), amount in sorted(totals.items()):
+            print(f"total {status}: {format_minor(amount, currency)} {currency}")
+        return 0
+
+    return asyncio.run(_with_core(run))
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from quanyi.core.demo import load_demo
 
@@ -357,14 +690,44 @@ def _table(headers: list[str], rows: list[list[Any]]) -> None:
         print("(none)")
 
 
+def _threshold(value: int) -> str:
+    return str(value) if value else "off"
+
+
+def _money_or(minor: int | None, currency: str, default: str) -> str:
+    from quanyi.core.money import Money
+
+    return str(Money(minor, currency)) if minor is not None else default
+
+
+def _price_or_remove(price: str | None, remove: bool) -> str | None:
+    """PRICE or --remove, exactly one of them; None means remove."""
+    if (price is None) == (not remove):
+        raise QuanyiError("give a PRICE or --remove")
+    return price
+
+
+def _start_link(settings: Settings, start: str) -> str | None:
+    """The t.me deep link for a /start parameter, when the bot's username is configured."""
+    bot = settings.bot_username.strip().lstrip("@")
+    return f"https://t.me/{bot}?start={start}" if bot else None
+
+
 def _redact_url(url: str) -> str:
     from sqlalchemy.engine import make_url
 
     return make_url(url).render_as_string(hide_password=True)
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage mistakes are one line on stderr too; the full usage is in --help."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"quanyi: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="quanyi", description="Sell virtual rights through chat.")
+    parser = _Parser(prog="quanyi", description="Sell virtual rights through chat.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     db = sub.add_parser("db", help="database schema").add_subparsers(dest="db_command", required=True)
@@ -391,6 +754,8 @@ def build_parser() -> argparse.ArgumentParser:
     upd.add_argument("--derived-stars-price", action="store_true", help="use price × QUANYI_STARS_RATE again")
     upd.add_argument("--instructions")
     upd.add_argument("--description")
+    upd.add_argument("--floor", help="lowest price any channel or distributor may sell at; '' removes it")
+    upd.add_argument("--ceiling", help="highest resale price a distributor may set; '' removes it")
     sale = upd.add_mutually_exclusive_group()
     sale.add_argument("--on-sale", dest="active", action="store_true", default=None)
     sale.add_argument("--off-sale", dest="active", action="store_false", help="hide it from the catalogue")
@@ -418,9 +783,121 @@ def build_parser() -> argparse.ArgumentParser:
     void.add_argument("file")
     void.add_argument("--format", choices=["csv", "txt"], help="default: from the file name")
     void.set_defaults(fn=cmd_stock_void)
-    show = stock.add_parser("show", help="stock levels per product")
+    show = stock.add_parser(
+        "show",
+        help="stock levels per product, with what each channel holds of it",
+        description="One row per product (mode pool): available, reserved, sold, void and expired codes; "
+        "allocated = units its quotas still hold; unallocated = what is left for the shared pool (negative, "
+        "marked !, when voided or expired codes left the quotas larger than the pool). Under it one row per "
+        "channel allocation: available = what that channel may still sell (a shared one: the unallocated pool), "
+        "its reserved and sold units, allocated = units given to it in total, its mode and threshold.",
+    )
     show.add_argument("sku", nargs="?")
     show.set_defaults(fn=cmd_stock_show)
+    alloc = stock.add_parser(
+        "allocate",
+        help="give a channel or distributor a quota of a product, take units back, or let it sell from the pool",
+        description="--to is a channel code, or a distributor by Telegram user id or @username. Give exactly one "
+        "of --units, --take-back, --shared; --threshold may come with one of them or alone.",
+    )
+    alloc.add_argument("sku")
+    alloc.add_argument("--to", required=True, metavar="CHANNEL_OR_DISTRIBUTOR")
+    how = alloc.add_mutually_exclusive_group()
+    how.add_argument("--units", type=int, metavar="N", help="give N more units from the unallocated pool")
+    how.add_argument(
+        "--take-back", type=int, metavar="N", help="return N of its remaining units (never reserved or sold ones)"
+    )
+    how.add_argument(
+        "--shared", action="store_true", help="sell from the shared pool with no cap; a quota's rest goes back"
+    )
+    alloc.add_argument("--threshold", type=int, metavar="N", help="low-stock alert when N or fewer are left; 0 = off")
+    alloc.set_defaults(fn=cmd_stock_allocate)
+    thr = stock.add_parser("threshold", help="low-stock alert threshold of a product's pool (0 = off)")
+    thr.add_argument("sku")
+    thr.add_argument("threshold", type=int, metavar="N")
+    thr.set_defaults(fn=cmd_stock_threshold)
+
+    channel = sub.add_parser("channel", help="sales channels and their prices").add_subparsers(
+        dest="channel_command", required=True
+    )
+    cadd = channel.add_parser("add", help="add a sales channel (partner API client, storefront)")
+    cadd.add_argument("code", help="2-32 lowercase letters, digits, '_' or '-'")
+    cadd.add_argument("--name", required=True)
+    cadd.add_argument("--kind", choices=["partner", "distributor"], default="partner")
+    cadd.set_defaults(fn=cmd_channel_add)
+    channel.add_parser("list", help="all channels").set_defaults(fn=cmd_channel_list)
+    cprice = channel.add_parser(
+        "price", help="a channel's own price for a product (never under the product's floor), or --remove it"
+    )
+    cprice.add_argument("channel", help="channel code, or a distributor by user id or @username")
+    cprice.add_argument("sku")
+    cprice.add_argument("price", nargs="?", help="decimal text in the product's currency")
+    cprice.add_argument("--remove", action="store_true", help="sell at the list price again")
+    cprice.set_defaults(fn=cmd_channel_price)
+
+    dist = sub.add_parser("distributor", help="distributors (代理)").add_subparsers(
+        dest="distributor_command", required=True
+    )
+    dinv = dist.add_parser(
+        "invite",
+        help="a one-time invite link that makes its user a level-1 distributor",
+        description="Prints https://t.me/<QUANYI_BOT_USERNAME>?start=inv_<token> (or the start parameter when "
+        "QUANYI_BOT_USERNAME is not set) and when it expires.",
+    )
+    dinv.add_argument("--tier", default="default", help="cost-price tier (default: default)")
+    dinv.add_argument("--invite-limit", type=int, default=0, metavar="N", help="sub-distributors it may invite")
+    dinv.add_argument("--hours", type=int, metavar="H", help="valid for H hours (default: QUANYI_INVITE_HOURS)")
+    dinv.set_defaults(fn=cmd_distributor_invite)
+    dist.add_parser("list", help="all distributors with balance and referral link").set_defaults(
+        fn=cmd_distributor_list
+    )
+    dupd = dist.add_parser("update", help="change a distributor's tier, invite limit or whether it is active")
+    dupd.add_argument("ref", help="Telegram user id, @username or storefront channel code")
+    dupd.add_argument("--tier")
+    dupd.add_argument("--invite-limit", type=int, metavar="N")
+    state = dupd.add_mutually_exclusive_group()
+    state.add_argument("--active", dest="active", action="store_true", default=None)
+    state.add_argument("--inactive", dest="active", action="store_false", help="it can no longer sell or invite")
+    dupd.set_defaults(fn=cmd_distributor_update)
+    dcredit = dist.add_parser("credit", help="top up a distributor's prepaid balance")
+    dcredit.add_argument("ref", help="Telegram user id, @username or storefront channel code")
+    dcredit.add_argument("amount", help="decimal text in the distributor's currency, e.g. 500.00")
+    dcredit.add_argument("--note", help="e.g. the bank transfer reference")
+    dcredit.set_defaults(fn=cmd_distributor_credit)
+    ddebit = dist.add_parser("debit", help="take from a distributor's balance (a correction); never below zero")
+    ddebit.add_argument("ref", help="Telegram user id, @username or storefront channel code")
+    ddebit.add_argument("amount", help="decimal text in the distributor's currency")
+    ddebit.add_argument("--note", required=True, help="why (kept with the balance entry)")
+    ddebit.set_defaults(fn=cmd_distributor_debit)
+    dprice = dist.add_parser(
+        "price",
+        help="cost price a tier or one distributor pays per unit, or --remove it",
+        description="A distributor pays its own cost price, else its tier's, else the list price.",
+    )
+    dprice.add_argument("sku")
+    dprice.add_argument("price", nargs="?", help="decimal text in the product's currency")
+    whom = dprice.add_mutually_exclusive_group(required=True)
+    whom.add_argument("--tier")
+    whom.add_argument("--distributor", metavar="REF", help="Telegram user id, @username or storefront channel code")
+    dprice.add_argument("--remove", action="store_true")
+    dprice.set_defaults(fn=cmd_distributor_price)
+
+    commission = sub.add_parser("commission", help="distributor commissions").add_subparsers(
+        dest="commission_command", required=True
+    )
+    crate = commission.add_parser(
+        "rate",
+        help="commission for chain level N (1 = the buyer's own distributor) as a share of the line amount",
+    )
+    crate.add_argument("level", type=int)
+    crate.add_argument("rate", help="5%%, 2.5%% or 250bp; 0 turns the level off")
+    crate.set_defaults(fn=cmd_commission_rate)
+    commission.add_parser("rates", help="commission rate per level").set_defaults(fn=cmd_commission_rates)
+    clist = commission.add_parser("list", help="commission rows, newest first, with totals per status")
+    clist.add_argument("--distributor", metavar="REF", help="Telegram user id, @username or storefront channel code")
+    clist.add_argument("--order", metavar="NUMBER")
+    clist.add_argument("--limit", type=int, default=500, help="newest N rows (the totals add up these rows)")
+    clist.set_defaults(fn=cmd_commission_list)
 
     order = sub.add_parser("order", help="orders").add_subparsers(dest="order_command", required=True)
     olist = order.add_parser("list", help="recent orders, newest first")

@@ -27,6 +27,7 @@ from aiohttp import web
 BOT_TOKEN = "123:ABC"
 BOT_USER = {"id": 123, "is_bot": True, "first_name": "Quanyi Test", "username": "quanyi_test_bot"}
 TEXT_LIMIT = 4096
+CAPTION_LIMIT = 1024
 # Fields aiogram sends JSON-encoded inside a form body.
 JSON_FIELDS = {
     "reply_markup",
@@ -67,6 +68,12 @@ FAILURES: dict[str, tuple[int, str]] = {
     "403": (403, "Forbidden: bot was blocked by the user"),
     "400": (400, "Bad Request: chat not found"),
 }
+
+
+class Upload(bytes):
+    """The bytes of a file the client uploaded, with the file name it gave."""
+
+    filename: str = ""
 
 
 class TelegramError(Exception):
@@ -177,6 +184,7 @@ class FakeTelegram:
         self.pre_checkout_answers: dict[str, dict[str, Any]] = {}
         self.invoices: dict[tuple[int, int], dict[str, Any]] = {}  # (chat, message) -> sendInvoice params
         self.star_charges: dict[str, dict[str, Any]] = {}  # charge id -> user_id, amount, payload, refunded
+        self.documents: dict[tuple[int, int], Upload] = {}  # (chat, message) -> the uploaded file
         # Telegram tells the bot of a refund it made too (a refunded_payment service message).
         self.echo_star_refunds = True
         self.allowed_updates: list[str] | None = None  # as the last getUpdates asked
@@ -465,16 +473,27 @@ class FakeTelegram:
         document = params.get("document")
         if not document:
             raise TelegramError(400, "Bad Request: there is no document in the request")
-        extra = {"document": {"file_id": f"doc{next(self._callback_ids)}", "file_unique_id": "d"}, "caption": plain}
+        if len(plain) > CAPTION_LIMIT:
+            raise TelegramError(400, "Bad Request: message caption is too long")
+        file: dict[str, Any] = {"file_id": f"doc{next(self._callback_ids)}", "file_unique_id": "d"}
+        if isinstance(document, Upload):
+            file |= {"file_name": document.filename, "file_size": len(document)}
+        message_id = next(self._message_ids)
+        if isinstance(document, bytes):
+            self.documents[(chat_id, message_id)] = document if isinstance(document, Upload) else Upload(document)
         return self._store(
             "document",
             chat_id,
-            next(self._message_ids),
+            message_id,
             caption,
             plain,
             self._check_markup(params.get("reply_markup")),
-            extra,
+            {"document": file, "caption": plain},
         )
+
+    def document_of(self, message: BotMessage) -> Upload:
+        """The file uploaded with a document message (its bytes and ``filename``)."""
+        return self.documents[(message.chat_id, message.message_id)]
 
     async def _api_sendInvoice(self, params: dict[str, Any]) -> Any:
         chat_id = _chat_id(params)
@@ -786,7 +805,9 @@ async def _read_params(request: web.Request) -> dict[str, Any]:
     files: dict[str, bytes] = {}
     for key, value in form.items():
         if isinstance(value, web.FileField):
-            files[key] = value.file.read()
+            upload = Upload(value.file.read())
+            upload.filename = value.filename
+            files[key] = upload
         elif key in JSON_FIELDS:
             params[key] = json.loads(value)
         else:

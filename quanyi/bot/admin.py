@@ -1,4 +1,4 @@
-"""Operator chat: look up an order, refund it (or one line), refund payments kept for review.
+"""Operator chat: orders and refunds (stock, channels and distributors are in ``ops``).
 
 Only QUANYI_ADMIN_IDS reach these handlers; anyone else gets the shop's ordinary reply,
 so the commands are not even revealed.
@@ -7,16 +7,17 @@ so the commands are not even revealed.
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from aiogram import F, Router
-from aiogram.filters import BaseFilter, Command, CommandObject
+from aiogram.filters import Command, CommandObject
 from aiogram.filters.callback_data import CallbackData
 from aiogram.fsm.context import FSMContext
 from aiogram.fsm.state import State, StatesGroup
-from aiogram.types import CallbackQuery, InlineKeyboardButton, Message, TelegramObject
+from aiogram.types import CallbackQuery, InlineKeyboardButton, Message
 from aiogram.utils.keyboard import InlineKeyboardBuilder
 
+from quanyi.bot.admin_filter import IsAdmin
+from quanyi.bot.ops import menu_markup, menu_text
 from quanyi.bot.render import money, status_label
 from quanyi.core.errors import InvalidInput, NotFound, QuanyiError, RefundNotSupported
 from quanyi.core.orders import list_payments, order_details
@@ -25,12 +26,6 @@ from quanyi.core.services import Core
 from quanyi.i18n import raw_t, t
 
 log = logging.getLogger(__name__)
-
-
-class IsAdmin(BaseFilter):
-    async def __call__(self, event: TelegramObject, core: Core, **_: Any) -> bool:
-        user = getattr(event, "from_user", None)
-        return user is not None and user.id in core.settings.admin_id_list
 
 
 class RefundCb(CallbackData, prefix="rf"):
@@ -54,8 +49,9 @@ def build_admin_router() -> Router:
     router.callback_query.filter(IsAdmin())
 
     @router.message(Command("admin"))
-    async def menu(message: Message, lang: str) -> None:
-        await message.answer(t(lang, "admin_menu"))
+    async def menu(message: Message, lang: str, state: FSMContext) -> None:
+        await state.clear()
+        await message.answer(menu_text(lang), reply_markup=menu_markup(lang))
 
     @router.message(Command("order"))
     async def show_order(message: Message, command: CommandObject, core: Core, lang: str) -> None:

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import csv
+import io
 import logging
 import time
+from collections.abc import Mapping
 from datetime import timedelta
 
 from aiogram import Bot
@@ -21,6 +24,7 @@ from aiogram.exceptions import (
     TelegramNotFound,
     TelegramRetryAfter,
 )
+from aiogram.types import BufferedInputFile
 
 from quanyi.bot.render import delivery_messages, method_label, money, status_label
 from quanyi.core import outbox
@@ -89,7 +93,11 @@ class OutboxSender:
             return
         self._chat_ready[message.chat_id] = now + self._per_chat
         try:
-            texts = await self.render(message)
+            if message.kind == "bulk_delivery":
+                await self._send_bulk_delivery(message)
+                texts: list[str] = []
+            else:
+                texts = await self.render(message)
             for part, text in enumerate(texts):
                 if part < message.parts_sent:
                     continue  # Telegram took this part before a failure; never send it twice
@@ -138,6 +146,8 @@ class OutboxSender:
         """The texts of one outbox message; delivery codes are decrypted only here."""
         lang = message.language
         payload = message.payload
+        if message.kind == "stock_low":
+            return [stock_low_text(lang, payload)]
         async with self.core.db.read() as session:
             order = await session.get(Order, int(payload["order_id"])) if "order_id" in payload else None
             if order is None:
@@ -187,6 +197,46 @@ class OutboxSender:
                 ]
         raise LookupError(f"outbox {message.id}: unknown kind {message.kind}")
 
+    async def _send_bulk_delivery(self, message: Outgoing) -> None:
+        """A bulk purchase's codes as one CSV document."""
+        if message.parts_sent >= 1:
+            return  # Telegram took it before; only marking it sent failed. Never send it twice.
+        caption, document = await self.render_bulk_delivery(message)
+        await self._take_slot()
+        await self.bot.send_document(message.chat_id, document, caption=caption)
+        await outbox.mark_part_sent(self.core.db, message.id, 1)
+
+    async def render_bulk_delivery(self, message: Outgoing) -> tuple[str, BufferedInputFile]:
+        """The caption and the ``serial,secret`` CSV file; the codes are decrypted only here."""
+        async with self.core.db.read() as session:
+            order = await session.get(Order, int(str(message.payload["order_id"])))
+            if order is None:
+                raise LookupError(f"outbox {message.id}: order missing")
+            lines = await delivered_codes(session, self.core.keyring, order)
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(["serial", "secret"])
+        for line in lines:
+            writer.writerows([code.serial or "", code.secret] for code in line.codes)
+        caption = t(
+            message.language,
+            "agent.bulk_caption",
+            number=order.number,
+            name=", ".join(line.name for line in lines),
+            quantity=sum(line.quantity for line in lines),
+            total=money(order.amount, order.currency),
+        )
+        return caption, BufferedInputFile(buffer.getvalue().encode("utf-8"), filename=f"{order.number}.csv")
+
     def _support_line(self, lang: str) -> str:
         contact = self.core.settings.support_contact
         return t(lang, "support_line", contact=contact) if contact else ""
+
+
+def stock_low_text(lang: str, payload: Mapping[str, object]) -> str:
+    """One wording for operators and for the distributor owning the allocation: it names the channel."""
+    values = {k: payload.get(k, "") for k in ("name", "sku", "left", "threshold")}
+    channel = payload.get("channel")
+    if channel is None:
+        return t(lang, "ops.stock_low_pool", **values)
+    return t(lang, "ops.stock_low_channel", channel=channel, **values)

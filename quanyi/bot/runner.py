@@ -12,7 +12,9 @@ from aiogram.fsm.storage.memory import MemoryStorage
 from aiogram.types import BotCommand
 
 from quanyi.bot.admin import build_admin_router
+from quanyi.bot.agent import build_agent_router
 from quanyi.bot.middlewares import LanguageMiddleware
+from quanyi.bot.ops import build_ops_router
 from quanyi.bot.shop import build_router
 from quanyi.bot.stars import build_stars_router
 from quanyi.core.config import DEFAULT_TELEGRAM_API, Settings
@@ -45,6 +47,8 @@ def build_dispatcher(core: Core) -> Dispatcher:
     dp.update.outer_middleware(LanguageMiddleware())
     dp.include_router(build_stars_router())  # first: a payment message must never reach a catch-all
     dp.include_router(build_admin_router())  # before the shop: its catch-all answers everyone else
+    dp.include_router(build_ops_router())
+    dp.include_router(build_agent_router())  # before the shop too: /start inv_..., /agent, its forms
     dp.include_router(build_router())
     return dp
 

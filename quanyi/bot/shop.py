@@ -19,7 +19,8 @@ from aiogram.utils.keyboard import InlineKeyboardBuilder
 from quanyi.bot.callbacks import CancelCb, CatalogueCb, CodesCb, MethodCb, ProductCb, QuantityCb
 from quanyi.bot.render import delivery_messages, method_label, money, status_label
 from quanyi.bot.stars import send_stars_invoice
-from quanyi.core.catalog import CatalogueEntry, catalogue, catalogue_entry, catalogue_entry_by_id
+from quanyi.core.catalog import CatalogueEntry, catalogue, catalogue_entry, catalogue_entry_by_id, for_buyer
+from quanyi.core.distributors import REFERRAL_PREFIX, record_referral
 from quanyi.core.errors import (
     Forbidden,
     InvalidInput,
@@ -55,21 +56,25 @@ def build_router() -> Router:
     @router.message(CommandStart())
     async def start(message: Message, command: CommandObject, core: Core, lang: str, state: FSMContext) -> None:
         await state.clear()
+        args = (command.args or "").strip()
+        user_id = message.from_user.id if message.from_user is not None else message.chat.id
         if message.from_user is not None:  # remembered from the first contact: language, first seen
             user = message.from_user
             async with core.db.transaction() as session:
                 await remember_user(session, Buyer(user.id, message.chat.id, lang, user.username))
-        args = (command.args or "").strip()
+                if args.startswith(REFERRAL_PREFIX):
+                    # A distributor's customer from now on; the first link wins, later ones change nothing.
+                    await record_referral(session, user.id, args[len(REFERRAL_PREFIX) :])
         if args.startswith("buy_"):
             try:
                 async with core.db.read() as session:
-                    entry = await catalogue_entry(session, args[4:])
+                    [entry] = await for_buyer(session, [await catalogue_entry(session, args[4:])], user_id)
             except (NotFound, InvalidInput):
                 await message.answer(t(lang, "not_for_sale"))
             else:
                 await _send_product(message, entry, core, lang)
                 return
-        await _send_catalogue(message, core, lang)
+        await _send_catalogue(message, core, lang, user_id)
 
     @router.message(Command("help"))
     async def help_(message: Message, lang: str) -> None:
@@ -79,13 +84,15 @@ def build_router() -> Router:
     async def show_catalogue(query: CallbackQuery, core: Core, lang: str) -> None:
         await query.answer()
         if isinstance(query.message, Message):
-            await _send_catalogue(query.message, core, lang, edit=True)
+            await _send_catalogue(query.message, core, lang, query.from_user.id, edit=True)
 
     @router.callback_query(ProductCb.filter())
     async def show_product(query: CallbackQuery, callback_data: ProductCb, core: Core, lang: str) -> None:
         try:
             async with core.db.read() as session:
-                entry = await catalogue_entry_by_id(session, callback_data.id)
+                [entry] = await for_buyer(
+                    session, [await catalogue_entry_by_id(session, callback_data.id)], query.from_user.id
+                )
         except NotFound:
             await query.answer(raw_t(lang, "not_for_sale"), show_alert=True)
             return
@@ -111,15 +118,18 @@ def build_router() -> Router:
             await message.answer(t(lang, "bad_quantity", max=limit))
             return
         data = await state.get_data()
+        user_id = message.from_user.id if message.from_user is not None else message.chat.id
         # More than the stock holds: keep the form open so the buyer can type a smaller number.
-        if await _send_methods(message, core, lang, int(data["product_id"]), int(text), edit=False):
+        if await _send_methods(message, core, lang, user_id, int(data["product_id"]), int(text), edit=False):
             await state.clear()
 
     @router.callback_query(QuantityCb.filter())
     async def chose_quantity(query: CallbackQuery, callback_data: QuantityCb, core: Core, lang: str) -> None:
         await query.answer()
         if isinstance(query.message, Message):
-            await _send_methods(query.message, core, lang, callback_data.id, callback_data.n, edit=True)
+            await _send_methods(
+                query.message, core, lang, query.from_user.id, callback_data.id, callback_data.n, edit=True
+            )
 
     @router.callback_query(MethodCb.filter())
     async def chose_method(query: CallbackQuery, callback_data: MethodCb, core: Core, lang: str) -> None:
@@ -281,9 +291,10 @@ def build_router() -> Router:
     return router
 
 
-async def _send_catalogue(message: Message, core: Core, lang: str, *, edit: bool = False) -> None:
+async def _send_catalogue(message: Message, core: Core, lang: str, user_id: int, *, edit: bool = False) -> None:
+    # What this buyer would pay and can get: a referred buyer sees its distributor's prices.
     async with core.db.read() as session:
-        entries = await catalogue(session)
+        entries = await for_buyer(session, await catalogue(session), user_id)
     if not entries:
         await message.answer(t(lang, "catalogue_empty"))
         return
@@ -331,11 +342,13 @@ async def _send_product(message: Message, entry: CatalogueEntry, core: Core, lan
         await message.answer(text, reply_markup=keyboard.as_markup())
 
 
-async def _send_methods(message: Message, core: Core, lang: str, product_id: int, quantity: int, *, edit: bool) -> bool:
+async def _send_methods(
+    message: Message, core: Core, lang: str, user_id: int, product_id: int, quantity: int, *, edit: bool
+) -> bool:
     """Show the payment methods for ``quantity``; False when the stock is too low for it."""
     try:
         async with core.db.read() as session:
-            entry = await catalogue_entry_by_id(session, product_id)
+            [entry] = await for_buyer(session, [await catalogue_entry_by_id(session, product_id)], user_id)
     except NotFound:
         await message.answer(t(lang, "not_for_sale"))
         return True

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from quanyi.core.channels import sellable_counts
 from quanyi.core.errors import AlreadyExists, InvalidInput, NotFound
 from quanyi.core.models import Product, ProductKind
 from quanyi.core.money import Money, exponent
@@ -147,7 +148,7 @@ async def update_product(
 async def get_product(session: AsyncSession, sku: str) -> Product:
     product = await session.scalar(select(Product).where(Product.sku == sku))
     if product is None:
-        raise NotFound(f"no product {sku}")
+        raise NotFound(f"no product {sku}", sku=sku)
     return product
 
 
@@ -174,6 +175,19 @@ async def catalogue_entry_by_id(session: AsyncSession, product_id: int) -> Catal
         raise NotFound("no such product")
     counts = await available_counts(session, [product.id])
     return _entry(product, counts.get(product.id, 0))
+
+
+async def for_buyer(session: AsyncSession, entries: list[CatalogueEntry], user_id: int) -> list[CatalogueEntry]:
+    """The entries as this buyer sees them: the unit price it would be charged (a referred
+    buyer pays its distributor's resale price) and the units its seller can sell it."""
+    products = list(await session.scalars(select(Product).where(Product.id.in_([e.id for e in entries]))))
+    terms = await sellable_counts(session, products, user_id=user_id)
+    return [
+        replace(entry, price=Money(terms[entry.id][1], entry.price.currency), available=terms[entry.id][0])
+        if entry.id in terms
+        else entry
+        for entry in entries
+    ]
 
 
 def _entry(product: Product, available: int) -> CatalogueEntry:

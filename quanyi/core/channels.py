@@ -77,7 +77,7 @@ async def get_channel(session: AsyncSession, code: str) -> Channel:
     if channel is None and code == DEFAULT_CHANNEL:
         return await add_channel(session, DEFAULT_CHANNEL, "Telegram bot", ChannelKind.BOT)
     if channel is None:
-        raise NotFound(f"no channel {code}")
+        raise NotFound(f"no channel {code}", channel=code)
     return channel
 
 
@@ -91,14 +91,17 @@ async def resolve_holder(session: AsyncSession, ref: str) -> Channel:
     id or ``@username``."""
     ref = (ref or "").strip()
     if ref.startswith("@") or ref.isdigit():
-        query = select(Distributor.channel_id).join(User, User.id == Distributor.user_id)
         if ref.isdigit():
-            query = query.where(Distributor.user_id == int(ref))
+            query = select(Distributor.channel_id).where(Distributor.user_id == int(ref))
         else:
-            query = query.where(func.lower(User.username) == ref[1:].lower())
+            query = (
+                select(Distributor.channel_id)
+                .join(User, User.id == Distributor.user_id)
+                .where(func.lower(User.username) == ref[1:].lower())
+            )
         channel_id = await session.scalar(query)
         if channel_id is None:
-            raise NotFound(f"no distributor {ref}")
+            raise NotFound(f"no distributor {ref}", channel=ref)
         channel = await session.get(Channel, channel_id)
         assert channel is not None
         return channel
@@ -114,7 +117,7 @@ async def _product(session: AsyncSession, sku: str, *, lock: bool = False) -> Pr
         query = query.with_for_update(key_share=True)
     product = await session.scalar(query)
     if product is None:
-        raise NotFound(f"no product {sku}")
+        raise NotFound(f"no product {sku}", sku=sku)
     return product
 
 
@@ -237,7 +240,7 @@ async def take_back(session: AsyncSession, sku: str, frm: str, units: int) -> Al
     product = await _product(session, sku, lock=True)
     allocation = await _allocation(session, channel.id, product.id)
     if allocation is None or allocation.mode != AllocationMode.QUOTA:
-        raise NotFound(f"{channel.code} has no quota of {sku}")
+        raise NotFound(f"{channel.code} has no quota of {sku}", holder=channel.code, sku=sku)
     result = await session.execute(
         update(Allocation)
         .where(
@@ -288,7 +291,7 @@ async def set_threshold(session: AsyncSession, sku: str, threshold: int, *, hold
     channel = await resolve_holder(session, holder)
     allocation = await _allocation(session, channel.id, product.id)
     if allocation is None:
-        raise NotFound(f"{channel.code} has no allocation of {sku}")
+        raise NotFound(f"{channel.code} has no allocation of {sku}", holder=channel.code, sku=sku)
     allocation.threshold = threshold
     await session.flush()
 

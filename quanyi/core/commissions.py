@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from quanyi.core.errors import InvalidInput
+from quanyi.core.errors import InvalidInput, NotFound
 from quanyi.core.models import (
     Commission,
     CommissionRate,
@@ -72,7 +72,8 @@ def parse_rate(text: str) -> int:
     value = (text or "").strip().lower()
     if value.endswith("bp"):
         digits = value[:-2].strip()
-        if not digits.isdigit():
+        # isdigit() alone lets "²" through, which int() refuses with a ValueError.
+        if not (digits.isascii() and digits.isdigit()):
             raise InvalidInput("rate: a percentage like 5% or 2.5%, or basis points like 250bp")
         return int(digits)
     value = value.rstrip("%").strip()
@@ -178,3 +179,34 @@ async def mark(
     if line_ids is not None:
         query = query.where(Commission.order_line_id.in_(line_ids))
     await session.execute(query.values(status=to.value, updated_at=utcnow()))
+
+
+@dataclass(frozen=True)
+class CommissionRow:
+    commission: Commission
+    order_number: str
+    line_no: int
+    distributor_user_id: int
+    distributor_name: str
+
+
+async def list_commissions(
+    session: AsyncSession, *, distributor_id: int | None = None, order_number: str | None = None, limit: int = 500
+) -> list[CommissionRow]:
+    """Commission rows, newest first, for one distributor and/or one order (the operator's view)."""
+    query = (
+        select(Commission, Order.number, OrderLine.line_no, Distributor.user_id, Distributor.name)
+        .join(Order, Order.id == Commission.order_id)
+        .join(OrderLine, OrderLine.id == Commission.order_line_id)
+        .join(Distributor, Distributor.id == Commission.distributor_id)
+        .order_by(Commission.id.desc())
+        .limit(limit)
+    )
+    if order_number is not None:
+        if await session.scalar(select(Order.id).where(Order.number == order_number)) is None:
+            raise NotFound(f"no order {order_number}")
+        query = query.where(Order.number == order_number)
+    if distributor_id is not None:
+        query = query.where(Commission.distributor_id == distributor_id)
+    rows = await session.execute(query)
+    return [CommissionRow(c, number, line_no, user_id, name) for c, number, line_no, user_id, name in rows.all()]

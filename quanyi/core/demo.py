@@ -9,14 +9,17 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from quanyi.core.catalog import add_product
+from quanyi.core import channels, commissions
+from quanyi.core.catalog import add_product, update_product
 from quanyi.core.crypto import KeyRing
 from quanyi.core.db import Database
-from quanyi.core.models import Product, StockBatch
+from quanyi.core.distributors import set_cost_price
+from quanyi.core.models import Channel, ChannelKind, Product, StockBatch
 from quanyi.core.money import Money
 from quanyi.core.stock import import_stock
 
 DEMO_SOURCE = "demo-stock.txt"
+DEMO_PARTNER = "partner-shop"
 
 
 @dataclass(frozen=True)
@@ -92,4 +95,24 @@ async def load_demo(db: Database, keyring: KeyRing) -> list[str]:
                     handle.write(f"{item.sku}-{n + 1:04d} {secrets.token_hex(8).upper()}\n")
             await import_stock(db, keyring, item.sku, path)
         added.append(item.sku)
+    await _demo_network(db)
     return added
+
+
+async def _demo_network(db: Database) -> None:
+    """A partner shop with its own quota and price, floors, pool alerts, a distributor tier's
+    cost prices and commission rates: enough to see allocations and commissions at work."""
+    async with db.transaction() as session:
+        if await session.scalar(select(Channel.id).where(Channel.code == DEMO_PARTNER)) is not None:
+            return
+        await channels.add_channel(session, DEMO_PARTNER, "Partner shop (demo)", ChannelKind.PARTNER)
+        await update_product(session, "VIDEO-VIP-1M", floor="12.00", ceiling="25.00")
+        await channels.set_channel_price(session, DEMO_PARTNER, "VIDEO-VIP-1M", 1450)
+        await channels.allocate(session, "VIDEO-VIP-1M", DEMO_PARTNER, 10)
+        await channels.set_threshold(session, "VIDEO-VIP-1M", 3, holder=DEMO_PARTNER)
+        for item in CATALOGUE:
+            await channels.set_threshold(session, item.sku, max(1, item.units // 5))
+        await set_cost_price(session, "VIDEO-VIP-1M", 1200, tier="default")
+        await set_cost_price(session, "MUSIC-VIP-1M", 800, tier="default")
+        await commissions.set_rate(session, 1, 300)
+        await commissions.set_rate(session, 2, 100)

@@ -14,6 +14,7 @@ from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from quanyi.core import channels, commissions, outbox
@@ -76,7 +77,7 @@ async def resolve(session: AsyncSession, ref: str) -> Distributor:
     channel = await channels.resolve_holder(session, ref)
     distributor = await session.scalar(select(Distributor).where(Distributor.channel_id == channel.id))
     if distributor is None:
-        raise NotFound(f"no distributor {ref}")
+        raise NotFound(f"no distributor {ref}", channel=ref)
     return distributor
 
 
@@ -104,7 +105,11 @@ async def create_invite(
     if parent_user_id is not None:
         parent = await require(session, parent_user_id)
         if parent.depth >= max_depth:
-            raise Forbidden(f"distributors at level {parent.depth} may not invite (the limit is {max_depth} levels)")
+            raise Forbidden(
+                f"distributors at level {parent.depth} may not invite (the limit is {max_depth} levels)",
+                depth=parent.depth,
+                max_depth=max_depth,
+            )
         now = utcnow()
         open_invites = await session.scalar(
             select(func.count()).where(
@@ -135,9 +140,9 @@ async def accept_invite(session: AsyncSession, token: str, *, user_id: int, name
     """Make ``user_id`` a distributor with a one-time invite. Refused with a reason, and
     nothing changed, when the invite is used, expired, or its inviter is at its limit."""
     if not (0 < len(token) <= 32 and token.isascii() and token.replace("-", "").replace("_", "").isalnum()):
-        raise InviteInvalid("this invite link is not valid")
+        raise InviteInvalid("this invite link is not valid", reason="invalid")
     if await get_by_user(session, user_id) is not None:
-        raise InviteInvalid("you are a distributor already")
+        raise InviteInvalid("you are a distributor already", reason="already_distributor")
     now = utcnow()
     used = await session.execute(
         update(DistributorInvite)
@@ -149,7 +154,12 @@ async def accept_invite(session: AsyncSession, token: str, *, user_id: int, name
         .values(used_by=user_id, used_at=now)
     )
     if not rowcount(used):
-        raise InviteInvalid("this invite link was used already or has expired")
+        # Which one, so the chat can say it: unknown, used, or expired.
+        known = (
+            await session.execute(select(DistributorInvite.used_at).where(DistributorInvite.token == token))
+        ).first()
+        reason = "invalid" if known is None else "used" if known.used_at is not None else "expired"
+        raise InviteInvalid("this invite link was used already or has expired", reason=reason)
     invite = await session.scalar(select(DistributorInvite).where(DistributorInvite.token == token))
     assert invite is not None
     depth = 1
@@ -164,30 +174,39 @@ async def accept_invite(session: AsyncSession, token: str, *, user_id: int, name
             .values(sub_count=Distributor.sub_count + 1)
         )
         if not rowcount(grown):
-            raise InviteInvalid("the distributor who invited you has reached its limit")
+            raise InviteInvalid("the distributor who invited you has reached its limit", reason="parent_limit")
         parent_depth = await session.scalar(select(Distributor.depth).where(Distributor.id == invite.parent_id))
         depth = int(parent_depth or 0) + 1
-    channel = Channel(
-        code=f"agent-{user_id}"[:32], name=(name or str(user_id))[:100], kind=ChannelKind.DISTRIBUTOR, active=True
-    )
-    session.add(channel)
-    await session.flush()
-    distributor = Distributor(
-        user_id=user_id,
-        name=(name or str(user_id))[:100],
-        tier=invite.tier,
-        parent_id=invite.parent_id,
-        depth=depth,
-        channel_id=channel.id,
-        referral_code=_token(8),
-        balance=0,
-        currency=currency,
-        invite_limit=invite.invite_limit,
-        sub_count=0,
-        active=True,
-    )
-    session.add(distributor)
-    await session.flush()
+    try:
+        # Two invites accepted by one user at once: the second finds the storefront taken
+        # and is refused like any other invalid invite (its transaction rolls back).
+        async with session.begin_nested():
+            channel = Channel(
+                code=f"agent-{user_id}"[:32],
+                name=(name or str(user_id))[:100],
+                kind=ChannelKind.DISTRIBUTOR,
+                active=True,
+            )
+            session.add(channel)
+            await session.flush()
+            distributor = Distributor(
+                user_id=user_id,
+                name=(name or str(user_id))[:100],
+                tier=invite.tier,
+                parent_id=invite.parent_id,
+                depth=depth,
+                channel_id=channel.id,
+                referral_code=_token(8),
+                balance=0,
+                currency=currency,
+                invite_limit=invite.invite_limit,
+                sub_count=0,
+                active=True,
+            )
+            session.add(distributor)
+            await session.flush()
+    except IntegrityError:
+        raise InviteInvalid("you are a distributor already", reason="already_distributor") from None
     return distributor
 
 
@@ -432,6 +451,7 @@ class PriceRow:
     list_price: int
     floor: int | None
     ceiling: int | None
+    product_id: int = 0
 
 
 @dataclass(frozen=True)
@@ -543,6 +563,7 @@ async def panel(session: AsyncSession, user_id: int, *, tz: str) -> Panel:
                 product.price,
                 product.floor_price,
                 product.ceiling_price,
+                product.id,
             )
         )
     return Panel(

@@ -200,8 +200,9 @@ async def checkout(db: Database, payments: PaymentHub, **order: Any) -> PlacedOr
     return PlacedOrder(order=placed.order, title=placed.title, payment=start)
 
 
-async def cancel_pending(session: AsyncSession, order_id: int, *, reason: str) -> bool:
-    """Cancel a pending order and return its reserved stock; False when it was not pending."""
+async def cancel_pending(session: AsyncSession, order_id: int, *, reason: str, release_units: bool = True) -> bool:
+    """Cancel a pending order and return its reserved stock; False when it was not pending.
+    ``release_units=False`` leaves its allocation units to the caller (``expire_due``)."""
     result = await session.execute(
         update(Order)
         .where(Order.id == order_id, Order.status == OrderStatus.PENDING)
@@ -210,7 +211,8 @@ async def cancel_pending(session: AsyncSession, order_id: int, *, reason: str) -
     if not rowcount(result):
         return False
     await release_reserved(session, order_id)
-    await channels.release_units(session, order_id)
+    if release_units:
+        await channels.release_units(session, order_id)
     await commissions.mark(session, order_id, CommissionStatus.VOID)
     return True
 
@@ -229,14 +231,20 @@ async def expire_due(session: AsyncSession, *, now: datetime | None = None, limi
         .limit(limit)
     )
     cancelled: list[str] = []
+    released: list[int] = []
     for order_id, number, chat_id, language in due.all():
-        if not await cancel_pending(session, order_id, reason="expired"):
+        if not await cancel_pending(session, order_id, reason="expired", release_units=False):
             continue
         if chat_id is not None:
             outbox.enqueue(
                 session, chat_id=chat_id, kind="order_expired", payload={"order_id": order_id}, language=language
             )
         cancelled.append(number)
+        released.append(order_id)
+    # Allocation rows only after every order row: a payment locks its order, then its
+    # allocation, so holding an allocation while waiting for the next order could deadlock.
+    for order_id in released:
+        await channels.release_units(session, order_id)
     return cancelled
 
 

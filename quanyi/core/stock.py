@@ -263,7 +263,7 @@ async def stock_levels(session: AsyncSession, sku: str | None = None) -> list[St
         query = query.where(Product.sku == sku)
     products = list(await session.scalars(query))
     if sku is not None and not products:
-        raise NotFound(f"no product {sku}")
+        raise NotFound(f"no product {sku}", sku=sku)
     now = utcnow()
     rows = await session.execute(
         select(

@@ -1,0 +1,525 @@
+"""Operator chat: stock pools and their allocations to channels, channels and their prices,
+distributor invites and top-ups.
+
+Only QUANYI_ADMIN_IDS reach these handlers, like the rest of the operator chat.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from zoneinfo import ZoneInfo
+
+from aiogram import Bot, F, Router
+from aiogram.exceptions import TelegramBadRequest
+from aiogram.filters import Command, CommandObject
+from aiogram.filters.callback_data import CallbackData
+from aiogram.fsm.context import FSMContext
+from aiogram.fsm.state import State, StatesGroup
+from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message
+from aiogram.utils.keyboard import InlineKeyboardBuilder
+from sqlalchemy import select
+
+from quanyi.bot.admin_filter import IsAdmin
+from quanyi.bot.render import MESSAGE_LIMIT, money
+from quanyi.core import channels, distributors
+from quanyi.core.catalog import get_product
+from quanyi.core.errors import AlreadyExists, InvalidInput, NotFound, OutOfStock, QuanyiError
+from quanyi.core.models import AllocationMode, Channel, ChannelKind, Product
+from quanyi.core.money import parse_minor
+from quanyi.core.services import Core
+from quanyi.i18n import raw_t, t
+
+log = logging.getLogger(__name__)
+
+
+class OpsCb(CallbackData, prefix="op"):
+    view: str  # menu | stock | channels | invite | distributors
+
+
+class PoolCb(CallbackData, prefix="ol"):
+    product_id: int
+
+
+class AllotCb(CallbackData, prefix="oa"):
+    product_id: int
+    channel_id: int
+    act: str  # add | back | share
+
+
+class OpsForm(StatesGroup):
+    units = State()
+
+
+class BadAmount(InvalidInput):
+    """A typed amount that is not a positive decimal in the currency's precision."""
+
+
+# --- stock, allocations, channels, distributors ----------------------------------------------
+
+# Inline keyboards hold at most 100 buttons; more channels than this are reached by command.
+MAX_ROWS = 30
+MAX_COUNT = 1_000_000_000
+
+
+def build_ops_router() -> Router:
+    router = Router(name="ops")
+    router.message.filter(IsAdmin())
+    router.callback_query.filter(IsAdmin())
+    _add_ops_handlers(router)
+    return router
+
+
+def _add_ops_handlers(router: Router) -> None:
+    @router.callback_query(OpsCb.filter())
+    async def ops_view(query: CallbackQuery, callback_data: OpsCb, core: Core, lang: str, bot: Bot) -> None:
+        await query.answer()
+        if not isinstance(query.message, Message):
+            return
+        if callback_data.view == "invite":
+            await query.message.answer(await _invite(core, bot, lang, query.from_user.id, "default", 0))
+            return
+        views = {
+            "stock": _stock_view,
+            "channels": _channels_view,
+            "distributors": _distributors_view,
+        }
+        view = views.get(callback_data.view)
+        if view is None:
+            text, markup = menu_text(lang), menu_markup(lang)
+        else:
+            text, markup = await view(core, lang)
+        await _edit(query.message, text, markup)
+
+    @router.message(Command("stock"))
+    async def stock(message: Message, core: Core, lang: str) -> None:
+        text, markup = await _stock_view(core, lang)
+        await message.answer(text, reply_markup=markup)
+
+    @router.callback_query(PoolCb.filter())
+    async def pool_detail(query: CallbackQuery, callback_data: PoolCb, core: Core, lang: str) -> None:
+        async with core.db.read() as session:
+            product = await session.get(Product, callback_data.product_id)
+        if product is None:
+            await query.answer(raw_t(lang, "ops.err.no_product", sku="?"), show_alert=True)
+            return
+        await query.answer()
+        if isinstance(query.message, Message):
+            text, markup = await _detail(core, lang, product.sku)
+            await _edit(query.message, text, markup)
+
+    @router.callback_query(AllotCb.filter())
+    async def allot_button(
+        query: CallbackQuery, callback_data: AllotCb, core: Core, lang: str, state: FSMContext
+    ) -> None:
+        await query.answer()
+        if not isinstance(query.message, Message):
+            return
+        async with core.db.read() as session:
+            product = await session.get(Product, callback_data.product_id)
+            channel = await session.get(Channel, callback_data.channel_id)
+        if product is None or channel is None:
+            await query.message.answer(t(lang, "ops.err.no_product", sku="?"))
+            return
+        if callback_data.act == "share":
+            try:
+                async with core.db.transaction() as session:
+                    await channels.share_pool(session, product.sku, channel.code)
+            except QuanyiError as exc:
+                await query.message.answer(_refusal(lang, exc, sku=product.sku, channel=channel.code))
+                return
+            lead = t(lang, "ops.shared", channel=channel.code, sku=product.sku)
+            text, markup = await _detail(core, lang, product.sku, lead=lead)
+            await query.message.answer(text, reply_markup=markup)
+            return
+        act = "back" if callback_data.act == "back" else "add"
+        await state.set_state(OpsForm.units)
+        await state.update_data(act=act, sku=product.sku, channel=channel.code)
+        await query.message.answer(t(lang, f"ops.ask_units_{act}", sku=product.sku, channel=channel.code))
+
+    @router.message(OpsForm.units, F.text, ~F.text.startswith("/"))
+    async def typed_units(message: Message, core: Core, lang: str, state: FSMContext) -> None:
+        units = _count(message.text or "", minimum=1)
+        if units is None:
+            await message.answer(t(lang, "ops.bad_units"))  # the form stays open for another try
+            return
+        data = await state.get_data()
+        await state.clear()
+        await _allot(message, core, lang, str(data["act"]), str(data["sku"]), str(data["channel"]), units)
+
+    @router.message(Command("allocate"))
+    async def allocate(message: Message, command: CommandObject, core: Core, lang: str) -> None:
+        await _allot_command(message, command, core, lang, "add")
+
+    @router.message(Command("takeback"))
+    async def take_back(message: Message, command: CommandObject, core: Core, lang: str) -> None:
+        await _allot_command(message, command, core, lang, "back")
+
+    @router.message(Command("threshold"))
+    async def threshold(message: Message, command: CommandObject, core: Core, lang: str) -> None:
+        args = (command.args or "").split()
+        if len(args) not in (2, 3):
+            await message.answer(t(lang, "ops.usage_threshold"))
+            return
+        level = _count(args[-1], minimum=0)
+        if level is None:
+            await message.answer(t(lang, "ops.bad_units") + "\n" + t(lang, "ops.usage_threshold"))
+            return
+        sku, holder = args[0], (args[1] if len(args) == 3 else None)
+        try:
+            async with core.db.transaction() as session:
+                await channels.set_threshold(session, sku, level, holder=holder)
+        except QuanyiError as exc:
+            await message.answer(_refusal(lang, exc, sku=sku, channel=holder or ""))
+            return
+        shown = level or raw_t(lang, "ops.threshold_off")
+        if holder is None:
+            await message.answer(t(lang, "ops.threshold_pool", sku=sku, threshold=shown))
+        else:
+            await message.answer(t(lang, "ops.threshold_channel", sku=sku, channel=holder, threshold=shown))
+
+    @router.message(Command("channels"))
+    async def list_channels(message: Message, core: Core, lang: str) -> None:
+        text, markup = await _channels_view(core, lang)
+        await message.answer(text, reply_markup=markup)
+
+    @router.message(Command("channel_add"))
+    async def channel_add(message: Message, command: CommandObject, core: Core, lang: str) -> None:
+        args = (command.args or "").split(maxsplit=1)
+        if len(args) != 2:
+            await message.answer(t(lang, "ops.usage_channel_add"))
+            return
+        code, name = args[0].lower(), args[1].strip()
+        try:
+            async with core.db.transaction() as session:
+                await channels.add_channel(session, code, name, ChannelKind.PARTNER)
+        except QuanyiError as exc:
+            usage = "\n" + t(lang, "ops.usage_channel_add") if isinstance(exc, InvalidInput) else ""
+            await message.answer(_refusal(lang, exc, channel=code) + usage)
+            return
+        await message.answer(t(lang, "ops.channel_added", code=code, name=name))
+
+    @router.message(Command("channel_price"))
+    async def channel_price(message: Message, command: CommandObject, core: Core, lang: str) -> None:
+        args = (command.args or "").split()
+        if len(args) != 3:
+            await message.answer(t(lang, "ops.usage_channel_price"))
+            return
+        code, sku, text = args[0].lower(), args[1], args[2]
+        try:
+            async with core.db.transaction() as session:
+                product = await get_product(session, sku)
+                price = None if text == "-" else _minor(text, product.currency)
+                await channels.set_channel_price(session, code, sku, price)
+        except QuanyiError as exc:
+            await message.answer(_refusal(lang, exc, sku=sku, channel=code))
+            return
+        if price is None:
+            await message.answer(t(lang, "ops.channel_price_removed", code=code, sku=sku))
+        else:
+            shown = money(price, product.currency)
+            await message.answer(t(lang, "ops.channel_price_set", code=code, sku=sku, price=shown))
+
+    @router.message(Command("invite"))
+    async def invite(message: Message, command: CommandObject, core: Core, lang: str, bot: Bot) -> None:
+        args = (command.args or "").split()
+        limit = _count(args[1], minimum=0) if len(args) == 2 else 0
+        if len(args) > 2 or limit is None or message.from_user is None:
+            await message.answer(t(lang, "ops.usage_invite"))
+            return
+        tier = args[0] if args else "default"
+        await message.answer(await _invite(core, bot, lang, message.from_user.id, tier, limit))
+
+    @router.message(Command("distributors"))
+    async def list_distributors(message: Message, core: Core, lang: str) -> None:
+        text, markup = await _distributors_view(core, lang)
+        await message.answer(text, reply_markup=markup)
+
+    @router.message(Command("topup"))
+    async def top_up(message: Message, command: CommandObject, core: Core, lang: str) -> None:
+        args = (command.args or "").split()
+        if len(args) != 2 or message.from_user is None:
+            await message.answer(t(lang, "ops.usage_topup"))
+            return
+        ref, text = args
+        try:
+            async with core.db.transaction() as session:
+                distributor = await distributors.resolve(session, ref)
+                amount = _minor(text, distributor.currency)
+                balance = await distributors.adjust_balance(
+                    session, distributor, amount, reason="top_up", actor=f"operator:{message.from_user.id}"
+                )
+        except QuanyiError as exc:
+            await message.answer(_refusal(lang, exc, channel=ref))
+            return
+        await message.answer(
+            t(
+                lang,
+                "ops.topped_up",
+                name=distributor.name,
+                amount=money(amount, distributor.currency),
+                balance=money(balance, distributor.currency),
+            )
+        )
+
+
+async def _allot_command(message: Message, command: CommandObject, core: Core, lang: str, act: str) -> None:
+    usage = t(lang, "ops.usage_allocate" if act == "add" else "ops.usage_takeback")
+    args = (command.args or "").split()
+    if len(args) != 3:
+        await message.answer(usage)
+        return
+    units = _count(args[2], minimum=1)
+    if units is None:
+        await message.answer(t(lang, "ops.bad_units") + "\n" + usage)
+        return
+    await _allot(message, core, lang, act, args[0], args[1], units)
+
+
+async def _allot(message: Message, core: Core, lang: str, act: str, sku: str, holder: str, units: int) -> None:
+    """Allocate (``add``) or take back (``back``) units, then show the product's levels."""
+    try:
+        async with core.db.transaction() as session:
+            if act == "add":
+                await channels.allocate(session, sku, holder, units)
+            else:
+                await channels.take_back(session, sku, holder, units)
+    except QuanyiError as exc:
+        await message.answer(_refusal(lang, exc, sku=sku, channel=holder))
+        return
+    lead = t(lang, "ops.allocated" if act == "add" else "ops.taken_back", units=units, sku=sku, channel=holder)
+    text, markup = await _detail(core, lang, sku, lead=lead)
+    await message.answer(text, reply_markup=markup)
+
+
+async def _invite(core: Core, bot: Bot, lang: str, operator_id: int, tier: str, limit: int) -> str:
+    try:
+        async with core.db.transaction() as session:
+            invite = await distributors.create_invite(
+                session,
+                created_by=f"operator:{operator_id}",
+                tier=tier,
+                invite_limit=limit,
+                hours=core.settings.invite_hours,
+                max_depth=core.settings.max_distributor_depth,
+            )
+    except QuanyiError as exc:
+        return _refusal(lang, exc) + "\n" + t(lang, "ops.usage_invite")
+    start = f"{distributors.INVITE_PREFIX}{invite.token}"
+    username = (await bot.me()).username or core.settings.bot_username.lstrip("@")
+    if not username:
+        return t(lang, "ops.no_username", start=start)
+    expires = invite.expires_at.astimezone(ZoneInfo(core.settings.timezone)).strftime("%Y-%m-%d %H:%M")
+    link = f"https://t.me/{username}?start={start}"
+    return t(lang, "ops.invite", link=link, tier=invite.tier, limit=invite.invite_limit, expires=expires)
+
+
+# --- views ----------------------------------------------------------------------------------
+
+
+def menu_text(lang: str) -> str:
+    return t(lang, "admin_menu") + t(lang, "ops.menu")
+
+
+def menu_markup(lang: str) -> InlineKeyboardMarkup:
+    keyboard = InlineKeyboardBuilder()
+    for view, key in (
+        ("stock", "ops.btn_stock"),
+        ("channels", "ops.btn_channels"),
+        ("invite", "ops.btn_invite"),
+        ("distributors", "ops.btn_distributors"),
+    ):
+        keyboard.row(InlineKeyboardButton(text=raw_t(lang, key), callback_data=OpsCb(view=view).pack()))
+    return keyboard.as_markup()
+
+
+def _back(lang: str, view: str = "menu") -> InlineKeyboardButton:
+    return InlineKeyboardButton(text=raw_t(lang, "ops.btn_back"), callback_data=OpsCb(view=view).pack())
+
+
+async def _stock_view(core: Core, lang: str) -> tuple[str, InlineKeyboardMarkup]:
+    async with core.db.read() as session:
+        levels = await channels.pool_levels(session)
+        ids = {sku: id_ for sku, id_ in (await session.execute(select(Product.sku, Product.id))).all()}
+    keyboard = InlineKeyboardBuilder()
+    for level in levels[:MAX_ROWS]:
+        label = raw_t(lang, "ops.btn_product", name=level.name)[:60]
+        keyboard.row(InlineKeyboardButton(text=label, callback_data=PoolCb(product_id=ids[level.sku]).pack()))
+    keyboard.row(_back(lang))
+    if not levels:
+        return t(lang, "ops.stock_empty"), keyboard.as_markup()
+    return _fit(lang, t(lang, "ops.stock_title"), [_pool_block(lang, level) for level in levels]), keyboard.as_markup()
+
+
+async def _detail(core: Core, lang: str, sku: str, *, lead: str = "") -> tuple[str, InlineKeyboardMarkup]:
+    """One product's pool and allocations, with a row of buttons per channel."""
+    async with core.db.transaction() as session:  # list_channels creates the bot channel on first use
+        product = await get_product(session, sku)
+        level = (await channels.pool_levels(session, sku))[0]
+        every = [c for c in await channels.list_channels(session) if c.active]
+    modes = {a.channel: a.mode for a in level.allocations}
+    every.sort(key=lambda c: (c.code not in modes, c.id))
+    keyboard = InlineKeyboardBuilder()
+    for channel in every[:MAX_ROWS]:
+        row = [_allot_button(lang, "ops.btn_add", product.id, channel, "add")]
+        if modes.get(channel.code) == AllocationMode.QUOTA:
+            row.append(_allot_button(lang, "ops.btn_take_back", product.id, channel, "back"))
+        if modes.get(channel.code) != AllocationMode.SHARED:
+            row.append(_allot_button(lang, "ops.btn_share", product.id, channel, "share"))
+        keyboard.row(*row)
+    keyboard.row(_back(lang, "stock"))
+    lines = [*_pool_lines(lang, level), "\n" + t(lang, "ops.detail_hint", sku=sku)]
+    if lead:
+        lines.insert(0, lead + "\n")
+    return _fit(lang, lines[0], lines[1:]), keyboard.as_markup()
+
+
+def _allot_button(lang: str, key: str, product_id: int, channel: Channel, act: str) -> InlineKeyboardButton:
+    data = AllotCb(product_id=product_id, channel_id=channel.id, act=act).pack()
+    return InlineKeyboardButton(text=raw_t(lang, key, channel=channel.code), callback_data=data)
+
+
+def _pool_block(lang: str, level: channels.PoolLevel) -> str:
+    return "\n".join(_pool_lines(lang, level))
+
+
+def _pool_lines(lang: str, level: channels.PoolLevel) -> list[str]:
+    off = raw_t(lang, "ops.threshold_off")
+    lines = [
+        t(
+            lang,
+            "ops.pool",
+            name=level.name,
+            sku=level.sku,
+            available=level.available,
+            reserved=level.reserved,
+            sold=level.sold,
+            allocated=level.allocated_remaining,
+            unallocated=level.unallocated,
+            threshold=level.threshold or off,
+        )
+    ]
+    for a in level.allocations:
+        values = {"channel": a.channel, "channel_name": a.channel_name, "sold": a.sold, "reserved": a.reserved}
+        if a.mode == AllocationMode.QUOTA:
+            key = "ops.alloc_quota"
+            values.update(allocated=a.allocated, remaining=a.remaining, threshold=a.threshold or off)
+        else:
+            key = "ops.alloc_shared"
+        lines.append(t(lang, key, **values))
+    if not level.allocations:
+        lines.append(t(lang, "ops.no_allocations"))
+    return lines
+
+
+async def _channels_view(core: Core, lang: str) -> tuple[str, InlineKeyboardMarkup]:
+    async with core.db.transaction() as session:  # list_channels creates the bot channel on first use
+        rows = await channels.list_channels(session)
+    blocks = [
+        t(
+            lang,
+            "ops.channel_row",
+            code=c.code,
+            kind=raw_t(lang, f"ops.kind.{c.kind}"),
+            name=c.name,
+            inactive="" if c.active else raw_t(lang, "ops.inactive"),
+        )
+        for c in rows
+    ]
+    text = _fit(lang, t(lang, "ops.channels_title"), [*blocks, "\n" + t(lang, "ops.channels_hint")])
+    return text, InlineKeyboardMarkup(inline_keyboard=[[_back(lang)]])
+
+
+async def _distributors_view(core: Core, lang: str) -> tuple[str, InlineKeyboardMarkup]:
+    async with core.db.read() as session:
+        rows = await distributors.list_distributors(session)
+    markup = InlineKeyboardMarkup(inline_keyboard=[[_back(lang)]])
+    if not rows:
+        return t(lang, "ops.distributors_empty"), markup
+    names = {d.id: d.name for d, _ in rows}
+    top = sum(1 for d, _ in rows if d.parent_id is None)
+    blocks = [
+        t(
+            lang,
+            "ops.distributor_row",
+            name=d.name,
+            who=f"@{username}" if username else d.user_id,
+            tier=d.tier,
+            parent=names.get(d.parent_id, "?") if d.parent_id is not None else raw_t(lang, "ops.operator"),
+            balance=money(d.balance, d.currency),
+            subs=d.sub_count,
+            limit=d.invite_limit,
+            inactive="" if d.active else raw_t(lang, "ops.inactive"),
+        )
+        for d, username in rows
+    ]
+    head = t(lang, "ops.distributors_title", total=len(rows), top=top)
+    return _fit(lang, head, [*blocks, "\n" + t(lang, "ops.distributors_hint")]), markup
+
+
+def _fit(lang: str, head: str, blocks: Sequence[str]) -> str:
+    """``head`` and as many blocks as fit in one message, then how many were left out."""
+    parts = [head]
+    size = len(head)
+    for shown, block in enumerate(blocks):
+        if size + len(block) + 100 > MESSAGE_LIMIT:
+            parts.append(t(lang, "ops.more", more=len(blocks) - shown))
+            break
+        parts.append(block)
+        size += len(block) + 1
+    return "\n".join(parts)
+
+
+async def _edit(message: Message, text: str, markup: InlineKeyboardMarkup) -> None:
+    try:
+        await message.edit_text(text, reply_markup=markup)
+    except TelegramBadRequest as exc:
+        if "not modified" not in str(exc):  # the same view tapped twice
+            raise
+
+
+# --- input ----------------------------------------------------------------------------------
+
+
+def _count(text: str, *, minimum: int) -> int | None:
+    """A typed whole number (ASCII digits only) within minimum..MAX_COUNT, else None."""
+    text = text.strip()
+    if not (text.isascii() and text.isdecimal()) or not minimum <= int(text) <= MAX_COUNT:
+        return None
+    return int(text)
+
+
+def _minor(text: str, currency: str) -> int:
+    try:
+        amount = parse_minor(text, currency)
+    except InvalidInput:
+        raise BadAmount(text, text=text) from None
+    if amount <= 0:
+        raise BadAmount(text, text=text)
+    return amount
+
+
+def _refusal(lang: str, exc: QuanyiError, *, sku: str = "", channel: str = "") -> str:
+    """A core refusal in the operator's language; the core's own words when nothing fits."""
+    details = exc.details
+    if isinstance(exc, BadAmount):
+        return t(lang, "ops.bad_amount", text=details.get("text", ""))
+    if isinstance(exc, AlreadyExists):
+        return t(lang, "ops.err.exists", channel=channel)
+    if isinstance(exc, OutOfStock):
+        return t(lang, "ops.err.pool_short", sku=sku, available=details.get("available", 0))
+    if isinstance(exc, NotFound):
+        if "holder" in details:
+            return t(lang, "ops.err.no_holding", channel=details["holder"], sku=details.get("sku", sku))
+        if "channel" in details:
+            return t(lang, "ops.err.no_channel", channel=details["channel"])
+        if "sku" in details:
+            return t(lang, "ops.err.no_product", sku=details["sku"])
+    if isinstance(exc, InvalidInput):
+        if "left" in details:
+            return t(lang, "ops.err.allocation_short", channel=channel, sku=sku, left=details["left"])
+        if "floor" in details:
+            return t(lang, "ops.err.floor", floor=details["floor"])
+        if "ceiling" in details:
+            return t(lang, "ops.err.ceiling", ceiling=details["ceiling"])
+    return t(lang, "ops.err.other", reason=exc.message)
