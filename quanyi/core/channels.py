@@ -15,7 +15,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from sqlalchemy import exists, func, select, update
+from sqlalchemy import ColumnElement, exists, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from quanyi.core.db import rowcount
@@ -412,39 +412,65 @@ async def sale_terms(
             .join(User, User.referred_by == Distributor.id)
             .where(User.id == user_id, Distributor.active.is_(True))
         )
-    row: Channel | None = None
-    allocation: Allocation | None = None
+    offer: _Offer | None = None
     if head is not None:
-        allocation = await _allocation(session, head.channel_id, product.id)
-        if allocation is not None:
-            row = await session.get(Channel, head.channel_id)
-    if row is None:
-        row = await session.scalar(select(Channel).where(Channel.code == channel))
-        if row is None and channel != DEFAULT_CHANNEL:
-            raise NotFound(f"no channel {channel}")
-        if row is not None and not row.active:
+        offer = await _offer(session, product.id, Channel.id == head.channel_id)
+        if offer is not None and offer.allocation_mode is None:
+            offer = None  # its storefront holds none of this product: the bot sells it
+    if offer is None:
+        offer = await _offer(session, product.id, Channel.code == channel)
+        if offer is None and channel != DEFAULT_CHANNEL:
+            raise NotFound(f"no channel {channel}", channel=channel)
+        if offer is not None and not offer.active:
             raise NotForSale(f"channel {channel} is closed")
-        allocation = await _allocation(session, row.id, product.id) if row is not None else None
-    if allocation is None and row is not None and row.kind != ChannelKind.BOT:
-        raise NotForSale(f"channel {row.code} has no allocation of {product.name}")
-    price = product.price
-    if row is not None:
-        own = await session.scalar(
-            select(ChannelPrice.price).where(ChannelPrice.channel_id == row.id, ChannelPrice.product_id == product.id)
-        )
-        price = own if own is not None else price
+    if offer is not None and offer.allocation_mode is None and offer.kind != ChannelKind.BOT:
+        raise NotForSale(f"channel {offer.code} has no allocation of {product.name}")
+    price = offer.price if offer is not None and offer.price is not None else product.price
     if product.floor_price is not None:
         price = max(price, product.floor_price)
-    seller = head.id if head is not None and row is not None and row.id == head.channel_id else None
+    seller = head.id if head is not None and offer is not None and offer.id == head.channel_id else None
+    mode = offer.allocation_mode if offer is not None and offer.allocation_mode else AllocationMode.SHARED
     return SaleTerms(
-        channel_id=row.id if row is not None else None,
-        channel=row.code if row is not None else DEFAULT_CHANNEL,
+        channel_id=offer.id if offer is not None else None,
+        channel=offer.code if offer is not None else DEFAULT_CHANNEL,
         unit_price=price,
-        allocation_id=allocation.id if allocation is not None and allocation.mode == AllocationMode.QUOTA else None,
-        allocation_mode=allocation.mode if allocation is not None else AllocationMode.SHARED,
+        allocation_id=offer.allocation_id if offer is not None and mode == AllocationMode.QUOTA else None,
+        allocation_mode=mode,
         head_id=head.id if head is not None else None,
         seller_id=seller,
     )
+
+
+@dataclass(frozen=True)
+class _Offer:
+    id: int
+    code: str
+    kind: str
+    active: bool
+    allocation_id: int | None
+    allocation_mode: str | None
+    price: int | None
+
+
+async def _offer(session: AsyncSession, product_id: int, which: ColumnElement[bool]) -> _Offer | None:
+    """A channel with its allocation and own price of a product, in one statement."""
+    row = (
+        await session.execute(
+            select(
+                Channel.id,
+                Channel.code,
+                Channel.kind,
+                Channel.active,
+                Allocation.id,
+                Allocation.mode,
+                ChannelPrice.price,
+            )
+            .outerjoin(Allocation, (Allocation.channel_id == Channel.id) & (Allocation.product_id == product_id))
+            .outerjoin(ChannelPrice, (ChannelPrice.channel_id == Channel.id) & (ChannelPrice.product_id == product_id))
+            .where(which)
+        )
+    ).first()
+    return _Offer(*row) if row is not None else None
 
 
 async def reserve_units(
@@ -472,9 +498,12 @@ async def reserve_units(
             )
             raise AllocationShort(f"only {max(left or 0, 0)} left in this allocation", available=max(left or 0, 0))
         return
-    await session.execute(select(Product.id).where(Product.id == product_id).with_for_update(key_share=True))
+    # The product-row lock and whether any quota exists, in one statement.
     quotas = await session.scalar(
         select(exists().where(Allocation.product_id == product_id, Allocation.mode == AllocationMode.QUOTA))
+        .select_from(Product)
+        .where(Product.id == product_id)
+        .with_for_update(key_share=True, of=Product)
     )
     if quotas:
         free = await unallocated(session, product_id)

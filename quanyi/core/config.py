@@ -53,7 +53,7 @@ class Settings(BaseSettings):
 
     # Distributors: how many levels deep the network may grow, how long an invite lasts,
     # and the bot's @username for the invite and referral links the CLI prints.
-    max_distributor_depth: int = Field(default=3, ge=1, le=10)
+    max_distributor_depth: int = Field(default=3, ge=1, le=100)
     invite_hours: int = Field(default=72, ge=1, le=720)
     bot_username: str = ""
 
