@@ -14,7 +14,7 @@ from quanyi.core import channels, commissions, distributors
 from quanyi.core.catalog import add_product, update_product
 from quanyi.core.channels import AllocationShort
 from quanyi.core.distributors import InsufficientBalance, InviteInvalid
-from quanyi.core.errors import Forbidden, InvalidInput, OutOfStock
+from quanyi.core.errors import AlreadyExists, Forbidden, InvalidInput, OutOfStock
 from quanyi.core.models import (
     Allocation,
     BalanceEntry,
@@ -488,3 +488,34 @@ async def test_the_panel_counts_only_the_distributors_own_sales_by_local_day_and
     assert [(a.sku, a.left) for a in theirs.allocations] == [("VIP", 7)]
     assert [(p.resale, p.cost) for p in theirs.prices] == [(1999, 1200)]
     assert theirs.subs == []
+
+
+async def test_one_purchase_request_tapped_twice_at_once_buys_once(core, tmp_path):
+    """Two replicas handling the same confirm tap carry the same request key: one purchase."""
+    await product_with_stock(core, tmp_path, units=10)
+    agent = await make_distributor(core, 601)
+    async with core.db.transaction() as session:
+        await distributors.set_cost_price(session, "VIP", 1000, distributor="601")
+        await channels.allocate(session, "VIP", "601", 8)
+    await top_up(core, agent, 10_000)
+
+    async def tap() -> str:
+        try:
+            async with core.db.transaction() as session:
+                order = await distributors.bulk_buy(
+                    session, user_id=601, sku="VIP", quantity=3, chat_id=601, language="zh", request_key="tap-1"
+                )
+                return order.number
+        except AlreadyExists:
+            return "refused"
+
+    results = await asyncio.gather(tap(), tap())
+    assert sorted(r == "refused" for r in results) == [False, True]
+    assert await balance(core, agent) == 10_000 - 3 * 1000
+    assert await allocation(core, agent) == (8, 0, 3)
+    # A new request (a new confirm screen) buys again.
+    async with core.db.transaction() as session:
+        await distributors.bulk_buy(
+            session, user_id=601, sku="VIP", quantity=1, chat_id=601, language="zh", request_key="tap-2"
+        )
+    assert await balance(core, agent) == 10_000 - 4 * 1000

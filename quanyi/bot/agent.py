@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 from typing import Any
 
 from aiogram import Bot, F, Router
@@ -32,7 +33,7 @@ from quanyi.core.distributors import (
     Panel,
     PriceRow,
 )
-from quanyi.core.errors import Forbidden, InvalidInput, NotFound, OutOfStock
+from quanyi.core.errors import AlreadyExists, Forbidden, InvalidInput, NotFound, OutOfStock
 from quanyi.core.money import Money
 from quanyi.core.orders import Buyer, remember_user
 from quanyi.core.services import Core
@@ -217,7 +218,8 @@ def build_agent_router() -> Router:
             await message.answer(_balance_short(lang, row, quantity, balance))
             return
         await state.set_state(AgentForm.confirm)
-        await state.update_data(product_id=row.product_id, quantity=quantity)
+        # The purchase's idempotency key: a double tap handled by two replicas still buys once.
+        await state.update_data(product_id=row.product_id, quantity=quantity, request_key=secrets.token_hex(12))
         keyboard = InlineKeyboardBuilder()
         keyboard.row(
             InlineKeyboardButton(
@@ -249,6 +251,7 @@ def build_agent_router() -> Router:
                 and data.get("product_id") == callback_data.id
                 and data.get("quantity") == callback_data.n
             )
+            request_key = str(data.get("request_key") or "") or None
             if confirmed:
                 await state.clear()
         row = next((p for p in panel.prices if p.product_id == callback_data.id), None)
@@ -266,6 +269,7 @@ def build_agent_router() -> Router:
                     quantity=quantity,
                     chat_id=query.message.chat.id if query.message else user.id,
                     language=lang,
+                    request_key=request_key,
                 )
                 number, total = order.number, order.amount
         except InsufficientBalance as exc:
@@ -276,7 +280,7 @@ def build_agent_router() -> Router:
             text = t(lang, "agent.out_of_stock", available=exc.details.get("available", 0))
         except Forbidden:
             text = t(lang, "agent.no_allocation")
-        except (NotFound, InvalidInput):
+        except (NotFound, InvalidInput, AlreadyExists):
             text = t(lang, "agent.stale")
         else:
             core.outbox_wakeup.set()

@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from quanyi.core import channels, commissions, outbox
 from quanyi.core.catalog import get_product
 from quanyi.core.db import rowcount
-from quanyi.core.errors import Forbidden, InvalidInput, NotFound, OutOfStock, QuanyiError
+from quanyi.core.errors import AlreadyExists, Forbidden, InvalidInput, NotFound, OutOfStock, QuanyiError
 from quanyi.core.models import (
     Allocation,
     AllocationMode,
@@ -332,13 +332,22 @@ async def adjust_balance(
 
 
 async def bulk_buy(
-    session: AsyncSession, *, user_id: int, sku: str, quantity: int, chat_id: int, language: str
+    session: AsyncSession,
+    *,
+    user_id: int,
+    sku: str,
+    quantity: int,
+    chat_id: int,
+    language: str,
+    request_key: str | None = None,
 ) -> Order:
     """A distributor buys ``quantity`` codes at its cost from its balance and its allocation.
 
     All or nothing: if the balance, the allocation or the pool is short, the error says which
     and the caller's transaction rolls everything back. The codes go out as a CSV document
     (outbox kind ``bulk_delivery``); the distributor's upline earns its level commissions.
+    The same ``request_key`` twice (a double tap seen by two replicas) buys once: the second
+    is refused with ``AlreadyExists``.
     """
     from quanyi.core.orders import new_order_number
     from quanyi.core.stock import take_items
@@ -385,9 +394,14 @@ async def bulk_buy(
         expires_at=now,
         paid_at=now,
         delivered_at=now,
+        idempotency_key=request_key[:64] if request_key else None,
     )
-    session.add(order)
-    await session.flush()
+    try:
+        async with session.begin_nested():
+            session.add(order)
+            await session.flush()
+    except IntegrityError:
+        raise AlreadyExists("this purchase was made already") from None
     line = OrderLine(
         order_id=order.id,
         line_no=1,

@@ -171,7 +171,11 @@ class User(Base):
 
 class Order(Base):
     __tablename__ = "orders"
-    __table_args__ = (Index("ix_orders_status_expires", "status", "expires_at"),)
+    __table_args__ = (
+        Index("ix_orders_status_expires", "status", "expires_at"),
+        # A request repeated on one channel (a double tap, an API retry) makes one order.
+        UniqueConstraint("channel", "idempotency_key", name="uq_orders_channel_idempotency_key"),
+    )
 
     id: Mapped[int] = mapped_column(IdType, primary_key=True)
     number: Mapped[str] = mapped_column(String(32), unique=True)
@@ -197,6 +201,7 @@ class Order(Base):
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     failure_reason: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    idempotency_key: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
     lines: Mapped[list[OrderLine]] = relationship(back_populates="order", order_by="OrderLine.line_no", lazy="selectin")
 
