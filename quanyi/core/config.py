@@ -57,6 +57,16 @@ class Settings(BaseSettings):
     invite_hours: int = Field(default=72, ge=1, le=720)
     bot_username: str = ""
 
+    # Direct recharge through a supplier speaking the generic signed JSON protocol
+    # (docs/suppliers.md); URL and secret both set = the supplier named "generic" is enabled.
+    supplier_generic_url: str = ""
+    supplier_generic_secret: str = ""
+    supplier_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+
+    # Redemption link pages (/r/<token>): lookups per client IP per minute, pages, QR
+    # images and confirmations together, so tokens cannot be guessed by brute force.
+    redeem_lookups_per_minute: int = Field(default=30, ge=1)
+
     # Telegram Stars: on when the bot runs, unless QUANYI_STARS_ENABLED=0.
     stars_enabled: bool = True
     # Stars per 1.00 of the product currency (decimal text), for products without a Stars price.

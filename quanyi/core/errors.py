@@ -5,6 +5,8 @@ Messages never contain card-key secrets or credentials.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 
 class QuanyiError(Exception):
     code = "error"
@@ -82,3 +84,42 @@ class ProviderError(QuanyiError):
     """A payment provider's API answered with an error or not at all."""
 
     code = "provider_error"
+
+
+class TokenUnusable(QuanyiError):
+    """A redemption link exists but can take no more uses (HTTP 410).
+
+    Carries what a refusal page shows: the link's use count and its expiry.
+    """
+
+    code = "token_unusable"
+
+    def __init__(self, message: str = "", *, max_uses: int = 0, expires_at: datetime | None = None) -> None:
+        super().__init__(message, max_uses=max_uses, expires_at=expires_at)
+        self.max_uses = max_uses
+        self.expires_at = expires_at
+
+
+class TokenExpired(TokenUnusable):
+    code = "token_expired"
+
+
+class TokenUsedUp(TokenUnusable):
+    code = "token_used_up"
+
+
+class TokenVoid(TokenUnusable):
+    code = "token_void"
+
+
+class SupplierError(QuanyiError):
+    """A recharge supplier refused a request or did not answer. Nothing is known to be credited;
+    asking again with the same order number is always safe (the supplier dedupes on it)."""
+
+    code = "supplier_error"
+
+
+class SupplierOrderUnknown(SupplierError):
+    """The supplier has no order under this number: the place call never reached it."""
+
+    code = "supplier_order_unknown"

@@ -111,6 +111,13 @@ class Product(Base):
     # under the ceiling. None = no limit.
     floor_price: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     ceiling_price: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # redeem_link products: uses per issued link (None = 1), days a link lasts (None = no
+    # expiry), and what a link grants, shown on its page (empty = the product name).
+    # No server default on ``entitlement``: alembic cannot compare an empty-string default
+    # on SQLite, so its migration adds the column with one and then drops it.
+    redeem_max_uses: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    redeem_valid_days: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    entitlement: Mapped[str] = mapped_column(Text, default="")
     # Master-pool low-stock alert: fires once when the sellable pool drops to the threshold
     # (0 = off); ``low_stock_alerted`` re-arms when the pool is refilled above it.
     low_stock_threshold: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
@@ -496,4 +503,50 @@ class BalanceEntry(Base):
     order_id: Mapped[int | None] = mapped_column(ForeignKey("orders.id"), nullable=True)
     note: Mapped[str] = mapped_column(String(255), default="")
     actor: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class RedeemStatus(enum.StrEnum):
+    ACTIVE = "active"
+    VOID = "void"  # withdrawn (e.g. its order line was refunded); no more uses
+
+
+class RedeemToken(Base):
+    """One redemption link: its token is stored only as a lookup hash and a ciphertext.
+
+    ``uses`` moves only by the conditional UPDATE in ``redeem.consume``, so concurrent
+    confirmations can never use a link more than ``max_uses`` times.
+    """
+
+    __tablename__ = "redeem_tokens"
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True)
+    # HMAC-SHA256 of the token under the lookup key: how a presented token is found.
+    token_hash: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
+    # The token encrypted (``redeem.token_aad``), so the buyer can be shown the link again.
+    key_id: Mapped[str] = mapped_column(String(32))
+    token_ct: Mapped[bytes] = mapped_column(LargeBinary)
+    product_id: Mapped[int] = mapped_column(ForeignKey("products.id"), index=True)
+    order_id: Mapped[int | None] = mapped_column(ForeignKey("orders.id"), nullable=True, index=True)
+    order_line_id: Mapped[int | None] = mapped_column(ForeignKey("order_lines.id"), nullable=True)
+    entitlement: Mapped[str] = mapped_column(Text, default="")
+    max_uses: Mapped[int] = mapped_column(Integer)
+    uses: Mapped[int] = mapped_column(Integer, default=0)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    status: Mapped[str] = mapped_column(String(16), default=RedeemStatus.ACTIVE)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Redemption(Base):
+    """One use of a link. ``use_no`` is unique per token: a use is recorded exactly once."""
+
+    __tablename__ = "redemptions"
+    __table_args__ = (UniqueConstraint("token_id", "use_no"),)
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True)
+    token_id: Mapped[int] = mapped_column(ForeignKey("redeem_tokens.id"))
+    use_no: Mapped[int] = mapped_column(Integer)
+    # "web:<ip>", "operator:<telegram id>", "staff:<id>", "partner:<code>".
+    by: Mapped[str] = mapped_column(String(80))
+    channel: Mapped[str] = mapped_column(String(16))  # web | chat | api
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

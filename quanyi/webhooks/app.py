@@ -10,7 +10,7 @@ from typing import Any
 from quart import Quart, Response, jsonify, request
 
 from quanyi.core.services import Core
-from quanyi.webhooks import pay, site
+from quanyi.webhooks import pay, redeem, site
 
 log = logging.getLogger(__name__)
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates" / "web"
@@ -36,6 +36,7 @@ def create_app(core: Core, *, telegram_feed: TelegramFeed | None = None) -> Quar
 
     app.register_blueprint(site.blueprint)
     app.register_blueprint(pay.blueprint)
+    app.register_blueprint(redeem.blueprint)
     if telegram_feed is not None:
         _add_telegram_webhook(app, core, telegram_feed)
 

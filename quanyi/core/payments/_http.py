@@ -25,15 +25,19 @@ async def request_json(
     data: Sequence[tuple[str, str]] | None = None,
     params: Mapping[str, str] | None = None,
     headers: Mapping[str, str] | None = None,
+    content: bytes | None = None,
 ) -> tuple[int, dict[str, Any]]:
-    """Returns the HTTP status and the JSON object answered; raises ``error`` otherwise."""
+    """Returns the HTTP status and the JSON object answered; raises ``error`` otherwise.
+
+    ``content`` is sent byte for byte (a signed request must send exactly the bytes it signed).
+    """
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_seconds)) as client:
             async with client.request(
                 http_method,
                 url,
                 json=dict(json) if json is not None else None,
-                data=list(data) if data else None,
+                data=content if content is not None else (list(data) if data else None),
                 params=dict(params) if params is not None else None,
                 headers=dict(headers or {}),
             ) as response:

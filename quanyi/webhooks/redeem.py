@@ -1,0 +1,192 @@
+"""Redemption link pages: ``/r/<token>`` shows a link and confirms one use; its QR image.
+
+Every lookup (page, confirmation, QR image) counts against a per-IP sliding window,
+so tokens cannot be guessed by brute force. Tokens never reach a log line.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from quart import Blueprint, Response, current_app, render_template, request
+from werkzeug.exceptions import HTTPException
+
+from quanyi.core import redeem
+from quanyi.core.errors import NotFound, TokenUnusable
+from quanyi.core.redeem import TokenState, TokenView
+from quanyi.i18n import raw_t
+from quanyi.webhooks.site import core, page_language
+
+log = logging.getLogger(__name__)
+blueprint = Blueprint("redeem", __name__)
+
+_LIMITER = "quanyi.redeem_limiter"
+SECURITY_HEADERS = {
+    "Cache-Control": "no-store",
+    "Referrer-Policy": "no-referrer",
+    "X-Robots-Tag": "noindex, nofollow",
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; form-action 'self'; frame-ancestors 'none'"
+    ),
+}
+
+
+class SlidingWindow:
+    """At most ``limit`` events per key in any ``window`` seconds, in this process."""
+
+    def __init__(
+        self, limit: int, window: float = 60.0, *, max_keys: int = 50_000, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.limit = limit
+        self.window = window
+        self.max_keys = max_keys
+        self.clock = clock
+        self._events: dict[str, deque[float]] = {}
+
+    def allow(self, key: str) -> bool:
+        now = self.clock()
+        events = self._events.get(key)
+        if events is None:
+            if len(self._events) >= self.max_keys:
+                self._prune(now)
+            events = self._events[key] = deque()
+        while events and events[0] <= now - self.window:
+            events.popleft()
+        if len(events) >= self.limit:
+            return False
+        events.append(now)
+        return True
+
+    def _prune(self, now: float) -> None:
+        # Forget clients quiet for a whole window; if a flood of addresses is still too
+        # many, forget the oldest half rather than grow without bound.
+        self._events = {k: v for k, v in self._events.items() if v and v[-1] > now - self.window}
+        if len(self._events) >= self.max_keys:
+            keep = sorted(self._events.items(), key=lambda item: item[1][-1])[len(self._events) // 2 :]
+            self._events = dict(keep)
+
+
+def _limiter() -> SlidingWindow:
+    limiter = current_app.extensions.get(_LIMITER)
+    if limiter is None:
+        limiter = SlidingWindow(core().settings.redeem_lookups_per_minute)
+        current_app.extensions[_LIMITER] = limiter
+    return limiter
+
+
+def _texts(lang: str) -> dict[str, str]:
+    keys = ("lang", "grants", "product", "uses_left", "expires", "confirm", "confirm_note", "qr_alt", "qr_note")
+    return {key: raw_t(lang, f"redeem.{key}") for key in keys}
+
+
+def _local(moment: datetime) -> tuple[str, str]:
+    zone = core().settings.timezone
+    return moment.astimezone(ZoneInfo(zone)).strftime("%Y-%m-%d %H:%M"), zone
+
+
+async def _message(status: int, key: str, **values: object) -> tuple[str, int]:
+    lang = page_language()
+    title = raw_t(lang, f"redeem.{key}_title")
+    text = raw_t(lang, f"redeem.{key}", **values)
+    page = await render_template("message.html", tx=_texts(lang), title=title, text=text, bad=True)
+    return page, status
+
+
+async def _refusal(state: str, max_uses: int, expires_at: datetime | None) -> tuple[str, int]:
+    """410 for a link that exists but takes no more uses; ``state`` is a TokenState value."""
+    if state == TokenState.USED_UP:
+        return await _message(410, "used_up", max=max_uses)
+    if state == TokenState.EXPIRED and expires_at is not None:
+        local, zone = _local(expires_at)
+        return await _message(410, "expired", time=local, zone=zone)
+    return await _message(410, "void")
+
+
+async def _page(token: str, view: TokenView, *, done: bool) -> tuple[str, int]:
+    lang = page_language()
+    uses = raw_t(lang, "redeem.uses_value", left=view.uses_left, max=view.max_uses)
+    if view.expires_at is None:
+        expires = raw_t(lang, "redeem.never_expires")
+    else:
+        local, zone = _local(view.expires_at)
+        expires = raw_t(lang, "redeem.expires_value", time=local, zone=zone)
+    page = await render_template(
+        "redeem.html",
+        tx=_texts(lang),
+        title=raw_t(lang, "redeem.done_title" if done else "redeem.title"),
+        done=raw_t(lang, "redeem.done_note", use_no=view.use_no, max=view.max_uses) if done else "",
+        view=view,
+        uses=uses,
+        expires=expires,
+        confirmable=not done and view.state == TokenState.VALID,
+        qr_url=f"/r/{token}/qr.png" if view.state == TokenState.VALID else "",
+    )
+    return page, 200
+
+
+@blueprint.before_request
+async def rate_limit() -> tuple[str, int, dict[str, str]] | None:
+    client = request.remote_addr or "unknown"
+    if _limiter().allow(client):
+        return None
+    log.warning("redeem: rate limit reached for %s", client)
+    page, status = await _message(429, "too_many")
+    return page, status, {"Retry-After": "60"}
+
+
+@blueprint.after_request
+async def security_headers(response: Response) -> Response:
+    response.headers.update(SECURITY_HEADERS)
+    return response
+
+
+@blueprint.errorhandler(Exception)
+async def failed(error: Exception) -> HTTPException | tuple[str, int]:
+    if isinstance(error, HTTPException):
+        return error
+    # Quart's own report of an unhandled error names the request path, which holds the token.
+    log.error("redeem: page failed with %s", type(error).__name__)
+    return await _message(500, "failed")
+
+
+@blueprint.get("/r/<token>")
+async def show(token: str) -> tuple[str, int]:
+    try:
+        async with core().db.read() as session:
+            view = await redeem.inspect(session, core().keyring, token)
+    except NotFound:
+        return await _message(404, "not_found")
+    if view.state != TokenState.VALID:
+        return await _refusal(view.state, view.max_uses, view.expires_at)
+    return await _page(token, view, done=False)
+
+
+@blueprint.post("/r/<token>")
+async def confirm(token: str) -> tuple[str, int]:
+    by = f"web:{request.remote_addr or 'unknown'}"
+    try:
+        async with core().db.transaction() as session:
+            view = await redeem.consume(session, core().keyring, token, by=by, channel="web")
+    except NotFound:
+        return await _message(404, "not_found")
+    except TokenUnusable as exc:
+        return await _refusal(exc.code.removeprefix("token_"), exc.max_uses, exc.expires_at)
+    log.info("redeem: link %d use %d of %d taken from the web", view.token_id, view.use_no or 0, view.max_uses)
+    return await _page(token, view, done=True)
+
+
+@blueprint.get("/r/<token>/qr.png")
+async def qr(token: str) -> Response | tuple[str, int]:
+    try:
+        async with core().db.read() as session:
+            await redeem.inspect(session, core().keyring, token)
+    except NotFound:
+        return await _message(404, "not_found")
+    png = redeem.qr_png(redeem.link(core().settings.public_url, token))
+    return Response(png, mimetype="image/png")
