@@ -15,6 +15,7 @@ from hypercorn.config import Config as HypercornConfig
 from quanyi.core.config import Settings
 from quanyi.core.logs import configure_logging
 from quanyi.core.migrate import require_current
+from quanyi.core.recharge import RechargeWorker
 from quanyi.core.scheduler import Jobs, build_scheduler
 from quanyi.core.services import Core, build_core
 from quanyi.webhooks import create_app
@@ -36,6 +37,9 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> int
     app = create_app(core, telegram_feed=bot_front.feed if bot_front and settings.bot_mode == "webhook" else None)
     jobs = Jobs(core)
     scheduler = build_scheduler(jobs)
+    # Places paid recharges with their suppliers; without the bot too (payments arrive by HTTP).
+    recharge_worker = RechargeWorker(core)
+    recharge_task: asyncio.Task[None] | None = None
 
     http_config = HypercornConfig()
     http_config.bind = [f"{settings.http_host}:{settings.http_port}"]
@@ -46,6 +50,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> int
     try:
         scheduler.start()
         await jobs.expire_orders()  # catch up on what expired while we were down
+        recharge_task = asyncio.create_task(recharge_worker.run())
         if bot_front is not None:
             await bot_front.start()
         log.info(
@@ -63,6 +68,12 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> int
     finally:
         log.info("quanyi shutting down")
         scheduler.shutdown(wait=False)
+        recharge_worker.stop()
+        if recharge_task is not None:
+            # A supplier call in flight is let finish (bounded by the supplier timeout); one cut
+            # short is placed again under the same number by the next worker.
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(recharge_task, timeout=settings.supplier_timeout_seconds + 5)
         if bot_front is not None:
             await bot_front.stop()
         with contextlib.suppress(Exception):

@@ -68,8 +68,11 @@ def cmd_product_add(args: argparse.Namespace) -> int:
                 description=args.description or "",
                 instructions=args.instructions or "",
                 stars_price=stars.minor if stars else None,
+                **_kind_options(args),
             )
         print(f"added {product.sku}: {product.name} ({product.kind}) at {price}" + (f" / {stars}" if stars else ""))
+        for line in _kind_summary(product):
+            print(f"  {line}")
         return 0
 
     return asyncio.run(_with_core(run))
@@ -88,6 +91,7 @@ def cmd_product_update(args: argparse.Namespace) -> int:
         args.active,
         args.floor,
         args.ceiling,
+        *_kind_options(args).values(),
     ]
     if all(change is None for change in changes) and not args.derived_stars_price:
         raise QuanyiError("nothing to change: give at least one option (see --help)")
@@ -107,6 +111,7 @@ def cmd_product_update(args: argparse.Namespace) -> int:
                 active=args.active,
                 floor=args.floor,
                 ceiling=args.ceiling,
+                **_kind_options(args),
             )
             price = Money(product.price, product.currency)
             stars_text = f"{product.stars_price} ⭐" if product.stars_price else "Stars from the rate"
@@ -117,9 +122,59 @@ def cmd_product_update(args: argparse.Namespace) -> int:
                 ceiling = _money_or(product.ceiling_price, product.currency, "none")
                 limits = f"; floor {floor}, ceiling {ceiling}"
         print(f"updated {product.sku}: {product.name} at {price} / {stars_text}, {state}{limits}")
+        for line in _kind_summary(product):
+            print(f"  {line}")
         return 0
 
     return asyncio.run(_with_core(run))
+
+
+def _kind_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The redeem_link / direct_recharge options given on the command line (None = not given)."""
+    return {
+        "entitlement": args.entitlement,
+        "max_uses": args.max_uses,
+        "valid_days": args.valid_days,
+        "supplier": args.supplier,
+        "supplier_code": args.supplier_code,
+        "account_pattern": args.account_pattern,
+        "account_hint": args.account_hint,
+        "fallback_sku": args.fallback_sku,
+    }
+
+
+def _kind_summary(product: Any) -> list[str]:
+    if product.kind == "redeem_link":
+        expiry = f"valid {product.redeem_valid_days} days" if product.redeem_valid_days else "no expiry"
+        grants = product.entitlement or product.name
+        return [f"links: {product.redeem_max_uses or 1} use(s) each, {expiry}; grants: {grants}"]
+    if product.kind == "direct_recharge":
+        return [
+            f"supplier: {product.supplier or '(none)'} code {product.supplier_product_code or '(none)'}",
+            f"account pattern: {product.account_pattern or '(any)'}  hint: {product.account_hint or '(none)'}",
+            f"fallback: {product.fallback_sku or '(refund)'}",
+        ]
+    return []
+
+
+def _add_kind_arguments(parser: argparse.ArgumentParser, *, update: bool) -> None:
+    clear = "; '' removes it" if update else ""
+    parser.add_argument("--entitlement", help=f"redeem_link: what a link grants (default: the product name){clear}")
+    parser.add_argument("--max-uses", type=int, help="redeem_link: uses per link (default 1)")
+    parser.add_argument(
+        "--valid-days",
+        type=int,
+        help="redeem_link: days a link stays valid" + ("; 0 = never expires" if update else ""),
+    )
+    parser.add_argument("--supplier", help=f"direct_recharge: supplier name, such as generic{clear}")
+    parser.add_argument("--supplier-code", help=f"direct_recharge: the supplier's product code{clear}")
+    parser.add_argument(
+        "--account-pattern", help=f"direct_recharge: regular expression the whole account must match{clear}"
+    )
+    parser.add_argument("--account-hint", help=f"direct_recharge: what to enter, shown to the buyer{clear}")
+    parser.add_argument(
+        "--fallback-sku", help=f"direct_recharge: card_key product delivered instead when a recharge fails{clear}"
+    )
 
 
 def cmd_product_list(args: argparse.Namespace) -> int:
@@ -136,7 +191,7 @@ def cmd_product_list(args: argparse.Namespace) -> int:
                     e.kind,
                     e.price.format_plain() + " " + e.price.currency,
                     e.stars_price or "rate",
-                    e.available,
+                    e.available if e.kind == "card_key" else "on demand",
                     "on" if e.active else "off",
                     e.name,
                 ]
@@ -315,10 +370,12 @@ def cmd_order_list(args: argparse.Namespace) -> int:
 def cmd_order_show(args: argparse.Namespace) -> int:
     from quanyi.core.money import format_minor
     from quanyi.core.orders import order_details
+    from quanyi.core.redeem import redemptions
 
     async def run(core: Any) -> int:
         async with core.db.read() as session:
             details = await order_details(session, args.number)
+            records = await redemptions(session, details.order.id)
         order = details.order
         print(f"order {order.number}  {order.status}  {format_minor(order.amount, order.currency)} {order.currency}")
         print(f"  buyer {order.user_id}  method {order.payment_method}  created {order.created_at:%Y-%m-%d %H:%M} UTC")
@@ -337,6 +394,14 @@ def cmd_order_show(args: argparse.Namespace) -> int:
         for p in details.payments:
             amount = f"{format_minor(p.amount, p.currency)} {p.currency}"
             print(f"  #{p.id} {p.method} {p.provider_txn_id}  {amount}  {p.outcome}")
+        if records:
+            print("redemptions:")
+            for record in records:
+                line_no = details.line_numbers.get(record.order_line_id, "?") if record.order_line_id else "?"
+                print(
+                    f"  {record.at:%Y-%m-%d %H:%M} UTC  line {line_no} link #{record.token_id} use {record.use_no}"
+                    f"  by {record.by} via {record.channel}"
+                )
         if details.refunds:
             print("refunds:")
             for r in details.refunds:
@@ -457,6 +522,46 @@ def cmd_channel_price(args: argparse.Namespace) -> int:
             print(f"{code}: removed its price of {product.sku}; it sells at the list price {listed}")
         else:
             print(f"{code}: sells {product.sku} at {price} (list price {listed})")
+        return 0
+
+    return asyncio.run(_with_core(run))
+
+
+def cmd_partner_add(args: argparse.Namespace) -> int:
+    from quanyi.core.partners import add_partner
+
+    async def run(core: Any) -> int:
+        async with core.db.transaction() as session:
+            added = await add_partner(session, core.keyring, args.code, args.name)
+        print(f"added partner {added.partner.code}: {added.partner.name} (channel {added.channel.code})")
+        print(f"API key (shown this once; keep it secret): {added.key}")
+        print("use it as the header  Authorization: Bearer <key>  on /api/v1")
+        return 0
+
+    return asyncio.run(_with_core(run))
+
+
+def cmd_partner_list(args: argparse.Namespace) -> int:
+    from sqlalchemy import select
+
+    from quanyi.core.models import Channel
+    from quanyi.core.partners import list_partners
+
+    async def run(core: Any) -> int:
+        async with core.db.read() as session:
+            partners = await list_partners(session)
+            codes = dict((await session.execute(select(Channel.id, Channel.code))).tuples().all())
+        rows = [
+            [
+                p.code,
+                codes.get(p.channel_id, "") if p.channel_id else "",
+                "yes" if p.active else "no",
+                f"{p.created_at:%Y-%m-%d %H:%M}",
+                p.name,
+            ]
+            for p in partners
+        ]
+        _table(["code", "channel", "active", "created (UTC)", "name"], rows)
         return 0
 
     return asyncio.run(_with_core(run))
@@ -787,6 +892,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add.add_argument("--description")
     add.add_argument("--instructions", help="redemption instructions sent with every delivery")
+    _add_kind_arguments(add, update=False)
     add.set_defaults(fn=cmd_product_add)
     upd = product.add_parser("update", help="change a product's name, prices, texts or whether it is on sale")
     upd.add_argument("sku")
@@ -801,6 +907,7 @@ def build_parser() -> argparse.ArgumentParser:
     sale = upd.add_mutually_exclusive_group()
     sale.add_argument("--on-sale", dest="active", action="store_true", default=None)
     sale.add_argument("--off-sale", dest="active", action="store_false", help="hide it from the catalogue")
+    _add_kind_arguments(upd, update=True)
     upd.set_defaults(fn=cmd_product_update)
     product.add_parser("list", help="list products with units available").set_defaults(fn=cmd_product_list)
 
@@ -876,6 +983,15 @@ def build_parser() -> argparse.ArgumentParser:
     cprice.add_argument("price", nargs="?", help="decimal text in the product's currency")
     cprice.add_argument("--remove", action="store_true", help="sell at the list price again")
     cprice.set_defaults(fn=cmd_channel_price)
+
+    partner = sub.add_parser("partner", help="partner systems calling the HTTP API").add_subparsers(
+        dest="partner_command", required=True
+    )
+    padd = partner.add_parser("add", help="add a partner (and its partner channel); prints its API key once")
+    padd.add_argument("code", help="2-32 lowercase letters, digits, '_' or '-'")
+    padd.add_argument("--name", required=True)
+    padd.set_defaults(fn=cmd_partner_add)
+    partner.add_parser("list", help="all partners (never their keys)").set_defaults(fn=cmd_partner_list)
 
     dist = sub.add_parser("distributor", help="distributors (代理)").add_subparsers(
         dest="distributor_command", required=True

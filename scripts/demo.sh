@@ -9,7 +9,17 @@ PYTHON=${PYTHON:-python3}
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e .
 export QUANYI_SANDBOX_PAY=${QUANYI_SANDBOX_PAY:-1}
+# Direct recharges go to the bundled supplier simulator unless a real supplier is configured.
+if [ -z "${QUANYI_SUPPLIER_GENERIC_URL:-}" ]; then
+  SIM_PORT=${QUANYI_DEMO_SUPPLIER_PORT:-8099}
+  export QUANYI_SUPPLIER_GENERIC_URL="http://127.0.0.1:${SIM_PORT}"
+  export QUANYI_SUPPLIER_GENERIC_SECRET=${QUANYI_SUPPLIER_GENERIC_SECRET:-quanyi-demo-supplier-secret}
+  .venv/bin/quanyi supplier-sim --port "$SIM_PORT" --secret "$QUANYI_SUPPLIER_GENERIC_SECRET" --fail-rate 0.1 &
+  SIM_PID=$!
+  trap 'kill $SIM_PID 2>/dev/null || true' EXIT
+fi
 .venv/bin/quanyi db upgrade
 .venv/bin/quanyi demo
 .venv/bin/quanyi stock show
-exec .venv/bin/quanyi serve
+# Not exec: the trap above stops the supplier simulator when quanyi stops.
+.venv/bin/quanyi serve

@@ -185,6 +185,7 @@ class FakeTelegram:
         self.invoices: dict[tuple[int, int], dict[str, Any]] = {}  # (chat, message) -> sendInvoice params
         self.star_charges: dict[str, dict[str, Any]] = {}  # charge id -> user_id, amount, payload, refunded
         self.documents: dict[tuple[int, int], Upload] = {}  # (chat, message) -> the uploaded file
+        self.photos: dict[tuple[int, int], Upload] = {}  # (chat, message) -> the uploaded image
         # Telegram tells the bot of a refund it made too (a refunded_payment service message).
         self.echo_star_refunds = True
         self.allowed_updates: list[str] | None = None  # as the last getUpdates asked
@@ -456,10 +457,13 @@ class FakeTelegram:
             ],
             "caption": plain,
         }
+        message_id = next(self._message_ids)
+        if isinstance(photo, bytes):
+            self.photos[(chat_id, message_id)] = photo if isinstance(photo, Upload) else Upload(photo)
         return self._store(
             "photo",
             chat_id,
-            next(self._message_ids),
+            message_id,
             caption,
             plain,
             self._check_markup(params.get("reply_markup")),
@@ -490,6 +494,10 @@ class FakeTelegram:
             self._check_markup(params.get("reply_markup")),
             {"document": file, "caption": plain},
         )
+
+    def photo_of(self, message: BotMessage) -> Upload:
+        """The image uploaded with a photo message."""
+        return self.photos[(message.chat_id, message.message_id)]
 
     def document_of(self, message: BotMessage) -> Upload:
         """The file uploaded with a document message (its bytes and ``filename``)."""

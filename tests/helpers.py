@@ -28,7 +28,14 @@ async def product_with_stock(
 
 
 async def new_order(
-    core: Core, *, sku: str = "VIP", quantity: int = 1, user_id: int = 1001, method: str = "sandbox", lang: str = "zh"
+    core: Core,
+    *,
+    sku: str = "VIP",
+    quantity: int = 1,
+    user_id: int = 1001,
+    method: str = "sandbox",
+    lang: str = "zh",
+    account: str | None = None,
 ) -> PlacedOrder:
     """Place an order and start its payment, as the chat does (``orders.checkout``)."""
     return await checkout(
@@ -41,6 +48,7 @@ async def new_order(
         reservation=core.reservation,
         max_quantity=core.settings.max_quantity,
         stars_rate=core.settings.stars_rate,
+        account=account,
     )
 
 

@@ -64,8 +64,15 @@ async def test_confirming_takes_one_use_and_a_used_up_link_answers_410(core, cli
     order_id, line_id = await paid_order(core, product)
     [token] = await issue(core, product, order_id=order_id, order_line_id=line_id, max_uses=1)
 
-    done = await client.post(f"/r/{token}", headers=EN, **from_ip("203.0.113.7"))
+    posted = await client.post(f"/r/{token}", headers=EN, **from_ip("203.0.113.7"))
+    assert posted.status_code == 303  # POST, then redirect: reloading the result takes nothing
+    assert posted.headers["Location"] == f"/r/{token}?used=1"
+    done = await client.get(posted.headers["Location"], headers=EN)
     assert done.status_code == 200
+    done_again = await client.get(posted.headers["Location"], headers=EN)
+    assert await body(done_again) == await body(done)
+    for made_up in ("2", "0", "-1", "x", "%EF%BC%91"):  # only a use that happened is confirmed
+        assert (await client.get(f"/r/{token}?used={made_up}", headers=EN)).status_code == 410
     page = await body(done)
     assert "Redeemed" in page and "Use 1 of 1 is recorded." in page and "<form" not in page
     assert_secure(done)
@@ -89,7 +96,7 @@ async def test_twenty_concurrent_confirm_posts_of_a_one_use_link_give_one_succes
     responses = await asyncio.gather(*(client.post(f"/r/{token}", **from_ip(f"198.51.100.{n}")) for n in range(20)))
 
     codes = sorted(r.status_code for r in responses)
-    assert codes == [200] + [410] * 19
+    assert codes == [303] + [410] * 19
     for response in responses:
         if response.status_code == 410:
             assert "链接已用完" in await body(response)
@@ -104,7 +111,7 @@ async def test_an_n_use_link_confirms_exactly_n_times(core, client):
 
     codes = [(await client.post(f"/r/{token}", headers=EN)).status_code for _ in range(5)]
 
-    assert codes == [200, 200, 200, 410, 410]
+    assert codes == [303, 303, 303, 410, 410]
 
 
 async def test_expired_and_unknown_links_get_a_clear_page_with_410_and_404(core, client):
@@ -206,7 +213,7 @@ async def test_an_unexpected_failure_shows_a_500_page_and_the_token_reaches_no_l
     caplog.set_level(logging.DEBUG)
     product = await link_product(core)
     [token] = await issue(core, product)
-    assert (await client.post(f"/r/{token}", headers=EN)).status_code == 200  # a logged success first
+    assert (await client.post(f"/r/{token}", headers=EN)).status_code == 303  # a logged success first
 
     async def broken(*_args: object, **_kwargs: object) -> None:
         raise RuntimeError("database went away")

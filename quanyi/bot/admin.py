@@ -15,11 +15,14 @@ from aiogram.fsm.context import FSMContext
 from aiogram.fsm.state import State, StatesGroup
 from aiogram.types import CallbackQuery, InlineKeyboardButton, Message
 from aiogram.utils.keyboard import InlineKeyboardBuilder
+from sqlalchemy import select
 
 from quanyi.bot.admin_filter import IsAdmin
 from quanyi.bot.ops import menu_markup, menu_text
 from quanyi.bot.render import money, status_label
+from quanyi.core import redeem
 from quanyi.core.errors import InvalidInput, NotFound, QuanyiError, RefundNotSupported
+from quanyi.core.models import Recharge
 from quanyi.core.orders import list_payments, order_details
 from quanyi.core.refunds import refund_order, refund_payment
 from quanyi.core.services import Core
@@ -99,6 +102,32 @@ def build_admin_router() -> Router:
                     txn=payment.provider_txn_id,
                     amount=money(payment.amount, payment.currency),
                     outcome=payment.outcome,
+                )
+            )
+        async with core.db.read() as session:
+            uses = await redeem.redemptions(session, order.id)
+            recharges = list(await session.scalars(select(Recharge).where(Recharge.order_id == order.id)))
+        for use in uses:
+            lines.append(
+                t(
+                    lang,
+                    "verify.order_redemption",
+                    use_no=use.use_no,
+                    at=f"{use.at:%Y-%m-%d %H:%M}",
+                    by=use.by,
+                    channel=use.channel,
+                )
+            )
+        for recharge in recharges:
+            reason = f" ({recharge.failure_reason})" if recharge.failure_reason else ""
+            resolution = f" → {recharge.resolution}" if recharge.resolution else ""
+            lines.append(
+                t(
+                    lang,
+                    "verify.order_recharge",
+                    account=recharge.account,
+                    status=recharge.status + resolution,
+                    reason=reason,
                 )
             )
         for refund in details.refunds:

@@ -15,6 +15,7 @@ import io
 import logging
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import timedelta
 
 from aiogram import Bot
@@ -25,10 +26,12 @@ from aiogram.exceptions import (
     TelegramRetryAfter,
 )
 from aiogram.types import BufferedInputFile
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from quanyi.bot.render import delivery_messages, method_label, money, status_label
-from quanyi.core import outbox
-from quanyi.core.models import Order, Payment, utcnow
+from quanyi.bot.render import QR_LIMIT, delivery_messages, mask_account, method_label, money, status_label
+from quanyi.core import outbox, redeem
+from quanyi.core.models import Order, Payment, Recharge, utcnow
 from quanyi.core.orders import delivered_codes
 from quanyi.core.outbox import Outgoing
 from quanyi.core.services import Core
@@ -38,6 +41,13 @@ log = logging.getLogger(__name__)
 # Longer than a whole multi-part send can take with the client's 30 s request timeout.
 LEASE = timedelta(minutes=5)
 MAX_BACKOFF = 300.0
+
+
+@dataclass(frozen=True)
+class QrPhoto:
+    """A part sent as a photo: the QR code of ``url``, captioned with the link itself."""
+
+    url: str
 
 
 class OutboxSender:
@@ -95,15 +105,22 @@ class OutboxSender:
         try:
             if message.kind == "bulk_delivery":
                 await self._send_bulk_delivery(message)
-                texts: list[str] = []
+                parts: list[str | QrPhoto] = []
             else:
-                texts = await self.render(message)
-            for part, text in enumerate(texts):
+                parts = await self.parts(message)
+            for part, item in enumerate(parts):
                 if part < message.parts_sent:
                     continue  # Telegram took this part before a failure; never send it twice
                 await self._take_slot()
-                await self.bot.send_message(message.chat_id, text)
-                if len(texts) > 1 and part + 1 < len(texts):
+                if isinstance(item, QrPhoto):
+                    photo = BufferedInputFile(redeem.qr_png(item.url), filename="qr.png")
+                    await self.bot.send_photo(message.chat_id, photo, caption=item.url, parse_mode=None)
+                else:
+                    await self.bot.send_message(message.chat_id, item)
+                # The chat's next message waits from the moment Telegram took this one, not
+                # from when rendering began (rendering and the global slot take time too).
+                self._chat_ready[message.chat_id] = time.monotonic() + self._per_chat
+                if len(parts) > 1 and part + 1 < len(parts):
                     await outbox.mark_part_sent(self.core.db, message.id, part + 1)
         except TelegramRetryAfter as exc:
             log.info("outbox %s: Telegram asked to wait %ss", message.id, exc.retry_after)
@@ -142,6 +159,67 @@ class OutboxSender:
         if wait > 0:
             await asyncio.sleep(wait)
 
+    async def parts(self, message: Outgoing) -> list[str | QrPhoto]:
+        """What one outbox message sends, in order: its texts, then a delivery's QR photos."""
+        if message.kind != "delivery":
+            return list(await self.render(message))
+        async with self.core.db.read() as session:
+            order = await self._order(session, message)
+            texts, urls = await self._delivery(session, message.language, order)
+        return [*texts, *(QrPhoto(url) for url in urls[:QR_LIMIT])]
+
+    async def _order(self, session: AsyncSession, message: Outgoing) -> Order:
+        order_id = message.payload.get("order_id")
+        order = await session.get(Order, int(str(order_id))) if order_id is not None else None
+        if order is None:
+            raise LookupError(f"outbox {message.id}: order missing")
+        return order
+
+    async def _delivery(self, session: AsyncSession, lang: str, order: Order) -> tuple[list[str], list[str]]:
+        """A delivery's texts (codes and links, decrypted only here) and the links to send as QR codes."""
+        lines = await delivered_codes(session, self.core.keyring, order)
+        issued = await redeem.order_links(session, self.core.keyring, order.id) if lines else []
+        public_url = self.core.settings.public_url
+        by_line = [[i for i in issued if i.order_line_id == line.id] for line in order.lines]
+        texts = delivery_messages(
+            lang,
+            order.number,
+            lines,
+            by_line,
+            public_url=public_url,
+            tz=self.core.settings.timezone,
+            qr_limit=QR_LIMIT if issued else None,
+        )
+        return texts, [redeem.link(public_url, i.token) for links in by_line for i in links]
+
+    async def _recharge_text(self, session: AsyncSession, message: Outgoing, order: Order) -> str:
+        lang = message.language
+        line = next((line for line in order.lines if line.account), order.lines[0] if order.lines else None)
+        if line is None:
+            raise LookupError(f"outbox {message.id}: order has no lines")
+        values = {"number": order.number, "name": line.name, "account": mask_account(line.account or "")}
+        amount = money(line.amount, order.currency)
+        if message.kind == "recharge_success":
+            return t(lang, "deliver.recharge_success", **values)
+        if message.kind == "admin_recharge_failed":
+            reason = await session.scalar(select(Recharge.failure_reason).where(Recharge.order_line_id == line.id))
+            return t(
+                lang,
+                "deliver.admin_recharge_failed",
+                amount=amount,
+                user=order.user_id,
+                reason=reason or "-",
+                **values,
+            )
+        resolution = str(message.payload.get("resolution", "refund_pending"))
+        if resolution == "refunded":
+            outcome = t(lang, "deliver.failed_refunded", amount=amount)
+        elif resolution == "fallback":
+            outcome = t(lang, "deliver.failed_fallback")
+        else:
+            outcome = t(lang, "deliver.failed_refund_pending", amount=amount, support=self._support_line(lang))
+        return t(lang, "deliver.recharge_failed", **values) + "\n" + outcome.strip()
+
     async def render(self, message: Outgoing) -> list[str]:
         """The texts of one outbox message; delivery codes are decrypted only here."""
         lang = message.language
@@ -149,12 +227,12 @@ class OutboxSender:
         if message.kind == "stock_low":
             return [stock_low_text(lang, payload)]
         async with self.core.db.read() as session:
-            order = await session.get(Order, int(payload["order_id"])) if "order_id" in payload else None
-            if order is None:
-                raise LookupError(f"outbox {message.id}: order missing")
+            order = await self._order(session, message)
             if message.kind == "delivery":
-                lines = await delivered_codes(session, self.core.keyring, order)
-                return delivery_messages(lang, order.number, lines)
+                texts, _urls = await self._delivery(session, lang, order)
+                return texts
+            if message.kind in ("recharge_success", "recharge_failed", "admin_recharge_failed"):
+                return [await self._recharge_text(session, message, order)]
             if message.kind == "order_expired":
                 return [t(lang, "order_expired", number=order.number)]
             if message.kind == "order_failed":

@@ -19,7 +19,9 @@ from aiogram.utils.keyboard import InlineKeyboardBuilder
 from quanyi.bot.callbacks import CancelCb, CatalogueCb, CodesCb, MethodCb, ProductCb, QuantityCb
 from quanyi.bot.render import delivery_messages, method_label, money, status_label
 from quanyi.bot.stars import send_stars_invoice
+from quanyi.core import redeem
 from quanyi.core.catalog import CatalogueEntry, catalogue, catalogue_entry, catalogue_entry_by_id, for_buyer
+from quanyi.core.channels import UNCAPPED
 from quanyi.core.distributors import REFERRAL_PREFIX, record_referral
 from quanyi.core.errors import (
     Forbidden,
@@ -30,11 +32,13 @@ from quanyi.core.errors import (
     PaymentMethodUnavailable,
     ProviderError,
 )
+from quanyi.core.models import Product, ProductKind
 from quanyi.core.orders import (
     Buyer,
     buyer_order,
     buyer_orders,
     cancel_by_buyer,
+    check_account,
     checkout,
     delivered_codes,
     remember_user,
@@ -48,6 +52,7 @@ QUICK_QUANTITIES = (1, 2, 3, 5, 10)
 
 class OrderForm(StatesGroup):
     quantity = State()
+    account = State()  # a recharge's account; the data keeps product_id (and account once valid)
 
 
 def build_router() -> Router:
@@ -72,7 +77,7 @@ def build_router() -> Router:
             except (NotFound, InvalidInput):
                 await message.answer(t(lang, "not_for_sale"))
             else:
-                await _send_product(message, entry, core, lang)
+                await _send_product(message, entry, core, lang, state=state)
                 return
         await _send_catalogue(message, core, lang, user_id)
 
@@ -81,13 +86,16 @@ def build_router() -> Router:
         await message.answer(t(lang, "help"))
 
     @router.callback_query(CatalogueCb.filter())
-    async def show_catalogue(query: CallbackQuery, core: Core, lang: str) -> None:
+    async def show_catalogue(query: CallbackQuery, core: Core, lang: str, state: FSMContext) -> None:
+        await state.clear()  # back from a recharge's account question: typed text is no account now
         await query.answer()
         if isinstance(query.message, Message):
             await _send_catalogue(query.message, core, lang, query.from_user.id, edit=True)
 
     @router.callback_query(ProductCb.filter())
-    async def show_product(query: CallbackQuery, callback_data: ProductCb, core: Core, lang: str) -> None:
+    async def show_product(
+        query: CallbackQuery, callback_data: ProductCb, core: Core, lang: str, state: FSMContext
+    ) -> None:
         try:
             async with core.db.read() as session:
                 [entry] = await for_buyer(
@@ -98,7 +106,7 @@ def build_router() -> Router:
             return
         await query.answer()
         if isinstance(query.message, Message):
-            await _send_product(query.message, entry, core, lang, edit=True)
+            await _send_product(query.message, entry, core, lang, edit=True, state=state)
 
     @router.callback_query(QuantityCb.filter(F.n == 0))
     async def ask_quantity(
@@ -123,6 +131,25 @@ def build_router() -> Router:
         if await _send_methods(message, core, lang, user_id, int(data["product_id"]), int(text), edit=False):
             await state.clear()
 
+    @router.message(OrderForm.account, F.text, ~F.text.startswith("/"))
+    async def typed_account(message: Message, core: Core, lang: str, state: FSMContext) -> None:
+        data = await state.get_data()
+        async with core.db.read() as session:
+            product = await session.get(Product, int(data["product_id"]))
+        if product is None or not product.active:
+            await state.clear()
+            await message.answer(t(lang, "not_for_sale"))
+            return
+        try:
+            account = check_account(product, message.text)
+        except InvalidInput as exc:
+            await message.answer(t(lang, "deliver.bad_account", hint=exc.details.get("hint", "")))
+            return
+        # The form stays open: another account typed now replaces this one.
+        await state.update_data(account=account)
+        user_id = message.from_user.id if message.from_user is not None else message.chat.id
+        await _send_methods(message, core, lang, user_id, product.id, 1, edit=False, account=account)
+
     @router.callback_query(QuantityCb.filter())
     async def chose_quantity(query: CallbackQuery, callback_data: QuantityCb, core: Core, lang: str) -> None:
         await query.answer()
@@ -132,13 +159,18 @@ def build_router() -> Router:
             )
 
     @router.callback_query(MethodCb.filter())
-    async def chose_method(query: CallbackQuery, callback_data: MethodCb, core: Core, lang: str) -> None:
+    async def chose_method(
+        query: CallbackQuery, callback_data: MethodCb, core: Core, lang: str, state: FSMContext
+    ) -> None:
         user = query.from_user
         message = query.message
         if not isinstance(message, Message):
             await query.answer()
             return
         buyer = Buyer(user_id=user.id, chat_id=message.chat.id, language=lang, username=user.username)
+        data = await state.get_data()
+        account = str(data["account"]) if data.get("product_id") == callback_data.id and "account" in data else None
+        entry: CatalogueEntry | None = None
         try:
             async with core.db.read() as session:
                 entry = await catalogue_entry_by_id(session, callback_data.id)
@@ -153,6 +185,7 @@ def build_router() -> Router:
                 reservation=core.reservation,
                 max_quantity=core.settings.max_quantity,
                 stars_rate=core.settings.stars_rate,
+                account=account if entry.kind == ProductKind.DIRECT_RECHARGE else None,
             )
         except OutOfStock as exc:
             await query.answer(raw_t(lang, "out_of_stock", available=exc.details.get("available", 0)), show_alert=True)
@@ -164,12 +197,19 @@ def build_router() -> Router:
             await query.answer(raw_t(lang, "no_methods"), show_alert=True)
             return
         except InvalidInput:
+            if entry is not None and entry.kind == ProductKind.DIRECT_RECHARGE:
+                # The account went missing (the form was left or the bot restarted): ask again.
+                await state.set_state(OrderForm.account)
+                await state.set_data({"product_id": entry.id})
+                await query.answer(raw_t(lang, "deliver.account_needed"), show_alert=True)
+                return
             await query.answer(raw_t(lang, "bad_quantity", max=core.settings.max_quantity), show_alert=True)
             return
         except ProviderError:
             await query.answer(raw_t(lang, "payment_start_failed"), show_alert=True)
             return
         await query.answer()
+        await state.clear()
         order = placed.order
         amount = money(order.amount, order.currency)
         deadline = order.expires_at.astimezone(ZoneInfo(core.settings.timezone)).strftime("%H:%M")
@@ -183,6 +223,8 @@ def build_router() -> Router:
             minutes=core.settings.reservation_minutes,
             deadline=deadline,
         )
+        if account is not None and entry.kind == ProductKind.DIRECT_RECHARGE:
+            text += "\n" + t(lang, "deliver.account_line", account=account)
         cancel = InlineKeyboardButton(
             text=raw_t(lang, "cancel_button"), callback_data=CancelCb(number=order.number).pack()
         )
@@ -261,6 +303,7 @@ def build_router() -> Router:
             async with core.db.read() as session:
                 order = await buyer_order(session, callback_data.number, query.from_user.id)
                 lines = await delivered_codes(session, core.keyring, order)
+                issued = await redeem.order_links(session, core.keyring, order.id) if lines else []
         except Forbidden:
             await query.answer(raw_t(lang, "not_your_order"), show_alert=True)
             return
@@ -271,7 +314,11 @@ def build_router() -> Router:
             status = status_label(lang, order.status)
             await query.message.answer(t(lang, "codes_unavailable", number=order.number, status=status))
             return
-        for text in delivery_messages(lang, order.number, lines):
+        by_line = [[i for i in issued if i.order_line_id == line.id] for line in order.lines]
+        texts = delivery_messages(
+            lang, order.number, lines, by_line, public_url=core.settings.public_url, tz=core.settings.timezone
+        )
+        for text in texts:
             await query.message.answer(text)
 
     @router.message()
@@ -301,6 +348,8 @@ async def _send_catalogue(message: Message, core: Core, lang: str, user_id: int,
     keyboard = InlineKeyboardBuilder()
     for entry in entries:
         key = "product_button" if entry.available > 0 else "product_button_sold_out"
+        if entry.available >= UNCAPPED:
+            key = "deliver.product_button_open"
         label = raw_t(lang, key, name=entry.name, price=str(entry.price), left=entry.available)
         keyboard.row(InlineKeyboardButton(text=label[:64], callback_data=ProductCb(id=entry.id).pack()))
     text = t(lang, "catalogue_title")
@@ -310,17 +359,33 @@ async def _send_catalogue(message: Message, core: Core, lang: str, user_id: int,
         await message.answer(text, reply_markup=keyboard.as_markup())
 
 
-async def _send_product(message: Message, entry: CatalogueEntry, core: Core, lang: str, *, edit: bool = False) -> None:
+async def _send_product(
+    message: Message,
+    entry: CatalogueEntry,
+    core: Core,
+    lang: str,
+    *,
+    edit: bool = False,
+    state: FSMContext | None = None,
+) -> None:
     text = t(
         lang,
         "product_card",
         name=entry.name,
         price=str(entry.price),
-        left=entry.available,
+        left=raw_t(lang, "deliver.in_stock_open") if entry.available >= UNCAPPED else entry.available,
         description=entry.description,
     )
     keyboard = InlineKeyboardBuilder()
-    if entry.available > 0:
+    if entry.available > 0 and entry.kind == ProductKind.DIRECT_RECHARGE and state is not None:
+        # One recharge credits one account: no quantity step, the account is asked for instead.
+        async with core.db.read() as session:
+            product = await session.get(Product, entry.id)
+        hint = (product.account_hint or product.account_pattern or "") if product else ""
+        text += "\n" + t(lang, "deliver.ask_account", hint=hint)
+        await state.set_state(OrderForm.account)
+        await state.set_data({"product_id": entry.id})
+    elif entry.available > 0:
         text += "\n" + t(lang, "choose_quantity")
         limit = min(entry.available, core.settings.max_quantity)
         quick = [n for n in QUICK_QUANTITIES if n <= limit]
@@ -343,7 +408,15 @@ async def _send_product(message: Message, entry: CatalogueEntry, core: Core, lan
 
 
 async def _send_methods(
-    message: Message, core: Core, lang: str, user_id: int, product_id: int, quantity: int, *, edit: bool
+    message: Message,
+    core: Core,
+    lang: str,
+    user_id: int,
+    product_id: int,
+    quantity: int,
+    *,
+    edit: bool,
+    account: str | None = None,
 ) -> bool:
     """Show the payment methods for ``quantity``; False when the stock is too low for it."""
     try:
@@ -369,6 +442,8 @@ async def _send_methods(
         )
     keyboard.row(InlineKeyboardButton(text=raw_t(lang, "back_button"), callback_data=ProductCb(id=entry.id).pack()))
     text = t(lang, "choose_method", name=entry.name, quantity=quantity, amount=str(entry.price * quantity))
+    if account is not None:
+        text += "\n" + t(lang, "deliver.account_line", account=account)
     if edit:
         await message.edit_text(text, reply_markup=keyboard.as_markup())
     else:

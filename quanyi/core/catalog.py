@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from quanyi.core.channels import sellable_counts
+from quanyi.core.channels import UNCAPPED, sellable_counts
 from quanyi.core.errors import AlreadyExists, InvalidInput, NotFound
 from quanyi.core.models import Product, ProductKind
 from quanyi.core.money import Money, exponent
@@ -17,7 +17,7 @@ from quanyi.core.stock import available_counts
 _SKU = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 # Kinds that this build can sell end to end; the others can be catalogued ahead of time.
-SELLABLE_KINDS = {ProductKind.CARD_KEY}
+SELLABLE_KINDS = {ProductKind.CARD_KEY, ProductKind.REDEEM_LINK, ProductKind.DIRECT_RECHARGE}
 
 
 @dataclass(frozen=True)
@@ -51,8 +51,19 @@ async def add_product(
     instructions: str = "",
     sort_order: int = 0,
     stars_price: int | None = None,
+    entitlement: str | None = None,
+    max_uses: int | None = None,
+    valid_days: int | None = None,
+    supplier: str | None = None,
+    supplier_code: str | None = None,
+    account_pattern: str | None = None,
+    account_hint: str | None = None,
+    fallback_sku: str | None = None,
 ) -> Product:
-    """``stars_price`` is whole Telegram Stars; None = derived from the price at order time."""
+    """``stars_price`` is whole Telegram Stars; None = derived from the price at order time.
+
+    ``entitlement``, ``max_uses`` and ``valid_days`` are for ``redeem_link`` products; the
+    supplier, account and fallback options for ``direct_recharge`` (see ``_set_kind_options``)."""
     validate_sku(sku)
     name = (name or "").strip()
     if not name or len(name) > 200:
@@ -82,6 +93,18 @@ async def add_product(
         active=True,
         sort_order=sort_order,
     )
+    await _set_kind_options(
+        session,
+        product,
+        entitlement=entitlement,
+        max_uses=max_uses,
+        valid_days=valid_days,
+        supplier=supplier,
+        supplier_code=supplier_code,
+        account_pattern=account_pattern,
+        account_hint=account_hint,
+        fallback_sku=fallback_sku,
+    )
     session.add(product)
     await session.flush()
     return product
@@ -100,11 +123,32 @@ async def update_product(
     active: bool | None = None,
     floor: str | None = None,
     ceiling: str | None = None,
+    entitlement: str | None = None,
+    max_uses: int | None = None,
+    valid_days: int | None = None,
+    supplier: str | None = None,
+    supplier_code: str | None = None,
+    account_pattern: str | None = None,
+    account_hint: str | None = None,
+    fallback_sku: str | None = None,
 ) -> Product:
     """Change what an operator may change. Orders already placed keep their own prices.
 
-    ``floor`` / ``ceiling`` are decimal text, or ``""`` to remove the limit."""
+    ``floor`` / ``ceiling`` are decimal text, or ``""`` to remove the limit; so are the text
+    options of ``_set_kind_options``, and ``valid_days=0`` means links never expire."""
     product = await get_product(session, sku)
+    await _set_kind_options(
+        session,
+        product,
+        entitlement=entitlement,
+        max_uses=max_uses,
+        valid_days=valid_days,
+        supplier=supplier,
+        supplier_code=supplier_code,
+        account_pattern=account_pattern,
+        account_hint=account_hint,
+        fallback_sku=fallback_sku,
+    )
     if floor is not None:
         product.floor_price = Money.parse(floor, product.currency).minor if floor else None
     if ceiling is not None:
@@ -145,6 +189,78 @@ async def update_product(
     return product
 
 
+async def _set_kind_options(
+    session: AsyncSession,
+    product: Product,
+    *,
+    entitlement: str | None,
+    max_uses: int | None,
+    valid_days: int | None,
+    supplier: str | None,
+    supplier_code: str | None,
+    account_pattern: str | None,
+    account_hint: str | None,
+    fallback_sku: str | None,
+) -> None:
+    """Options of one product kind, refused on a product of another kind. None = unchanged."""
+    link_options = {"entitlement": entitlement, "max uses": max_uses, "valid days": valid_days}
+    recharge_options = {
+        "supplier": supplier,
+        "supplier code": supplier_code,
+        "account pattern": account_pattern,
+        "account hint": account_hint,
+        "fallback SKU": fallback_sku,
+    }
+    for kind, options in ((ProductKind.REDEEM_LINK, link_options), (ProductKind.DIRECT_RECHARGE, recharge_options)):
+        given = [name for name, value in options.items() if value is not None]
+        if given and product.kind != kind:
+            raise InvalidInput(f"{given[0]} applies to {kind.value} products only")
+    if entitlement is not None:
+        entitlement = entitlement.strip()
+        if len(entitlement) > 500:
+            raise InvalidInput("entitlement: at most 500 characters")
+        product.entitlement = entitlement
+    if max_uses is not None:
+        if not 1 <= max_uses <= 1_000_000:
+            raise InvalidInput("max uses: 1-1000000")
+        product.redeem_max_uses = max_uses
+    if valid_days is not None:
+        if not 0 <= valid_days <= 36_500:
+            raise InvalidInput("valid days: 1-36500, or 0 for links that never expire")
+        product.redeem_valid_days = valid_days or None
+    if supplier is not None:
+        product.supplier = _short_text(supplier, "supplier", 32)
+    if supplier_code is not None:
+        product.supplier_product_code = _short_text(supplier_code, "supplier code", 64)
+    if account_pattern is not None:
+        pattern = _short_text(account_pattern, "account pattern", 200)
+        if pattern is not None:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise InvalidInput(f"account pattern is not a valid regular expression: {exc}") from None
+        product.account_pattern = pattern
+    if account_hint is not None:
+        product.account_hint = _short_text(account_hint, "account hint", 200)
+    if fallback_sku is not None:
+        fallback = fallback_sku.strip() or None
+        if fallback is not None:
+            target = await session.scalar(select(Product).where(Product.sku == fallback))
+            if target is None:
+                raise NotFound(f"no product {fallback}", sku=fallback)
+            if target.kind != ProductKind.CARD_KEY:
+                raise InvalidInput(f"the fallback product {fallback} must be a card_key product")
+        product.fallback_sku = fallback
+
+
+def _short_text(value: str, what: str, limit: int) -> str | None:
+    """Trimmed text of at most ``limit`` characters; empty = removed (None)."""
+    value = value.strip()
+    if len(value) > limit:
+        raise InvalidInput(f"{what}: at most {limit} characters")
+    return value or None
+
+
 async def get_product(session: AsyncSession, sku: str) -> Product:
     product = await session.scalar(select(Product).where(Product.sku == sku))
     if product is None:
@@ -158,7 +274,7 @@ async def catalogue(session: AsyncSession, *, include_inactive: bool = False) ->
         query = query.where(Product.active.is_(True))
     products = list(await session.scalars(query))
     counts = await available_counts(session, [p.id for p in products])
-    return [_entry(p, counts.get(p.id, 0)) for p in products]
+    return [_entry(p, _units(p, counts)) for p in products]
 
 
 async def catalogue_entry(session: AsyncSession, sku: str) -> CatalogueEntry:
@@ -166,7 +282,7 @@ async def catalogue_entry(session: AsyncSession, sku: str) -> CatalogueEntry:
     if not product.active:
         raise NotFound(f"no product {sku}")
     counts = await available_counts(session, [product.id])
-    return _entry(product, counts.get(product.id, 0))
+    return _entry(product, _units(product, counts))
 
 
 async def catalogue_entry_by_id(session: AsyncSession, product_id: int) -> CatalogueEntry:
@@ -174,7 +290,7 @@ async def catalogue_entry_by_id(session: AsyncSession, product_id: int) -> Catal
     if product is None or not product.active:
         raise NotFound("no such product")
     counts = await available_counts(session, [product.id])
-    return _entry(product, counts.get(product.id, 0))
+    return _entry(product, _units(product, counts))
 
 
 async def for_buyer(session: AsyncSession, entries: list[CatalogueEntry], user_id: int) -> list[CatalogueEntry]:
@@ -188,6 +304,11 @@ async def for_buyer(session: AsyncSession, entries: list[CatalogueEntry], user_i
         else entry
         for entry in entries
     ]
+
+
+def _units(product: Product, counts: dict[int, int]) -> int:
+    # Links and recharges are issued when paid: only card keys are counted items.
+    return counts.get(product.id, 0) if product.kind == ProductKind.CARD_KEY else UNCAPPED
 
 
 def _entry(product: Product, available: int) -> CatalogueEntry:

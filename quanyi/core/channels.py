@@ -29,6 +29,7 @@ from quanyi.core.models import (
     Distributor,
     OrderLine,
     Product,
+    ProductKind,
     StockItem,
     StockStatus,
     User,
@@ -37,6 +38,8 @@ from quanyi.core.models import (
 from quanyi.core.money import Money
 
 DEFAULT_CHANNEL = "bot"
+# What ``sellable_counts`` reports for kinds that hold no stock (links, recharges) and no quota.
+UNCAPPED = 1_000_000
 _CODE = re.compile(r"^[a-z0-9][a-z0-9_-]{1,31}$")
 
 
@@ -556,7 +559,17 @@ async def sellable_counts(
         except (NotFound, NotForSale):
             out[product.id] = (0, product.price)
             continue
-        if terms.allocation_id is not None:
+        if product.kind != ProductKind.CARD_KEY:
+            # Links are issued and recharges placed at payment: only a quota limits them.
+            units = UNCAPPED
+            if terms.allocation_id is not None:
+                left = await session.scalar(
+                    select(Allocation.allocated - Allocation.reserved - Allocation.sold).where(
+                        Allocation.id == terms.allocation_id
+                    )
+                )
+                units = int(left or 0)
+        elif terms.allocation_id is not None:
             left = await session.scalar(
                 select(Allocation.allocated - Allocation.reserved - Allocation.sold).where(
                     Allocation.id == terms.allocation_id

@@ -22,6 +22,8 @@ class Settings(BaseSettings):
     bot_mode: str = "polling"
     bot_webhook_secret: str = ""
     admin_ids: str = ""
+    # Staff who may verify and consume redemption links in chat (核销), besides the operators.
+    staff_ids: str = ""
     # Redis for the bot's conversation state (FSM) when set, e.g. redis://127.0.0.1:6379/0.
     redis_url: str = ""
     support_contact: str = ""
@@ -62,6 +64,16 @@ class Settings(BaseSettings):
     supplier_generic_url: str = ""
     supplier_generic_secret: str = ""
     supplier_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    # The recharge worker: placements tried this many times (backing off from
+    # recharge_retry_seconds) before the recharge fails; recharges still processing are
+    # re-queried after recharge_query_after_seconds and failed ("timed out") after
+    # recharge_give_up_minutes from payment.
+    recharge_max_attempts: int = Field(default=5, ge=1, le=50)
+    recharge_retry_seconds: float = Field(default=30.0, gt=0, le=3600)
+    recharge_poll_seconds: float = Field(default=2.0, gt=0, le=300)
+    recharge_query_after_seconds: int = Field(default=120, ge=1)
+    recharge_give_up_minutes: int = Field(default=60, ge=1)
+    recharge_job_seconds: int = Field(default=30, ge=1)
 
     # Redemption link pages (/r/<token>): lookups per client IP per minute, pages, QR
     # images and confirmations together, so tokens cannot be guessed by brute force.
@@ -95,6 +107,15 @@ class Settings(BaseSettings):
     def _strip_slash(cls, value: str) -> str:
         return value.rstrip("/")
 
+    @field_validator("staff_ids")
+    @classmethod
+    def _digit_ids(cls, value: str) -> str:
+        # Checked at start-up: a typo here would otherwise fail every chat message later.
+        parts = [part for part in value.replace(" ", "").split(",") if part]
+        if not all(part.isdigit() for part in parts):
+            raise ValueError("a comma-separated list of Telegram user ids")
+        return value
+
     @property
     def resolved_database_url(self) -> str:
         if self.database_url:
@@ -104,6 +125,10 @@ class Settings(BaseSettings):
     @property
     def admin_id_list(self) -> list[int]:
         return [int(part) for part in self.admin_ids.replace(" ", "").split(",") if part]
+
+    @property
+    def staff_id_list(self) -> list[int]:
+        return [int(part) for part in self.staff_ids.replace(" ", "").split(",") if part]
 
     @property
     def epay_enabled(self) -> bool:

@@ -96,7 +96,40 @@ async def load_demo(db: Database, keyring: KeyRing) -> list[str]:
             await import_stock(db, keyring, item.sku, path)
         added.append(item.sku)
     await _demo_network(db)
+    await _demo_other_kinds(db)
     return added
+
+
+async def _demo_other_kinds(db: Database) -> None:
+    """A redemption-link product and a mobile top-up served by the supplier simulator."""
+    async with db.transaction() as session:
+        if await session.scalar(select(Product.id).where(Product.sku == "CINEMA-2D")) is None:
+            cinema = await add_product(
+                session,
+                sku="CINEMA-2D",
+                name="电影票 2D 兑换券 Cinema ticket 2D",
+                kind="redeem_link",
+                price=Money.parse("35.00", "CNY"),
+                instructions="到影院前台出示二维码核销。 / Show the QR code at the cinema counter.",
+                sort_order=10,
+            )
+            cinema.redeem_max_uses = 1
+            cinema.redeem_valid_days = 90
+            cinema.entitlement = "一张 2D 电影票 / One 2D cinema ticket"
+        if await session.scalar(select(Product.id).where(Product.sku == "MOBILE-50")) is None:
+            topup = await add_product(
+                session,
+                sku="MOBILE-50",
+                name="话费充值 50 元 Mobile top-up 50",
+                kind="direct_recharge",
+                price=Money.parse("49.50", "CNY"),
+                sort_order=11,
+            )
+            topup.supplier = "generic"
+            topup.supplier_product_code = "MOBILE50"
+            topup.account_pattern = r"1[3-9]\d{9}"
+            topup.account_hint = "11 位手机号 / 11-digit mobile number"
+            topup.fallback_sku = None
 
 
 async def _demo_network(db: Database) -> None:

@@ -22,7 +22,8 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from quanyi.core import channels, commissions, outbox
+from quanyi.core import channels, commissions, outbox, recharge, redeem
+from quanyi.core.crypto import KeyRing
 from quanyi.core.db import Database, rowcount
 from quanyi.core.errors import CallbackRejected, QuanyiError
 from quanyi.core.models import (
@@ -35,6 +36,8 @@ from quanyi.core.models import (
     OutboxMessage,
     OutboxStatus,
     Payment,
+    Product,
+    ProductKind,
     ProviderEvent,
     StockItem,
     StockStatus,
@@ -53,11 +56,17 @@ class PaymentOutcome(enum.StrEnum):
     # Money for an order that can no longer take it (expired, failed, or paid by another
     # transaction): recorded, the order unchanged, buyer and operators told.
     NEEDS_REVIEW = "needs_review"
+    RECHARGING = "recharging"  # paid; the supplier is asked to credit the buyer's account
 
 
 async def apply_payment(
-    session: AsyncSession, event: PaymentEvent, *, admin_ids: list[int] | None = None
+    session: AsyncSession,
+    event: PaymentEvent,
+    *,
+    admin_ids: list[int] | None = None,
+    keyring: KeyRing | None = None,
 ) -> PaymentOutcome:
+    """Apply one verified payment event. ``keyring`` is needed for orders of redemption links."""
     admin_ids = admin_ids or []
     order = await session.scalar(select(Order).where(Order.number == event.order_number))
     if order is None:
@@ -101,10 +110,14 @@ async def apply_payment(
     if rowcount(paid):
         await channels.sell_units(session, order.id)
         await commissions.mark(session, order.id, CommissionStatus.PENDING)
+        products = await _line_products(session, order)
         reserved = await sell_reserved(session, order.id)
-        if reserved < sum(line.quantity for line in order.lines):
-            return await _fill_from_pool(session, order, admin_ids)  # reserved items went missing
-        return await _deliver(session, order)
+        card_units = sum(line.quantity for line in order.lines if products[line.id].kind == ProductKind.CARD_KEY)
+        if reserved < card_units:  # reserved items went missing (voided): refill or fail
+            failed = await _fill_from_pool(session, order, admin_ids, products)
+            if failed is not None:
+                return failed
+        return await _fulfil_other_kinds(session, keyring, order, products)
 
     # Terminal states are terminal: money for an order that expired, failed or was already
     # paid by another transaction is kept on record, never silently used or dropped, and
@@ -127,8 +140,40 @@ async def apply_payment(
     return PaymentOutcome.NEEDS_REVIEW
 
 
-async def _fill_from_pool(session: AsyncSession, order: Order, admin_ids: list[int]) -> PaymentOutcome:
-    """Sell each line what it still lacks from the pool, all lines or none."""
+async def _line_products(session: AsyncSession, order: Order) -> dict[int, Product]:
+    """Each line's product, by line id."""
+    ids = {line.product_id for line in order.lines}
+    by_id = {p.id: p for p in await session.scalars(select(Product).where(Product.id.in_(ids)))}
+    return {line.id: by_id[line.product_id] for line in order.lines}
+
+
+async def _fulfil_other_kinds(
+    session: AsyncSession, keyring: KeyRing | None, order: Order, products: dict[int, Product]
+) -> PaymentOutcome:
+    """Card keys are sold by now; issue redemption links, record recharges to place."""
+    recharging = False
+    for line in order.lines:
+        product = products[line.id]
+        if product.kind == ProductKind.REDEEM_LINK:
+            if keyring is None:
+                raise RuntimeError("issuing redemption links needs the key ring")
+            await redeem.issue(
+                session, keyring, product=product, count=line.quantity, order_id=order.id, order_line_id=line.id
+            )
+        elif product.kind == ProductKind.DIRECT_RECHARGE:
+            await recharge.start(session, order, line, product)
+            recharging = True
+    if recharging:
+        # Stays paid until the supplier answers; the buyer hears of success or failure then.
+        return PaymentOutcome.RECHARGING
+    return await _deliver(session, order)
+
+
+async def _fill_from_pool(
+    session: AsyncSession, order: Order, admin_ids: list[int], products: dict[int, Product]
+) -> PaymentOutcome | None:
+    """Sell each card-key line what it still lacks from the pool, all lines or none; the
+    order fails (and this returns FAILED) when the pool is short."""
     have = dict(
         (
             await session.execute(
@@ -141,6 +186,8 @@ async def _fill_from_pool(session: AsyncSession, order: Order, admin_ids: list[i
     try:
         async with session.begin_nested():
             for line in order.lines:
+                if products[line.id].kind != ProductKind.CARD_KEY:
+                    continue
                 need = line.quantity - have.get(line.id, 0)
                 if need <= 0:
                     continue
@@ -176,7 +223,7 @@ async def _fill_from_pool(session: AsyncSession, order: Order, admin_ids: list[i
         await outbox.enqueue_admins(session, admin_ids, "admin_order_failed", {"order_id": order.id})
         log.warning("order %s paid but out of stock: failed", order.number)
         return PaymentOutcome.FAILED
-    return await _deliver(session, order)
+    return None
 
 
 async def _deliver(session: AsyncSession, order: Order) -> PaymentOutcome:
@@ -371,12 +418,14 @@ class Fulfiller:
         db: Database,
         *,
         admin_ids: list[int] | None = None,
+        keyring: KeyRing | None = None,
         max_batch: int = 64,
         workers: int | None = None,
         on_commit: Callable[[], None] | None = None,
     ) -> None:
         self.db = db
         self.admin_ids = admin_ids or []
+        self.keyring = keyring
         self.max_batch = max_batch
         # SQLite has one writer: more workers would only queue on its lock.
         self.workers = workers or (1 if db.is_sqlite else 4)
@@ -441,7 +490,9 @@ class Fulfiller:
                 for index in indexes:
                     try:
                         async with session.begin_nested():
-                            outcomes[index] = await apply_payment(session, events[index], admin_ids=self.admin_ids)
+                            outcomes[index] = await apply_payment(
+                                session, events[index], admin_ids=self.admin_ids, keyring=self.keyring
+                            )
                     except QuanyiError as exc:
                         outcomes[index] = exc
         except Exception as exc:

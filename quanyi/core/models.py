@@ -115,6 +115,14 @@ class Product(Base):
     # expiry), and what a link grants, shown on its page (empty = the product name).
     # No server default on ``entitlement``: alembic cannot compare an empty-string default
     # on SQLite, so its migration adds the column with one and then drops it.
+    # direct_recharge: which supplier credits it and under which of its product codes, the
+    # pattern a buyer's account must match (e.g. ``1\d{10}`` for mainland mobile numbers)
+    # and the card-key product delivered instead when the recharge fails (None = refund).
+    supplier: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    supplier_product_code: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    account_pattern: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    account_hint: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    fallback_sku: Mapped[str | None] = mapped_column(String(64), nullable=True)
     redeem_max_uses: Mapped[int | None] = mapped_column(Integer, nullable=True)
     redeem_valid_days: Mapped[int | None] = mapped_column(Integer, nullable=True)
     entitlement: Mapped[str] = mapped_column(Text, default="")
@@ -230,6 +238,8 @@ class OrderLine(Base):
     # the price it stands for): the channel price charged and the seller's cost.
     list_price: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     cost_price: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # direct_recharge: the account the buyer asked to credit (validated by the product's pattern).
+    account: Mapped[str | None] = mapped_column(String(128), nullable=True)
     # The allocation this line reserved units of; None = sold from the shared pool.
     allocation_id: Mapped[int | None] = mapped_column(ForeignKey("allocations.id"), nullable=True, index=True)
 
@@ -549,4 +559,63 @@ class Redemption(Base):
     # "web:<ip>", "operator:<telegram id>", "staff:<id>", "partner:<code>".
     by: Mapped[str] = mapped_column(String(80))
     channel: Mapped[str] = mapped_column(String(16))  # web | chat | api
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class RechargeStatus(enum.StrEnum):
+    PENDING = "pending"  # paid; the supplier has not been asked yet (or asking failed: retry)
+    PROCESSING = "processing"  # the supplier took the order
+    SUCCESS = "success"
+    FAILED = "failed"
+
+
+class Recharge(Base):
+    """One supplier call for a ``direct_recharge`` order line.
+
+    Written in the payment's transaction, so a crash before the supplier is called loses
+    nothing; ``supplier_order_number`` is fixed then and reused on every retry, so the
+    supplier never credits twice.
+    """
+
+    __tablename__ = "recharges"
+    __table_args__ = (Index("ix_recharges_due", "status", "next_attempt_at"),)
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True)
+    order_id: Mapped[int] = mapped_column(ForeignKey("orders.id"), index=True)
+    order_line_id: Mapped[int] = mapped_column(ForeignKey("order_lines.id"), unique=True)
+    supplier: Mapped[str] = mapped_column(String(32))
+    supplier_order_number: Mapped[str] = mapped_column(String(64), unique=True)
+    supplier_order_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    product_code: Mapped[str] = mapped_column(String(64))
+    account: Mapped[str] = mapped_column(String(128))
+    amount: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(8))
+    status: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    queries: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    failure_reason: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    # What happened after a failure: "refunded", "refund_pending" (flagged for an operator),
+    # "fallback" (a card key of the fallback product was delivered instead).
+    resolution: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class Partner(Base):
+    """A partner system calling the open API (``/api/v1``) with its own key.
+
+    Only an HMAC of the key is stored (``KeyRing.lookup_hash``); the key is shown once.
+    """
+
+    __tablename__ = "partners"
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True)
+    code: Mapped[str] = mapped_column(String(32), unique=True)
+    name: Mapped[str] = mapped_column(String(100))
+    key_hash: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
+    channel_id: Mapped[int | None] = mapped_column(ForeignKey("channels.id"), nullable=True)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -25,6 +26,7 @@ from quanyi.core.models import (
     OutboxMessage,
     Payment,
     Product,
+    ProductKind,
     Refund,
     StockStatus,
     User,
@@ -50,6 +52,17 @@ class PlacedOrder:
     order: Order
     title: str
     payment: PaymentStart | None = None
+
+
+def check_account(product: Product, account: str | None) -> str:
+    """The account a recharge credits, checked against the product's pattern (whole match)."""
+    value = (account or "").strip()
+    hint = product.account_hint or product.account_pattern or ""
+    if not value or len(value) > 128 or not value.isprintable():
+        raise InvalidInput(f"enter the account to recharge ({hint})", hint=hint)
+    if product.account_pattern and not re.fullmatch(product.account_pattern, value):
+        raise InvalidInput(f"that account does not look right ({hint})", hint=hint)
+    return value
 
 
 def new_order_number(now: datetime | None = None) -> str:
@@ -85,6 +98,7 @@ async def place_order(
     max_quantity: int,
     channel: str = "bot",
     stars_rate: str = "7",
+    account: str | None = None,
 ) -> PlacedOrder:
     """Create a pending order holding ``quantity`` reserved items, priced in the currency the
     payment method charges in. Its payment is started after commit (``start_payment``)."""
@@ -98,6 +112,12 @@ async def place_order(
         raise NotFound(f"no product {sku}")
     if product.kind not in SELLABLE_KINDS:
         raise NotForSale(f"{product.name} is not on sale yet")
+    if product.kind == ProductKind.DIRECT_RECHARGE:
+        account = check_account(product, account)
+        if quantity != 1:
+            raise InvalidInput("a recharge credits one account: quantity must be 1", max_quantity=1)
+    else:
+        account = None
     await remember_user(session, buyer)
     terms = await channels.sale_terms(session, product, channel=channel, user_id=buyer.user_id)
     now = utcnow()
@@ -145,9 +165,19 @@ async def place_order(
         list_price=terms.unit_price,
         cost_price=seller_cost,
         allocation_id=terms.allocation_id,
+        account=account,
     )
     session.add(line)
     await session.flush()
+    if product.kind != ProductKind.CARD_KEY:
+        # Links are issued and recharges placed at payment; nothing to take from a pool,
+        # but a quota still counts the units its channel sells.
+        if terms.allocation_id is not None:
+            await channels.reserve_units(session, product.id, terms.allocation_id, quantity)
+        await commissions.record_for_line(
+            session, order, line, head_id=terms.head_id, seller_cost=seller_cost, currency=product.currency
+        )
+        return PlacedOrder(order=order, title=f"{product.name} x{quantity}")
     await channels.reserve_units(session, product.id, terms.allocation_id, quantity)
     taken = await take_items(
         session,

@@ -153,6 +153,41 @@ async def tokens_for_order(session: AsyncSession, keyring: KeyRing, order_id: in
     ]
 
 
+@dataclass(frozen=True)
+class IssuedLink:
+    """One of an order's links, in the clear, with what it grants and its state now."""
+
+    order_line_id: int | None
+    token: str
+    entitlement: str
+    uses: int
+    max_uses: int
+    expires_at: datetime | None
+    state: TokenState
+
+    @property
+    def uses_left(self) -> int:
+        return self.max_uses - self.uses if self.state == TokenState.VALID else 0
+
+
+async def order_links(session: AsyncSession, keyring: KeyRing, order_id: int) -> list[IssuedLink]:
+    """An order's links in issue order, decrypted, to show them to its buyer (callers check who asks)."""
+    now = utcnow()
+    rows = await session.scalars(select(RedeemToken).where(RedeemToken.order_id == order_id).order_by(RedeemToken.id))
+    return [
+        IssuedLink(
+            order_line_id=row.order_line_id,
+            token=keyring.decrypt(row.key_id, row.token_ct, token_aad(row.product_id, row.token_hash)),
+            entitlement=row.entitlement,
+            uses=row.uses,
+            max_uses=row.max_uses,
+            expires_at=row.expires_at,
+            state=_state(row, now),
+        )
+        for row in rows
+    ]
+
+
 def _state(token: RedeemToken, now: datetime) -> TokenState:
     # A used-up link says so even after it expired: that is what its holder wants to know.
     if token.status != RedeemStatus.ACTIVE:

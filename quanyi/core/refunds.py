@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from quanyi.core import commissions, outbox
+from quanyi.core import commissions, outbox, redeem
 from quanyi.core.db import upsert
 from quanyi.core.errors import CallbackRejected, InvalidInput, NotFound, QuanyiError, RefundFailed, RefundNotSupported
 from quanyi.core.fulfilment import first_sighting
@@ -394,6 +394,9 @@ async def _record_line_refunds(
             .values(status=StockStatus.VOID)
             .execution_options(synchronize_session=False)
         )
+        for refund in created:
+            if refund.order_line_id is not None:
+                await redeem.void(session, order_line_id=refund.order_line_id)
         # Refunded before settlement: the distributors' shares of those lines are taken back.
         await commissions.mark(
             session,
@@ -474,6 +477,8 @@ async def _void_order(session: AsyncSession, order_id: int) -> None:
     await commissions.mark(
         session, order_id, CommissionStatus.REVERSED, frm=(CommissionStatus.AWAITING, CommissionStatus.PENDING)
     )
+    for line_id in await session.scalars(select(OrderLine.id).where(OrderLine.order_id == order_id)):
+        await redeem.void(session, order_line_id=line_id)
     await session.execute(
         update(Order)
         .where(Order.id == order_id, Order.status.in_(REFUNDABLE))

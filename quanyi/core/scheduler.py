@@ -13,7 +13,7 @@ from datetime import timedelta
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from quanyi.core import leases
+from quanyi.core import leases, recharge
 from quanyi.core.alerts import StockAlert, check_stock
 from quanyi.core.orders import expire_due
 from quanyi.core.payments.queries import query_pending
@@ -71,6 +71,18 @@ class Jobs:
             self.core.outbox_wakeup.set()
         return raised
 
+    async def recharges(self) -> dict[str, str]:
+        """Re-query recharges that went quiet, fail those past the give-up limit, and refund
+        failures no worker resolved (a crash between a failure and its refund)."""
+        if not await self.is_leader():
+            return {}
+        outcomes = {number: str(outcome) for number, outcome in (await recharge.requery(self.core)).items()}
+        for number in await recharge.resolve_failures(self.core):
+            outcomes.setdefault(number, "resolved")
+        if outcomes:
+            log.info("recharge re-query: %s", ", ".join(f"{n} {o}" for n, o in outcomes.items()))
+        return outcomes
+
     async def resign(self) -> None:
         await leases.release(self.core.db, LEASE, self.holder)
 
@@ -98,6 +110,14 @@ def build_scheduler(jobs: Jobs) -> AsyncIOScheduler:
         "interval",
         seconds=jobs.core.settings.stock_alert_job_seconds,
         id="stock_alerts",
+        max_instances=1,
+        coalesce=True,
+    )
+    scheduler.add_job(
+        jobs.recharges,
+        "interval",
+        seconds=jobs.core.settings.recharge_job_seconds,
+        id="recharges",
         max_instances=1,
         coalesce=True,
     )

@@ -1,4 +1,4 @@
-"""The core's wiring: settings, database, keys, payment methods and the fulfiller.
+"""The core's wiring: settings, database, keys, payment methods, recharge suppliers and the fulfiller.
 
 Built once by the composition root (``quanyi.app``) or by a test; nothing here is a
 module-level singleton.
@@ -15,6 +15,7 @@ from quanyi.core.crypto import KeyRing
 from quanyi.core.db import Database
 from quanyi.core.fulfilment import Fulfiller
 from quanyi.core.payments import PaymentHub, build_payment_hub
+from quanyi.core.suppliers import SupplierHub, build_supplier_hub
 
 
 @dataclass
@@ -26,6 +27,7 @@ class Core:
     fulfiller: Fulfiller
     # Set after a commit that wrote outbox messages, so the sender wakes at once.
     outbox_wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+    suppliers: SupplierHub = field(default_factory=lambda: SupplierHub([]))
 
     @property
     def reservation(self) -> timedelta:
@@ -40,5 +42,13 @@ def build_core(settings: Settings, *, db: Database | None = None, keyring: KeyRi
     db = db or Database(settings.resolved_database_url)
     payments = build_payment_hub(settings, keyring)
     wakeup = asyncio.Event()
-    fulfiller = Fulfiller(db, admin_ids=settings.admin_id_list, on_commit=wakeup.set)
-    return Core(settings=settings, db=db, keyring=keyring, payments=payments, fulfiller=fulfiller, outbox_wakeup=wakeup)
+    fulfiller = Fulfiller(db, admin_ids=settings.admin_id_list, keyring=keyring, on_commit=wakeup.set)
+    return Core(
+        settings=settings,
+        db=db,
+        keyring=keyring,
+        payments=payments,
+        fulfiller=fulfiller,
+        outbox_wakeup=wakeup,
+        suppliers=build_supplier_hub(settings),
+    )

@@ -10,7 +10,7 @@ from typing import Any
 from quart import Quart, Response, jsonify, request
 
 from quanyi.core.services import Core
-from quanyi.webhooks import pay, redeem, site
+from quanyi.webhooks import api, pay, recharge, redeem, site
 
 log = logging.getLogger(__name__)
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates" / "web"
@@ -37,6 +37,8 @@ def create_app(core: Core, *, telegram_feed: TelegramFeed | None = None) -> Quar
     app.register_blueprint(site.blueprint)
     app.register_blueprint(pay.blueprint)
     app.register_blueprint(redeem.blueprint)
+    app.register_blueprint(recharge.blueprint)
+    app.register_blueprint(api.blueprint)
     if telegram_feed is not None:
         _add_telegram_webhook(app, core, telegram_feed)
 

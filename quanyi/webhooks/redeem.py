@@ -10,10 +10,11 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from quart import Blueprint, Response, current_app, render_template, request
+from quart import Blueprint, Response, current_app, redirect, render_template, request
 from werkzeug.exceptions import HTTPException
 
 from quanyi.core import redeem
@@ -162,13 +163,18 @@ async def show(token: str) -> tuple[str, int]:
             view = await redeem.inspect(session, core().keyring, token)
     except NotFound:
         return await _message(404, "not_found")
+    # ``?used=N`` is where a confirmation lands (POST, then redirect): it says which use was
+    # recorded and takes nothing, so reloading the page never takes another use.
+    used = request.args.get("used", "")
+    if used.isascii() and used.isdigit() and 1 <= int(used) <= view.uses:
+        return await _page(token, replace(view, use_no=int(used)), done=True)
     if view.state != TokenState.VALID:
         return await _refusal(view.state, view.max_uses, view.expires_at)
     return await _page(token, view, done=False)
 
 
 @blueprint.post("/r/<token>")
-async def confirm(token: str) -> tuple[str, int]:
+async def confirm(token: str) -> Response | tuple[str, int]:
     by = f"web:{request.remote_addr or 'unknown'}"
     try:
         async with core().db.transaction() as session:
@@ -178,7 +184,7 @@ async def confirm(token: str) -> tuple[str, int]:
     except TokenUnusable as exc:
         return await _refusal(exc.code.removeprefix("token_"), exc.max_uses, exc.expires_at)
     log.info("redeem: link %d use %d of %d taken from the web", view.token_id, view.use_no or 0, view.max_uses)
-    return await _page(token, view, done=True)
+    return redirect(f"/r/{token}?used={view.use_no or view.uses}", code=303)
 
 
 @blueprint.get("/r/<token>/qr.png")

@@ -1,0 +1,47 @@
+"""Supplier callbacks: ``POST /recharge/<supplier>/callback`` (docs/suppliers.md).
+
+The raw body is verified before anything is read from it; a refused callback changes
+nothing and is logged with its reason. Every accepted one is idempotent: a repeat or a
+stale report answers 200 too, so the supplier stops sending it.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from quart import Blueprint, Response, jsonify, request
+
+from quanyi.core import recharge
+from quanyi.core.errors import CallbackRejected, ConfigError, NotFound
+from quanyi.webhooks.site import core
+
+log = logging.getLogger(__name__)
+blueprint = Blueprint("recharge", __name__)
+
+
+def _error(status: int, code: str) -> tuple[Response, int]:
+    return jsonify({"error": code}), status
+
+
+@blueprint.post("/recharge/<supplier>/callback")
+async def callback(supplier: str) -> tuple[Response, int]:
+    try:
+        adapter = core().suppliers.get(supplier)
+    except ConfigError:
+        return _error(404, "not_found")
+    body = await request.get_data(as_text=False)
+    assert isinstance(body, bytes)
+    try:
+        result = adapter.parse_callback(dict(request.headers), body)
+    except CallbackRejected as exc:
+        # Signature and clock problems are the sender's credentials; anything else is the body.
+        forged = any(word in exc.message for word in ("signature", "timestamp"))
+        log.warning("%s recharge callback refused from %s: %r", supplier, request.remote_addr, exc.message[:120])
+        return _error(401, "bad_signature") if forged else _error(400, "invalid_request")
+    try:
+        outcome = await recharge.apply_callback(core(), supplier, result)
+    except NotFound:
+        log.warning("%s recharge callback for unknown order %r", supplier, result.order_number[:64])
+        return _error(404, "not_found")
+    log.info("%s recharge callback for %s (%s): %s", supplier, result.order_number, result.state, outcome)
+    return jsonify({"ok": True}), 200
