@@ -37,6 +37,7 @@ from quanyi.core.orders import Buyer, checkout
 from quanyi.core.recharge import RechargeWorker
 from quanyi.core.scheduler import Jobs
 from quanyi.core.services import Core, build_core
+from quanyi.core.suppliers.base import SupplierResult
 from quanyi.core.suppliers.generic import encode, signed_headers
 from quanyi.core.suppliers.sim import SimOptions, SupplierSim
 from quanyi.webhooks import create_app
@@ -292,9 +293,16 @@ async def test_a_timed_out_recharge_is_failed_and_refunded_through_the_payment_m
     assert not [k for c, k, _ in await r.outbox() if c == ADMIN and k == "admin_recharge_failed"]
     # Resolved once: another run refunds nothing again.
     assert await recharge.resolve_failures(r.core) == []
-    r.sim.finish(supplier_number, "success")  # the supplier's too-late success is ignored
+    r.sim.finish(supplier_number, "success")  # the supplier's too-late success changes nothing...
     await r.settle()
     assert (await r.recharge(number)).status == "failed"
+    # ...but the buyer may now have both the credit and the refund: operators hear of it once.
+    late = [k for c, k, _ in await r.outbox() if c == ADMIN and k == "admin_recharge_late_success"]
+    assert late == ["admin_recharge_late_success"]
+    repeat = SupplierResult(order_number=supplier_number, supplier_order_id="again", state="success")
+    assert await recharge.apply_callback(r.core, "generic", repeat) == recharge.Applied.UNCHANGED  # a repeat
+    late = [k for c, k, _ in await r.outbox() if c == ADMIN and k == "admin_recharge_late_success"]
+    assert late == ["admin_recharge_late_success"]
 
 
 async def test_a_failed_recharge_the_method_cannot_refund_is_flagged_for_an_operator(rig, tmp_path):

@@ -201,6 +201,16 @@ class OutboxSender:
         amount = money(line.amount, order.currency)
         if message.kind == "recharge_success":
             return t(lang, "deliver.recharge_success", **values)
+        if message.kind == "admin_recharge_late_success":
+            resolution = await session.scalar(select(Recharge.resolution).where(Recharge.order_line_id == line.id))
+            return t(
+                lang,
+                "deliver.admin_recharge_late_success",
+                amount=amount,
+                user=order.user_id,
+                resolution=resolution or "-",
+                **values,
+            )
         if message.kind == "admin_recharge_failed":
             reason = await session.scalar(select(Recharge.failure_reason).where(Recharge.order_line_id == line.id))
             return t(
@@ -231,7 +241,12 @@ class OutboxSender:
             if message.kind == "delivery":
                 texts, _urls = await self._delivery(session, lang, order)
                 return texts
-            if message.kind in ("recharge_success", "recharge_failed", "admin_recharge_failed"):
+            if message.kind in (
+                "recharge_success",
+                "recharge_failed",
+                "admin_recharge_failed",
+                "admin_recharge_late_success",
+            ):
                 return [await self._recharge_text(session, message, order)]
             if message.kind == "order_expired":
                 return [t(lang, "order_expired", number=order.number)]

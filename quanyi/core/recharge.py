@@ -291,6 +291,8 @@ async def report(
                     recharge.supplier,
                     state,
                 )
+                if state == "success":
+                    await _late_success(core, session, recharge)
             return Applied.UNCHANGED
         if state == "processing":
             return Applied.PROCESSING
@@ -597,3 +599,20 @@ class RechargeWorker:
 
     def stop(self) -> None:
         self._stop.set()
+
+
+LATE_SUCCESS = " | the supplier reported success later"
+
+
+async def _late_success(core: Core, session: AsyncSession, recharge: Recharge) -> None:
+    """A recharge we failed (and refunded or replaced) that the supplier credited after all:
+    the buyer may have both. Operators are told once, whatever the supplier repeats."""
+    marked = await session.execute(
+        update(Recharge)
+        .where(Recharge.id == recharge.id, ~func.coalesce(Recharge.failure_reason, "").contains(LATE_SUCCESS.strip()))
+        .values(failure_reason=func.substr(func.coalesce(Recharge.failure_reason, "failed"), 1, 200) + LATE_SUCCESS)
+    )
+    if rowcount(marked):
+        await outbox.enqueue_admins(
+            session, core.settings.admin_id_list, "admin_recharge_late_success", {"order_id": recharge.order_id}
+        )
