@@ -176,6 +176,33 @@ async def test_lookups_beyond_the_per_ip_limit_answer_429_while_other_addresses_
         assert await session.scalar(select(RedeemToken.uses)) == 0  # the blocked confirmation took nothing
 
 
+async def test_behind_a_trusted_proxy_the_limit_counts_each_forwarded_client(core, tmp_path):
+    settings = make_settings(tmp_path, redeem_lookups_per_minute=2, trusted_proxies="10.0.0.1")
+    client = create_app(build_core(settings, db=core.db, keyring=core.keyring)).test_client()
+    product = await link_product(core)
+    [token] = await issue(core, product, max_uses=5)
+
+    def via_proxy(forwarded: str) -> dict:
+        return {**from_ip("10.0.0.1"), "headers": {**EN, "X-Forwarded-For": forwarded}}
+
+    # Two clients behind one proxy each get their own window; a client cannot escape its
+    # window by prepending addresses, because only the hop our proxy added counts.
+    assert [(await client.get(f"/r/{token}", **via_proxy("198.51.100.1"))).status_code for _ in range(3)] == [
+        200,
+        200,
+        429,
+    ]
+    assert (await client.get(f"/r/{token}", **via_proxy("203.0.113.9, 198.51.100.1"))).status_code == 429
+    assert (await client.get(f"/r/{token}", **via_proxy("198.51.100.2"))).status_code == 200
+    posted = await client.post(f"/r/{token}", **via_proxy("198.51.100.2"))
+    assert posted.status_code == 303
+    async with core.db.read() as session:
+        assert await session.scalar(select(Redemption.by)) == "web:198.51.100.2"
+    # An untrusted peer's header is ignored: the peer itself is the client.
+    untrusted = {**from_ip("192.0.2.50"), "headers": {**EN, "X-Forwarded-For": "198.51.100.3"}}
+    assert [(await client.get(f"/r/{token}", **untrusted)).status_code for _ in range(3)] == [200, 200, 429]
+
+
 def test_the_window_slides_so_a_client_gets_its_lookups_back_after_a_minute():
     now = [1000.0]
     window = SlidingWindow(2, 60.0, clock=lambda: now[0])

@@ -78,6 +78,10 @@ class Settings(BaseSettings):
     # Redemption link pages (/r/<token>): lookups per client IP per minute, pages, QR
     # images and confirmations together, so tokens cannot be guessed by brute force.
     redeem_lookups_per_minute: int = Field(default=30, ge=1)
+    # Addresses of reverse proxies in front of quanyi (comma-separated). A request from one
+    # of them is attributed to the client named in its X-Forwarded-For header, so the
+    # per-IP limits count real clients, not the proxy. Empty = trust no header.
+    trusted_proxies: str = ""
 
     # Telegram Stars: on when the bot runs, unless QUANYI_STARS_ENABLED=0.
     stars_enabled: bool = True
@@ -121,6 +125,10 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite+aiosqlite:///{(self.data_dir / 'quanyi.db').resolve()}"
+
+    @property
+    def trusted_proxy_list(self) -> set[str]:
+        return {part.strip() for part in self.trusted_proxies.split(",") if part.strip()}
 
     @property
     def admin_id_list(self) -> list[int]:

@@ -131,9 +131,23 @@ async def _page(token: str, view: TokenView, *, done: bool) -> tuple[str, int]:
     return page, 200
 
 
+def client_address() -> str:
+    """The client's address: the peer, or, when the peer is a trusted proxy, the nearest
+    address in X-Forwarded-For that is not one of our proxies (clients can prepend anything)."""
+    peer = request.remote_addr or "unknown"
+    trusted = core().settings.trusted_proxy_list
+    if peer not in trusted:
+        return peer
+    hops = [part.strip() for part in request.headers.get("X-Forwarded-For", "").split(",") if part.strip()]
+    for hop in reversed(hops):
+        if hop not in trusted:
+            return hop[:64]
+    return peer
+
+
 @blueprint.before_request
 async def rate_limit() -> tuple[str, int, dict[str, str]] | None:
-    client = request.remote_addr or "unknown"
+    client = client_address()
     if _limiter().allow(client):
         return None
     log.warning("redeem: rate limit reached for %s", client)
@@ -175,7 +189,7 @@ async def show(token: str) -> tuple[str, int]:
 
 @blueprint.post("/r/<token>")
 async def confirm(token: str) -> Response | tuple[str, int]:
-    by = f"web:{request.remote_addr or 'unknown'}"
+    by = f"web:{client_address()}"
     try:
         async with core().db.transaction() as session:
             view = await redeem.consume(session, core().keyring, token, by=by, channel="web")
