@@ -131,3 +131,34 @@ async def test_the_operator_sees_each_use_of_an_orders_links_and_its_recharge_on
     await admin.send(f"/order {topup.order.number}")
     card = await admin.expect(topup.order.number)
     assert "Recharge 13800138000: pending" in card.plain
+
+
+async def test_a_channel_gets_a_quota_of_links_which_caps_its_sales_without_any_stock(core):
+    from quanyi.core import channels
+    from quanyi.core.channels import AllocationShort
+    from quanyi.core.orders import Buyer, place_order
+
+    await link_product(core)
+    async with core.db.transaction() as session:
+        await channels.add_channel(session, "cinema-partner", "Cinema partner")
+        allocation = await channels.allocate(session, "LINK", "cinema-partner", 3)
+    assert allocation.allocated == 3
+
+    async def buy(quantity: int) -> None:
+        async with core.db.transaction() as session:
+            await place_order(
+                session,
+                core.payments,
+                buyer=Buyer(3001, 3001, "en"),
+                sku="LINK",
+                quantity=quantity,
+                method="sandbox",
+                reservation=core.reservation,
+                max_quantity=10,
+                channel="cinema-partner",
+            )
+
+    await buy(2)
+    with pytest.raises(AllocationShort):
+        await buy(2)
+    await buy(1)

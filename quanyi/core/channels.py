@@ -203,9 +203,11 @@ async def allocate(session: AsyncSession, sku: str, to: str, units: int) -> Allo
         raise InvalidInput("units must be a positive whole number")
     channel = await resolve_holder(session, to)
     product = await _product(session, sku, lock=True)
-    free = await unallocated(session, product.id)
-    if free < units:
-        raise OutOfStock(f"only {max(free, 0)} unallocated units of {sku} left", available=max(free, 0))
+    if product.kind == ProductKind.CARD_KEY:
+        # Links and recharges are issued on demand: their quota is a cap with no pool behind it.
+        free = await unallocated(session, product.id)
+        if free < units:
+            raise OutOfStock(f"only {max(free, 0)} unallocated units of {sku} left", available=max(free, 0))
     allocation = await _allocation(session, channel.id, product.id)
     if allocation is None:
         allocation = Allocation(
