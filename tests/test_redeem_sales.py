@@ -162,3 +162,6 @@ async def test_a_channel_gets_a_quota_of_links_which_caps_its_sales_without_any_
     with pytest.raises(AllocationShort):
         await buy(2)
     await buy(1)
+    async with core.db.read() as session:
+        [level] = await channels.pool_levels(session, "LINK")
+    assert (level.unallocated, level.allocated_remaining) == (0, 0)  # a cap, never "over-allocated"

@@ -328,6 +328,7 @@ class PoolLevel:
     expired: int
     threshold: int
     allocations: list[AllocationLevel] = field(default_factory=list)
+    on_demand: bool = False
 
     @property
     def allocated_remaining(self) -> int:
@@ -335,7 +336,10 @@ class PoolLevel:
 
     @property
     def unallocated(self) -> int:
-        """Negative when voided or expired codes left the quotas larger than the pool."""
+        """Negative when voided or expired codes left the quotas larger than the pool; 0 for
+        kinds issued on demand (links, recharges), whose quotas are caps without a pool."""
+        if self.on_demand:
+            return 0
         return self.available - self.allocated_remaining
 
 
@@ -380,6 +384,7 @@ async def pool_levels(session: AsyncSession, sku: str | None = None) -> list[Poo
             expired=level.expired,
             threshold=products[level.sku].low_stock_threshold,
             allocations=by_product.get(products[level.sku].id, []),
+            on_demand=products[level.sku].kind != ProductKind.CARD_KEY,
         )
         for level in levels
     ]
