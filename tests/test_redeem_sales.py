@@ -165,3 +165,21 @@ async def test_a_channel_gets_a_quota_of_links_which_caps_its_sales_without_any_
     async with core.db.read() as session:
         [level] = await channels.pool_levels(session, "LINK")
     assert (level.unallocated, level.allocated_remaining) == (0, 0)  # a cap, never "over-allocated"
+
+
+async def test_a_distributor_cannot_bulk_buy_links_and_nothing_changes(core):
+    from quanyi.core import channels, distributors
+    from quanyi.core.errors import NotForSale
+    from tests.test_distributors import balance, make_distributor, top_up
+
+    await link_product(core)
+    agent = await make_distributor(core, 701)
+    async with core.db.transaction() as session:
+        await channels.allocate(session, "LINK", "701", 5)
+    await top_up(core, agent, 100_00)
+    with pytest.raises(NotForSale):
+        async with core.db.transaction() as session:
+            await distributors.bulk_buy(session, user_id=701, sku="LINK", quantity=2, chat_id=701, language="en")
+    assert await balance(core, agent) == 100_00
+    async with core.db.read() as session:
+        assert await session.scalar(select(Order.id)) is None

@@ -33,7 +33,7 @@ from quanyi.core.distributors import (
     Panel,
     PriceRow,
 )
-from quanyi.core.errors import AlreadyExists, Forbidden, InvalidInput, NotFound, OutOfStock
+from quanyi.core.errors import AlreadyExists, Forbidden, InvalidInput, NotForSale, NotFound, OutOfStock
 from quanyi.core.money import Money
 from quanyi.core.orders import Buyer, remember_user
 from quanyi.core.services import Core
@@ -280,6 +280,8 @@ def build_agent_router() -> Router:
             text = t(lang, "agent.out_of_stock", available=exc.details.get("available", 0))
         except Forbidden:
             text = t(lang, "agent.no_allocation")
+        except NotForSale:
+            text = t(lang, "agent.not_bulk", name=row.name)
         except (NotFound, InvalidInput, AlreadyExists):
             text = t(lang, "agent.stale")
         else:

@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from quanyi.core import channels, commissions, outbox
 from quanyi.core.catalog import get_product
 from quanyi.core.db import rowcount
-from quanyi.core.errors import AlreadyExists, Forbidden, InvalidInput, NotFound, OutOfStock, QuanyiError
+from quanyi.core.errors import AlreadyExists, Forbidden, InvalidInput, NotForSale, NotFound, OutOfStock, QuanyiError
 from quanyi.core.models import (
     Allocation,
     AllocationMode,
@@ -37,6 +37,7 @@ from quanyi.core.models import (
     OrderLine,
     OrderStatus,
     Product,
+    ProductKind,
     StockStatus,
     User,
     utcnow,
@@ -358,6 +359,8 @@ async def bulk_buy(
     product = await get_product(session, sku)
     if not product.active:
         raise NotFound(f"no product {sku}")
+    if product.kind != ProductKind.CARD_KEY:
+        raise NotForSale(f"{product.name} is issued per order; only card keys are bought in bulk")
     if product.currency != distributor.currency:
         raise InvalidInput(f"{sku} is priced in {product.currency}, your balance is in {distributor.currency}")
     allocation = await session.scalar(
