@@ -501,12 +501,8 @@ async def reserve_units(
             .values({column: column + quantity, Allocation.updated_at: utcnow()})
         )
         if not rowcount(result):
-            left = await session.scalar(
-                select(Allocation.allocated - Allocation.reserved - Allocation.sold).where(
-                    Allocation.id == allocation_id
-                )
-            )
-            raise AllocationShort(f"only {max(left or 0, 0)} left in this allocation", available=max(left or 0, 0))
+            left = max(await _units_left(session, allocation_id), 0)
+            raise AllocationShort(f"only {left} left in this allocation", available=left)
         return
     # The product-row lock and whether any quota exists, in one statement.
     quotas = await session.scalar(
@@ -519,6 +515,13 @@ async def reserve_units(
         free = await unallocated(session, product_id)
         if free < quantity:
             raise OutOfStock(f"only {max(free, 0)} left", available=max(free, 0))
+
+
+async def _units_left(session: AsyncSession, allocation_id: int) -> int:
+    left = await session.scalar(
+        select(Allocation.allocated - Allocation.reserved - Allocation.sold).where(Allocation.id == allocation_id)
+    )
+    return int(left or 0)
 
 
 async def _line_units(session: AsyncSession, order_id: int) -> list[tuple[int, int]]:
@@ -570,19 +573,9 @@ async def sellable_counts(
             # Links are issued and recharges placed at payment: only a quota limits them.
             units = UNCAPPED
             if terms.allocation_id is not None:
-                left = await session.scalar(
-                    select(Allocation.allocated - Allocation.reserved - Allocation.sold).where(
-                        Allocation.id == terms.allocation_id
-                    )
-                )
-                units = int(left or 0)
+                units = await _units_left(session, terms.allocation_id)
         elif terms.allocation_id is not None:
-            left = await session.scalar(
-                select(Allocation.allocated - Allocation.reserved - Allocation.sold).where(
-                    Allocation.id == terms.allocation_id
-                )
-            )
-            units = min(int(left or 0), counts.get(product.id, 0))
+            units = min(await _units_left(session, terms.allocation_id), counts.get(product.id, 0))
         else:
             has_quota = await session.scalar(
                 select(exists().where(Allocation.product_id == product.id, Allocation.mode == AllocationMode.QUOTA))

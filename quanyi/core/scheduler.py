@@ -89,36 +89,13 @@ class Jobs:
 
 def build_scheduler(jobs: Jobs) -> AsyncIOScheduler:
     scheduler = AsyncIOScheduler(timezone=jobs.core.settings.timezone)
-    scheduler.add_job(
-        jobs.expire_orders,
-        "interval",
-        seconds=jobs.core.settings.expiry_job_seconds,
-        id="expire_orders",
-        max_instances=1,
-        coalesce=True,
-    )
-    scheduler.add_job(
-        jobs.query_payments,
-        "interval",
-        seconds=jobs.core.settings.payment_query_job_seconds,
-        id="query_payments",
-        max_instances=1,
-        coalesce=True,
-    )
-    scheduler.add_job(
-        jobs.stock_alerts,
-        "interval",
-        seconds=jobs.core.settings.stock_alert_job_seconds,
-        id="stock_alerts",
-        max_instances=1,
-        coalesce=True,
-    )
-    scheduler.add_job(
-        jobs.recharges,
-        "interval",
-        seconds=jobs.core.settings.recharge_job_seconds,
-        id="recharges",
-        max_instances=1,
-        coalesce=True,
-    )
+    settings = jobs.core.settings
+    every = {
+        jobs.expire_orders: settings.expiry_job_seconds,
+        jobs.query_payments: settings.payment_query_job_seconds,
+        jobs.stock_alerts: settings.stock_alert_job_seconds,
+        jobs.recharges: settings.recharge_job_seconds,
+    }
+    for job, seconds in every.items():
+        scheduler.add_job(job, "interval", seconds=seconds, id=job.__name__, max_instances=1, coalesce=True)
     return scheduler
