@@ -7,7 +7,9 @@ transaction each).
 Modes: ``quota`` (a partner channel sells from its allocation), ``shared`` (the bot sells
 from a pool nobody holds a quota of), ``shared+quotas`` (the bot sells from the
 unallocated part of a pool that also has quotas: product-row lock and one counting
-statement per sale).
+statement per sale), ``priced`` (``shared`` with two promotions in force and every
+buyer typing the same shared coupon code, limited to one use per buyer: the pricing
+engine's reads plus the coupon's counter updates, one hot row every order locks).
 
     .venv/bin/python bench/allocations.py [--orders 2000] [--buyers 16] [--backend sqlite,postgresql]
 """
@@ -30,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from fulfilment import PG_DSN, with_pg_database  # noqa: E402
 
-from quanyi.core import channels  # noqa: E402
+from quanyi.core import channels, coupons, promotions  # noqa: E402
 from quanyi.core.catalog import add_product  # noqa: E402
 from quanyi.core.config import Settings  # noqa: E402
 from quanyi.core.crypto import KeyRing  # noqa: E402
@@ -128,9 +130,23 @@ async def quanyi_rate(url: str, tmp: Path, n: int, buyers: int, mode: str) -> fl
     stock = tmp / f"alloc-{mode}.txt"
     stock.write_text("".join(f"A-{i:08d}-{secrets.token_hex(6)}\n" for i in range(2 * n)))
     await import_stock(db, keyring, "BENCH", stock)
-    if mode != "shared":
+    if mode not in ("shared", "priced"):
         async with db.transaction() as session:
             await channels.allocate(session, "BENCH", "partner", n)
+    code = None
+    if mode == "priced":
+        code = "BENCH10"
+        async with db.transaction() as session:
+            await promotions.add_promotion(
+                session, name="spend 0.50, 0.05 off", kind="spend_off", threshold=50, value=5, currency="CNY"
+            )
+            await promotions.add_promotion(
+                session, name="3 for 2", kind="units_price", threshold=3, value=200, currency="CNY"
+            )
+            campaign = await coupons.create_coupon(
+                session, name="bench", kind="percent", value=1000, currency="CNY", per_buyer=1
+            )
+            await coupons.add_code(session, campaign.id, code, max_uses=None)
     channel = "partner" if mode == "quota" else "bot"
     counter = iter(range(n))
 
@@ -147,6 +163,7 @@ async def quanyi_rate(url: str, tmp: Path, n: int, buyers: int, mode: str) -> fl
                     reservation=timedelta(hours=1),
                     max_quantity=10,
                     channel=channel,
+                    coupon=code,
                 )
 
     started = time.perf_counter()
@@ -167,7 +184,7 @@ def main() -> None:
     args = parser.parse_args()
     print(f"order placement: {args.orders} orders of 1 unit, {args.buyers} concurrent buyers\n")
     print(f"{'backend':<11} {'mode':<14} {'raw ceiling/s':>14} {'quanyi/s':>10} {'ratio':>7}")
-    modes = ("quota", "shared", "shared+quotas")
+    modes = ("quota", "shared", "shared+quotas", "priced")
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         if "sqlite" in args.backend:

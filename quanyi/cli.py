@@ -68,6 +68,7 @@ def cmd_product_add(args: argparse.Namespace) -> int:
                 description=args.description or "",
                 instructions=args.instructions or "",
                 stars_price=stars.minor if stars else None,
+                category=args.category,
                 **_kind_options(args),
             )
         print(f"added {product.sku}: {product.name} ({product.kind}) at {price}" + (f" / {stars}" if stars else ""))
@@ -91,6 +92,7 @@ def cmd_product_update(args: argparse.Namespace) -> int:
         args.active,
         args.floor,
         args.ceiling,
+        args.category,
         *_kind_options(args).values(),
     ]
     if all(change is None for change in changes) and not args.derived_stars_price:
@@ -111,6 +113,7 @@ def cmd_product_update(args: argparse.Namespace) -> int:
                 active=args.active,
                 floor=args.floor,
                 ceiling=args.ceiling,
+                category=args.category,
                 **_kind_options(args),
             )
             price = Money(product.price, product.currency)
@@ -178,13 +181,17 @@ def _add_kind_arguments(parser: argparse.ArgumentParser, *, update: bool) -> Non
 
 
 def cmd_product_list(args: argparse.Namespace) -> int:
+    from sqlalchemy import select
+
     from quanyi.core.catalog import catalogue
+    from quanyi.core.models import Product
 
     async def run(core: Any) -> int:
         async with core.db.read() as session:
             entries = await catalogue(session, include_inactive=True)
+            categories = dict((await session.execute(select(Product.sku, Product.category))).all())
         _table(
-            ["sku", "kind", "price", "stars", "available", "sale", "name"],
+            ["sku", "kind", "price", "stars", "available", "sale", "category", "name"],
             [
                 [
                     e.sku,
@@ -193,6 +200,7 @@ def cmd_product_list(args: argparse.Namespace) -> int:
                     e.stars_price or "rate",
                     e.available if e.kind == "card_key" else "on demand",
                     "on" if e.active else "off",
+                    categories.get(e.sku) or "-",
                     e.name,
                 ]
                 for e in entries
@@ -892,6 +900,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add.add_argument("--description")
     add.add_argument("--instructions", help="redemption instructions sent with every delivery")
+    add.add_argument("--category", help="a label coupons and promotions can be scoped to, e.g. video")
     _add_kind_arguments(add, update=False)
     add.set_defaults(fn=cmd_product_add)
     upd = product.add_parser("update", help="change a product's name, prices, texts or whether it is on sale")
@@ -904,6 +913,7 @@ def build_parser() -> argparse.ArgumentParser:
     upd.add_argument("--description")
     upd.add_argument("--floor", help="lowest price any channel or distributor may sell at; '' removes it")
     upd.add_argument("--ceiling", help="highest resale price a distributor may set; '' removes it")
+    upd.add_argument("--category", help="a label coupons and promotions can be scoped to; '' removes it")
     sale = upd.add_mutually_exclusive_group()
     sale.add_argument("--on-sale", dest="active", action="store_true", default=None)
     sale.add_argument("--off-sale", dest="active", action="store_false", help="hide it from the catalogue")
@@ -1088,6 +1098,10 @@ def build_parser() -> argparse.ArgumentParser:
     prefund.add_argument("--reason", required=True)
     prefund.add_argument("--manual", action="store_true", help="record a refund made outside quanyi")
     prefund.set_defaults(fn=cmd_payment_refund)
+
+    from quanyi.cli_pricing import add_pricing_parsers
+
+    add_pricing_parsers(sub)
 
     sub.add_parser("demo", help="load the demo catalogue with stock (idempotent)").set_defaults(fn=cmd_demo)
     sub.add_parser("serve", help="HTTP server + bot + scheduler in one process").set_defaults(fn=cmd_serve)

@@ -186,6 +186,7 @@ class FakeTelegram:
         self.star_charges: dict[str, dict[str, Any]] = {}  # charge id -> user_id, amount, payload, refunded
         self.documents: dict[tuple[int, int], Upload] = {}  # (chat, message) -> the uploaded file
         self.photos: dict[tuple[int, int], Upload] = {}  # (chat, message) -> the uploaded image
+        self.user_files: dict[str, bytes] = {}  # file_id -> bytes of a document a user sent the bot
         # Telegram tells the bot of a refund it made too (a refunded_payment service message).
         self.echo_star_refunds = True
         self.allowed_updates: list[str] | None = None  # as the last getUpdates asked
@@ -201,6 +202,7 @@ class FakeTelegram:
     async def __aenter__(self) -> FakeTelegram:
         app = web.Application(client_max_size=10 * 1024 * 1024)
         app.router.add_route("*", "/bot{token}/{method}", self._handle)
+        app.router.add_get("/file/bot{token}/{path:.+}", self._download)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -495,6 +497,19 @@ class FakeTelegram:
             {"document": file, "caption": plain},
         )
 
+    async def _api_getFile(self, params: dict[str, Any]) -> Any:
+        file_id = str(params.get("file_id") or "")
+        if file_id not in self.user_files:
+            raise TelegramError(400, "Bad Request: invalid file_id")
+        size = len(self.user_files[file_id])
+        return {"file_id": file_id, "file_unique_id": file_id, "file_size": size, "file_path": f"documents/{file_id}"}
+
+    async def _download(self, request: web.Request) -> web.Response:
+        data = self.user_files.get(request.match_info["path"].removeprefix("documents/"))
+        if request.match_info["token"] != self.token or data is None:
+            return web.Response(status=404)
+        return web.Response(body=data)
+
     def photo_of(self, message: BotMessage) -> Upload:
         """The image uploaded with a photo message."""
         return self.photos[(message.chat_id, message.message_id)]
@@ -759,6 +774,23 @@ class FakeUser:
         """Telegram's ``successful_payment`` message (again, to replay it)."""
         self.cursor = self.server.mark()
         await self.server.push_update(self.successful_payment_update(payload, amount, charge_id, currency=currency))
+
+    async def send_document(
+        self, data: bytes, filename: str, caption: str = "", *, file_size: int | None = None
+    ) -> None:
+        """Send the bot a file; ``file_size`` overrides the size Telegram reports."""
+        self.cursor = self.server.mark()
+        file_id = f"userdoc{next(self.server._callback_ids)}"
+        self.server.user_files[file_id] = data
+        document = {"file_id": file_id, "file_unique_id": file_id, "file_name": filename}
+        document["file_size"] = len(data) if file_size is None else file_size
+        content: dict[str, Any] = {"document": document}
+        if caption:
+            content["caption"] = caption
+            if caption.startswith("/"):
+                length = len(caption.split()[0])
+                content["caption_entities"] = [{"type": "bot_command", "offset": 0, "length": length}]
+        await self.server.push_update(self.message_update(**content))
 
     async def send_sticker(self) -> None:
         self.cursor = self.server.mark()

@@ -150,7 +150,7 @@ async def test_quantity_buttons_lead_to_payment_method_buttons(core, shop, tmp_p
     methods = await choose(user, card, "2")
     assert methods.message_id == card.message_id  # the form is edited in place
     assert "× 2" in methods.plain and "¥30.00" in methods.plain
-    assert [b["text"] for b in methods.buttons()] == [raw_t("zh", "method_sandbox"), "« 返回"]
+    assert [b["text"] for b in methods.buttons()] == [raw_t("zh", "method_sandbox"), "🎟 优惠码", "« 返回"]
 
 
 async def test_typed_quantity_is_checked_against_the_limit_and_the_stock(core, shop, tmp_path):

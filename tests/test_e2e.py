@@ -297,7 +297,8 @@ async def test_quanyi_serve_process_starts_answers_health_and_stops_cleanly_on_s
         user = tg.user(1001, "en")
         await user.send("/start")
         catalogue = await user.expect(lambda m: bool(m.buttons()), timeout=10)
-        assert len(catalogue.buttons()) == 6  # the demo catalogue: 4 card keys, a link, a top-up
+        # The demo catalogue: 4 card keys, a bundle of two of them, a link, a top-up.
+        assert len(catalogue.buttons()) == 7
 
         proc.send_signal(signal.SIGTERM)
         _, err = await asyncio.wait_for(proc.communicate(), 15)

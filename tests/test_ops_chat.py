@@ -77,7 +77,13 @@ async def test_an_operator_allocates_by_button_and_by_command_and_sees_the_pool_
     await admin.send("/admin")
     menu = await admin.expect(lambda m: bool(m.buttons()))
     assert "/order" in menu.plain and "/review" in menu.plain  # the existing operator commands stay
-    assert [b["text"] for b in menu.buttons()] == ["📦 库存与配额", "🔗 渠道", "🎟 邀请代理", "👥 代理"]
+    assert [b["text"] for b in menu.buttons()] == [
+        "📦 库存与配额",
+        "🔗 渠道",
+        "🎟 邀请代理",
+        "👥 代理",
+        "🎟 优惠券与促销",
+    ]
     await admin.press(menu, "📦 库存与配额")
     overview = await admin.expect(lambda m: m.kind == "edit")
     assert "可售 10 · 锁定 0 · 已售 0 · 配额剩余 0 · 未分配 10 · 预警 关闭" in overview.plain

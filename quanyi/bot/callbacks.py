@@ -31,3 +31,13 @@ class CancelCb(CallbackData, prefix="c"):
 
 class CodesCb(CallbackData, prefix="o"):
     number: str
+
+
+class PricingCb(CallbackData, prefix="pz"):
+    view: str  # home | coupons | promotions | bundles
+
+
+class CouponCb(CallbackData, prefix="cp"):
+    id: int
+    n: int
+    remove: bool = False  # False: ask for a code; True: drop the one in the form

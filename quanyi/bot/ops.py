@@ -21,6 +21,7 @@ from aiogram.utils.keyboard import InlineKeyboardBuilder
 from sqlalchemy import select
 
 from quanyi.bot.admin_filter import IsAdmin
+from quanyi.bot.callbacks import PricingCb
 from quanyi.bot.render import MESSAGE_LIMIT, money
 from quanyi.core import channels, distributors
 from quanyi.core.catalog import get_product
@@ -330,6 +331,8 @@ def menu_markup(lang: str) -> InlineKeyboardMarkup:
         ("distributors", "ops.btn_distributors"),
     ):
         keyboard.row(InlineKeyboardButton(text=raw_t(lang, key), callback_data=OpsCb(view=view).pack()))
+    pricing = PricingCb(view="home").pack()  # coupons, promotions, bundles: quanyi.bot.pricing_ops
+    keyboard.row(InlineKeyboardButton(text=raw_t(lang, "pricing_ops.btn_menu"), callback_data=pricing))
     return keyboard.as_markup()
 
 

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
 from zoneinfo import ZoneInfo
 
+from quanyi.core.commissions import format_rate
+from quanyi.core.models import PromotionKind, Stacking
 from quanyi.core.money import Money
 from quanyi.core.orders import DeliveredLine
+from quanyi.core.pricing import BASIS_POINTS, Breakdown, PromotionRule, Reason
 from quanyi.core.redeem import IssuedLink, TokenState, link
 from quanyi.i18n import raw_t, t
 
@@ -111,6 +117,101 @@ def mask_account(account: str) -> str:
 
 def money(amount: int, currency: str) -> str:
     return str(Money(amount, currency))
+
+
+def promotion_text(lang: str, rule: PromotionRule) -> str:
+    """A promotion as a buyer reads it: 满 ¥50.00 减 ¥8.00 / Spend ¥50.00, get ¥8.00 off."""
+    threshold = money(rule.threshold, rule.currency)
+    if rule.kind == PromotionKind.SPEND_OFF:
+        key = "pricing.spend_off" if rule.threshold else "pricing.spend_off_any"
+        text = t(lang, key, threshold=threshold, value=money(rule.value, rule.currency))
+    elif rule.kind == PromotionKind.SPEND_PERCENT:
+        key = "pricing.spend_percent" if rule.threshold else "pricing.spend_percent_any"
+        # zh says what is paid (打9折), en what is taken off (10% off).
+        rate = _zhe(rule.value) if lang == "zh" else format_rate(rule.value)
+        text = t(lang, key, threshold=threshold, rate=rate)
+        if rule.cap is not None:
+            text += t(lang, "pricing.percent_cap", cap=money(rule.cap, rule.currency))
+    else:
+        text = t(lang, "pricing.units_price", n=rule.threshold, m=_hundredths(rule.value))
+    if rule.stacking == Stacking.EXCLUSIVE:
+        text += raw_t(lang, "pricing.exclusive")
+    return raw_t(lang, "pricing.promotion_line", rule=text, name=_escape(rule.name))
+
+
+def breakdown_lines(lang: str, breakdown: Breakdown | str | Mapping[str, Any]) -> list[str]:
+    """List amount, each discount by name, and the payable (what is charged, when paid in
+    another currency); from the engine's result or an order's ``pricing`` snapshot."""
+    if isinstance(breakdown, Breakdown):
+        breakdown = breakdown.snapshot()
+    data: Mapping[str, Any] = json.loads(breakdown) if isinstance(breakdown, str) else breakdown
+    currency = str(data["currency"])
+    lines = [t(lang, "pricing.list_line", amount=money(int(data["list"]), currency))]
+    for adjustment in data.get("adjustments", ()):
+        key = "pricing.coupon_adjustment" if adjustment["kind"] == "coupon" else "pricing.promotion_adjustment"
+        amount = money(int(adjustment["amount"]), currency)
+        line = t(lang, key, name=adjustment["name"], code=adjustment.get("code") or "", amount=amount)
+        if adjustment.get("capped"):
+            line += raw_t(lang, "pricing.capped")
+        lines.append(line)
+    for skipped in data.get("skipped", ()):
+        if skipped["kind"] == "promotion" and skipped["reason"] == Reason.PROMOTION_BETTER:
+            lines.append(t(lang, "pricing.promotion_skipped", name=skipped["name"]))
+    charged = data.get("charged")
+    if charged:
+        payable = money(int(charged["amount"]), str(charged["currency"]))
+    else:
+        payable = money(int(data["payable"]), currency)
+    lines.append(t(lang, "pricing.payable_line", amount=payable))
+    return lines
+
+
+def coupon_refusal(
+    lang: str, reason: str, details: Mapping[str, object], *, tz: str, need: int = 0, plain: bool = False
+) -> str:
+    """Why a coupon does not apply (a ``pricing.Reason``), in the buyer's language; ``need`` is
+    what is missing to the minimum spend; ``plain`` for alerts (no HTML escaping)."""
+    fill = raw_t if plain else t
+    values: dict[str, object] = {}
+    if reason == Reason.NOT_STARTED:
+        values["at"] = _local_time(str(details.get("starts_at", "")), tz)
+    elif reason == Reason.CURRENCY:
+        values["currency"] = details.get("currency", "")
+    elif reason == Reason.MIN_SPEND:
+        currency = str(details.get("currency", ""))
+        values["min"] = money(int(str(details.get("min_spend", 0))), currency)
+        values["need"] = money(max(need, 0), currency)
+    elif reason == Reason.PER_BUYER:
+        values["n"] = details.get("per_buyer", "")
+    elif reason in (Reason.NOT_COMBINABLE, Reason.PROMOTION_BETTER):
+        values["promotion"] = details.get("promotion", "")
+    try:
+        return fill(lang, f"pricing.reason.{reason}", **values)
+    except (KeyError, ValueError):
+        return fill(lang, "pricing.reason.other")
+
+
+def _zhe(basis_points_off: int) -> str:
+    # 1000 bp off is 9折; odd rates name the percentage paid: 1250 bp off is 87.5折.
+    paid = BASIS_POINTS - basis_points_off
+    if paid % 1000 == 0:
+        return str(paid // 1000)
+    return format_rate(paid).removesuffix("%")
+
+
+def _hundredths(value: int) -> str:
+    whole, frac = divmod(value, 100)
+    return str(whole) if not frac else f"{whole}.{frac:02d}".rstrip("0")
+
+
+def _local_time(text: str, tz: str) -> str:
+    try:
+        at = datetime.fromisoformat(text)
+    except ValueError:
+        return text
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=UTC)
+    return at.astimezone(ZoneInfo(tz)).strftime("%Y-%m-%d %H:%M")
 
 
 def _escape(text: str) -> str:

@@ -15,6 +15,7 @@ from quanyi.bot.admin import build_admin_router
 from quanyi.bot.agent import build_agent_router
 from quanyi.bot.middlewares import LanguageMiddleware
 from quanyi.bot.ops import build_ops_router
+from quanyi.bot.pricing_ops import build_pricing_ops_router
 from quanyi.bot.shop import build_router
 from quanyi.bot.stars import build_stars_router
 from quanyi.bot.verify import build_verify_router
@@ -49,6 +50,7 @@ def build_dispatcher(core: Core) -> Dispatcher:
     dp.include_router(build_stars_router())  # first: a payment message must never reach a catch-all
     dp.include_router(build_admin_router())  # before the shop: its catch-all answers everyone else
     dp.include_router(build_ops_router())
+    dp.include_router(build_pricing_ops_router())
     dp.include_router(build_verify_router())  # operators and staff: codes and /r/ links (核销)
     dp.include_router(build_agent_router())  # before the shop too: /start inv_..., /agent, its forms
     dp.include_router(build_router())

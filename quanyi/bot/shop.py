@@ -5,7 +5,9 @@ Handlers read the input, call one core service, and render the result.
 
 from __future__ import annotations
 
+import html
 import logging
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from aiogram import F, Router
@@ -15,15 +17,25 @@ from aiogram.fsm.context import FSMContext
 from aiogram.fsm.state import State, StatesGroup
 from aiogram.types import CallbackQuery, ErrorEvent, InlineKeyboardButton, Message
 from aiogram.utils.keyboard import InlineKeyboardBuilder
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from quanyi.bot.callbacks import CancelCb, CatalogueCb, CodesCb, MethodCb, ProductCb, QuantityCb
-from quanyi.bot.render import delivery_messages, method_label, money, status_label
+from quanyi.bot.callbacks import CancelCb, CatalogueCb, CodesCb, CouponCb, MethodCb, ProductCb, QuantityCb
+from quanyi.bot.render import (
+    breakdown_lines,
+    coupon_refusal,
+    delivery_messages,
+    method_label,
+    money,
+    promotion_text,
+    status_label,
+)
 from quanyi.bot.stars import send_stars_invoice
-from quanyi.core import redeem
+from quanyi.core import bundles, redeem
 from quanyi.core.catalog import CatalogueEntry, catalogue, catalogue_entry, catalogue_entry_by_id, for_buyer
 from quanyi.core.channels import UNCAPPED
 from quanyi.core.distributors import REFERRAL_PREFIX, record_referral
 from quanyi.core.errors import (
+    CouponRejected,
     Forbidden,
     InvalidInput,
     NotForSale,
@@ -31,6 +43,7 @@ from quanyi.core.errors import (
     OutOfStock,
     PaymentMethodUnavailable,
     ProviderError,
+    QuanyiError,
 )
 from quanyi.core.models import Product, ProductKind
 from quanyi.core.orders import (
@@ -43,6 +56,8 @@ from quanyi.core.orders import (
     delivered_codes,
     remember_user,
 )
+from quanyi.core.pricing import Reason
+from quanyi.core.quote import Quote, quote_order
 from quanyi.core.services import Core
 from quanyi.i18n import raw_t, t
 
@@ -53,6 +68,7 @@ QUICK_QUANTITIES = (1, 2, 3, 5, 10)
 class OrderForm(StatesGroup):
     quantity = State()
     account = State()  # a recharge's account; the data keeps product_id (and account once valid)
+    coupon = State()  # a coupon code; the data keeps product_id, quantity (and coupon once it applies)
 
 
 def build_router() -> Router:
@@ -77,7 +93,7 @@ def build_router() -> Router:
             except (NotFound, InvalidInput):
                 await message.answer(t(lang, "not_for_sale"))
             else:
-                await _send_product(message, entry, core, lang, state=state)
+                await _send_product(message, entry, core, lang, user_id, state=state)
                 return
         await _send_catalogue(message, core, lang, user_id)
 
@@ -106,7 +122,7 @@ def build_router() -> Router:
             return
         await query.answer()
         if isinstance(query.message, Message):
-            await _send_product(query.message, entry, core, lang, edit=True, state=state)
+            await _send_product(query.message, entry, core, lang, query.from_user.id, edit=True, state=state)
 
     @router.callback_query(QuantityCb.filter(F.n == 0))
     async def ask_quantity(
@@ -136,19 +152,97 @@ def build_router() -> Router:
         data = await state.get_data()
         async with core.db.read() as session:
             product = await session.get(Product, int(data["product_id"]))
-        if product is None or not product.active:
+            recharged = await _recharge_part(session, product) if product is not None else None
+        if product is None or not product.active or recharged is None:
             await state.clear()
             await message.answer(t(lang, "not_for_sale"))
             return
         try:
-            account = check_account(product, message.text)
+            account = check_account(recharged, message.text)
         except InvalidInput as exc:
             await message.answer(t(lang, "deliver.bad_account", hint=exc.details.get("hint", "")))
             return
         # The form stays open: another account typed now replaces this one.
         await state.update_data(account=account)
         user_id = message.from_user.id if message.from_user is not None else message.chat.id
-        await _send_methods(message, core, lang, user_id, product.id, 1, edit=False, account=account)
+        coupon = _form_coupon(data, product.id, 1)
+        await _send_methods(message, core, lang, user_id, product.id, 1, edit=False, account=account, coupon=coupon)
+
+    @router.callback_query(CouponCb.filter(~F.remove))
+    async def ask_coupon(query: CallbackQuery, callback_data: CouponCb, lang: str, state: FSMContext) -> None:
+        await query.answer()
+        data = await state.get_data()
+        form = {"product_id": callback_data.id, "quantity": callback_data.n}
+        if data.get("product_id") == callback_data.id:
+            # Same product: the account given stays; a code for another quantity does not.
+            keep = ("account", "coupon") if data.get("quantity") == callback_data.n else ("account",)
+            form |= {key: data[key] for key in keep if data.get(key) is not None}
+        await state.set_data(form)
+        await state.set_state(OrderForm.coupon)
+        if isinstance(query.message, Message):
+            await query.message.answer(t(lang, "pricing.ask_coupon"))
+
+    @router.callback_query(CouponCb.filter(F.remove))
+    async def remove_coupon(
+        query: CallbackQuery, callback_data: CouponCb, core: Core, lang: str, state: FSMContext
+    ) -> None:
+        await query.answer(raw_t(lang, "pricing.coupon_removed"))
+        data = await state.get_data()
+        if data.get("product_id") == callback_data.id:
+            await state.update_data(coupon=None)
+        account = data.get("account") if data.get("product_id") == callback_data.id else None
+        if isinstance(query.message, Message):
+            await _send_methods(
+                query.message,
+                core,
+                lang,
+                query.from_user.id,
+                callback_data.id,
+                callback_data.n,
+                edit=True,
+                account=account,
+            )
+
+    @router.message(OrderForm.coupon, F.text, ~F.text.startswith("/"))
+    async def typed_coupon(message: Message, core: Core, lang: str, state: FSMContext) -> None:
+        data = await state.get_data()
+        product_id, quantity = int(data["product_id"]), int(data.get("quantity", 1))
+        user_id = message.from_user.id if message.from_user is not None else message.chat.id
+        typed = (message.text or "").strip()
+        try:
+            async with core.db.read() as session:
+                product = await session.get(Product, product_id)
+                if product is None or not product.active:
+                    raise NotFound(f"no product {product_id}")
+                quote = await quote_order(session, product, quantity, user_id=user_id, coupon_code=typed)
+        except (NotFound, NotForSale):
+            await state.clear()
+            await message.answer(t(lang, "not_for_sale"))
+            return
+        if quote.coupon is not None and quote.refusal is None:
+            coupon: str | None = quote.coupon.code
+            await state.update_data(coupon=coupon)
+            # Typed text is no code now; a recharge's form goes back to taking another account.
+            await state.set_state(OrderForm.account if data.get("account") else None)
+            notice = t(lang, "pricing.coupon_applied", code=coupon)
+        else:
+            # Keep the form open: another code may be typed, or a method tapped (with the code
+            # that applied before, if any).
+            coupon = _form_coupon(data, product_id, quantity)
+            notice = _refusal_notice(lang, quote, typed, core.settings.timezone) + "\n" + t(lang, "pricing.try_another")
+        account = str(data["account"]) if data.get("account") else None
+        await _send_methods(
+            message,
+            core,
+            lang,
+            user_id,
+            product_id,
+            quantity,
+            edit=False,
+            account=account,
+            coupon=coupon,
+            notice=notice,
+        )
 
     @router.callback_query(QuantityCb.filter())
     async def chose_quantity(query: CallbackQuery, callback_data: QuantityCb, core: Core, lang: str) -> None:
@@ -169,7 +263,8 @@ def build_router() -> Router:
             return
         buyer = Buyer(user_id=user.id, chat_id=message.chat.id, language=lang, username=user.username)
         data = await state.get_data()
-        account = str(data["account"]) if data.get("product_id") == callback_data.id and "account" in data else None
+        account = str(data["account"]) if data.get("product_id") == callback_data.id and data.get("account") else None
+        coupon = _form_coupon(data, callback_data.id, callback_data.n)
         entry: CatalogueEntry | None = None
         try:
             async with core.db.read() as session:
@@ -185,7 +280,8 @@ def build_router() -> Router:
                 reservation=core.reservation,
                 max_quantity=core.settings.max_quantity,
                 stars_rate=core.settings.stars_rate,
-                account=account if entry.kind == ProductKind.DIRECT_RECHARGE else None,
+                account=account,  # the order ignores it unless the product (or a bundle's part) recharges
+                coupon=coupon,
             )
         except OutOfStock as exc:
             await query.answer(raw_t(lang, "out_of_stock", available=exc.details.get("available", 0)), show_alert=True)
@@ -196,9 +292,27 @@ def build_router() -> Router:
         except PaymentMethodUnavailable:
             await query.answer(raw_t(lang, "no_methods"), show_alert=True)
             return
-        except InvalidInput:
-            if entry is not None and entry.kind == ProductKind.DIRECT_RECHARGE:
-                # The account went missing (the form was left or the bot restarted): ask again.
+        except CouponRejected as exc:
+            # Used up (or expired) since it was typed: nothing was ordered; the screen now
+            # shows the price without the code.
+            reason = coupon_refusal(lang, exc.reason, exc.details, tz=core.settings.timezone, plain=True)
+            alert = " ".join(
+                [
+                    raw_t(lang, "pricing.refused_alert", code=coupon or ""),
+                    reason,
+                    raw_t(lang, "pricing.nothing_ordered"),
+                ]
+            )
+            await query.answer(alert[:200], show_alert=True)
+            await state.update_data(coupon=None)
+            await _send_methods(
+                message, core, lang, user.id, callback_data.id, callback_data.n, edit=True, account=account
+            )
+            return
+        except InvalidInput as exc:
+            if "hint" in exc.details and entry is not None:
+                # A recharge (or a bundle holding one) whose account went missing (the form was
+                # left or the bot restarted): ask again.
                 await state.set_state(OrderForm.account)
                 await state.set_data({"product_id": entry.id})
                 await query.answer(raw_t(lang, "deliver.account_needed"), show_alert=True)
@@ -213,17 +327,29 @@ def build_router() -> Router:
         order = placed.order
         amount = money(order.amount, order.currency)
         deadline = order.expires_at.astimezone(ZoneInfo(core.settings.timezone)).strftime("%H:%M")
-        text = t(
-            lang,
-            "order_created",
-            number=order.number,
-            name=entry.name,
-            quantity=callback_data.n,
-            amount=amount,
-            minutes=core.settings.reservation_minutes,
-            deadline=deadline,
-        )
-        if account is not None and entry.kind == ProductKind.DIRECT_RECHARGE:
+        if order.discount_amount > 0 and order.pricing:
+            text = raw_t(
+                lang,
+                "pricing.order_created",
+                number=order.number,
+                name=html.escape(entry.name, quote=False),
+                quantity=callback_data.n,
+                breakdown="\n".join(breakdown_lines(lang, order.pricing)),
+                minutes=core.settings.reservation_minutes,
+                deadline=deadline,
+            )
+        else:
+            text = t(
+                lang,
+                "order_created",
+                number=order.number,
+                name=entry.name,
+                quantity=callback_data.n,
+                amount=amount,
+                minutes=core.settings.reservation_minutes,
+                deadline=deadline,
+            )
+        if account is not None:
             text += "\n" + t(lang, "deliver.account_line", account=account)
         cancel = InlineKeyboardButton(
             text=raw_t(lang, "cancel_button"), callback_data=CancelCb(number=order.number).pack()
@@ -364,6 +490,7 @@ async def _send_product(
     entry: CatalogueEntry,
     core: Core,
     lang: str,
+    user_id: int,
     *,
     edit: bool = False,
     state: FSMContext | None = None,
@@ -376,16 +503,29 @@ async def _send_product(
         left=raw_t(lang, "deliver.in_stock_open") if entry.available >= UNCAPPED else entry.available,
         description=entry.description,
     )
+    async with core.db.read() as session:
+        product = await session.get(Product, entry.id)
+        parts = await bundles.parts_of(session, entry.id) if entry.kind == ProductKind.BUNDLE else []
+        recharged = await _recharge_part(session, product) if product is not None else None
+        try:
+            offers = (await quote_order(session, product, 1, user_id=user_id)).promotions if product else ()
+        except QuanyiError:  # not on sale on this buyer's channel: the card says so below
+            offers = ()
+    if parts:
+        listed = [t(lang, "pricing.part", name=p.product.name, quantity=p.quantity) for p in parts]
+        text += "\n" + raw_t(lang, "pricing.includes", parts=raw_t(lang, "pricing.part_separator").join(listed))
+    if offers:
+        text += "\n" + "\n".join([t(lang, "pricing.promotions_title"), *(promotion_text(lang, r) for r in offers)])
     keyboard = InlineKeyboardBuilder()
-    if entry.available > 0 and entry.kind == ProductKind.DIRECT_RECHARGE and state is not None:
+    if entry.available > 0 and recharged is not None and state is not None:
         # One recharge credits one account: no quantity step, the account is asked for instead.
-        async with core.db.read() as session:
-            product = await session.get(Product, entry.id)
-        hint = (product.account_hint or product.account_pattern or "") if product else ""
+        hint = recharged.account_hint or recharged.account_pattern or ""
         text += "\n" + t(lang, "deliver.ask_account", hint=hint)
         await state.set_state(OrderForm.account)
         await state.set_data({"product_id": entry.id})
     elif entry.available > 0:
+        if state is not None:
+            await state.clear()  # a fresh card starts a fresh form: no code from another order
         text += "\n" + t(lang, "choose_quantity")
         limit = min(entry.available, core.settings.max_quantity)
         quick = [n for n in QUICK_QUANTITIES if n <= limit]
@@ -417,12 +557,19 @@ async def _send_methods(
     *,
     edit: bool,
     account: str | None = None,
+    coupon: str | None = None,
+    notice: str | None = None,
 ) -> bool:
-    """Show the payment methods for ``quantity``; False when the stock is too low for it."""
+    """Show the price (the engine's breakdown, with the ``coupon`` in the form) and the payment
+    methods for ``quantity``; False when the stock is too low for it."""
     try:
         async with core.db.read() as session:
             [entry] = await for_buyer(session, [await catalogue_entry_by_id(session, product_id)], user_id)
-    except NotFound:
+            product = await session.get(Product, product_id)
+            if product is None:
+                raise NotFound(f"no product {product_id}")
+            quote = await quote_order(session, product, quantity, user_id=user_id, coupon_code=coupon)
+    except (NotFound, NotForSale):
         await message.answer(t(lang, "not_for_sale"))
         return True
     if quantity > entry.available:
@@ -440,12 +587,68 @@ async def _send_methods(
                 callback_data=MethodCb(id=entry.id, n=quantity, method=method, option=option).pack(),
             )
         )
+    coupon_row = [
+        InlineKeyboardButton(
+            text=raw_t(lang, "pricing.coupon_button"), callback_data=CouponCb(id=entry.id, n=quantity).pack()
+        )
+    ]
+    if coupon:
+        coupon_row.append(
+            InlineKeyboardButton(
+                text=raw_t(lang, "pricing.remove_coupon_button"),
+                callback_data=CouponCb(id=entry.id, n=quantity, remove=True).pack(),
+            )
+        )
+    keyboard.row(*coupon_row)
     keyboard.row(InlineKeyboardButton(text=raw_t(lang, "back_button"), callback_data=ProductCb(id=entry.id).pack()))
-    text = t(lang, "choose_method", name=entry.name, quantity=quantity, amount=str(entry.price * quantity))
+    breakdown = quote.breakdown
+    if breakdown.adjustments:
+        text = raw_t(
+            lang,
+            "pricing.choose_method",
+            name=html.escape(entry.name, quote=False),
+            quantity=quantity,
+            breakdown="\n".join(breakdown_lines(lang, breakdown)),
+        )
+    else:
+        text = t(lang, "choose_method", name=entry.name, quantity=quantity, amount=str(entry.price * quantity))
     if account is not None:
         text += "\n" + t(lang, "deliver.account_line", account=account)
+    if notice is None and coupon and quote.refusal is not None:
+        notice = _refusal_notice(lang, quote, coupon, core.settings.timezone)
+    if notice:
+        text = f"{notice}\n\n{text}"
     if edit:
         await message.edit_text(text, reply_markup=keyboard.as_markup())
     else:
         await message.answer(text, reply_markup=keyboard.as_markup())
     return True
+
+
+async def _recharge_part(session: AsyncSession, product: Product) -> Product | None:
+    """The product whose account the buyer gives: a recharge itself, or a bundle's recharge part."""
+    if product.kind == ProductKind.DIRECT_RECHARGE:
+        return product
+    if product.kind == ProductKind.BUNDLE:
+        parts = await bundles.parts_of(session, product.id)
+        return next((p.product for p in parts if p.product.kind == ProductKind.DIRECT_RECHARGE), None)
+    return None
+
+
+def _form_coupon(data: dict[str, Any], product_id: int, quantity: int) -> str | None:
+    """The code in the order form, when the form is for this product and quantity."""
+    if data.get("product_id") == product_id and data.get("quantity") == quantity and data.get("coupon"):
+        return str(data["coupon"])
+    return None
+
+
+def _refusal_notice(lang: str, quote: Quote, typed: str, tz: str) -> str:
+    refusal = quote.refusal
+    reason = refusal.reason if refusal is not None else Reason.UNKNOWN
+    details = refusal.details if refusal is not None else {}
+    code = refusal.name if refusal is not None and refusal.name else typed[:32]
+    need = 0
+    if reason == Reason.MIN_SPEND:
+        # The product is in the coupon's scope (else the reason would be not_in_scope).
+        need = int(str(details.get("min_spend", 0))) - quote.breakdown.list_amount
+    return t(lang, "pricing.refused", code=code) + " " + coupon_refusal(lang, reason, details, tz=tz, need=need)

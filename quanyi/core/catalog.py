@@ -17,7 +17,7 @@ from quanyi.core.stock import available_counts
 _SKU = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 # Kinds that this build can sell end to end; the others can be catalogued ahead of time.
-SELLABLE_KINDS = {ProductKind.CARD_KEY, ProductKind.REDEEM_LINK, ProductKind.DIRECT_RECHARGE}
+SELLABLE_KINDS = {ProductKind.CARD_KEY, ProductKind.REDEEM_LINK, ProductKind.DIRECT_RECHARGE, ProductKind.BUNDLE}
 
 
 @dataclass(frozen=True)
@@ -59,6 +59,7 @@ async def add_product(
     account_pattern: str | None = None,
     account_hint: str | None = None,
     fallback_sku: str | None = None,
+    category: str | None = None,
 ) -> Product:
     """``stars_price`` is whole Telegram Stars; None = derived from the price at order time.
 
@@ -92,6 +93,7 @@ async def add_product(
         instructions=instructions,
         active=True,
         sort_order=sort_order,
+        category=_category(category),
     )
     await _set_kind_options(
         session,
@@ -131,6 +133,7 @@ async def update_product(
     account_pattern: str | None = None,
     account_hint: str | None = None,
     fallback_sku: str | None = None,
+    category: str | None = None,
 ) -> Product:
     """Change what an operator may change. Orders already placed keep their own prices.
 
@@ -185,6 +188,8 @@ async def update_product(
         product.description = description
     if active is not None:
         product.active = active
+    if category is not None:
+        product.category = _category(category)
     await session.flush()
     return product
 
@@ -251,6 +256,14 @@ async def _set_kind_options(
             if target.kind != ProductKind.CARD_KEY:
                 raise InvalidInput(f"the fallback product {fallback} must be a card_key product")
         product.fallback_sku = fallback
+
+
+def _category(value: str | None) -> str | None:
+    """A category label: trimmed, lower case, 1-64 characters; empty = none."""
+    value = (value or "").strip().lower()
+    if len(value) > 64 or "," in value:
+        raise InvalidInput("category: at most 64 characters, no commas")
+    return value or None
 
 
 def _short_text(value: str, what: str, limit: int) -> str | None:

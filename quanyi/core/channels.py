@@ -407,13 +407,19 @@ class SaleTerms:
 
 
 async def sale_terms(
-    session: AsyncSession, product: Product, *, channel: str = DEFAULT_CHANNEL, user_id: int | None = None
+    session: AsyncSession,
+    product: Product,
+    *,
+    channel: str = DEFAULT_CHANNEL,
+    user_id: int | None = None,
+    needs_allocation: bool = True,
 ) -> SaleTerms:
     """Which channel sells ``product`` to this buyer, at what price, from which stock.
 
     A buyer a distributor referred buys on that distributor's storefront when it holds an
     allocation of the product (at its resale price), otherwise on the bot; either way the
-    order carries the distributor's chain.
+    order carries the distributor's chain. ``needs_allocation=False`` prices a product that
+    holds no stock of its own (a bundle: its components are allocated, not it).
     """
     head: Distributor | None = None
     if channel == DEFAULT_CHANNEL and user_id is not None:
@@ -433,7 +439,7 @@ async def sale_terms(
             raise NotFound(f"no channel {channel}", channel=channel)
         if offer is not None and not offer.active:
             raise NotForSale(f"channel {channel} is closed")
-    if offer is not None and offer.allocation_mode is None and offer.kind != ChannelKind.BOT:
+    if needs_allocation and offer is not None and offer.allocation_mode is None and offer.kind != ChannelKind.BOT:
         raise NotForSale(f"channel {offer.code} has no allocation of {product.name}")
     price = offer.price if offer is not None and offer.price is not None else product.price
     if product.floor_price is not None:
@@ -564,10 +570,14 @@ async def sellable_counts(
     counts = await available_counts(session, [p.id for p in products])
     out: dict[int, tuple[int, int]] = {}
     for product in products:
+        bundle = product.kind == ProductKind.BUNDLE
         try:
-            terms = await sale_terms(session, product, channel=channel, user_id=user_id)
+            terms = await sale_terms(session, product, channel=channel, user_id=user_id, needs_allocation=not bundle)
         except (NotFound, NotForSale):
             out[product.id] = (0, product.price)
+            continue
+        if bundle:
+            out[product.id] = (await _bundle_units(session, product, terms.channel), terms.unit_price)
             continue
         if product.kind != ProductKind.CARD_KEY:
             # Links are issued and recharges placed at payment: only a quota limits them.
@@ -583,3 +593,18 @@ async def sellable_counts(
             units = await unallocated(session, product.id) if has_quota else counts.get(product.id, 0)
         out[product.id] = (max(units, 0), terms.unit_price)
     return out
+
+
+async def _bundle_units(session: AsyncSession, bundle: Product, channel: str) -> int:
+    """As many bundles as the scarcest component allows on ``channel``."""
+    from quanyi.core.bundles import parts_of
+
+    parts = await parts_of(session, bundle.id)
+    if not parts or any(not p.product.active for p in parts):
+        return 0
+    counts = await sellable_counts(session, [p.product for p in parts], channel=channel)
+    # On-demand components (links, recharges without a quota) do not limit it.
+    return min(
+        counts[p.product.id][0] if counts[p.product.id][0] >= UNCAPPED else counts[p.product.id][0] // p.quantity
+        for p in parts
+    )

@@ -9,8 +9,11 @@ parents upwards. Per line, in the product's currency:
 - ``margin`` for the seller, when the sale was on its own storefront: ``(resale price - its
   cost) * quantity`` (never negative).
 
-The base amount is the line's list price times quantity (the channel price the buyer was
-charged, in the product currency even when the order was paid in Stars). Rows are written
+The base amount is what the line brought in after promotions and coupons (``net_amount``:
+the channel price less the line's share of the order's discounts, in the product currency
+even when the order was paid in Stars); lines written before pricing use list price times
+quantity. Discounts are the operator's: they lower level commissions with the base but not
+a seller's margin. Rows are written
 ``awaiting`` with the order, become ``pending`` when it is paid, ``void`` if it never is,
 ``reversed`` when the line is refunded; the finance settlement turns pending into available.
 """
@@ -105,9 +108,14 @@ def shares_for_line(
     list_price: int,
     quantity: int,
     seller_cost: int | None,
+    base: int | None = None,
 ) -> list[Share]:
-    """The shares of one line: pure arithmetic, so the rule above is tested on its own."""
-    base = list_price * quantity
+    """The shares of one line: pure arithmetic, so the rule above is tested on its own.
+
+    ``base`` is what the line brought in after discounts (default: list price x quantity);
+    level commissions are a share of it, the seller's margin is its resale price less its cost."""
+    if base is None:
+        base = list_price * quantity
     out: list[Share] = []
     if seller_cost is not None and chain_ids:
         margin = max(0, (list_price - seller_cost) * quantity)
@@ -143,6 +151,7 @@ async def record_for_line(
         list_price=line.list_price if line.list_price is not None else line.unit_price,
         quantity=line.quantity,
         seller_cost=seller_cost,
+        base=line.net_amount,
     )
     now = utcnow()
     for share in shares:

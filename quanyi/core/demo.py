@@ -9,7 +9,7 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from quanyi.core import channels, commissions
+from quanyi.core import bundles, channels, commissions, coupons, promotions
 from quanyi.core.catalog import add_product, update_product
 from quanyi.core.crypto import KeyRing
 from quanyi.core.db import Database
@@ -97,6 +97,7 @@ async def load_demo(db: Database, keyring: KeyRing) -> list[str]:
         added.append(item.sku)
     await _demo_network(db)
     await _demo_other_kinds(db)
+    await _demo_pricing(db)
     return added
 
 
@@ -149,3 +150,37 @@ async def _demo_network(db: Database) -> None:
         await set_cost_price(session, "MUSIC-VIP-1M", 800, tier="default")
         await commissions.set_rate(session, 1, 300)
         await commissions.set_rate(session, 2, 100)
+
+
+DEMO_BUNDLE = "DUO-VIP-1M"
+DEMO_COUPON = "WELCOME10"
+
+
+async def _demo_pricing(db: Database) -> None:
+    """Categories, a bundle, a 满减 promotion and a coupon code to try in the order form."""
+    async with db.transaction() as session:
+        if await session.scalar(select(Product.id).where(Product.sku == DEMO_BUNDLE)) is not None:
+            return
+        for sku, category in (("VIDEO-VIP-1M", "video"), ("MUSIC-VIP-1M", "music"), ("GAME-100", "game")):
+            await update_product(session, sku, category=category)
+        await bundles.create_bundle(
+            session,
+            sku=DEMO_BUNDLE,
+            name="影音双卡 Video + Music VIP 1 month",
+            price=Money.parse("22.00", "CNY"),
+            parts=[("VIDEO-VIP-1M", 1), ("MUSIC-VIP-1M", 1)],
+            category="video",
+        )
+        await promotions.add_promotion(
+            session, name="满50减8 / ¥8 off ¥50", kind="spend_off", threshold=5000, value=800, currency="CNY"
+        )
+        welcome = await coupons.create_coupon(
+            session,
+            name="新客9折 / 10% off for new buyers",
+            kind="percent",
+            value=1000,
+            cap=500,
+            currency="CNY",
+            per_buyer=1,
+        )
+        await coupons.add_code(session, welcome.id, DEMO_COUPON, max_uses=None)

@@ -351,6 +351,7 @@ async def bulk_buy(
     is refused with ``AlreadyExists``.
     """
     from quanyi.core.orders import new_order_number
+    from quanyi.core.quote import quote_bulk
     from quanyi.core.stock import take_items
 
     if not 1 <= quantity <= MAX_BULK:
@@ -368,8 +369,8 @@ async def bulk_buy(
     )
     if allocation is None:
         raise Forbidden(f"you have no allocation of {product.name}")
-    cost = await cost_price(session, distributor, product)
-    amount = cost * quantity
+    priced = await quote_bulk(session, distributor, product, quantity)
+    cost, amount = priced.lines[0].unit_price, priced.payable
     if distributor.balance < amount:
         raise InsufficientBalance(
             f"{quantity} x {Money(cost, product.currency)} = {Money(amount, product.currency)}; "
@@ -398,6 +399,7 @@ async def bulk_buy(
         paid_at=now,
         delivered_at=now,
         idempotency_key=request_key[:64] if request_key else None,
+        pricing=priced.snapshot(),
     )
     try:
         async with session.begin_nested():
@@ -417,6 +419,7 @@ async def bulk_buy(
         list_price=cost,
         cost_price=cost,
         allocation_id=quota,
+        net_amount=amount,
     )
     session.add(line)
     await session.flush()

@@ -123,3 +123,13 @@ class SupplierOrderUnknown(SupplierError):
     """The supplier has no order under this number: the place call never reached it."""
 
     code = "supplier_order_unknown"
+
+
+class CouponRejected(InvalidInput):
+    """A coupon code that does not apply to this order; ``reason`` is a ``pricing.Reason``."""
+
+    code = "coupon_rejected"
+
+    def __init__(self, message: str, *, reason: str, **details: object) -> None:
+        super().__init__(message, reason=reason, **details)
+        self.reason = reason

@@ -12,11 +12,11 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from quanyi.core import channels, commissions, distributors, outbox
+from quanyi.core import bundles, channels, commissions, coupons, distributors, outbox
 from quanyi.core.catalog import SELLABLE_KINDS, get_product
 from quanyi.core.crypto import KeyRing
 from quanyi.core.db import Database, rowcount, upsert
-from quanyi.core.errors import Forbidden, InvalidInput, NotForSale, NotFound, OutOfStock
+from quanyi.core.errors import CouponRejected, Forbidden, InvalidInput, NotForSale, NotFound, OutOfStock
 from quanyi.core.models import (
     CommissionStatus,
     Distributor,
@@ -34,6 +34,8 @@ from quanyi.core.models import (
 )
 from quanyi.core.money import convert_up
 from quanyi.core.payments.base import OrderForPayment, PaymentHub, PaymentStart
+from quanyi.core.pricing import spread as bundles_spread
+from quanyi.core.quote import quote_order
 from quanyi.core.stock import Code, order_codes, release_reserved, take_items
 
 _NUMBER_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
@@ -99,9 +101,12 @@ async def place_order(
     channel: str = "bot",
     stars_rate: str = "7",
     account: str | None = None,
+    coupon: str | None = None,
 ) -> PlacedOrder:
-    """Create a pending order holding ``quantity`` reserved items, priced in the currency the
-    payment method charges in. Its payment is started after commit (``start_payment``)."""
+    """Create a pending order holding ``quantity`` reserved items, priced by the pricing
+    engine (promotions, ``coupon``) in the currency the payment method charges in. Its
+    payment is started after commit (``start_payment``). A coupon that does not apply raises
+    ``CouponRejected`` with the reason; nothing is written then."""
     if not 1 <= quantity <= max_quantity:
         raise InvalidInput(f"quantity must be between 1 and {max_quantity}", max_quantity=max_quantity)
     pay_method = payments.get(method)
@@ -112,23 +117,43 @@ async def place_order(
         raise NotFound(f"no product {sku}")
     if product.kind not in SELLABLE_KINDS:
         raise NotForSale(f"{product.name} is not on sale yet")
-    if product.kind == ProductKind.DIRECT_RECHARGE:
-        account = check_account(product, account)
+    parts = [bundles.Part(product, 1)]
+    if product.kind == ProductKind.BUNDLE:
+        try:
+            parts = await bundles.sellable_parts(session, product)
+        except NotFound as exc:
+            raise NotForSale(exc.message) from None
+    recharged = next((p.product for p in parts if p.product.kind == ProductKind.DIRECT_RECHARGE), None)
+    if recharged is not None:
+        account = check_account(recharged, account)
         if quantity != 1:
             raise InvalidInput("a recharge credits one account: quantity must be 1", max_quantity=1)
     else:
         account = None
     await remember_user(session, buyer)
-    terms = await channels.sale_terms(session, product, channel=channel, user_id=buyer.user_id)
+    quote = await quote_order(
+        session, product, quantity, channel=channel, user_id=buyer.user_id, coupon_code=coupon or None
+    )
+    if quote.refusal is not None:
+        refusal = quote.refusal
+        raise CouponRejected(
+            f"coupon {refusal.name} does not apply: {refusal.reason}",
+            reason=refusal.reason,
+            code=refusal.name,
+            **refusal.details,
+        )
+    terms, priced = quote.terms, quote.breakdown
     now = utcnow()
-    currency, unit_price = product.currency, terms.unit_price
+    currency, list_amount, payable = product.currency, priced.list_amount, priced.payable
     if pay_method.currency and pay_method.currency != product.currency:
         currency = pay_method.currency
         if product.stars_price and terms.unit_price == product.price:
-            unit_price = product.stars_price
+            unit = product.stars_price
         else:
-            unit_price = convert_up(terms.unit_price, product.currency, stars_rate, currency)
-    amount = unit_price * quantity
+            unit = convert_up(terms.unit_price, product.currency, stars_rate, currency)
+        list_amount = unit * quantity
+        # Discounts carry over in proportion, rounded up like the conversion itself.
+        payable = -(-list_amount * priced.payable // priced.list_amount)
     order = Order(
         number=new_order_number(now),
         user_id=buyer.user_id,
@@ -138,62 +163,104 @@ async def place_order(
         distributor_id=terms.head_id,
         status=OrderStatus.PENDING,
         currency=currency,
-        list_amount=amount,
-        discount_amount=0,
-        amount=amount,
+        list_amount=list_amount,
+        discount_amount=list_amount - payable,
+        amount=payable,
         payment_method=method,
         payment_option=option or pay_method.options()[0],
         created_at=now,
         expires_at=now + reservation,
+        pricing=priced.snapshot(charged_currency=currency, charged=payable),
     )
     session.add(order)
     await session.flush()
+    applied = priced.coupon
+    if quote.coupon is not None and applied is not None:
+        # Before any allocation row: the lock order is coupon, then allocation (see expire_due).
+        await coupons.take(
+            session,
+            quote.coupon,
+            order_id=order.id,
+            user_id=buyer.user_id,
+            discount=applied.amount,
+            currency=product.currency,
+        )
     seller_cost: int | None = None
-    if terms.seller_id is not None:
+    if terms.seller_id is not None and product.kind != ProductKind.BUNDLE:
         seller = await session.get(Distributor, terms.seller_id)
         assert seller is not None
         seller_cost = await distributors.cost_price(session, seller, product)
-    line = OrderLine(
-        order_id=order.id,
-        line_no=1,
-        product_id=product.id,
-        sku=product.sku,
-        name=product.name,
-        quantity=quantity,
-        unit_price=unit_price,
-        amount=amount,
-        list_price=terms.unit_price,
-        cost_price=seller_cost,
-        allocation_id=terms.allocation_id,
-        account=account,
-    )
-    session.add(line)
-    await session.flush()
-    if product.kind != ProductKind.CARD_KEY:
-        # Links are issued and recharges placed at payment; nothing to take from a pool,
-        # but a quota still counts the units its channel sells.
-        if terms.allocation_id is not None:
-            await channels.reserve_units(session, product.id, terms.allocation_id, quantity)
+    weights = [p.product.price * p.quantity for p in parts]
+    charged = bundles_spread(payable, weights)
+    net = bundles_spread(priced.payable, weights)
+    listed = bundles_spread(terms.unit_price, weights)
+    for line_no, (part, amount, net_amount, list_share) in enumerate(zip(parts, charged, net, listed, strict=True), 1):
+        units = part.quantity * quantity
+        if product.kind == ProductKind.BUNDLE:
+            part_terms = await channels.sale_terms(session, part.product, channel=terms.channel)
+            allocation_id, name = part_terms.allocation_id, f"{product.name} · {part.product.name}"
+            unit_list = list_share // part.quantity
+        else:
+            allocation_id, name, unit_list = terms.allocation_id, product.name, terms.unit_price
+        line = OrderLine(
+            order_id=order.id,
+            line_no=line_no,
+            product_id=part.product.id,
+            sku=part.product.sku,
+            name=name,
+            quantity=units,
+            unit_price=list_amount // quantity if product.kind != ProductKind.BUNDLE else amount // units,
+            amount=amount,
+            list_price=unit_list,
+            cost_price=seller_cost,
+            allocation_id=allocation_id,
+            account=account if part.product.kind == ProductKind.DIRECT_RECHARGE else None,
+            net_amount=net_amount,
+            bundle_id=product.id if product.kind == ProductKind.BUNDLE else None,
+        )
+        session.add(line)
+        await session.flush()
+        await _reserve(session, order, line, part.product, allocation_id, per_bundle=part.quantity)
         await commissions.record_for_line(
             session, order, line, head_id=terms.head_id, seller_cost=seller_cost, currency=product.currency
         )
-        return PlacedOrder(order=order, title=f"{product.name} x{quantity}")
-    await channels.reserve_units(session, product.id, terms.allocation_id, quantity)
-    taken = await take_items(
-        session,
-        product_id=product.id,
-        order_id=order.id,
-        order_line_id=line.id,
-        quantity=quantity,
-        status=StockStatus.RESERVED,
-    )
-    if len(taken) < quantity:
-        # The caller's transaction rolls back: no order, no reservation.
-        raise OutOfStock(f"only {len(taken)} left", available=len(taken))
-    await commissions.record_for_line(
-        session, order, line, head_id=terms.head_id, seller_cost=seller_cost, currency=product.currency
-    )
     return PlacedOrder(order=order, title=f"{product.name} x{quantity}")
+
+
+async def _reserve(
+    session: AsyncSession,
+    order: Order,
+    line: OrderLine,
+    product: Product,
+    allocation_id: int | None,
+    *,
+    per_bundle: int,
+) -> None:
+    """Reserve a line's allocation units and, for card keys, its items; raise when short (the
+    caller's transaction rolls back: no order, no reservation, nothing of another line)."""
+    try:
+        if product.kind != ProductKind.CARD_KEY:
+            # Links are issued and recharges placed at payment; nothing to take from a pool,
+            # but a quota still counts the units its channel sells.
+            if allocation_id is not None:
+                await channels.reserve_units(session, product.id, allocation_id, line.quantity)
+            return
+        await channels.reserve_units(session, product.id, allocation_id, line.quantity)
+        taken = await take_items(
+            session,
+            product_id=product.id,
+            order_id=order.id,
+            order_line_id=line.id,
+            quantity=line.quantity,
+            status=StockStatus.RESERVED,
+        )
+        if len(taken) < line.quantity:
+            raise OutOfStock(f"only {len(taken)} left", available=len(taken))
+    except OutOfStock as exc:
+        if line.bundle_id is None:
+            raise
+        available = int(exc.details.get("available", 0)) // per_bundle  # type: ignore[call-overload]
+        raise OutOfStock(f"only {available} left: {product.name} is short", available=available) from None
 
 
 async def start_payment(db: Database, payments: PaymentHub, placed: PlacedOrder) -> PaymentStart:
@@ -231,8 +298,9 @@ async def checkout(db: Database, payments: PaymentHub, **order: Any) -> PlacedOr
 
 
 async def cancel_pending(session: AsyncSession, order_id: int, *, reason: str, release_units: bool = True) -> bool:
-    """Cancel a pending order and return its reserved stock; False when it was not pending.
-    ``release_units=False`` leaves its allocation units to the caller (``expire_due``)."""
+    """Cancel a pending order, return its reserved stock and its coupon use; False when it was
+    not pending. ``release_units=False`` leaves its coupon use and allocation units to the
+    caller (``expire_due``)."""
     result = await session.execute(
         update(Order)
         .where(Order.id == order_id, Order.status == OrderStatus.PENDING)
@@ -240,6 +308,8 @@ async def cancel_pending(session: AsyncSession, order_id: int, *, reason: str, r
     )
     if not rowcount(result):
         return False
+    if release_units:
+        await coupons.give_back(session, order_id)
     await release_reserved(session, order_id)
     if release_units:
         await channels.release_units(session, order_id)
@@ -271,8 +341,10 @@ async def expire_due(session: AsyncSession, *, now: datetime | None = None, limi
             )
         cancelled.append(number)
         released.append(order_id)
-    # Allocation rows only after every order row: a payment locks its order, then its
-    # allocation, so holding an allocation while waiting for the next order could deadlock.
+    # Coupon and allocation rows only after every order row: a payment or a buyer's cancel
+    # locks its order first, so holding one while waiting for the next order could deadlock.
+    for order_id in released:
+        await coupons.give_back(session, order_id)
     for order_id in released:
         await channels.release_units(session, order_id)
     return cancelled

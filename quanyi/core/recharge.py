@@ -318,15 +318,28 @@ async def _succeeded(session: AsyncSession, order: Order) -> None:
         _tell(session, order, "recharge_success", {"order_id": order.id})
     if open_left:
         return
+    if not await _deliver_rest(session, order):
+        await session.execute(
+            update(Order)
+            .where(Order.id == order.id, Order.status == OrderStatus.PAID)
+            .values(status=OrderStatus.DELIVERED, delivered_at=utcnow())
+        )
+
+
+async def _deliver_rest(session: AsyncSession, order: Order) -> bool:
+    """An order with card keys or links beside its recharge (a bundle) held them back until
+    the recharge was done, whatever its outcome: deliver them now. False when it has none."""
+    recharged = set(await session.scalars(select(Recharge.order_line_id).where(Recharge.order_id == order.id)))
+    if all(line.id in recharged for line in order.lines):
+        return False
     delivered = await session.execute(
         update(Order)
         .where(Order.id == order.id, Order.status == OrderStatus.PAID)
         .values(status=OrderStatus.DELIVERED, delivered_at=utcnow())
     )
-    recharged = {r for r in await session.scalars(select(Recharge.order_line_id).where(Recharge.order_id == order.id))}
-    if rowcount(delivered) and any(line.id not in recharged for line in order.lines) and order.chat_id is not None:
-        # The order's card keys or links were held back until its recharges were done.
+    if rowcount(delivered) and order.chat_id is not None:
         _tell(session, order, "delivery", {"order_id": order.id})
+    return True
 
 
 async def _fallback(session: AsyncSession, recharge: Recharge, order: Order) -> bool:
@@ -397,11 +410,12 @@ async def _fallback(session: AsyncSession, recharge: Recharge, order: Order) -> 
         return False
     await session.execute(update(Recharge).where(Recharge.id == recharge.id).values(resolution=Resolution.FALLBACK))
     # The buyer has what stands in for the recharge: the original order is done.
-    await session.execute(
-        update(Order)
-        .where(Order.id == order.id, Order.status == OrderStatus.PAID)
-        .values(status=OrderStatus.DELIVERED, delivered_at=now)
-    )
+    if not await _deliver_rest(session, order):
+        await session.execute(
+            update(Order)
+            .where(Order.id == order.id, Order.status == OrderStatus.PAID)
+            .values(status=OrderStatus.DELIVERED, delivered_at=now)
+        )
     if order.chat_id is not None:
         _tell(session, replacement, "delivery", {"order_id": replacement.id})
         _tell(
@@ -475,7 +489,13 @@ async def _refund(core: Core, recharge_id: int, order_id: int, order_number: str
             return
         order = await session.get(Order, order_id)
         assert order is not None
-        if resolution == Resolution.REFUND_PENDING:
+        # A bundle's other parts were paid for and are not refunded: they go out now.
+        rest = await _deliver_rest(session, order)
+        if resolution == Resolution.REFUND_PENDING and rest:
+            await outbox.enqueue_admins(
+                session, core.settings.admin_id_list, "admin_recharge_failed", {"order_id": order_id}
+            )
+        elif resolution == Resolution.REFUND_PENDING:
             await session.execute(
                 update(Order)
                 .where(Order.id == order_id, Order.status == OrderStatus.PAID)
