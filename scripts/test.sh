@@ -18,8 +18,10 @@ if command -v pg_isready >/dev/null && ! pg_isready -q -h 127.0.0.1 -p 5432; the
   fi
 fi
 
+# Tests run in parallel, one worker per core (QUANYI_TEST_WORKERS=0 runs them in one process):
+# every test has its own SQLite file and its own PostgreSQL schema.
 set +e
-.venv/bin/python -m pytest "$@"
+.venv/bin/python -m pytest -n "${QUANYI_TEST_WORKERS:-auto}" "$@"
 status=$?
 set -e
 if [ "$status" -eq 5 ]; then

@@ -38,12 +38,12 @@ from quanyi.i18n import raw_t, t
 log = logging.getLogger(__name__)
 
 
-class CouponCb(CallbackData, prefix="pc"):
+class CouponOpsCb(CallbackData, prefix="pc"):
     id: int
     act: str  # on | off | export | gen10 | gen100
 
 
-class PromoCb(CallbackData, prefix="pp"):
+class PromotionOpsCb(CallbackData, prefix="pp"):
     id: int
     act: str  # on | off
 
@@ -91,8 +91,8 @@ def _add_coupon_handlers(router: Router) -> None:
         text, markup = await _coupons_view(core, lang)
         await message.answer(text, reply_markup=markup)
 
-    @router.callback_query(CouponCb.filter())
-    async def coupon_button(query: CallbackQuery, callback_data: CouponCb, core: Core, lang: str) -> None:
+    @router.callback_query(CouponOpsCb.filter())
+    async def coupon_button(query: CallbackQuery, callback_data: CouponOpsCb, core: Core, lang: str) -> None:
         await query.answer()
         if not isinstance(query.message, Message):
             return
@@ -229,8 +229,8 @@ def _add_promotion_handlers(router: Router) -> None:
         text, markup = await _promotions_view(core, lang)
         await message.answer(text, reply_markup=markup)
 
-    @router.callback_query(PromoCb.filter())
-    async def promotion_button(query: CallbackQuery, callback_data: PromoCb, core: Core, lang: str) -> None:
+    @router.callback_query(PromotionOpsCb.filter())
+    async def promotion_button(query: CallbackQuery, callback_data: PromotionOpsCb, core: Core, lang: str) -> None:
         await query.answer()
         if not isinstance(query.message, Message) or callback_data.act not in ("on", "off"):
             return
@@ -395,7 +395,7 @@ async def _coupons_view(core: Core, lang: str, *, lead: str = "") -> tuple[str, 
 
 
 def _coupon_button(lang: str, key: str, coupon_id: int, act: str) -> InlineKeyboardButton:
-    data = CouponCb(id=coupon_id, act=act).pack()
+    data = CouponOpsCb(id=coupon_id, act=act).pack()
     return InlineKeyboardButton(text=raw_t(lang, key, id=coupon_id), callback_data=data)
 
 
@@ -405,7 +405,7 @@ async def _promotions_view(core: Core, lang: str, *, lead: str = "") -> tuple[st
     keyboard = InlineKeyboardBuilder()
     for promotion in rows[:MAX_ROWS]:
         act, key = ("off", "pricing_ops.btn_disable") if promotion.active else ("on", "pricing_ops.btn_enable")
-        data = PromoCb(id=promotion.id, act=act).pack()
+        data = PromotionOpsCb(id=promotion.id, act=act).pack()
         keyboard.row(InlineKeyboardButton(text=raw_t(lang, key, id=promotion.id), callback_data=data))
     keyboard.row(_back_home(lang))
     head = (lead + "\n\n" if lead else "") + t(lang, "pricing_ops.promotions_title")
