@@ -14,7 +14,7 @@ import csv
 import io
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -25,7 +25,7 @@ from aiogram.exceptions import (
     TelegramNotFound,
     TelegramRetryAfter,
 )
-from aiogram.types import BufferedInputFile
+from aiogram.types import BufferedInputFile, InlineKeyboardMarkup
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -48,6 +48,39 @@ class QrPhoto:
     """A part sent as a photo: the QR code of ``url``, captioned with the link itself."""
 
     url: str
+
+
+@dataclass(frozen=True)
+class Document:
+    """A part sent as a file (a statement's CSV, a report's chart as a photo when ``photo``)."""
+
+    filename: str
+    data: bytes
+    caption: str = ""
+    photo: bool = False
+
+
+@dataclass(frozen=True)
+class WithButtons:
+    """A text part with inline buttons (an operator's approve / reject)."""
+
+    text: str
+    markup: InlineKeyboardMarkup
+
+
+Part = str | QrPhoto | Document | WithButtons
+Renderer = Callable[[Core, Outgoing], Awaitable[list[Part]]]
+# Outbox kinds rendered outside this module, registered by the module that owns them
+# (``@renders("settlement_statement")``); it is imported by ``bot.runner``.
+RENDERERS: dict[str, Renderer] = {}
+
+
+def renders(kind: str) -> Callable[[Renderer], Renderer]:
+    def register(renderer: Renderer) -> Renderer:
+        RENDERERS[kind] = renderer
+        return renderer
+
+    return register
 
 
 class OutboxSender:
@@ -105,7 +138,7 @@ class OutboxSender:
         try:
             if message.kind == "bulk_delivery":
                 await self._send_bulk_delivery(message)
-                parts: list[str | QrPhoto] = []
+                parts: list[Part] = []
             else:
                 parts = await self.parts(message)
             for part, item in enumerate(parts):
@@ -115,6 +148,14 @@ class OutboxSender:
                 if isinstance(item, QrPhoto):
                     photo = BufferedInputFile(redeem.qr_png(item.url), filename="qr.png")
                     await self.bot.send_photo(message.chat_id, photo, caption=item.url, parse_mode=None)
+                elif isinstance(item, Document):
+                    upload = BufferedInputFile(item.data, filename=item.filename)
+                    if item.photo:
+                        await self.bot.send_photo(message.chat_id, upload, caption=item.caption or None)
+                    else:
+                        await self.bot.send_document(message.chat_id, upload, caption=item.caption or None)
+                elif isinstance(item, WithButtons):
+                    await self.bot.send_message(message.chat_id, item.text, reply_markup=item.markup)
                 else:
                     await self.bot.send_message(message.chat_id, item)
                 # The chat's next message waits from the moment Telegram took this one, not
@@ -159,8 +200,10 @@ class OutboxSender:
         if wait > 0:
             await asyncio.sleep(wait)
 
-    async def parts(self, message: Outgoing) -> list[str | QrPhoto]:
+    async def parts(self, message: Outgoing) -> list[Part]:
         """What one outbox message sends, in order: its texts, then a delivery's QR photos."""
+        if message.kind in RENDERERS:
+            return await RENDERERS[message.kind](self.core, message)
         if message.kind != "delivery":
             return list(await self.render(message))
         async with self.core.db.read() as session:

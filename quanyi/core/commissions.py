@@ -23,9 +23,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from quanyi.core import ledger
 from quanyi.core.errors import InvalidInput, NotFound
 from quanyi.core.models import (
     Commission,
@@ -188,6 +189,90 @@ async def mark(
     if line_ids is not None:
         query = query.where(Commission.order_line_id.in_(line_ids))
     await session.execute(query.values(status=to.value, updated_at=utcnow()))
+
+
+def earned_ref(order_id: int) -> str:
+    return f"commission:{order_id}:earned"
+
+
+async def earn(session: AsyncSession, order_id: int) -> None:
+    """The order is paid: its shares become pending, and the ledger owes them to their distributors."""
+    await mark(session, order_id, CommissionStatus.PENDING)
+    rows = await session.execute(
+        select(Commission.distributor_id, Commission.currency, func.sum(Commission.amount))
+        .where(Commission.order_id == order_id, Commission.status == CommissionStatus.PENDING)
+        .group_by(Commission.distributor_id, Commission.currency)
+    )
+    legs: list[ledger.Leg] = []
+    for distributor_id, currency, amount in rows.all():
+        legs += ledger.transfer(
+            ledger.COMMISSIONS, ledger.distributor(distributor_id, "pending"), int(amount), currency
+        )
+    await ledger.post(session, earned_ref(order_id), "commission_earned", legs, order_id=order_id)
+
+
+async def claw_back(
+    session: AsyncSession,
+    order_id: int,
+    *,
+    ref: str,
+    line_ids: list[int] | None = None,
+    share: tuple[int, int] | None = None,
+    status: CommissionStatus = CommissionStatus.REVERSED,
+) -> int:
+    """Take back an order's commissions (of ``line_ids``, or all), whole or a ``share``
+    (numerator, denominator) of each — a partial refund takes back its part, rounded down.
+
+    Awaiting shares (never earned) are just closed. Earned ones come back through the ledger
+    from the pending account, or from the available one when settlement confirmed them; what
+    a distributor already withdrew becomes its receivable. Returns the amount taken back."""
+    query = select(Commission).where(
+        Commission.order_id == order_id,
+        Commission.status.in_([CommissionStatus.AWAITING, CommissionStatus.PENDING, CommissionStatus.AVAILABLE]),
+    )
+    if line_ids is not None:
+        query = query.where(Commission.order_line_id.in_(line_ids))
+    legs: list[ledger.Leg] = []
+    taken_total = 0
+    available_left: dict[tuple[int, str], int] = {}
+    for row in list(await session.scalars(query.order_by(Commission.id).with_for_update())):
+        left = row.amount - row.clawed_back
+        take = left if share is None else min(left, row.amount * share[0] // share[1])
+        whole = share is None or row.clawed_back + take >= row.amount
+        await session.execute(
+            update(Commission)
+            .where(Commission.id == row.id)
+            .values(
+                clawed_back=Commission.clawed_back + take,
+                status=status.value if whole else Commission.status,
+                updated_at=utcnow(),
+            )
+        )
+        if row.status == CommissionStatus.AWAITING or take <= 0:
+            continue
+        taken_total += take
+        if row.status == CommissionStatus.PENDING:
+            legs += ledger.transfer(
+                ledger.distributor(row.distributor_id, "pending"), ledger.COMMISSIONS, take, row.currency
+            )
+            continue
+        key = (row.distributor_id, row.currency)
+        if key not in available_left:
+            account = ledger.distributor(row.distributor_id, "available")
+            available_left[key] = max(await ledger.owed(session, account, row.currency), 0)
+        from_available = min(take, available_left[key])
+        available_left[key] -= from_available
+        legs += ledger.transfer(
+            ledger.distributor(row.distributor_id, "available"), ledger.COMMISSIONS, from_available, row.currency
+        )
+        legs += ledger.transfer(
+            ledger.distributor(row.distributor_id, "receivable"),
+            ledger.COMMISSIONS,
+            take - from_available,
+            row.currency,
+        )
+    await ledger.post(session, ref, "commission_clawback", legs, order_id=order_id)
+    return taken_total
 
 
 @dataclass(frozen=True)

@@ -94,6 +94,9 @@ class Settings(BaseSettings):
     stripe_secret_key: str = ""
     stripe_webhook_secret: str = ""
     stripe_api_base: str = "https://api.stripe.com"
+    # What each payment method keeps of a payment, posted to the ledger as a fee:
+    # "epay=0.6%,stripe=2.9%+30" (the fixed part in minor units). Empty = no fees.
+    provider_fees: str = ""
 
     # Card-key encryption. Unset = a key file under data_dir, created 0600 on first use.
     # QUANYI_CARD_KEYS="k1:<base64 32 bytes>,k2:<...>", QUANYI_CARD_KEY_ACTIVE="k2",
@@ -104,6 +107,10 @@ class Settings(BaseSettings):
 
     outbox_rate_per_second: float = Field(default=25.0, gt=0)
     outbox_per_chat_interval: float = Field(default=1.0, ge=0)
+    # Daily settlement: pending commissions become available this many days after their
+    # order was paid; the job looks for closed days to settle this often.
+    commission_confirm_days: int = Field(default=7, ge=0, le=365)
+    settle_job_seconds: int = Field(default=300, ge=10)
     log_level: str = "INFO"
 
     @field_validator("public_url", "telegram_api_base", "epay_gateway", "cryptobot_api_base", "stripe_api_base")

@@ -17,7 +17,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from quanyi.core import channels, commissions, outbox
+from quanyi.core import channels, commissions, ledger, outbox
 from quanyi.core.catalog import get_product
 from quanyi.core.db import rowcount
 from quanyi.core.errors import AlreadyExists, Forbidden, InvalidInput, NotForSale, NotFound, OutOfStock, QuanyiError
@@ -299,8 +299,13 @@ async def adjust_balance(
     actor: str,
     note: str = "",
     order_id: int | None = None,
+    counter: str = ledger.CASH,
 ) -> int:
-    """Add (or, negative, take) prepaid balance; never below zero. Returns the new balance."""
+    """Add (or, negative, take) prepaid balance; never below zero. Returns the new balance.
+
+    The ledger moves the same amount between the distributor's balance account and
+    ``counter``: the operator's cash for a top-up or a correction, revenue for a bulk
+    purchase, the distributor's frozen account for a withdrawal."""
     if amount == 0:
         raise InvalidInput("amount must not be zero")
     query = update(Distributor).where(Distributor.id == distributor.id)
@@ -314,17 +319,27 @@ async def adjust_balance(
             f"balance {Money(int(have or 0), distributor.currency)} is short of {Money(-amount, distributor.currency)}",
             balance=int(have or 0),
         )
-    session.add(
-        BalanceEntry(
-            distributor_id=distributor.id,
-            amount=amount,
-            balance_after=int(after),
-            currency=distributor.currency,
-            reason=reason,
-            order_id=order_id,
-            note=note[:255],
-            actor=actor[:64],
-        )
+    entry = BalanceEntry(
+        distributor_id=distributor.id,
+        amount=amount,
+        balance_after=int(after),
+        currency=distributor.currency,
+        reason=reason,
+        order_id=order_id,
+        note=note[:255],
+        actor=actor[:64],
+    )
+    session.add(entry)
+    await session.flush()
+    # Money into the balance is owed to the distributor: a credit on its account.
+    await ledger.post(
+        session,
+        f"balance:{entry.id}",
+        f"balance_{reason}"[:32],
+        ledger.transfer(counter, ledger.distributor(distributor.id, "balance"), amount, distributor.currency),
+        order_id=order_id,
+        distributor_id=distributor.id,
+        memo=note,
     )
     return int(after)
 
@@ -434,7 +449,13 @@ async def bulk_buy(
     if len(taken) < quantity:
         raise OutOfStock(f"only {len(taken)} codes of {product.name} left in stock", available=len(taken))
     await adjust_balance(
-        session, distributor, -amount, reason="bulk_purchase", actor=f"distributor:{distributor.id}", order_id=order.id
+        session,
+        distributor,
+        -amount,
+        reason="bulk_purchase",
+        actor=f"distributor:{distributor.id}",
+        order_id=order.id,
+        counter=ledger.REVENUE,
     )
     await commissions.record_for_line(
         session,
@@ -445,6 +466,7 @@ async def bulk_buy(
         currency=product.currency,
         status=CommissionStatus.PENDING,
     )
+    await commissions.earn(session, order.id)  # paid from the balance at once: earned now
     outbox.enqueue(session, chat_id=chat_id, kind="bulk_delivery", payload={"order_id": order.id}, language=language)
     return order
 

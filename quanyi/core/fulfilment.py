@@ -14,7 +14,8 @@ import enum
 import json
 import logging
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import bindparam, func, insert, select, update
@@ -22,7 +23,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from quanyi.core import channels, commissions, outbox, recharge, redeem
+from quanyi.core import channels, commissions, ledger, outbox, recharge, redeem
 from quanyi.core.crypto import KeyRing
 from quanyi.core.db import Database, rowcount
 from quanyi.core.errors import CallbackRejected, QuanyiError
@@ -30,12 +31,14 @@ from quanyi.core.models import (
     Allocation,
     Commission,
     CommissionStatus,
+    JournalEntry,
     Order,
     OrderLine,
     OrderStatus,
     OutboxMessage,
     OutboxStatus,
     Payment,
+    Posting,
     Product,
     ProductKind,
     ProviderEvent,
@@ -65,9 +68,12 @@ async def apply_payment(
     *,
     admin_ids: list[int] | None = None,
     keyring: KeyRing | None = None,
+    fees: Mapping[str, ledger.Fee] | None = None,
 ) -> PaymentOutcome:
-    """Apply one verified payment event. ``keyring`` is needed for orders of redemption links."""
+    """Apply one verified payment event. ``keyring`` is needed for orders of redemption links;
+    ``fees`` (per method) are posted to the ledger with the payment."""
     admin_ids = admin_ids or []
+    fee = (fees or {}).get(event.method, ledger.Fee()).of(event.amount)
     order = await session.scalar(select(Order).where(Order.number == event.order_number))
     if order is None:
         raise CallbackRejected("unknown order")
@@ -107,9 +113,17 @@ async def apply_payment(
         .where(Order.id == order.id, Order.status == OrderStatus.PENDING)
         .values(status=OrderStatus.PAID, paid_at=now)
     )
+    ref = f"payment:{event.method}:{event.provider_txn_id}"
     if rowcount(paid):
+        await ledger.post(
+            session,
+            ref,
+            "payment",
+            ledger.payment_legs(event.method, event.amount, event.currency, fee, applied=True),
+            order_id=order.id,
+        )
         await channels.sell_units(session, order.id)
-        await commissions.mark(session, order.id, CommissionStatus.PENDING)
+        await commissions.earn(session, order.id)
         products = await _line_products(session, order)
         reserved = await sell_reserved(session, order.id)
         card_units = sum(line.quantity for line in order.lines if products[line.id].kind == ProductKind.CARD_KEY)
@@ -125,6 +139,13 @@ async def apply_payment(
     status = await session.scalar(select(Order.status).where(Order.id == order.id))
     payment.outcome = "needs_review"
     await session.flush()
+    await ledger.post(
+        session,
+        ref,
+        "payment_review",
+        ledger.payment_legs(event.method, event.amount, event.currency, fee, applied=False),
+        order_id=order.id,
+    )
     await outbox.enqueue_admins(
         session, admin_ids, "admin_payment_review", {"order_id": order.id, "payment_id": payment.id}
     )
@@ -219,7 +240,8 @@ async def _fill_from_pool(
                 language=order.language,
             )
         await channels.release_units(session, order.id, sold=True)
-        await commissions.mark(session, order.id, CommissionStatus.VOID, frm=(CommissionStatus.PENDING,))
+        # Earned at payment, void now: the ledger takes the shares back.
+        await commissions.claw_back(session, order.id, ref=f"commission:{order.id}:void", status=CommissionStatus.VOID)
         await outbox.enqueue_admins(session, admin_ids, "admin_order_failed", {"order_id": order.id})
         log.warning("order %s paid but out of stock: failed", order.number)
         return PaymentOutcome.FAILED
@@ -300,7 +322,9 @@ _INSERT_PAYMENTS = insert(Payment)
 _INSERT_OUTBOX = insert(OutboxMessage)
 
 
-def settle_batch(conn: Connection, events: list[PaymentEvent]) -> tuple[list[PaymentOutcome | None], list[int]]:
+def settle_batch(
+    conn: Connection, events: list[PaymentEvent], fees: Mapping[str, ledger.Fee] | None = None
+) -> tuple[list[PaymentOutcome | None], list[int]]:
     """The common case for a whole batch, in seven set-based statements on one connection.
 
     Settles every event that is a first payment, with the right amount, for a pending
@@ -358,6 +382,7 @@ def settle_batch(conn: Connection, events: list[PaymentEvent]) -> tuple[list[Pay
     if units:
         conn.execute(_SELL_UNITS, [{"aid": aid, "units": int(n)} for aid, n in units])
     conn.execute(_COMMISSIONS_DUE, {"ids": list(settled), "now": now})
+    _post_batch(conn, [(oid, events[fast[oid]]) for oid in sorted(settled)], fees or {}, now)
     conn.execute(
         _INSERT_PAYMENTS,
         [
@@ -396,6 +421,64 @@ def settle_batch(conn: Connection, events: list[PaymentEvent]) -> tuple[list[Pay
     return results, sorted(slow)
 
 
+_EARNED = (
+    select(Commission.order_id, Commission.distributor_id, Commission.currency, func.sum(Commission.amount))
+    .where(
+        Commission.order_id.in_(bindparam("ids", expanding=True)),
+        Commission.status == CommissionStatus.PENDING.value,
+    )
+    .group_by(Commission.order_id, Commission.distributor_id, Commission.currency)
+)
+_INSERT_ENTRIES = insert(JournalEntry)
+_INSERT_POSTINGS = insert(Posting)
+
+
+def _post_batch(
+    conn: Connection, paid: list[tuple[int, PaymentEvent]], fees: Mapping[str, ledger.Fee], now: datetime
+) -> None:
+    """The ledger entries of a settled batch, as ``apply_payment`` posts them one by one: each
+    payment (and its fee), and each order's commissions earned."""
+    entries: list[dict[str, Any]] = []
+    postings: list[dict[str, Any]] = []
+
+    def add(ref: str, kind: str, legs: list[ledger.Leg], order_id: int, distributor_id: int | None = None) -> None:
+        entries.append(
+            {
+                "ref": ref,
+                "kind": kind,
+                "order_id": order_id,
+                "distributor_id": distributor_id,
+                "memo": "",
+                "created_at": now,
+            }
+        )
+        postings.extend(
+            {
+                "entry_ref": ref,
+                "account": leg.account,
+                "currency": leg.currency,
+                "amount": leg.amount,
+                "created_at": now,
+            }
+            for leg in legs
+        )
+
+    for order_id, event in paid:
+        fee = fees.get(event.method, ledger.Fee()).of(event.amount)
+        legs = ledger.payment_legs(event.method, event.amount, event.currency, fee, applied=True)
+        add(f"payment:{event.method}:{event.provider_txn_id}", "payment", legs, order_id)
+    shares: dict[int, list[ledger.Leg]] = {}
+    for order_id, distributor_id, currency, amount in conn.execute(_EARNED, {"ids": [o for o, _ in paid]}).all():
+        shares.setdefault(order_id, []).extend(
+            ledger.transfer(ledger.COMMISSIONS, ledger.distributor(distributor_id, "pending"), int(amount), currency)
+        )
+    for order_id, legs in shares.items():
+        add(commissions.earned_ref(order_id), "commission_earned", legs, order_id)
+    if entries:
+        conn.execute(_INSERT_ENTRIES, entries)
+        conn.execute(_INSERT_POSTINGS, postings)
+
+
 async def first_sighting(session: AsyncSession, method: str, event_id: str) -> bool:
     """Record a provider's webhook event id; False when it was recorded before (a replay)."""
     try:
@@ -422,8 +505,10 @@ class Fulfiller:
         max_batch: int = 64,
         workers: int | None = None,
         on_commit: Callable[[], None] | None = None,
+        fees: Mapping[str, ledger.Fee] | None = None,
     ) -> None:
         self.db = db
+        self.fees = dict(fees or {})
         self.admin_ids = admin_ids or []
         self.keyring = keyring
         self.max_batch = max_batch
@@ -454,7 +539,7 @@ class Fulfiller:
         events = [event for event, _ in batch]
         results: list[Any]
         try:
-            settled, slow = await self.db.run_write(lambda conn: settle_batch(conn, events))
+            settled, slow = await self.db.run_write(lambda conn: settle_batch(conn, events, self.fees))
         except Exception as exc:
             if len(batch) > 1:
                 # One event broke the shared transaction (a deadlock, a lost connection):
@@ -491,7 +576,7 @@ class Fulfiller:
                     try:
                         async with session.begin_nested():
                             outcomes[index] = await apply_payment(
-                                session, events[index], admin_ids=self.admin_ids, keyring=self.keyring
+                                session, events[index], admin_ids=self.admin_ids, keyring=self.keyring, fees=self.fees
                             )
                     except QuanyiError as exc:
                         outcomes[index] = exc

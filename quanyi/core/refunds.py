@@ -20,12 +20,11 @@ from typing import TYPE_CHECKING
 from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from quanyi.core import commissions, outbox, redeem
+from quanyi.core import commissions, ledger, outbox, redeem
 from quanyi.core.db import upsert
 from quanyi.core.errors import CallbackRejected, InvalidInput, NotFound, QuanyiError, RefundFailed, RefundNotSupported
 from quanyi.core.fulfilment import first_sighting
 from quanyi.core.models import (
-    CommissionStatus,
     Order,
     OrderLine,
     OrderStatus,
@@ -212,6 +211,7 @@ async def refund_payment(core: Core, payment_id: int, *, reason: str, actor: str
         refund_id = new_id or await session.scalar(select(Refund.id).where(Refund.scope == scope))
         if manual and new_id:
             _tell_buyer(session, order, payment.amount, payment.currency)
+            await post_refunds(session, order.id)
         paid = PaidWith(
             order.number, payment.provider_txn_id, payment.amount, payment.currency, order.user_id, _raw(payment)
         )
@@ -244,6 +244,7 @@ async def refund_payment(core: Core, payment_id: int, *, reason: str, actor: str
         )
         order = await session.scalar(select(Order).where(Order.number == number))
         assert order is not None
+        await post_refunds(session, order.id)
         _tell_buyer(session, order, paid.amount, currency)
     core.outbox_wakeup.set()
     return RefundResult(number, paid.amount, currency, RefundStatus.SUCCEEDED, (), provider_refund_id)
@@ -331,6 +332,14 @@ async def record_provider_refund(core: Core, event: RefundEvent) -> ProviderRefu
                 )
                 if created and refunded_before + event.amount >= payment.amount:
                     await _void_order(session, order.id)
+                elif created:
+                    # Its share of every commission goes back with it.
+                    await commissions.claw_back(
+                        session,
+                        order.id,
+                        ref=f"clawback:refund:{created[0].id}",
+                        share=(event.amount, payment.amount),
+                    )
         await _settle_order_status(session, order.id)
         if created:
             await outbox.enqueue_admins(
@@ -397,14 +406,12 @@ async def _record_line_refunds(
         for refund in created:
             if refund.order_line_id is not None:
                 await redeem.void(session, order_line_id=refund.order_line_id)
-        # Refunded before settlement: the distributors' shares of those lines are taken back.
-        await commissions.mark(
-            session,
-            order.id,
-            CommissionStatus.REVERSED,
-            frm=(CommissionStatus.AWAITING, CommissionStatus.PENDING),
-            line_ids=[r.order_line_id for r in created if r.order_line_id is not None],
-        )
+        # The distributors' shares of those lines are taken back, also once confirmed.
+        for refund in created:
+            if refund.order_line_id is not None:
+                await commissions.claw_back(
+                    session, order.id, ref=f"clawback:refund:{refund.id}", line_ids=[refund.order_line_id]
+                )
     return created
 
 
@@ -474,9 +481,7 @@ async def _void_order(session: AsyncSession, order_id: int) -> None:
         .values(status=StockStatus.VOID)
         .execution_options(synchronize_session=False)
     )
-    await commissions.mark(
-        session, order_id, CommissionStatus.REVERSED, frm=(CommissionStatus.AWAITING, CommissionStatus.PENDING)
-    )
+    await commissions.claw_back(session, order_id, ref=f"clawback:order:{order_id}")
     for line_id in await session.scalars(select(OrderLine.id).where(OrderLine.order_id == order_id)):
         await redeem.void(session, order_line_id=line_id)
     await session.execute(
@@ -486,8 +491,26 @@ async def _void_order(session: AsyncSession, order_id: int) -> None:
     )
 
 
+async def post_refunds(session: AsyncSession, order_id: int) -> None:
+    """Every completed refund of the order in the ledger, once each: the money leaves the
+    provider's clearing account, out of revenue (or out of suspense for a payment that
+    never paid the order)."""
+    done = await session.scalars(select(Refund).where(Refund.order_id == order_id, Refund.status.in_(DONE)))
+    for refund in done:
+        source = ledger.SUSPENSE if refund.scope.startswith("payment:") else ledger.REVENUE
+        await ledger.post(
+            session,
+            f"refund:{refund.id}",
+            "refund",
+            ledger.transfer(source, ledger.clearing(refund.method), refund.amount, refund.currency),
+            order_id=order_id,
+        )
+
+
 async def _settle_order_status(session: AsyncSession, order_id: int) -> None:
-    """An order whose every line is refunded (done, not merely asked) is ``refunded``."""
+    """An order whose every line is refunded (done, not merely asked) is ``refunded``; its
+    completed refunds are in the ledger."""
+    await post_refunds(session, order_id)
     lines = list(await session.scalars(select(OrderLine.id).where(OrderLine.order_id == order_id)))
     done = set(
         await session.scalars(select(Refund.order_line_id).where(Refund.order_id == order_id, Refund.status.in_(DONE)))

@@ -10,6 +10,7 @@ import asyncio
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from quanyi.core import ledger
 from quanyi.core.config import Settings
 from quanyi.core.crypto import KeyRing
 from quanyi.core.db import Database
@@ -42,7 +43,13 @@ def build_core(settings: Settings, *, db: Database | None = None, keyring: KeyRi
     db = db or Database(settings.resolved_database_url)
     payments = build_payment_hub(settings, keyring)
     wakeup = asyncio.Event()
-    fulfiller = Fulfiller(db, admin_ids=settings.admin_id_list, keyring=keyring, on_commit=wakeup.set)
+    fulfiller = Fulfiller(
+        db,
+        admin_ids=settings.admin_id_list,
+        keyring=keyring,
+        on_commit=wakeup.set,
+        fees=ledger.parse_fees(settings.provider_fees),
+    )
     return Core(
         settings=settings,
         db=db,
