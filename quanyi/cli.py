@@ -1099,9 +1099,26 @@ def build_parser() -> argparse.ArgumentParser:
     prefund.add_argument("--manual", action="store_true", help="record a refund made outside quanyi")
     prefund.set_defaults(fn=cmd_payment_refund)
 
+    from quanyi.cli_ledger import add_ledger_parser
+
+    add_ledger_parser(sub)
     from quanyi.cli_pricing import add_pricing_parsers
 
     add_pricing_parsers(sub)
+
+    from quanyi.cli_reconcile import add_reconcile_parser
+
+    add_reconcile_parser(sub)
+    from quanyi.cli_withdraw import add_withdrawal_parser
+
+    add_withdrawal_parser(sub)
+
+    from quanyi.cli_report import add_report_parser
+
+    add_report_parser(sub)
+    from quanyi.cli_settle import add_settle_parser
+
+    add_settle_parser(sub)
 
     sub.add_parser("demo", help="load the demo catalogue with stock (idempotent)").set_defaults(fn=cmd_demo)
     sub.add_parser("serve", help="HTTP server + bot + scheduler in one process").set_defaults(fn=cmd_serve)

@@ -22,6 +22,7 @@ from aiogram.types import CallbackQuery, ErrorEvent, InlineKeyboardButton, Inlin
 from aiogram.utils.keyboard import InlineKeyboardBuilder
 
 from quanyi.bot.render import money
+from quanyi.bot.withdrawals_chat import WithdrawCb
 from quanyi.core import distributors
 from quanyi.core.channels import AllocationShort
 from quanyi.core.distributors import (
@@ -431,6 +432,9 @@ async def _panel_view(panel: Panel, core: Core, lang: str, bot: Bot) -> tuple[st
     keyboard.row(
         InlineKeyboardButton(text=raw_t(lang, "agent.subs_button"), callback_data=AgentCb(action="subs").pack()),
         InlineKeyboardButton(text=raw_t(lang, "agent.invite_button"), callback_data=AgentCb(action="invite").pack()),
+    )
+    keyboard.row(
+        InlineKeyboardButton(text=raw_t(lang, "withdraw.button"), callback_data=WithdrawCb(action="start").pack())
     )
     return "\n".join(lines), keyboard.as_markup()
 

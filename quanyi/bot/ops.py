@@ -333,6 +333,10 @@ def menu_markup(lang: str) -> InlineKeyboardMarkup:
         keyboard.row(InlineKeyboardButton(text=raw_t(lang, key), callback_data=OpsCb(view=view).pack()))
     pricing = PricingCb(view="home").pack()  # coupons, promotions, bundles: quanyi.bot.pricing_ops
     keyboard.row(InlineKeyboardButton(text=raw_t(lang, "pricing_ops.btn_menu"), callback_data=pricing))
+    from quanyi.bot.reports_chat import ReportCb  # sales report and exports: quanyi.bot.reports_chat
+
+    report = ReportCb(fmt="show", view="day").pack()
+    keyboard.row(InlineKeyboardButton(text=raw_t(lang, "reports.btn_menu"), callback_data=report))
     return keyboard.as_markup()
 
 

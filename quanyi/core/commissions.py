@@ -226,16 +226,31 @@ async def claw_back(
     Awaiting shares (never earned) are just closed. Earned ones come back through the ledger
     from the pending account, or from the available one when settlement confirmed them; what
     a distributor already withdrew becomes its receivable. Returns the amount taken back."""
-    query = select(Commission).where(
+    which = [
         Commission.order_id == order_id,
         Commission.status.in_([CommissionStatus.AWAITING, CommissionStatus.PENDING, CommissionStatus.AVAILABLE]),
-    )
+    ]
     if line_ids is not None:
-        query = query.where(Commission.order_line_id.in_(line_ids))
+        which.append(Commission.order_line_id.in_(line_ids))
     legs: list[ledger.Leg] = []
     taken_total = 0
     available_left: dict[tuple[int, str], int] = {}
-    for row in list(await session.scalars(query.order_by(Commission.id).with_for_update())):
+    rows = (
+        await session.execute(
+            select(
+                Commission.id,
+                Commission.status,
+                Commission.amount,
+                Commission.clawed_back,
+                Commission.distributor_id,
+                Commission.currency,
+            )
+            .where(*which)
+            .order_by(Commission.id)
+            .with_for_update()
+        )
+    ).all()
+    for row in rows:
         left = row.amount - row.clawed_back
         take = left if share is None else min(left, row.amount * share[0] // share[1])
         whole = share is None or row.clawed_back + take >= row.amount

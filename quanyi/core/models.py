@@ -190,6 +190,7 @@ class Order(Base):
     __tablename__ = "orders"
     __table_args__ = (
         Index("ix_orders_status_expires", "status", "expires_at"),
+        Index("ix_orders_paid_at", "paid_at"),  # a day's settlement and the sales reports
         # A request repeated on one channel (a double tap, an API retry) makes one order.
         UniqueConstraint("channel", "idempotency_key", name="uq_orders_channel_idempotency_key"),
     )

@@ -9,11 +9,11 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from quanyi.core import leases, recharge
+from quanyi.core import leases, recharge, settlement
 from quanyi.core.alerts import StockAlert, check_stock
 from quanyi.core.orders import expire_due
 from quanyi.core.payments.queries import query_pending
@@ -83,6 +83,17 @@ class Jobs:
             log.info("recharge re-query: %s", ", ".join(f"{n} {o}" for n, o in outcomes.items()))
         return outcomes
 
+    async def settle(self) -> list[str]:
+        """Settle every closed business day not settled yet (at start too: days missed while
+        the service was down are caught up, oldest first)."""
+        if not await self.is_leader():
+            return []
+        results = await settlement.settle_due(self.core)
+        settled = [r.day.isoformat() for r in results if not r.already]
+        if settled:
+            log.info("settled %s", ", ".join(settled))
+        return settled
+
     async def resign(self) -> None:
         await leases.release(self.core.db, LEASE, self.holder)
 
@@ -98,4 +109,14 @@ def build_scheduler(jobs: Jobs) -> AsyncIOScheduler:
     }
     for job, seconds in every.items():
         scheduler.add_job(job, "interval", seconds=seconds, id=job.__name__, max_instances=1, coalesce=True)
+    # First run at start, then every settle_job_seconds: a day is settled soon after midnight.
+    scheduler.add_job(
+        jobs.settle,
+        "interval",
+        seconds=settings.settle_job_seconds,
+        id="settle",
+        max_instances=1,
+        coalesce=True,
+        next_run_time=datetime.now(UTC),
+    )
     return scheduler

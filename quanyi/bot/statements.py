@@ -1,0 +1,157 @@
+"""Settlement statements in chat: the operators' daily statement and each distributor's own,
+as a message plus a CSV document (outbox kinds ``settlement_statement``, ``distributor_statement``)."""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import date
+
+from sqlalchemy import select
+
+from quanyi.bot.outbox_sender import Document, Part, renders
+from quanyi.bot.render import money
+from quanyi.core.models import Distributor
+from quanyi.core.money import format_minor
+from quanyi.core.outbox import Outgoing
+from quanyi.core.services import Core
+from quanyi.core.settlement import Figures, stored_rows
+from quanyi.i18n import t
+
+LINES = 30  # per section in the message; the file has them all
+CSV_HEADER = [
+    "day",
+    "scope",
+    "key",
+    "name",
+    "currency",
+    "orders",
+    "units",
+    "gross",
+    "discounts",
+    "refunds",
+    "net",
+    "commissions",
+    "commissions_available",
+]
+
+
+def statement_csv(day: str, rows: list[Figures], names: dict[str, str]) -> bytes:
+    """Amounts as plain decimal text in the row's currency (``15.00``), one row per figure line."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(CSV_HEADER)
+    for r in rows:
+        amounts = [r.gross, r.discounts, r.refunds, r.net, r.commissions, r.commissions_available]
+        writer.writerow(
+            [day, r.scope, r.key, names.get(f"{r.scope}:{r.key}", r.key), r.currency, r.orders, r.units]
+            + [format_minor(a, r.currency) for a in amounts]
+        )
+    # A BOM so that spreadsheet programs read the Chinese names as UTF-8.
+    return ("\ufeff" + buffer.getvalue()).encode("utf-8")
+
+
+async def _load(core: Core, day: str, distributor_id: int | None = None) -> tuple[list[Figures], dict[str, str]]:
+    async with core.db.read() as session:
+        rows = await stored_rows(session, date.fromisoformat(day))
+        if distributor_id is not None:
+            rows = [r for r in rows if r.scope == "distributor" and r.key == str(distributor_id)]
+        ids = [int(r.key) for r in rows if r.scope == "distributor"]
+        found = await session.execute(select(Distributor.id, Distributor.name).where(Distributor.id.in_(ids)))
+        names = {f"distributor:{i}": f"{name} (#{i})" for i, name in found.all()}
+    return rows, names
+
+
+def _section(lang: str, title_key: str, lines: list[str]) -> list[str]:
+    if not lines:
+        return []
+    shown = [t(lang, f"settle.{title_key}"), *lines[:LINES]]
+    if len(lines) > LINES:
+        shown.append(t(lang, "settle.more", more=len(lines) - LINES))
+    return ["", *shown]
+
+
+@renders("settlement_statement")
+async def settlement_statement(core: Core, message: Outgoing) -> list[Part]:
+    lang, day = message.language, str(message.payload["day"])
+    rows, names = await _load(core, day)
+    text = [t(lang, "settle.title", day=day)]
+    totals = [r for r in rows if r.scope == "total"]
+    if not totals:
+        text.append(t(lang, "settle.empty"))
+    for r in totals:
+        text.append(
+            t(
+                lang,
+                "settle.total",
+                currency=r.currency,
+                orders=r.orders,
+                units=r.units,
+                gross=money(r.gross, r.currency),
+                discounts=money(r.discounts, r.currency),
+                refunds=money(r.refunds, r.currency),
+                net=money(r.net, r.currency),
+                commissions=money(r.commissions, r.currency),
+                available=money(r.commissions_available, r.currency),
+            )
+        )
+    channel_lines = [
+        t(lang, "settle.channel_line", name=r.key, orders=r.orders, net=money(r.net, r.currency))
+        for r in rows
+        if r.scope == "channel"
+    ]
+    distributor_lines = [
+        t(
+            lang,
+            "settle.distributor_line",
+            name=names.get(f"distributor:{r.key}", r.key),
+            orders=r.orders,
+            net=money(r.net, r.currency),
+            commissions=money(r.commissions, r.currency),
+            available=money(r.commissions_available, r.currency),
+        )
+        for r in rows
+        if r.scope == "distributor"
+    ]
+    text += _section(lang, "channels", channel_lines) + _section(lang, "distributors", distributor_lines)
+    parts: list[Part] = ["\n".join(text)]
+    if rows:
+        parts.append(
+            Document(
+                f"settlement-{day}.csv", statement_csv(day, rows, names), caption=t(lang, "settle.caption", day=day)
+            )
+        )
+    return parts
+
+
+@renders("distributor_statement")
+async def distributor_statement(core: Core, message: Outgoing) -> list[Part]:
+    lang, day = message.language, str(message.payload["day"])
+    distributor_id = int(str(message.payload["distributor_id"]))
+    rows, names = await _load(core, day, distributor_id)
+    text = [t(lang, "settle.dist_title", day=day)]
+    if not rows:
+        text.append(t(lang, "settle.empty"))
+    for r in rows:
+        text.append(
+            t(
+                lang,
+                "settle.dist_figures",
+                currency=r.currency,
+                orders=r.orders,
+                units=r.units,
+                gross=money(r.gross, r.currency),
+                refunds=money(r.refunds, r.currency),
+                net=money(r.net, r.currency),
+                commissions=money(r.commissions, r.currency),
+                available=money(r.commissions_available, r.currency),
+            )
+        )
+    parts: list[Part] = ["\n\n".join(text)]
+    if rows:
+        parts.append(
+            Document(
+                f"statement-{day}.csv", statement_csv(day, rows, names), caption=t(lang, "settle.caption", day=day)
+            )
+        )
+    return parts

@@ -1,0 +1,65 @@
+"""``quanyi ledger check`` and ``quanyi ledger balances``: the books from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from typing import Any
+
+from quanyi.cli import _table, _with_core
+from quanyi.core import ledger
+from quanyi.core.money import format_minor
+
+
+def cmd_ledger_check(args: argparse.Namespace) -> int:
+    async def run(core: Any) -> int:
+        async with core.db.read() as session:
+            report = await ledger.check(session)
+        print(f"{report.entries} journal entries, {report.postings} postings")
+        for ref, currency, total in report.unbalanced:
+            print(f"UNBALANCED {ref}: postings sum to {total} {currency}")
+        for mismatch in report.mismatches:
+            print(f"MISMATCH {mismatch}")
+        if not report.ok:
+            print(
+                f"quanyi: the ledger does not balance ({len(report.unbalanced)} entries, "
+                f"{len(report.mismatches)} mismatches)",
+                file=sys.stderr,
+            )
+            return 1
+        print("the ledger balances: every entry sums to zero per currency, and balances agree")
+        return 0
+
+    return asyncio.run(_with_core(run))
+
+
+def cmd_ledger_balances(args: argparse.Namespace) -> int:
+    async def run(core: Any) -> int:
+        async with core.db.read() as session:
+            held = await ledger.balances(session, args.prefix or "")
+        rows = [
+            [account, currency, format_minor(amount, currency)]
+            for (account, currency), amount in sorted(held.items())
+            if amount or args.all
+        ]
+        _table(["account", "currency", "balance (debit +)"], rows)
+        return 0
+
+    return asyncio.run(_with_core(run))
+
+
+def add_ledger_parser(sub: Any) -> None:
+    ledger_parser = sub.add_parser("ledger", help="the double-entry ledger").add_subparsers(
+        dest="ledger_command", required=True
+    )
+    ledger_parser.add_parser(
+        "check",
+        help="prove the ledger balances; exits 1 naming what does not",
+        description="Every journal entry must sum to zero per currency, and each distributor's balance "
+        "must equal its balance account in the ledger.",
+    ).set_defaults(fn=cmd_ledger_check)
+    balances = ledger_parser.add_parser("balances", help="account balances (debit positive)")
+    balances.add_argument("--prefix", help="accounts starting with this, e.g. distributor:12: or clearing:")
+    balances.add_argument("--all", action="store_true", help="include accounts at zero")
+    balances.set_defaults(fn=cmd_ledger_balances)

@@ -1,0 +1,87 @@
+"""``quanyi withdrawal``: list distributors' withdrawals, approve or reject them."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from quanyi.cli import _table, _with_core
+from quanyi.core.money import Money
+
+
+def cmd_withdrawal_list(args: argparse.Namespace) -> int:
+    from quanyi.core import withdrawals
+
+    async def run(core: Any) -> int:
+        async with core.db.read() as session:
+            rows = await withdrawals.list_withdrawals(session, status=args.status, limit=args.limit)
+        tz = ZoneInfo(core.settings.timezone)
+        _table(
+            ["id", "requested", "distributor", "user", "source", "amount", "payout account", "status", "by", "reason"],
+            [
+                [
+                    w.id,
+                    w.created_at.astimezone(tz).strftime("%Y-%m-%d %H:%M"),
+                    d.name,
+                    d.user_id,
+                    w.source,
+                    Money(w.amount, w.currency),
+                    w.payout_account,
+                    w.status,
+                    w.decided_by or "-",
+                    w.reason or "-",
+                ]
+                for w, d in rows
+            ],
+        )
+        return 0
+
+    return asyncio.run(_with_core(run))
+
+
+def cmd_withdrawal_approve(args: argparse.Namespace) -> int:
+    from quanyi.core import withdrawals
+
+    async def run(core: Any) -> int:
+        async with core.db.transaction() as session:
+            w = await withdrawals.approve(session, args.id, actor="cli")
+            amount, account = Money(w.amount, w.currency), w.payout_account
+        print(f"withdrawal {args.id} approved: pay {amount} to {account}; the distributor is told in chat")
+        return 0
+
+    return asyncio.run(_with_core(run))
+
+
+def cmd_withdrawal_reject(args: argparse.Namespace) -> int:
+    from quanyi.core import withdrawals
+
+    async def run(core: Any) -> int:
+        async with core.db.transaction() as session:
+            w = await withdrawals.reject(session, args.id, actor="cli", reason=args.reason)
+            amount, source = Money(w.amount, w.currency), w.source
+        print(f"withdrawal {args.id} rejected: {amount} is back in the distributor's {source}")
+        return 0
+
+    return asyncio.run(_with_core(run))
+
+
+def add_withdrawal_parser(sub: Any) -> None:
+    """``withdrawal list|approve|reject`` under the ``quanyi`` parser."""
+    withdrawal = sub.add_parser("withdrawal", help="distributors' withdrawals").add_subparsers(
+        dest="withdrawal_command", required=True
+    )
+    wlist = withdrawal.add_parser("list", help="withdrawals, newest first")
+    wlist.add_argument("--status", choices=["requested", "approved", "rejected"])
+    wlist.add_argument("--limit", type=int, default=50)
+    wlist.set_defaults(fn=cmd_withdrawal_list)
+    approve = withdrawal.add_parser(
+        "approve", help="approve a requested withdrawal (you pay it out; the frozen amount leaves the ledger)"
+    )
+    approve.add_argument("id", type=int)
+    approve.set_defaults(fn=cmd_withdrawal_approve)
+    reject = withdrawal.add_parser("reject", help="reject a requested withdrawal and unfreeze its amount")
+    reject.add_argument("id", type=int)
+    reject.add_argument("--reason", required=True, help="shown to the distributor")
+    reject.set_defaults(fn=cmd_withdrawal_reject)
