@@ -12,6 +12,7 @@ from typing import Any
 from hypercorn.asyncio import serve as hypercorn_serve
 from hypercorn.config import Config as HypercornConfig
 
+from quanyi.core import risk
 from quanyi.core.config import Settings
 from quanyi.core.logs import configure_logging
 from quanyi.core.migrate import require_current
@@ -27,6 +28,8 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> int
     configure_logging(settings)
     core = build_core(settings)
     await require_current(core.db.engine)
+    async with core.db.transaction() as session:
+        await risk.ensure_defaults(session)  # a database upgraded before risk rules existed gets them
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -43,6 +43,10 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
         db = Database(settings.resolved_database_url)
         try:
             await upgrade(db.engine)
+            from quanyi.core import risk
+
+            async with db.transaction() as session:
+                await risk.ensure_defaults(session)  # the default risk rules, on; edits stay
         finally:
             await db.dispose()
         print(f"database is at the latest schema ({_redact_url(settings.resolved_database_url)})")
@@ -229,7 +233,10 @@ def cmd_stock_import(args: argparse.Namespace) -> int:
             print(text, file=sys.stderr, flush=True)
 
     async def run(core: Any) -> int:
-        report = await import_stock(core.db, core.keyring, args.sku, path, fmt=args.format, progress=progress)
+        limit = core.settings.max_stock_file_mb * 2**20
+        report = await import_stock(
+            core.db, core.keyring, args.sku, path, fmt=args.format, progress=progress, max_bytes=limit
+        )
         if interactive:
             print(file=sys.stderr)
         print(
@@ -251,7 +258,8 @@ def cmd_stock_void(args: argparse.Namespace) -> int:
         raise QuanyiError(f"no such file: {path}")
 
     async def run(core: Any) -> int:
-        report = await void_codes(core.db, core.keyring, args.sku, path, fmt=args.format)
+        limit = core.settings.max_stock_file_mb * 2**20
+        report = await void_codes(core.db, core.keyring, args.sku, path, fmt=args.format, max_bytes=limit)
         print(
             f"{report.sku}: voided {report.voided}, already void {report.already_void}, "
             f"not found {report.not_found}, already sold {len(report.sold_orders)}"
@@ -1119,6 +1127,15 @@ def build_parser() -> argparse.ArgumentParser:
     from quanyi.cli_settle import add_settle_parser
 
     add_settle_parser(sub)
+    from quanyi.cli_risk import add_risk_parser
+
+    add_risk_parser(sub)
+    from quanyi.cli_keys import add_keys_parser
+
+    add_keys_parser(sub)
+    from quanyi.cli_audit import add_audit_parser
+
+    add_audit_parser(sub)
 
     sub.add_parser("demo", help="load the demo catalogue with stock (idempotent)").set_defaults(fn=cmd_demo)
     sub.add_parser("serve", help="HTTP server + bot + scheduler in one process").set_defaults(fn=cmd_serve)
@@ -1149,11 +1166,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _audit_command(args: argparse.Namespace) -> None:
+    """A command that changed something goes on the audit trail (its words and options, never secrets)."""
+    from quanyi.cli_audit import changes_something, record_cli_command
+
+    if not changes_something(args):
+        return
+    try:
+        record_cli_command(args)
+    except Exception as exc:  # the change is made: say the record is missing, do not hide it
+        print(
+            f"quanyi: warning: the audit record of this command was not written ({type(exc).__name__})", file=sys.stderr
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        return int(args.fn(args) or 0)
+        code = int(args.fn(args) or 0)
+        if code == 0:
+            _audit_command(args)
+        return code
     except QuanyiError as exc:
         print(f"quanyi: {exc.message}", file=sys.stderr)
         return 1

@@ -84,6 +84,7 @@ async def test_an_operator_allocates_by_button_and_by_command_and_sees_the_pool_
         "👥 代理",
         "🎟 优惠券与促销",
         "📊 销售报表",
+        "🛡 风控",
     ]
     await admin.press(menu, "📦 库存与配额")
     overview = await admin.expect(lambda m: m.kind == "edit")

@@ -23,7 +23,7 @@ from aiogram.utils.keyboard import InlineKeyboardBuilder
 
 from quanyi.bot.render import money
 from quanyi.bot.withdrawals_chat import WithdrawCb
-from quanyi.core import distributors
+from quanyi.core import distributors, risk
 from quanyi.core.channels import AllocationShort
 from quanyi.core.distributors import (
     INVITE_PREFIX,
@@ -34,7 +34,7 @@ from quanyi.core.distributors import (
     Panel,
     PriceRow,
 )
-from quanyi.core.errors import AlreadyExists, Forbidden, InvalidInput, NotForSale, NotFound, OutOfStock
+from quanyi.core.errors import AlreadyExists, Forbidden, InvalidInput, NotForSale, NotFound, OutOfStock, RiskRefusal
 from quanyi.core.money import Money
 from quanyi.core.orders import Buyer, remember_user
 from quanyi.core.services import Core
@@ -271,8 +271,13 @@ def build_agent_router() -> Router:
                     chat_id=query.message.chat.id if query.message else user.id,
                     language=lang,
                     request_key=request_key,
+                    risk_secret=core.keyring.lookup_key,
                 )
                 number, total = order.number, order.amount
+        except RiskRefusal as exc:
+            # A bulk purchase is never challenged in chat: any refusal is final for this tap.
+            await risk.record(core.db, exc)
+            text = t(lang, "agent.risk_refused", reason=exc.details.get("reason") or exc.message)
         except InsufficientBalance as exc:
             text = _balance_short(lang, row, quantity, int(str(exc.details.get("balance", 0))))
         except AllocationShort as exc:

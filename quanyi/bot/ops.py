@@ -337,6 +337,9 @@ def menu_markup(lang: str) -> InlineKeyboardMarkup:
 
     report = ReportCb(fmt="show", view="day").pack()
     keyboard.row(InlineKeyboardButton(text=raw_t(lang, "reports.btn_menu"), callback_data=report))
+    from quanyi.bot.risk_chat import RiskCb  # rules, blocklist, decisions: quanyi.bot.risk_chat
+
+    keyboard.row(InlineKeyboardButton(text=raw_t(lang, "risk.btn_menu"), callback_data=RiskCb(action="rules").pack()))
     return keyboard.as_markup()
 
 

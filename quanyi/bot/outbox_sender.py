@@ -206,7 +206,8 @@ class OutboxSender:
             return await RENDERERS[message.kind](self.core, message)
         if message.kind != "delivery":
             return list(await self.render(message))
-        async with self.core.db.read() as session:
+        # A write transaction: each decryption appends to the audit trail.
+        async with self.core.db.transaction() as session:
             order = await self._order(session, message)
             texts, urls = await self._delivery(session, message.language, order)
         return [*texts, *(QrPhoto(url) for url in urls[:QR_LIMIT])]
@@ -220,8 +221,8 @@ class OutboxSender:
 
     async def _delivery(self, session: AsyncSession, lang: str, order: Order) -> tuple[list[str], list[str]]:
         """A delivery's texts (codes and links, decrypted only here) and the links to send as QR codes."""
-        lines = await delivered_codes(session, self.core.keyring, order)
-        issued = await redeem.order_links(session, self.core.keyring, order.id) if lines else []
+        lines = await delivered_codes(session, self.core.keyring, order, purpose="delivery")
+        issued = await redeem.order_links(session, self.core.keyring, order.id, purpose="delivery") if lines else []
         public_url = self.core.settings.public_url
         by_line = [[i for i in issued if i.order_line_id == line.id] for line in order.lines]
         texts = delivery_messages(
@@ -279,11 +280,12 @@ class OutboxSender:
         payload = message.payload
         if message.kind == "stock_low":
             return [stock_low_text(lang, payload)]
+        if message.kind == "delivery":
+            async with self.core.db.transaction() as session:  # the decryption is audited
+                texts, _urls = await self._delivery(session, lang, await self._order(session, message))
+            return texts
         async with self.core.db.read() as session:
             order = await self._order(session, message)
-            if message.kind == "delivery":
-                texts, _urls = await self._delivery(session, lang, order)
-                return texts
             if message.kind in (
                 "recharge_success",
                 "recharge_failed",
@@ -344,11 +346,11 @@ class OutboxSender:
 
     async def render_bulk_delivery(self, message: Outgoing) -> tuple[str, BufferedInputFile]:
         """The caption and the ``serial,secret`` CSV file; the codes are decrypted only here."""
-        async with self.core.db.read() as session:
+        async with self.core.db.transaction() as session:  # the decryption is audited
             order = await session.get(Order, int(str(message.payload["order_id"])))
             if order is None:
                 raise LookupError(f"outbox {message.id}: order missing")
-            lines = await delivered_codes(session, self.core.keyring, order)
+            lines = await delivered_codes(session, self.core.keyring, order, purpose="export")
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
         writer.writerow(["serial", "secret"])

@@ -13,14 +13,17 @@ from aiogram.types import BotCommand
 
 from quanyi.bot.admin import build_admin_router
 from quanyi.bot.agent import build_agent_router
+from quanyi.bot.audit_chat import AuditMiddleware, build_audit_router
 from quanyi.bot.middlewares import LanguageMiddleware
 from quanyi.bot.ops import build_ops_router
 from quanyi.bot.pricing_ops import build_pricing_ops_router
 from quanyi.bot.reconcile_chat import build_reconcile_router
 from quanyi.bot.reports_chat import build_reports_router
+from quanyi.bot.risk_chat import build_risk_router  # also registers its outbox renderers
 from quanyi.bot.shop import build_router
 from quanyi.bot.stars import build_stars_router
 from quanyi.bot.statements import settlement_statement as _settlement_statement  # noqa: F401  (registers renderers)
+from quanyi.bot.throttle import ThrottleMiddleware
 from quanyi.bot.verify import build_verify_router
 from quanyi.bot.withdrawals_chat import build_withdraw_routers  # also registers its outbox renderers
 from quanyi.core.config import DEFAULT_TELEGRAM_API, Settings
@@ -51,12 +54,21 @@ def build_dispatcher(core: Core) -> Dispatcher:
     dp = Dispatcher(storage=build_storage(core.settings))
     dp["core"] = core
     dp.update.outer_middleware(LanguageMiddleware())
+    # Operators' and distributors' commands and button presses go on the audit trail.
+    dp.message.outer_middleware(AuditMiddleware())
+    dp.callback_query.outer_middleware(AuditMiddleware())
+    dp.include_router(build_audit_router())  # operators: /audit
+    admins = set(core.settings.admin_id_list)
+    dp.update.outer_middleware(
+        ThrottleMiddleware(core.settings.chat_events_per_window, core.settings.chat_window_seconds, admins.__contains__)
+    )
     dp.include_router(build_stars_router())  # first: a payment message must never reach a catch-all
     dp.include_router(build_admin_router())  # before the shop: its catch-all answers everyone else
     dp.include_router(build_ops_router())
     dp.include_router(build_reconcile_router())  # operators: provider statements
     dp.include_router(build_pricing_ops_router())
     dp.include_router(build_reports_router())  # operators: /report, its exports
+    dp.include_router(build_risk_router())  # operators: /risk, /block, /decisions, holds' approve / reject
     dp.include_router(build_verify_router())  # operators and staff: codes and /r/ links (核销)
     dp.include_router(build_agent_router())  # before the shop too: /start inv_..., /agent, its forms
     dp.include_routers(*build_withdraw_routers())  # /withdraw, its form; operators' approve / reject

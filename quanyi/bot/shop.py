@@ -29,14 +29,17 @@ from quanyi.bot.render import (
     promotion_text,
     status_label,
 )
+from quanyi.bot.risk_chat import enqueue_hold, refusal_text
 from quanyi.bot.stars import send_stars_invoice
-from quanyi.core import bundles, redeem
+from quanyi.core import bundles, redeem, risk
 from quanyi.core.catalog import CatalogueEntry, catalogue, catalogue_entry, catalogue_entry_by_id, for_buyer
 from quanyi.core.channels import UNCAPPED
 from quanyi.core.distributors import REFERRAL_PREFIX, record_referral
 from quanyi.core.errors import (
+    ChallengeRequired,
     CouponRejected,
     Forbidden,
+    HeldForReview,
     InvalidInput,
     NotForSale,
     NotFound,
@@ -44,10 +47,13 @@ from quanyi.core.errors import (
     PaymentMethodUnavailable,
     ProviderError,
     QuanyiError,
+    RiskBlocked,
+    RiskRefusal,
 )
-from quanyi.core.models import Product, ProductKind
+from quanyi.core.models import Product, ProductKind, RiskDecision
 from quanyi.core.orders import (
     Buyer,
+    PlacedOrder,
     buyer_order,
     buyer_orders,
     cancel_by_buyer,
@@ -69,6 +75,8 @@ class OrderForm(StatesGroup):
     quantity = State()
     account = State()  # a recharge's account; the data keeps product_id (and account once valid)
     coupon = State()  # a coupon code; the data keeps product_id, quantity (and coupon once it applies)
+    # The risk check's answer; the data keeps decision_id and the order to place again once right.
+    challenge = State()
 
 
 def build_router() -> Router:
@@ -282,7 +290,14 @@ def build_router() -> Router:
                 stars_rate=core.settings.stars_rate,
                 account=account,  # the order ignores it unless the product (or a bundle's part) recharges
                 coupon=coupon,
+                risk_secret=core.keyring.lookup_key,
             )
+        except RiskRefusal as exc:
+            await query.answer()
+            form = {"product_id": callback_data.id, "quantity": callback_data.n, "method": callback_data.method}
+            form |= {"option": callback_data.option, "account": account, "coupon": coupon}
+            await _risk_refusal(message, core, lang, state, exc, form)
+            return
         except OutOfStock as exc:
             await query.answer(raw_t(lang, "out_of_stock", available=exc.details.get("available", 0)), show_alert=True)
             return
@@ -324,53 +339,57 @@ def build_router() -> Router:
             return
         await query.answer()
         await state.clear()
-        order = placed.order
-        amount = money(order.amount, order.currency)
-        deadline = order.expires_at.astimezone(ZoneInfo(core.settings.timezone)).strftime("%H:%M")
-        if order.discount_amount > 0 and order.pricing:
-            text = raw_t(
-                lang,
-                "pricing.order_created",
-                number=order.number,
-                name=html.escape(entry.name, quote=False),
-                quantity=callback_data.n,
-                breakdown="\n".join(breakdown_lines(lang, order.pricing)),
-                minutes=core.settings.reservation_minutes,
-                deadline=deadline,
+        await _show_order(message, core, lang, placed, entry, callback_data.n, account, user.id, edit=True)
+
+    @router.message(OrderForm.challenge, F.text, ~F.text.startswith("/"))
+    async def typed_challenge(message: Message, core: Core, lang: str, state: FSMContext) -> None:
+        user = message.from_user
+        if user is None:
+            return
+        data = await state.get_data()
+        decision_id = int(data.get("decision_id", 0))
+        async with core.db.transaction() as session:
+            right = await risk.answer_challenge(
+                session, decision_id, user_id=user.id, answer=message.text or "", secret=core.keyring.lookup_key
             )
-        else:
-            text = t(
-                lang,
-                "order_created",
-                number=order.number,
-                name=entry.name,
-                quantity=callback_data.n,
-                amount=amount,
-                minutes=core.settings.reservation_minutes,
-                deadline=deadline,
-            )
-        if account is not None:
-            text += "\n" + t(lang, "deliver.account_line", account=account)
-        cancel = InlineKeyboardButton(
-            text=raw_t(lang, "cancel_button"), callback_data=CancelCb(number=order.number).pack()
-        )
-        keyboard = InlineKeyboardBuilder()
-        payment_url = placed.payment.url if placed.payment else None
-        if payment_url:
-            keyboard.row(InlineKeyboardButton(text=raw_t(lang, "pay_button", amount=amount), url=payment_url))
-        keyboard.row(cancel)
+            decision = await session.get(RiskDecision, decision_id)
+            status, attempts = (decision.status, decision.attempts) if decision is not None else ("", 0)
+        if not right and status == "open":
+            await message.answer(t(lang, "risk.challenge_wrong", left=risk.MAX_ATTEMPTS - attempts))
+            return
+        await state.clear()
+        if not right:
+            await message.answer(t(lang, "risk.challenge_refused" if status == "rejected" else "risk.challenge_stale"))
+            return
+        await message.answer(t(lang, "risk.challenge_passed"))
+        # The same order again: the answered check lets it through once.
+        account = str(data["account"]) if data.get("account") else None
+        quantity = int(data.get("quantity", 1))
         try:
-            await message.edit_text(text, reply_markup=keyboard.as_markup())
-        except TelegramBadRequest:
-            if not payment_url:
-                raise
-            # Telegram refuses URL buttons it cannot open (a localhost QUANYI_PUBLIC_URL in a
-            # demo): the order stands, so give the link as text rather than lose the reply.
-            log.warning("pay link refused as a button; sent as text (is QUANYI_PUBLIC_URL public?)")
-            link = t(lang, "pay_link_text", url=payment_url)
-            await message.edit_text(f"{text}\n{link}", reply_markup=InlineKeyboardBuilder().row(cancel).as_markup())
-        if placed.payment and placed.payment.invoice:
-            await send_stars_invoice(message, core, lang, placed.payment.invoice, user_id=user.id)
+            async with core.db.read() as session:
+                entry = await catalogue_entry_by_id(session, int(data.get("product_id", 0)))
+            placed = await checkout(
+                core.db,
+                core.payments,
+                buyer=Buyer(user_id=user.id, chat_id=message.chat.id, language=lang, username=user.username),
+                sku=entry.sku,
+                quantity=quantity,
+                method=str(data.get("method", "")),
+                option=str(data.get("option", "")),
+                reservation=core.reservation,
+                max_quantity=core.settings.max_quantity,
+                stars_rate=core.settings.stars_rate,
+                account=account,
+                coupon=str(data["coupon"]) if data.get("coupon") else None,
+                risk_secret=core.keyring.lookup_key,
+            )
+        except RiskRefusal as exc:
+            await _risk_refusal(message, core, lang, state, exc, data)
+            return
+        except QuanyiError as exc:
+            await message.answer(_order_refusal(lang, exc, core))
+            return
+        await _show_order(message, core, lang, placed, entry, quantity, account, user.id, edit=False)
 
     @router.callback_query(CancelCb.filter())
     async def cancel(query: CallbackQuery, callback_data: CancelCb, core: Core, lang: str) -> None:
@@ -426,10 +445,15 @@ def build_router() -> Router:
     @router.callback_query(CodesCb.filter())
     async def show_codes(query: CallbackQuery, callback_data: CodesCb, core: Core, lang: str) -> None:
         try:
-            async with core.db.read() as session:
+            buyer = f"buyer:{query.from_user.id}"
+            async with core.db.transaction() as session:  # the decryption is audited
                 order = await buyer_order(session, callback_data.number, query.from_user.id)
-                lines = await delivered_codes(session, core.keyring, order)
-                issued = await redeem.order_links(session, core.keyring, order.id) if lines else []
+                lines = await delivered_codes(session, core.keyring, order, actor=buyer, purpose="redisplay")
+                issued = (
+                    await redeem.order_links(session, core.keyring, order.id, actor=buyer, purpose="redisplay")
+                    if lines
+                    else []
+                )
         except Forbidden:
             await query.answer(raw_t(lang, "not_your_order"), show_alert=True)
             return
@@ -462,6 +486,111 @@ def build_router() -> Router:
         return True
 
     return router
+
+
+async def _show_order(
+    message: Message,
+    core: Core,
+    lang: str,
+    placed: PlacedOrder,
+    entry: CatalogueEntry,
+    quantity: int,
+    account: str | None,
+    user_id: int,
+    *,
+    edit: bool,
+) -> None:
+    """The order-created screen: amount, deadline, pay and cancel buttons (and a Stars invoice)."""
+    order = placed.order
+    amount = money(order.amount, order.currency)
+    deadline = order.expires_at.astimezone(ZoneInfo(core.settings.timezone)).strftime("%H:%M")
+    if order.discount_amount > 0 and order.pricing:
+        text = raw_t(
+            lang,
+            "pricing.order_created",
+            number=order.number,
+            name=html.escape(entry.name, quote=False),
+            quantity=quantity,
+            breakdown="\n".join(breakdown_lines(lang, order.pricing)),
+            minutes=core.settings.reservation_minutes,
+            deadline=deadline,
+        )
+    else:
+        text = t(
+            lang,
+            "order_created",
+            number=order.number,
+            name=entry.name,
+            quantity=quantity,
+            amount=amount,
+            minutes=core.settings.reservation_minutes,
+            deadline=deadline,
+        )
+    if account is not None:
+        text += "\n" + t(lang, "deliver.account_line", account=account)
+    cancel = InlineKeyboardButton(text=raw_t(lang, "cancel_button"), callback_data=CancelCb(number=order.number).pack())
+    keyboard = InlineKeyboardBuilder()
+    payment_url = placed.payment.url if placed.payment else None
+    if payment_url:
+        keyboard.row(InlineKeyboardButton(text=raw_t(lang, "pay_button", amount=amount), url=payment_url))
+    keyboard.row(cancel)
+    try:
+        if edit:
+            await message.edit_text(text, reply_markup=keyboard.as_markup())
+        else:
+            await message.answer(text, reply_markup=keyboard.as_markup())
+    except TelegramBadRequest:
+        if not payment_url:
+            raise
+        # Telegram refuses URL buttons it cannot open (a localhost QUANYI_PUBLIC_URL in a
+        # demo): the order stands, so give the link as text rather than lose the reply.
+        log.warning("pay link refused as a button; sent as text (is QUANYI_PUBLIC_URL public?)")
+        link = t(lang, "pay_link_text", url=payment_url)
+        only_cancel = InlineKeyboardBuilder()
+        only_cancel.row(cancel)
+        if edit:
+            await message.edit_text(f"{text}\n{link}", reply_markup=only_cancel.as_markup())
+        else:
+            await message.answer(f"{text}\n{link}", reply_markup=only_cancel.as_markup())
+    if placed.payment and placed.payment.invoice:
+        await send_stars_invoice(message, core, lang, placed.payment.invoice, user_id=user_id)
+
+
+async def _risk_refusal(
+    message: Message, core: Core, lang: str, state: FSMContext, exc: RiskRefusal, form: dict[str, Any]
+) -> None:
+    """A challenge keeps the order in the form until it is answered; a hold goes to the operators;
+    a block is refused with its reason. Nothing was reserved in any case."""
+    if isinstance(exc, ChallengeRequired) and exc.decision_id is not None:
+        await state.set_state(OrderForm.challenge)
+        await state.set_data({**form, "decision_id": exc.decision_id})
+        await message.answer(t(lang, "risk.challenge", question=exc.question))
+        return
+    await state.clear()
+    if isinstance(exc, HeldForReview) and exc.decision_id is not None:
+        await enqueue_hold(core, exc.decision_id)
+        await message.answer(t(lang, "risk.held"))
+    elif isinstance(exc, RiskBlocked):
+        await message.answer(await refusal_text(core, lang, exc))
+    else:
+        await message.answer(t(lang, "error_generic"))
+
+
+def _order_refusal(lang: str, exc: QuanyiError, core: Core) -> str:
+    """Why an order placed from a typed message was not placed (the buttons' alerts, as a message)."""
+    if isinstance(exc, OutOfStock):
+        return t(lang, "out_of_stock", available=exc.details.get("available", 0))
+    if isinstance(exc, (NotFound, NotForSale)):
+        return t(lang, "not_for_sale")
+    if isinstance(exc, PaymentMethodUnavailable):
+        return t(lang, "no_methods")
+    if isinstance(exc, ProviderError):
+        return t(lang, "payment_start_failed")
+    if isinstance(exc, CouponRejected):
+        return t(lang, "pricing.nothing_ordered")
+    if isinstance(exc, InvalidInput):
+        return t(lang, "bad_quantity", max=core.settings.max_quantity)
+    return t(lang, "error_generic")
 
 
 async def _send_catalogue(message: Message, core: Core, lang: str, user_id: int, *, edit: bool = False) -> None:

@@ -82,6 +82,13 @@ class Settings(BaseSettings):
     # of them is attributed to the client named in its X-Forwarded-For header, so the
     # per-IP limits count real clients, not the proxy. Empty = trust no header.
     trusted_proxies: str = ""
+    # Abuse limits at the edges: requests per client IP per minute to the payment and
+    # supplier callbacks and the partner API; chat messages and button presses per user
+    # in any chat_window_seconds (operators are exempt); the largest stock file imported.
+    callback_requests_per_minute: int = Field(default=120, ge=1)
+    chat_events_per_window: int = Field(default=20, ge=1)
+    chat_window_seconds: int = Field(default=10, ge=1)
+    max_stock_file_mb: int = Field(default=200, ge=1)
 
     # Telegram Stars: on when the bot runs, unless QUANYI_STARS_ENABLED=0.
     stars_enabled: bool = True

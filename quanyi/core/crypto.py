@@ -12,9 +12,12 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import secrets
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -33,6 +36,10 @@ class KeyRing:
     lookup_key: bytes
     # HMAC key the sandbox payment method signs its callbacks with.
     sandbox_key: bytes = b""
+    # The key file this ring came from: a running process adopts keys ``quanyi keys rotate``
+    # adds to it (see ``_refresh``), so codes stay readable while they are re-encrypted.
+    source: Path | None = field(default=None, compare=False)
+    _seen: dict[str, int] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
         if self.active not in self.enc_keys:
@@ -47,6 +54,7 @@ class KeyRing:
         return f"KeyRing(active={self.active!r}, key_ids={sorted(self.enc_keys)!r})"
 
     def encrypt(self, plaintext: str, aad: bytes) -> tuple[str, bytes]:
+        self._refresh()
         nonce = os.urandom(_NONCE)
         sealed = AESGCM(self.enc_keys[self.active]).encrypt(nonce, plaintext.encode(), aad)
         return self.active, nonce + sealed
@@ -54,11 +62,38 @@ class KeyRing:
     def decrypt(self, key_id: str, blob: bytes, aad: bytes) -> str:
         key = self.enc_keys.get(key_id)
         if key is None:
+            self._refresh()
+            key = self.enc_keys.get(key_id)
+        if key is None:
             raise CardKeyError(f"card key id {key_id!r} is not loaded")
         try:
             return AESGCM(key).decrypt(blob[:_NONCE], blob[_NONCE:], aad).decode()
         except InvalidTag:
             raise CardKeyError("card key ciphertext failed authentication") from None
+
+    def _refresh(self) -> None:
+        """Adopt keys added to the key file since it was read, and its active key.
+
+        Without this a running ``quanyi serve`` could not read codes a rotation has already
+        re-encrypted, and would keep encrypting new ones under a key about to be retired.
+        Keys already loaded are never dropped or replaced.
+        """
+        if self.source is None:
+            return
+        try:
+            mtime = self.source.stat().st_mtime_ns
+        except OSError:
+            return
+        if self._seen.get("mtime") == mtime:
+            return
+        data = json.loads(self.source.read_text())
+        for key_id, encoded in data["enc_keys"].items():
+            key = base64.b64decode(encoded)
+            if len(key) == 32:
+                self.enc_keys.setdefault(key_id, key)
+        if data["active"] in self.enc_keys:
+            object.__setattr__(self, "active", data["active"])
+        self._seen["mtime"] = mtime
 
     def lookup_hash(self, plaintext: str) -> bytes:
         return hmac.new(self.lookup_key, plaintext.encode(), hashlib.sha256).digest()
@@ -89,10 +124,13 @@ class KeyRing:
     def _from_file(cls, path: Path, settings: Settings) -> KeyRing:
         if not path.exists():
             _create_key_file(path)
+        mtime = path.stat().st_mtime_ns
         data = json.loads(path.read_text())
         keys = {k: base64.b64decode(v) for k, v in data["enc_keys"].items()}
         sandbox = settings.sandbox_secret.encode() or base64.b64decode(data["sandbox_key"])
-        return cls(keys, data["active"], base64.b64decode(data["lookup_key"]), sandbox)
+        ring = cls(keys, data["active"], base64.b64decode(data["lookup_key"]), sandbox, source=path)
+        ring._seen["mtime"] = mtime
+        return ring
 
 
 def _create_key_file(path: Path) -> None:
@@ -109,6 +147,58 @@ def _create_key_file(path: Path) -> None:
         return
     with os.fdopen(fd, "w") as handle:
         json.dump(data, handle, indent=2)
+
+
+def add_file_key(path: Path) -> str:
+    """Add a fresh key to the key file and make it the active one; returns its id.
+
+    Ids are never reused: retired ids stay listed (without their keys) under ``retired``.
+    """
+    data = _read_key_file(path)
+    taken = [*data["enc_keys"], *data.get("retired", [])]
+    numbers = [int(m.group(1)) for key_id in taken if (m := re.fullmatch(r"k(\d+)", key_id))]
+    key_id = f"k{max(numbers, default=0) + 1}"
+    data["enc_keys"][key_id] = base64.b64encode(secrets.token_bytes(32)).decode()
+    data["active"] = key_id
+    _write_key_file(path, data)
+    return key_id
+
+
+def retire_file_keys(path: Path, key_ids: Iterable[str]) -> list[str]:
+    """Remove keys from the key file (never the active one); returns the ids removed."""
+    data = _read_key_file(path)
+    removed = [k for k in key_ids if k in data["enc_keys"] and k != data["active"]]
+    if not removed:
+        return []
+    for key_id in removed:
+        del data["enc_keys"][key_id]
+    data["retired"] = [*data.get("retired", []), *removed]
+    _write_key_file(path, data)
+    return removed
+
+
+def _read_key_file(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        raise ConfigError(f"no key file at {path}")
+    data = json.loads(path.read_text())
+    if not isinstance(data, dict) or not isinstance(data.get("enc_keys"), dict) or "active" not in data:
+        raise ConfigError(f"{path} is not a quanyi key file")
+    return data
+
+
+def _write_key_file(path: Path, data: object) -> None:
+    """Replace the key file atomically: a reader sees the old file or the new one, never half."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(data, handle, indent=2)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _b64(value: str, name: str) -> bytes:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from quanyi.core import bundles, channels, commissions, coupons, promotions
+from quanyi.core import bundles, channels, commissions, coupons, promotions, risk
 from quanyi.core.catalog import add_product, update_product
 from quanyi.core.crypto import KeyRing
 from quanyi.core.db import Database
@@ -98,6 +98,8 @@ async def load_demo(db: Database, keyring: KeyRing) -> list[str]:
     await _demo_network(db)
     await _demo_other_kinds(db)
     await _demo_pricing(db)
+    async with db.transaction() as session:
+        await risk.ensure_defaults(session)
     return added
 
 

@@ -17,7 +17,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from quanyi.core import channels, commissions, ledger, outbox
+from quanyi.core import channels, commissions, ledger, outbox, risk
 from quanyi.core.catalog import get_product
 from quanyi.core.db import rowcount
 from quanyi.core.errors import AlreadyExists, Forbidden, InvalidInput, NotForSale, NotFound, OutOfStock, QuanyiError
@@ -356,6 +356,7 @@ async def bulk_buy(
     chat_id: int,
     language: str,
     request_key: str | None = None,
+    risk_secret: bytes | None = None,
 ) -> Order:
     """A distributor buys ``quantity`` codes at its cost from its balance and its allocation.
 
@@ -392,6 +393,21 @@ async def bulk_buy(
             f"your balance is {Money(distributor.balance, product.currency)}",
             balance=distributor.balance,
         )
+    storefront = (await session.get(Channel, distributor.channel_id)).code  # type: ignore[union-attr]
+    # Before any allocation unit or stock is taken; the caller records a refusal (risk.record).
+    await risk.screen(
+        session,
+        risk.Screening(
+            user_id=user_id,
+            channel=storefront,
+            sku=product.sku,
+            quantity=quantity,
+            amount=amount,
+            currency=product.currency,
+            language=language,
+        ),
+        secret=risk_secret or risk.PROCESS_SECRET,
+    )
     quota = allocation.id if allocation.mode == AllocationMode.QUOTA else None
     await channels.reserve_units(session, product.id, quota, quantity, sold=True)
     now = utcnow()
@@ -400,7 +416,7 @@ async def bulk_buy(
         user_id=user_id,
         chat_id=chat_id,
         language=language,
-        channel=(await session.get(Channel, distributor.channel_id)).code,  # type: ignore[union-attr]
+        channel=storefront,
         distributor_id=distributor.parent_id,
         status=OrderStatus.DELIVERED,
         currency=product.currency,

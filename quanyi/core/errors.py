@@ -6,6 +6,7 @@ Messages never contain card-key secrets or credentials.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 
 class QuanyiError(Exception):
@@ -133,3 +134,39 @@ class CouponRejected(InvalidInput):
     def __init__(self, message: str, *, reason: str, **details: object) -> None:
         super().__init__(message, reason=reason, **details)
         self.reason = reason
+
+
+class RiskRefusal(QuanyiError):
+    """The risk screen did not allow an order; nothing was written. ``decision`` is the unsaved
+    record ``risk.record`` persists, which then fills ``decision_id``."""
+
+    code = "risk"
+
+    def __init__(self, message: str, *, decision: Any, secret: bytes = b"", **details: object) -> None:
+        super().__init__(message, decision_id=None, **details)
+        self.decision: Any = decision
+        self.decision_id: int | None = None
+        self.secret = secret
+
+
+class RiskBlocked(RiskRefusal):
+    code = "risk_blocked"
+
+    def __init__(self, message: str, *, decision: Any, secret: bytes = b"") -> None:
+        super().__init__(message, decision=decision, secret=secret, reason=decision.reason)
+        self.reason: str = decision.reason
+
+
+class ChallengeRequired(RiskRefusal):
+    """The buyer must answer ``question`` in chat before the order proceeds."""
+
+    code = "risk_challenge"
+
+    def __init__(self, message: str, *, decision: Any, secret: bytes, question: str, answer: int) -> None:
+        super().__init__(message, decision=decision, secret=secret, question=question)
+        self.question = question
+        self.answer = answer  # never in details or the message: only its HMAC is stored
+
+
+class HeldForReview(RiskRefusal):
+    code = "risk_hold"

@@ -23,7 +23,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from quanyi.core import channels, commissions, ledger, outbox, recharge, redeem
+from quanyi.core import audit, channels, commissions, ledger, outbox, recharge, redeem
 from quanyi.core.crypto import KeyRing
 from quanyi.core.db import Database, rowcount
 from quanyi.core.errors import CallbackRejected, QuanyiError
@@ -127,11 +127,14 @@ async def apply_payment(
         products = await _line_products(session, order)
         reserved = await sell_reserved(session, order.id)
         card_units = sum(line.quantity for line in order.lines if products[line.id].kind == ProductKind.CARD_KEY)
+        outcome = None
         if reserved < card_units:  # reserved items went missing (voided): refill or fail
-            failed = await _fill_from_pool(session, order, admin_ids, products)
-            if failed is not None:
-                return failed
-        return await _fulfil_other_kinds(session, keyring, order, products)
+            outcome = await _fill_from_pool(session, order, admin_ids, products)
+        if outcome is None:
+            outcome = await _fulfil_other_kinds(session, keyring, order, products)
+        # Last: the audit head is locked after every row this payment touched.
+        await audit.record_many(session, [_payment_audit(event, order.number, "payment.applied", str(outcome))])
+        return outcome
 
     # Terminal states are terminal: money for an order that expired, failed or was already
     # paid by another transaction is kept on record, never silently used or dropped, and
@@ -157,8 +160,20 @@ async def apply_payment(
             payload={"order_id": order.id, "payment_id": payment.id},
             language=order.language,
         )
+    await audit.record_many(session, [_payment_audit(event, order.number, "payment.review", f"order {status}")])
     log.warning("payment %s for order %s needs review: order is %s", event.provider_txn_id, order.number, status)
     return PaymentOutcome.NEEDS_REVIEW
+
+
+def _payment_audit(event: PaymentEvent, number: str, action: str, outcome: str) -> audit.Entry:
+    return audit.Entry(
+        actor=f"payment:{event.method}",
+        front="core",
+        action=action,
+        object_type="order",
+        object_id=number,
+        new={"amount": event.amount, "currency": event.currency, "outcome": outcome},
+    )
 
 
 async def _line_products(session: AsyncSession, order: Order) -> dict[int, Product]:
@@ -416,6 +431,13 @@ def settle_batch(
     ]
     if deliveries:
         conn.execute(_INSERT_OUTBOX, deliveries)
+    audit.record_many_sync(
+        conn,
+        [
+            _payment_audit(events[fast[oid]], by_id[oid].number, "payment.applied", str(PaymentOutcome.DELIVERED))
+            for oid in sorted(settled)
+        ],
+    )
     for oid in settled:
         results[fast[oid]] = PaymentOutcome.DELIVERED
     return results, sorted(slow)

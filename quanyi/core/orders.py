@@ -12,11 +12,19 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from quanyi.core import bundles, channels, commissions, coupons, distributors, outbox
+from quanyi.core import bundles, channels, commissions, coupons, distributors, outbox, risk
 from quanyi.core.catalog import SELLABLE_KINDS, get_product
 from quanyi.core.crypto import KeyRing
 from quanyi.core.db import Database, rowcount, upsert
-from quanyi.core.errors import CouponRejected, Forbidden, InvalidInput, NotForSale, NotFound, OutOfStock
+from quanyi.core.errors import (
+    CouponRejected,
+    Forbidden,
+    InvalidInput,
+    NotForSale,
+    NotFound,
+    OutOfStock,
+    RiskRefusal,
+)
 from quanyi.core.models import (
     CommissionStatus,
     Distributor,
@@ -102,6 +110,9 @@ async def place_order(
     stars_rate: str = "7",
     account: str | None = None,
     coupon: str | None = None,
+    client_ip: str | None = None,
+    device_id: str | None = None,
+    risk_secret: bytes | None = None,
 ) -> PlacedOrder:
     """Create a pending order holding ``quantity`` reserved items, priced by the pricing
     engine (promotions, ``coupon``) in the currency the payment method charges in. Its
@@ -154,6 +165,22 @@ async def place_order(
         list_amount = unit * quantity
         # Discounts carry over in proportion, rounded up like the conversion itself.
         payable = -(-list_amount * priced.payable // priced.list_amount)
+    # Before any coupon, allocation or stock is taken: a refusal leaves nothing behind.
+    await risk.screen(
+        session,
+        risk.Screening(
+            user_id=buyer.user_id,
+            channel=terms.channel,
+            sku=product.sku,
+            quantity=quantity,
+            amount=payable,
+            currency=currency,
+            client_ip=client_ip,
+            device_id=device_id,
+            language=buyer.language,
+        ),
+        secret=risk_secret or risk.PROCESS_SECRET,
+    )
     order = Order(
         number=new_order_number(now),
         user_id=buyer.user_id,
@@ -171,6 +198,8 @@ async def place_order(
         created_at=now,
         expires_at=now + reservation,
         pricing=priced.snapshot(charged_currency=currency, charged=payable),
+        client_ip=client_ip,
+        device_id=device_id,
     )
     session.add(order)
     await session.flush()
@@ -286,8 +315,12 @@ async def start_payment(db: Database, payments: PaymentHub, placed: PlacedOrder)
 async def checkout(db: Database, payments: PaymentHub, **order: Any) -> PlacedOrder:
     """Place an order and start its payment. If the provider cannot start one, the order is
     cancelled and its stock released before the error reaches the buyer."""
-    async with db.transaction() as session:
-        placed = await place_order(session, payments, **order)
+    try:
+        async with db.transaction() as session:
+            placed = await place_order(session, payments, **order)
+    except RiskRefusal as exc:
+        await risk.record(db, exc)
+        raise
     try:
         start = await start_payment(db, payments, placed)
     except Exception:
@@ -394,11 +427,13 @@ class DeliveredLine:
     instructions: str
 
 
-async def delivered_codes(session: AsyncSession, keyring: KeyRing, order: Order) -> list[DeliveredLine]:
+async def delivered_codes(
+    session: AsyncSession, keyring: KeyRing, order: Order, *, actor: str = "system", purpose: str = "system"
+) -> list[DeliveredLine]:
     """The order's codes, decrypted, per line. Callers check who is asking first."""
     if order.status != OrderStatus.DELIVERED:
         return []
-    codes = await order_codes(session, keyring, order.id)
+    codes = await order_codes(session, keyring, order.id, actor=actor, purpose=purpose)
     products = {
         p.id: p
         for p in await session.scalars(select(Product).where(Product.id.in_([line.product_id for line in order.lines])))

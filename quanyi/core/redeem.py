@@ -19,10 +19,11 @@ import qrcode.constants
 from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from quanyi.core import audit
 from quanyi.core.crypto import KeyRing
 from quanyi.core.db import rowcount
 from quanyi.core.errors import InvalidInput, NotFound, TokenExpired, TokenUnusable, TokenUsedUp, TokenVoid
-from quanyi.core.models import Product, RedeemStatus, RedeemToken, Redemption, utcnow
+from quanyi.core.models import Order, Product, RedeemStatus, RedeemToken, Redemption, utcnow
 
 TOKEN_BYTES = 24  # 192 bits; token_urlsafe gives 32 characters
 # What a presented token may look like, checked before any query: URL-safe base64 of at
@@ -170,10 +171,26 @@ class IssuedLink:
         return self.max_uses - self.uses if self.state == TokenState.VALID else 0
 
 
-async def order_links(session: AsyncSession, keyring: KeyRing, order_id: int) -> list[IssuedLink]:
-    """An order's links in issue order, decrypted, to show them to its buyer (callers check who asks)."""
+async def order_links(
+    session: AsyncSession, keyring: KeyRing, order_id: int, *, actor: str = "system", purpose: str = "system"
+) -> list[IssuedLink]:
+    """An order's links in issue order, decrypted, to show them to its buyer (callers check who asks).
+    Each decryption is on the audit trail (``actor`` asked, for ``purpose``), so the session must write."""
     now = utcnow()
-    rows = await session.scalars(select(RedeemToken).where(RedeemToken.order_id == order_id).order_by(RedeemToken.id))
+    rows = list(
+        await session.scalars(select(RedeemToken).where(RedeemToken.order_id == order_id).order_by(RedeemToken.id))
+    )
+    if rows:
+        number = await session.scalar(select(Order.number).where(Order.id == order_id))
+        await audit.record(
+            session,
+            actor=actor,
+            front="core",
+            action=f"links.decrypt.{purpose}",
+            object_type="order",
+            object_id=number or order_id,
+            new={"links": len(rows)},
+        )
     return [
         IssuedLink(
             order_line_id=row.order_line_id,

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from quanyi.core import commissions, ledger, outbox, redeem
+from quanyi.core import audit, commissions, ledger, outbox, redeem
 from quanyi.core.db import upsert
 from quanyi.core.errors import CallbackRejected, InvalidInput, NotFound, QuanyiError, RefundFailed, RefundNotSupported
 from quanyi.core.fulfilment import first_sighting
@@ -167,6 +167,7 @@ async def refund_order(
         order = await session.get(Order, order_id)
         assert order is not None
         _tell_buyer(session, order, amount, currency)
+        await _audit_completed(session, actor, [r.id for r in claimed], provider_refund_id)
     core.outbox_wakeup.set()
     return RefundResult(
         number,
@@ -246,6 +247,7 @@ async def refund_payment(core: Core, payment_id: int, *, reason: str, actor: str
         assert order is not None
         await post_refunds(session, order.id)
         _tell_buyer(session, order, paid.amount, currency)
+        await _audit_completed(session, actor, [refund_id], provider_refund_id)
     core.outbox_wakeup.set()
     return RefundResult(number, paid.amount, currency, RefundStatus.SUCCEEDED, (), provider_refund_id)
 
@@ -471,7 +473,38 @@ async def _insert_refund(
         .returning(Refund.id)
     )
     refund_id = result.scalar()
-    return await session.get(Refund, refund_id) if refund_id is not None else None
+    if refund_id is None:
+        return None
+    await audit.record(
+        session,
+        actor=initiated_by,
+        front="core",
+        action="refund.recorded",
+        object_type="refund",
+        object_id=refund_id,
+        new={"scope": scope, "amount": amount, "currency": currency, "status": str(status), "reason": reason},
+    )
+    return await session.get(Refund, refund_id)
+
+
+async def _audit_completed(
+    session: AsyncSession, actor: str, refund_ids: list[int], provider_refund_id: str | None
+) -> None:
+    await audit.record_many(
+        session,
+        [
+            audit.Entry(
+                actor,
+                "core",
+                "refund.completed",
+                "refund",
+                str(refund_id),
+                old={"status": str(RefundStatus.PENDING)},
+                new={"status": str(RefundStatus.SUCCEEDED), "provider_refund_id": provider_refund_id},
+            )
+            for refund_id in refund_ids
+        ],
+    )
 
 
 async def _void_order(session: AsyncSession, order_id: int) -> None:

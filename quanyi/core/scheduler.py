@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from quanyi.core import leases, recharge, settlement
+from quanyi.core import audit, leases, outbox, recharge, settlement
 from quanyi.core.alerts import StockAlert, check_stock
 from quanyi.core.orders import expire_due
 from quanyi.core.payments.queries import query_pending
@@ -94,6 +94,24 @@ class Jobs:
             log.info("settled %s", ", ".join(settled))
         return settled
 
+    async def audit_verify(self) -> audit.VerifyReport | None:
+        """Nightly: walk the audit chain; a broken one alerts operators (``admin_audit_broken``)."""
+        if not await self.is_leader():
+            return None
+        async with self.core.db.read() as session:
+            report = await audit.verify(session)
+        if not report.ok:
+            log.error("audit chain broken at record %s: %s", report.first_bad_seq, report.problem)
+            async with self.core.db.transaction() as session:
+                await outbox.enqueue_admins(
+                    session,
+                    self.core.settings.admin_id_list,
+                    "admin_audit_broken",
+                    {"seq": report.first_bad_seq, "checked": report.checked},
+                )
+            self.core.outbox_wakeup.set()
+        return report
+
     async def resign(self) -> None:
         await leases.release(self.core.db, LEASE, self.holder)
 
@@ -119,4 +137,6 @@ def build_scheduler(jobs: Jobs) -> AsyncIOScheduler:
         coalesce=True,
         next_run_time=datetime.now(UTC),
     )
+    # Once a day, in the quiet hours of QUANYI_TIMEZONE.
+    scheduler.add_job(jobs.audit_verify, "cron", hour=3, minute=30, id="audit_verify", max_instances=1, coalesce=True)
     return scheduler

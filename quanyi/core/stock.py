@@ -15,11 +15,12 @@ from sqlalchemy import ColumnElement, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from quanyi.core import audit
 from quanyi.core.crypto import KeyRing
 from quanyi.core.db import Database, locked_pick, rowcount, upsert
 from quanyi.core.errors import InvalidInput, NotFound
 from quanyi.core.models import Order, Product, ProductKind, StockBatch, StockItem, StockStatus, utcnow
-from quanyi.core.stockfile import RejectedLine, StockLine, read_stock_file
+from quanyi.core.stockfile import MAX_FILE_BYTES, RejectedLine, StockLine, read_stock_file
 
 BATCH_ROWS = 5000
 # An import commits a chunk every second or so; ten silent minutes means it died.
@@ -66,6 +67,7 @@ async def import_stock(
     *,
     fmt: str | None = None,
     progress: Callable[[int], None] | None = None,
+    max_bytes: int = MAX_FILE_BYTES,
 ) -> ImportReport:
     """Import a stock file all or nothing.
 
@@ -83,7 +85,7 @@ async def import_stock(
         product_id = product.id
 
     report = ImportReport(sku=sku)
-    for entry in read_stock_file(path, fmt):  # pass 1: raises StockFileError, writes nothing
+    for entry in read_stock_file(path, fmt, max_bytes=max_bytes):  # pass 1: raises StockFileError, writes nothing
         report.lines = entry.line
     await abort_stale_batches(db, product_id)
 
@@ -355,8 +357,11 @@ async def release_reserved(session: AsyncSession, order_id: int) -> int:
     return rowcount(result)
 
 
-async def order_codes(session: AsyncSession, keyring: KeyRing, order_id: int) -> dict[int, list[Code]]:
-    """Decrypt the sold codes of an order, per order line id. Only for delivery and re-display."""
+async def order_codes(
+    session: AsyncSession, keyring: KeyRing, order_id: int, *, actor: str = "system", purpose: str = "system"
+) -> dict[int, list[Code]]:
+    """Decrypt the sold codes of an order, per order line id. Only for delivery and re-display;
+    each decryption is on the audit trail (``actor`` asked, for ``purpose``), so the session must write."""
     items = await session.execute(
         select(StockItem.order_line_id, StockItem.product_id, StockItem.serial, StockItem.key_id, StockItem.secret_ct)
         .where(StockItem.order_id == order_id, StockItem.status == StockStatus.SOLD)
@@ -366,6 +371,17 @@ async def order_codes(session: AsyncSession, keyring: KeyRing, order_id: int) ->
     for line_id, product_id, serial, key_id, blob in items.all():
         secret = keyring.decrypt(key_id, blob, item_aad(product_id))
         codes.setdefault(line_id or 0, []).append(Code(serial, secret))
+    if codes:
+        number = await session.scalar(select(Order.number).where(Order.id == order_id))
+        await audit.record(
+            session,
+            actor=actor,
+            front="core",
+            action=f"codes.decrypt.{purpose}",
+            object_type="order",
+            object_id=number or order_id,
+            new={"codes": sum(len(c) for c in codes.values())},
+        )
     return codes
 
 
@@ -390,7 +406,9 @@ class VoidReport:
     sold_orders: list[str] = field(default_factory=list)
 
 
-async def void_codes(db: Database, keyring: KeyRing, sku: str, path: Path, *, fmt: str | None = None) -> VoidReport:
+async def void_codes(
+    db: Database, keyring: KeyRing, sku: str, path: Path, *, fmt: str | None = None, max_bytes: int = MAX_FILE_BYTES
+) -> VoidReport:
     """Void the listed codes of a product (a leaked or disputed batch): never sold again.
 
     The file is read like a stock file (and refused whole when malformed). Available and
@@ -402,7 +420,7 @@ async def void_codes(db: Database, keyring: KeyRing, sku: str, path: Path, *, fm
         if product is None:
             raise NotFound(f"no product {sku}")
         product_id = product.id
-    for _ in read_stock_file(path, fmt):  # structure first: a malformed file changes nothing
+    for _ in read_stock_file(path, fmt, max_bytes=max_bytes):  # structure first: a malformed file changes nothing
         pass
     report = VoidReport(sku=sku)
     batch: list[bytes] = []

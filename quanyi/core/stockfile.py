@@ -20,6 +20,7 @@ from quanyi.core.errors import StockFileError
 MAX_SECRET = 512
 MAX_SERIAL = 128
 MAX_LINE_BYTES = 4096
+MAX_FILE_BYTES = 200 * 1024 * 1024  # QUANYI_MAX_STOCK_FILE_MB
 CSV_COLUMNS = ("serial", "secret", "expires_at")
 
 
@@ -44,8 +45,17 @@ def detect_format(path: Path) -> str:
     raise StockFileError(0, "stock files end in .csv or .txt")
 
 
-def read_stock_file(path: Path, fmt: str | None = None) -> Iterator[StockLine | RejectedLine]:
+def read_stock_file(
+    path: Path, fmt: str | None = None, *, max_bytes: int = MAX_FILE_BYTES
+) -> Iterator[StockLine | RejectedLine]:
+    """The file's lines, parsed as data only (nothing in a line is evaluated or expanded).
+
+    A file larger than ``max_bytes`` is refused before a byte of it is read.
+    """
     fmt = fmt or detect_format(path)
+    size = path.stat().st_size
+    if size > max_bytes:
+        raise StockFileError(0, f"file is {size / 2**20:.1f} MB, larger than the {max_bytes / 2**20:g} MB limit")
     lines = _decoded_lines(path)
     if fmt == "csv":
         return _csv_lines(lines)

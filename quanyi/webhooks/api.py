@@ -6,6 +6,7 @@ never reach a log line.
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -46,7 +47,11 @@ async def _partner() -> Partner | None:
 
 async def _token() -> str:
     """The token from the body ``{"token": ...}``: the bare token or a whole ``/r/<token>`` link."""
-    body: Any = await request.get_json(force=True, silent=True)
+    try:
+        # Bytes that are not UTF-8 JSON are a client's mistake, never a server error.
+        body: Any = json.loads((await request.get_data()).decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        body = None
     if not isinstance(body, dict) or not isinstance(body.get("token"), str):
         raise InvalidInput('the body must be JSON {"token": "..."}')
     token = body["token"].strip()

@@ -9,12 +9,16 @@ from typing import Any
 
 from quart import Quart, Response, jsonify, request
 
+from quanyi.core.ratelimit import SlidingWindow
 from quanyi.core.services import Core
 from quanyi.webhooks import api, pay, recharge, redeem, site
 
 log = logging.getLogger(__name__)
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates" / "web"
 MAX_BODY = 64 * 1024
+# Callbacks and the partner API, limited per client IP (the redemption pages have their own).
+LIMITED_PREFIXES = ("/pay/", "/recharge/", "/api/v1/")
+JSON_PREFIXES = ("/recharge/", "/api/v1/", "/pay/stripe/", "/pay/cryptobot/")
 
 TelegramFeed = Callable[[dict[str, Any]], Awaitable[None]]
 
@@ -34,6 +38,7 @@ def create_app(core: Core, *, telegram_feed: TelegramFeed | None = None) -> Quar
             return jsonify({"status": "unavailable"}), 503
         return jsonify({"status": "ok"}), 200
 
+    _limit_edges(app, core)
     app.register_blueprint(site.blueprint)
     app.register_blueprint(pay.blueprint)
     app.register_blueprint(redeem.blueprint)
@@ -73,3 +78,24 @@ def _add_telegram_webhook(app: Quart, core: Core, feed: TelegramFeed) -> None:
             return "bad update", 400
         await feed(update)
         return "", 200
+
+
+def _limit_edges(app: Quart, core: Core) -> None:
+    limiter = SlidingWindow(core.settings.callback_requests_per_minute)
+
+    @app.before_request
+    async def limit() -> tuple[Response | str, int, dict[str, str]] | None:
+        if (request.content_length or 0) > MAX_BODY:
+            # Refused up front: an endpoint that never reads the body would otherwise answer it.
+            return "request body too large", 413, {"Content-Type": "text/plain; charset=utf-8"}
+        path = request.path
+        if not path.startswith(LIMITED_PREFIXES):
+            return None
+        client = redeem.client_address()
+        if limiter.allow(client):
+            return None
+        log.warning("rate limit reached for %s on %r", client, path.split("/")[2][:20])
+        headers = {"Retry-After": str(limiter.retry_after(client))}
+        if path.startswith(JSON_PREFIXES):
+            return jsonify({"error": "too_many_requests"}), 429, headers
+        return "too many requests", 429, {**headers, "Content-Type": "text/plain; charset=utf-8"}

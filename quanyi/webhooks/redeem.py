@@ -7,9 +7,6 @@ so tokens cannot be guessed by brute force. Tokens never reach a log line.
 from __future__ import annotations
 
 import logging
-import time
-from collections import deque
-from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
 from zoneinfo import ZoneInfo
@@ -19,6 +16,7 @@ from werkzeug.exceptions import HTTPException
 
 from quanyi.core import redeem
 from quanyi.core.errors import NotFound, TokenUnusable
+from quanyi.core.ratelimit import SlidingWindow
 from quanyi.core.redeem import TokenState, TokenView
 from quanyi.i18n import raw_t
 from quanyi.webhooks.site import core, page_language
@@ -36,41 +34,6 @@ SECURITY_HEADERS = {
         "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; form-action 'self'; frame-ancestors 'none'"
     ),
 }
-
-
-class SlidingWindow:
-    """At most ``limit`` events per key in any ``window`` seconds, in this process."""
-
-    def __init__(
-        self, limit: int, window: float = 60.0, *, max_keys: int = 50_000, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self.limit = limit
-        self.window = window
-        self.max_keys = max_keys
-        self.clock = clock
-        self._events: dict[str, deque[float]] = {}
-
-    def allow(self, key: str) -> bool:
-        now = self.clock()
-        events = self._events.get(key)
-        if events is None:
-            if len(self._events) >= self.max_keys:
-                self._prune(now)
-            events = self._events[key] = deque()
-        while events and events[0] <= now - self.window:
-            events.popleft()
-        if len(events) >= self.limit:
-            return False
-        events.append(now)
-        return True
-
-    def _prune(self, now: float) -> None:
-        # Forget clients quiet for a whole window; if a flood of addresses is still too
-        # many, forget the oldest half rather than grow without bound.
-        self._events = {k: v for k, v in self._events.items() if v and v[-1] > now - self.window}
-        if len(self._events) >= self.max_keys:
-            keep = sorted(self._events.items(), key=lambda item: item[1][-1])[len(self._events) // 2 :]
-            self._events = dict(keep)
 
 
 def _limiter() -> SlidingWindow:
@@ -152,7 +115,7 @@ async def rate_limit() -> tuple[str, int, dict[str, str]] | None:
         return None
     log.warning("redeem: rate limit reached for %s", client)
     page, status = await _message(429, "too_many")
-    return page, status, {"Retry-After": "60"}
+    return page, status, {"Retry-After": str(_limiter().retry_after(client))}
 
 
 @blueprint.after_request

@@ -1,0 +1,491 @@
+"""Risk control in the operator chat: rules switched on and off or edited, the blocklist, the
+decisions, and holds approved with one tap or rejected with a typed reason; plus the outbox
+messages about holds (to operators and to the buyer).
+
+Only QUANYI_ADMIN_IDS reach this router: anyone else's /risk or forged button falls through to
+the shop, which changes nothing.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import re
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from aiogram import F, Router
+from aiogram.exceptions import TelegramBadRequest
+from aiogram.filters import Command, CommandObject, StateFilter
+from aiogram.filters.callback_data import CallbackData
+from aiogram.fsm.context import FSMContext
+from aiogram.fsm.state import State, StatesGroup
+from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message
+from aiogram.utils.keyboard import InlineKeyboardBuilder
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from quanyi.bot.admin_filter import IsAdmin
+from quanyi.bot.outbox_sender import Part, WithButtons, renders
+from quanyi.bot.render import MESSAGE_LIMIT, money
+from quanyi.core import outbox, risk
+from quanyi.core.errors import InvalidInput, NotFound, QuanyiError, RiskBlocked
+from quanyi.core.models import RiskDecision, RiskRule, User
+from quanyi.core.money import format_minor, parse_minor
+from quanyi.core.outbox import Outgoing
+from quanyi.core.services import Core
+from quanyi.i18n import raw_t, t
+
+log = logging.getLogger(__name__)
+
+AMOUNT_METRICS = ("amount", "amount_per_user")  # thresholds in money, typed and shown as 5000.00
+TYPED = F.text & ~F.text.startswith("/")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+class RiskCb(CallbackData, prefix="rk"):
+    action: str  # rules | toggle | approve | reject
+    id: int = 0
+    listed: bool = False  # pressed under /decisions, whose other buttons still count
+
+
+class RejectHoldForm(StatesGroup):
+    reason = State()
+
+
+def build_risk_router() -> Router:
+    router = Router(name="risk_ops")
+    router.message.filter(IsAdmin())
+    router.callback_query.filter(IsAdmin())
+
+    @router.message(Command("risk"))
+    async def rules(message: Message, core: Core, lang: str) -> None:
+        text, markup = await rules_view(core, lang)
+        await message.answer(text, reply_markup=markup)
+
+    @router.callback_query(RiskCb.filter(F.action == "rules"))
+    async def rules_button(query: CallbackQuery, core: Core, lang: str) -> None:
+        await query.answer()
+        if isinstance(query.message, Message):
+            await _edit(query.message, *await rules_view(core, lang))
+
+    @router.callback_query(RiskCb.filter(F.action == "toggle"))
+    async def toggle(query: CallbackQuery, callback_data: RiskCb, core: Core, lang: str) -> None:
+        async with core.db.transaction() as session:
+            rule = await session.get(RiskRule, callback_data.id)
+            if rule is not None:
+                await risk.set_rule(session, rule.name, active=not rule.active)
+        await query.answer()
+        if isinstance(query.message, Message):
+            await _edit(query.message, *await rules_view(core, lang))
+
+    @router.message(Command("risk_rule"))
+    async def edit_rule(message: Message, command: CommandObject, core: Core, lang: str) -> None:
+        words = (command.args or "").split()
+        if len(words) < 2:
+            await message.answer(t(lang, "risk.rule_usage"))
+            return
+        name, changes = words[0], words[1:]
+        async with core.db.read() as session:
+            rule = await session.scalar(select(RiskRule).where(RiskRule.name == name))
+        if rule is None:
+            await message.answer(t(lang, "risk.rule_unknown", name=name))
+            return
+        try:
+            threshold, action, window = _rule_changes(changes, rule.metric, core.settings.currency)
+            async with core.db.transaction() as session:
+                await risk.set_rule(session, name, threshold=threshold, action=action, window_seconds=window)
+        except (InvalidInput, NotFound) as exc:
+            await message.answer(t(lang, "risk.rule_bad", problem=exc.message) + "\n" + t(lang, "risk.rule_usage"))
+            return
+        text, markup = await rules_view(core, lang)
+        await message.answer(t(lang, "risk.rule_saved") + "\n\n" + text, reply_markup=markup)
+
+    @router.message(Command("block"))
+    async def block(message: Message, command: CommandObject, core: Core, lang: str) -> None:
+        words = (command.args or "").split(maxsplit=2)
+        if len(words) < 3 or words[0] not in risk.BLOCK_KINDS:
+            await message.answer(t(lang, "risk.block_usage"))
+            return
+        kind, value, reason = words
+        actor = f"operator:{message.from_user.id if message.from_user else '?'}"
+        try:
+            async with core.db.transaction() as session:
+                await risk.block(session, kind, value, reason=reason, actor=actor)
+        except InvalidInput as exc:
+            await message.answer(t(lang, "risk.rule_bad", problem=exc.message) + "\n" + t(lang, "risk.block_usage"))
+            return
+        await message.answer(t(lang, "risk.blocked_added", kind=_kind(lang, kind), value=value, reason=reason))
+
+    @router.message(Command("unblock"))
+    async def unblock(message: Message, command: CommandObject, core: Core, lang: str) -> None:
+        words = (command.args or "").split()
+        if len(words) != 2 or words[0] not in risk.BLOCK_KINDS:
+            await message.answer(t(lang, "risk.unblock_usage"))
+            return
+        kind, value = words
+        async with core.db.transaction() as session:
+            removed = await risk.unblock(session, kind, value)
+        key = "risk.unblocked" if removed else "risk.not_blocked"
+        await message.answer(t(lang, key, kind=_kind(lang, kind), value=value))
+
+    @router.message(Command("blocks"))
+    async def blocks(message: Message, core: Core, lang: str) -> None:
+        async with core.db.read() as session:
+            entries = await risk.list_blocks(session)
+        if not entries:
+            await message.answer(t(lang, "risk.blocks_empty"))
+            return
+        tz = ZoneInfo(core.settings.timezone)
+        rows = [
+            t(
+                lang,
+                "risk.block_row",
+                kind=_kind(lang, e.kind),
+                value=e.value,
+                reason=e.reason,
+                by=e.created_by,
+                at=_at(e.created_at, tz),
+            )
+            for e in entries
+        ]
+        await message.answer(_fit(t(lang, "risk.blocks_title"), rows))
+
+    @router.message(Command("decisions"))
+    async def decisions(message: Message, core: Core, lang: str) -> None:
+        async with core.db.read() as session:
+            open_ = await risk.decisions(session, status="open", limit=20)
+            recent = [d for d in await risk.decisions(session, limit=20) if d.status != "open"][:10]
+        if not open_ and not recent:
+            await message.answer(t(lang, "risk.decisions_empty"))
+            return
+        tz = ZoneInfo(core.settings.timezone)
+        keyboard = InlineKeyboardBuilder()
+        rows = [t(lang, "risk.decisions_open")]
+        rows += [_decision_row(lang, d, tz) for d in open_] or [t(lang, "risk.decisions_none_open")]
+        for d in open_:
+            if d.action == "hold":
+                keyboard.row(*_decide_buttons(lang, d.id, listed=True))
+        if recent:
+            rows += [t(lang, "risk.decisions_recent"), *(_decision_row(lang, d, tz) for d in recent)]
+        await message.answer(_fit(t(lang, "risk.decisions_title"), rows), reply_markup=keyboard.as_markup())
+
+    @router.callback_query(RiskCb.filter(F.action == "approve"))
+    async def approve(query: CallbackQuery, callback_data: RiskCb, core: Core, lang: str) -> None:
+        try:
+            async with core.db.transaction() as session:
+                decision = await _open_hold(session, callback_data.id)
+                decision = await risk.approve(session, decision.id, actor=f"operator:{query.from_user.id}")
+                await _tell_buyer(session, decision, "risk_hold_approved")
+                text = t(lang, "risk.admin_approved", id=decision.id, user=decision.user_id or "")
+        except QuanyiError:
+            await query.answer(await _decided(core, lang, callback_data.id), show_alert=True)
+            return
+        core.outbox_wakeup.set()
+        await query.answer()
+        if isinstance(query.message, Message):
+            if callback_data.listed:
+                await query.message.answer(text)
+            else:  # the hold's own message becomes the decision: its buttons have done their work
+                await _edit(query.message, text, None)
+
+    @router.callback_query(RiskCb.filter(F.action == "reject"))
+    async def ask_reason(query: CallbackQuery, callback_data: RiskCb, core: Core, lang: str, state: FSMContext) -> None:
+        try:
+            async with core.db.read() as session:
+                decision = await _open_hold(session, callback_data.id)
+        except QuanyiError:
+            await query.answer(await _decided(core, lang, callback_data.id), show_alert=True)
+            return
+        await query.answer()
+        await state.set_state(RejectHoldForm.reason)
+        await state.update_data(decision_id=decision.id)
+        if isinstance(query.message, Message):
+            await query.message.answer(
+                t(
+                    lang,
+                    "risk.admin_ask_reason",
+                    id=decision.id,
+                    sku=decision.sku,
+                    quantity=decision.quantity,
+                    user=decision.user_id or "",
+                )
+            )
+
+    @router.message(Command("cancel"), StateFilter(RejectHoldForm))
+    async def cancel(message: Message, lang: str, state: FSMContext) -> None:
+        await state.clear()
+        await message.answer(t(lang, "risk.admin_cancelled"))
+
+    @router.message(RejectHoldForm.reason, TYPED)
+    async def typed_reason(message: Message, core: Core, lang: str, state: FSMContext) -> None:
+        decision_id = int((await state.get_data()).get("decision_id", 0))
+        reason = (message.text or "").strip()
+        if not 1 <= len(reason) <= 255:
+            await message.answer(t(lang, "risk.admin_bad_reason"))  # the form stays open
+            return
+        actor = f"operator:{message.from_user.id if message.from_user else '?'}"
+        try:
+            async with core.db.transaction() as session:
+                decision = await _open_hold(session, decision_id)
+                decision = await risk.reject(session, decision.id, actor=actor, reason=reason)
+                await _tell_buyer(session, decision, "risk_hold_rejected")
+                text = t(lang, "risk.admin_rejected", id=decision.id, user=decision.user_id or "")
+        except QuanyiError:
+            await state.clear()
+            await message.answer(await _decided(core, lang, decision_id, escape=True))
+            return
+        await state.clear()
+        core.outbox_wakeup.set()
+        await message.answer(text)
+
+    return router
+
+
+# --- views -----------------------------------------------------------------------------------
+
+
+async def rules_view(core: Core, lang: str) -> tuple[str, InlineKeyboardMarkup]:
+    async with core.db.read() as session:
+        rules = await risk.list_rules(session)
+    keyboard = InlineKeyboardBuilder()
+    if not rules:
+        return t(lang, "risk.rules_empty") + "\n" + t(lang, "risk.commands"), keyboard.as_markup()
+    rows = []
+    for rule in rules:
+        state = raw_t(lang, "risk.rule_on" if rule.active else "risk.rule_off")
+        window = t(lang, "risk.rule_window", window=_window(rule.window_seconds)) if rule.window_seconds else ""
+        scope = ",".join(filter(None, [rule.channels, rule.skus]))
+        rows.append(
+            raw_t(
+                lang,
+                "risk.rule_row",
+                state=state,
+                name=_esc(rule.name),
+                metric=rule.metric,
+                window=window,
+                threshold=_threshold(rule, core.settings.currency),
+                action=_action(lang, rule.action),
+                scope=t(lang, "risk.rule_scope", scope=scope) if scope else "",
+            )
+        )
+        label = raw_t(lang, "risk.rule_button", state=state, name=rule.name)[:60]
+        keyboard.row(InlineKeyboardButton(text=label, callback_data=RiskCb(action="toggle", id=rule.id).pack()))
+    text = _fit(t(lang, "risk.rules_title"), [*rows, t(lang, "risk.commands")])
+    return text, keyboard.as_markup()
+
+
+def _decision_row(lang: str, d: RiskDecision, tz: ZoneInfo) -> str:
+    where = " / ".join(filter(None, [d.client_ip, d.device_id]))
+    return raw_t(
+        lang,
+        "risk.decision_row",
+        id=d.id,
+        action=_action(lang, d.action),
+        status=_status(lang, d.status),
+        user=d.user_id if d.user_id is not None else "-",
+        sku=_esc(d.sku),
+        quantity=d.quantity,
+        amount=_esc(money(d.amount, d.currency)),
+        channel=_esc(d.channel),
+        where=t(lang, "risk.decision_where", where=where) if where else "",
+        at=_at(d.created_at, tz),
+        reason=_esc(d.reason),
+    )
+
+
+def _decide_buttons(lang: str, decision_id: int, *, listed: bool = False) -> list[InlineKeyboardButton]:
+    suffix = f" #{decision_id}" if listed else ""
+    return [
+        InlineKeyboardButton(
+            text=raw_t(lang, "risk.approve_button") + suffix,
+            callback_data=RiskCb(action="approve", id=decision_id, listed=listed).pack(),
+        ),
+        InlineKeyboardButton(
+            text=raw_t(lang, "risk.reject_button") + suffix,
+            callback_data=RiskCb(action="reject", id=decision_id, listed=listed).pack(),
+        ),
+    ]
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+async def _open_hold(session: AsyncSession, decision_id: int) -> RiskDecision:
+    decision = await session.get(RiskDecision, decision_id)
+    if decision is None or decision.action != "hold" or decision.status != "open":
+        raise NotFound(f"no open hold {decision_id}")
+    return decision
+
+
+async def _tell_buyer(session: AsyncSession, decision: RiskDecision, kind: str) -> None:
+    """The buyer hears of the operator's decision in the private chat (chat id = user id)."""
+    if decision.user_id is None:
+        return
+    language = await session.scalar(select(User.language).where(User.id == decision.user_id)) or "zh"
+    payload = {"decision_id": decision.id}
+    outbox.enqueue(session, chat_id=decision.user_id, kind=kind, payload=payload, language=language)
+
+
+async def enqueue_hold(core: Core, decision_id: int) -> None:
+    """Every operator gets the hold with Approve / Reject buttons."""
+    async with core.db.transaction() as session:
+        await outbox.enqueue_admins(
+            session, core.settings.admin_id_list, "admin_risk_hold", {"decision_id": decision_id}
+        )
+    core.outbox_wakeup.set()
+
+
+async def _decided(core: Core, lang: str, decision_id: int, *, escape: bool = False) -> str:
+    async with core.db.read() as session:
+        decision = await session.get(RiskDecision, decision_id)
+    if decision is None or decision.action != "hold" or decision.status == "open":
+        return (t if escape else raw_t)(lang, "risk.admin_unknown", id=decision_id)
+    values = {"id": decision_id, "status": _status(lang, decision.status)}
+    return t(lang, "risk.admin_decided", **values) if escape else raw_t(lang, "risk.admin_decided", **values)
+
+
+def _rule_changes(words: list[str], metric: str, currency: str) -> tuple[int | None, str | None, int | None]:
+    """``threshold=N action=A window=S`` typed by an operator: (threshold, action, window seconds)."""
+    threshold: int | None = None
+    action: str | None = None
+    window: int | None = None
+    for word in words:
+        key, sep, value = word.partition("=")
+        if not sep or not value:
+            raise InvalidInput(f"{word}: expected key=value")
+        if key == "threshold":
+            if metric in AMOUNT_METRICS:
+                threshold = parse_minor(value, currency)
+            elif value.isdecimal():
+                threshold = int(value)
+            else:
+                raise InvalidInput(f"threshold={value}: a whole number is needed")
+        elif key == "action":
+            if value not in risk.ACTIONS:
+                raise InvalidInput(f"action={value}: one of {', '.join(risk.ACTIONS)}")
+            action = value
+        elif key == "window":
+            match = re.fullmatch(r"(\d+)([smhd]?)", value)
+            if match is None or int(match.group(1)) <= 0:
+                raise InvalidInput(f"window={value}: seconds (or 10m, 1h, 1d) above zero")
+            window = int(match.group(1)) * _UNITS[match.group(2) or "s"]
+        else:
+            raise InvalidInput(f"{key}: not threshold, action or window")
+    return threshold, action, window
+
+
+def _threshold(rule: RiskRule, currency: str) -> str:
+    if rule.metric in AMOUNT_METRICS:
+        return format_minor(rule.threshold, currency)
+    return str(rule.threshold)
+
+
+def _window(seconds: int) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def _action(lang: str, action: str) -> str:
+    return raw_t(lang, f"risk.action_{action}") if action in risk.ACTIONS else _esc(action)
+
+
+def _status(lang: str, status: str) -> str:
+    known = ("open", "passed", "approved", "rejected", "used")
+    return raw_t(lang, f"risk.status_{status}") if status in known else _esc(status)
+
+
+def _kind(lang: str, kind: str) -> str:
+    return raw_t(lang, f"risk.kind_{kind}") if kind in risk.BLOCK_KINDS else kind
+
+
+def _at(when: datetime, tz: ZoneInfo) -> str:
+    return when.astimezone(tz).strftime("%m-%d %H:%M")
+
+
+def _esc(text: str) -> str:
+    return html.escape(text, quote=False)
+
+
+def _fit(title: str, rows: list[str]) -> str:
+    lines = [title]
+    for row in rows:
+        if sum(len(line) + 1 for line in lines) + len(row) > MESSAGE_LIMIT - 100:
+            lines.append("…")
+            break
+        lines.append(row)
+    return "\n".join(lines)
+
+
+async def _edit(message: Message, text: str, markup: InlineKeyboardMarkup | None) -> None:
+    try:
+        await message.edit_text(text, reply_markup=markup)
+    except TelegramBadRequest as exc:
+        if "message is not modified" not in str(exc):
+            raise
+
+
+# --- outbox messages -------------------------------------------------------------------------
+
+
+async def _load(core: Core, message: Outgoing) -> RiskDecision | None:
+    async with core.db.read() as session:
+        return await session.get(RiskDecision, int(str(message.payload.get("decision_id", 0))))
+
+
+@renders("admin_risk_hold")
+async def render_hold(core: Core, message: Outgoing) -> list[Part]:
+    decision = await _load(core, message)
+    lang = message.language
+    if decision is None:
+        return []
+    text = t(
+        lang,
+        "risk.admin_hold",
+        id=decision.id,
+        user=decision.user_id if decision.user_id is not None else "-",
+        sku=decision.sku,
+        quantity=decision.quantity,
+        amount=money(decision.amount, decision.currency),
+        channel=decision.channel,
+        reason=decision.reason,
+    )
+    if decision.status != "open":
+        # Decided before this message went out (another operator, the CLI): nothing to press.
+        return [text + "\n" + t(lang, "risk.admin_status", status=_status(lang, decision.status))]
+    return [WithButtons(text, InlineKeyboardMarkup(inline_keyboard=[_decide_buttons(lang, decision.id)]))]
+
+
+@renders("risk_hold_approved")
+async def render_approved(core: Core, message: Outgoing) -> list[Part]:
+    decision = await _load(core, message)
+    if decision is None:
+        return []
+    return [t(message.language, "risk.hold_approved", sku=decision.sku, quantity=decision.quantity)]
+
+
+@renders("risk_hold_rejected")
+async def render_rejected(core: Core, message: Outgoing) -> list[Part]:
+    decision = await _load(core, message)
+    if decision is None:
+        return []
+    # ``risk.reject`` keeps the operator's reason, written for the buyer, in the decision.
+    values = {"sku": decision.sku, "quantity": decision.quantity, "reason": decision.reason}
+    return [t(message.language, "risk.hold_rejected", **values)]
+
+
+# --- the buyer's side, used by the shop ----------------------------------------------------------
+
+
+async def refusal_text(core: Core, lang: str, exc: RiskBlocked) -> str:
+    """Why a buyer is refused, in the buyer's language: the rule's reason by its metric, or the
+    operator's reason for a blocklist entry; never the rule's name or numbers beyond its limit."""
+    async with core.db.read() as session:
+        decision = await session.get(RiskDecision, exc.decision_id) if exc.decision_id else None
+        rule = await session.get(RiskRule, decision.rule_id) if decision and decision.rule_id else None
+    if rule is not None and rule.metric in risk.METRICS:
+        reason = raw_t(lang, f"risk.reason_{rule.metric}", threshold=_threshold(rule, core.settings.currency))
+        return t(lang, "risk.blocked", reason=reason)
+    return t(lang, "risk.blocked", reason=exc.reason)

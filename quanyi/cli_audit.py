@@ -1,0 +1,173 @@
+"""``quanyi audit verify`` and ``quanyi audit list``; and the record of CLI commands that change something."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import re
+import sys
+from datetime import date
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from quanyi.cli import _table, _with_core
+from quanyi.core.errors import QuanyiError
+
+# Commands that only read: not recorded. Anything else (new commands included) is.
+READ_ONLY_COMMANDS = {"db", "serve", "demo", "supplier-sim", "reconcile", "report", "audit"}
+READ_ONLY_LEAVES = {"list", "show", "rates", "check", "balances", "quote", "export"}
+# The option naming the object a command changes, and that object's type.
+_OBJECTS = {
+    "number": "order",
+    "payment_id": "payment",
+    "sku": "product",
+    "ref": "distributor",
+    "coupon_id": "coupon",
+    "promotion_id": "promotion",
+    "channel": "channel",
+    "id": "withdrawal",
+    "code": "channel",
+    "day": "settlement",
+}
+_SECRET = re.compile(r"key|secret|token|pass|cred", re.IGNORECASE)
+
+
+def add_audit_parser(sub: Any) -> None:
+    audit = sub.add_parser("audit", help="the audit trail").add_subparsers(dest="audit_command", required=True)
+    audit.add_parser(
+        "verify", help="check the hash chain; exit 1 naming the first edited, deleted or reordered record"
+    ).set_defaults(fn=cmd_audit_verify)
+    lst = audit.add_parser("list", help="the latest records, newest first")
+    lst.add_argument("--actor", help="operator:ID, distributor:ID, buyer:ID, cli:USER, system, or a bare user id")
+    lst.add_argument("--object", metavar="TYPE:ID", help="e.g. order:Q2024..., refund:12")
+    lst.add_argument("--day", metavar="YYYY-MM-DD", help="one day in QUANYI_TIMEZONE")
+    lst.add_argument("--limit", type=int, default=50)
+    lst.set_defaults(fn=cmd_audit_list)
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    from quanyi.core.audit import verify
+
+    async def run(core: Any) -> int:
+        async with core.db.read() as session:
+            report = await verify(session)
+        if report.ok:
+            print(f"{report.checked} records, chain intact")
+            return 0
+        print(f"audit chain broken at record {report.first_bad_seq}: {report.problem}", file=sys.stderr)
+        return 1
+
+    return asyncio.run(_with_core(run))
+
+
+def parse_object(text: str) -> tuple[str, str]:
+    kind, sep, ident = text.partition(":")
+    if not sep or not kind.strip() or not ident.strip():
+        raise QuanyiError(f"{text!r}: give an object as TYPE:ID, e.g. order:Q123")
+    return kind.strip(), ident.strip()
+
+
+def parse_day(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise QuanyiError(f"{text!r}: give a day as YYYY-MM-DD") from None
+
+
+def cmd_audit_list(args: argparse.Namespace) -> int:
+    from quanyi.core.audit import trail
+
+    object_type, object_id = parse_object(args.object) if args.object else (None, None)
+    day = parse_day(args.day) if args.day else None
+    if not 1 <= args.limit <= 500:
+        raise QuanyiError("--limit must be between 1 and 500")
+
+    async def run(core: Any) -> int:
+        tz = core.settings.timezone
+        async with core.db.read() as session:
+            rows = await trail(
+                session,
+                actor=args.actor,
+                object_type=object_type,
+                object_id=object_id,
+                day=day,
+                tz=tz,
+                limit=args.limit,
+            )
+        if not rows:
+            print("no records")
+            return 0
+        zone = ZoneInfo(tz)
+        _table(
+            ["seq", "at", "actor", "front", "action", "object", "old", "new"],
+            [
+                [
+                    str(r.seq),
+                    f"{r.at.astimezone(zone):%Y-%m-%d %H:%M:%S}",
+                    r.actor,
+                    r.front,
+                    r.action,
+                    f"{r.object_type}:{r.object_id}",
+                    r.old or "",
+                    r.new or "",
+                ]
+                for r in rows
+            ],
+        )
+        return 0
+
+    return asyncio.run(_with_core(run))
+
+
+def command_words(args: argparse.Namespace) -> list[str]:
+    return [str(v) for k, v in vars(args).items() if k == "command" or k.endswith("_command")]
+
+
+def changes_something(args: argparse.Namespace) -> bool:
+    words = command_words(args)
+    return bool(words) and words[0] not in READ_ONLY_COMMANDS and words[-1] not in READ_ONLY_LEAVES
+
+
+def options(args: argparse.Namespace) -> dict[str, str]:
+    """The options given, by name and value; never one whose name says it holds a secret."""
+    return {
+        k: str(v)[:200]
+        for k, v in vars(args).items()
+        if k != "fn" and k != "command" and not k.endswith("_command") and v is not None and not _SECRET.search(k)
+    }
+
+
+def record_cli_command(args: argparse.Namespace) -> None:
+    """Append the command that just changed something to the audit trail."""
+    from quanyi.cli import _settings
+    from quanyi.core.audit import Entry, append
+    from quanyi.core.services import build_core
+
+    try:
+        user = getpass.getuser()
+    except Exception:  # no login name in a container: still recorded, as plain "cli"
+        user = ""
+    words = command_words(args)
+    given = vars(args)
+    object_type, object_id = next(
+        ((kind, str(given[name])) for name, kind in _OBJECTS.items() if given.get(name) is not None),
+        ("command", " ".join(words)),
+    )
+    entry = Entry(
+        actor=f"cli:{user}" if user else "cli",
+        front="cli",
+        action=" ".join(words),
+        object_type=object_type,
+        object_id=object_id,
+        new=options(args),
+    )
+
+    async def run() -> None:
+        core = build_core(_settings())
+        try:
+            await append(core.db, entry)
+        finally:
+            await core.close()
+
+    asyncio.run(run())

@@ -1,0 +1,274 @@
+"""The audit trail: an append-only, hash-chained record of who changed or revealed what.
+
+Each record's hash covers the previous record's hash and its own fields, so an edited,
+deleted or reordered record breaks the chain and ``verify`` names it. Appending locks the
+single ``AuditHead`` row; take it last in a transaction (after the rows the work locks), so
+two transactions never wait on each other in opposite orders.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import Connection, insert, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from quanyi.core.db import Database
+from quanyi.core.models import AuditHead, AuditRecord, utcnow
+
+GENESIS = "0" * 64
+HEAD_ID = 1
+_TEXT_LIMIT = 4000  # old / new hold small dicts; a runaway value is cut, never a failed append
+
+
+@dataclass(frozen=True)
+class Entry:
+    actor: str
+    front: str
+    action: str
+    object_type: str
+    object_id: str
+    old: Mapping[str, Any] | None = None
+    new: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    ok: bool
+    checked: int
+    first_bad_seq: int | None = None
+    problem: str = ""
+
+
+def _json(value: Mapping[str, Any] | None) -> str | None:
+    if value is None:
+        return None
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)[:_TEXT_LIMIT]
+
+
+def chain_hash(
+    prev_hash: str,
+    seq: int,
+    at: datetime,
+    actor: str,
+    front: str,
+    action: str,
+    object_type: str,
+    object_id: str,
+    old: str | None,
+    new: str | None,
+) -> str:
+    # Whole seconds' fractions survive both databases; the naive UTC form is what is stored.
+    fields = [seq, at.replace(tzinfo=None).isoformat(), actor, front, action, object_type, object_id, old, new]
+    canonical = json.dumps(fields, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256((prev_hash + canonical).encode("utf-8")).hexdigest()
+
+
+def _row(entry: Entry, seq: int, prev_hash: str, at: datetime) -> dict[str, Any]:
+    values: dict[str, Any] = {
+        "seq": seq,
+        "at": at,
+        "actor": entry.actor[:64],
+        "front": entry.front[:16],
+        "action": entry.action[:64],
+        "object_type": entry.object_type[:32],
+        "object_id": str(entry.object_id)[:64],
+        "old": _json(entry.old),
+        "new": _json(entry.new),
+        "prev_hash": prev_hash,
+    }
+    values["hash"] = chain_hash(
+        prev_hash,
+        seq,
+        at,
+        values["actor"],
+        values["front"],
+        values["action"],
+        values["object_type"],
+        values["object_id"],
+        values["old"],
+        values["new"],
+    )
+    return values
+
+
+def _insert_head(dialect: str) -> Any:
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert(AuditHead)
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert(AuditHead)
+
+
+_LOCK_HEAD = select(AuditHead.seq, AuditHead.hash).where(AuditHead.id == HEAD_ID).with_for_update()
+
+
+def _create_head(dialect: str) -> Any:
+    return (
+        _insert_head(dialect)
+        .values(id=HEAD_ID, seq=0, hash=GENESIS)
+        .on_conflict_do_nothing(index_elements=[AuditHead.id])
+    )
+
+
+def _now() -> datetime:
+    # Microseconds are kept by both databases; stored naive UTC, read back aware.
+    return utcnow()
+
+
+async def record_many(session: AsyncSession, entries: Sequence[Entry]) -> list[AuditRecord]:
+    """Append ``entries`` in order, in the caller's transaction."""
+    if not entries:
+        return []
+    head = (await session.execute(_LOCK_HEAD)).first()
+    if head is None:
+        await session.execute(_create_head(session.get_bind().dialect.name))
+        head = (await session.execute(_LOCK_HEAD)).one()
+    seq, prev = int(head.seq), str(head.hash)
+    at = _now()
+    records: list[AuditRecord] = []
+    for entry in entries:
+        seq += 1
+        values = _row(entry, seq, prev, at)
+        prev = values["hash"]
+        records.append(AuditRecord(**values))
+    session.add_all(records)
+    await session.flush()
+    await session.execute(update(AuditHead).where(AuditHead.id == HEAD_ID).values(seq=seq, hash=prev))
+    return records
+
+
+async def record(
+    session: AsyncSession,
+    *,
+    actor: str,
+    front: str,
+    action: str,
+    object_type: str,
+    object_id: str | int,
+    old: Mapping[str, Any] | None = None,
+    new: Mapping[str, Any] | None = None,
+) -> AuditRecord:
+    """Append one record in the caller's transaction. ``old`` / ``new``: small dicts, never secrets."""
+    entry = Entry(actor, front, action, object_type, str(object_id), old, new)
+    return (await record_many(session, [entry]))[0]
+
+
+def record_many_sync(conn: Connection, entries: Sequence[Entry]) -> None:
+    """``record_many`` on a synchronous connection (the batch settlement path), the same chain."""
+    if not entries:
+        return
+    head = conn.execute(_LOCK_HEAD).first()
+    if head is None:
+        conn.execute(_create_head(conn.dialect.name))
+        head = conn.execute(_LOCK_HEAD).one()
+    seq, prev = int(head.seq), str(head.hash)
+    at = _now()
+    rows: list[dict[str, Any]] = []
+    for entry in entries:
+        seq += 1
+        values = _row(entry, seq, prev, at)
+        prev = values["hash"]
+        rows.append(values)
+    conn.execute(insert(AuditRecord), rows)
+    conn.execute(update(AuditHead).where(AuditHead.id == HEAD_ID).values(seq=seq, hash=prev))
+
+
+async def append(db: Database, entry: Entry) -> None:
+    """One record in a transaction of its own (a chat button, a CLI command after it ran)."""
+    async with db.transaction() as session:
+        await record_many(session, [entry])
+
+
+_VERIFY_PAGE = 2000
+
+
+async def verify(session: AsyncSession) -> VerifyReport:
+    """Walk the chain in seq order; the first record that breaks it is named, with how."""
+    expected_seq, prev, checked = 1, GENESIS, 0
+    after = 0
+    while True:
+        rows = (
+            await session.scalars(
+                select(AuditRecord).where(AuditRecord.seq >= after).order_by(AuditRecord.seq).limit(_VERIFY_PAGE)
+            )
+        ).all()
+        for rec in rows:
+            if rec.seq != expected_seq:
+                missing = f"{expected_seq}" if rec.seq == expected_seq + 1 else f"{expected_seq}..{rec.seq - 1}"
+                return VerifyReport(False, checked, expected_seq, f"record {missing} is missing (deleted)")
+            if rec.prev_hash != prev:
+                return VerifyReport(
+                    False,
+                    checked,
+                    rec.seq,
+                    f"record {rec.seq} does not follow record {rec.seq - 1} (reordered, or one was replaced)",
+                )
+            digest = chain_hash(
+                rec.prev_hash,
+                rec.seq,
+                rec.at,
+                rec.actor,
+                rec.front,
+                rec.action,
+                rec.object_type,
+                rec.object_id,
+                rec.old,
+                rec.new,
+            )
+            if digest != rec.hash:
+                return VerifyReport(False, checked, rec.seq, f"record {rec.seq} does not match its hash (edited)")
+            prev, expected_seq, checked = rec.hash, expected_seq + 1, checked + 1
+        if len(rows) < _VERIFY_PAGE:
+            break
+        after = expected_seq
+        session.expunge_all()
+    head = (await session.execute(select(AuditHead.seq, AuditHead.hash).where(AuditHead.id == HEAD_ID))).first()
+    head_seq, head_hash = (int(head.seq), str(head.hash)) if head is not None else (0, GENESIS)
+    if head_seq > checked:
+        missing = f"{expected_seq}" if head_seq == expected_seq else f"{expected_seq}..{head_seq}"
+        return VerifyReport(
+            False, checked, expected_seq, f"record {missing} is missing (deleted; the head counts {head_seq})"
+        )
+    if head_seq != checked or head_hash != prev:
+        return VerifyReport(False, checked, checked or None, f"the chain's head does not match record {checked}")
+    return VerifyReport(True, checked)
+
+
+async def trail(
+    session: AsyncSession,
+    *,
+    actor: str | None = None,
+    object_type: str | None = None,
+    object_id: str | None = None,
+    day: date | None = None,
+    tz: str,
+    limit: int = 50,
+) -> list[AuditRecord]:
+    """The latest records, newest first. ``actor`` is an exact actor or a bare Telegram user id
+    (then any of operator:/distributor:/buyer: with that id)."""
+    query = select(AuditRecord)
+    if actor:
+        if actor.isdigit():
+            query = query.where(
+                or_(*(AuditRecord.actor == f"{kind}:{actor}" for kind in ("operator", "distributor", "buyer")))
+            )
+        else:
+            query = query.where(AuditRecord.actor == actor)
+    if object_type:
+        query = query.where(AuditRecord.object_type == object_type)
+    if object_id:
+        query = query.where(AuditRecord.object_id == object_id)
+    if day is not None:
+        start = datetime.combine(day, time(), tzinfo=ZoneInfo(tz))
+        query = query.where(AuditRecord.at >= start, AuditRecord.at < start + timedelta(days=1))
+    query = query.order_by(AuditRecord.seq.desc()).limit(max(1, min(limit, 500)))
+    return list((await session.scalars(query)).all())
