@@ -187,6 +187,23 @@ async def test_a_hold_approved_goes_through_once_and_a_rejected_one_does_not(cor
         await order(core, user_id=1002)
 
 
+async def test_a_held_buyer_trying_again_waits_on_the_same_decision(core, tmp_path):
+    await product_with_stock(core, tmp_path, units=5, price="300.00")
+    await add_rule(core, name="big-spend", metric="amount", threshold=20000, action="hold")
+    with pytest.raises(HeldForReview) as held:
+        await order(core)
+    first = int(held.value.details["decision_id"])  # type: ignore[call-overload]
+    assert "again" not in held.value.details
+    with pytest.raises(HeldForReview) as retry:
+        await order(core)
+    assert (retry.value.details["decision_id"], retry.value.details.get("again")) == (first, True)
+    async with core.db.read() as session:
+        holds = await session.scalar(
+            select(func.count()).select_from(RiskDecision).where(RiskDecision.action == "hold")
+        )
+    assert holds == 1  # operators are asked once, not once per try
+
+
 async def test_the_strictest_action_wins_and_rules_scope_by_channel_and_sku(core, tmp_path):
     await product_with_stock(core, tmp_path, units=3)
     await product_with_stock(core, tmp_path, sku="MUS", units=3)

@@ -568,7 +568,8 @@ async def _risk_refusal(
         return
     await state.clear()
     if isinstance(exc, HeldForReview) and exc.decision_id is not None:
-        await enqueue_hold(core, exc.decision_id)
+        if not exc.details.get("again"):  # operators were asked when it was first held
+            await enqueue_hold(core, exc.decision_id)
         await message.answer(t(lang, "risk.held"))
     elif isinstance(exc, RiskBlocked):
         await message.answer(await refusal_text(core, lang, exc))

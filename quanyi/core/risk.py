@@ -217,7 +217,20 @@ async def screen(session: AsyncSession, s: Screening, *, now: datetime | None = 
     if rule.action == "block":
         raise RiskBlocked(f"refused: {reason}", decision=decision, secret=secret)
     if rule.action == "hold":
-        raise HeldForReview(f"held for review: {reason}", decision=decision, secret=secret)
+        held = HeldForReview(f"held for review: {reason}", decision=decision, secret=secret)
+        waiting = await session.scalar(
+            select(RiskDecision.id).where(
+                RiskDecision.user_id == s.user_id,
+                RiskDecision.sku == s.sku,
+                RiskDecision.action == "hold",
+                RiskDecision.status == "open",
+            )
+        )
+        if s.user_id is not None and waiting is not None:
+            # Already waiting for an operator: the same decision, not one more message per retry.
+            held.decision_id = waiting
+            held.details.update(decision_id=waiting, again=True)
+        raise held
     a, b = secrets.randbelow(9) + 1, secrets.randbelow(9) + 1
     raise ChallengeRequired(
         f"answer a question first: {reason}", decision=decision, secret=secret, question=f"{a} + {b} = ?", answer=a + b
