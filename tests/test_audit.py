@@ -194,3 +194,16 @@ def test_cli_records_changes_and_verifies(cmd: InProcessCli, tmp_path: Path) -> 
     broken = cmd.run("audit", "verify")
     assert broken.returncode == 1 and "record 1" in broken.stderr and "edited" in broken.stderr
     assert cmd.run("audit", "list", "--object", "nocolon").returncode == 1
+
+
+async def test_a_redemption_is_on_the_trail_with_who_took_it_and_never_the_token(core: Core) -> None:
+    from tests.test_redeem import consume, issue, link_product, paid_order
+
+    product = await link_product(core, redeem_max_uses=2)
+    order_id, line_id = await paid_order(core, product)
+    [token] = await issue(core, product, order_id=order_id, order_line_id=line_id)
+    await consume(core, token, by="partner:shop1", channel="api")
+    redeemed = [r for r in await records(core) if r.action == "link.redeemed"]
+    assert [(r.actor, r.front, r.object_type) for r in redeemed] == [("partner:shop1", "http", "redeem_token")]
+    assert token not in (redeemed[0].new or "") and token not in redeemed[0].object_id
+    assert (await check(core)).ok

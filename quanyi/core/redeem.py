@@ -294,6 +294,16 @@ async def consume(session: AsyncSession, keyring: KeyRing, token: str, *, by: st
     token_id, use_no = taken
     session.add(Redemption(token_id=token_id, use_no=use_no, by=by, channel=channel))
     await session.flush()
+    # On the audit trail: who took a use, through which front (never the token itself).
+    await audit.record(
+        session,
+        actor=by[:64],
+        front="chat" if channel == "chat" else "http",
+        action="link.redeemed",
+        object_type="redeem_token",
+        object_id=token_id,
+        new={"use_no": use_no, "channel": channel},
+    )
     return await _view(session, token_hash, now, use_no=use_no)
 
 

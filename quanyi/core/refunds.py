@@ -280,6 +280,9 @@ async def record_provider_refund(core: Core, event: RefundEvent) -> ProviderRefu
                     .values(status=RefundStatus.SUCCEEDED, completed_at=utcnow(), claimed_until=None)
                 )
                 await _settle_order_status(session, payment.order_id)
+                await _audit_completed(
+                    session, f"provider:{event.method}", [r.id for r in mine], event.provider_refund_id
+                )
                 return ProviderRefundOutcome.CONFIRMED
             return ProviderRefundOutcome.DUPLICATE
         asked = list(
@@ -300,6 +303,7 @@ async def record_provider_refund(core: Core, event: RefundEvent) -> ProviderRefu
                 )
             )
             await _settle_order_status(session, payment.order_id)
+            await _audit_completed(session, f"provider:{event.method}", [r.id for r in asked], event.provider_refund_id)
             return ProviderRefundOutcome.CONFIRMED
         order = await session.get(Order, payment.order_id)
         assert order is not None
