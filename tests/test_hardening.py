@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import json
 import re
 from pathlib import Path
 
@@ -132,3 +133,55 @@ async def test_an_orders_codes_are_shown_to_its_buyer_only(core, tmp_path):
         assert (await buyer_order(session, placed.order.number, 1001)).id == placed.order.id
         with pytest.raises(Forbidden):  # a forged CodesCb from another user names the same order
             await buyer_order(session, placed.order.number, 1002)
+
+
+async def test_no_secret_reaches_any_log_over_a_whole_sale_paid_over_http_with_a_link(tmp_path, caplog, db, keyring):
+    """Checklist: logs captured at DEBUG (SQL statements and parameters included) over an EPay
+    sale notified through the HTTP app, its delivery, a redemption-link order, its page and its
+    use, and a re-display: no card key, no link token, no merchant key, no bot token."""
+    import logging
+
+    from quanyi.bot.outbox_sender import OutboxSender
+    from quanyi.core.models import OutboxMessage, RedeemToken
+    from quanyi.core.outbox import Outgoing
+    from quanyi.core.services import build_core
+    from quanyi.webhooks import create_app
+    from tests.helpers import new_order, product_with_stock, sandbox_event
+    from tests.test_http_payments import KEY, epay_settings, notify_params, send, signed
+    from tests.test_redeem import link_product
+
+    caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="sqlalchemy.engine")
+    bot_token = "123456:AAH-secret-bot-token-for-the-log-test"
+    core = build_core(epay_settings(tmp_path, bot_token=bot_token), db=db, keyring=keyring)
+    client = create_app(core).test_client()
+    codes = await product_with_stock(core, tmp_path, units=3)
+    placed = await new_order(core, method="epay", quantity=2, user_id=4242)
+    assert await send(client, signed(notify_params(placed.order.number, money="30.00"))) == (200, "success")
+    product = await link_product(core)
+    linked = await new_order(core, sku=product.sku, user_id=4243)
+    await core.fulfiller.submit(sandbox_event(linked.order.number, linked.order.amount))
+    sender = OutboxSender(core, None)  # type: ignore[arg-type]  (render only, nothing is sent)
+    async with core.db.read() as session:
+        deliveries = list(await session.scalars(select(OutboxMessage).where(OutboxMessage.kind == "delivery")))
+    texts = []
+    for message in deliveries:
+        payload = {"order_id": int(json.loads(message.payload)["order_id"])}
+        texts += await sender.render(Outgoing(message.id, message.chat_id, "delivery", payload, "zh", 0))
+    shown = "\n".join(texts)
+    assert sum(code in shown for code in codes) == 2
+    tokens = [
+        part.split("/r/", 1)[1].split()[0].split("<")[0].split('"')[0] for part in shown.split("\n") if "/r/" in part
+    ]
+    assert tokens
+    for token in tokens:
+        assert (await client.get(f"/r/{token}")).status_code == 200
+        assert (await client.post(f"/r/{token}", form={"confirm": "1"})).status_code in (200, 303)
+    async with core.db.read() as session:
+        assert await session.scalar(select(RedeemToken.uses)) == 1
+
+    logged = "\n".join(f"{r.name} {r.getMessage()} {r.args!r}" for r in caplog.records)
+    assert len(caplog.records) > 20  # the capture saw the whole run
+    for secret in [*codes, *tokens, KEY, bot_token]:
+        assert secret not in logged, "a secret reached a log"
+    await core.close()
