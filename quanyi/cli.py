@@ -1180,11 +1180,22 @@ def _audit_command(args: argparse.Namespace) -> None:
         )
 
 
+def _run_acting(args: argparse.Namespace) -> object:
+    """Run the command; what a changing command does to audited rows is recorded with old and new values."""
+    from quanyi.cli_audit import changes_something, cli_actor
+    from quanyi.core import audit
+
+    if not changes_something(args):
+        return args.fn(args)
+    with audit.acting(cli_actor(), "cli"):
+        return args.fn(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        code = int(args.fn(args) or 0)
+        code = int(_run_acting(args) or 0)
         if code == 0:
             _audit_command(args)
         return code

@@ -138,16 +138,21 @@ def options(args: argparse.Namespace) -> dict[str, str]:
     }
 
 
+def cli_actor() -> str:
+    """``cli:<login name>``, or plain ``cli`` where the process has no login name."""
+    try:
+        user = getpass.getuser()
+    except Exception:  # no login name in a container: still recorded, as plain "cli"
+        user = ""
+    return f"cli:{user}" if user else "cli"
+
+
 def record_cli_command(args: argparse.Namespace) -> None:
     """Append the command that just changed something to the audit trail."""
     from quanyi.cli import _settings
     from quanyi.core.audit import Entry, append
     from quanyi.core.services import build_core
 
-    try:
-        user = getpass.getuser()
-    except Exception:  # no login name in a container: still recorded, as plain "cli"
-        user = ""
     words = command_words(args)
     given = vars(args)
     object_type, object_id = next(
@@ -155,7 +160,7 @@ def record_cli_command(args: argparse.Namespace) -> None:
         ("command", " ".join(words)),
     )
     entry = Entry(
-        actor=f"cli:{user}" if user else "cli",
+        actor=cli_actor(),
         front="cli",
         action=" ".join(words),
         object_type=object_type,

@@ -180,7 +180,8 @@ def test_cli_records_changes_and_verifies(cmd: InProcessCli, tmp_path: Path) -> 
     assert done.returncode == 0, done.stderr
     assert cmd.run("product", "list").returncode == 0  # reads: not recorded
     verified = cmd.run("audit", "verify")
-    assert (verified.returncode, verified.stdout.strip()) == (0, "1 records, chain intact")
+    # the product's row as created (old/new values) and the command itself
+    assert (verified.returncode, verified.stdout.strip()) == (0, "2 records, chain intact")
     listed = cmd.run("audit", "list", "--object", "product:VIP")
     assert "product add" in listed.stdout and "cli" in listed.stdout
 

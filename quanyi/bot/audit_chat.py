@@ -98,8 +98,9 @@ async def audit_broken(core: Core, message: Outgoing) -> list[Part]:
 
 
 class AuditMiddleware(BaseMiddleware):
-    """Records operators' and distributors' commands (the command word only: its arguments may
-    hold a code) and button presses, after the handler ran."""
+    """Operators' and distributors' chat: what their handlers change in audited rows is recorded
+    with old and new values (``audit.acting``), and each command (the command word only: its
+    arguments may hold a code) and button press is recorded after the handler ran."""
 
     async def __call__(
         self,
@@ -107,34 +108,32 @@ class AuditMiddleware(BaseMiddleware):
         event: TelegramObject,
         data: dict[str, Any],
     ) -> Any:
-        result = await handler(event, data)
         core = data.get("core")
-        if isinstance(core, Core):
-            try:
-                await self._record(core, event)
-            except Exception:  # an audit failure is logged loudly, never turned into a failed button
-                log.exception("could not record a chat action on the audit trail")
+        user = getattr(event, "from_user", None)
+        if not isinstance(core, Core) or user is None or not isinstance(event, Message | CallbackQuery):
+            return await handler(event, data)
+        actor = await self._actor(core, user.id)
+        if actor is None:
+            return await handler(event, data)
+        with audit.acting(actor, "chat"):
+            result = await handler(event, data)
+        try:
+            await self._record(core, event, actor)
+        except Exception:  # an audit failure is logged loudly, never turned into a failed button
+            log.exception("could not record a chat action on the audit trail")
         return result
 
-    async def _record(self, core: Core, event: TelegramObject) -> None:
-        user = getattr(event, "from_user", None)
-        if user is None:
-            return
+    async def _record(self, core: Core, event: Message | CallbackQuery, actor: str) -> None:
         if isinstance(event, Message):
             text = event.text or event.caption or ""
             if not text.startswith("/"):
                 return
             action = "chat " + text.split(maxsplit=1)[0].split("@", 1)[0][:40]
             object_type, object_id = "command", action[5:]
-        elif isinstance(event, CallbackQuery):
+        else:
             prefix = (event.data or "").partition(":")[0]
             action = f"chat button {prefix[:32]}"
             object_type, object_id = "button", (event.data or "")[:64]
-        else:
-            return
-        actor = await self._actor(core, user.id)
-        if actor is None:
-            return
         await audit.append(core.db, audit.Entry(actor, "chat", action, object_type, object_id))
 
     async def _actor(self, core: Core, user_id: int) -> str | None:

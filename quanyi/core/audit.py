@@ -8,16 +8,21 @@ two transactions never wait on each other in opposite orders.
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, insert, or_, select, update
+from sqlalchemy import Connection, event, insert, or_, select, update
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from quanyi.core.db import Database
 from quanyi.core.models import AuditHead, AuditRecord, utcnow
@@ -272,3 +277,173 @@ async def trail(
         query = query.where(AuditRecord.at >= start, AuditRecord.at < start + timedelta(days=1))
     query = query.order_by(AuditRecord.seq.desc()).limit(max(1, min(limit, 500)))
     return list((await session.scalars(query)).all())
+
+
+# --- operators' changes, old and new values ---------------------------------------------------
+#
+# An operator's or a distributor's command runs inside ``acting(actor, front)``. Every row of an
+# audited table that the command inserts, changes or deletes through the ORM is then recorded
+# with its old and new values, and ``note`` records a change made by a conditional UPDATE; all of
+# them are appended in the command's own transaction, just before it commits, so a command that
+# fails leaves no record and a record never describes a change that did not happen.
+
+_acting: ContextVar[tuple[str, str] | None] = ContextVar("quanyi_audit_acting", default=None)
+_PENDING = "quanyi_audit_pending"
+
+# Table → object type on the trail. Stock rows, orders and card keys are not here: stock imports
+# and sales are recorded as commands and payments, and secrets have no place on the trail.
+AUDITED: dict[str, str] = {
+    "products": "product",
+    "channels": "channel",
+    "channel_prices": "channel_price",
+    "allocations": "allocation",
+    "distributors": "distributor",
+    "distributor_invites": "invite",
+    "cost_prices": "cost_price",
+    "commission_rates": "commission_rate",
+    "partners": "partner",
+    "partner_keys": "partner_key",
+    "coupons": "coupon",
+    "promotions": "promotion",
+    "bundle_components": "bundle_part",
+    "risk_rules": "risk_rule",
+    "risk_decisions": "risk_decision",
+    "blocklist": "block",
+    "withdrawals": "withdrawal",
+}
+# Columns never written to the trail: secrets and their hashes, and bookkeeping stamps.
+_HIDDEN = frozenset(
+    {"token", "key_hash", "secret_ct", "answer_hash", "request_key", "created_at", "updated_at", "last_used_at"}
+)
+
+
+@contextmanager
+def acting(actor: str, front: str) -> Iterator[None]:
+    """Record what the code inside changes as done by ``actor`` through ``front``."""
+    token = _acting.set((actor[:64], front[:16]))
+    try:
+        yield
+    finally:
+        _acting.reset(token)
+
+
+def current_actor() -> tuple[str, str] | None:
+    return _acting.get()
+
+
+def note(
+    session: AsyncSession | Session,
+    action: str,
+    object_type: str,
+    object_id: str | int,
+    old: Mapping[str, Any] | None,
+    new: Mapping[str, Any] | None,
+) -> None:
+    """Queue a change made outside the ORM (a conditional UPDATE) for the trail; nothing
+    happens outside ``acting``."""
+    who = _acting.get()
+    if who is None:
+        return
+    sync = session.sync_session if isinstance(session, AsyncSession) else session
+    sync.info.setdefault(_PENDING, []).append(Entry(who[0], who[1], action, object_type, str(object_id), old, new))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, bytes | bytearray | memoryview):
+        return None
+    return value
+
+
+def _values(obj: Any, which: str) -> dict[str, Any]:
+    """The object's column values; ``which`` "old" / "new" / "diff" (changed columns as (old, new))."""
+    state = sa_inspect(obj)
+    out: dict[str, Any] = {}
+    for column in state.mapper.column_attrs:
+        key = column.key
+        if key in _HIDDEN:
+            continue
+        if which == "new":
+            out[key] = _plain(state.dict.get(key))
+            continue
+        history = state.attrs[key].history
+        if which == "old":
+            old = history.deleted[0] if history.deleted else (history.unchanged[0] if history.unchanged else None)
+            out[key] = _plain(old)
+        elif history.added and (not history.deleted or history.added[0] != history.deleted[0]):
+            # An attribute set without being loaded first has no known old value.
+            out[key] = (_plain(history.deleted[0]) if history.deleted else None, _plain(history.added[0]))
+    return out
+
+
+def _identity(obj: Any) -> str:
+    ident = sa_inspect(obj).identity
+    if ident:
+        return ":".join(str(part) for part in ident)
+    pk = [getattr(obj, c.key, None) for c in sa_inspect(obj).mapper.primary_key]
+    return ":".join(str(part) for part in pk if part is not None) or "?"
+
+
+def _collect(session: Session, _flush_context: Any, _instances: Any) -> None:
+    who = _acting.get()
+    if who is None:
+        return
+    pending = session.info.setdefault(_PENDING, [])
+    for obj in session.dirty:
+        kind = AUDITED.get(getattr(obj, "__tablename__", ""))
+        if kind is None or not session.is_modified(obj, include_collections=False):
+            continue
+        diff = _values(obj, "diff")
+        if diff:
+            old = {k: v[0] for k, v in diff.items()}
+            new = {k: v[1] for k, v in diff.items()}
+            pending.append(Entry(who[0], who[1], f"update {kind}", kind, _identity(obj), old, new))
+    for obj in session.deleted:
+        kind = AUDITED.get(getattr(obj, "__tablename__", ""))
+        if kind is not None:
+            pending.append(Entry(who[0], who[1], f"delete {kind}", kind, _identity(obj), _values(obj, "old"), None))
+    # New rows have no id until the flush: they are recorded after it.
+    session.info.setdefault(_PENDING + "_new", []).extend(
+        (obj, who) for obj in session.new if getattr(obj, "__tablename__", "") in AUDITED
+    )
+
+
+def _collect_new(session: Session, _flush_context: Any) -> None:
+    added = session.info.pop(_PENDING + "_new", None)
+    if not added:
+        return
+    pending = session.info.setdefault(_PENDING, [])
+    for obj, who in added:
+        kind = AUDITED[obj.__tablename__]
+        pending.append(Entry(who[0], who[1], f"create {kind}", kind, _identity(obj), None, _values(obj, "new")))
+
+
+def write_pending(session: Session) -> None:
+    """Flush the session and append the changes it collected (the end of a write transaction)."""
+    session.flush()  # the command's last changes, collected by the hooks above
+    entries = session.info.pop(_PENDING, [])
+    if entries:
+        record_many_sync(session.connection(), entries)
+
+
+def _forget(session: Session, *_: Any) -> None:
+    session.info.pop(_PENDING, None)
+    session.info.pop(_PENDING + "_new", None)
+
+
+_installed = False
+
+
+def install() -> None:
+    """Hook the recording of operators' changes into every ORM session (once per process)."""
+    global _installed
+    if _installed:
+        return
+    event.listen(Session, "before_flush", _collect)
+    event.listen(Session, "after_flush", _collect_new)
+    event.listen(Session, "before_commit", write_pending)
+    event.listen(Session, "after_rollback", _forget)
+    _installed = True

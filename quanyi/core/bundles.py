@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from quanyi.core import audit
 from quanyi.core.catalog import add_product, get_product
 from quanyi.core.errors import InvalidInput, NotFound
 from quanyi.core.models import BundleComponent, Product, ProductKind
@@ -93,6 +94,15 @@ async def set_parts(session: AsyncSession, sku: str, parts: Sequence[tuple[str, 
     if bundle.kind != ProductKind.BUNDLE:
         raise InvalidInput(f"{sku} is not a bundle product")
     checked = await _check(session, bundle, parts)
+    before = await parts_of(session, bundle.id)
+    audit.note(
+        session,
+        "set bundle parts",
+        "product",
+        sku,
+        {"parts": [[p.product.sku, p.quantity] for p in before]},
+        {"parts": [[p.product.sku, p.quantity] for p in checked]},
+    )
     await session.execute(delete(BundleComponent).where(BundleComponent.bundle_id == bundle.id))
     session.add_all(
         [

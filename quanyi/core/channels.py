@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import ColumnElement, exists, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from quanyi.core import audit
 from quanyi.core.db import rowcount
 from quanyi.core.errors import AlreadyExists, InvalidInput, NotForSale, NotFound, OutOfStock
 from quanyi.core.models import (
@@ -197,6 +198,18 @@ async def _allocation(session: AsyncSession, channel_id: int, product_id: int) -
     )
 
 
+def _quota(allocation: Allocation | None) -> dict[str, object] | None:
+    if allocation is None:
+        return None
+    return {"mode": str(allocation.mode), "allocated": allocation.allocated}
+
+
+def _note_quota(
+    session: AsyncSession, action: str, channel: Channel, sku: str, before: dict[str, object] | None, after: Allocation
+) -> None:
+    audit.note(session, action, "allocation", f"{channel.code}/{sku}", before, _quota(after))
+
+
 async def allocate(session: AsyncSession, sku: str, to: str, units: int) -> Allocation:
     """Give ``units`` more of the product's unallocated pool to a channel or distributor."""
     if units <= 0:
@@ -209,6 +222,7 @@ async def allocate(session: AsyncSession, sku: str, to: str, units: int) -> Allo
         if free < units:
             raise OutOfStock(f"only {max(free, 0)} unallocated units of {sku} left", available=max(free, 0))
     allocation = await _allocation(session, channel.id, product.id)
+    before = _quota(allocation)
     if allocation is None:
         allocation = Allocation(
             channel_id=channel.id, product_id=product.id, mode=AllocationMode.QUOTA, allocated=units, reserved=0, sold=0
@@ -233,6 +247,7 @@ async def allocate(session: AsyncSession, sku: str, to: str, units: int) -> Allo
         )
     await session.flush()
     await session.refresh(allocation)
+    _note_quota(session, "allocate", channel, sku, before, allocation)
     return allocation
 
 
@@ -246,6 +261,7 @@ async def take_back(session: AsyncSession, sku: str, frm: str, units: int) -> Al
     allocation = await _allocation(session, channel.id, product.id)
     if allocation is None or allocation.mode != AllocationMode.QUOTA:
         raise NotFound(f"{channel.code} has no quota of {sku}", holder=channel.code, sku=sku)
+    before = _quota(allocation)
     result = await session.execute(
         update(Allocation)
         .where(
@@ -259,6 +275,7 @@ async def take_back(session: AsyncSession, sku: str, frm: str, units: int) -> Al
         left = allocation.allocated - allocation.reserved - allocation.sold
         raise InvalidInput(f"{channel.code} has only {left} units of {sku} left to take back", left=left)
     await session.refresh(allocation)
+    _note_quota(session, "take back", channel, sku, before, allocation)
     return allocation
 
 
@@ -268,6 +285,7 @@ async def share_pool(session: AsyncSession, sku: str, to: str) -> Allocation:
     channel = await resolve_holder(session, to)
     product = await _product(session, sku, lock=True)
     allocation = await _allocation(session, channel.id, product.id)
+    before = _quota(allocation)
     if allocation is None:
         allocation = Allocation(
             channel_id=channel.id, product_id=product.id, mode=AllocationMode.SHARED, allocated=0, reserved=0, sold=0
@@ -281,6 +299,7 @@ async def share_pool(session: AsyncSession, sku: str, to: str) -> Allocation:
         )
     await session.flush()
     await session.refresh(allocation)
+    _note_quota(session, "share pool", channel, sku, before, allocation)
     return allocation
 
 

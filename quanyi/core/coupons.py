@@ -257,8 +257,8 @@ async def list_coupons(session: AsyncSession) -> list[CouponSummary]:
 
 async def set_active(session: AsyncSession, coupon_id: int, active: bool) -> Coupon:
     coupon = await get_coupon(session, coupon_id)
-    await session.execute(update(Coupon).where(Coupon.id == coupon_id).values(active=active))
-    await session.refresh(coupon)
+    coupon.active = active  # through the ORM: the audit trail records the old and new value
+    await session.flush()
     return coupon
 
 

@@ -18,8 +18,15 @@ from typing import Any, TypeVar, cast
 from sqlalchemy import CTE, Connection, CursorResult, Engine, Result, Select, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.orm import Session
 
 T = TypeVar("T")
+
+
+def write_audit(session: Session) -> None:
+    from quanyi.core import audit
+
+    audit.write_pending(session)
 
 
 class Database:
@@ -49,6 +56,9 @@ class Database:
                 )
                 _configure_sqlite(self._sync_engine)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        from quanyi.core import audit  # imports this module: hooked here, not at import time
+
+        audit.install()
         self._write_lock = asyncio.Lock() if self.is_sqlite else None
 
     @property
@@ -76,7 +86,8 @@ class Database:
                 session = AsyncSession(bind=conn, expire_on_commit=False)
                 try:
                     yield session
-                    await session.flush()
+                    # The last flush; operators' changes go on the audit trail in this transaction.
+                    await session.run_sync(write_audit)
                 finally:
                     await session.close()
 

@@ -17,10 +17,19 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from quanyi.core import channels, commissions, ledger, outbox, risk
+from quanyi.core import audit, channels, commissions, ledger, outbox, risk
 from quanyi.core.catalog import get_product
 from quanyi.core.db import rowcount
-from quanyi.core.errors import AlreadyExists, Forbidden, InvalidInput, NotForSale, NotFound, OutOfStock, QuanyiError
+from quanyi.core.errors import (
+    AlreadyExists,
+    Forbidden,
+    InsufficientBalance,
+    InvalidInput,
+    NotForSale,
+    NotFound,
+    OutOfStock,
+    QuanyiError,
+)
 from quanyi.core.models import (
     Allocation,
     AllocationMode,
@@ -47,10 +56,6 @@ from quanyi.core.money import Money
 INVITE_PREFIX = "inv_"
 REFERRAL_PREFIX = "ref_"
 MAX_BULK = 10_000
-
-
-class InsufficientBalance(QuanyiError):
-    code = "insufficient_balance"
 
 
 class InviteInvalid(QuanyiError):
@@ -313,6 +318,15 @@ async def adjust_balance(
         query = query.where(Distributor.balance >= -amount)
     result = await session.execute(query.values(balance=Distributor.balance + amount).returning(Distributor.balance))
     after = result.scalar()
+    if after is not None:
+        audit.note(
+            session,
+            f"balance {reason}"[:64],
+            "distributor",
+            distributor.id,
+            {"balance": int(after) - amount},
+            {"balance": int(after), "amount": amount},
+        )
     if after is None:
         have = await session.scalar(select(Distributor.balance).where(Distributor.id == distributor.id))
         raise InsufficientBalance(

@@ -38,6 +38,16 @@ class OutOfStock(QuanyiError):
     code = "out_of_stock"
 
 
+class InsufficientBalance(QuanyiError):
+    code = "insufficient_balance"
+
+
+class Conflict(QuanyiError):
+    """The same idempotency key with a different request."""
+
+    code = "conflict"
+
+
 class NotForSale(QuanyiError):
     code = "not_for_sale"
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from quanyi.core.coupons import check_scope, check_window, join_scope
@@ -91,8 +91,8 @@ async def list_promotions(session: AsyncSession) -> list[Promotion]:
 
 async def set_active(session: AsyncSession, promotion_id: int, active: bool) -> Promotion:
     promotion = await get_promotion(session, promotion_id)
-    await session.execute(update(Promotion).where(Promotion.id == promotion_id).values(active=active))
-    await session.refresh(promotion)
+    promotion.active = active  # through the ORM: the audit trail records the old and new value
+    await session.flush()
     return promotion
 
 

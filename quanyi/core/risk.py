@@ -10,7 +10,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from quanyi.core.db import Database, rowcount, upsert
@@ -379,8 +379,14 @@ async def block(session: AsyncSession, kind: str, value: str, *, reason: str, ac
 
 async def unblock(session: AsyncSession, kind: str, value: str) -> bool:
     kind, value = _block_key(kind, value)
-    result = await session.execute(delete(BlockEntry).where(BlockEntry.kind == kind, BlockEntry.value == value))
-    return bool(rowcount(result))
+    entry = await session.scalar(
+        select(BlockEntry).where(BlockEntry.kind == kind, BlockEntry.value == value).with_for_update()
+    )
+    if entry is None:
+        return False
+    await session.delete(entry)  # through the ORM: the audit trail keeps what was unblocked
+    await session.flush()
+    return True
 
 
 async def list_blocks(session: AsyncSession) -> list[BlockEntry]:
