@@ -543,46 +543,6 @@ def cmd_channel_price(args: argparse.Namespace) -> int:
     return asyncio.run(_with_core(run))
 
 
-def cmd_partner_add(args: argparse.Namespace) -> int:
-    from quanyi.core.partners import add_partner
-
-    async def run(core: Any) -> int:
-        async with core.db.transaction() as session:
-            added = await add_partner(session, core.keyring, args.code, args.name)
-        print(f"added partner {added.partner.code}: {added.partner.name} (channel {added.channel.code})")
-        print(f"API key (shown this once; keep it secret): {added.key}")
-        print("use it as the header  Authorization: Bearer <key>  on /api/v1")
-        return 0
-
-    return asyncio.run(_with_core(run))
-
-
-def cmd_partner_list(args: argparse.Namespace) -> int:
-    from sqlalchemy import select
-
-    from quanyi.core.models import Channel
-    from quanyi.core.partners import list_partners
-
-    async def run(core: Any) -> int:
-        async with core.db.read() as session:
-            partners = await list_partners(session)
-            codes = dict((await session.execute(select(Channel.id, Channel.code))).tuples().all())
-        rows = [
-            [
-                p.code,
-                codes.get(p.channel_id, "") if p.channel_id else "",
-                "yes" if p.active else "no",
-                f"{p.created_at:%Y-%m-%d %H:%M}",
-                p.name,
-            ]
-            for p in partners
-        ]
-        _table(["code", "channel", "active", "created (UTC)", "name"], rows)
-        return 0
-
-    return asyncio.run(_with_core(run))
-
-
 def cmd_distributor_invite(args: argparse.Namespace) -> int:
     from quanyi.core.distributors import INVITE_PREFIX, create_invite
 
@@ -1002,14 +962,9 @@ def build_parser() -> argparse.ArgumentParser:
     cprice.add_argument("--remove", action="store_true", help="sell at the list price again")
     cprice.set_defaults(fn=cmd_channel_price)
 
-    partner = sub.add_parser("partner", help="partner systems calling the HTTP API").add_subparsers(
-        dest="partner_command", required=True
-    )
-    padd = partner.add_parser("add", help="add a partner (and its partner channel); prints its API key once")
-    padd.add_argument("code", help="2-32 lowercase letters, digits, '_' or '-'")
-    padd.add_argument("--name", required=True)
-    padd.set_defaults(fn=cmd_partner_add)
-    partner.add_parser("list", help="all partners (never their keys)").set_defaults(fn=cmd_partner_list)
+    from quanyi.cli_partner import add_partner_parser
+
+    add_partner_parser(sub)
 
     dist = sub.add_parser("distributor", help="distributors (代理)").add_subparsers(
         dest="distributor_command", required=True
@@ -1180,7 +1135,7 @@ def _audit_command(args: argparse.Namespace) -> None:
         )
 
 
-def _run_acting(args: argparse.Namespace) -> object:
+def _run_acting(args: argparse.Namespace) -> int | None:
     """Run the command; what a changing command does to audited rows is recorded with old and new values."""
     from quanyi.cli_audit import changes_something, cli_actor
     from quanyi.core import audit

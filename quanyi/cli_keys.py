@@ -36,8 +36,8 @@ def cmd_keys_status(args: argparse.Namespace) -> int:
         for key_id in sorted({*keyring.enc_keys, *usage}):
             u = usage.get(key_id)
             state = "active" if key_id == keyring.active else ("loaded" if key_id in keyring.enc_keys else "MISSING")
-            rows.append([key_id, state, u.card_keys if u else 0, u.links if u else 0])
-        _table(["key id", "state", "card keys", "redemption links"], rows)
+            rows.append([key_id, state, u.card_keys if u else 0, u.links if u else 0, u.api_secrets if u else 0])
+        _table(["key id", "state", "card keys", "redemption links", "API secrets"], rows)
         if any(k != keyring.active and u.rows for k, u in usage.items()):
             print("rows still use an older key: run `quanyi keys rotate` to finish re-encrypting them")
         return 0

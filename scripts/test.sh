@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install quanyi with its test extras into .venv and run the whole suite on SQLite and
-# PostgreSQL. PostgreSQL comes from QUANYI_TEST_DATABASE_URL (default: 127.0.0.1:5432,
+# PostgreSQL (and the shared rate limits on Redis). PostgreSQL comes from QUANYI_TEST_DATABASE_URL (default: 127.0.0.1:5432,
 # user root, database test); it is started here if it is installed but down, and the
 # run fails, never skips, when it stays unreachable.
 set -euo pipefail
@@ -15,6 +15,16 @@ if command -v pg_isready >/dev/null && ! pg_isready -q -h 127.0.0.1 -p 5432; the
   if command -v pg_ctlcluster >/dev/null && [ -d /etc/postgresql ]; then
     pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start || true
     for _ in $(seq 1 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done
+  fi
+fi
+
+# Redis (the shared rate limits' tests) likewise: started when installed but down; those tests
+# fail, never skip, when it stays unreachable.
+export QUANYI_TEST_REDIS_URL=${QUANYI_TEST_REDIS_URL:-redis://127.0.0.1:6379/15}
+if command -v redis-cli >/dev/null && ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
+  if command -v redis-server >/dev/null; then
+    redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no || true
+    for _ in $(seq 1 30); do redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && break; sleep 1; done
   fi
 fi
 

@@ -12,12 +12,15 @@ import asyncio
 import base64
 import os
 import secrets
+import shutil
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
+import asyncpg
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event
 
 from quanyi.core.config import Settings
 from quanyi.core.crypto import KeyRing
@@ -32,17 +35,28 @@ def make_keyring() -> KeyRing:
     return KeyRing({"k1": secrets.token_bytes(32)}, "k1", secrets.token_bytes(32), sandbox_key=secrets.token_bytes(32))
 
 
-async def create_database(backend: str, tmp_path: Path) -> tuple[Database, str | None]:
-    """A fresh, empty database with the schema created from the models."""
+async def create_database(
+    backend: str, tmp_path: Path, template_dir: Path | None = None
+) -> tuple[Database, str | None]:
+    """A fresh, empty database with the schema created from the models.
+
+    With ``template_dir`` the schema is built by ``create_all`` once per worker and then
+    reproduced per test: SQLite copies the template file, PostgreSQL replays the captured DDL
+    into a new schema in one round trip. Each test still has its own file or schema.
+    """
     if backend == "sqlite":
-        db = Database(f"sqlite+aiosqlite:///{tmp_path / 'test.db'}")
+        path = tmp_path / "test.db"
+        if template_dir is not None:
+            shutil.copyfile(await _sqlite_template(template_dir), path)
+            return Database(f"sqlite+aiosqlite:///{path}"), None
+        db = Database(f"sqlite+aiosqlite:///{path}")
         schema = None
     else:
         schema = "t_" + uuid.uuid4().hex[:12]
-        admin = Database(PG_URL, pool_size=1, max_overflow=0)
-        async with admin.engine.begin() as conn:
-            await conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-        await admin.dispose()
+        if template_dir is not None:
+            await _pg_execute(f'CREATE SCHEMA "{schema}"; SET search_path TO "{schema}";\n{await _pg_schema_ddl()}')
+            return Database(PG_URL, connect_args={"server_settings": {"search_path": schema}}), schema
+        await _pg_execute(f'CREATE SCHEMA "{schema}"')
         db = Database(PG_URL, connect_args={"server_settings": {"search_path": schema}})
     async with db.engine.begin() as conn:
         await conn.run_sync(Base.metadata.create_all)
@@ -52,10 +66,58 @@ async def create_database(backend: str, tmp_path: Path) -> tuple[Database, str |
 async def drop_database(db: Database, schema: str | None) -> None:
     await db.dispose()
     if schema is not None:
-        admin = Database(PG_URL, pool_size=1, max_overflow=0)
-        async with admin.engine.begin() as conn:
-            await conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        await admin.dispose()
+        await _pg_execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+async def _pg_execute(sql: str) -> None:
+    """One simple-protocol round trip (several statements run as one transaction)."""
+    conn = await asyncpg.connect(PG_URL.replace("postgresql+asyncpg://", "postgresql://"))
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+_templates: dict[str, Any] = {}  # per worker process: the SQLite template file, the PostgreSQL DDL
+
+
+async def _sqlite_template(template_dir: Path) -> Path:
+    path: Path | None = _templates.get("sqlite")
+    if path is None:
+        path = template_dir / "template.db"
+        db = Database(f"sqlite+aiosqlite:///{path}")
+        async with db.engine.begin() as conn:
+            await conn.run_sync(Base.metadata.create_all)
+        await db.dispose()
+        # Closing the last connection checkpoints the WAL into the file; a copy must be whole.
+        assert not path.with_name(path.name + "-wal").exists()
+        _templates["sqlite"] = path
+    return path
+
+
+async def _pg_schema_ddl() -> str:
+    """The statements ``create_all`` runs on an empty PostgreSQL schema, captured once."""
+    ddl: str | None = _templates.get("postgresql")
+    if ddl is None:
+        schema = "tpl_" + uuid.uuid4().hex[:12]
+        statements: list[str] = []
+
+        def record(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+            assert not parameters, statement  # plain DDL only, or the replay would differ
+            statements.append(statement)
+
+        await _pg_execute(f'CREATE SCHEMA "{schema}"')
+        db = Database(PG_URL, pool_size=1, max_overflow=0, connect_args={"server_settings": {"search_path": schema}})
+        try:
+            event.listen(db.engine.sync_engine, "before_cursor_execute", record)
+            async with db.engine.begin() as conn:
+                await conn.run_sync(Base.metadata.create_all, checkfirst=False)  # empty: nothing to check
+        finally:
+            await drop_database(db, schema)
+        assert statements and not any(schema in s for s in statements)
+        ddl = ";\n".join(statements)
+        _templates["postgresql"] = ddl
+    return ddl
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -63,9 +125,14 @@ def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
+@pytest.fixture(scope="session")
+def db_template_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("db-template")
+
+
 @pytest.fixture
-async def db(backend: str, tmp_path: Path) -> AsyncIterator[Database]:
-    database, schema = await create_database(backend, tmp_path)
+async def db(backend: str, tmp_path: Path, db_template_dir: Path) -> AsyncIterator[Database]:
+    database, schema = await create_database(backend, tmp_path, db_template_dir)
     try:
         yield database
     finally:

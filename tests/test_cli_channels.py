@@ -1,12 +1,12 @@
-"""The operator CLI for channels, allocations, distributors and commissions, through the real
-console script on a SQLite data dir. State the chat would create (orders, accepted invites)
-is made in-process on the same data dir."""
+"""The operator CLI for channels, allocations, distributors and commissions on a SQLite data dir,
+run in this process (`LocalCli`: the console script's code, its output and exit codes; test_cli
+starts the real script). State the chat would create (orders, accepted invites) is made
+in-process on the same data dir."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -22,18 +22,22 @@ from quanyi.core.services import Core, build_core
 from quanyi.core.stock import void_codes
 from tests.conftest import make_settings
 from tests.helpers import product_with_stock, sandbox_event
-from tests.test_cli import Cli, cli  # noqa: F401  (fixture)
+from tests.test_cli import Cli, LocalCli
 
 
-def in_parallel(fn: Callable[..., Any], *calls: tuple[str, ...]) -> list[Any]:
-    """Run independent CLI calls at once (each is a process start; the file must stay fast)."""
-    with ThreadPoolExecutor(len(calls)) as pool:
-        return list(pool.map(lambda args: fn(*args), calls))
+@pytest.fixture
+def cli(tmp_path: Path) -> LocalCli:
+    return LocalCli(tmp_path)
+
+
+def in_turn(fn: Callable[..., Any], *calls: tuple[Any, ...]) -> list[Any]:
+    """Run independent CLI calls one after another; their results in order."""
+    return [fn(*args) for args in calls]
 
 
 def assert_refused(cli: Cli, cases: dict[tuple[str, ...], str]) -> None:
-    """Each command fails with one line naming the reason (they run at once: none changes state)."""
-    reasons = in_parallel(cli.fails, *cases)
+    """Each command fails with one line naming the reason."""
+    reasons = in_turn(cli.fails, *cases)
     wrong = {
         args: reason for (args, expected), reason in zip(cases.items(), reasons, strict=True) if expected not in reason
     }
@@ -84,10 +88,10 @@ async def test_an_operator_allocates_stock_to_channels_and_stock_show_adds_it_up
     finally:
         await core.close()
 
-    in_parallel(
+    in_turn(
         cli.ok, ("channel", "add", "partner-a", "--name", "Partner A"), ("channel", "add", "partner-b", "--name", "B")
     )
-    listed, updated, priced = in_parallel(
+    listed, updated, priced = in_turn(
         cli.ok,
         ("channel", "list"),
         ("product", "update", "VIP", "--floor", "12.00", "--ceiling", "20.00"),
@@ -99,7 +103,7 @@ async def test_an_operator_allocates_stock_to_channels_and_stock_show_adds_it_up
     assert "partner-a: sells VIP at ¥13.50" in priced
 
     allocate = ("stock", "allocate", "VIP", "--to")
-    given, shared, threshold = in_parallel(
+    given, shared, threshold = in_turn(
         cli.ok,
         (*allocate, "partner-a", "--units", "6", "--threshold", "2"),
         (*allocate, "partner-b", "--shared"),
@@ -168,7 +172,7 @@ async def test_an_operator_allocates_stock_to_channels_and_stock_show_adds_it_up
     )
 
     # The refusals changed nothing; a threshold alone changes only the threshold.
-    out, removed = in_parallel(
+    out, removed = in_turn(
         cli.ok, (*allocate, "partner-a", "--threshold", "1"), ("channel", "price", "partner-a", "VIP", "--remove")
     )
     assert "allocated 4, reserved 1, sold 2, remaining 1, threshold 1; pool unallocated 6" in out
@@ -199,8 +203,8 @@ async def test_an_invite_link_makes_a_distributor_whose_balance_the_operator_kee
         await core.close()
 
     cli.env["QUANYI_BOT_USERNAME"] = "@qybot"
-    plain = Cli(tmp_path)
-    linked, unlinked = in_parallel(
+    plain = LocalCli(tmp_path)
+    linked, unlinked = in_turn(
         lambda c, *args: c.ok(*args),
         (cli, "distributor", "invite", "--tier", "gold", "--invite-limit", "2", "--hours", "5"),
         (plain, "distributor", "invite"),
@@ -251,7 +255,7 @@ async def test_an_invite_link_makes_a_distributor_whose_balance_the_operator_kee
         },
     )
 
-    in_parallel(
+    in_turn(
         cli.ok,
         ("distributor", "price", "VIP", "9.00", "--tier", "gold"),
         ("distributor", "price", "VIP", "8.00", "--distributor", "@alice"),
@@ -270,7 +274,7 @@ async def test_an_invite_link_makes_a_distributor_whose_balance_the_operator_kee
     finally:
         await core.close()
 
-    removed, updated, allocated = in_parallel(
+    removed, updated, allocated = in_turn(
         cli.ok,
         ("distributor", "price", "VIP", "--distributor", "4242", "--remove"),
         ("distributor", "update", "4242", "--tier", "silver", "--invite-limit", "1", "--inactive"),
@@ -293,7 +297,7 @@ async def test_an_invite_link_makes_a_distributor_whose_balance_the_operator_kee
 
 async def test_commission_rates_and_the_commissions_of_a_referred_buyers_orders(cli, tmp_path):
     await (await _open(tmp_path, upgrade=True)).close()
-    in_parallel(cli.ok, ("commission", "rate", "1", "5%"), ("commission", "rate", "2", "250bp"))
+    in_turn(cli.ok, ("commission", "rate", "1", "5%"), ("commission", "rate", "2", "250bp"))
     assert_refused(
         cli,
         {
@@ -326,7 +330,7 @@ async def test_commission_rates_and_the_commissions_of_a_referred_buyers_orders(
         await core.close()
     assert (top.depth, sub.depth) == (1, 2)
 
-    everything, only_sub, listed = in_parallel(
+    everything, only_sub, listed = in_turn(
         cli.ok,
         ("commission", "list"),
         ("commission", "list", "--distributor", "72", "--order", paid.order.number),

@@ -1,8 +1,11 @@
 """`quanyi product add/update` options of redemption-link and direct-recharge products, `partner`
-commands, and redemptions on `order show`."""
+commands, and redemptions on `order show`; the commands run in this process (`LocalCli`)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
 from sqlalchemy import select
 
 from quanyi.core import redeem
@@ -10,7 +13,12 @@ from quanyi.core.models import Product
 from quanyi.core.services import build_core
 from tests.conftest import make_settings
 from tests.helpers import new_order, sandbox_event
-from tests.test_cli import cli  # noqa: F401  (fixture)
+from tests.test_cli import LocalCli
+
+
+@pytest.fixture
+def cli(tmp_path: Path) -> LocalCli:
+    return LocalCli(tmp_path)
 
 
 async def product_row(tmp_path, sku: str) -> Product:
@@ -119,8 +127,8 @@ async def test_order_show_lists_each_redemption_with_when_who_and_channel(cli, t
 def test_partner_add_prints_its_key_once_and_list_never_shows_it(cli):
     cli.ok("db", "upgrade")
     added = cli.ok("partner", "add", "acme", "--name", "Acme Spa")
-    key = next(line.split(": ", 1)[1] for line in added.splitlines() if line.startswith("API key"))
-    assert key.startswith("qk_") and len(key) > 40
+    key = next(line.split(":", 1)[1].strip() for line in added.splitlines() if line.startswith("secret:"))
+    assert key.startswith("sk_") and len(key) > 40
     listed = cli.ok("partner", "list")
     assert "acme" in listed and "Acme Spa" in listed and key not in listed
     assert "partner" in cli.ok("channel", "list")

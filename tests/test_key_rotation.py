@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from quanyi.core import redeem
+from quanyi.core import partners, redeem
 from quanyi.core.config import Settings
 from quanyi.core.crypto import KEY_FILE, KeyRing
 from quanyi.core.db import Database
@@ -21,6 +21,7 @@ from quanyi.core.models import StockItem
 from quanyi.core.rotation import KeyUsage, key_usage, rotate
 from quanyi.core.services import Core, build_core
 from quanyi.core.stock import item_aad
+from tests.apihelp import new_partner
 from tests.conftest import b64key, make_settings
 from tests.helpers import product_with_stock
 from tests.test_cli_pricing import InProcessCli, cmd  # noqa: F401  (fixture)
@@ -57,18 +58,27 @@ async def test_rotation_reencrypts_codes_and_links_under_a_new_key_and_removes_t
     product = await link_product(core)
     order_id, line_id = await paid_order(core, product)
     tokens = await issue(core, product, 2, order_id=order_id, order_line_id=line_id)
+    creds = await new_partner(core, "acme")
     progress: list[tuple[str, int, int]] = []
 
     outcome = await rotate(db, settings, batch=3, on_progress=lambda *p: progress.append(p))
 
     assert (outcome.added, outcome.retired, outcome.report.finished) == ("k2", ["k1"], True)
-    assert progress == [("card keys", 3, 7), ("card keys", 6, 7), ("card keys", 7, 7), ("redemption links", 2, 2)]
+    assert progress == [
+        ("card keys", 3, 7),
+        ("card keys", 6, 7),
+        ("card keys", 7, 7),
+        ("redemption links", 2, 2),
+        ("partner API secrets", 1, 1),
+    ]
     stored = key_file(settings)
     assert (sorted(stored["enc_keys"]), stored["active"], stored["retired"]) == (["k2"], "k2", ["k1"])
     assert stat.S_IMODE((settings.data_dir / KEY_FILE).stat().st_mode) == 0o600
-    assert await key_usage(db) == {"k2": KeyUsage("k2", 7, 2)}
+    assert await key_usage(db) == {"k2": KeyUsage("k2", 7, 2, 1)}
     fresh = KeyRing.load(settings)
     assert await codes_in_db(db, fresh) == codes
+    async with db.read() as session:  # the partner still signs with the same secret
+        assert (await partners.secret_of(session, fresh, creds.access_key))[1] == creds.secret
     assert await links_of(core, order_id, fresh) == tokens
     # The ring loaded before the rotation (a running `quanyi serve`) reads the re-encrypted rows
     # and encrypts new codes with the new key.

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import secrets
 from pathlib import Path
 
 import pytest
 
 from quanyi.core.config import Settings
-from quanyi.core.ratelimit import SlidingWindow
+from quanyi.core.ratelimit import RedisWindow, SlidingWindow
 from quanyi.core.services import build_core
 from quanyi.i18n import raw_t
 from quanyi.webhooks import create_app
@@ -78,7 +80,8 @@ async def test_the_callbacks_and_the_api_answer_429_with_retry_after_past_the_pe
     for path in ("/api/v1/redeem/verify", "/recharge/generic/callback"):
         response = await client.post(path, json={"token": "x"})
         assert response.status_code == 429
-        assert await response.get_json() == {"error": "too_many_requests"}
+        answer = await response.get_json()
+        assert answer["error"] == "too_many_requests" and "retry in" in answer["message"]
         assert "Retry-After" in response.headers
     # Another client is not affected, and neither are the public pages.
     response = await client.post("/pay/epay/notify", form={"x": "1"}, headers={"X-Forwarded-For": "ignored"})
@@ -120,3 +123,52 @@ async def test_an_oversized_body_is_refused_with_413(core, method, path):
     # Without a length (a chunked body), refused while it is read: never a 5xx.
     response = await client.open(path, method=method, data=body, headers=headers)
     assert response.status_code in (401, 404, 413)
+
+
+# --- limits shared through Redis (QUANYI_REDIS_URL): every process counts against one limit ---
+
+REDIS_URL = os.environ.get("QUANYI_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+def _via(ip: str) -> dict[str, object]:
+    return {"scope_base": {"client": ("10.0.0.1", 40000)}, "headers": {"X-Forwarded-For": ip}}
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+async def test_two_processes_sharing_redis_share_one_per_ip_limit(core, tmp_path):
+    settings = make_settings(tmp_path, callback_requests_per_minute=3, trusted_proxies="10.0.0.1", redis_url=REDIS_URL)
+    # Two servers, as two processes behind a load balancer would be: separate apps and limiters.
+    first = create_app(build_core(settings, db=core.db, keyring=core.keyring)).test_client()
+    second = create_app(build_core(settings, db=core.db, keyring=core.keyring)).test_client()
+    ip = f"198.18.{secrets.randbelow(250)}.{secrets.randbelow(250)}"  # this run's own client
+    statuses = []
+    for client in (first, second, first, second):
+        statuses.append((await client.post("/pay/epay/notify", form={"a": "1"}, **_via(ip))).status_code)
+    assert statuses == [400, 400, 400, 429]
+    response = await first.post("/api/v1/redeem/verify", json={"token": "x"}, **_via(ip))
+    assert response.status_code == 429 and 1 <= int(response.headers["Retry-After"]) <= 60
+    other = f"198.19.{secrets.randbelow(250)}.{secrets.randbelow(250)}"
+    assert (await second.post("/pay/epay/notify", form={"a": "1"}, **_via(other))).status_code == 400
+
+
+async def test_a_redis_window_says_how_long_to_wait_and_forgets_after_the_window():
+    from redis.asyncio import Redis
+
+    client = Redis.from_url(REDIS_URL)
+    try:
+        window = RedisWindow(client, f"test-{secrets.token_hex(4)}", 2, 1.0)
+        assert [await window.hit("a"), await window.hit("a")] == [0, 0]
+        assert await window.hit("a") == 1 and await window.hit("b") == 0
+        await asyncio.sleep(1.05)
+        assert await window.hit("a") == 0
+    finally:
+        await client.aclose()
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+async def test_with_redis_unreachable_the_limit_still_holds_in_this_process(core, tmp_path, caplog):
+    settings = make_settings(tmp_path, callback_requests_per_minute=3, redis_url="redis://127.0.0.1:9/0")
+    client = create_app(build_core(settings, db=core.db, keyring=core.keyring)).test_client()
+    statuses = [(await client.post("/pay/epay/notify", form={"a": "1"})).status_code for _ in range(4)]
+    assert statuses == [400, 400, 400, 429]
+    assert "Redis unreachable" in caplog.text

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from quanyi.core.services import build_core
 from tests.conftest import make_settings
 from tests.helpers import new_order
-from tests.test_cli import cli  # noqa: F401  (fixture)
+from tests.test_cli import LocalCli
+
+
+@pytest.fixture
+def cli(tmp_path: Path) -> LocalCli:
+    """The CLI run in this process (same output and exit codes; no interpreter start-up)."""
+    return LocalCli(tmp_path)
 
 
 async def test_an_operator_changes_a_price_and_takes_a_product_off_sale(cli, tmp_path):

@@ -12,9 +12,9 @@ from sqlalchemy import select, update
 
 from quanyi.core import redeem
 from quanyi.core.models import RedeemToken, Redemption, utcnow
+from quanyi.core.ratelimit import SlidingWindow
 from quanyi.core.services import build_core
 from quanyi.webhooks import create_app
-from quanyi.webhooks.redeem import SlidingWindow
 from tests.conftest import make_settings
 from tests.test_redeem import issue, link_product, paid_order
 

@@ -42,7 +42,7 @@ from quanyi.i18n import LANGUAGES, raw_t
 from tests.conftest import make_keyring, make_settings
 from tests.fakebot import BotMessage, FakeTelegram, FakeUser
 from tests.helpers import new_order
-from tests.test_cli import Cli
+from tests.test_cli import LocalCli
 
 NUMBER = re.compile(r"Q\d{6}[A-Z2-9]{8}")
 ADMIN = 9000
@@ -512,7 +512,7 @@ def core_payment_names(settings: Settings) -> list[str]:
 
 
 def test_product_add_takes_a_stars_price(tmp_path):
-    cli = Cli(tmp_path)
+    cli = LocalCli(tmp_path)
     cli.ok("db", "upgrade")
     add = ["product", "add", "--name", "VIP", "--kind", "card_key", "--price", "15.00"]
 

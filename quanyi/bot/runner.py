@@ -16,6 +16,8 @@ from quanyi.bot.agent import build_agent_router
 from quanyi.bot.audit_chat import AuditMiddleware, build_audit_router
 from quanyi.bot.middlewares import LanguageMiddleware
 from quanyi.bot.ops import build_ops_router
+from quanyi.bot.partner_alerts import webhook_failing as _webhook_failing  # noqa: F401  (registers renderers)
+from quanyi.bot.partners_chat import build_partners_router
 from quanyi.bot.pricing_ops import build_pricing_ops_router
 from quanyi.bot.reconcile_chat import build_reconcile_router
 from quanyi.bot.reports_chat import build_reports_router
@@ -60,7 +62,12 @@ def build_dispatcher(core: Core) -> Dispatcher:
     dp.include_router(build_audit_router())  # operators: /audit
     admins = set(core.settings.admin_id_list)
     dp.update.outer_middleware(
-        ThrottleMiddleware(core.settings.chat_events_per_window, core.settings.chat_window_seconds, admins.__contains__)
+        ThrottleMiddleware(
+            core.settings.chat_events_per_window,
+            core.settings.chat_window_seconds,
+            admins.__contains__,
+            redis_url=core.settings.redis_url,
+        )
     )
     dp.include_router(build_stars_router())  # first: a payment message must never reach a catch-all
     dp.include_router(build_admin_router())  # before the shop: its catch-all answers everyone else
@@ -69,6 +76,7 @@ def build_dispatcher(core: Core) -> Dispatcher:
     dp.include_router(build_pricing_ops_router())
     dp.include_router(build_reports_router())  # operators: /report, its exports
     dp.include_router(build_risk_router())  # operators: /risk, /block, /decisions, holds' approve / reject
+    dp.include_router(build_partners_router())  # operators: /partners, /partner_new, keys, top-ups, webhooks
     dp.include_router(build_verify_router())  # operators and staff: codes and /r/ links (核销)
     dp.include_router(build_agent_router())  # before the shop too: /start inv_..., /agent, its forms
     dp.include_routers(*build_withdraw_routers())  # /withdraw, its form; operators' approve / reject

@@ -15,7 +15,7 @@ from aiogram import BaseMiddleware, Bot
 from aiogram.exceptions import TelegramAPIError
 from aiogram.types import TelegramObject, Update, User
 
-from quanyi.core.ratelimit import SlidingWindow
+from quanyi.core.ratelimit import make_limiter
 from quanyi.i18n import t
 
 log = logging.getLogger(__name__)
@@ -24,10 +24,10 @@ log = logging.getLogger(__name__)
 class ThrottleMiddleware(BaseMiddleware):
     """An outer middleware on ``dp.update``, after the language middleware (it needs ``lang``)."""
 
-    def __init__(self, limit: int, window: float, exempt: Callable[[int], bool]) -> None:
-        self.events = SlidingWindow(limit, window)
+    def __init__(self, limit: int, window: float, exempt: Callable[[int], bool], *, redis_url: str = "") -> None:
+        self.events = make_limiter(redis_url, "chat", limit, window)
         # One notice per user per window: a flood must not become a flood of our replies.
-        self.notices = SlidingWindow(1, window)
+        self.notices = make_limiter(redis_url, "chat-notice", 1, window)
         self.exempt = exempt
 
     async def __call__(
@@ -40,11 +40,12 @@ class ThrottleMiddleware(BaseMiddleware):
         if not isinstance(event, Update) or user is None or not _counted(event) or self.exempt(user.id):
             return await handler(event, data)
         key = str(user.id)
-        if self.events.allow(key):
+        wait = await self.events.hit(key)
+        if not wait:
             return await handler(event, data)
         bot: Bot = data["bot"]
-        if self.notices.allow(key):
-            await self._notify(bot, event, data.get("lang", "zh"), self.events.retry_after(key))
+        if not await self.notices.hit(key):
+            await self._notify(bot, event, data.get("lang", "zh"), wait)
         elif event.callback_query is not None:
             # A pressed button spins until answered; answer the dropped ones without a word.
             with contextlib.suppress(TelegramAPIError):

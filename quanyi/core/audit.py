@@ -17,6 +17,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, event, insert, or_, select, update
@@ -358,6 +359,16 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def _shown(key: str, value: Any) -> Any:
+    """A column's value as the trail keeps it: a URL's query and credentials (where a partner
+    might put a token) are cut off."""
+    value = _plain(value)
+    if key.endswith("_url") and isinstance(value, str):
+        parts = urlsplit(value)
+        return f"{parts.scheme}://{parts.hostname or ''}{':' + str(parts.port) if parts.port else ''}{parts.path}"
+    return value
+
+
 def _values(obj: Any, which: str) -> dict[str, Any]:
     """The object's column values; ``which`` "old" / "new" / "diff" (changed columns as (old, new))."""
     state = sa_inspect(obj)
@@ -367,15 +378,16 @@ def _values(obj: Any, which: str) -> dict[str, Any]:
         if key in _HIDDEN:
             continue
         if which == "new":
-            out[key] = _plain(state.dict.get(key))
+            out[key] = _shown(key, state.dict.get(key))
             continue
         history = state.attrs[key].history
         if which == "old":
             old = history.deleted[0] if history.deleted else (history.unchanged[0] if history.unchanged else None)
-            out[key] = _plain(old)
+            out[key] = _shown(key, old)
         elif history.added and (not history.deleted or history.added[0] != history.deleted[0]):
             # An attribute set without being loaded first has no known old value.
-            out[key] = (_plain(history.deleted[0]) if history.deleted else None, _plain(history.added[0]))
+            before = _shown(key, history.deleted[0]) if history.deleted else None
+            out[key] = (before, _shown(key, history.added[0]))
     return out
 
 

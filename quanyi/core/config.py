@@ -74,6 +74,8 @@ class Settings(BaseSettings):
     recharge_query_after_seconds: int = Field(default=120, ge=1)
     recharge_give_up_minutes: int = Field(default=60, ge=1)
     recharge_job_seconds: int = Field(default=30, ge=1)
+    # How often partners' webhook events are looked for and sent (retries keep their backoff).
+    partner_webhook_job_seconds: int = Field(default=10, ge=1)
 
     # Redemption link pages (/r/<token>): lookups per client IP per minute, pages, QR
     # images and confirmations together, so tokens cannot be guessed by brute force.

@@ -98,9 +98,26 @@ async def load_demo(db: Database, keyring: KeyRing) -> list[str]:
     await _demo_network(db)
     await _demo_other_kinds(db)
     await _demo_pricing(db)
+    added += await _demo_partner_api(db, keyring)
     async with db.transaction() as session:
         await risk.ensure_defaults(session)
     return added
+
+
+async def _demo_partner_api(db: Database, keyring: KeyRing) -> list[str]:
+    """The partner shop as an API partner with ¥500.00 of balance; its key is shown this once."""
+    from quanyi.core import partners
+    from quanyi.core.models import Partner
+
+    async with db.transaction() as session:
+        if await session.scalar(select(Partner.id).where(Partner.code == DEMO_PARTNER)) is not None:
+            return []
+        added = await partners.add_partner(session, keyring, DEMO_PARTNER, "Partner shop (demo)")
+        await partners.top_up(session, DEMO_PARTNER, 50000, note="demo")
+    return [
+        f"API partner {DEMO_PARTNER} with ¥500.00 of balance (access key {added.key.access_key}, "
+        f"secret {added.key.secret}: shown this once, see docs/api.md)"
+    ]
 
 
 async def _demo_other_kinds(db: Database) -> None:

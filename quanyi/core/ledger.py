@@ -206,7 +206,7 @@ class CheckReport:
 async def check(session: AsyncSession) -> CheckReport:
     """Prove the ledger: every entry sums to zero per currency, the whole ledger does, and the
     balances the business tables keep agree with the ledger's."""
-    from quanyi.core.models import Distributor
+    from quanyi.core.models import Distributor, Partner
 
     entries = int(await session.scalar(select(func.count()).select_from(JournalEntry)) or 0)
     postings = int(await session.scalar(select(func.count()).select_from(Posting)) or 0)
@@ -231,5 +231,14 @@ async def check(session: AsyncSession) -> CheckReport:
         if in_ledger != dist_balance:
             mismatches.append(
                 f"distributor {dist_id}: balance {dist_balance} on its row, {in_ledger} in the ledger ({currency})"
+            )
+    held = await balances(session, "partner:")
+    for code, partner_id, partner_balance, currency in (
+        await session.execute(select(Partner.code, Partner.id, Partner.balance, Partner.currency))
+    ).all():
+        in_ledger = -held.get((f"partner:{partner_id}:balance", currency), 0)
+        if in_ledger != partner_balance:
+            mismatches.append(
+                f"partner {code}: balance {partner_balance} on its row, {in_ledger} in the ledger ({currency})"
             )
     return CheckReport(entries, postings, unbalanced, mismatches)

@@ -23,6 +23,7 @@ from quanyi.core.errors import (
     NotForSale,
     NotFound,
     OutOfStock,
+    PaymentMethodUnavailable,
     RiskRefusal,
 )
 from quanyi.core.models import (
@@ -69,9 +70,9 @@ def check_account(product: Product, account: str | None) -> str:
     value = (account or "").strip()
     hint = product.account_hint or product.account_pattern or ""
     if not value or len(value) > 128 or not value.isprintable():
-        raise InvalidInput(f"enter the account to recharge ({hint})", hint=hint)
+        raise InvalidInput(f"enter the account to recharge ({hint})", hint=hint, field="account")
     if product.account_pattern and not re.fullmatch(product.account_pattern, value):
-        raise InvalidInput(f"that account does not look right ({hint})", hint=hint)
+        raise InvalidInput(f"that account does not look right ({hint})", hint=hint, field="account")
     return value
 
 
@@ -99,7 +100,7 @@ async def place_order(
     session: AsyncSession,
     payments: PaymentHub,
     *,
-    buyer: Buyer,
+    buyer: Buyer | None,
     sku: str,
     quantity: int,
     method: str,
@@ -117,10 +118,13 @@ async def place_order(
     """Create a pending order holding ``quantity`` reserved items, priced by the pricing
     engine (promotions, ``coupon``) in the currency the payment method charges in. Its
     payment is started after commit (``start_payment``). A coupon that does not apply raises
-    ``CouponRejected`` with the reason; nothing is written then."""
+    ``CouponRejected`` with the reason; nothing is written then. ``buyer`` None: an order
+    placed by a partner system (no Telegram user; paid with the hidden ``partner`` method)."""
     if not 1 <= quantity <= max_quantity:
         raise InvalidInput(f"quantity must be between 1 and {max_quantity}", max_quantity=max_quantity)
     pay_method = payments.get(method)
+    if pay_method.hidden != (buyer is None):
+        raise PaymentMethodUnavailable(f"payment method {method!r} is not enabled")
     if option and option not in pay_method.options():
         raise InvalidInput(f"unknown option {option!r} for {method}")
     product = await get_product(session, sku)
@@ -141,10 +145,11 @@ async def place_order(
             raise InvalidInput("a recharge credits one account: quantity must be 1", max_quantity=1)
     else:
         account = None
-    await remember_user(session, buyer)
-    quote = await quote_order(
-        session, product, quantity, channel=channel, user_id=buyer.user_id, coupon_code=coupon or None
-    )
+    if buyer is not None:
+        await remember_user(session, buyer)
+    user_id = buyer.user_id if buyer is not None else None
+    language = buyer.language if buyer is not None else "en"
+    quote = await quote_order(session, product, quantity, channel=channel, user_id=user_id, coupon_code=coupon or None)
     if quote.refusal is not None:
         refusal = quote.refusal
         raise CouponRejected(
@@ -169,7 +174,7 @@ async def place_order(
     await risk.screen(
         session,
         risk.Screening(
-            user_id=buyer.user_id,
+            user_id=user_id,
             channel=terms.channel,
             sku=product.sku,
             quantity=quantity,
@@ -177,15 +182,15 @@ async def place_order(
             currency=currency,
             client_ip=client_ip,
             device_id=device_id,
-            language=buyer.language,
+            language=language,
         ),
         secret=risk_secret or risk.PROCESS_SECRET,
     )
     order = Order(
         number=new_order_number(now),
-        user_id=buyer.user_id,
-        chat_id=buyer.chat_id,
-        language=buyer.language,
+        user_id=user_id,
+        chat_id=buyer.chat_id if buyer is not None else None,
+        language=language,
         channel=terms.channel,
         distributor_id=terms.head_id,
         status=OrderStatus.PENDING,
@@ -210,7 +215,7 @@ async def place_order(
             session,
             quote.coupon,
             order_id=order.id,
-            user_id=buyer.user_id,
+            user_id=user_id,
             discount=applied.amount,
             currency=product.currency,
         )

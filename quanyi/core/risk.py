@@ -10,7 +10,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import ColumnElement, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from quanyi.core.db import Database, rowcount, upsert
@@ -159,15 +159,26 @@ def _tripped(rule: RiskRule, measured: int) -> bool:
     return measured > rule.threshold
 
 
+def _same_buyer(s: Screening) -> list[ColumnElement[bool]]:
+    """The decisions of this buyer: its Telegram user, or for a partner's order (no user) the
+    same channel, end-customer IP and device."""
+    if s.user_id is not None:
+        return [RiskDecision.user_id == s.user_id]
+    return [
+        RiskDecision.user_id.is_(None),
+        RiskDecision.channel == s.channel,
+        RiskDecision.client_ip == s.client_ip if s.client_ip else RiskDecision.client_ip.is_(None),
+        RiskDecision.device_id == s.device_id if s.device_id else RiskDecision.device_id.is_(None),
+    ]
+
+
 async def _use_pass(session: AsyncSession, s: Screening, action: str, now: datetime) -> bool:
     """Spend a recent answered challenge (or approved hold) of this buyer for this product."""
-    if s.user_id is None:
-        return False
     statuses = ["approved"] if action == "hold" else ["approved", "passed"]
     candidates = await session.scalars(
         select(RiskDecision.id)
         .where(
-            RiskDecision.user_id == s.user_id,
+            *_same_buyer(s),
             RiskDecision.sku == s.sku,
             RiskDecision.status.in_(statuses),
             RiskDecision.decided_at > now - PASS_VALID,
@@ -211,22 +222,26 @@ async def screen(session: AsyncSession, s: Screening, *, now: datetime | None = 
     if worst is None:
         return
     rule, reason = worst
-    if rule.action != "block" and await _use_pass(session, s, rule.action, now):
+    # A partner's order has no chat to answer a question in: an operator looks at it instead.
+    action = "hold" if rule.action == "challenge" and s.user_id is None else rule.action
+    if action != "block" and await _use_pass(session, s, action, now):
         return
-    decision = _decision(s, rule.action, rule.id, reason, now)
-    if rule.action == "block":
+    decision = _decision(s, action, rule.id, reason, now)
+    if action == "block":
         raise RiskBlocked(f"refused: {reason}", decision=decision, secret=secret)
-    if rule.action == "hold":
+    if action == "hold":
         held = HeldForReview(f"held for review: {reason}", decision=decision, secret=secret)
         waiting = await session.scalar(
-            select(RiskDecision.id).where(
-                RiskDecision.user_id == s.user_id,
+            select(RiskDecision.id)
+            .where(
+                *_same_buyer(s),
                 RiskDecision.sku == s.sku,
                 RiskDecision.action == "hold",
                 RiskDecision.status == "open",
             )
+            .limit(1)
         )
-        if s.user_id is not None and waiting is not None:
+        if waiting is not None:
             # Already waiting for an operator: the same decision, not one more message per retry.
             held.decision_id = waiting
             held.details.update(decision_id=waiting, again=True)

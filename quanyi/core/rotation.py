@@ -17,13 +17,15 @@ from quanyi.core.config import Settings
 from quanyi.core.crypto import KEY_FILE, KeyRing, add_file_key, retire_file_keys
 from quanyi.core.db import Database, rowcount
 from quanyi.core.errors import CardKeyError, ConfigError, InvalidInput
-from quanyi.core.models import RedeemToken, StockItem
+from quanyi.core.models import PartnerKey, RedeemToken, StockItem
+from quanyi.core.partners import secret_aad
 from quanyi.core.redeem import token_aad
 from quanyi.core.stock import item_aad
 
 # What a rotation re-encrypts, in this order; the names are what progress lines call them.
 CARD_KEYS = "card keys"
 LINKS = "redemption links"
+API_SECRETS = "partner API secrets"
 
 Progress = Callable[[str, int, int], None]
 
@@ -33,10 +35,11 @@ class KeyUsage:
     key_id: str
     card_keys: int
     links: int
+    api_secrets: int = 0
 
     @property
     def rows(self) -> int:
-        return self.card_keys + self.links
+        return self.card_keys + self.links + self.api_secrets
 
 
 @dataclass
@@ -50,13 +53,20 @@ class RotationReport:
 
 
 async def key_usage(db: Database) -> dict[str, KeyUsage]:
-    """Rows per key id, over card keys and redemption links (ids no row uses are absent)."""
+    """Rows per key id, over card keys, redemption links and partners' API secrets (ids no row
+    uses are absent)."""
     async with db.read() as session:
         items = dict((await session.execute(select(StockItem.key_id, func.count()).group_by(StockItem.key_id))).all())
         links = dict(
             (await session.execute(select(RedeemToken.key_id, func.count()).group_by(RedeemToken.key_id))).all()
         )
-    return {k: KeyUsage(k, int(items.get(k, 0)), int(links.get(k, 0))) for k in sorted({*items, *links})}
+        secrets = dict(
+            (await session.execute(select(PartnerKey.key_id, func.count()).group_by(PartnerKey.key_id))).all()
+        )
+    return {
+        k: KeyUsage(k, int(items.get(k, 0)), int(links.get(k, 0)), int(secrets.get(k, 0)))
+        for k in sorted({*items, *links, *secrets})
+    }
 
 
 def unfinished(usage: dict[str, KeyUsage], keyring: KeyRing) -> bool:
@@ -84,8 +94,9 @@ async def reencrypt(
     report = RotationReport(active=active)
     report.total[CARD_KEYS] = sum(u.card_keys for k, u in usage.items() if k != active)
     report.total[LINKS] = sum(u.links for k, u in usage.items() if k != active)
+    report.total[API_SECRETS] = sum(u.api_secrets for k, u in usage.items() if k != active)
     batches = 0
-    for kind, table in ((CARD_KEYS, _ITEMS), (LINKS, _LINKS)):
+    for kind, table in ((CARD_KEYS, _ITEMS), (LINKS, _LINKS), (API_SECRETS, _SECRETS)):
         report.done[kind] = 0
         after = 0
         while max_batches is None or batches < max_batches:
@@ -171,6 +182,7 @@ class _Table:
 
 _ITEMS = _Table(StockItem, "secret_ct", lambda r: item_aad(r.product_id), ("product_id",))
 _LINKS = _Table(RedeemToken, "token_ct", lambda r: token_aad(r.product_id, r.token_hash), ("product_id", "token_hash"))
+_SECRETS = _Table(PartnerKey, "secret_ct", lambda r: secret_aad(r.access_key), ("access_key",))
 
 
 async def _batch(db: Database, keyring: KeyRing, table: _Table, after: int, size: int) -> tuple[int, int, int]:

@@ -13,8 +13,9 @@ from datetime import UTC, datetime, timedelta
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from quanyi.core import audit, leases, outbox, recharge, settlement
+from quanyi.core import audit, leases, outbox, partner_webhooks, partners, recharge, settlement
 from quanyi.core.alerts import StockAlert, check_stock
+from quanyi.core.models import utcnow
 from quanyi.core.orders import expire_due
 from quanyi.core.payments.queries import query_pending
 from quanyi.core.services import Core
@@ -112,6 +113,19 @@ class Jobs:
             self.core.outbox_wakeup.set()
         return report
 
+    async def partner_webhooks(self) -> dict[str, int]:
+        """Tell partners' webhooks what became of their API orders, retry those not yet
+        acknowledged, and forget API nonces too old to be replayed."""
+        if not await self.is_leader():
+            return {}
+        found = await partner_webhooks.detect(self.core.db)
+        sent = await partner_webhooks.deliver_due(self.core)
+        async with self.core.db.transaction() as session:
+            forgotten = await partners.forget_nonces(session, utcnow())
+        if found or sent["delivered"] or sent["failed"]:
+            log.info("partner webhooks: %d new, %d delivered, %d failed", found, sent["delivered"], sent["failed"])
+        return {"found": found, **sent, "nonces_forgotten": forgotten}
+
     async def resign(self) -> None:
         await leases.release(self.core.db, LEASE, self.holder)
 
@@ -124,6 +138,7 @@ def build_scheduler(jobs: Jobs) -> AsyncIOScheduler:
         jobs.query_payments: settings.payment_query_job_seconds,
         jobs.stock_alerts: settings.stock_alert_job_seconds,
         jobs.recharges: settings.recharge_job_seconds,
+        jobs.partner_webhooks: settings.partner_webhook_job_seconds,
     }
     for job, seconds in every.items():
         scheduler.add_job(job, "interval", seconds=seconds, id=job.__name__, max_instances=1, coalesce=True)

@@ -16,6 +16,7 @@ from quanyi.core.crypto import KeyRing
 from quanyi.core.db import Database
 from quanyi.core.fulfilment import Fulfiller
 from quanyi.core.payments import PaymentHub, build_payment_hub
+from quanyi.core.payments.partner import PartnerBalance
 from quanyi.core.suppliers import SupplierHub, build_supplier_hub
 
 
@@ -42,6 +43,7 @@ def build_core(settings: Settings, *, db: Database | None = None, keyring: KeyRi
     keyring = keyring or KeyRing.load(settings)
     db = db or Database(settings.resolved_database_url)
     payments = build_payment_hub(settings, keyring)
+    payments.add(PartnerBalance(db))
     wakeup = asyncio.Event()
     fulfiller = Fulfiller(
         db,

@@ -1,64 +1,402 @@
-"""The open API for partner systems under ``/api/v1``: JSON in, JSON out, one key per partner.
+"""The open API for partner systems under ``/api/v1``: signed requests, JSON in, JSON out.
 
-Errors are ``{"error": <stable code>}`` with the HTTP status of ``_STATUS``. Tokens and keys
-never reach a log line.
+Every endpoint but the documentation needs a signature (``quanyi.core.apisign``). Errors are
+``{"error": <stable code>, "message": <text>}`` with the HTTP status of ``STATUS``; a client's
+mistake is never a 5xx. Each endpoint is declared with ``endpoint(...)``, which records its
+method, path, parameters and JSON schemas: ``quanyi.webhooks.openapi`` builds the OpenAPI
+document from those records, so the document and the code cannot drift apart. Secrets,
+codes and tokens never reach a log line.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from datetime import time as dtime
 from typing import Any
+from urllib.parse import quote
+from zoneinfo import ZoneInfo
 
 from quart import Blueprint, Response, jsonify, request
+from sqlalchemy import update
 from werkzeug.exceptions import HTTPException
 
-from quanyi.core import partners, redeem
-from quanyi.core.errors import InvalidInput, NotFound, QuanyiError, TokenUnusable
-from quanyi.core.models import Partner
+from quanyi.core import apisign, partner_orders, partners, redeem
+from quanyi.core.errors import QuanyiError
+from quanyi.core.models import Partner, PartnerKey, utcnow
 from quanyi.core.redeem import TokenView
+from quanyi.webhooks import api_schemas as schemas
 from quanyi.webhooks.site import core
 
 log = logging.getLogger(__name__)
 blueprint = Blueprint("api", __name__, url_prefix="/api/v1")
 
-_STATUS = {
+# Stable error codes and their HTTP status. Every code an endpoint can answer is here.
+STATUS = {
     "unauthorized": 401,
+    "bad_signature": 401,
+    "stale_request": 401,
+    "replayed_nonce": 401,
+    "forbidden": 403,
+    "risk_blocked": 403,
+    "risk_hold": 403,
+    "risk_challenge": 403,
     "not_found": 404,
+    "method_not_allowed": 405,
+    "conflict": 409,
+    "already_exists": 409,
     "token_used_up": 410,
     "token_expired": 410,
     "token_void": 410,
+    "too_large": 413,
     "invalid_input": 400,
+    "coupon_rejected": 400,
+    "insufficient_balance": 402,
+    "out_of_stock": 409,
+    "allocation_exhausted": 409,
+    "not_for_sale": 409,
+    "payment_method_unavailable": 409,
+    "too_many_requests": 429,
+    "internal_error": 500,
 }
 _LINK_MARK = "/r/"
+MAX_STATEMENT_DAYS = 93
 
 
-def _error(code: str, status: int | None = None) -> tuple[Response, int]:
-    return jsonify({"error": code}), status or _STATUS.get(code, 500)
+def error(code: str, message: str, status: int | None = None, **extra: Any) -> tuple[Response, int]:
+    return jsonify({"error": code, "message": message, **extra}), status or STATUS.get(code, 400)
 
 
-async def _partner() -> Partner | None:
-    scheme, _, key = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer":
-        return None
-    async with core().db.read() as session:
-        return await partners.authenticate(session, core().keyring, key.strip())
+def _quanyi_error(exc: QuanyiError) -> tuple[Response, int]:
+    if exc.code not in STATUS:  # not a client's mistake: the server's own failure
+        log.error("api: request failed with %s (%s)", type(exc).__name__, exc.code)
+        return error("internal_error", "the server failed; the request may be retried", 500)
+    code = exc.code
+    extra: dict[str, Any] = {}
+    if exc.code.startswith("risk_") and exc.details.get("decision_id") is not None:
+        extra["decision_id"] = exc.details["decision_id"]
+    if "field" in exc.details:
+        extra["field"] = exc.details["field"]
+    return error(code, exc.message, **extra)
 
 
-async def _token() -> str:
-    """The token from the body ``{"token": ...}``: the bare token or a whole ``/r/<token>`` link."""
+# --- the declaration of endpoints (read by the OpenAPI builder) ------------------------------
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    where: str  # path | query
+    schema: dict[str, Any]
+    description: str
+    required: bool = True
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    method: str
+    path: str  # OpenAPI form: /orders/{order_no}
+    summary: str
+    description: str
+    responses: dict[int, dict[str, Any]]
+    errors: tuple[str, ...]
+    request: dict[str, Any] | None = None
+    params: tuple[Param, ...] = ()
+    signed: bool = True
+    tag: str = "partner"
+    content_type: str = "application/json"
+
+
+ENDPOINTS: list[Endpoint] = []
+_SIGNED_ERRORS = ("unauthorized", "bad_signature", "stale_request", "replayed_nonce", "too_many_requests")
+
+Handler = Callable[..., Awaitable[tuple[Response, int]]]
+
+
+def endpoint(
+    method: str,
+    rule: str,
+    *,
+    summary: str,
+    responses: dict[int, dict[str, Any]],
+    errors: tuple[str, ...] = (),
+    request_schema: dict[str, Any] | None = None,
+    params: tuple[Param, ...] = (),
+    signed: bool = True,
+    content_type: str = "application/json",
+) -> Callable[[Handler], Handler]:
+    """Register a route and its documentation. ``rule`` is Quart's (``/orders/<order_no>``)."""
+
+    def register(fn: Handler) -> Handler:
+        path = rule.replace("<", "{").replace(">", "}")
+        all_errors = (*errors, *(_SIGNED_ERRORS if signed else ()), "invalid_input")
+        ENDPOINTS.append(
+            Endpoint(
+                method=method.upper(),
+                path=path,
+                summary=summary,
+                description=(fn.__doc__ or "").strip(),
+                responses=responses,
+                errors=tuple(dict.fromkeys(all_errors)),
+                request=request_schema,
+                params=params,
+                signed=signed,
+                content_type=content_type,
+            )
+        )
+        blueprint.add_url_rule(rule, fn.__name__, fn, methods=[method.upper()])
+        return fn
+
+    return register
+
+
+# --- authentication ------------------------------------------------------------------------
+
+
+class Refused(Exception):
+    def __init__(self, code: str, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.code, self.message, self.extra = code, message, extra
+
+
+@dataclass
+class Call:
+    partner: Partner
+    access_key: str
+    body: bytes = b""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _path_as_sent() -> str:
+    """The routed (decoded) path encoded the canonical way: ``apisign.canonical_path`` of it is
+    what every spelling of that path signs as."""
+    return quote(request.path, safe="/-_.~")
+
+
+async def authenticate() -> Call:
+    """Check the request's signature, window and nonce; ``Refused`` says why not."""
     try:
-        # Bytes that are not UTF-8 JSON are a client's mistake, never a server error.
-        body: Any = json.loads((await request.get_data()).decode("utf-8"))
+        presented = apisign.presented(request.headers)
+        apisign.check_window(presented.timestamp, time.time())
+    except apisign.SignatureError as exc:
+        raise Refused(exc.code, exc.message) from None
+    body = await request.get_data()
+    assert isinstance(body, bytes)
+    query = request.query_string.decode("latin-1")
+    db = core().db
+    async with db.read() as session:
+        found = await partners.secret_of(session, core().keyring, presented.access_key)
+    if found is None:
+        raise Refused("unauthorized", "unknown or revoked access key")
+    partner, secret = found
+    if not apisign.matches(secret, presented, request.method, _path_as_sent(), query, body):
+        log.warning("api: bad signature for key %s", presented.access_key)
+        raise Refused("bad_signature", "the signature does not match the request")
+    async with db.transaction() as session:
+        now = utcnow()
+        fresh = await partners.remember_nonce(session, presented.access_key, presented.nonce, now)
+        if fresh:  # when the key was last used: what operators look at before revoking one
+            await session.execute(
+                update(PartnerKey).where(PartnerKey.access_key == presented.access_key).values(last_used_at=now)
+            )
+    if not fresh:
+        raise Refused("replayed_nonce", "this nonce was used already")
+    return Call(partner=partner, access_key=presented.access_key, body=body)
+
+
+def signed_call(fn: Callable[[Call], Awaitable[tuple[Response, int]]]) -> Handler:
+    async def run(**kwargs: Any) -> tuple[Response, int]:
+        try:
+            call = await authenticate()
+            call.extra.update(kwargs)
+            return await fn(call)
+        except Refused as exc:
+            return error(exc.code, exc.message, **exc.extra)
+        except QuanyiError as exc:
+            return _quanyi_error(exc)
+
+    run.__name__ = fn.__name__
+    run.__doc__ = fn.__doc__
+    return run
+
+
+def _json_body(call: Call) -> Any:
+    try:
+        return json.loads(call.body.decode("utf-8")) if call.body else None
     except (UnicodeDecodeError, ValueError):
-        body = None
+        raise Refused("invalid_input", "the body must be UTF-8 JSON") from None
+
+
+@blueprint.errorhandler(Exception)
+async def failed(exc: Exception) -> tuple[Response, int]:
+    if isinstance(exc, HTTPException):
+        code = {400: "invalid_input", 404: "not_found", 405: "method_not_allowed", 413: "too_large"}
+        name = code.get(exc.code or 500, "invalid_input")
+        return error(name, exc.description or name, exc.code)
+    log.error("api: request failed with %s", type(exc).__name__)
+    return error("internal_error", "the server failed; the request may be retried with the same order_no", 500)
+
+
+# --- endpoints -------------------------------------------------------------------------------
+
+
+@signed_call
+async def _products(call: Call) -> tuple[Response, int]:
+    """Products this partner can buy, at its prices, with what its allocation has left
+    (``available`` null: no cap)."""
+    async with core().db.read() as session:
+        items = await partner_orders.products(session, call.partner)
+    return jsonify({"products": items}), 200
+
+
+endpoint(
+    "GET",
+    "/products",
+    summary="List products with the partner's prices and allocation left",
+    responses={200: schemas.PRODUCTS},
+)(_products)
+
+
+@signed_call
+async def _create_order(call: Call) -> tuple[Response, int]:
+    """Place an order paid from the partner's balance. ``order_no`` (the partner's own number) is
+    the idempotency key: the same number with the same body returns the same order (200), with
+    another body it is a 409 ``conflict``. A card-key order is delivered in the answer; a
+    direct recharge answers ``paid`` and its result comes by webhook (or by querying)."""
+    req = partner_orders.parse_request(_json_body(call))
+    placed = await partner_orders.create(core(), call.partner.id, req)
+    async with core().db.transaction() as session:
+        shown = await partner_orders.view(core(), session, call.partner, placed.order_id)
+    log.info("api: partner %s order %s %s", call.partner.code, shown["number"], "placed" if placed.created else "again")
+    return jsonify(shown), 201 if placed.created else 200
+
+
+endpoint(
+    "POST",
+    "/orders",
+    summary="Create an order (idempotent by order_no)",
+    request_schema=schemas.ORDER_REQUEST,
+    responses={201: schemas.ORDER, 200: schemas.ORDER},
+    errors=(
+        "conflict",
+        "insufficient_balance",
+        "out_of_stock",
+        "allocation_exhausted",
+        "not_for_sale",
+        "not_found",
+        "risk_blocked",
+        "risk_hold",
+        "risk_challenge",
+        "forbidden",
+    ),
+)(_create_order)
+
+ORDER_NO = Param("order_no", "path", {"type": "string", "maxLength": 64}, "the partner's own order number")
+
+
+@signed_call
+async def _get_order(call: Call) -> tuple[Response, int]:
+    """An order by the partner's own number: its status, its codes or links once delivered,
+    its recharge state. Another partner's order is ``not_found``."""
+    order_no = str(call.extra["order_no"])
+    async with core().db.transaction() as session:
+        order_id = await partner_orders.find(session, call.partner.id, order_no)
+        shown = await partner_orders.view(core(), session, call.partner, order_id)
+    return jsonify(shown), 200
+
+
+endpoint(
+    "GET",
+    "/orders/<order_no>",
+    summary="Query an order",
+    params=(ORDER_NO,),
+    responses={200: schemas.ORDER},
+    errors=("not_found",),
+)(_get_order)
+
+
+@signed_call
+async def _balance(call: Call) -> tuple[Response, int]:
+    """The prepaid balance orders are paid from, in minor units."""
+    async with core().db.read() as session:
+        partner = await partners.get(session, call.partner.code)
+    return jsonify({"partner": partner.code, "currency": partner.currency, "balance": partner.balance}), 200
+
+
+endpoint("GET", "/balance", summary="The partner's balance", responses={200: schemas.BALANCE})(_balance)
+
+
+def _day(name: str, default: date) -> date:
+    text = request.args.get(name)
+    if text is None:
+        return default
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise Refused("invalid_input", f"{name}: a date YYYY-MM-DD", field=name) from None
+
+
+@signed_call
+async def _statement(call: Call) -> tuple[Response, int]:
+    """Balance movements (top-ups, orders, refunds) from ``from`` to ``to`` inclusive, days in
+    the operator's time zone, with the opening and closing balance."""
+    tz = ZoneInfo(core().settings.timezone)
+    today = datetime.now(tz).date()
+    start_day, end_day = _day("from", today - timedelta(days=6)), _day("to", today)
+    if end_day < start_day or (end_day - start_day).days >= MAX_STATEMENT_DAYS:
+        raise Refused("invalid_input", f"from..to: at most {MAX_STATEMENT_DAYS} days, from not after to")
+    start = datetime.combine(start_day, dtime(), tzinfo=tz)
+    end = datetime.combine(end_day + timedelta(days=1), dtime(), tzinfo=tz)
+    async with core().db.read() as session:
+        partner = await partners.get(session, call.partner.code)
+        stmt = await partner_orders.statement(session, partner, start=start, end=end)
+    return jsonify(
+        {
+            "currency": stmt.currency,
+            "from": start_day.isoformat(),
+            "to": end_day.isoformat(),
+            "opening_balance": stmt.opening,
+            "closing_balance": stmt.closing,
+            "lines": [
+                {
+                    "at": line.at.astimezone(UTC).isoformat(),
+                    "kind": line.kind,
+                    "amount": line.amount,
+                    "order_no": line.order_no,
+                    "ref": line.ref,
+                }
+                for line in stmt.lines
+            ],
+        }
+    ), 200
+
+
+endpoint(
+    "GET",
+    "/statement",
+    summary="Balance statement",
+    params=(
+        Param("from", "query", {"type": "string", "format": "date"}, "first day (default: 6 days ago)", False),
+        Param("to", "query", {"type": "string", "format": "date"}, "last day (default: today)", False),
+    ),
+    responses={200: schemas.STATEMENT},
+)(_statement)
+
+
+def _token(call: Call) -> str:
+    """The token from the body ``{"token": ...}``: the bare token or a whole ``/r/<token>`` link."""
+    body = _json_body(call)
     if not isinstance(body, dict) or not isinstance(body.get("token"), str):
-        raise InvalidInput('the body must be JSON {"token": "..."}')
+        raise Refused("invalid_input", 'the body must be JSON {"token": "..."}', field="token")
     token = body["token"].strip()
     if _LINK_MARK in token:
         token = token.rsplit(_LINK_MARK, 1)[1].split("?", 1)[0].split("#", 1)[0].strip("/")
     if not token:
-        raise InvalidInput("token is empty")
+        raise Refused("invalid_input", "token is empty", field="token")
     return token
 
 
@@ -77,44 +415,112 @@ def _answer(view: TokenView) -> dict[str, Any]:
     return answer
 
 
-@blueprint.errorhandler(Exception)
-async def failed(error: Exception) -> tuple[Response, int]:
-    if isinstance(error, HTTPException):
-        code = {400: "invalid_input", 404: "not_found", 405: "method_not_allowed", 413: "too_large"}
-        return _error(code.get(error.code or 500, "error"), error.code)
-    log.error("api: request failed with %s", type(error).__name__)
-    return _error("internal_error", 500)
-
-
-@blueprint.post("/redeem/verify")
-async def verify() -> tuple[Response, int]:
-    """What a link grants and whether it can be used now; takes no use."""
-    if await _partner() is None:
-        return _error("unauthorized")
-    try:
-        token = await _token()
-        async with core().db.read() as session:
-            view = await redeem.inspect(session, core().keyring, token)
-    except QuanyiError as exc:
-        return _error(exc.code if exc.code in _STATUS else "invalid_input")
+@signed_call
+async def _verify(call: Call) -> tuple[Response, int]:
+    """What a redemption link grants and whether it can be used now; takes no use."""
+    token = _token(call)
+    async with core().db.read() as session:
+        view = await redeem.inspect(session, core().keyring, token)
     if view.state != redeem.TokenState.VALID:
-        return _error(f"token_{view.state.value}")
+        return error(f"token_{view.state.value}", f"the link is {view.state.value}")
     return jsonify(_answer(view)), 200
 
 
-@blueprint.post("/redeem/consume")
-async def consume() -> tuple[Response, int]:
-    """Take one use of a link for the calling partner (recorded as ``partner:<code>`` via ``api``)."""
-    partner = await _partner()
-    if partner is None:
-        return _error("unauthorized")
-    try:
-        token = await _token()
-        async with core().db.transaction() as session:
-            view = await redeem.consume(session, core().keyring, token, by=f"partner:{partner.code}", channel="api")
-    except (NotFound, TokenUnusable, InvalidInput) as exc:
-        return _error(exc.code)
+TOKEN_ERRORS = ("not_found", "token_used_up", "token_expired", "token_void")
+endpoint(
+    "POST",
+    "/redeem/verify",
+    summary="Verify a redemption code or link",
+    request_schema=schemas.TOKEN_REQUEST,
+    responses={200: schemas.TOKEN},
+    errors=TOKEN_ERRORS,
+)(_verify)
+
+
+@signed_call
+async def _consume(call: Call) -> tuple[Response, int]:
+    """Take one use of a redemption link (核销), recorded as ``partner:<code>`` via ``api``."""
+    token = _token(call)
+    async with core().db.transaction() as session:
+        view = await redeem.consume(session, core().keyring, token, by=f"partner:{call.partner.code}", channel="api")
     log.info(
-        "api: partner %s took use %d of %d of link %d", partner.code, view.use_no or 0, view.max_uses, view.token_id
+        "api: partner %s took use %d of %d of link %d",
+        call.partner.code,
+        view.use_no or 0,
+        view.max_uses,
+        view.token_id,
     )
     return jsonify(_answer(view)), 200
+
+
+endpoint(
+    "POST",
+    "/redeem/consume",
+    summary="Consume one use of a redemption code (核销)",
+    request_schema=schemas.TOKEN_REQUEST,
+    responses={200: schemas.TOKEN},
+    errors=TOKEN_ERRORS,
+)(_consume)
+
+
+# --- the documentation (unsigned) ------------------------------------------------------------
+
+
+async def _openapi() -> tuple[Response, int]:
+    """This API's OpenAPI 3.1 document."""
+    from quanyi.webhooks import openapi  # it reads ENDPOINTS, so it imports this module
+
+    return jsonify(openapi.document(core().settings.public_url)), 200
+
+
+endpoint(
+    "GET",
+    "/openapi.json",
+    summary="The OpenAPI document of this API",
+    responses={200: {"type": "object", "required": ["openapi", "paths"]}},
+    errors=("too_many_requests",),
+    signed=False,
+)(_openapi)
+
+
+async def _docs() -> tuple[Response, int]:
+    """This API's documentation as one HTML page: endpoints, bodies, error codes and signing."""
+    from quart import render_template
+
+    from quanyi.webhooks import openapi
+
+    page = await render_template("api_docs.html", **openapi.page(core().settings.public_url))
+    return Response(page, content_type="text/html; charset=utf-8"), 200
+
+
+endpoint(
+    "GET",
+    "/docs",
+    summary="The documentation of this API (HTML)",
+    responses={200: {"type": "string"}},
+    errors=("too_many_requests",),
+    signed=False,
+    content_type="text/html",
+)(_docs)
+
+
+# --- paths no endpoint has -------------------------------------------------------------------
+
+_ANY_METHOD = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+
+
+def _same_shape(path: str, rest: str) -> bool:
+    want, got = path.strip("/").split("/"), rest.split("/")
+    return len(want) == len(got) and all((w.startswith("{") and g) or w == g for w, g in zip(want, got, strict=True))
+
+
+async def _no_endpoint(rest: str = "") -> tuple[Response, int]:
+    # Without this an unrouted /api/v1 path (an order_no with an encoded "/", a typo) or a wrong
+    # method would get the app's plain-text 404/405: the API answers JSON to everything.
+    if any(_same_shape(e.path, rest) and e.method != request.method for e in ENDPOINTS):
+        return error("method_not_allowed", f"{request.method} is not allowed here")
+    return error("not_found", "no such endpoint")
+
+
+blueprint.add_url_rule("/", "no_endpoint", _no_endpoint, methods=_ANY_METHOD)
+blueprint.add_url_rule("/<path:rest>", "no_endpoint_path", _no_endpoint, methods=_ANY_METHOD)

@@ -9,7 +9,7 @@ from typing import Any
 
 from quart import Quart, Response, jsonify, request
 
-from quanyi.core.ratelimit import SlidingWindow
+from quanyi.core.ratelimit import make_limiter
 from quanyi.core.services import Core
 from quanyi.webhooks import api, pay, recharge, redeem, site
 
@@ -81,7 +81,7 @@ def _add_telegram_webhook(app: Quart, core: Core, feed: TelegramFeed) -> None:
 
 
 def _limit_edges(app: Quart, core: Core) -> None:
-    limiter = SlidingWindow(core.settings.callback_requests_per_minute)
+    limiter = make_limiter(core.settings.redis_url, "http", core.settings.callback_requests_per_minute)
 
     @app.before_request
     async def limit() -> tuple[Response | str, int, dict[str, str]] | None:
@@ -92,10 +92,12 @@ def _limit_edges(app: Quart, core: Core) -> None:
         if not path.startswith(LIMITED_PREFIXES):
             return None
         client = redeem.client_address()
-        if limiter.allow(client):
+        wait = await limiter.hit(client)
+        if not wait:
             return None
         log.warning("rate limit reached for %s on %r", client, path.split("/")[2][:20])
-        headers = {"Retry-After": str(limiter.retry_after(client))}
+        headers = {"Retry-After": str(wait)}
         if path.startswith(JSON_PREFIXES):
-            return jsonify({"error": "too_many_requests"}), 429, headers
+            message = f"more than {core.settings.callback_requests_per_minute} requests a minute; retry in {wait} s"
+            return jsonify({"error": "too_many_requests", "message": message}), 429, headers
         return "too many requests", 429, {**headers, "Content-Type": "text/plain; charset=utf-8"}

@@ -16,7 +16,7 @@ from werkzeug.exceptions import HTTPException
 
 from quanyi.core import redeem
 from quanyi.core.errors import NotFound, TokenUnusable
-from quanyi.core.ratelimit import SlidingWindow
+from quanyi.core.ratelimit import Limiter, make_limiter
 from quanyi.core.redeem import TokenState, TokenView
 from quanyi.i18n import raw_t
 from quanyi.webhooks.site import core, page_language
@@ -36,10 +36,11 @@ SECURITY_HEADERS = {
 }
 
 
-def _limiter() -> SlidingWindow:
+def _limiter() -> Limiter:
     limiter = current_app.extensions.get(_LIMITER)
     if limiter is None:
-        limiter = SlidingWindow(core().settings.redeem_lookups_per_minute)
+        settings = core().settings
+        limiter = make_limiter(settings.redis_url, "redeem", settings.redeem_lookups_per_minute)
         current_app.extensions[_LIMITER] = limiter
     return limiter
 
@@ -111,11 +112,12 @@ def client_address() -> str:
 @blueprint.before_request
 async def rate_limit() -> tuple[str, int, dict[str, str]] | None:
     client = client_address()
-    if _limiter().allow(client):
+    wait = await _limiter().hit(client)
+    if not wait:
         return None
     log.warning("redeem: rate limit reached for %s", client)
     page, status = await _message(429, "too_many")
-    return page, status, {"Retry-After": str(_limiter().retry_after(client))}
+    return page, status, {"Retry-After": str(wait)}
 
 
 @blueprint.after_request

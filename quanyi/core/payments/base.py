@@ -126,6 +126,8 @@ class PaymentMethod(abc.ABC):
     supports_refund: bool = False
     # True when ``query`` can ask the provider about an order (a lost callback is made good).
     supports_query: bool = False
+    # True for a method buyers never pick (the partner API's balance).
+    hidden: bool = False
 
     def options(self) -> list[str]:
         """Sub-choices shown to the buyer (EPay's alipay / wxpay); default one option."""
@@ -169,15 +171,19 @@ class PaymentHub:
         except KeyError:
             raise PaymentMethodUnavailable(f"payment method {name!r} is not enabled") from None
 
+    def add(self, method: PaymentMethod) -> None:
+        self._methods[method.name] = method
+
     def names(self) -> list[str]:
-        return list(self._methods)
+        """The providers' methods (not the partner balance)."""
+        return [name for name, m in self._methods.items() if not m.hidden]
 
     def methods(self) -> list[PaymentMethod]:
         return list(self._methods.values())
 
     def choices(self) -> list[tuple[str, str]]:
-        """(method, option) pairs in display order."""
-        return [(m.name, option) for m in self._methods.values() for option in m.options()]
+        """(method, option) pairs buyers choose from, in display order."""
+        return [(m.name, option) for m in self._methods.values() if not m.hidden for option in m.options()]
 
 
 PLACEHOLDERS = {"", "changeme", "change-me", "secret", "key", "xxx", "your-key", "test", "placeholder"}

@@ -1,0 +1,203 @@
+"""Partners of the signed API in the operator chat: list them, add one, rotate and revoke keys,
+top up the prepaid balance, set the webhook.
+
+A new secret goes out in a message of its own with a button that deletes it: the operator
+copies it to the partner's system and removes it from the chat history. Only QUANYI_ADMIN_IDS
+reach this router; anyone else's /partners falls through to the shop, which changes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from aiogram import Router
+from aiogram.exceptions import TelegramBadRequest
+from aiogram.filters import Command, CommandObject
+from aiogram.filters.callback_data import CallbackData
+from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message
+from sqlalchemy import func, select
+
+from quanyi.bot.admin_filter import IsAdmin
+from quanyi.bot.render import MESSAGE_LIMIT, money
+from quanyi.core import partners
+from quanyi.core.errors import InvalidInput, QuanyiError
+from quanyi.core.models import PartnerKey
+from quanyi.core.money import parse_minor
+from quanyi.core.services import Core
+from quanyi.i18n import raw_t, t
+
+log = logging.getLogger(__name__)
+
+
+class SecretShownCb(CallbackData, prefix="psk"):
+    """Pressed under a message holding a new secret: delete that message."""
+
+
+def build_partners_router() -> Router:
+    router = Router(name="partners_ops")
+    router.message.filter(IsAdmin())
+    router.callback_query.filter(IsAdmin())
+
+    @router.message(Command("partners"))
+    async def listing(message: Message, core: Core, lang: str) -> None:
+        await message.answer(await partners_view(core, lang))
+
+    @router.message(Command("partner_new"))
+    async def new(message: Message, command: CommandObject, core: Core, lang: str) -> None:
+        words = (command.args or "").split(maxsplit=1)
+        if len(words) < 2:
+            await message.answer(t(lang, "partners.new_usage"))
+            return
+        code, name = words
+        try:
+            async with core.db.transaction() as session:
+                added = await partners.add_partner(session, core.keyring, code, name, currency=core.settings.currency)
+        except QuanyiError as exc:
+            await _refuse(message, lang, exc, "partners.new_usage")
+            return
+        p = added.partner
+        await message.answer(t(lang, "partners.created", code=p.code, name=p.name, currency=p.currency))
+        await _send_secret(message, lang, p.code, added.key)
+
+    @router.message(Command("partner_key"))
+    async def new_key(message: Message, command: CommandObject, core: Core, lang: str) -> None:
+        words = (command.args or "").split()
+        if len(words) != 1:
+            await message.answer(t(lang, "partners.key_usage"))
+            return
+        try:
+            async with core.db.transaction() as session:
+                partner = await partners.get(session, words[0], lock=True)
+                key = await partners.add_key(session, core.keyring, partner)
+        except QuanyiError as exc:
+            await _refuse(message, lang, exc, "partners.key_usage")
+            return
+        await _send_secret(message, lang, partner.code, key)
+
+    @router.message(Command("partner_revoke"))
+    async def revoke(message: Message, command: CommandObject, core: Core, lang: str) -> None:
+        words = (command.args or "").split()
+        if len(words) != 2:
+            await message.answer(t(lang, "partners.revoke_usage"))
+            return
+        code, access_key = words
+        try:
+            async with core.db.transaction() as session:
+                key = await partners.revoke_key(session, code, access_key)
+                left = sum(1 for k in await partners.keys_of(session, key.partner_id) if k.active)
+        except QuanyiError as exc:
+            await _refuse(message, lang, exc, "partners.revoke_usage")
+            return
+        await message.answer(t(lang, "partners.revoked", code=code, access_key=key.access_key, left=left))
+
+    @router.message(Command("partner_topup"))
+    async def topup(message: Message, command: CommandObject, core: Core, lang: str) -> None:
+        words = (command.args or "").split()
+        if len(words) != 2:
+            await message.answer(t(lang, "partners.topup_usage"))
+            return
+        code, text = words
+        try:
+            async with core.db.transaction() as session:
+                partner = await partners.get(session, code)
+                amount = signed_minor(text, partner.currency)
+                after = await partners.top_up(session, code, amount, note="chat")
+        except QuanyiError as exc:
+            await _refuse(message, lang, exc, "partners.topup_usage")
+            return
+        key = "partners.topped_up" if amount > 0 else "partners.taken_back"
+        await message.answer(
+            t(
+                lang,
+                key,
+                code=partner.code,
+                amount=money(abs(amount), partner.currency),
+                balance=money(after, partner.currency),
+            )
+        )
+
+    @router.message(Command("partner_webhook"))
+    async def webhook(message: Message, command: CommandObject, core: Core, lang: str) -> None:
+        words = (command.args or "").split()
+        if len(words) != 2:
+            await message.answer(t(lang, "partners.webhook_usage"))
+            return
+        code, url = words
+        try:
+            async with core.db.transaction() as session:
+                partner = await partners.set_webhook(session, code, None if url.lower() == "off" else url)
+        except QuanyiError as exc:
+            await _refuse(message, lang, exc, "partners.webhook_usage")
+            return
+        if partner.webhook_url:
+            await message.answer(t(lang, "partners.webhook_set", code=partner.code, url=partner.webhook_url))
+        else:
+            await message.answer(t(lang, "partners.webhook_off", code=partner.code))
+
+    @router.callback_query(SecretShownCb.filter())
+    async def delete_secret(query: CallbackQuery, lang: str) -> None:
+        if not isinstance(query.message, Message):
+            await query.answer(raw_t(lang, "partners.delete_failed"), show_alert=True)
+            return
+        try:
+            await query.message.delete()
+        except TelegramBadRequest:  # older than 48 hours, or gone already
+            log.info("could not delete a partner secret message")
+            await query.answer(raw_t(lang, "partners.delete_failed"), show_alert=True)
+            return
+        await query.answer(raw_t(lang, "partners.deleted"))
+
+    return router
+
+
+def signed_minor(text: str, currency: str) -> int:
+    """``100.00`` adds, ``-20.00`` takes back (a correction); zero is refused."""
+    negative = text.startswith("-")
+    minor = parse_minor(text[1:] if negative else text, currency)
+    if minor == 0:
+        raise InvalidInput("the amount must not be zero")
+    return -minor if negative else minor
+
+
+async def partners_view(core: Core, lang: str) -> str:
+    async with core.db.read() as session:
+        rows = await partners.list_partners(session)
+        counted = await session.execute(
+            select(PartnerKey.partner_id, func.count())
+            .where(PartnerKey.active.is_(True))
+            .group_by(PartnerKey.partner_id)
+        )
+        keys = {partner_id: int(n) for partner_id, n in counted.all()}
+    if not rows:
+        return t(lang, "partners.empty")
+    lines, footer = [t(lang, "partners.title")], t(lang, "partners.commands")
+    size = len(lines[0]) + len(footer) + 4
+    for p in rows:
+        line = t(
+            lang,
+            "partners.row",
+            code=p.code,
+            name=p.name,
+            balance=money(p.balance, p.currency),
+            keys=keys.get(p.id, 0),
+            webhook=raw_t(lang, "partners.on" if p.webhook_url else "partners.off"),
+        )
+        line = line if p.active else line + raw_t(lang, "partners.disabled")
+        size += len(line) + 1
+        if size > MESSAGE_LIMIT:  # whole lines only: a cut inside a tag is refused by Telegram
+            lines.append("…")
+            break
+        lines.append(line)
+    return "\n".join([*lines, footer])
+
+
+async def _send_secret(message: Message, lang: str, code: str, key: partners.NewKey) -> None:
+    button = InlineKeyboardButton(text=raw_t(lang, "partners.delete_button"), callback_data=SecretShownCb().pack())
+    await message.answer(
+        t(lang, "partners.secret", code=code, access_key=key.access_key, secret=key.secret),
+        reply_markup=InlineKeyboardMarkup(inline_keyboard=[[button]]),
+    )
+
+
+async def _refuse(message: Message, lang: str, exc: QuanyiError, usage: str) -> None:
+    await message.answer(t(lang, "partners.refused", problem=exc.message) + "\n" + t(lang, usage))
