@@ -29,7 +29,7 @@ def cmd_rules(args: argparse.Namespace) -> int:
         async with core.db.read() as session:
             rules = await risk.list_rules(session)
         _table(
-            ["name", "metric", "window", "threshold", "action", "channels", "skus", "on"],
+            ["name", "metric", "window", "threshold", "action", "channels", "skus", "languages", "on"],
             [
                 [
                     r.name,
@@ -39,6 +39,7 @@ def cmd_rules(args: argparse.Namespace) -> int:
                     r.action,
                     r.channels or "all",
                     r.skus or "all",
+                    r.languages or "all",
                     "on" if r.active else "off",
                 ]
                 for r in rules
@@ -63,6 +64,7 @@ def cmd_rule_add(args: argparse.Namespace) -> int:
                 window_seconds=args.window,
                 channels=args.channels or (),
                 skus=args.skus or (),
+                languages=args.languages or (),
             )
         window = _window(rule.window_seconds)
         print(f"added rule {rule.name}: {rule.metric} over {window} > {rule.threshold} -> {rule.action}")
@@ -216,6 +218,9 @@ def add_risk_parser(sub: Any) -> None:
     add.add_argument("--window", type=int, help="seconds, for the *_per_* counters (default: all time)")
     add.add_argument("--channels", nargs="+", help="only orders on these channels (default: all)")
     add.add_argument("--skus", nargs="+", help="only orders of these products (default: all)")
+    add.add_argument(
+        "--languages", nargs="+", help="only buyers whose Telegram language is one of these, e.g. en ru (default: all)"
+    )
     add.set_defaults(fn=cmd_rule_add)
     change = rule.add_parser("set", help="change a rule")
     change.add_argument("name")

@@ -29,11 +29,12 @@ async def order(
     quantity: int = 1,
     ip: str | None = None,
     device: str | None = None,
+    language: str = "en",
 ) -> PlacedOrder:
     return await checkout(
         core.db,
         core.payments,
-        buyer=Buyer(user_id=user_id, chat_id=user_id, language="en"),
+        buyer=Buyer(user_id=user_id, chat_id=user_id, language=language),
         sku=sku,
         quantity=quantity,
         method="sandbox",
@@ -216,6 +217,22 @@ async def test_the_strictest_action_wins_and_rules_scope_by_channel_and_sku(core
     with pytest.raises(ChallengeRequired):
         await order(core, sku="MUS", quantity=3)
     await order(core, sku="MUS")
+
+
+async def test_a_rule_can_apply_to_buyers_of_some_languages_only(core, tmp_path):
+    await product_with_stock(core, tmp_path, units=5)
+    await add_rule(core, name="ru-hold", metric="amount", threshold=0, action="hold", languages=["RU", "uk"])
+    with pytest.raises(HeldForReview):
+        await order(core, user_id=2001, language="ru")
+    with pytest.raises(HeldForReview):
+        await order(core, user_id=2002, language="uk-UA")  # a regional variant is its language
+    await order(core, user_id=2003, language="zh-hans")
+    await order(core, user_id=2004, language="en")
+    async with core.db.read() as session:
+        (rule,) = [r for r in await risk.list_rules(session) if r.name == "ru-hold"]
+    assert rule.languages == "ru,uk"
+    with pytest.raises(InvalidInput):
+        await add_rule(core, name="bad", metric="amount", threshold=0, action="hold", languages=["english!"])
 
 
 async def test_the_blocklist_refuses_users_ips_and_devices(core, tmp_path):
@@ -409,7 +426,7 @@ async def test_rules_edited_by_the_cli_take_effect(cmd, tmp_path):
     finally:
         await core.close()
     rules = cmd.ok("risk", "rules")
-    assert re.search(r"unpaid-orders\s+unpaid_per_user\s+-\s+3\s+block\s+all\s+all\s+on", rules), rules
+    assert re.search(r"unpaid-orders\s+unpaid_per_user\s+-\s+3\s+block\s+all\s+all\s+all\s+on", rules), rules
     assert "burst-per-minute  orders_per_user  60s" in rules
 
     out = cmd.ok("risk", "rule", "set", "unpaid-orders", "--threshold", "1")
@@ -417,6 +434,11 @@ async def test_rules_edited_by_the_cli_take_effect(cmd, tmp_path):
     cmd.ok(
         "risk", "rule", "add", "pairs", "--metric", "quantity", "--threshold", "1", "--action", "hold", "--skus", "VIP"
     )
+    cmd.ok("risk", "rule", "add", "ru-big", "--metric", "quantity", "--threshold", "9", "--action", "hold",
+           "--languages", "ru", "uk")  # fmt: skip
+    assert re.search(r"ru-big\s+quantity\s+-\s+9\s+hold\s+all\s+all\s+ru,uk\s+on", cmd.ok("risk", "rules"))
+    assert "language" in cmd.fails("risk", "rule", "add", "x", "--metric", "quantity", "--threshold", "1",
+                                   "--action", "hold", "--languages", "r")  # fmt: skip
     cmd.ok("risk", "block", "ip", "198.51.100.9", "--reason", "card testing")
     assert "198.51.100.9  card testing" in cmd.ok("risk", "blocks")
     for args, reason in (

@@ -255,7 +255,7 @@ async def rules_view(core: Core, lang: str) -> tuple[str, InlineKeyboardMarkup]:
     for rule in rules:
         state = raw_t(lang, "risk.rule_on" if rule.active else "risk.rule_off")
         window = t(lang, "risk.rule_window", window=_window(rule.window_seconds)) if rule.window_seconds else ""
-        scope = ",".join(filter(None, [rule.channels, rule.skus]))
+        scope = ",".join(filter(None, [rule.channels, rule.skus, rule.languages]))
         rows.append(
             raw_t(
                 lang,

@@ -943,6 +943,8 @@ class RiskRule(Base):
     action: Mapped[str] = mapped_column(String(16))
     channels: Mapped[str] = mapped_column(Text, default="")  # scope, comma-separated; empty = all
     skus: Mapped[str] = mapped_column(Text, default="")
+    # The buyer's language (as its Telegram client reports it); empty = any.
+    languages: Mapped[str | None] = mapped_column(String(64), nullable=True)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 

@@ -182,7 +182,7 @@ async def place_order(
             currency=currency,
             client_ip=client_ip,
             device_id=device_id,
-            language=language,
+            language=buyer.language if buyer is not None else None,  # a partner's customer: unknown
         ),
         secret=risk_secret or risk.PROCESS_SECRET,
     )

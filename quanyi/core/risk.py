@@ -98,9 +98,19 @@ def _split(scope: str) -> set[str]:
     return {part.strip() for part in scope.split(",") if part.strip()}
 
 
+def _language(code: str | None) -> str:
+    """``zh-hans`` → ``zh``: a rule names languages, not regional variants."""
+    return (code or "").split("-", 1)[0].split("_", 1)[0].strip().lower()
+
+
 def _in_scope(rule: RiskRule, s: Screening) -> bool:
     channels, skus = _split(rule.channels or ""), _split(rule.skus or "")
-    return (not channels or s.channel in channels) and (not skus or s.sku in skus)
+    languages = {_language(code) for code in _split(rule.languages or "")}
+    return (
+        (not channels or s.channel in channels)
+        and (not skus or s.sku in skus)
+        and (not languages or _language(s.language) in languages)
+    )
 
 
 async def _blocked(session: AsyncSession, s: Screening) -> BlockEntry | None:
@@ -437,6 +447,16 @@ def _scope(values: Iterable[str]) -> str:
     return ",".join(parts)
 
 
+def _languages(values: Iterable[str]) -> str:
+    codes = sorted({_language(v) for value in values for v in value.split(",") if v.strip()})
+    if any(not (2 <= len(c) <= 3 and c.isascii() and c.isalpha()) for c in codes):
+        raise InvalidInput("a language is a 2- or 3-letter code such as zh, en, ru")
+    text = ",".join(codes)
+    if len(text) > 64:
+        raise InvalidInput("at most 64 characters of languages")
+    return text
+
+
 async def add_rule(
     session: AsyncSession,
     *,
@@ -447,7 +467,10 @@ async def add_rule(
     window_seconds: int | None = None,
     channels: Iterable[str] = (),
     skus: Iterable[str] = (),
+    languages: Iterable[str] = (),
 ) -> RiskRule:
+    """A rule over orders on ``channels`` of ``skus`` by buyers whose Telegram language is one of
+    ``languages`` (each empty: all)."""
     name = name.strip()
     if not name or len(name) > 100 or not name.isprintable():
         raise InvalidInput("a rule's name is 1 to 100 printable characters")
@@ -462,6 +485,7 @@ async def add_rule(
         window_seconds=window_seconds,
         channels=_scope(channels),
         skus=_scope(skus),
+        languages=_languages(languages) or None,
         active=True,
         created_at=utcnow(),
     )
