@@ -139,14 +139,14 @@ def main() -> None:
         if "sqlite" in backends:
             ceiling = raw_sqlite_ceiling(tmp / "raw.db", n * 5)
             ours = asyncio.run(quanyi_throughput(f"sqlite+aiosqlite:///{tmp / 'quanyi.db'}", tmp, n, clients, profile))
-            print(f"{'sqlite':<11} {ceiling:>14,.0f} {ours:>10,.0f} {ours / ceiling:>7.1%}")
+            print(f"{'sqlite':<11} {ceiling:>14,.0f} {ours:>10,.0f} {ours / ceiling:>7.2%}")
         if "postgresql" in backends:
             single, concurrent = asyncio.run(raw_pg_ceiling(n, clients))
             ours = asyncio.run(with_pg_database(lambda url: quanyi_throughput(url, tmp, n, clients, None)))
-            print(f"{'postgresql':<11} {single:>14,.0f} {ours:>10,.0f} {ours / single:>7.1%}   (1 connection)")
-            print(f"{'':<11} {concurrent:>14,.0f} {ours:>10,.0f} {ours / concurrent:>7.1%}   ({clients} connections)")
+            print(f"{'postgresql':<11} {single:>14,.0f} {ours:>10,.0f} {ours / single:>7.2%}   (1 connection)")
+            print(f"{'':<11} {concurrent:>14,.0f} {ours:>10,.0f} {ours / concurrent:>7.2%}   ({clients} connections)")
     if profile is not None and "sqlite" in backends:
-        print("\nSQLite run, top 15 by cumulative time:")
+        print("\nSQLite run, top 15 by cumulative time (coroutines: time includes awaits, ncalls counts resumes):")
         pstats.Stats(profile, stream=sys.stdout).sort_stats("cumulative").print_stats(15)
 
 
