@@ -70,9 +70,11 @@ async def test_a_bundle_with_a_recharge_delivers_its_key_once_the_recharge_succe
 async def test_a_bundles_failed_recharge_is_refunded_alone_and_its_key_still_delivered(rig, tmp_path):
     r = await rig(fail_rate=1.0)
     number = await _bundle_order(r, tmp_path)
-    await r.worker().run_once()
+    placed = await r.worker().run_once()
     await r.settle()
-    assert await r.worker().run_once() == 1  # resolves the failure: refund of the recharge line
+    # Placed, then the failure resolved (refund of the recharge line) — in the first pass when
+    # the supplier's failure arrived before that pass ended, else in the second.
+    assert placed + await r.worker().run_once() == 2
 
     order = await r.order(number)
     assert order.status == "delivered"  # the key was paid for and is the buyer's

@@ -5,13 +5,10 @@ checks against the database are done in-process on that data dir."""
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import os
 import re
-import subprocess
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -19,33 +16,17 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from quanyi import cli as quanyi_cli
 from quanyi.core import bundles
 from quanyi.core.catalog import add_product, get_product
 from quanyi.core.models import Coupon, CouponCode, Product, Promotion
 from quanyi.core.money import Money
 from quanyi.core.services import Core
 from tests.helpers import product_with_stock
-from tests.test_cli import Cli, cli  # noqa: F401  (fixture)
+from tests.test_cli import Cli, LocalCli, cli  # noqa: F401  (fixture)
 from tests.test_cli_channels import _open
 
-
-class InProcessCli(Cli):
-    """``Cli`` with ``run`` calling ``quanyi.cli.main`` here (in a thread: it runs its own event loop)."""
-
-    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
-        out, err = io.StringIO(), io.StringIO()
-
-        def call() -> int:
-            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-                try:
-                    return quanyi_cli.main(list(args))
-                except SystemExit as exc:  # argparse usage errors
-                    return int(exc.code or 0)
-
-        with ThreadPoolExecutor(1) as pool:
-            code = pool.submit(call).result()
-        return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())
+# The in-process runner (``quanyi.cli.main`` in a thread, this runner's environment and cwd).
+InProcessCli = LocalCli
 
 
 @pytest.fixture

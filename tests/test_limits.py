@@ -44,10 +44,7 @@ async def _burst(shop, user_id: int, count: int, *, expect: int) -> list[str]:
         await user.send("/help")
     # Every reply the chat will get: at least ``expect`` (however slow the machine), then
     # nothing new for a moment (so a reply too many would be seen).
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 20
-    while len(shop.messages_to(user_id)) < expect and loop.time() < deadline:
-        await asyncio.sleep(0.05)
+    await shop.wait_until(lambda: len(shop.messages_to(user_id)) >= expect, timeout=20)
     seen = -1
     while len(shop.messages_to(user_id)) != seen:
         seen = len(shop.messages_to(user_id))
