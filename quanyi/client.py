@@ -156,16 +156,27 @@ class QuanyiClient:
     def create_order(
         self,
         order_no: str,
-        sku: str,
+        sku: str | None = None,
         quantity: int = 1,
         account: str | None = None,
         client_ip: str | None = None,
         device_id: str | None = None,
+        *,
+        items: list[dict[str, Any]] | None = None,
     ) -> dict[str, Any]:
-        """Buy ``quantity`` of ``sku``, paid from the balance. Safe to repeat with the same
-        ``order_no`` and arguments (the same order comes back); other arguments: 409 conflict."""
-        body: dict[str, Any] = {"order_no": order_no, "sku": sku, "quantity": quantity}
-        for name, value in (("account", account), ("client_ip", client_ip), ("device_id", device_id)):
+        """Buy ``quantity`` of ``sku`` — or several products, ``items=[{"sku": ..., "quantity": ...,
+        "account": ...}, ...]`` — paid from the balance. Safe to repeat with the same ``order_no``
+        and arguments (the same order comes back); other arguments: 409 conflict."""
+        if (sku is None) == (items is None):
+            raise ValueError("give sku or items")
+        body: dict[str, Any] = {"order_no": order_no}
+        if items is not None:
+            body["items"] = items
+        else:
+            body.update(sku=sku, quantity=quantity)
+            if account is not None:
+                body["account"] = account
+        for name, value in (("client_ip", client_ip), ("device_id", device_id)):
             if value is not None:
                 body[name] = value
         return self._call("POST", "/api/v1/orders", body=body, retry=True)

@@ -190,6 +190,9 @@ async def test_the_client_buys_queries_and_is_refused_against_a_live_server(core
         with pytest.raises(qc.ApiError) as forged:
             qc.QuanyiClient(live, creds.access_key, "sk_" + "x" * 43).balance()
         seen["forged"] = forged.value
+        seen["items"] = client.create_order("PO-2", items=[{"sku": "VIP", "quantity": 2}])
+        with pytest.raises(ValueError):
+            client.create_order("PO-3")  # neither sku nor items
         return seen
 
     seen = await asyncio.to_thread(run)
@@ -210,12 +213,18 @@ async def test_the_client_buys_queries_and_is_refused_against_a_live_server(core
     assert ("partner_order", -3000, "PO-1") in lines
     assert seen["statement"]["closing_balance"] == 7000
     assert (seen["forged"].status, seen["forged"].code) == (401, "bad_signature")
+    items = seen["items"]
+    assert (items["status"], items["amount"], [len(line["codes"]) for line in items["lines"]]) == (
+        "delivered",
+        3000,
+        [2],
+    )
 
     # The command line, with the secret from the environment.
     monkeypatch.setenv("QUANYI_API_SECRET", creds.secret)
     argv = ["--base", live, "--key", creds.access_key]
     assert await asyncio.to_thread(qc.main, [*argv, "balance"]) == 0
-    assert '"balance": 7000' in capsys.readouterr().out
+    assert '"balance": 4000' in capsys.readouterr().out
     assert await asyncio.to_thread(qc.main, [*argv, "order", "PO-404"]) == 1
     assert "not_found (HTTP 404)" in capsys.readouterr().err
 

@@ -41,10 +41,13 @@ json_values = st.recursive(
     max_leaves=8,
 )
 order_nos = st.from_regex(r"\Afz-[0-9]{1,2}\Z")  # a few numbers, so some come back (idempotency)
+plausible_items = st.fixed_dictionaries(
+    {"sku": st.sampled_from(["VIP", "SPA", "NOPE"])}, optional={"quantity": st.integers(0, 4)}
+)
 plausible_orders = st.fixed_dictionaries(
     {"order_no": order_nos, "sku": st.sampled_from(["VIP", "SPA", "NOPE"])},
     optional={"quantity": st.integers(0, 4), "client_ip": st.sampled_from(["203.0.113.9", "x" * 70])},
-)
+) | st.fixed_dictionaries({"order_no": order_nos, "items": st.lists(plausible_items, min_size=0, max_size=3)})
 
 
 @pytest.fixture
@@ -67,6 +70,8 @@ async def world(core, tmp_path) -> dict[str, Any]:
 def _from_schema(schema: dict[str, Any]) -> st.SearchStrategy[Any]:
     """``from_schema``, but objects built here: hypothesis-jsonschema 0.23's object strategy uses a
     Hypothesis internal (``many.more``) that Hypothesis 6.170 no longer has."""
+    if schema.get("type") == "array" and schema.get("items", {}).get("type") == "object":
+        return st.lists(_from_schema(schema["items"]), max_size=3)
     if schema.get("type") != "object":
         return from_schema(schema)
     props = schema.get("properties", {})

@@ -352,3 +352,61 @@ async def test_an_order_whose_fulfilment_never_ran_is_made_good_by_the_payment_q
     assert order["status"] == "delivered" and len(order["lines"][0]["codes"]) == 1
     assert await balance_of(core) == 10000 - 1200
     await ledger_ok(core)
+
+
+async def test_several_products_in_one_order_are_priced_together_and_reserved_all_or_nothing(core, client, tmp_path):
+    from quanyi.core import promotions
+
+    creds = await seeded(core, tmp_path, quota=5)
+    await product_with_stock(core, tmp_path, sku="MUSIC", units=3)
+    async with core.db.transaction() as session:
+        await channels.allocate(session, "MUSIC", "acme", 2)
+        # ¥5.00 off from ¥30.00: VIP 2 × 12.00 alone is short of it, with MUSIC 15.00 it is not.
+        await promotions.add_promotion(
+            session, name="30-5", kind="spend_off", threshold=3000, value=500, currency="CNY"
+        )
+    body = {"order_no": "M-1", "items": [{"sku": "VIP", "quantity": 2}, {"sku": "MUSIC"}]}
+    status, order = await call(client, creds, "POST", ORDERS, body)
+    assert status == 201, order
+    assert (order["status"], order["list_amount"], order["discount_amount"], order["amount"]) == (
+        "delivered",
+        3900,
+        500,
+        3400,
+    )
+    assert [(line["sku"], line["quantity"], len(line["codes"])) for line in order["lines"]] == [
+        ("VIP", 2, 2),
+        ("MUSIC", 1, 1),
+    ]
+    assert sum(line["amount"] for line in order["lines"]) == 3400
+    assert await balance_of(core) == 10000 - 3400
+    assert (await call(client, creds, "POST", ORDERS, body))[1]["number"] == order["number"]
+    changed = {"order_no": "M-1", "items": [{"sku": "VIP", "quantity": 2}, {"sku": "MUSIC", "quantity": 2}]}
+    assert (await call(client, creds, "POST", ORDERS, changed))[0] == 409
+
+    # MUSIC's quota has one unit left: asking for two refuses the whole order, VIP included.
+    sold_before = await count(core, StockItem, StockItem.status != StockStatus.AVAILABLE)
+    short = {"order_no": "M-2", "items": [{"sku": "VIP"}, {"sku": "MUSIC", "quantity": 2}]}
+    status, answer = await call(client, creds, "POST", ORDERS, short)
+    assert (status, answer["error"]) == (409, "allocation_exhausted")
+    assert await count(core, StockItem, StockItem.status != StockStatus.AVAILABLE) == sold_before
+    assert await balance_of(core) == 10000 - 3400 and await count(core, Order) == 1
+    await ledger_ok(core)
+
+
+async def test_bad_item_lists_are_refused_naming_the_field(core, client, tmp_path):
+    creds = await seeded(core, tmp_path)
+    cases = {
+        '{"order_no": "I", "items": []}': "items",
+        '{"order_no": "I", "items": {"sku": "VIP"}}': "items",
+        '{"order_no": "I", "items": [{"sku": "VIP"}, {"sku": "VIP"}]}': "items",
+        '{"order_no": "I", "sku": "VIP", "items": [{"sku": "VIP"}]}': "items",
+        '{"order_no": "I", "items": [{"sku": "VIP"}, {"sku": "VIP2", "quantity": 0}]}': "items[1].quantity",
+        '{"order_no": "I", "items": [{"sku": "VIP", "price": 1}]}': "items[0].price",
+        '{"order_no": "I", "items": ["VIP"]}': "items[0].",
+        '{"order_no": "I", "items": [' + ",".join(f'{{"sku": "S{n}"}}' for n in range(21)) + "]}": "items",
+    }
+    for body, field in cases.items():
+        status, answer = await call(client, creds, "POST", ORDERS, data=body.encode())
+        assert (status, answer["error"], answer.get("field")) == (400, "invalid_input", field), body
+    assert await count(core, Order) == 0

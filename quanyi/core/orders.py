@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -44,7 +45,7 @@ from quanyi.core.models import (
 from quanyi.core.money import convert_up
 from quanyi.core.payments.base import OrderForPayment, PaymentHub, PaymentStart
 from quanyi.core.pricing import spread as bundles_spread
-from quanyi.core.quote import quote_order
+from quanyi.core.quote import quote_items
 from quanyi.core.stock import Code, order_codes, release_reserved, take_items
 
 _NUMBER_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
@@ -96,6 +97,28 @@ async def remember_user(session: AsyncSession, buyer: Buyer) -> None:
     )
 
 
+@dataclass(frozen=True)
+class Item:
+    """One product of an order: its SKU, how many, and the account a direct recharge credits."""
+
+    sku: str
+    quantity: int
+    account: str | None = None
+
+
+@dataclass(frozen=True)
+class _Ready:
+    """An item checked against its product: the parts it is sold as (a bundle: its components)."""
+
+    item: Item
+    product: Product
+    parts: list[bundles.Part]
+    account: str | None
+
+
+MAX_ITEMS = 20
+
+
 async def place_order(
     session: AsyncSession,
     payments: PaymentHub,
@@ -120,16 +143,30 @@ async def place_order(
     payment is started after commit (``start_payment``). A coupon that does not apply raises
     ``CouponRejected`` with the reason; nothing is written then. ``buyer`` None: an order
     placed by a partner system (no Telegram user; paid with the hidden ``partner`` method)."""
-    if not 1 <= quantity <= max_quantity:
+    return await place_items(
+        session,
+        payments,
+        buyer=buyer,
+        items=[Item(sku, quantity, account)],
+        method=method,
+        option=option,
+        reservation=reservation,
+        max_quantity=max_quantity,
+        channel=channel,
+        stars_rate=stars_rate,
+        coupon=coupon,
+        client_ip=client_ip,
+        device_id=device_id,
+        risk_secret=risk_secret,
+    )
+
+
+async def _ready(session: AsyncSession, item: Item, max_quantity: int) -> _Ready:
+    if not 1 <= item.quantity <= max_quantity:
         raise InvalidInput(f"quantity must be between 1 and {max_quantity}", max_quantity=max_quantity)
-    pay_method = payments.get(method)
-    if pay_method.hidden != (buyer is None):
-        raise PaymentMethodUnavailable(f"payment method {method!r} is not enabled")
-    if option and option not in pay_method.options():
-        raise InvalidInput(f"unknown option {option!r} for {method}")
-    product = await get_product(session, sku)
+    product = await get_product(session, item.sku)
     if not product.active:
-        raise NotFound(f"no product {sku}")
+        raise NotFound(f"no product {item.sku}")
     if product.kind not in SELLABLE_KINDS:
         raise NotForSale(f"{product.name} is not on sale yet")
     parts = [bundles.Part(product, 1)]
@@ -139,17 +176,57 @@ async def place_order(
         except NotFound as exc:
             raise NotForSale(exc.message) from None
     recharged = next((p.product for p in parts if p.product.kind == ProductKind.DIRECT_RECHARGE), None)
+    account: str | None = None
     if recharged is not None:
-        account = check_account(recharged, account)
-        if quantity != 1:
+        account = check_account(recharged, item.account)
+        if item.quantity != 1:
             raise InvalidInput("a recharge credits one account: quantity must be 1", max_quantity=1)
-    else:
-        account = None
+    return _Ready(item, product, parts, account)
+
+
+async def place_items(
+    session: AsyncSession,
+    payments: PaymentHub,
+    *,
+    buyer: Buyer | None,
+    items: Sequence[Item],
+    method: str,
+    option: str = "",
+    reservation: timedelta,
+    max_quantity: int,
+    channel: str = "bot",
+    stars_rate: str = "7",
+    coupon: str | None = None,
+    client_ip: str | None = None,
+    device_id: str | None = None,
+    risk_secret: bytes | None = None,
+) -> PlacedOrder:
+    """``place_order`` for one or more products in one order (one currency, one channel): priced
+    together (a promotion's threshold counts every item), screened item by item, reserved all or
+    nothing. An order of several products is paid in its products' currency (not in Stars)."""
+    if not 1 <= len(items) <= MAX_ITEMS:
+        raise InvalidInput(f"an order holds 1 to {MAX_ITEMS} products", field="items")
+    if len({item.sku for item in items}) != len(items):
+        raise InvalidInput("each product once per order (add up its quantity)", field="items")
+    pay_method = payments.get(method)
+    if pay_method.hidden != (buyer is None):
+        raise PaymentMethodUnavailable(f"payment method {method!r} is not enabled")
+    if option and option not in pay_method.options():
+        raise InvalidInput(f"unknown option {option!r} for {method}")
+    ready = [await _ready(session, item, max_quantity) for item in items]
+    if pay_method.currency and len(ready) > 1:
+        raise InvalidInput(f"{method} takes one product per order")
     if buyer is not None:
         await remember_user(session, buyer)
     user_id = buyer.user_id if buyer is not None else None
     language = buyer.language if buyer is not None else "en"
-    quote = await quote_order(session, product, quantity, channel=channel, user_id=user_id, coupon_code=coupon or None)
+    quote = await quote_items(
+        session,
+        [(r.product, r.item.quantity) for r in ready],
+        channel=channel,
+        user_id=user_id,
+        coupon_code=coupon or None,
+    )
     if quote.refusal is not None:
         refusal = quote.refusal
         raise CouponRejected(
@@ -158,41 +235,43 @@ async def place_order(
             code=refusal.name,
             **refusal.details,
         )
-    terms, priced = quote.terms, quote.breakdown
+    priced = quote.breakdown
     now = utcnow()
-    currency, list_amount, payable = product.currency, priced.list_amount, priced.payable
-    if pay_method.currency and pay_method.currency != product.currency:
-        currency = pay_method.currency
-        if product.stars_price and terms.unit_price == product.price:
-            unit = product.stars_price
+    first, first_terms = ready[0], quote.terms[0]
+    currency, list_amount, payable = first.product.currency, priced.list_amount, priced.payable
+    if pay_method.currency and pay_method.currency != first.product.currency:
+        currency, quantity = pay_method.currency, first.item.quantity
+        if first.product.stars_price and first_terms.unit_price == first.product.price:
+            unit = first.product.stars_price
         else:
-            unit = convert_up(terms.unit_price, product.currency, stars_rate, currency)
+            unit = convert_up(first_terms.unit_price, first.product.currency, stars_rate, currency)
         list_amount = unit * quantity
         # Discounts carry over in proportion, rounded up like the conversion itself.
         payable = -(-list_amount * priced.payable // priced.list_amount)
     # Before any coupon, allocation or stock is taken: a refusal leaves nothing behind.
-    await risk.screen(
-        session,
-        risk.Screening(
-            user_id=user_id,
-            channel=terms.channel,
-            sku=product.sku,
-            quantity=quantity,
-            amount=payable,
-            currency=currency,
-            client_ip=client_ip,
-            device_id=device_id,
-            language=buyer.language if buyer is not None else None,  # a partner's customer: unknown
-        ),
-        secret=risk_secret or risk.PROCESS_SECRET,
-    )
+    for r, terms in zip(ready, quote.terms, strict=True):
+        await risk.screen(
+            session,
+            risk.Screening(
+                user_id=user_id,
+                channel=terms.channel,
+                sku=r.product.sku,
+                quantity=r.item.quantity,
+                amount=payable,
+                currency=currency,
+                client_ip=client_ip,
+                device_id=device_id,
+                language=buyer.language if buyer is not None else None,  # a partner's customer: unknown
+            ),
+            secret=risk_secret or risk.PROCESS_SECRET,
+        )
     order = Order(
         number=new_order_number(now),
         user_id=user_id,
         chat_id=buyer.chat_id if buyer is not None else None,
         language=language,
-        channel=terms.channel,
-        distributor_id=terms.head_id,
+        channel=first_terms.channel,
+        distributor_id=first_terms.head_id,
         status=OrderStatus.PENDING,
         currency=currency,
         list_amount=list_amount,
@@ -217,18 +296,46 @@ async def place_order(
             order_id=order.id,
             user_id=user_id,
             discount=applied.amount,
-            currency=product.currency,
+            currency=first.product.currency,
         )
+    # What each item is charged: its own payable (the breakdown's), or, paid in another
+    # currency, the converted total (one item only).
+    same = currency == first.product.currency
+    charged_items = list(priced.payables) if same else [payable]
+    listed_items = list(priced.list_amounts) if same else [list_amount]
+    line_no = 0
+    for r, terms, item_charged, item_net, item_listed in zip(
+        ready, quote.terms, charged_items, priced.payables, listed_items, strict=True
+    ):
+        line_no = await _write_lines(session, order, r, terms, (item_charged, item_net, item_listed), line_no)
+    title = ", ".join(f"{r.product.name} x{r.item.quantity}" for r in ready)
+    return PlacedOrder(order=order, title=title[:200])
+
+
+async def _write_lines(
+    session: AsyncSession,
+    order: Order,
+    ready: _Ready,
+    terms: channels.SaleTerms,
+    amounts: tuple[int, int, int],
+    line_no: int,
+) -> int:
+    """The order lines of one item (a bundle: one per component, its amounts split by list-price
+    weight), each reserved; returns the last line number written. ``amounts``: what the item is
+    charged, its net in the product's currency, its list amount in the charged currency."""
+    product, quantity = ready.product, ready.item.quantity
+    charged, net, listed_total = amounts
     seller_cost: int | None = None
     if terms.seller_id is not None and product.kind != ProductKind.BUNDLE:
         seller = await session.get(Distributor, terms.seller_id)
         assert seller is not None
         seller_cost = await distributors.cost_price(session, seller, product)
-    weights = [p.product.price * p.quantity for p in parts]
-    charged = bundles_spread(payable, weights)
-    net = bundles_spread(priced.payable, weights)
+    weights = [p.product.price * p.quantity for p in ready.parts]
+    shares = bundles_spread(charged, weights)
+    nets = bundles_spread(net, weights)
     listed = bundles_spread(terms.unit_price, weights)
-    for line_no, (part, amount, net_amount, list_share) in enumerate(zip(parts, charged, net, listed, strict=True), 1):
+    for part, amount, net_amount, list_share in zip(ready.parts, shares, nets, listed, strict=True):
+        line_no += 1
         units = part.quantity * quantity
         if product.kind == ProductKind.BUNDLE:
             part_terms = await channels.sale_terms(session, part.product, channel=terms.channel)
@@ -243,12 +350,12 @@ async def place_order(
             sku=part.product.sku,
             name=name,
             quantity=units,
-            unit_price=list_amount // quantity if product.kind != ProductKind.BUNDLE else amount // units,
+            unit_price=amount // units if product.kind == ProductKind.BUNDLE else listed_total // quantity,
             amount=amount,
             list_price=unit_list,
             cost_price=seller_cost,
             allocation_id=allocation_id,
-            account=account if part.product.kind == ProductKind.DIRECT_RECHARGE else None,
+            account=ready.account if part.product.kind == ProductKind.DIRECT_RECHARGE else None,
             net_amount=net_amount,
             bundle_id=product.id if product.kind == ProductKind.BUNDLE else None,
         )
@@ -258,7 +365,7 @@ async def place_order(
         await commissions.record_for_line(
             session, order, line, head_id=terms.head_id, seller_cost=seller_cost, currency=product.currency
         )
-    return PlacedOrder(order=order, title=f"{product.name} x{quantity}")
+    return line_no
 
 
 async def _reserve(

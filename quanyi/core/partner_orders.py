@@ -37,7 +37,7 @@ from quanyi.core.models import (
     Refund,
     RefundStatus,
 )
-from quanyi.core.orders import place_order
+from quanyi.core.orders import MAX_ITEMS, Item, place_items
 from quanyi.core.payments import partner as partner_pay
 from quanyi.core.stock import order_codes
 
@@ -54,42 +54,74 @@ MAX_IP = 64
 @dataclass(frozen=True)
 class OrderRequest:
     order_no: str
-    sku: str
-    quantity: int
-    account: str | None = None
+    items: tuple[Item, ...]
     client_ip: str | None = None
     device_id: str | None = None
 
     def fingerprint(self) -> str:
-        """What makes two requests "the same order": the product, the quantity, the account."""
-        canonical = json.dumps([self.sku, self.quantity, self.account or ""], separators=(",", ":"))
+        """What makes two requests "the same order": the products, quantities and accounts."""
+        shape: list[Any] = [[i.sku, i.quantity, i.account or ""] for i in self.items]
+        canonical = json.dumps(shape[0] if len(shape) == 1 else shape, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+_FIELDS = {"order_no", "sku", "quantity", "account", "items", "client_ip", "device_id"}
+_ITEM_FIELDS = {"sku", "quantity", "account"}
+
+
+def _text(body: dict[str, Any], name: str, limit: int, where: str) -> str | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not 0 < len(value.strip()) <= limit or not value.isprintable():
+        raise InvalidInput(f"{where}: printable text of at most {limit} characters", field=where)
+    return value.strip()
+
+
+def _item(body: Any, where: str) -> Item:
+    if not isinstance(body, dict):
+        raise InvalidInput(f"{where}: an object with sku, quantity, account", field=where)
+    unknown = sorted(set(body) - _ITEM_FIELDS)
+    if unknown:
+        raise InvalidInput(f"unknown field {unknown[0]!r}", field=f"{where}{unknown[0]}")
+    sku, quantity = body.get("sku"), body.get("quantity", 1)
+    if not isinstance(sku, str) or not SKU_RE.fullmatch(sku):
+        raise InvalidInput(f"{where}sku: a product code", field=f"{where}sku")
+    if isinstance(quantity, bool) or not isinstance(quantity, int) or not 1 <= quantity <= MAX_BULK:
+        raise InvalidInput(f"{where}quantity: a whole number from 1 to {MAX_BULK}", field=f"{where}quantity")
+    return Item(sku, quantity, _text(body, "account", MAX_ACCOUNT, f"{where}account"))
+
+
 def parse_request(body: Any) -> OrderRequest:
-    """The create-order body, checked field by field; ``InvalidInput`` names the first wrong one."""
+    """The create-order body, checked field by field; ``InvalidInput`` names the first wrong one.
+
+    One product: ``sku``, ``quantity``, ``account`` at the top; several: ``items``, a list of
+    such objects (at most ``MAX_ITEMS``, each product once)."""
     if not isinstance(body, dict):
         raise InvalidInput("the body must be a JSON object")
-    unknown = sorted(set(body) - {"order_no", "sku", "quantity", "account", "client_ip", "device_id"})
+    unknown = sorted(set(body) - _FIELDS)
     if unknown:
         raise InvalidInput(f"unknown field {unknown[0]!r}", field=unknown[0])
-    order_no, sku, quantity = body.get("order_no"), body.get("sku"), body.get("quantity", 1)
+    order_no = body.get("order_no")
     if not isinstance(order_no, str) or not ORDER_NO_RE.fullmatch(order_no):
         raise InvalidInput("order_no: 1-64 characters of A-Z a-z 0-9 _ . : -", field="order_no")
-    if not isinstance(sku, str) or not SKU_RE.fullmatch(sku):
-        raise InvalidInput("sku: a product code", field="sku")
-    if isinstance(quantity, bool) or not isinstance(quantity, int) or not 1 <= quantity <= MAX_BULK:
-        raise InvalidInput(f"quantity: a whole number from 1 to {MAX_BULK}", field="quantity")
-    texts: dict[str, str | None] = {}
-    for name, limit in (("account", MAX_ACCOUNT), ("client_ip", MAX_IP), ("device_id", MAX_DEVICE)):
-        value = body.get(name)
-        if value is None:
-            texts[name] = None
-            continue
-        if not isinstance(value, str) or not 0 < len(value.strip()) <= limit or not value.isprintable():
-            raise InvalidInput(f"{name}: printable text of at most {limit} characters", field=name)
-        texts[name] = value.strip()
-    return OrderRequest(order_no, sku, quantity, texts["account"], texts["client_ip"], texts["device_id"])
+    if "items" in body:
+        if any(name in body for name in _ITEM_FIELDS):
+            raise InvalidInput("give either items or sku/quantity/account, not both", field="items")
+        listed = body["items"]
+        if not isinstance(listed, list) or not 1 <= len(listed) <= MAX_ITEMS:
+            raise InvalidInput(f"items: a list of 1 to {MAX_ITEMS} products", field="items")
+        items = tuple(_item(entry, f"items[{n}].") for n, entry in enumerate(listed))
+        if len({i.sku for i in items}) != len(items):
+            raise InvalidInput("items: each product once (add up its quantity)", field="items")
+    else:
+        items = (_item({k: body[k] for k in _ITEM_FIELDS if k in body}, ""),)
+    return OrderRequest(
+        order_no,
+        items,
+        _text(body, "client_ip", MAX_IP, "client_ip"),
+        _text(body, "device_id", MAX_DEVICE, "device_id"),
+    )
 
 
 @dataclass(frozen=True)
@@ -113,17 +145,15 @@ async def create(core: Core, partner_id: int, req: OrderRequest) -> Placed:
             session.add(link)
             await session.flush()  # a concurrent twin waits here until this one commits
             channel = await channels.get_channel(session, partner.code)
-            placed = await place_order(
+            placed = await place_items(
                 session,
                 core.payments,
                 buyer=None,
-                sku=req.sku,
-                quantity=req.quantity,
+                items=req.items,
                 method=partner_pay.NAME,
                 reservation=timedelta(minutes=core.settings.reservation_minutes),
                 max_quantity=MAX_BULK,
                 channel=channel.code,
-                account=req.account,
                 client_ip=req.client_ip,
                 device_id=req.device_id,
                 risk_secret=core.keyring.lookup_key,
@@ -131,7 +161,7 @@ async def create(core: Core, partner_id: int, req: OrderRequest) -> Placed:
             order = placed.order
             if order.currency != partner.currency:
                 raise InvalidInput(
-                    f"{req.sku} is priced in {order.currency}; the balance is in {partner.currency}", field="sku"
+                    f"the order is priced in {order.currency}; the balance is in {partner.currency}", field="items"
                 )
             link.order_id = order.id
             await partners.adjust_balance(

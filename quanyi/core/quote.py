@@ -6,6 +6,7 @@ prints it: one engine, one answer.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -13,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from quanyi.core import channels, coupons, distributors, promotions
 from quanyi.core.channels import SaleTerms
+from quanyi.core.errors import InvalidInput
 from quanyi.core.models import Distributor, Product, ProductKind, utcnow
 from quanyi.core.pricing import Breakdown, CouponRule, PricedLine, PromotionRule, Skipped, compute
 
@@ -43,6 +45,62 @@ def priced_line(product: Product, quantity: int, unit_price: int) -> PricedLine:
     )
 
 
+@dataclass(frozen=True)
+class ItemsQuote:
+    """Several products priced together on one channel (one line each, in order)."""
+
+    terms: tuple[SaleTerms, ...]
+    breakdown: Breakdown
+    coupon: CouponRule | None  # the coupon to take when the order is placed
+    rules: tuple[PromotionRule, ...]  # the promotions in force on the channel
+
+    @property
+    def refusal(self) -> Skipped | None:
+        return self.breakdown.coupon_refusal
+
+
+async def quote_items(
+    session: AsyncSession,
+    items: Sequence[tuple[Product, int]],
+    *,
+    channel: str = channels.DEFAULT_CHANNEL,
+    user_id: int | None = None,
+    coupon_code: str | None = None,
+    now: datetime | None = None,
+) -> ItemsQuote:
+    """What these products cost this buyer on ``channel`` now, and why: the promotions and the
+    coupon apply to the items together (a threshold counts them all)."""
+    now = now or utcnow()
+    currencies = {product.currency for product, _ in items}
+    if len(currencies) != 1:
+        raise InvalidInput("the products of one order must share a currency", field="items")
+    terms = tuple(
+        [
+            await channels.sale_terms(
+                session, product, channel=channel, user_id=user_id, needs_allocation=product.kind != ProductKind.BUNDLE
+            )
+            for product, _ in items
+        ]
+    )
+    if len({t.channel for t in terms}) != 1:
+        raise InvalidInput("these products are sold on different channels: order them apart", field="items")
+    rules = await promotions.rules_in_force(session, channel=terms[0].channel, now=now)
+    rule: CouponRule | None = None
+    refused: list[Skipped] = []
+    if coupon_code is not None and coupon_code.strip():
+        rule, refusal = await coupons.lookup(session, coupon_code, channel=terms[0].channel, user_id=user_id, now=now)
+        if refusal is not None:
+            refused.append(refusal)
+    lines = [priced_line(product, quantity, t.unit_price) for (product, quantity), t in zip(items, terms, strict=True)]
+    breakdown = compute(lines, currencies.pop(), rules, rule, refused=refused)
+    return ItemsQuote(
+        terms=terms,
+        breakdown=breakdown,
+        coupon=rule if breakdown.coupon is not None else None,
+        rules=tuple(rules),
+    )
+
+
 async def quote_order(
     session: AsyncSession,
     product: Product,
@@ -55,28 +113,16 @@ async def quote_order(
 ) -> Quote:
     """What ``quantity`` of ``product`` costs this buyer on ``channel`` now, and why."""
     now = now or utcnow()
-    terms = await channels.sale_terms(
-        session, product, channel=channel, user_id=user_id, needs_allocation=product.kind != ProductKind.BUNDLE
+    quoted = await quote_items(
+        session, [(product, quantity)], channel=channel, user_id=user_id, coupon_code=coupon_code, now=now
     )
-    rules = await promotions.rules_in_force(session, channel=terms.channel, now=now)
-    mine = tuple(promotions.covering(rules, product))
-    rule: CouponRule | None = None
-    refused: list[Skipped] = []
-    if coupon_code is not None and coupon_code.strip():
-        rule, refusal = await coupons.lookup(session, coupon_code, channel=terms.channel, user_id=user_id, now=now)
-        if refusal is not None:
-            refused.append(refusal)
-    breakdown = compute(
-        [priced_line(product, quantity, terms.unit_price)], product.currency, rules, rule, refused=refused
-    )
-    applied = breakdown.coupon
     return Quote(
         product=product,
         quantity=quantity,
-        terms=terms,
-        breakdown=breakdown,
-        coupon=rule if applied is not None else None,
-        promotions=mine,
+        terms=quoted.terms[0],
+        breakdown=quoted.breakdown,
+        coupon=quoted.coupon,
+        promotions=tuple(promotions.covering(quoted.rules, product)),
     )
 
 

@@ -42,19 +42,37 @@ PRODUCTS: dict[str, Any] = {
     "properties": {"products": {"type": "array", "items": PRODUCT}},
 }
 
+_SKU = {"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,64}$"}
+_QUANTITY = {"type": "integer", "minimum": 1, "maximum": 1000, "default": 1}
+_ACCOUNT = {"type": "string", "maxLength": 128, "description": "the account a direct recharge credits"}
+ORDER_ITEM: dict[str, Any] = {
+    "type": "object",
+    "required": ["sku"],
+    "additionalProperties": False,
+    "properties": {"sku": _SKU, "quantity": _QUANTITY, "account": _ACCOUNT},
+}
 ORDER_REQUEST: dict[str, Any] = {
     "type": "object",
-    "required": ["order_no", "sku"],
+    "required": ["order_no"],
     "additionalProperties": False,
+    "description": "one product (sku, quantity, account) or several (items); not both",
+    "oneOf": [{"required": ["sku"]}, {"required": ["items"]}],
     "properties": {
         "order_no": {
             "type": "string",
             "pattern": "^[A-Za-z0-9_.:-]{1,64}$",
             "description": "the partner's own order number: the idempotency key",
         },
-        "sku": {"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,64}$"},
-        "quantity": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 1},
-        "account": {"type": "string", "maxLength": 128, "description": "the account a direct recharge credits"},
+        "sku": _SKU,
+        "quantity": _QUANTITY,
+        "account": _ACCOUNT,
+        "items": {
+            "type": "array",
+            "minItems": 1,
+            "maxItems": 20,
+            "items": ORDER_ITEM,
+            "description": "several products in one order, each once, priced and paid together",
+        },
         "client_ip": {"type": "string", "maxLength": 64, "description": "the end customer's IP (risk rules)"},
         "device_id": {"type": "string", "maxLength": 128, "description": "the end customer's device (risk rules)"},
     },
