@@ -686,7 +686,8 @@ class PartnerOrder(Base):
     external_no: Mapped[str] = mapped_column(String(64))
     request_hash: Mapped[str] = mapped_column(String(64))
     order_id: Mapped[int | None] = mapped_column(ForeignKey("orders.id"), nullable=True, unique=True)
-    notified_status: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    # None: not told yet; "untracked": its partner had no webhook URL when it was placed.
+    notified_status: Mapped[str | None] = mapped_column(String(16), nullable=True, index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 

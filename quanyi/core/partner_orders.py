@@ -47,6 +47,7 @@ if TYPE_CHECKING:
 ORDER_NO_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 SKU_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 MAX_ACCOUNT = 128
+UNTRACKED = "untracked"
 MAX_DEVICE = 128
 MAX_IP = 64
 
@@ -141,7 +142,13 @@ async def create(core: Core, partner_id: int, req: OrderRequest) -> Placed:
             partner = await session.get(Partner, partner_id)
             if partner is None or not partner.active or partner.channel_id is None:
                 raise NotFound("no such partner")
-            link = PartnerOrder(partner_id=partner_id, external_no=req.order_no, request_hash=fingerprint)
+            link = PartnerOrder(
+                partner_id=partner_id,
+                external_no=req.order_no,
+                request_hash=fingerprint,
+                # No URL to tell: kept out of the webhook job's look-up of orders not told yet.
+                notified_status=None if partner.webhook_url else UNTRACKED,
+            )
             session.add(link)
             await session.flush()  # a concurrent twin waits here until this one commits
             channel = await channels.get_channel(session, partner.code)
