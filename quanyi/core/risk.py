@@ -9,8 +9,9 @@ import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import ColumnElement, func, select, update
+from sqlalchemy import ColumnElement, and_, case, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from quanyi.core.db import Database, rowcount, upsert
@@ -114,53 +115,74 @@ def _in_scope(rule: RiskRule, s: Screening) -> bool:
 
 
 async def _blocked(session: AsyncSession, s: Screening) -> BlockEntry | None:
+    """The blocklist entry of this buyer, its IP or its device (in that order), if any."""
     keys = [("user", str(s.user_id)) if s.user_id is not None else None]
     keys += [("ip", s.client_ip) if s.client_ip else None, ("device", s.device_id) if s.device_id else None]
-    for key in keys:
-        if key is None:
-            continue
-        entry = await session.scalar(select(BlockEntry).where(BlockEntry.kind == key[0], BlockEntry.value == key[1]))
-        if entry is not None:
-            return entry
-    return None
+    wanted = [key for key in keys if key is not None]
+    if not wanted:
+        return None
+    found = {
+        (entry.kind, entry.value): entry
+        for entry in await session.scalars(
+            select(BlockEntry).where(or_(*(and_(BlockEntry.kind == k, BlockEntry.value == v) for k, v in wanted)))
+        )
+    }
+    return next((found[key] for key in wanted if key in found), None)
 
 
-async def _measure(session: AsyncSession, rule: RiskRule, s: Screening, now: datetime) -> int | None:
-    """The rule's metric for this order (counting the order itself); None when it does not apply."""
-    metric = rule.metric
-    if metric == "quantity":
-        return s.quantity
-    if metric == "amount":
-        return s.amount
-    since = now - timedelta(seconds=rule.window_seconds) if rule.window_seconds else None
-    if metric == "account_age":
-        if s.user_id is None:
-            return None
-        first_seen = await session.scalar(select(User.first_seen_at).where(User.id == s.user_id))
-        return int((now - first_seen).total_seconds()) if first_seen is not None else 0
-    column = {
+def _counted_by(metric: str, s: Screening) -> tuple[Any, Any] | None:
+    """The orders column a counted metric groups by, and this order's value of it."""
+    return {
         "orders_per_user": (Order.user_id, s.user_id),
         "unpaid_per_user": (Order.user_id, s.user_id),
         "amount_per_user": (Order.user_id, s.user_id),
         "orders_per_ip": (Order.client_ip, s.client_ip),
         "orders_per_device": (Order.device_id, s.device_id),
     }.get(metric)
-    if column is None or column[1] is None:
-        return None
-    who, value = column
-    if metric == "amount_per_user":
-        query = select(func.coalesce(func.sum(Order.amount), 0)).where(
-            who == value, Order.status != OrderStatus.CANCELLED, Order.currency == s.currency
-        )
-        if since is not None:
-            query = query.where(Order.created_at > since)
-        return int(await session.scalar(query) or 0) + s.amount
-    query = select(func.count()).select_from(Order).where(who == value)
-    if metric == "unpaid_per_user":
-        query = query.where(Order.status == OrderStatus.PENDING)
-    elif since is not None:
-        query = query.where(Order.created_at > since)
-    return int(await session.scalar(query) or 0) + 1
+
+
+async def _measure_all(session: AsyncSession, rules: list[RiskRule], s: Screening, now: datetime) -> dict[int, int]:
+    """Each rule's metric for this order (counting the order itself), by rule id; a rule whose
+    metric does not apply (no IP given, say) is absent. The counted metrics of one column (the
+    buyer, the IP, the device) come from one statement of conditional sums over its orders."""
+    measured: dict[int, int] = {}
+    counted: dict[str, tuple[Any, Any, list[tuple[int, Any, int]]]] = {}
+    for rule in rules:
+        metric = rule.metric
+        if metric == "quantity":
+            measured[rule.id] = s.quantity
+            continue
+        if metric == "amount":
+            measured[rule.id] = s.amount
+            continue
+        if metric == "account_age":
+            if s.user_id is not None:
+                first_seen = await session.scalar(select(User.first_seen_at).where(User.id == s.user_id))
+                measured[rule.id] = int((now - first_seen).total_seconds()) if first_seen is not None else 0
+            continue
+        column = _counted_by(metric, s)
+        if column is None or column[1] is None:
+            continue
+        who, value = column
+        since = now - timedelta(seconds=rule.window_seconds) if rule.window_seconds else None
+        conditions: list[ColumnElement[bool]] = []
+        if metric == "unpaid_per_user":
+            conditions.append(Order.status == OrderStatus.PENDING)
+        elif since is not None:
+            conditions.append(Order.created_at > since)
+        if metric == "amount_per_user":
+            conditions += [Order.status != OrderStatus.CANCELLED, Order.currency == s.currency]
+            expr: Any = func.coalesce(func.sum(case((and_(*conditions), Order.amount), else_=0)), 0)
+            this_order = s.amount
+        else:
+            expr = func.coalesce(func.sum(case((and_(*conditions), 1), else_=0)), 0) if conditions else func.count()
+            this_order = 1
+        counted.setdefault(who.key, (who, value, []))[2].append((rule.id, expr, this_order))
+    for who, value, wanted in counted.values():
+        row = (await session.execute(select(*(expr for _, expr, _ in wanted)).where(who == value))).one()
+        for (rule_id, _, this_order), total in zip(wanted, row, strict=True):
+            measured[rule_id] = int(total or 0) + this_order
+    return measured
 
 
 def _tripped(rule: RiskRule, measured: int) -> bool:
@@ -220,11 +242,11 @@ async def screen(session: AsyncSession, s: Screening, *, now: datetime | None = 
             f"blocked: {entry.reason}", decision=_decision(s, "block", None, entry.reason, now), secret=secret
         )
     worst: tuple[RiskRule, str] | None = None
-    rules = await session.scalars(select(RiskRule).where(RiskRule.active.is_(True)).order_by(RiskRule.id))
+    active = await session.scalars(select(RiskRule).where(RiskRule.active.is_(True)).order_by(RiskRule.id))
+    rules = [rule for rule in active if rule.action in _STRICTNESS and _in_scope(rule, s)]
+    measures = await _measure_all(session, rules, s, now)
     for rule in rules:
-        if rule.action not in _STRICTNESS or not _in_scope(rule, s):
-            continue
-        measured = await _measure(session, rule, s, now)
+        measured = measures.get(rule.id)
         if measured is None or not _tripped(rule, measured):
             continue
         if worst is None or _STRICTNESS[rule.action] > _STRICTNESS[worst[0].action]:
