@@ -3,10 +3,12 @@ recharge state is queried, a success delivers it and a failure refunds the partn
 
 from __future__ import annotations
 
+import json
+
 from sqlalchemy import select
 
-from quanyi.core import ledger
-from quanyi.core.models import Partner
+from quanyi.core import ledger, partner_webhooks
+from quanyi.core.models import Partner, PartnerWebhook
 from quanyi.core.scheduler import Jobs
 from quanyi.webhooks import create_app
 from tests.apihelp import call, new_partner
@@ -19,7 +21,9 @@ async def _balance(core) -> int:
 
 
 async def _api_recharge(r, order_no: str):
-    creds = await new_partner(r.core, "acme", balance="100.00", allocate={"PHONE": 5})
+    creds = await new_partner(
+        r.core, "acme", balance="100.00", allocate={"PHONE": 5}, webhook_url="http://127.0.0.1:9/hook"
+    )
     client = create_app(r.core).test_client()
     status, answer = await call(client, creds, "POST", "/api/v1/orders", {"order_no": order_no, "sku": "PHONE"})
     assert (status, answer["error"], answer["field"]) == (400, "invalid_input", "account")  # no account given
@@ -39,6 +43,9 @@ async def test_a_partners_recharge_succeeds_and_is_shown_delivered(rig):  # noqa
     status, shown = await call(client, creds, "GET", "/api/v1/orders/P-1")
     assert (status, shown["status"], shown["lines"][0]["recharge"]["status"]) == (200, "delivered", "success")
     assert [r.sim.credited(number) for number in r.sim.orders] == [1]
+    assert await partner_webhooks.detect(r.core.db) == 1
+    async with r.core.db.read() as session:
+        assert list(await session.scalars(select(PartnerWebhook.event))) == ["order.delivered"]
 
 
 async def test_a_partners_failed_recharge_is_refunded_to_its_balance(rig):  # noqa: F811
@@ -56,3 +63,10 @@ async def test_a_partners_failed_recharge_is_refunded_to_its_balance(rig):  # no
     async with r.core.db.read() as session:
         report = await ledger.check(session)
     assert report.ok, (report.unbalanced, report.mismatches)
+    # The partner's webhook is told the order failed, then that it was refunded.
+    assert await partner_webhooks.detect(r.core.db) == 2
+    async with r.core.db.read() as session:
+        events = [(w.event, json.loads(w.payload)["order"]["refunded_amount"]) for w in await session.scalars(
+            select(PartnerWebhook).order_by(PartnerWebhook.id)
+        )]  # fmt: skip
+    assert events == [("order.failed", 3000), ("order.refunded", 3000)]

@@ -504,6 +504,13 @@ async def _refund(core: Core, recharge_id: int, order_id: int, order_number: str
             await outbox.enqueue_admins(
                 session, core.settings.admin_id_list, "admin_recharge_failed", {"order_id": order_id}
             )
+        elif not rest:
+            # Refunded whole: say why it ended (a partner's webhook tells "failed", then "refunded").
+            await session.execute(
+                update(Order)
+                .where(Order.id == order_id, Order.failure_reason.is_(None))
+                .values(failure_reason="recharge_failed")
+            )
         if order.chat_id is not None:
             _tell(session, order, "recharge_failed", {"order_id": order_id, "resolution": resolution.value})
     log.warning("recharge %s failed: %s", number, resolution)
