@@ -95,7 +95,7 @@ async def test_quotas_balances_bundles_and_blocks_record_what_they_were(core: Co
     ]
     (unblocked,) = changes(rows, "delete block")
     assert unblocked[1]["value"] == "4242" and unblocked[1]["reason"] == "chargebacks" and unblocked[2] is None
-    assert changes(rows, "update partner") == [(str(partner.id), {"active": True}, {"active": False})]
+    assert changes(rows, "update partner") == [("acme", {"active": True}, {"active": False})]
     assert {r.actor for r in rows} == {"cli:ops"}
     text = " ".join(f"{r.old} {r.new}" for r in rows)
     assert added.key.secret not in text and "secret_ct" not in text and "key_hash" not in text
@@ -136,7 +136,10 @@ def test_a_cli_price_change_is_recorded_with_the_old_and_new_price(cmd: InProces
     (created,) = changes(rows, "create product")
     assert created[2]["sku"] == "VIP" and created[2]["price"] == 1500
     (updated,) = changes(rows, "update product")
-    assert updated[1:] == ({"price": 1500, "name": "VIP"}, {"price": 1800, "name": "VIP month"})
+    assert updated == ("VIP", {"price": 1500, "name": "VIP"}, {"price": 1800, "name": "VIP month"})
+    # Listed with the commands that made them, under the product's SKU.
+    listed = cmd.ok("audit", "list", "--object", "product:VIP")
+    assert "update product" in listed and '{"name":"VIP","price":1500}' in listed and "product update" in listed
     assert [r.action for r in rows] == ["create product", "product add", "update product", "product update"]
     assert {r.front for r in rows} == {"cli"} and all(r.actor.startswith("cli") for r in rows)
 

@@ -391,7 +391,15 @@ def _values(obj: Any, which: str) -> dict[str, Any]:
     return out
 
 
+# Rows operators name by a code rather than an id are recorded under that code, so the trail
+# of `product:VIP` holds its price changes next to the commands that made them.
+_NATURAL_KEYS = {"products": "sku", "channels": "code", "partners": "code", "partner_keys": "access_key"}
+
+
 def _identity(obj: Any) -> str:
+    natural = _NATURAL_KEYS.get(getattr(obj, "__tablename__", ""))
+    if natural is not None and getattr(obj, natural, None):
+        return str(getattr(obj, natural))
     ident = sa_inspect(obj).identity
     if ident:
         return ":".join(str(part) for part in ident)
