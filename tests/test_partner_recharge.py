@@ -70,3 +70,30 @@ async def test_a_partners_failed_recharge_is_refunded_to_its_balance(rig):  # no
             select(PartnerWebhook).order_by(PartnerWebhook.id)
         )]  # fmt: skip
     assert events == [("order.failed", 3000), ("order.refunded", 3000)]
+
+
+async def test_a_partners_failed_recharge_with_a_fallback_shows_the_card_key_given_instead(rig, tmp_path):  # noqa: F811
+    from tests.helpers import product_with_stock
+    from tests.test_recharge import _set_fallback
+
+    r = await rig(fail_rate=1.0)
+    codes = await product_with_stock(r.core, tmp_path, sku="VIPX", units=2)
+    await _set_fallback(r.core, "VIPX")
+    creds, client, order = await _api_recharge(r, "P-3")
+    await r.worker().run_once()
+    await r.settle()
+    status, shown = await call(client, creds, "GET", "/api/v1/orders/P-3")
+    recharge = shown["lines"][0]["recharge"]
+    assert (status, shown["status"], recharge["status"], recharge["resolution"]) == (
+        200,
+        "delivered",
+        "failed",
+        "fallback",
+    )
+    assert recharge["fallback"]["sku"] == "VIPX"
+    [given] = [c["code"] for c in recharge["fallback"]["codes"]]
+    assert given in codes
+    assert await _balance(r.core) == 10000 - 3000  # the key stands in for the recharge: no refund
+    assert await partner_webhooks.detect(r.core.db) == 1
+    async with r.core.db.read() as session:
+        assert list(await session.scalars(select(PartnerWebhook.event))) == ["order.delivered"]

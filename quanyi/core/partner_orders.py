@@ -286,6 +286,11 @@ async def view(core: Core, session: AsyncSession, partner: Partner, order_id: in
         recharge = recharges.get(line.id)
         if recharge is not None:
             entry["recharge"] = {"status": recharge.status, "account": recharge.account}
+            if recharge.resolution:
+                entry["recharge"]["resolution"] = recharge.resolution
+            fallback = await _fallback_codes(core, session, order, recharge.id, actor)
+            if fallback is not None:
+                entry["recharge"]["fallback"] = fallback
         lines.append(entry)
     return {
         "order_no": link.external_no,
@@ -301,6 +306,25 @@ async def view(core: Core, session: AsyncSession, partner: Partner, order_id: in
         "paid_at": _iso(order.paid_at),
         "delivered_at": _iso(order.delivered_at),
         "lines": lines,
+    }
+
+
+async def _fallback_codes(
+    core: Core, session: AsyncSession, order: Order, recharge_id: int, actor: str
+) -> dict[str, Any] | None:
+    """The card key delivered instead of a failed recharge (``recharge._fallback`` writes it as
+    an order of its own, keyed by the recharge), for the partner that bought the recharge."""
+    spare = await session.scalar(
+        select(Order).where(Order.idempotency_key == f"recharge-fallback:{recharge_id}", Order.channel == order.channel)
+    )
+    if spare is None:
+        return None
+    codes = await order_codes(session, core.keyring, spare.id, actor=actor, purpose="api")
+    sku = next((line.sku for line in spare.lines), None)
+    return {
+        "number": spare.number,
+        "sku": sku,
+        "codes": [{"serial": c.serial, "code": c.secret} for found in codes.values() for c in found],
     }
 
 

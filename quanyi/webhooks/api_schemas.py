@@ -90,6 +90,11 @@ _LINK = {
         "state": {"type": "string"},
     },
 }
+_CODE = {
+    "type": "object",
+    "required": ["serial", "code"],
+    "properties": {"serial": {"type": ["string", "null"]}, "code": {"type": "string"}},
+}
 _LINE = {
     "type": "object",
     "required": ["line_no", "sku", "name", "quantity", "amount"],
@@ -99,19 +104,26 @@ _LINE = {
         "name": {"type": "string"},
         "quantity": {"type": "integer"},
         "amount": _MONEY,
-        "codes": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "required": ["serial", "code"],
-                "properties": {"serial": {"type": ["string", "null"]}, "code": {"type": "string"}},
-            },
-        },
+        "codes": {"type": "array", "items": _CODE},
         "links": {"type": "array", "items": _LINK},
         "recharge": {
             "type": "object",
             "required": ["status", "account"],
-            "properties": {"status": {"type": "string"}, "account": {"type": "string"}},
+            "properties": {
+                "status": {"type": "string"},
+                "account": {"type": "string"},
+                "resolution": {"type": "string", "description": "after a failure: refunded | fallback | …"},
+                "fallback": {
+                    "type": "object",
+                    "description": "the card key delivered instead of a failed recharge",
+                    "required": ["number", "sku", "codes"],
+                    "properties": {
+                        "number": {"type": "string"},
+                        "sku": {"type": ["string", "null"]},
+                        "codes": {"type": "array", "items": _CODE},
+                    },
+                },
+            },
         },
     },
 }
