@@ -151,7 +151,6 @@ async def create(core: Core, partner_id: int, req: OrderRequest) -> Placed:
             )
             session.add(link)
             await session.flush()  # a concurrent twin waits here until this one commits
-            channel = await channels.get_channel(session, partner.code)
             placed = await place_items(
                 session,
                 core.payments,
@@ -160,7 +159,7 @@ async def create(core: Core, partner_id: int, req: OrderRequest) -> Placed:
                 method=partner_pay.NAME,
                 reservation=timedelta(minutes=core.settings.reservation_minutes),
                 max_quantity=MAX_BULK,
-                channel=channel.code,
+                channel=partner.code,  # a partner's channel has its code (partners.add_partner)
                 client_ip=req.client_ip,
                 device_id=req.device_id,
                 risk_secret=core.keyring.lookup_key,

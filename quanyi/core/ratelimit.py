@@ -94,20 +94,21 @@ class RedisWindow:
     """``SlidingWindow`` with its counts in Redis, shared by every process using ``name``."""
 
     def __init__(self, client: Any, name: str, limit: int, window: float = 60.0) -> None:
+        from redis.exceptions import RedisError
+
         self.client, self.name, self.limit, self.window = client, name, limit, window
+        self._unreachable: tuple[type[BaseException], ...] = (RedisError, OSError)
         self.fallback = SlidingWindow(limit, window)
         self._script = client.register_script(_SCRIPT)
         self._failing = False
 
     async def hit(self, key: str) -> int:
-        from redis.exceptions import RedisError
-
         try:
             wait = await self._script(
                 keys=[f"quanyi:limit:{self.name}:{key}"],
                 args=[int(self.window * 1000), self.limit, secrets.token_hex(8)],
             )
-        except (RedisError, OSError) as exc:
+        except self._unreachable as exc:
             if not self._failing:
                 log.warning(
                     "rate limit %s: Redis unreachable (%s); counting in this process", self.name, type(exc).__name__

@@ -171,7 +171,7 @@ class Call:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _path_as_sent() -> str:
+def _signed_path() -> str:
     """The routed (decoded) path encoded the canonical way: ``apisign.canonical_path`` of it is
     what every spelling of that path signs as."""
     return quote(request.path, safe="/-_.~")
@@ -193,7 +193,7 @@ async def authenticate() -> Call:
     if found is None:
         raise Refused("unauthorized", "unknown or revoked access key")
     partner, secret = found
-    if not apisign.matches(secret, presented, request.method, _path_as_sent(), query, body):
+    if not apisign.matches(secret, presented, request.method, _signed_path(), query, body):
         log.warning("api: bad signature for key %s", presented.access_key)
         raise Refused("bad_signature", "the signature does not match the request")
     async with db.transaction() as session:
