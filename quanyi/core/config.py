@@ -107,12 +107,16 @@ class Settings(BaseSettings):
     # "epay=0.6%,stripe=2.9%+30" (the fixed part in minor units). Empty = no fees.
     provider_fees: str = ""
 
-    # Card-key encryption. Unset = a key file under data_dir, created 0600 on first use.
+    # Card-key encryption. Unset = a key file under data_dir, created 0600 only for a database
+    # that holds no ciphertext (`quanyi db upgrade` on a new database, `quanyi keys init`).
     # QUANYI_CARD_KEYS="k1:<base64 32 bytes>,k2:<...>", QUANYI_CARD_KEY_ACTIVE="k2",
-    # QUANYI_LOOKUP_KEY="<base64 32 bytes>" (HMAC key for duplicate detection).
+    # QUANYI_LOOKUP_KEY="<base64 32 bytes>" (HMAC key for duplicate detection),
+    # QUANYI_AUDIT_KEY="<base64 32 bytes>" (HMAC key of the audit chain; unset = derived from
+    # the lookup key). Never stored in the database.
     card_keys: str = ""
     card_key_active: str = ""
     lookup_key: str = ""
+    audit_key: str = ""
 
     outbox_rate_per_second: float = Field(default=25.0, gt=0)
     outbox_per_chat_interval: float = Field(default=1.0, ge=0)

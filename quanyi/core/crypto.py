@@ -36,6 +36,10 @@ class KeyRing:
     lookup_key: bytes
     # HMAC key the sandbox payment method signs its callbacks with.
     sandbox_key: bytes = b""
+    # HMAC key of the audit chain: kept with the other keys, never in the database, so someone
+    # who can write the database cannot re-chain an edited record. Empty = derived from the
+    # lookup key (key files and environments from before the keyed chain).
+    audit_key: bytes = b""
     # The key file this ring came from: a running process adopts keys ``quanyi keys rotate``
     # adds to it (see ``_refresh``), so codes stay readable while they are re-encrypted.
     source: Path | None = field(default=None, compare=False)
@@ -49,6 +53,10 @@ class KeyRing:
                 raise ConfigError(f"card key {key_id!r} must be 32 bytes (AES-256)")
         if len(self.lookup_key) < 32:
             raise ConfigError("lookup key must be at least 32 bytes")
+        if not self.audit_key:
+            object.__setattr__(self, "audit_key", _derive(self.lookup_key, b"quanyi audit chain"))
+        elif len(self.audit_key) < 32:
+            raise ConfigError("audit key must be at least 32 bytes")
 
     def __repr__(self) -> str:  # keys never reach a log through repr()
         return f"KeyRing(active={self.active!r}, key_ids={sorted(self.enc_keys)!r})"
@@ -118,7 +126,8 @@ class KeyRing:
         if active not in keys:
             raise ConfigError(f"QUANYI_CARD_KEY_ACTIVE is {active!r}, a key id QUANYI_CARD_KEYS does not hold")
         sandbox = settings.sandbox_secret.encode() or _derive(keys[active], b"sandbox")
-        return cls(keys, active, _b64(settings.lookup_key, "QUANYI_LOOKUP_KEY"), sandbox)
+        audit = _b64(settings.audit_key, "QUANYI_AUDIT_KEY") if settings.audit_key else b""
+        return cls(keys, active, _b64(settings.lookup_key, "QUANYI_LOOKUP_KEY"), sandbox, audit)
 
     @classmethod
     def _from_file(cls, path: Path, settings: Settings) -> KeyRing:
@@ -128,7 +137,8 @@ class KeyRing:
         data = json.loads(path.read_text())
         keys = {k: base64.b64decode(v) for k, v in data["enc_keys"].items()}
         sandbox = settings.sandbox_secret.encode() or base64.b64decode(data["sandbox_key"])
-        ring = cls(keys, data["active"], base64.b64decode(data["lookup_key"]), sandbox, source=path)
+        audit = base64.b64decode(data["audit_key"]) if data.get("audit_key") else b""
+        ring = cls(keys, data["active"], base64.b64decode(data["lookup_key"]), sandbox, audit, source=path)
         ring._seen["mtime"] = mtime
         return ring
 
@@ -140,6 +150,7 @@ def _create_key_file(path: Path) -> None:
         "active": "k1",
         "lookup_key": base64.b64encode(secrets.token_bytes(32)).decode(),
         "sandbox_key": base64.b64encode(secrets.token_bytes(32)).decode(),
+        "audit_key": base64.b64encode(secrets.token_bytes(32)).decode(),
     }
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
