@@ -12,6 +12,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from quanyi.cli import _table, _with_core
+from quanyi.core import export
 from quanyi.core.errors import QuanyiError
 from quanyi.core.models import Coupon, DiscountKind, Promotion, PromotionKind, Stacking, utcnow
 from quanyi.core.money import Money
@@ -143,7 +144,7 @@ def _scope_fields(args: argparse.Namespace) -> dict[str, str | None]:
 def _write_codes(codes: list[str], out: str | None, *, data_dir: Path, coupon_id: int) -> str:
     """Write codes as CSV (a ``code`` header, one per line: `coupon codes --import` reads it back);
     returns where they went. Codes are as good as money: the file is created 0600."""
-    text = "code\n" + "".join(f"{c}\n" for c in codes)
+    text = export.csv_text([["code"], *([c] for c in codes)], line_end="\n")
     return _write_csv(text, out, data_dir=data_dir, stem=f"coupon-{coupon_id}-codes")
 
 

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import csv
-import io
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -30,7 +28,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from quanyi.bot.render import QR_LIMIT, delivery_messages, mask_account, method_label, money, status_label
-from quanyi.core import outbox, redeem
+from quanyi.core import export, outbox, redeem
 from quanyi.core.models import Order, Payment, Recharge, utcnow
 from quanyi.core.orders import delivered_codes
 from quanyi.core.outbox import Outgoing
@@ -351,11 +349,10 @@ class OutboxSender:
             if order is None:
                 raise LookupError(f"outbox {message.id}: order missing")
             lines = await delivered_codes(session, self.core.keyring, order, purpose="export")
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(["serial", "secret"])
-        for line in lines:
-            writer.writerows([code.serial or "", code.secret] for code in line.codes)
+        # A code starting like a formula ("-AB12") is written "'-AB12": the buyer drops one
+        # leading quote to read it (quanyi.core.export).
+        rows: list[list[export.Cell]] = [["serial", "secret"]]
+        rows += [[code.serial or "", code.secret] for line in lines for code in line.codes]
         caption = t(
             message.language,
             "agent.bulk_caption",
@@ -364,7 +361,7 @@ class OutboxSender:
             quantity=sum(line.quantity for line in lines),
             total=money(order.amount, order.currency),
         )
-        return caption, BufferedInputFile(buffer.getvalue().encode("utf-8"), filename=f"{order.number}.csv")
+        return caption, BufferedInputFile(export.csv_bytes(rows, line_end="\n"), filename=f"{order.number}.csv")
 
     def _support_line(self, lang: str) -> str:
         contact = self.core.settings.support_contact

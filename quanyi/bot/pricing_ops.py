@@ -6,8 +6,6 @@ falls through to the shop's catch-all.
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
@@ -25,7 +23,7 @@ from quanyi.bot.admin_filter import IsAdmin
 from quanyi.bot.callbacks import PricingCb
 from quanyi.bot.ops import MAX_ROWS, OpsCb, _edit, _fit
 from quanyi.bot.render import money
-from quanyi.core import bundles, channels, coupons, promotions
+from quanyi.core import bundles, channels, coupons, export, promotions
 from quanyi.core.commissions import format_rate
 from quanyi.core.errors import InvalidInput, QuanyiError
 from quanyi.core.models import Coupon, DiscountKind, Product, Promotion, PromotionKind
@@ -559,12 +557,9 @@ def _id_arg(args: str | None) -> int | None:
 
 def _codes_csv(coupon: Coupon, codes: Sequence[str]) -> str:
     """New one-use codes in the columns ``coupons.export_csv`` writes."""
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(["code", "uses", "max_uses", "coupon_id", "coupon"])
-    for code in codes:
-        writer.writerow([code, 0, 1, coupon.id, coupon.name])
-    return out.getvalue()
+    rows: list[list[export.Cell]] = [["code", "uses", "max_uses", "coupon_id", "coupon"]]
+    rows += [[code, 0, 1, coupon.id, coupon.name] for code in codes]
+    return export.csv_text(rows)
 
 
 def _csv_file(coupon_id: int, text: str) -> BufferedInputFile:

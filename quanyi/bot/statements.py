@@ -3,16 +3,15 @@ as a message plus a CSV document (outbox kinds ``settlement_statement``, ``distr
 
 from __future__ import annotations
 
-import csv
-import io
 from datetime import date
 
 from sqlalchemy import select
 
 from quanyi.bot.outbox_sender import Document, Part, renders
 from quanyi.bot.render import money
+from quanyi.core import export
 from quanyi.core.models import Distributor
-from quanyi.core.money import format_minor
+from quanyi.core.money import Money
 from quanyi.core.outbox import Outgoing
 from quanyi.core.services import Core
 from quanyi.core.settlement import Figures, stored_rows
@@ -37,18 +36,16 @@ CSV_HEADER = [
 
 
 def statement_csv(day: str, rows: list[Figures], names: dict[str, str]) -> bytes:
-    """Amounts as plain decimal text in the row's currency (``15.00``), one row per figure line."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(CSV_HEADER)
+    """Amounts as plain decimal numbers in the row's currency (``15.00``), one row per figure line."""
+    lines: list[list[export.Cell]] = [list(CSV_HEADER)]
     for r in rows:
         amounts = [r.gross, r.discounts, r.refunds, r.net, r.commissions, r.commissions_available]
-        writer.writerow(
-            [day, r.scope, r.key, names.get(f"{r.scope}:{r.key}", r.key), r.currency, r.orders, r.units]
-            + [format_minor(a, r.currency) for a in amounts]
+        name = names.get(f"{r.scope}:{r.key}", r.key)
+        lines.append(
+            [day, r.scope, r.key, name, r.currency, r.orders, r.units, *(Money(a, r.currency) for a in amounts)]
         )
     # A BOM so that spreadsheet programs read the Chinese names as UTF-8.
-    return ("\ufeff" + buffer.getvalue()).encode("utf-8")
+    return export.csv_bytes(lines, line_end="\n", bom=True)
 
 
 async def _load(core: Core, day: str, distributor_id: int | None = None) -> tuple[list[Figures], dict[str, str]]:

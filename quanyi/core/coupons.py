@@ -18,6 +18,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from quanyi.core import export
 from quanyi.core.errors import AlreadyExists, CouponRejected, InvalidInput, NotFound
 from quanyi.core.models import (
     Channel,
@@ -227,17 +228,14 @@ async def import_codes(session: AsyncSession, coupon_id: int, data: bytes, *, ma
 async def export_csv(session: AsyncSession, coupon_id: int) -> str:
     """The campaign's codes as CSV: code, uses, max_uses, coupon_id, coupon (its name)."""
     coupon = await get_coupon(session, coupon_id)
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(["code", "uses", "max_uses", "coupon_id", "coupon"])
+    lines: list[list[export.Cell]] = [["code", "uses", "max_uses", "coupon_id", "coupon"]]
     rows = await session.execute(
         select(CouponCode.code, CouponCode.uses, CouponCode.max_uses)
         .where(CouponCode.coupon_id == coupon_id)
         .order_by(CouponCode.id)
     )
-    for code, uses, max_uses in rows.all():
-        writer.writerow([code, uses, "" if max_uses is None else max_uses, coupon.id, coupon.name])
-    return out.getvalue()
+    lines += [[code, uses, max_uses, coupon.id, coupon.name] for code, uses, max_uses in rows.all()]
+    return export.csv_text(lines)
 
 
 @dataclass(frozen=True)

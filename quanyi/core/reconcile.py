@@ -19,10 +19,11 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from quanyi.core import export
 from quanyi.core.db import Database
 from quanyi.core.errors import InvalidInput
 from quanyi.core.models import Order, Payment, Refund, RefundStatus
-from quanyi.core.money import EXPONENTS, Money, format_minor, parse_minor
+from quanyi.core.money import EXPONENTS, Money, parse_minor
 
 MAX_STATEMENT_BYTES = 10_000_000
 # Our record of a payment comes a little after the provider's; a payment recorded this close
@@ -488,29 +489,22 @@ CSV_COLUMNS = (
 )
 
 
-def _cell(text: str) -> str:
-    # A spreadsheet runs a cell starting with one of these as a formula; the ids come from a
-    # provider's file, so they are quoted.
-    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
-
-
 def mismatches_csv(report: Report) -> bytes:
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(CSV_COLUMNS)
+    # The ids and statuses come from a provider's file: the writer keeps them text.
+    rows: list[list[export.Cell]] = [list(CSV_COLUMNS)]
     for m in report.mismatches:
-        writer.writerow(
+        rows.append(
             [
                 m.section.value,
-                _cell(m.order_number),
-                _cell(m.provider_txn_id),
-                format_minor(m.theirs.minor, m.theirs.currency) if m.theirs else "",
+                m.order_number,
+                m.provider_txn_id,
+                m.theirs,
                 m.theirs.currency if m.theirs else "",
-                format_minor(m.ours.minor, m.ours.currency) if m.ours else "",
+                m.ours,
                 m.ours.currency if m.ours else "",
                 m.their_status or "",
                 m.our_status or "",
-                m.line or "",
+                m.line or None,
             ]
         )
-    return out.getvalue().encode("utf-8")
+    return export.csv_bytes(rows, line_end="\n")

@@ -9,21 +9,19 @@ settlement: net = gross − discounts − refunds, per currency, in minor units.
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
-from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import ColumnElement, Select, and_, case, func, literal, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from quanyi.core import export
 from quanyi.core.errors import InvalidInput
 from quanyi.core.models import Channel, Distributor, Order, OrderLine, Product, Refund, RefundStatus
-from quanyi.core.money import Money, format_minor
+from quanyi.core.money import Money
 
 SALES_VIEWS = ("day", "product", "channel", "distributor")
 VIEWS = (*SALES_VIEWS, "top", "stock")
@@ -276,35 +274,9 @@ def to_text(table: Table) -> str:
 
 
 def to_csv(table: Table) -> bytes:
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(table.headers)
-    writer.writerows([[_plain(c) for c in row] for row in table.rows])
     # A BOM so spreadsheet programs read Chinese names as UTF-8.
-    return out.getvalue().encode("utf-8-sig")
+    return export.csv_bytes([table.headers, *table.rows], bom=True)
 
 
 def to_xlsx(table: Table) -> bytes:
-    from openpyxl import Workbook
-    from openpyxl.styles import Font
-
-    book = Workbook()
-    sheet = book.active
-    assert sheet is not None
-    sheet.title = table.title[:31].replace(":", " ").replace("/", " ")
-    sheet.append(table.headers)
-    for cell in sheet[1]:
-        cell.font = Font(bold=True)
-    for row in table.rows:
-        sheet.append([Decimal(c.format_plain()) if isinstance(c, Money) else c for c in row])
-        for cell, value in zip(sheet[sheet.max_row], row, strict=True):
-            if isinstance(value, Money):
-                # Exact decimals (never a float in our code); the format keeps the currency's digits.
-                digits = len(format_minor(0, value.currency).partition(".")[2])
-                cell.number_format = "0." + "0" * digits if digits else "0"
-    for n, header in enumerate(table.headers, 1):
-        width = max([len(str(header)), *(len(str(_plain(row[n - 1]))) for row in table.rows)])
-        sheet.column_dimensions[sheet.cell(1, n).column_letter].width = min(width + 2, 60)
-    buffer = io.BytesIO()
-    book.save(buffer)
-    return buffer.getvalue()
+    return export.xlsx_bytes(table.title, table.headers, table.rows)
