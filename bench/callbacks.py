@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from quanyi.core.catalog import add_product  # noqa: E402
 from quanyi.core.config import Settings  # noqa: E402
 from quanyi.core.db import Database  # noqa: E402
+from quanyi.core.keycheck import init_keys  # noqa: E402
 from quanyi.core.migrate import upgrade  # noqa: E402
 from quanyi.core.money import Money  # noqa: E402
 from quanyi.core.orders import Buyer, checkout  # noqa: E402
@@ -118,6 +119,7 @@ async def run(args: argparse.Namespace, tmp: Path) -> None:
     try:
         db = Database(database_url)
         await upgrade(db.engine)
+        await init_keys(settings, db)  # as `quanyi db upgrade` does for a new database
         await db.dispose()
         core = build_core(settings)
         async with core.db.transaction() as session:

@@ -15,10 +15,9 @@ from hypercorn.config import Config as HypercornConfig
 from quanyi.core import risk
 from quanyi.core.config import Settings
 from quanyi.core.logs import configure_logging
-from quanyi.core.migrate import require_current
 from quanyi.core.recharge import RechargeWorker
 from quanyi.core.scheduler import Jobs, build_scheduler
-from quanyi.core.services import Core, build_core
+from quanyi.core.services import Core, build_core, open_checked
 from quanyi.webhooks import create_app
 
 log = logging.getLogger("quanyi")
@@ -26,8 +25,9 @@ log = logging.getLogger("quanyi")
 
 async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> int:
     configure_logging(settings)
-    core = build_core(settings)
-    await require_current(core.db.engine)
+    # Before serving anything: a schema that is behind, a missing or foreign key is refused.
+    db, keyring = await open_checked(settings)
+    core = build_core(settings, db=db, keyring=keyring)
     async with core.db.transaction() as session:
         await risk.ensure_defaults(session)  # a database upgraded before risk rules existed gets them
     stop = stop or asyncio.Event()

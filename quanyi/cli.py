@@ -22,20 +22,24 @@ def _settings() -> Settings:
 
 
 async def _with_core(fn: Callable[[Any], Awaitable[int]], *, migrate_check: bool = True) -> int:
-    from quanyi.core.migrate import require_current
-    from quanyi.core.services import build_core
+    from quanyi.core.services import build_core, open_checked
 
-    core = build_core(_settings())
+    settings = _settings()
+    if not migrate_check:
+        core = build_core(settings)
+    else:
+        db, keyring = await open_checked(settings)
+        core = build_core(settings, db=db, keyring=keyring)
     try:
-        if migrate_check:
-            await require_current(core.db.engine)
         return await fn(core)
     finally:
         await core.close()
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    from quanyi.core.audit_chain import Chain, anchor_first
     from quanyi.core.db import Database
+    from quanyi.core.keycheck import init_keys
     from quanyi.core.migrate import upgrade
 
     async def run() -> int:
@@ -47,9 +51,19 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 
             async with db.transaction() as session:
                 await risk.ensure_defaults(session)  # the default risk rules, on; edits stay
+            # Keys for a new database; an existing one must match the keys configured.
+            keys = await init_keys(settings, db)
+            db.audit_chain = Chain(keys.keyring.audit_key)
+            first = await anchor_first(db, settings.data_dir, settings.admin_id_list)
         finally:
             await db.dispose()
         print(f"database is at the latest schema ({_redact_url(settings.resolved_database_url)})")
+        if keys.created:
+            print(f"created the encryption keys in {keys.source} (0600): back it up with the database")
+        if first is not None and first.ok:
+            print(f"audit chain of {first.checked} records verified and anchored for the first time")
+        elif first is not None:
+            print(f"audit chain broken at record {first.first_bad_seq or '?'}: {first.problem}; not anchored")
         return 0
 
     return asyncio.run(run())
@@ -273,15 +287,19 @@ def cmd_stock_void(args: argparse.Namespace) -> int:
 
 def cmd_stock_show(args: argparse.Namespace) -> int:
     from quanyi.core.channels import pool_levels
+    from quanyi.core.stock import staged_counts
 
     async def run(core: Any) -> int:
         async with core.db.read() as session:
             levels = await pool_levels(session, args.sku)
+            staged = await staged_counts(session, args.sku)
         rows: list[list[Any]] = []
         for lv in levels:
             free = f"{lv.unallocated}!" if lv.unallocated < 0 else lv.unallocated
+            # Staged: written by an import still running (or one that died, until the next
+            # import clears it), not yet sellable.
             rows.append(
-                [lv.sku, lv.available, lv.reserved, lv.sold, lv.void, lv.expired]
+                [lv.sku, lv.available, lv.reserved, lv.sold, lv.void, lv.expired, staged.get(lv.sku, 0)]
                 + [lv.allocated_remaining, free, "pool", _threshold(lv.threshold), lv.name]
             )
             # A channel row keeps the first five columns numeric, as scripts read them: what it
@@ -290,10 +308,10 @@ def cmd_stock_show(args: argparse.Namespace) -> int:
             for a in lv.allocations:
                 quota = a.mode == "quota"
                 rows.append(
-                    [f"  ↳{a.channel}", a.remaining if quota else max(lv.unallocated, 0), a.reserved, a.sold, 0, 0]
+                    [f"  ↳{a.channel}", a.remaining if quota else max(lv.unallocated, 0), a.reserved, a.sold, 0, 0, ""]
                     + [a.allocated if quota else "-", "", a.mode, _threshold(a.threshold), a.channel_name]
                 )
-        headers = ["sku", "available", "reserved", "sold", "void", "expired", "allocated", "unallocated"]
+        headers = ["sku", "available", "reserved", "sold", "void", "expired", "staged", "allocated", "unallocated"]
         _table([*headers, "mode", "threshold", "name"], rows)
         over = [lv.sku for lv in levels if lv.unallocated < 0]
         if over:

@@ -1,4 +1,4 @@
-"""``quanyi audit verify`` and ``quanyi audit list``; and the record of CLI commands that change something."""
+"""``quanyi audit verify``, ``anchor`` and ``list``; and the record of CLI commands that change something."""
 
 from __future__ import annotations
 
@@ -35,9 +35,24 @@ _SECRET = re.compile(r"key|secret|token|pass|cred", re.IGNORECASE)
 
 def add_audit_parser(sub: Any) -> None:
     audit = sub.add_parser("audit", help="the audit trail").add_subparsers(dest="audit_command", required=True)
+    verify = audit.add_parser(
+        "verify",
+        help="check the hash chain and its anchors; exit 1 naming the first edited, deleted or reordered record",
+        description="Checks every record's keyed hash and the anchors in <data dir>/audit-anchors.jsonl: a chain "
+        "rewritten before an anchor, or cut back below one, fails.",
+    )
+    verify.add_argument(
+        "--anchor",
+        action="append",
+        default=[],
+        metavar="SEQ:HASH",
+        help="an anchor from the operators' chat message (repeatable), e.g. when the data dir is lost or doubted",
+    )
+    verify.set_defaults(fn=cmd_audit_verify)
     audit.add_parser(
-        "verify", help="check the hash chain; exit 1 naming the first edited, deleted or reordered record"
-    ).set_defaults(fn=cmd_audit_verify)
+        "anchor",
+        help="pin the chain's head now: a line in <data dir>/audit-anchors.jsonl and a message to each operator",
+    ).set_defaults(fn=cmd_audit_anchor)
     lst = audit.add_parser("list", help="the latest records, newest first")
     lst.add_argument("--actor", help="operator:ID, distributor:ID, buyer:ID, cli:USER, system, or a bare user id")
     lst.add_argument("--object", metavar="TYPE:ID", help="e.g. order:Q2024..., refund:12")
@@ -47,16 +62,39 @@ def add_audit_parser(sub: Any) -> None:
 
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
-    from quanyi.core.audit import verify
+    from quanyi.core.audit_chain import parse_anchor, verify_anchored
+
+    given = [parse_anchor(text) for text in args.anchor]
 
     async def run(core: Any) -> int:
-        async with core.db.read() as session:
-            report = await verify(session)
-        if report.ok:
-            print(f"{report.checked} records, chain intact")
+        report = await verify_anchored(core.db, core.settings.data_dir, given)
+        if not report.ok:
+            where = f" at record {report.first_bad_seq}" if report.first_bad_seq is not None else ""
+            print(f"audit chain broken{where}: {report.problem}", file=sys.stderr)
+            return 1
+        summary = f"{report.checked} records, chain intact"
+        if report.anchors:
+            summary += f"; {report.anchors} anchor{'s' if report.anchors != 1 else ''} held"
+        if report.checked and report.keyed_from is None:
+            summary += " (not keyed: every record was written before the audit key)"
+        print(summary)
+        return 0
+
+    return asyncio.run(_with_core(run))
+
+
+def cmd_audit_anchor(args: argparse.Namespace) -> int:
+    from quanyi.core.audit_chain import anchor, anchors_path
+
+    async def run(core: Any) -> int:
+        settings = core.settings
+        pinned = await anchor(core.db, settings.data_dir, settings.admin_id_list)
+        if pinned is None:
+            print("the audit chain is empty: nothing to anchor")
             return 0
-        print(f"audit chain broken at record {report.first_bad_seq}: {report.problem}", file=sys.stderr)
-        return 1
+        print(f"anchored record {pinned.seq}: {pinned.hash}")
+        print(f"written to {anchors_path(settings.data_dir)}; sent to {len(settings.admin_id_list)} operator(s)")
+        return 0
 
     return asyncio.run(_with_core(run))
 

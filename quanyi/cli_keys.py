@@ -10,17 +10,35 @@ from quanyi.cli import _settings, _table
 from quanyi.core.errors import InvalidInput
 
 
-async def _with_db(fn: Any) -> int:
+async def _with_db(fn: Any, *, check_keys: bool = True) -> int:
+    from quanyi.core.crypto import KeyRing
     from quanyi.core.db import Database
+    from quanyi.core.keycheck import verify_keyring
     from quanyi.core.migrate import require_current
 
     settings = _settings()
     db = Database(settings.resolved_database_url)
     try:
         await require_current(db.engine)
+        if check_keys:
+            await verify_keyring(db, KeyRing.load(settings))  # a rotation under a foreign key is refused
         return int(await fn(settings, db))
     finally:
         await db.dispose()
+
+
+def cmd_keys_init(args: argparse.Namespace) -> int:
+    from quanyi.core.keycheck import init_keys
+
+    async def run(settings: Any, db: Any) -> int:
+        keys = await init_keys(settings, db, explicit=True)
+        if keys.created:
+            print(f"created the encryption keys in {keys.source} (0600): back it up with the database")
+        else:
+            print("keys come from the environment; their check values are recorded in the database")
+        return 0
+
+    return asyncio.run(_with_db(run, check_keys=False))
 
 
 def cmd_keys_status(args: argparse.Namespace) -> int:
@@ -99,6 +117,13 @@ def cmd_keys_rotate(args: argparse.Namespace) -> int:
 
 def add_keys_parser(sub: Any) -> None:
     keys = sub.add_parser("keys", help="card-key encryption keys").add_subparsers(dest="keys_command", required=True)
+    keys.add_parser(
+        "init",
+        help="create the keys for a database that holds no encrypted data (db upgrade does this for a new one)",
+        description="Writes a new keys.json (0600) in QUANYI_DATA_DIR and records its key-check values in the "
+        "database. Refused when a key file exists or the database already holds encrypted data or key checks: "
+        "restore the key file from your backup instead. With QUANYI_CARD_KEYS it only records their check values.",
+    ).set_defaults(fn=cmd_keys_init)
     keys.add_parser("status", help="key ids, the active one and how many rows use each (never keys)").set_defaults(
         fn=cmd_keys_status
     )

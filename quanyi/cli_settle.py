@@ -14,6 +14,7 @@ from quanyi.core.money import format_minor
 
 
 def cmd_settle(args: argparse.Namespace) -> int:
+    from quanyi.core.audit_chain import anchor
     from quanyi.core.settlement import local_day, settle_day
 
     async def run(core: Any) -> int:
@@ -50,6 +51,11 @@ def cmd_settle(args: argparse.Namespace) -> int:
                 for r in result.rows
             ],
         )
+        if not result.already:
+            # The day's records pinned outside the database, as the scheduler's settlement does.
+            pinned = await anchor(core.db, settings.data_dir, settings.admin_id_list)
+            if pinned is not None:
+                print(f"audit chain anchored at record {pinned.seq}: {pinned.hash}")
         return 0
 
     return asyncio.run(_with_core(run))

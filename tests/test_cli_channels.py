@@ -16,6 +16,8 @@ from sqlalchemy import select
 from quanyi.core import distributors, migrate
 from quanyi.core.catalog import get_product, update_product
 from quanyi.core.channels import channel_prices, get_channel
+from quanyi.core.db import Database
+from quanyi.core.keycheck import init_keys
 from quanyi.core.models import BalanceEntry, CostPrice, DistributorInvite
 from quanyi.core.orders import Buyer, checkout, remember_user
 from quanyi.core.services import Core, build_core
@@ -59,11 +61,16 @@ def show_rows(stdout: str) -> dict[str, dict[str, str]]:
 
 async def _open(tmp_path: Path, *, upgrade: bool = False) -> Core:
     """quanyi.core on the CLI's data dir (and key file); ``upgrade`` first creates the schema
-    as `quanyi db upgrade` does."""
-    core = build_core(make_settings(tmp_path))
+    and the keys as `quanyi db upgrade` does."""
+    settings = make_settings(tmp_path)
     if upgrade:
-        await migrate.upgrade(core.db.engine)
-    return core
+        db = Database(settings.resolved_database_url)
+        try:
+            await migrate.upgrade(db.engine)
+            await init_keys(settings, db)
+        finally:
+            await db.dispose()
+    return build_core(settings)
 
 
 async def _order(core: Core, *, sku: str, quantity: int, user_id: int, channel: str = "bot") -> Any:
@@ -132,6 +139,7 @@ async def test_an_operator_allocates_stock_to_channels_and_stock_show_adds_it_up
         "sold": "2",
         "void": "0",
         "expired": "0",
+        "staged": "0",
         "allocated": "1",
         "unallocated": "6",
         "mode": "pool",
@@ -144,6 +152,7 @@ async def test_an_operator_allocates_stock_to_channels_and_stock_show_adds_it_up
         "sold": "2",
         "void": "0",
         "expired": "0",
+        "staged": "",
         "allocated": "4",
         "unallocated": "",
         "mode": "quota",

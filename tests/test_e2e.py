@@ -24,6 +24,7 @@ from sqlalchemy import func, select
 from quanyi.app import serve
 from quanyi.core.config import Settings
 from quanyi.core.db import Database
+from quanyi.core.keycheck import init_keys
 from quanyi.core.migrate import upgrade
 from quanyi.core.models import Order, OutboxMessage, Payment, StockItem
 from quanyi.core.services import build_core
@@ -81,15 +82,24 @@ def e2e_settings(tmp_path: Path, url: str, tg: FakeTelegram, **overrides: object
         http_port=port,
         public_url=f"http://127.0.0.1:{port}",
         sandbox_pay=True,
+        # The sandbox alone, as in the demo, is offered to every buyer (beside Stars, a real
+        # method, it would be for operators only: test_sandbox_operators).
+        stars_enabled=False,
         **overrides,
     )
 
 
 async def migrated_with_stock(settings: Settings, tmp_path: Path, units: int) -> list[str]:
-    """Schema from the migrations (not create_all), then a product with ``units`` codes."""
+    """Schema from the migrations (not create_all) and keys, as `quanyi db upgrade` makes them, then a
+    product with ``units`` codes."""
+    db = Database(settings.resolved_database_url)
+    try:
+        await upgrade(db.engine)
+        await init_keys(settings, db)
+    finally:
+        await db.dispose()
     core = build_core(settings)
     try:
-        await upgrade(core.db.engine)
         return await product_with_stock(core, tmp_path, units=units)
     finally:
         await core.close()

@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from quanyi.core import partners, redeem
 from quanyi.core.config import Settings
-from quanyi.core.crypto import KEY_FILE, KeyRing
+from quanyi.core.crypto import KEY_FILE, KeyRing, create_key_file
 from quanyi.core.db import Database
 from quanyi.core.errors import ConfigError
 from quanyi.core.models import StockItem
@@ -29,7 +29,9 @@ from tests.test_redeem import issue, link_product, paid_order
 
 
 def file_core(db: Database, settings: Settings) -> Core:
-    """A core whose keys come from keys.json in the data dir, as in the embedded set-up."""
+    """A core whose keys come from keys.json in the data dir, as in the embedded set-up (the key
+    file ``quanyi db upgrade`` writes for a new database)."""
+    create_key_file(settings.data_dir / KEY_FILE)
     return build_core(settings, db=db, keyring=KeyRing.load(settings))
 
 

@@ -4,6 +4,7 @@ from orders placed and paid through the real paths; CSV/XLSX exports, the chart,
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import csv
 import io
@@ -184,7 +185,14 @@ async def test_quanyi_report_prints_tables_and_writes_files_and_the_chart(core, 
 
     await sell(core, tmp_path)
     url = f"sqlite+aiosqlite:///{tmp_path / 'test.db'}"  # the test database (schema from the models)
-    monkeypatch.setattr(cli, "_settings", lambda: core.settings.model_copy(update={"database_url": url}))
+    ring = core.keyring  # the command runs with the keys the test database was written with
+    keys = {
+        "database_url": url,
+        "card_keys": f"k1:{base64.b64encode(ring.enc_keys['k1']).decode()}",
+        "lookup_key": base64.b64encode(ring.lookup_key).decode(),
+        "audit_key": base64.b64encode(ring.audit_key).decode(),
+    }
+    monkeypatch.setattr(cli, "_settings", lambda: core.settings.model_copy(update=keys))
 
     async def _current(engine: object) -> None:
         return None

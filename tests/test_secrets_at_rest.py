@@ -20,7 +20,7 @@ from quanyi.bot.outbox_sender import OutboxSender
 from quanyi.core import outbox
 from quanyi.core.catalog import add_product
 from quanyi.core.config import Settings
-from quanyi.core.crypto import KEY_FILE, KeyRing
+from quanyi.core.crypto import KEY_FILE, KeyRing, create_key_file
 from quanyi.core.errors import CardKeyError, ConfigError
 from quanyi.core.fulfilment import PaymentOutcome
 from quanyi.core.logs import RedactSecrets, configure_logging, secrets_of
@@ -56,6 +56,7 @@ async def test_no_secret_in_the_database_files_or_logs_after_an_import_and_a_sal
     caplog.set_level(logging.DEBUG)
     caplog.set_level(logging.DEBUG, logger="sqlalchemy.engine")  # statements, parameters and rows
     settings = make_settings(tmp_path)  # the embedded default: SQLite file and key file in the data dir
+    create_key_file(settings.data_dir / KEY_FILE)  # as `quanyi db upgrade` does for a new database
     core = build_core(settings)
     db_path = settings.data_dir / "quanyi.db"
     try:
@@ -101,18 +102,23 @@ async def test_no_secret_in_the_database_files_or_logs_after_an_import_and_a_sal
         assert secret.encode().hex() not in logged
 
 
-def test_the_key_file_is_created_0600_on_first_use_and_reused_after(tmp_path):
+def test_the_key_file_is_created_0600_for_a_new_database_and_reused_after(tmp_path):
     settings = make_settings(tmp_path / "fresh")
     path = settings.data_dir / KEY_FILE
     assert not settings.data_dir.exists()
+    with pytest.raises(ConfigError, match="no key file"):  # loading never makes keys
+        KeyRing.load(settings)
+    assert not path.exists()
     old_umask = os.umask(0)  # the mode must not depend on a lenient umask
     try:
-        first = KeyRing.load(settings)
+        assert create_key_file(path)
     finally:
         os.umask(old_umask)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     content = path.read_bytes()
+    first = KeyRing.load(settings)
 
+    assert not create_key_file(path)  # never replaced
     second = KeyRing.load(settings)
     assert path.read_bytes() == content
     key_id, blob = first.encrypt("CODE-123", b"aad")
@@ -120,6 +126,7 @@ def test_the_key_file_is_created_0600_on_first_use_and_reused_after(tmp_path):
     assert second.lookup_hash("CODE-123") == first.lookup_hash("CODE-123")
     data = json.loads(content)
     assert data["lookup_key"] not in data["enc_keys"].values()  # a separate HMAC key
+    assert data["audit_key"] not in (data["lookup_key"], *data["enc_keys"].values())
     assert "CODE-123" not in repr(first) and data["lookup_key"] not in repr(first)
 
 

@@ -1,11 +1,12 @@
 """Operator chat: ``/audit`` reads the trail; a middleware records what operators and distributors
-do in chat (commands and button presses only, never free text); the broken-chain alert."""
+do in chat (commands and button presses only, never free text); the broken-chain alert and the
+chain's anchors."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -16,7 +17,7 @@ from sqlalchemy import select
 
 from quanyi.bot.admin_filter import IsAdmin
 from quanyi.bot.outbox_sender import Part, renders
-from quanyi.core import audit
+from quanyi.core import audit, audit_chain
 from quanyi.core.models import AuditRecord, Distributor
 from quanyi.core.outbox import Outgoing
 from quanyi.core.services import Core
@@ -95,6 +96,19 @@ def render_trail(lang: str, rows: list[AuditRecord], label: str, tz: str) -> str
 async def audit_broken(core: Core, message: Outgoing) -> list[Part]:
     payload = message.payload
     return [t(message.language, "audit.broken", seq=payload.get("seq", "?"), checked=payload.get("checked", "?"))]
+
+
+@renders(audit_chain.ANCHOR_KIND)
+async def audit_anchor(core: Core, message: Outgoing) -> list[Part]:
+    """The chain's head as it stood: kept in chat, out of reach of whoever holds the server."""
+    payload = message.payload
+    at = payload.get("at")
+    when = (
+        f"{datetime.fromisoformat(at).astimezone(ZoneInfo(core.settings.timezone)):%Y-%m-%d %H:%M}"
+        if isinstance(at, str)
+        else "?"
+    )
+    return [t(message.language, "audit.anchor", seq=payload.get("seq", "?"), hash=payload.get("hash", "?"), at=when)]
 
 
 class AuditMiddleware(BaseMiddleware):

@@ -1,15 +1,14 @@
 """The audit trail: an append-only, hash-chained record of who changed or revealed what.
 
-Each record's hash covers the previous record's hash and its own fields, so an edited,
-deleted or reordered record breaks the chain and ``verify`` names it. Appending locks the
-single ``AuditHead`` row; take it last in a transaction (after the rows the work locks), so
-two transactions never wait on each other in opposite orders.
+Each record's hash covers the previous record's hash and its own fields, keyed with the audit
+key (``audit_chain``), so an edited, deleted or reordered record breaks the chain and ``verify``
+names it. Appending locks the single ``AuditHead`` row; take it last in a transaction (after the
+rows the work locks), so two transactions never wait on each other in opposite orders.
 """
 
 from __future__ import annotations
 
 import enum
-import hashlib
 import json
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -25,11 +24,13 @@ from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
+from quanyi.core.audit_chain import GENESIS as GENESIS
+from quanyi.core.audit_chain import HEAD_ID, Chain, canonical, chain_of
+from quanyi.core.audit_chain import VerifyReport as VerifyReport
+from quanyi.core.audit_chain import verify as verify
 from quanyi.core.db import Database
 from quanyi.core.models import AuditHead, AuditRecord, utcnow
 
-GENESIS = "0" * 64
-HEAD_ID = 1
 _TEXT_LIMIT = 4000  # old / new hold small dicts; a runaway value is cut, never a failed append
 
 
@@ -44,39 +45,13 @@ class Entry:
     new: Mapping[str, Any] | None = None
 
 
-@dataclass(frozen=True)
-class VerifyReport:
-    ok: bool
-    checked: int
-    first_bad_seq: int | None = None
-    problem: str = ""
-
-
 def _json(value: Mapping[str, Any] | None) -> str | None:
     if value is None:
         return None
     return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)[:_TEXT_LIMIT]
 
 
-def chain_hash(
-    prev_hash: str,
-    seq: int,
-    at: datetime,
-    actor: str,
-    front: str,
-    action: str,
-    object_type: str,
-    object_id: str,
-    old: str | None,
-    new: str | None,
-) -> str:
-    # Whole seconds' fractions survive both databases; the naive UTC form is what is stored.
-    fields = [seq, at.replace(tzinfo=None).isoformat(), actor, front, action, object_type, object_id, old, new]
-    canonical = json.dumps(fields, ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256((prev_hash + canonical).encode("utf-8")).hexdigest()
-
-
-def _row(entry: Entry, seq: int, prev_hash: str, at: datetime) -> dict[str, Any]:
+def _row(entry: Entry, seq: int, prev_hash: str, at: datetime, chain: Chain) -> dict[str, Any]:
     values: dict[str, Any] = {
         "seq": seq,
         "at": at,
@@ -89,8 +64,7 @@ def _row(entry: Entry, seq: int, prev_hash: str, at: datetime) -> dict[str, Any]
         "new": _json(entry.new),
         "prev_hash": prev_hash,
     }
-    values["hash"] = chain_hash(
-        prev_hash,
+    fields = canonical(
         seq,
         at,
         values["actor"],
@@ -101,6 +75,7 @@ def _row(entry: Entry, seq: int, prev_hash: str, at: datetime) -> dict[str, Any]
         values["old"],
         values["new"],
     )
+    values["hash"] = chain.link(prev_hash, fields)
     return values
 
 
@@ -134,6 +109,7 @@ async def record_many(session: AsyncSession, entries: Sequence[Entry]) -> list[A
     """Append ``entries`` in order, in the caller's transaction."""
     if not entries:
         return []
+    chain = chain_of(session.info)  # before the head is locked: no key, no lock taken
     head = (await session.execute(_LOCK_HEAD)).first()
     if head is None:
         await session.execute(_create_head(session.get_bind().dialect.name))
@@ -143,7 +119,7 @@ async def record_many(session: AsyncSession, entries: Sequence[Entry]) -> list[A
     records: list[AuditRecord] = []
     for entry in entries:
         seq += 1
-        values = _row(entry, seq, prev, at)
+        values = _row(entry, seq, prev, at, chain)
         prev = values["hash"]
         records.append(AuditRecord(**values))
     session.add_all(records)
@@ -169,7 +145,12 @@ async def record(
 
 
 def record_many_sync(conn: Connection, entries: Sequence[Entry]) -> None:
-    """``record_many`` on a synchronous connection (the batch settlement path), the same chain."""
+    """``record_many`` on a synchronous connection (the batch settlement path, ``Database.run_write``),
+    the same chain; the connection carries the audit key in its execution options."""
+    _append_sync(conn, entries, chain_of(conn.get_execution_options()))
+
+
+def _append_sync(conn: Connection, entries: Sequence[Entry], chain: Chain) -> None:
     if not entries:
         return
     head = conn.execute(_LOCK_HEAD).first()
@@ -181,7 +162,7 @@ def record_many_sync(conn: Connection, entries: Sequence[Entry]) -> None:
     rows: list[dict[str, Any]] = []
     for entry in entries:
         seq += 1
-        values = _row(entry, seq, prev, at)
+        values = _row(entry, seq, prev, at, chain)
         prev = values["hash"]
         rows.append(values)
     conn.execute(insert(AuditRecord), rows)
@@ -192,61 +173,6 @@ async def append(db: Database, entry: Entry) -> None:
     """One record in a transaction of its own (a chat button, a CLI command after it ran)."""
     async with db.transaction() as session:
         await record_many(session, [entry])
-
-
-_VERIFY_PAGE = 2000
-
-
-async def verify(session: AsyncSession) -> VerifyReport:
-    """Walk the chain in seq order; the first record that breaks it is named, with how."""
-    expected_seq, prev, checked = 1, GENESIS, 0
-    after = 0
-    while True:
-        rows = (
-            await session.scalars(
-                select(AuditRecord).where(AuditRecord.seq >= after).order_by(AuditRecord.seq).limit(_VERIFY_PAGE)
-            )
-        ).all()
-        for rec in rows:
-            if rec.seq != expected_seq:
-                missing = f"{expected_seq}" if rec.seq == expected_seq + 1 else f"{expected_seq}..{rec.seq - 1}"
-                return VerifyReport(False, checked, expected_seq, f"record {missing} is missing (deleted)")
-            if rec.prev_hash != prev:
-                return VerifyReport(
-                    False,
-                    checked,
-                    rec.seq,
-                    f"record {rec.seq} does not follow record {rec.seq - 1} (reordered, or one was replaced)",
-                )
-            digest = chain_hash(
-                rec.prev_hash,
-                rec.seq,
-                rec.at,
-                rec.actor,
-                rec.front,
-                rec.action,
-                rec.object_type,
-                rec.object_id,
-                rec.old,
-                rec.new,
-            )
-            if digest != rec.hash:
-                return VerifyReport(False, checked, rec.seq, f"record {rec.seq} does not match its hash (edited)")
-            prev, expected_seq, checked = rec.hash, expected_seq + 1, checked + 1
-        if len(rows) < _VERIFY_PAGE:
-            break
-        after = expected_seq
-        session.expunge_all()
-    head = (await session.execute(select(AuditHead.seq, AuditHead.hash).where(AuditHead.id == HEAD_ID))).first()
-    head_seq, head_hash = (int(head.seq), str(head.hash)) if head is not None else (0, GENESIS)
-    if head_seq > checked:
-        missing = f"{expected_seq}" if head_seq == expected_seq else f"{expected_seq}..{head_seq}"
-        return VerifyReport(
-            False, checked, expected_seq, f"record {missing} is missing (deleted; the head counts {head_seq})"
-        )
-    if head_seq != checked or head_hash != prev:
-        return VerifyReport(False, checked, checked or None, f"the chain's head does not match record {checked}")
-    return VerifyReport(True, checked)
 
 
 async def trail(
@@ -446,7 +372,7 @@ def write_pending(session: Session) -> None:
     session.flush()  # the command's last changes, collected by the hooks above
     entries = session.info.pop(_PENDING, [])
     if entries:
-        record_many_sync(session.connection(), entries)
+        _append_sync(session.connection(), entries, chain_of(session.info))
 
 
 def _forget(session: Session, *_: Any) -> None:

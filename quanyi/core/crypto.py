@@ -1,8 +1,9 @@
 """Card-key secrets at rest: AES-256-GCM with a key id per ciphertext, HMAC-SHA256 lookup hashes.
 
 Keys come from the environment (QUANYI_CARD_KEYS, QUANYI_CARD_KEY_ACTIVE,
-QUANYI_LOOKUP_KEY) or, in the embedded set-up, from ``keys.json`` in the data
-directory, created with mode 0600 on first use.
+QUANYI_LOOKUP_KEY, QUANYI_AUDIT_KEY) or, in the embedded set-up, from ``keys.json`` in the
+data directory, created with mode 0600 only for a database that holds no ciphertext
+(``keycheck.init_keys``). Loading never creates keys.
 """
 
 from __future__ import annotations
@@ -132,7 +133,10 @@ class KeyRing:
     @classmethod
     def _from_file(cls, path: Path, settings: Settings) -> KeyRing:
         if not path.exists():
-            _create_key_file(path)
+            raise ConfigError(
+                f"no key file at {path}: restore keys.json from your backup, or for a new database run "
+                "`quanyi db upgrade` (or `quanyi keys init`)"
+            )
         mtime = path.stat().st_mtime_ns
         data = json.loads(path.read_text())
         keys = {k: base64.b64decode(v) for k, v in data["enc_keys"].items()}
@@ -143,8 +147,12 @@ class KeyRing:
         return ring
 
 
-def _create_key_file(path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+def create_key_file(path: Path) -> bool:
+    """Write a new key file (0600); False when one already exists (another process made it).
+
+    Only ``keycheck.init_keys`` calls this, for a database that holds no ciphertext.
+    """
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     data = {
         "enc_keys": {"k1": base64.b64encode(secrets.token_bytes(32)).decode()},
         "active": "k1",
@@ -155,9 +163,12 @@ def _create_key_file(path: Path) -> None:
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:  # another process created it first; use theirs
-        return
+        return False
     with os.fdopen(fd, "w") as handle:
         json.dump(data, handle, indent=2)
+        handle.flush()
+        os.fsync(handle.fileno())
+    return True
 
 
 def add_file_key(path: Path) -> str:

@@ -10,17 +10,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from sqlalchemy import CTE, Connection, CursorResult, Engine, Result, Select, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import Session
 
+if TYPE_CHECKING:
+    from quanyi.core.audit_chain import Chain
+
 T = TypeVar("T")
+# Where a session's ``info`` and a write connection's execution options carry the audit chain's key.
+AUDIT_CHAIN = "quanyi_audit_chain"
 
 
 def write_audit(session: Session) -> None:
@@ -36,7 +42,7 @@ class Database:
         if self.is_sqlite:
             database = self.url.database
             if database and database != ":memory:":
-                Path(database).parent.mkdir(parents=True, exist_ok=True)
+                _create_private(Path(database))
             engine_kwargs.setdefault("connect_args", {})
             engine_kwargs["connect_args"].setdefault("timeout", 30)
         else:
@@ -55,7 +61,10 @@ class Database:
                     connect_args={"check_same_thread": False, "timeout": 30},
                 )
                 _configure_sqlite(self._sync_engine)
-        self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        # Every session and write connection carries the audit chain (see ``audit_chain``); a
+        # session copies this dict when it opens.
+        self._audit: dict[str, Any] = {}
+        self.sessions = async_sessionmaker(self.engine, expire_on_commit=False, info=self._audit)
         from quanyi.core import audit  # imports this module: hooked here, not at import time
 
         audit.install()
@@ -64,6 +73,15 @@ class Database:
     @property
     def dialect(self) -> str:
         return self.url.get_backend_name()
+
+    @property
+    def audit_chain(self) -> Chain | None:
+        return self._audit.get(AUDIT_CHAIN)
+
+    @audit_chain.setter
+    def audit_chain(self, chain: Chain) -> None:
+        """The audit key, set by ``build_core``: without it nothing can be appended to the trail."""
+        self._audit[AUDIT_CHAIN] = chain
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
@@ -83,7 +101,7 @@ class Database:
         async with self.engine.connect() as conn:
             await conn.execution_options(quanyi_write=True)
             async with conn.begin():
-                session = AsyncSession(bind=conn, expire_on_commit=False)
+                session = AsyncSession(bind=conn, expire_on_commit=False, info=self._audit)
                 try:
                     yield session
                     # The last flush; operators' changes go on the audit trail in this transaction.
@@ -102,14 +120,14 @@ class Database:
             async with self._write_lock:
                 return await asyncio.to_thread(self._run_in_thread, fn)
         async with self._write_lock or contextlib.nullcontext(), self.engine.connect() as conn:
-            await conn.execution_options(quanyi_write=True)
+            await conn.execution_options(quanyi_write=True, **self._audit)
             async with conn.begin():
                 return await conn.run_sync(fn)
 
     def _run_in_thread(self, fn: Callable[[Connection], T]) -> T:
         assert self._sync_engine is not None
         with self._sync_engine.connect() as conn:
-            conn.execution_options(quanyi_write=True)
+            conn.execution_options(quanyi_write=True, **self._audit)
             with conn.begin():
                 return fn(conn)
 
@@ -130,6 +148,14 @@ class Database:
         await self.engine.dispose()
         if self._sync_engine is not None:
             self._sync_engine.dispose()
+
+
+def _create_private(path: Path) -> None:
+    """Create a new SQLite file readable by its owner only (0600); SQLite gives its -wal and -shm
+    files the database file's mode. An existing file keeps its mode."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
 
 def _configure_sqlite(sync_engine: Engine) -> None:

@@ -58,3 +58,5 @@ def configure_logging(settings: Settings) -> None:
     root.addHandler(handler)
     root.setLevel(settings.log_level.upper())
     logging.getLogger("aiogram.event").setLevel(logging.WARNING)
+    # The schema check at start-up runs alembic, whose INFO lines say nothing an operator needs.
+    logging.getLogger("alembic").setLevel(logging.WARNING)

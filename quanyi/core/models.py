@@ -991,8 +991,9 @@ class BlockEntry(Base):
 
 
 class AuditRecord(Base):
-    """Append-only and hash-chained: ``hash`` = SHA-256 over the previous record's hash and
-    this record's fields, so an edited, deleted or reordered record breaks the chain."""
+    """Append-only and hash-chained: ``hash`` = ``h1:`` + HMAC-SHA-256 under the audit key (never
+    in the database) over the previous record's hash and this record's fields (plain SHA-256 for
+    records from before the key), so an edited, deleted or reordered record breaks the chain."""
 
     __tablename__ = "audit_log"
 
@@ -1020,3 +1021,18 @@ class AuditHead(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     seq: Mapped[int] = mapped_column(BigInteger, default=0)
     hash: Mapped[str] = mapped_column(String(64))
+
+
+class KeyCheck(Base):
+    """A key-check value per encryption key id, for the lookup key and for the audit key.
+
+    A keyed digest of a fixed label, never the key: every command and ``serve`` compare the
+    configured keyring with these rows and refuse to run on a missing or foreign key, before
+    anything is decrypted, hashed or written under it.
+    """
+
+    __tablename__ = "key_checks"
+
+    name: Mapped[str] = mapped_column(String(48), primary_key=True)  # card:<key id> | lookup | audit
+    kcv: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

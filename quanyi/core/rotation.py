@@ -17,6 +17,7 @@ from quanyi.core.config import Settings
 from quanyi.core.crypto import KEY_FILE, KeyRing, add_file_key, retire_file_keys
 from quanyi.core.db import Database, rowcount
 from quanyi.core.errors import CardKeyError, ConfigError, InvalidInput
+from quanyi.core.keycheck import verify_keyring
 from quanyi.core.models import PartnerKey, RedeemToken, StockItem
 from quanyi.core.partners import secret_aad
 from quanyi.core.redeem import token_aad
@@ -153,6 +154,7 @@ async def rotate(
         if not from_env and not resume:
             outcome.added = add_file_key(path)
             keyring = KeyRing.load(settings)
+            await verify_keyring(db, keyring)  # the new key's check is recorded before it encrypts a row
     if on_start:
         on_start(outcome.added, keyring.active, sum(u.rows for k, u in usage.items() if k != keyring.active))
     outcome.report = await reencrypt(db, keyring, batch=batch, max_batches=max_batches, on_progress=on_progress)

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from quanyi.core import audit, leases, outbox, partner_webhooks, partners, recharge, settlement
+from quanyi.core import audit, audit_chain, leases, outbox, partner_webhooks, partners, recharge, settlement
 from quanyi.core.alerts import StockAlert, check_stock
 from quanyi.core.models import utcnow
 from quanyi.core.orders import expire_due
@@ -93,14 +93,24 @@ class Jobs:
         settled = [r.day.isoformat() for r in results if not r.already]
         if settled:
             log.info("settled %s", ", ".join(settled))
+            await self.anchor_audit()
         return settled
 
+    async def anchor_audit(self) -> audit_chain.Anchor | None:
+        """Pin the audit chain's head outside the database (after each settlement)."""
+        settings = self.core.settings
+        pinned = await audit_chain.anchor(self.core.db, settings.data_dir, settings.admin_id_list)
+        if pinned is not None:
+            log.info("audit chain anchored at record %d", pinned.seq)
+            self.core.outbox_wakeup.set()
+        return pinned
+
     async def audit_verify(self) -> audit.VerifyReport | None:
-        """Nightly: walk the audit chain; a broken one alerts operators (``admin_audit_broken``)."""
+        """Nightly: walk the audit chain, against the anchors in the data directory; a broken one
+        alerts operators (``admin_audit_broken``)."""
         if not await self.is_leader():
             return None
-        async with self.core.db.read() as session:
-            report = await audit.verify(session)
+        report = await audit_chain.verify_anchored(self.core.db, self.core.settings.data_dir)
         if not report.ok:
             log.error("audit chain broken at record %s: %s", report.first_bad_seq, report.problem)
             async with self.core.db.transaction() as session:

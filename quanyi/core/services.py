@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from quanyi.core import ledger
+from quanyi.core.audit_chain import Chain
 from quanyi.core.config import Settings
 from quanyi.core.crypto import KeyRing
 from quanyi.core.db import Database
@@ -39,9 +40,27 @@ class Core:
         await self.db.dispose()
 
 
+async def open_checked(settings: Settings) -> tuple[Database, KeyRing]:
+    """The database and the keyring, in the order a person can act on: the database reachable and
+    at the code's schema, then the keys present and the ones it was written with."""
+    from quanyi.core.keycheck import verify_keyring
+    from quanyi.core.migrate import require_current
+
+    db = Database(settings.resolved_database_url)
+    try:
+        await require_current(db.engine)
+        keyring = KeyRing.load(settings)
+        await verify_keyring(db, keyring)
+    except BaseException:
+        await db.dispose()
+        raise
+    return db, keyring
+
+
 def build_core(settings: Settings, *, db: Database | None = None, keyring: KeyRing | None = None) -> Core:
     keyring = keyring or KeyRing.load(settings)
     db = db or Database(settings.resolved_database_url)
+    db.audit_chain = Chain(keyring.audit_key)  # the trail is keyed in every session the core opens
     payments = build_payment_hub(settings, keyring)
     payments.add(PartnerBalance(db))
     wakeup = asyncio.Event()
