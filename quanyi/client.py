@@ -211,6 +211,7 @@ class QuanyiClient:
         retry: bool | None = None,
     ) -> dict[str, Any]:
         data = b"" if body is None else json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        # A mapping, so each name goes once: the server refuses a repeated one (duplicate_parameter).
         query_text = urlencode(query or {}, quote_via=quote)
         url = self.base_url + path + ("?" + query_text if query_text else "")
         signed_path = urlsplit(url).path  # with the base URL's own prefix, as the server sees it

@@ -1,5 +1,6 @@
 """Hypothesis against every endpoint of the partner API with valid signatures: bodies from the
-request schemas and arbitrary JSON or bytes, path and query values from arbitrary text. Whatever
+request schemas, arbitrary JSON or bytes and JSON nested up to 10,000 levels deep, path and query
+values from arbitrary text, days at the ends of the calendar and repeated parameters. Whatever
 arrives, the answer is JSON, never a 5xx, a success matches the declared response schema and an
 error is a declared code with its status. Unsigned or wrongly signed requests are 401."""
 
@@ -40,6 +41,32 @@ json_values = st.recursive(
     lambda children: st.lists(children, max_size=3) | st.dictionaries(text, children, max_size=3),
     max_leaves=8,
 )
+_CLOSE = str.maketrans("[{", "]}")
+
+
+def _nested(depth: int, openers: str) -> bytes:
+    """``depth`` levels of arrays and objects (``openers`` repeated) around the number 1."""
+    chain = (openers * depth)[:depth]
+    return (chain.replace("{", '{"a":') + "1" + chain[::-1].translate(_CLOSE)).encode()
+
+
+# Arrays, objects or both nested 1 to 10,000 levels (the reader's limit is 32): never a 5xx.
+deep_json = st.builds(_nested, st.integers(1, 10_000) | st.integers(30, 34), st.sampled_from(["[", "{", "[{"]))
+# Days the calendar (and datetime) ends at, the API's own limits, and what fromisoformat also takes.
+EXTREME_DAYS = [
+    "0001-01-01",
+    "0001-01-02",
+    "1999-12-31",
+    "2000-01-01",
+    "9998-12-25",
+    "9998-12-31",
+    "9999-12-30",
+    "9999-12-31",
+    "20260101",
+    "2026-W01-1",
+    "2026-02-30",
+    "２０２６-01-01",
+]
 order_nos = st.from_regex(r"\Afz-[0-9]{1,2}\Z")  # a few numbers, so some come back (idempotency)
 plausible_items = st.fixed_dictionaries(
     {"sku": st.sampled_from(["VIP", "SPA", "NOPE"])}, optional={"quantity": st.integers(0, 4)}
@@ -83,7 +110,7 @@ def _from_schema(schema: dict[str, Any]) -> st.SearchStrategy[Any]:
 
 
 def _bodies(e: api.Endpoint, tokens: list[str]) -> st.SearchStrategy[bytes]:
-    arbitrary = st.binary(max_size=120) | json_values.map(lambda v: json.dumps(v).encode())
+    arbitrary = st.binary(max_size=120) | json_values.map(lambda v: json.dumps(v).encode()) | deep_json
     if e.request is None:
         return st.just(b"") | arbitrary
     specific: st.SearchStrategy[Any] = _from_schema(e.request)
@@ -108,10 +135,12 @@ def _target(e: api.Endpoint, draw: Any) -> str:
     query = []
     for p in e.params:
         if p.where == "query" and draw(st.booleans()):
-            day = st.dates().map(lambda d: d.isoformat())
+            day = st.dates().map(lambda d: d.isoformat()) | st.sampled_from(EXTREME_DAYS)
             query.append((p.name, draw(day | text)))
     if draw(st.booleans()):
         query.append((draw(text), draw(text)))  # an unknown parameter
+    if query and draw(st.booleans()):
+        query.insert(0, (query[-1][0], draw(text)))  # a name given twice: 400 duplicate_parameter
     return path + ("?" + urlencode(query, quote_via=quote) if query else "")
 
 
@@ -216,3 +245,17 @@ async def test_unrouted_paths_and_wrong_methods_under_the_api_answer_json(world)
         answer = await response.get_json()
         jsonschema.validate(answer, schemas.ERROR)
         assert answer["error"] == code
+
+
+@pytest.mark.parametrize("start", [None, *EXTREME_DAYS])
+async def test_a_statement_between_any_two_extreme_days_is_a_statement_or_a_declared_4xx(world, start):
+    e = ENDPOINTS["GET /statement"]
+    creds: Creds = world["creds"]
+    for end in (None, *EXTREME_DAYS):
+        query = urlencode([(k, v) for k, v in (("from", start), ("to", end)) if v is not None])
+        target = "/api/v1/statement" + ("?" + query if query else "")
+        headers = signed_headers(creds, "GET", target)
+        response = await world["client"].get(target, headers=headers)
+        answer = await response.get_json()
+        assert response.status_code < 500, (target, answer)
+        _declared(e, response.status_code, answer)

@@ -15,7 +15,8 @@ and the canonical request is six lines joined by ``\\n``::
                       and /api/v1/orders/A,1 both sign as /api/v1/orders/A%2C1)
     QUERY             the query's name=value pairs sorted by name then value, each part
                       percent-encoded (RFC 3986, only A-Z a-z 0-9 - _ . ~ left as they are),
-                      joined by &; empty when there is no query
+                      joined by &; empty when there is no query. A name may appear once:
+                      the API refuses a repeated one (``duplicate_names``)
     TIMESTAMP         the X-Quanyi-Timestamp value
     NONCE             the X-Quanyi-Nonce value
     BODY-SHA256       hex SHA-256 of the body bytes (of the empty string for no body)
@@ -50,6 +51,19 @@ def canonical_query(query: str) -> str:
     """The query string in the signed form: pairs sorted, every part RFC 3986-encoded."""
     pairs = parse_qsl(query, keep_blank_values=True)
     return "&".join(f"{quote(k, safe='-_.~')}={quote(v, safe='-_.~')}" for k, v in sorted(pairs))
+
+
+def duplicate_names(query: str) -> list[str]:
+    """Names given more than once in ``query``, decoded as the signature decodes them, in order of
+    first repeat. Sorting makes ``a=1&a=2`` and ``a=2&a=1`` sign alike although a reader taking
+    the first value sees two meanings: the server refuses such a query."""
+    seen: set[str] = set()
+    repeated: list[str] = []
+    for name, _ in parse_qsl(query, keep_blank_values=True):
+        if name in seen and name not in repeated:
+            repeated.append(name)
+        seen.add(name)
+    return repeated
 
 
 def canonical_path(path: str) -> str:

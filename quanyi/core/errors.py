@@ -180,3 +180,16 @@ class ChallengeRequired(RiskRefusal):
 
 class HeldForReview(RiskRefusal):
     code = "risk_hold"
+
+
+class MalformedJson(InvalidInput):
+    """A body from outside that is not the JSON it must be: not UTF-8, not JSON, a key given
+    twice where that is refused, or NaN / Infinity (not JSON at all)."""
+
+    code = "malformed_json"
+
+
+class JsonTooDeep(MalformedJson):
+    """JSON nested deeper than the reader allows: refused before the parser recurses into it."""
+
+    code = "json_too_deep"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -40,6 +41,8 @@ ACTIONS = ("challenge", "hold", "block")
 BLOCK_KINDS = ("user", "ip", "device")
 _STRICTNESS = {"challenge": 1, "hold": 2, "block": 3}
 MAX_ATTEMPTS = 3
+_ANSWER_RE = re.compile(r"[0-9]{1,6}")  # a challenge answer as typed
+_FULL_WIDTH_DIGITS = str.maketrans("０１２３４５６７８９", "0123456789")
 # A challenge answered or a hold approved lets the same buyer order the same product once, soon.
 PASS_VALID = timedelta(minutes=30)
 # Challenge answers are hashed with the keyring's lookup key, which fronts pass as the
@@ -334,11 +337,12 @@ async def answer_challenge(
         return False
     if decision.status != "open" or decision.answer_hash is None:
         return False
-    given = answer.strip()
-    right = (
-        given.isdigit()
-        and len(given) <= 6
-        and hmac.compare_digest(decision.answer_hash, _answer_hash(secret, decision_id, str(int(given))))
+    # Full-width digits are what a Chinese input method types for 0-9; past them, ASCII digits
+    # only: str.isdigit() also takes "²" (which int() refuses) and "١٢" (which it reads as 12).
+    # Anything else is simply a wrong answer and costs an attempt.
+    given = answer.strip().translate(_FULL_WIDTH_DIGITS)
+    right = _ANSWER_RE.fullmatch(given) is not None and hmac.compare_digest(
+        decision.answer_hash, _answer_hash(secret, decision_id, str(int(given)))
     )
     open_ = (RiskDecision.id == decision_id, RiskDecision.status == "open", RiskDecision.attempts < MAX_ATTEMPTS)
     now = utcnow()

@@ -10,8 +10,8 @@ codes and tokens never reach a log line.
 
 from __future__ import annotations
 
-import json
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -25,8 +25,8 @@ from quart import Blueprint, Response, jsonify, request
 from sqlalchemy import update
 from werkzeug.exceptions import HTTPException
 
-from quanyi.core import apisign, partner_orders, partners, redeem
-from quanyi.core.errors import QuanyiError
+from quanyi.core import apisign, jsonsafe, partner_orders, partners, redeem
+from quanyi.core.errors import JsonTooDeep, MalformedJson, QuanyiError
 from quanyi.core.models import Partner, PartnerKey, utcnow
 from quanyi.core.redeem import TokenView
 from quanyi.webhooks import api_schemas as schemas
@@ -52,8 +52,10 @@ STATUS = {
     "token_used_up": 410,
     "token_expired": 410,
     "token_void": 410,
-    "too_large": 413,
+    "payload_too_large": 413,
     "invalid_input": 400,
+    "json_too_deep": 400,
+    "duplicate_parameter": 400,
     "coupon_rejected": 400,
     "insufficient_balance": 402,
     "out_of_stock": 409,
@@ -65,6 +67,10 @@ STATUS = {
 }
 _LINK_MARK = "/r/"
 MAX_STATEMENT_DAYS = 93
+# Statement days are kept where the day arithmetic and the time-zone conversion cannot overflow
+# (datetime stops at year 1 and 9999); no statement line is older than this system.
+FIRST_DAY, LAST_DAY = date(2000, 1, 1), date(9998, 12, 31)
+_DAY_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 
 def error(code: str, message: str, status: int | None = None, **extra: Any) -> tuple[Response, int]:
@@ -112,7 +118,14 @@ class Endpoint:
 
 
 ENDPOINTS: list[Endpoint] = []
-_SIGNED_ERRORS = ("unauthorized", "bad_signature", "stale_request", "replayed_nonce", "too_many_requests")
+_SIGNED_ERRORS = (
+    "unauthorized",
+    "bad_signature",
+    "stale_request",
+    "replayed_nonce",
+    "duplicate_parameter",
+    "too_many_requests",
+)
 
 Handler = Callable[..., Awaitable[tuple[Response, int]]]
 
@@ -133,7 +146,9 @@ def endpoint(
 
     def register(fn: Handler) -> Handler:
         path = rule.replace("<", "{").replace(">", "}")
-        all_errors = (*errors, *(_SIGNED_ERRORS if signed else ()), "invalid_input")
+        # Any request may be too large (refused before it is routed); a JSON body may nest too deep.
+        body_errors = ("json_too_deep",) if request_schema is not None else ()
+        all_errors = (*errors, *(_SIGNED_ERRORS if signed else ()), "invalid_input", *body_errors, "payload_too_large")
         ENDPOINTS.append(
             Endpoint(
                 method=method.upper(),
@@ -179,6 +194,8 @@ def _signed_path() -> str:
 
 async def authenticate() -> Call:
     """Check the request's signature, window and nonce; ``Refused`` says why not."""
+    query = request.query_string.decode("latin-1")
+    _refuse_ambiguous_query(query)
     try:
         presented = apisign.presented(request.headers)
         apisign.check_window(presented.timestamp, time.time())
@@ -186,7 +203,6 @@ async def authenticate() -> Call:
         raise Refused(exc.code, exc.message) from None
     body = await request.get_data()
     assert isinstance(body, bytes)
-    query = request.query_string.decode("latin-1")
     db = core().db
     async with db.read() as session:
         found = await partners.secret_of(session, core().keyring, presented.access_key)
@@ -208,6 +224,15 @@ async def authenticate() -> Call:
     return Call(partner=partner, access_key=presented.access_key, body=body)
 
 
+def _refuse_ambiguous_query(query: str) -> None:
+    """Before anything reads the query: the signature sorts its pairs, so ``from=A&from=B`` and
+    ``from=B&from=A`` sign alike while a reader takes the first; a name given twice is refused."""
+    repeated = apisign.duplicate_names(query)
+    if repeated:
+        name = repeated[0][:64]
+        raise Refused("duplicate_parameter", f"query parameter {name!r} is given more than once", field=name)
+
+
 def signed_call(fn: Callable[[Call], Awaitable[tuple[Response, int]]]) -> Handler:
     async def run(**kwargs: Any) -> tuple[Response, int]:
         try:
@@ -225,16 +250,20 @@ def signed_call(fn: Callable[[Call], Awaitable[tuple[Response, int]]]) -> Handle
 
 
 def _json_body(call: Call) -> Any:
+    if not call.body:
+        return None
     try:
-        return json.loads(call.body.decode("utf-8")) if call.body else None
-    except (UnicodeDecodeError, ValueError):
+        return jsonsafe.loads_limited(call.body)
+    except JsonTooDeep as exc:
+        raise Refused("json_too_deep", exc.message) from None
+    except MalformedJson:
         raise Refused("invalid_input", "the body must be UTF-8 JSON") from None
 
 
 @blueprint.errorhandler(Exception)
 async def failed(exc: Exception) -> tuple[Response, int]:
     if isinstance(exc, HTTPException):
-        code = {400: "invalid_input", 404: "not_found", 405: "method_not_allowed", 413: "too_large"}
+        code = {400: "invalid_input", 404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
         name = code.get(exc.code or 500, "invalid_input")
         return error(name, exc.description or name, exc.code)
     log.error("api: request failed with %s", type(exc).__name__)
@@ -334,10 +363,25 @@ def _day(name: str, default: date) -> date:
     text = request.args.get(name)
     if text is None:
         return default
+    wanted = f"{name}: a date YYYY-MM-DD from {FIRST_DAY} to {LAST_DAY}"
+    # fullmatch first: fromisoformat also takes 20260101 and week dates such as 2026-W01-1.
+    if not _DAY_RE.fullmatch(text):
+        raise Refused("invalid_input", wanted, field=name)
     try:
-        return date.fromisoformat(text)
+        day = date.fromisoformat(text)
     except ValueError:
-        raise Refused("invalid_input", f"{name}: a date YYYY-MM-DD", field=name) from None
+        raise Refused("invalid_input", wanted, field=name) from None
+    if not FIRST_DAY <= day <= LAST_DAY:
+        raise Refused("invalid_input", wanted, field=name)
+    return day
+
+
+DAY_SCHEMA = {
+    "type": "string",
+    "format": "date",
+    "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}$",
+    "description": f"YYYY-MM-DD, from {FIRST_DAY} to {LAST_DAY}",
+}
 
 
 @signed_call
@@ -380,8 +424,8 @@ endpoint(
     "/statement",
     summary="Balance statement",
     params=(
-        Param("from", "query", {"type": "string", "format": "date"}, "first day (default: 6 days ago)", False),
-        Param("to", "query", {"type": "string", "format": "date"}, "last day (default: today)", False),
+        Param("from", "query", DAY_SCHEMA, "first day (default: 6 days ago)", False),
+        Param("to", "query", DAY_SCHEMA, "last day (default: today)", False),
     ),
     responses={200: schemas.STATEMENT},
 )(_statement)

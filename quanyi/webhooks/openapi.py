@@ -39,7 +39,9 @@ The canonical request is six lines joined by a line feed (`\\n`):
 6. BODY-SHA256: hex SHA-256 of the body bytes (of the empty string for no body)
 
 `X-Quanyi-Signature` = hex HMAC-SHA256(secret, canonical request). A missing or malformed header,
-an unknown or revoked key is `unauthorized`; a wrong signature is `bad_signature` (all 401)."""
+an unknown or revoked key is `unauthorized`; a wrong signature is `bad_signature` (all 401).
+A query parameter given more than once is refused before anything else with 400
+`duplicate_parameter` (`field` names it): sorted pairs sign `a=1&a=2` and `a=2&a=1` alike."""
 
 
 def signing_example() -> dict[str, str]:

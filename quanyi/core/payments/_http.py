@@ -12,6 +12,7 @@ from typing import Any
 import aiohttp
 
 from quanyi.core.errors import QuanyiError
+from quanyi.core.jsonsafe import loads_limited
 
 
 async def request_json(
@@ -43,8 +44,8 @@ async def request_json(
             ) as response:
                 status = response.status
                 try:
-                    body = await response.json(content_type=None)
-                except ValueError:
+                    body = loads_limited(await response.read())
+                except QuanyiError:  # not JSON, or nested past the limit: no answer we can use
                     body = None
     except (aiohttp.ClientError, TimeoutError) as exc:
         raise error(f"{what} failed ({type(exc).__name__})") from None

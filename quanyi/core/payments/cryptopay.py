@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import re
 from collections.abc import Mapping
 from typing import Any
 
 from quanyi.core.config import Settings
-from quanyi.core.errors import CallbackRejected, InvalidInput, ProviderError
+from quanyi.core.errors import CallbackRejected, InvalidInput, MalformedJson, ProviderError
+from quanyi.core.jsonsafe import loads_limited
 from quanyi.core.money import EXPONENTS, exponent, format_minor, parse_minor
 from quanyi.core.payments._http import request_json
 from quanyi.core.payments.base import CallbackRequest, OrderForPayment, PaymentEvent, PaymentMethod, PaymentStart
@@ -98,9 +98,9 @@ class CryptoPay(PaymentMethod):
         if not hmac.compare_digest(self.sign(request.body).encode(), signatures[0].lower().encode()):
             raise CallbackRejected("bad signature")
         try:
-            update = json.loads(request.body, object_pairs_hook=_unique_keys)
-        except (ValueError, UnicodeDecodeError):
-            raise CallbackRejected("body is not JSON") from None
+            update = loads_limited(request.body, unique_keys=True)
+        except MalformedJson as exc:  # the stable code travels for the door to show
+            raise CallbackRejected(exc.message, code=exc.code) from None
         if not isinstance(update, dict):
             raise CallbackRejected("body is not a JSON object")
         if update.get("update_type") != "invoice_paid":
@@ -205,13 +205,3 @@ def _is_id(value: object) -> bool:
 
 def _is_scalar(value: object) -> bool:
     return isinstance(value, str | int | float | bool)
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """A key given twice leaves its meaning to the parser; a signed body never needs it."""
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise ValueError(f"duplicate key {key!r}")
-        result[key] = value
-    return result

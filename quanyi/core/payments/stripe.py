@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import re
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeGuard
 
 from quanyi.core.config import Settings
-from quanyi.core.errors import CallbackRejected, InvalidInput, ProviderError, QuanyiError, RefundFailed
+from quanyi.core.errors import CallbackRejected, InvalidInput, MalformedJson, ProviderError, QuanyiError, RefundFailed
+from quanyi.core.jsonsafe import loads_limited
 from quanyi.core.payments._http import request_json
 from quanyi.core.payments.base import (
     CallbackRequest,
@@ -139,9 +139,9 @@ class Stripe(PaymentMethod):
     def verify(self, request: CallbackRequest) -> PaymentEvent | RefundEvent | None:
         self._check_signature(request)
         try:
-            event = json.loads(request.body, object_pairs_hook=_unique_keys)
-        except (ValueError, UnicodeDecodeError):
-            raise CallbackRejected("body is not JSON") from None
+            event = loads_limited(request.body, unique_keys=True)
+        except MalformedJson as exc:  # the stable code travels for the door to show
+            raise CallbackRejected(exc.message, code=exc.code) from None
         if not isinstance(event, dict) or event.get("object", "event") != "event":
             raise CallbackRejected("body is not a Stripe event")
         event_id, event_type, data = event.get("id"), event.get("type"), event.get("data")
@@ -403,13 +403,3 @@ def _is_scalar(value: object) -> bool:
 
 def _text(value: object) -> str:
     return str(value)[:256]
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """A key given twice leaves its meaning to the parser; a signed body never needs it."""
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise ValueError(f"duplicate key {key!r}")
-        result[key] = value
-    return result

@@ -15,7 +15,8 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from quanyi.core.errors import CallbackRejected, SupplierError, SupplierOrderUnknown
+from quanyi.core.errors import CallbackRejected, MalformedJson, SupplierError, SupplierOrderUnknown
+from quanyi.core.jsonsafe import loads_limited
 from quanyi.core.payments._http import request_json
 from quanyi.core.suppliers.base import (
     ORDER_NUMBER,
@@ -73,10 +74,11 @@ def encode(payload: Mapping[str, Any]) -> bytes:
 
 
 def decode(body: bytes) -> dict[str, Any] | None:
-    """The JSON object in ``body``, or None when it is not one. NaN and Infinity are not JSON."""
+    """The JSON object in ``body``, or None when it is not one (NaN and Infinity are not JSON;
+    nesting deeper than ``jsonsafe.MAX_DEPTH`` is refused unparsed)."""
     try:
-        data = json.loads(body.decode("utf-8"), parse_constant=_refuse_constant)
-    except ValueError:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        data = loads_limited(body)
+    except MalformedJson:
         return None
     return data if isinstance(data, dict) else None
 
@@ -167,8 +169,11 @@ class GenericSupplier(Supplier):
 
     def parse_callback(self, headers: Mapping[str, str], raw_body: bytes) -> SupplierResult:
         verify_signature(headers, raw_body, self._secret, self._clock())
-        data = decode(raw_body)
-        if data is None:
+        try:
+            data = loads_limited(raw_body)
+        except MalformedJson as exc:  # its stable code is the callback's answer
+            raise CallbackRejected(exc.message, code=exc.code) from None
+        if not isinstance(data, dict):
             raise CallbackRejected("body is not a JSON object")
         try:
             return read_order(data)
@@ -211,7 +216,3 @@ def _answered_order(data: Mapping[str, Any], what: str) -> SupplierResult:
         return read_order(data)
     except ValueError as exc:
         raise SupplierError(f"{what} answered a malformed order: {exc}") from None
-
-
-def _refuse_constant(name: str) -> None:
-    raise ValueError(f"{name} is not JSON")
