@@ -73,15 +73,17 @@ def backend() -> str:
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    # One app takes hundreds of examples from one address: the per-IP limit is test_limits' subject.
-    return epay_settings(tmp_path).model_copy(update={"callback_requests_per_minute": 1_000_000})
+    # One app takes hundreds of examples from one address: the per-IP limits are test_limits' and
+    # test_public_limits' subject.
+    limits = {"callback_requests_per_minute": 1_000_000, "page_requests_per_minute": 1_000_000}
+    return epay_settings(tmp_path).model_copy(update=limits)
 
 
 @pytest.fixture
 async def world(core, tmp_path):
     await product_with_stock(core, tmp_path, units=2)
     epay = await new_order(core, method="epay", user_id=1)
-    sandbox = await new_order(core, method="sandbox", user_id=2)
+    sandbox = await new_order(core, method="sandbox", user_id=9000)  # beside EPay, an operator's (QUANYI_ADMIN_IDS)
     return {
         "core": core,
         "client": create_app(core).test_client(),

@@ -39,6 +39,7 @@ PID = "1001"
 KEY = "k7Hq2Vx9Lm4Rt8Zp3Wn6Ys1Bc5Df0Ga"
 NOTIFY = "/pay/epay/notify"
 SANDBOX_NOTIFY = "/pay/sandbox/notify"
+OPERATOR = 9000  # QUANYI_ADMIN_IDS in make_settings
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 
 Pairs = list[tuple[str, str]]
@@ -475,7 +476,8 @@ def sandbox_of(core: Core) -> Sandbox:
 
 async def test_sandbox_pay_page_shows_the_amount_and_a_pay_button(core, client, tmp_path):
     await product_with_stock(core, tmp_path, price="15.00", units=3)
-    placed = await new_order(core, method="sandbox", quantity=2)
+    # Beside EPay the sandbox is for operators only (test_sandbox_operators): an operator's order.
+    placed = await new_order(core, method="sandbox", quantity=2, user_id=OPERATOR)
     epay_order = await new_order(core, method="epay")
     assert placed.payment.url == f"http://127.0.0.1:8080/pay/sandbox/{placed.order.number}"
     en = {"Accept-Language": "en"}
@@ -503,7 +505,7 @@ async def test_sandbox_pay_page_shows_the_amount_and_a_pay_button(core, client, 
 
 async def test_signed_sandbox_callback_delivers_once_and_tampered_ones_fail(core, client, tmp_path, logs):
     await product_with_stock(core, tmp_path, units=2)
-    placed = await new_order(core, method="sandbox", user_id=31)
+    placed = await new_order(core, method="sandbox", user_id=OPERATOR)
     epay_order = await new_order(core, method="epay", user_id=32)
     sandbox = sandbox_of(core)
     good = sandbox.callback_params(placed.order.number, "15.00", "CNY")
@@ -570,7 +572,7 @@ async def test_the_pay_button_posts_a_signed_callback_to_our_own_server(db, keyr
         epay_settings(tmp_path, http_port=port, public_url=f"http://127.0.0.1:{port}"), db=db, keyring=keyring
     )
     await product_with_stock(core, tmp_path, units=2)
-    placed = await new_order(core, method="sandbox", user_id=77)
+    placed = await new_order(core, method="sandbox", user_id=OPERATOR)
     config = Config()
     config.bind = [f"127.0.0.1:{port}"]
     config.accesslog = None

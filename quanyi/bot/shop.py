@@ -274,6 +274,10 @@ def build_router() -> Router:
         account = str(data["account"]) if data.get("product_id") == callback_data.id and data.get("account") else None
         coupon = _form_coupon(data, callback_data.id, callback_data.n)
         entry: CatalogueEntry | None = None
+        if not core.payments.offered(callback_data.method, user.id):
+            # Buttons can be forged: a method this buyer is not shown is refused like a disabled one.
+            await query.answer(raw_t(lang, "no_methods"), show_alert=True)
+            return
         try:
             async with core.db.read() as session:
                 entry = await catalogue_entry_by_id(session, callback_data.id)
@@ -705,7 +709,7 @@ async def _send_methods(
     if quantity > entry.available:
         await message.answer(t(lang, "out_of_stock", available=entry.available))
         return False
-    choices = core.payments.choices()
+    choices = core.payments.choices(user_id)
     if not choices:
         await message.answer(t(lang, "no_methods"))
         return True

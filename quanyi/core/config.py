@@ -87,7 +87,13 @@ class Settings(BaseSettings):
     # Abuse limits at the edges: requests per client IP per minute to the payment and
     # supplier callbacks and the partner API; chat messages and button presses per user
     # in any chat_window_seconds (operators are exempt); the largest stock file imported.
+    # On the callbacks (/pay/ notify and webhooks, /recharge/) only requests that fail
+    # verification count, and only they are ever refused: a gateway's burst of genuine
+    # notifies is never throttled. On /api/v1/ every request counts. One window per client IP.
     callback_requests_per_minute: int = Field(default=120, ge=1)
+    # Public pages (the catalogue /, the sandbox pay pages, /pay/return/): requests per
+    # client IP per minute, so one client cannot hog the server (the /r/ pages have their own).
+    page_requests_per_minute: int = Field(default=120, ge=1)
     chat_events_per_window: int = Field(default=20, ge=1)
     chat_window_seconds: int = Field(default=10, ge=1)
     max_stock_file_mb: int = Field(default=200, ge=1)

@@ -10,10 +10,12 @@ Redis is unreachable — a limit is never a reason to fail a request).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import secrets
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -121,18 +123,24 @@ class RedisWindow:
         return int(wait)
 
 
-_clients: dict[str, Any] = {}
+# One client (one connection pool) per Redis URL and event loop: a pool's connections belong to
+# the loop that opened them, so a client made in a loop that has since closed is never reused.
+_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, Any]] = weakref.WeakKeyDictionary()
 
 
 def make_limiter(redis_url: str, name: str, limit: int, window: float = 60.0) -> Limiter:
     """A Redis-shared limiter when ``redis_url`` is set, else one counting in this process."""
     if not redis_url:
         return SlidingWindow(limit, window)
-    client = _clients.get(redis_url)
+    try:
+        clients = _clients.setdefault(asyncio.get_running_loop(), {})
+    except RuntimeError:  # built outside a loop: a client of its own
+        clients = {}
+    client = clients.get(redis_url)
     if client is None:
         from redis.asyncio import Redis
 
-        client = _clients[redis_url] = Redis.from_url(
+        client = clients[redis_url] = Redis.from_url(
             redis_url, socket_connect_timeout=0.5, socket_timeout=0.5, retry_on_timeout=False
         )
     return RedisWindow(client, name, limit, window)

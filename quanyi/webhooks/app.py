@@ -9,16 +9,14 @@ from typing import Any
 
 from quart import Quart, Response, jsonify, request
 
-from quanyi.core.ratelimit import make_limiter
+from quanyi.core.errors import QuanyiError
+from quanyi.core.jsonsafe import loads_limited
 from quanyi.core.services import Core
-from quanyi.webhooks import api, pay, recharge, redeem, site
+from quanyi.webhooks import api, limits, pay, recharge, redeem, site
 
 log = logging.getLogger(__name__)
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates" / "web"
 MAX_BODY = 64 * 1024
-# Callbacks and the partner API, limited per client IP (the redemption pages have their own).
-LIMITED_PREFIXES = ("/pay/", "/recharge/", "/api/v1/")
-JSON_PREFIXES = ("/recharge/", "/api/v1/", "/pay/stripe/", "/pay/cryptobot/")
 
 TelegramFeed = Callable[[dict[str, Any]], Awaitable[None]]
 
@@ -38,6 +36,7 @@ def create_app(core: Core, *, telegram_feed: TelegramFeed | None = None) -> Quar
             return jsonify({"status": "unavailable"}), 503
         return jsonify({"status": "ok"}), 200
 
+    _refuse_large_bodies(app)  # first: an oversized request is answered before any other hook
     _limit_edges(app, core)
     app.register_blueprint(site.blueprint)
     app.register_blueprint(pay.blueprint)
@@ -48,8 +47,8 @@ def create_app(core: Core, *, telegram_feed: TelegramFeed | None = None) -> Quar
         _add_telegram_webhook(app, core, telegram_feed)
 
     @app.errorhandler(413)
-    async def too_large(_error: Exception) -> tuple[str, int]:
-        return "request body too large", 413
+    async def too_large(_error: Exception) -> tuple[Response | str, int, dict[str, str]]:
+        return too_large_answer()  # a body without Content-Length found too large while read
 
     @app.errorhandler(404)
     async def not_found(_error: Exception) -> tuple[str, int]:
@@ -60,6 +59,24 @@ def create_app(core: Core, *, telegram_feed: TelegramFeed | None = None) -> Quar
         return "method not allowed", 405
 
     return app
+
+
+def too_large_answer() -> tuple[Response | str, int, dict[str, str]]:
+    """413 in the caller's own language: JSON ``payload_too_large`` on the JSON endpoints (the
+    partner API, supplier, Stripe and Crypto Pay callbacks), plain text elsewhere (EPay's notify
+    reads only ``success``/``fail``, so it gets ``fail``; pages)."""
+    if request.path.startswith(limits.JSON_PREFIXES):
+        message = f"the request body is over {MAX_BODY // 1024} KB"
+        return jsonify({"error": "payload_too_large", "message": message}), 413, {}
+    text = "fail" if request.path.startswith("/pay/epay/") else "request body too large"
+    return text, 413, {"Content-Type": "text/plain; charset=utf-8"}
+
+
+def _refuse_large_bodies(app: Quart) -> None:
+    @app.before_request
+    async def refuse_large_body() -> tuple[Response | str, int, dict[str, str]] | None:
+        # Refused up front: an endpoint that never reads the body would otherwise answer it.
+        return too_large_answer() if (request.content_length or 0) > MAX_BODY else None
 
 
 def _add_telegram_webhook(app: Quart, core: Core, feed: TelegramFeed) -> None:
@@ -73,7 +90,10 @@ def _add_telegram_webhook(app: Quart, core: Core, feed: TelegramFeed) -> None:
         if not secret or not hmac.compare_digest(given.encode(), secret.encode()):
             log.warning("telegram webhook: bad secret token from %s", request.remote_addr)
             return "forbidden", 403
-        update = await request.get_json(silent=True)
+        try:
+            update = loads_limited(await request.get_data())
+        except QuanyiError:  # not JSON, or nested past any update Telegram sends
+            return "bad update", 400
         if not isinstance(update, dict):
             return "bad update", 400
         await feed(update)
@@ -81,23 +101,9 @@ def _add_telegram_webhook(app: Quart, core: Core, feed: TelegramFeed) -> None:
 
 
 def _limit_edges(app: Quart, core: Core) -> None:
-    limiter = make_limiter(core.settings.redis_url, "http", core.settings.callback_requests_per_minute)
+    limits.install(app, core.settings)
 
     @app.before_request
     async def limit() -> tuple[Response | str, int, dict[str, str]] | None:
-        if (request.content_length or 0) > MAX_BODY:
-            # Refused up front: an endpoint that never reads the body would otherwise answer it.
-            return "request body too large", 413, {"Content-Type": "text/plain; charset=utf-8"}
-        path = request.path
-        if not path.startswith(LIMITED_PREFIXES):
-            return None
-        client = redeem.client_address()
-        wait = await limiter.hit(client)
-        if not wait:
-            return None
-        log.warning("rate limit reached for %s on %r", client, path.split("/")[2][:20])
-        headers = {"Retry-After": str(wait)}
-        if path.startswith(JSON_PREFIXES):
-            message = f"more than {core.settings.callback_requests_per_minute} requests a minute; retry in {wait} s"
-            return jsonify({"error": "too_many_requests", "message": message}), 429, headers
-        return "too many requests", 429, {**headers, "Content-Type": "text/plain; charset=utf-8"}
+        # Pages and the partner API count requests; callbacks count only their failures (limits).
+        return await limits.before_request(request.path)

@@ -13,6 +13,7 @@ from quart import Blueprint, Response, jsonify, request
 
 from quanyi.core import recharge
 from quanyi.core.errors import CallbackRejected, ConfigError, NotFound
+from quanyi.webhooks import limits
 from quanyi.webhooks.site import core
 
 log = logging.getLogger(__name__)
@@ -24,11 +25,13 @@ def _error(status: int, code: str) -> tuple[Response, int]:
 
 
 @blueprint.post("/recharge/<supplier>/callback")
-async def callback(supplier: str) -> tuple[Response, int]:
+async def callback(supplier: str) -> limits.Answer | tuple[Response, int]:
+    # A refusal before the callback verifies (no such supplier, bad signature, unreadable body)
+    # counts against the client's budget of failures: past it, 429. A verified one never counts.
     try:
         adapter = core().suppliers.get(supplier)
     except ConfigError:
-        return _error(404, "not_found")
+        return await limits.count_failure() or _error(404, "not_found")
     body = await request.get_data(as_text=False)
     assert isinstance(body, bytes)
     try:
@@ -37,7 +40,12 @@ async def callback(supplier: str) -> tuple[Response, int]:
         # Signature and clock problems are the sender's credentials; anything else is the body.
         forged = any(word in exc.message for word in ("signature", "timestamp"))
         log.warning("%s recharge callback refused from %s: %r", supplier, request.remote_addr, exc.message[:120])
-        return _error(401, "bad_signature") if forged else _error(400, "invalid_request")
+        if limited := await limits.count_failure():
+            return limited
+        if forged:
+            return _error(401, "bad_signature")
+        # JSON nested too deep to read has its own code; any other refused body is invalid_request.
+        return _error(400, "json_too_deep" if exc.details.get("code") == "json_too_deep" else "invalid_request")
     try:
         outcome = await recharge.apply_callback(core(), supplier, result)
     except NotFound:

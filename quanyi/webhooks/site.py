@@ -1,13 +1,17 @@
-"""Public pages: the catalogue overview and shared page helpers."""
+"""Public pages: the catalogue overview, the readiness check and shared page helpers."""
 
 from __future__ import annotations
 
-from quart import Blueprint, current_app, render_template, request
+import logging
+
+from quart import Blueprint, Response, current_app, jsonify, render_template, request
 
 from quanyi.core.catalog import catalogue
+from quanyi.core.readiness import unready_reason
 from quanyi.core.services import Core
 from quanyi.i18n import catalog, pick_language
 
+log = logging.getLogger(__name__)
 blueprint = Blueprint("site", __name__)
 
 
@@ -29,3 +33,17 @@ async def index() -> str:
     async with core().db.read() as session:
         entries = await catalogue(session)
     return await render_template("index.html", tx=page_texts(), entries=entries)
+
+
+@blueprint.get("/readyz")
+async def readyz() -> tuple[Response, int]:
+    """200 only when the database takes a write, the schema is current and the keyring matches
+    (``/healthz`` stays a liveness check: the process answers and the database is reachable)."""
+    try:
+        reason = await unready_reason(core().db, core().keyring)
+    except Exception as exc:  # a probe answers; it never fails with a 500
+        log.warning("readiness check failed with %s", type(exc).__name__)
+        reason = "the readiness check failed"
+    if reason is not None:
+        return jsonify({"status": "unready", "reason": reason}), 503
+    return jsonify({"status": "ready"}), 200

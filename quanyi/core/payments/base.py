@@ -14,7 +14,7 @@ and are never called inside a database transaction.
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -124,10 +124,16 @@ class PaymentMethod(abc.ABC):
     # The currency this method charges in when it is not the product's own (Stars: XTR).
     currency: str | None = None
     supports_refund: bool = False
+    # True when the provider gives a payment back only whole (Stars): a refund of several rows is
+    # one call, which cannot pay back twice whatever its key.
+    refunds_whole_payment: bool = False
     # True when ``query`` can ask the provider about an order (a lost callback is made good).
     supports_query: bool = False
     # True for a method buyers never pick (the partner API's balance).
     hidden: bool = False
+    # True for a method through which no money moves (the sandbox): beside a real method it is
+    # offered to operators only, so a buyer never sees a way to pay nothing.
+    simulated: bool = False
 
     def options(self) -> list[str]:
         """Sub-choices shown to the buyer (EPay's alipay / wxpay); default one option."""
@@ -162,8 +168,9 @@ class PaymentMethod(abc.ABC):
 
 
 class PaymentHub:
-    def __init__(self, methods: Sequence[PaymentMethod]) -> None:
+    def __init__(self, methods: Sequence[PaymentMethod], *, operators: Iterable[int] = ()) -> None:
         self._methods = {method.name: method for method in methods}
+        self._operators = frozenset(operators)
 
     def get(self, name: str) -> PaymentMethod:
         try:
@@ -181,9 +188,20 @@ class PaymentHub:
     def methods(self) -> list[PaymentMethod]:
         return list(self._methods.values())
 
-    def choices(self) -> list[tuple[str, str]]:
-        """(method, option) pairs buyers choose from, in display order."""
-        return [(m.name, option) for m in self._methods.values() if not m.hidden for option in m.options()]
+    def offered(self, name: str, user_id: int | None) -> bool:
+        """Whether ``user_id`` may pay with ``name``. A simulated method (the sandbox) alone is
+        offered to everyone (the demo); beside a real one, to operators only."""
+        method = self._methods.get(name)
+        if method is None or method.hidden:
+            return False
+        if not method.simulated or user_id in self._operators:
+            return True
+        return not any(not m.hidden and not m.simulated for m in self._methods.values())
+
+    def choices(self, user_id: int | None) -> list[tuple[str, str]]:
+        """(method, option) pairs ``user_id`` chooses from, in display order."""
+        offered = [m for m in self._methods.values() if self.offered(m.name, user_id)]
+        return [(m.name, option) for m in offered for option in m.options()]
 
 
 PLACEHOLDERS = {"", "changeme", "change-me", "secret", "key", "xxx", "your-key", "test", "placeholder"}
@@ -222,4 +240,4 @@ def build_payment_hub(settings: Settings, keyring: KeyRing) -> PaymentHub:
         methods.append(Stripe(settings))
     if settings.sandbox_pay:
         methods.append(Sandbox(settings.public_url, keyring.sandbox_key))
-    return PaymentHub(methods)
+    return PaymentHub(methods, operators=settings.admin_id_list)

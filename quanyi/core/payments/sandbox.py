@@ -27,6 +27,7 @@ FIELDS = ("order_no", "txn_id", "amount", "currency")
 class Sandbox(PaymentMethod):
     name = "sandbox"
     supports_refund = True
+    simulated = True
 
     def __init__(self, public_url: str, key: bytes) -> None:
         self.public_url = public_url
