@@ -3,9 +3,11 @@ provider's own (a Stars refund, a Stripe refund or chargeback).
 
 A refund happens once. Each one has a unique scope (``line:<id>`` or ``payment:<id>``),
 so a second request, a retry or a late provider confirmation finds the first. The
-provider is called outside any transaction, by whoever holds the refund's claim, with
-an idempotency key that stays the same on every retry. A refunded line's codes are
-voided in the same transaction that records the refund: they are never sold again.
+provider is called outside any transaction, by whoever holds the refund's claim, once per
+refund row with that row's own idempotency key (``quanyi-refund-<id>``) for life: a
+whole-order refund that picks up a line refund whose answer was lost retries that row
+under its key, so the provider sees a repeat, never a new refund. A refunded line's codes
+are voided in the same transaction that records the refund: they are never sold again.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from quanyi.core.models import (
     StockStatus,
     utcnow,
 )
-from quanyi.core.payments.base import PaidWith, RefundEvent
+from quanyi.core.payments.base import PaidWith, PaymentMethod, RefundEvent
 
 if TYPE_CHECKING:
     from quanyi.core.services import Core
@@ -54,6 +56,19 @@ class RefundResult:
     status: str  # succeeded | manual | already
     lines: tuple[int, ...]  # line numbers refunded by this request
     provider_refund_id: str | None = None
+
+
+@dataclass(frozen=True)
+class _Sent:
+    done: list[Refund]  # rows the provider confirmed, recorded as succeeded
+    provider_refund_ids: list[str]
+    error: str | None  # why the provider did not confirm the rest (None: all went through)
+
+
+def provider_key(refund_id: int) -> str:
+    """The idempotency key of one refund row: the same on every call for it, whoever makes
+    the call and whatever other rows are refunded with it."""
+    return f"quanyi-refund-{refund_id}"
 
 
 class ProviderRefundOutcome(enum.StrEnum):
@@ -142,40 +157,26 @@ async def refund_order(
     claimed = await _claim(core, refund_ids)
     if not claimed:
         return RefundResult(number, 0, currency, "already", ())
-    amount = sum(r.amount for r in claimed)
-    key = "quanyi-refund-" + "-".join(str(r.id) for r in claimed)
-    try:
-        provider_refund_id = await method.refund(paid, amount, reason, key)
-    except QuanyiError as exc:
-        await _release(core, [r.id for r in claimed], str(exc.message))
+    sent = await _send(core, method, paid, claimed, reason=reason, actor=actor, order_id=order_id)
+    amount = sum(r.amount for r in sent.done)
+    if sent.done:
+        async with core.db.transaction() as session:
+            order = await session.get(Order, order_id)
+            assert order is not None
+            _tell_buyer(session, order, amount, currency)
+        core.outbox_wakeup.set()
+    if sent.error is not None:
+        part = f"{len(sent.done)} of {len(claimed)} refunds went through; " if sent.done else ""
         raise RefundFailed(
-            f"the refund is recorded but {method.name} did not confirm it ({exc.message}); run it again"
-        ) from None
-    async with core.db.transaction() as session:
-        await session.execute(
-            update(Refund)
-            .where(Refund.id.in_([r.id for r in claimed]), Refund.status == RefundStatus.PENDING)
-            .values(
-                status=RefundStatus.SUCCEEDED,
-                provider_refund_id=provider_refund_id,
-                completed_at=utcnow(),
-                claimed_until=None,
-                last_error=None,
-            )
+            f"the refund is recorded but {method.name} did not confirm it ({part}{sent.error}); run it again"
         )
-        await _settle_order_status(session, order_id)
-        order = await session.get(Order, order_id)
-        assert order is not None
-        _tell_buyer(session, order, amount, currency)
-        await _audit_completed(session, actor, [r.id for r in claimed], provider_refund_id)
-    core.outbox_wakeup.set()
     return RefundResult(
         number,
         amount,
         currency,
         RefundStatus.SUCCEEDED,
-        tuple(line_numbers[r.order_line_id] for r in claimed if r.order_line_id in line_numbers),
-        provider_refund_id,
+        tuple(line_numbers[r.order_line_id] for r in sent.done if r.order_line_id in line_numbers),
+        ", ".join(dict.fromkeys(sent.provider_refund_ids)) or None,
     )
 
 
@@ -226,7 +227,7 @@ async def refund_payment(core: Core, payment_id: int, *, reason: str, actor: str
     if not claimed:
         return RefundResult(number, 0, currency, "already", ())
     try:
-        provider_refund_id = await method.refund(paid, paid.amount, reason, f"quanyi-refund-{refund_id}")
+        provider_refund_id = await method.refund(paid, paid.amount, reason, provider_key(refund_id))
     except QuanyiError as exc:
         await _release(core, [refund_id], str(exc.message))
         raise RefundFailed(
@@ -285,12 +286,17 @@ async def record_provider_refund(core: Core, event: RefundEvent) -> ProviderRefu
                 )
                 return ProviderRefundOutcome.CONFIRMED
             return ProviderRefundOutcome.DUPLICATE
-        asked = list(
-            await session.scalars(
-                select(Refund).where(Refund.payment_id == payment.id, Refund.status == RefundStatus.PENDING)
-            )
+        asked = _ours(
+            list(
+                await session.scalars(
+                    select(Refund)
+                    .where(Refund.payment_id == payment.id, Refund.status == RefundStatus.PENDING)
+                    .order_by(Refund.id)
+                )
+            ),
+            event.amount,
         )
-        if asked and sum(r.amount for r in asked) == event.amount:
+        if asked:
             # Our own refund, confirmed by webhook before the provider's API answer reached us.
             await session.execute(
                 update(Refund)
@@ -358,6 +364,19 @@ async def record_provider_refund(core: Core, event: RefundEvent) -> ProviderRefu
     core.outbox_wakeup.set()
     log.warning("provider %s refunded %s of order %s", event.method, event.amount, order.number)
     return ProviderRefundOutcome.RECORDED if created else ProviderRefundOutcome.DUPLICATE
+
+
+def _ours(pending: list[Refund], amount: int) -> list[Refund]:
+    """The pending refunds (by id) that a provider refund of ``amount`` most likely is: all of
+    them when they add up to it (one call for several rows), else the row being sent now (rows
+    are sent one at a time, lowest id first, each under its claim), else a row left pending
+    whose answer was lost. None: it is not ours."""
+    if pending and sum(r.amount for r in pending) == amount:
+        return pending
+    now = utcnow()
+    same = [r for r in pending if r.amount == amount]
+    sending = [r for r in same if r.claimed_until is not None and r.claimed_until > now]
+    return (sending or same)[:1]
 
 
 async def _applied_payment(session: AsyncSession, order_id: int) -> Payment:
@@ -560,6 +579,49 @@ async def _settle_order_status(session: AsyncSession, order_id: int) -> None:
         )
 
 
+async def _send(
+    core: Core, method: PaymentMethod, paid: PaidWith, claimed: list[Refund], *, reason: str, actor: str, order_id: int
+) -> _Sent:
+    """Call the provider for the claimed refunds, one row per call under the row's own key,
+    lowest id first, and record each answer as it comes. The first failure stops the run: that
+    row keeps its error, the rows not yet sent are released untouched for the next run.
+
+    A method that refunds whole payments only (Stars) gets one call for all the rows: it can
+    give a payment back once, so no key can make it pay twice."""
+    calls = [claimed] if method.refunds_whole_payment else [[r] for r in claimed]
+    done: list[Refund] = []
+    provider_ids: list[str] = []
+    for n, rows in enumerate(calls):
+        ids = [r.id for r in rows]
+        try:
+            provider_refund_id = await method.refund(paid, sum(r.amount for r in rows), reason, provider_key(ids[0]))
+        except QuanyiError as exc:
+            await _release(core, ids, str(exc.message))
+            await _release(core, [r.id for later in calls[n + 1 :] for r in later], None)
+            return _Sent(done, provider_ids, str(exc.message))
+        await _complete(core, ids, provider_refund_id, actor=actor, order_id=order_id)
+        done.extend(rows)
+        provider_ids.append(provider_refund_id)
+    return _Sent(done, provider_ids, None)
+
+
+async def _complete(core: Core, refund_ids: list[int], provider_refund_id: str, *, actor: str, order_id: int) -> None:
+    async with core.db.transaction() as session:
+        await session.execute(
+            update(Refund)
+            .where(Refund.id.in_(refund_ids), Refund.status == RefundStatus.PENDING)
+            .values(
+                status=RefundStatus.SUCCEEDED,
+                provider_refund_id=provider_refund_id,
+                completed_at=utcnow(),
+                claimed_until=None,
+                last_error=None,
+            )
+        )
+        await _settle_order_status(session, order_id)
+        await _audit_completed(session, actor, refund_ids, provider_refund_id)
+
+
 async def _claim(core: Core, refund_ids: list[int]) -> list[Refund]:
     """Take the right to call the provider for these pending refunds (none if another holds it)."""
     if not refund_ids:
@@ -581,12 +643,16 @@ async def _claim(core: Core, refund_ids: list[int]) -> list[Refund]:
         return list(await session.scalars(select(Refund).where(Refund.id.in_(ids)).order_by(Refund.id)))
 
 
-async def _release(core: Core, refund_ids: list[int], error: str) -> None:
+async def _release(core: Core, refund_ids: list[int], error: str | None) -> None:
+    """Give up the claim (with the provider's error when it was called and failed)."""
+    if not refund_ids:
+        return
+    values: dict[str, object] = {"claimed_until": None}
+    if error is not None:
+        values["last_error"] = error[:255]
     async with core.db.transaction() as session:
         await session.execute(
-            update(Refund)
-            .where(Refund.id.in_(refund_ids), Refund.status == RefundStatus.PENDING)
-            .values(claimed_until=None, last_error=error[:255])
+            update(Refund).where(Refund.id.in_(refund_ids), Refund.status == RefundStatus.PENDING).values(**values)
         )
 
 

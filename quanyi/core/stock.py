@@ -2,29 +2,42 @@
 
 Taking stock is one conditional UPDATE over a locked pick (``FOR UPDATE SKIP LOCKED``
 on PostgreSQL; SQLite has a single writer), so an item can never go to two orders.
+
+An import holds a lease for its whole run (``ImportLease``), which the operating system or
+the database server lets go the moment its process dies; the next import that can take a
+batch's lease has proved that import dead and clears its staged rows at once.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import logging
+import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import ColumnElement, delete, func, insert, or_, select, update
+from sqlalchemy import ColumnElement, delete, func, insert, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from quanyi.core import audit
 from quanyi.core.crypto import KeyRing
 from quanyi.core.db import Database, locked_pick, rowcount, upsert
-from quanyi.core.errors import InvalidInput, NotFound
+from quanyi.core.errors import Conflict, InvalidInput, NotFound
 from quanyi.core.models import Order, Product, ProductKind, StockBatch, StockItem, StockStatus, utcnow
 from quanyi.core.stockfile import MAX_FILE_BYTES, RejectedLine, StockLine, read_stock_file
 
+log = logging.getLogger(__name__)
 BATCH_ROWS = 5000
-# An import commits a chunk every second or so; ten silent minutes means it died.
+# Only where no lease can prove an importer dead (an in-memory SQLite database): an import
+# commits a chunk every second or so, so ten silent minutes means it died.
 STALE_IMPORT = timedelta(minutes=10)
+# PostgreSQL advisory locks of import leases are (hash of this name and the schema, batch id):
+# advisory locks are per database, and several schemas (each with its own batch ids) may share one.
+IMPORT_LOCKS = "quanyi.import:"
 
 
 @dataclass
@@ -35,6 +48,8 @@ class ImportReport:
     rejected: int = 0
     lines: int = 0
     rejected_examples: list[RejectedLine] = field(default_factory=list)
+    # Batches of dead imports this import cleared before it began.
+    cleared: list[int] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -74,7 +89,8 @@ async def import_stock(
     A first pass checks the whole file's structure before anything is written. The
     second pass writes rows as ``staged`` (invisible to sales) in short transactions, so
     sales go on during a long import, and one final UPDATE makes them available. A crash
-    leaves only staged rows, which nothing sells.
+    leaves only staged rows, which nothing sells and which the next import clears at once
+    (``abort_stale_batches``).
     """
     async with db.read() as session:
         product = await session.scalar(select(Product).where(Product.sku == sku))
@@ -87,26 +103,14 @@ async def import_stock(
     report = ImportReport(sku=sku)
     for entry in read_stock_file(path, fmt, max_bytes=max_bytes):  # pass 1: raises StockFileError, writes nothing
         report.lines = entry.line
-    await abort_stale_batches(db, product_id)
-
-    async with db.transaction() as session:
-        batch = StockBatch(product_id=product_id, source=path.name[:255], status="importing")
-        session.add(batch)
-        await session.flush()
-        batch_id = batch.id
-
+    report.cleared = await abort_stale_batches(db)
+    batch_id, lease = await _open_batch(db, product_id, path.name)
     try:
         await _write_staged(db, keyring, product_id, batch_id, path, fmt, report, progress)
         async with db.transaction() as session:
-            await session.execute(
-                update(StockItem)
-                .where(StockItem.batch_id == batch_id, StockItem.status == StockStatus.STAGED)
-                .values(status=StockStatus.AVAILABLE)
-                .execution_options(synchronize_session=False)
-            )
-            await session.execute(
+            done = await session.execute(
                 update(StockBatch)
-                .where(StockBatch.id == batch_id)
+                .where(StockBatch.id == batch_id, StockBatch.status == "importing")
                 .values(
                     status="done",
                     imported=report.imported,
@@ -115,10 +119,43 @@ async def import_stock(
                     finished_at=utcnow(),
                 )
             )
+            if not rowcount(done):
+                raise _taken_over(batch_id)
+            await session.execute(
+                update(StockItem)
+                .where(StockItem.batch_id == batch_id, StockItem.status == StockStatus.STAGED)
+                .values(status=StockStatus.AVAILABLE)
+                .execution_options(synchronize_session=False)
+            )
     except BaseException:
         await abort_batch(db, batch_id)
         raise
+    finally:
+        await lease.release()
     return report
+
+
+async def _open_batch(db: Database, product_id: int, source: str) -> tuple[int, ImportLease]:
+    """A new importing batch, and its lease, taken before the batch is committed: no one
+    ever sees the batch importing while its lease is free."""
+    lease: ImportLease | None = None
+    try:
+        async with db.transaction() as session:
+            batch = StockBatch(product_id=product_id, source=source[:255], status="importing")
+            session.add(batch)
+            await session.flush()
+            lease = await ImportLease.take(db, batch.id)
+            if lease is None:  # a leftover holder of a reused id (a database recreated under a live import)
+                raise Conflict(f"import #{batch.id} is held by another process; run it again")
+            return batch.id, lease
+    except BaseException:
+        if lease is not None:
+            await lease.release()
+        raise
+
+
+def _taken_over(batch_id: int) -> Conflict:
+    return Conflict(f"import #{batch_id} was taken over by another import that found it dead; run it again")
 
 
 async def _write_staged(
@@ -169,6 +206,15 @@ async def _insert_rows(
             unique[digest] = line
     now = utcnow()
     async with db.transaction() as session:
+        # First, so that a takeover and this chunk are ordered by the batch row's lock: either the
+        # takeover sees (and deletes) these rows, or this chunk sees the batch aborted and rolls back.
+        beat = await session.execute(
+            update(StockBatch)
+            .where(StockBatch.id == batch_id, StockBatch.status == "importing")
+            .values(heartbeat_at=now)
+        )
+        if not rowcount(beat):
+            raise _taken_over(batch_id)
         existing = set(
             await session.scalars(select(StockItem.secret_hash).where(StockItem.secret_hash.in_(list(unique))))
         )
@@ -207,36 +253,155 @@ async def _insert_rows(
                     rows,
                 )
                 inserted = len(result.all())
-        await session.execute(update(StockBatch).where(StockBatch.id == batch_id).values(heartbeat_at=now))
         report.imported += inserted
         report.duplicates += len(rows) - inserted
 
 
-async def abort_stale_batches(db: Database, product_id: int, *, silent_for: timedelta = STALE_IMPORT) -> list[int]:
-    """Clear the staged rows of imports that crashed, so their codes can be imported again."""
+async def abort_stale_batches(db: Database, *, silent_for: timedelta = STALE_IMPORT) -> list[int]:
+    """Clear the staged rows of imports whose process died, so their codes can be imported
+    again at once; returns the batches cleared. An import is dead when its lease can be taken
+    (the lock its process held went with it); a live one is left alone, however slow."""
     async with db.read() as session:
-        stale = list(
-            await session.scalars(
-                select(StockBatch.id).where(
-                    StockBatch.product_id == product_id,
-                    StockBatch.status == "importing",
-                    StockBatch.heartbeat_at < utcnow() - silent_for,
-                )
+        importing = (
+            await session.execute(
+                select(StockBatch.id, StockBatch.heartbeat_at)
+                .where(StockBatch.status == "importing")
+                .order_by(StockBatch.id)
             )
-        )
-    for batch_id in stale:
-        await abort_batch(db, batch_id)
-    return stale
+        ).all()
+    provable = ImportLease.provable(db)
+    cleared: list[int] = []
+    for batch_id, heartbeat_at in importing:
+        if not provable:
+            if heartbeat_at < utcnow() - silent_for and await abort_batch(db, batch_id):
+                cleared.append(batch_id)
+            continue
+        lease = await ImportLease.take(db, batch_id)
+        if lease is None:
+            continue  # its importer is alive
+        try:
+            if await abort_batch(db, batch_id):
+                cleared.append(batch_id)
+                log.warning("import #%s had died; its staged rows are cleared", batch_id)
+        finally:
+            await lease.release()
+    return cleared
 
 
-async def abort_batch(db: Database, batch_id: int) -> None:
+async def abort_batch(db: Database, batch_id: int) -> bool:
+    """Mark an importing batch aborted and delete its staged rows; False when it was not importing."""
     async with db.transaction() as session:
+        # The batch row first: a chunk of its import in flight either committed before (and its
+        # rows are deleted here) or sees the batch aborted and rolls back (``_insert_rows``).
+        aborted = await session.execute(
+            update(StockBatch)
+            .where(StockBatch.id == batch_id, StockBatch.status == "importing")
+            .values(status="aborted", finished_at=utcnow())
+        )
         await session.execute(
             delete(StockItem).where(StockItem.batch_id == batch_id, StockItem.status == StockStatus.STAGED)
         )
-        await session.execute(
-            update(StockBatch).where(StockBatch.id == batch_id).values(status="aborted", finished_at=utcnow())
-        )
+        return bool(rowcount(aborted))
+
+
+class ImportLease:
+    """Proof that an import's process is alive, held for the whole import.
+
+    SQLite (one machine): an exclusive ``flock`` on ``<database>.import-<batch>.lock``, which the
+    kernel drops when the process dies. PostgreSQL: a session advisory lock on a connection kept
+    for the import, which the server drops when the session ends. Whoever takes a batch's
+    lease holds it or has proved its importer dead; ``flock`` and session locks conflict within
+    one process too, so two imports in one server never take each other's.
+    """
+
+    def __init__(
+        self, batch_id: int, *, fd: int | None = None, path: Path | None = None, conn: AsyncConnection | None = None
+    ) -> None:
+        self.batch_id = batch_id
+        self._fd, self._path, self._conn = fd, path, conn
+
+    @staticmethod
+    def provable(db: Database) -> bool:
+        """False for an in-memory SQLite database: no file to lock (and no other process)."""
+        return not db.is_sqlite or _lease_path(db, 0) is not None
+
+    @classmethod
+    async def take(cls, db: Database, batch_id: int) -> ImportLease | None:
+        """The lease of ``batch_id``; None when a live process holds it."""
+        if db.is_sqlite:
+            path = _lease_path(db, batch_id)
+            if path is None:
+                return cls(batch_id)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)  # not inherited by child processes
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                return None
+            return cls(batch_id, fd=fd, path=path)
+        conn = await db.engine.connect()
+        try:
+            # Autocommit: the session holds the lock, no transaction stays open for the import.
+            await conn.execution_options(isolation_level="AUTOCOMMIT")
+            held = await conn.scalar(_TRY_LOCK, _lock_key(batch_id))
+        except BaseException:
+            await conn.close()
+            raise
+        if not held:
+            await conn.close()
+            return None
+        return cls(batch_id, conn=conn)
+
+    async def release(self) -> None:
+        if self._fd is not None:
+            # Unlinked while still locked: whoever opens the name later gets a new, free file,
+            # and finds the batch no longer importing.
+            if self._path is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    self._path.unlink()
+            os.close(self._fd)
+            self._fd = None
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            try:
+                await conn.execute(_UNLOCK, _lock_key(self.batch_id))
+            except BaseException:
+                # A connection that may still hold the lock never goes back to the pool.
+                await conn.invalidate()
+                raise
+            finally:
+                await conn.close()
+
+
+def _lease_path(db: Database, batch_id: int) -> Path | None:
+    database = db.url.database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    path = Path(database)
+    return path.with_name(f"{path.name}.import-{batch_id}.lock")
+
+
+_TRY_LOCK = text("SELECT pg_try_advisory_lock(hashtext(CAST(:space AS text) || current_schema()), :batch)")
+_UNLOCK = text("SELECT pg_advisory_unlock(hashtext(CAST(:space AS text) || current_schema()), :batch)")
+
+
+def _lock_key(batch_id: int) -> dict[str, object]:
+    # Two int4 halves: imports of this schema, and the batch id (wrapping only past 2**31 batches).
+    return {"space": IMPORT_LOCKS, "batch": batch_id % 2**31}
+
+
+async def staged_counts(session: AsyncSession, sku: str | None = None) -> dict[str, int]:
+    """Rows imports have written but not yet made sellable, per SKU (a running import's progress,
+    or a dead one's until the next import clears it)."""
+    query = (
+        select(Product.sku, func.count())
+        .join(StockItem, StockItem.product_id == Product.id)
+        .where(StockItem.status == StockStatus.STAGED)
+        .group_by(Product.sku)
+    )
+    if sku is not None:
+        query = query.where(Product.sku == sku)
+    return {row_sku: count for row_sku, count in (await session.execute(query)).all()}
 
 
 def _sellable(now: datetime) -> ColumnElement[bool]:

@@ -65,17 +65,21 @@ class PartnerBalance(PaymentMethod):
         from quanyi.core import partners
 
         async with self.db.transaction() as session:
+            # The partner's row is locked: two calls with one key cannot both find it undone.
             partner = await session.scalar(
                 select(Partner)
                 .join(PartnerOrder, PartnerOrder.partner_id == Partner.id)
                 .join(Order, Order.id == PartnerOrder.order_id)
                 .where(Order.number == paid.order_number)
+                .with_for_update(of=Partner)
             )
             if partner is None:
                 raise RefundFailed(f"order {paid.order_number} was not placed by a partner")
+            # The key is the refund row's own (``refunds.provider_key``), the same on every
+            # retry of that row: the balance is credited once per row, never per attempt.
             ref = f"partner-refund:{idempotency_key}"
             done = await session.scalar(select(JournalEntry.ref).where(JournalEntry.ref == ref))
-            if done is None:  # a retried refund credits the balance once
+            if done is None:
                 await partners.adjust_balance(
                     session,
                     partner,

@@ -56,6 +56,7 @@ class Stars(PaymentMethod):
     flow = "invoice"
     currency = CURRENCY
     supports_refund = True
+    refunds_whole_payment = True
     timeout = 10.0  # seconds for one Bot API call
 
     def __init__(self, settings: Settings) -> None:
