@@ -297,6 +297,8 @@ async def _start_view(core: Core, user_id: int, lang: str) -> tuple[str, InlineK
         balance=money(have.balance, cur),
         frozen=money(have.frozen, cur),
     )
+    if have.receivable:
+        text += "\n" + t(lang, "withdraw.start_owed", amount=money(have.receivable, cur))
     return text, keyboard.as_markup()
 
 
@@ -516,6 +518,28 @@ async def render_rejected(core: Core, message: Outgoing) -> list[Part]:
             reason=withdrawal.reason or "",
         )
     ]
+
+
+@renders("withdrawal_reduced")
+async def render_reduced(core: Core, message: Outgoing) -> list[Part]:
+    """A claw-back took (part of) an open withdrawal: the figures are the payload's, as they
+    were then, not the withdrawal's now (a later claw-back may reduce it again)."""
+    withdrawal, _ = await _load(core, message)
+    lang = message.language
+    cur = withdrawal.currency
+
+    def figure(name: str) -> int:
+        return int(str(message.payload.get(name, 0)))
+
+    values = {
+        "id": withdrawal.id,
+        "source": _source(lang, withdrawal.source),
+        "before": money(figure("before"), cur),
+        "order": str(message.payload.get("order", "")),
+    }
+    if figure("after") <= 0:
+        return [t(lang, "withdraw.reduced_all", **values)]
+    return [t(lang, "withdraw.reduced", **values, after=money(figure("after"), cur), taken=money(figure("taken"), cur))]
 
 
 async def _answer_decision(message: Message, text: str) -> None:

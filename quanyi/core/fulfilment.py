@@ -396,6 +396,8 @@ def settle_batch(
     units = conn.execute(_ALLOCATED, {"ids": list(settled)}).all()
     if units:
         conn.execute(_SELL_UNITS, [{"aid": aid, "units": int(n)} for aid, n in units])
+    # As ``commissions.earn``: shares of distributors deactivated since placement are void.
+    conn.execute(commissions.VOID_INACTIVE, {"ids": list(settled), "now": now})
     conn.execute(_COMMISSIONS_DUE, {"ids": list(settled), "now": now})
     _post_batch(conn, [(oid, events[fast[oid]]) for oid in sorted(settled)], fees or {}, now)
     conn.execute(

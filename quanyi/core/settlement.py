@@ -35,7 +35,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from quanyi.core import ledger, outbox
+from quanyi.core import commissions, ledger, outbox
 from quanyi.core.db import Database, rowcount, upsert
 from quanyi.core.errors import InvalidInput
 from quanyi.core.models import (
@@ -46,6 +46,7 @@ from quanyi.core.models import (
     OrderLine,
     OrderStatus,
     Payment,
+    Posting,
     Refund,
     RefundStatus,
     Settlement,
@@ -195,6 +196,7 @@ async def _settle(
     await session.execute(delete(SettlementRow).where(SettlementRow.day == label))
     await session.execute(_figures_insert(label, start, end))
     available = await _make_available(session, end - timedelta(days=confirm_days))
+    pockets = await _pockets(session, sorted({d for (d, _), a in available.items() if a}))
     totals: dict[str, int] = defaultdict(int)
     for (distributor_id, currency), amount in sorted(available.items()):
         await ledger.post(
@@ -209,6 +211,16 @@ async def _settle(
             ),
             distributor_id=distributor_id,
             memo=f"commissions confirmed by the settlement of {label}",
+        )
+        # What it owes us (commission taken back after it was paid out) comes off first.
+        owes, had = pockets.get((distributor_id, currency), (0, 0))
+        await ledger.post(
+            session,
+            f"settle:{label}:netted:{distributor_id}:{currency}",
+            "commission_receivable_netted",
+            commissions.pay_down_legs(distributor_id, currency, available=had + amount, owed_to_us=owes),
+            distributor_id=distributor_id,
+            memo=f"receivable paid down by the settlement of {label}",
         )
         totals[currency] += amount
     marks = [("distributor", str(d), c, a) for (d, c), a in available.items() if a]
@@ -366,6 +378,35 @@ async def _make_available(session: AsyncSession, cutoff: datetime) -> dict[tuple
             update(Commission).where(*due).values(status=CommissionStatus.AVAILABLE.value, updated_at=utcnow())
         )
     return {(int(d), str(c)): int(a or 0) for d, c, a in found}
+
+
+async def _pockets(session: AsyncSession, distributor_ids: list[int]) -> dict[tuple[int, str], tuple[int, int]]:
+    """(receivable, available) per (distributor, currency) before this settlement's credits, in
+    one aggregate over the postings, after locking the distributors' rows (in id order) as
+    every other change of those pockets does."""
+    if not distributor_ids:
+        return {}
+    await session.execute(
+        select(Distributor.id).where(Distributor.id.in_(distributor_ids)).order_by(Distributor.id).with_for_update()
+    )
+    accounts = {
+        ledger.distributor(d, pocket): (d, pocket) for d in distributor_ids for pocket in ("receivable", "available")
+    }
+    found = await session.execute(
+        select(Posting.account, Posting.currency, func.sum(Posting.amount))
+        .where(Posting.account.in_(list(accounts)))
+        .group_by(Posting.account, Posting.currency)
+    )
+    out: dict[tuple[int, str], tuple[int, int]] = {}
+    for account, currency, total in found.all():
+        distributor_id, pocket = accounts[account]
+        owes, had = out.get((distributor_id, str(currency)), (0, 0))
+        if pocket == "receivable":
+            owes = max(0, int(total or 0))
+        else:
+            had = -int(total or 0)
+        out[(distributor_id, str(currency))] = (owes, had)
+    return out
 
 
 async def _enqueue_statements(session: AsyncSession, label: str, rows: list[Figures], admin_ids: list[int]) -> None:

@@ -4,6 +4,13 @@ is frozen at once, and an operator approves (the money leaves us) or rejects (it
 Requests of one distributor queue on its row (``SELECT ... FOR UPDATE``; SQLite has one writer),
 so concurrent requests can never freeze more than is available. A decision is a conditional
 UPDATE from ``requested``: two taps, two replicas or an approve racing a reject decide once.
+Decisions and claw-backs take the same row lock first, then the withdrawal's.
+
+What the distributor owes us (its receivable: commission taken back after it was paid out)
+is never withdrawable: a commission request is bounded by available minus receivable, a
+balance request by the balance minus what the available commission does not cover. A refund
+that takes confirmed commission back reduces open withdrawals (``take_back``) before it books
+a receivable, and a rejected commission withdrawal pays the receivable down as it unfreezes.
 """
 
 from __future__ import annotations
@@ -11,20 +18,21 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import select, update
+from sqlalchemy import case, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from quanyi.core import distributors, ledger, outbox
+from quanyi.core import commissions, distributors, ledger, outbox
 from quanyi.core.db import rowcount
 from quanyi.core.distributors import InsufficientBalance
 from quanyi.core.errors import AlreadyExists, InvalidInput, NotFound, QuanyiError
-from quanyi.core.models import Distributor, User, Withdrawal, WithdrawalStatus, utcnow
+from quanyi.core.models import Distributor, Order, User, Withdrawal, WithdrawalStatus, utcnow
 from quanyi.core.money import Money
 
 SOURCES = ("commission", "balance")
 MAX_PAYOUT_ACCOUNT = 200
 MAX_REASON = 255
+CLAWBACK_ACTOR = "system:clawback"
 
 
 class WithdrawalDecided(QuanyiError):
@@ -35,23 +43,30 @@ class WithdrawalDecided(QuanyiError):
 
 @dataclass(frozen=True)
 class Available:
-    commission: int  # commission the distributor may withdraw
-    balance: int  # prepaid balance
+    commission: int  # commission the distributor may withdraw (net of what it owes us)
+    balance: int  # prepaid balance it may withdraw (net of what the commission does not cover)
     frozen: int  # requested, not decided yet
     currency: str
+    receivable: int = 0  # what it owes us: commission taken back after it was paid out
 
     def of(self, source: str) -> int:
         return self.commission if source == "commission" else self.balance
 
 
 async def available(session: AsyncSession, distributor: Distributor) -> Available:
+    """What the distributor may withdraw from each source. A receivable comes off the
+    available commission first, and what that does not cover off the balance."""
     currency = distributor.currency
-    balance = await session.scalar(select(Distributor.balance).where(Distributor.id == distributor.id))
+    balance = int(await session.scalar(select(Distributor.balance).where(Distributor.id == distributor.id)) or 0)
+    commission = max(0, await ledger.owed(session, ledger.distributor(distributor.id, "available"), currency))
+    owed_to_us = await commissions.receivable(session, distributor.id, currency)
+    uncovered = max(0, owed_to_us - commission)
     return Available(
-        commission=await ledger.owed(session, ledger.distributor(distributor.id, "available"), currency),
-        balance=int(balance or 0),
+        commission=max(0, commission - owed_to_us),
+        balance=max(0, balance - uncovered),
         frozen=await ledger.owed(session, ledger.distributor(distributor.id, "frozen"), currency),
         currency=currency,
+        receivable=owed_to_us,
     )
 
 
@@ -83,7 +98,8 @@ async def request(
     """Freeze ``amount`` of the caller's available commission or balance and ask the operators.
 
     Refused with ``InsufficientBalance`` (details: ``available``) when it is more than is
-    available, and with ``AlreadyExists`` for a ``request_key`` used before (a double tap)."""
+    available (never what the distributor owes us: see ``available``), and with
+    ``AlreadyExists`` for a ``request_key`` used before (a double tap)."""
     if source not in SOURCES:
         raise InvalidInput("withdraw from commission or balance")
     if amount <= 0:
@@ -143,13 +159,24 @@ async def request(
     return withdrawal
 
 
+async def _lock_owner(session: AsyncSession, withdrawal_id: int) -> None:
+    """The owner's row lock before the withdrawal's (the order ``request`` and ``claw_back`` use)."""
+    owner = await session.scalar(select(Withdrawal.distributor_id).where(Withdrawal.id == withdrawal_id))
+    if owner is not None:
+        await commissions.lock_distributor(session, owner)
+
+
 async def _decide(
     session: AsyncSession, withdrawal_id: int, status: WithdrawalStatus, actor: str, reason: str | None
 ) -> Withdrawal:
+    await _lock_owner(session, withdrawal_id)
+    values: dict[str, object] = {"status": status, "decided_by": actor[:64], "decided_at": utcnow()}
+    if reason is not None:
+        values["reason"] = reason  # an approval keeps the note of a reduction
     decided = await session.execute(
         update(Withdrawal)
         .where(Withdrawal.id == withdrawal_id, Withdrawal.status == WithdrawalStatus.REQUESTED)
-        .values(status=status, decided_by=actor[:64], decided_at=utcnow(), reason=reason)
+        .values(**values)
         .execution_options(synchronize_session=False)
     )
     withdrawal = await session.scalar(
@@ -165,7 +192,8 @@ async def _decide(
 
 
 async def approve(session: AsyncSession, withdrawal_id: int, *, actor: str) -> Withdrawal:
-    """Pay the frozen amount out (frozen -> cash) and tell the distributor."""
+    """Pay the frozen amount out (frozen -> cash) and tell the distributor. The amount is the
+    withdrawal's as it stands: a claw-back may have reduced it since it was requested."""
     withdrawal = await _decide(session, withdrawal_id, WithdrawalStatus.APPROVED, actor, None)
     await ledger.post(
         session,
@@ -182,7 +210,8 @@ async def approve(session: AsyncSession, withdrawal_id: int, *, actor: str) -> W
 
 
 async def reject(session: AsyncSession, withdrawal_id: int, *, actor: str, reason: str) -> Withdrawal:
-    """Unfreeze the amount back where it came from and tell the distributor why."""
+    """Unfreeze the amount back where it came from and tell the distributor why. Unfrozen
+    commission pays down what the distributor owes us first."""
     reason = _check_reason(reason)
     withdrawal = await _decide(session, withdrawal_id, WithdrawalStatus.REJECTED, actor, reason)
     frozen = ledger.distributor(withdrawal.distributor_id, "frozen")
@@ -200,6 +229,13 @@ async def reject(session: AsyncSession, withdrawal_id: int, *, actor: str, reaso
             distributor_id=withdrawal.distributor_id,
             memo=f"withdrawal {withdrawal.id} rejected by {actor}",
         )
+        await commissions.pay_down(
+            session,
+            withdrawal.distributor_id,
+            withdrawal.currency,
+            ref=f"withdrawal:{withdrawal.id}:netted",
+            memo=f"withdrawal {withdrawal.id} unfrozen: receivable paid down",
+        )
     else:
         distributor = await session.get(Distributor, withdrawal.distributor_id)
         assert distributor is not None
@@ -216,13 +252,81 @@ async def reject(session: AsyncSession, withdrawal_id: int, *, actor: str, reaso
     return withdrawal
 
 
-async def _tell_distributor(session: AsyncSession, withdrawal: Withdrawal, kind: str) -> None:
+async def take_back(
+    session: AsyncSession, distributor_id: int, currency: str, amount: int, *, ref: str, order_id: int
+) -> int:
+    """Commission of a refunded order, confirmed and no longer available, taken from the
+    distributor's open withdrawals: commission ones before balance ones, newest first. Each is
+    reduced (the note in its ``reason``), or refused when nothing is left of it, with a ledger
+    entry (frozen -> commissions) and a message telling the distributor why. The caller holds
+    ``commissions.lock_distributor``. Returns the amount taken (<= ``amount``)."""
+    if amount <= 0:
+        return 0
+    open_ones = list(
+        await session.scalars(
+            select(Withdrawal)
+            .where(
+                Withdrawal.distributor_id == distributor_id,
+                Withdrawal.currency == currency,
+                Withdrawal.status == WithdrawalStatus.REQUESTED,
+            )
+            .order_by(case((Withdrawal.source == "commission", 0), else_=1), Withdrawal.id.desc())
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+    )
+    if not open_ones:
+        return 0
+    number = await session.scalar(select(Order.number).where(Order.id == order_id)) or str(order_id)
+    taken = 0
+    for withdrawal in open_ones:
+        cut = min(amount - taken, withdrawal.amount)
+        if cut <= 0:
+            continue
+        before = withdrawal.amount
+        withdrawal.amount = before - cut
+        withdrawal.reason = (
+            f"{Money(cut, currency)} of {Money(before, currency)} taken back: commission of order {number}, refunded"
+        )[:MAX_REASON]
+        if withdrawal.amount == 0:
+            withdrawal.status = WithdrawalStatus.REJECTED
+            withdrawal.decided_by = CLAWBACK_ACTOR
+            withdrawal.decided_at = utcnow()
+        await session.flush()
+        await ledger.post(
+            session,
+            f"withdrawal:{withdrawal.id}:clawback:{ref}",
+            "withdrawal_reduced",
+            ledger.transfer(ledger.distributor(distributor_id, "frozen"), ledger.COMMISSIONS, cut, currency),
+            order_id=order_id,
+            distributor_id=distributor_id,
+            memo=f"withdrawal {withdrawal.id} reduced from {before} to {withdrawal.amount}: order {number} refunded",
+        )
+        await _tell_distributor(
+            session,
+            withdrawal,
+            "withdrawal_reduced",
+            {"before": before, "taken": cut, "after": withdrawal.amount, "order": number},
+        )
+        taken += cut
+        if taken >= amount:
+            break
+    return taken
+
+
+async def _tell_distributor(
+    session: AsyncSession, withdrawal: Withdrawal, kind: str, extra: dict[str, object] | None = None
+) -> None:
     user_id = await session.scalar(select(Distributor.user_id).where(Distributor.id == withdrawal.distributor_id))
     if user_id is None:
         return
     language = await session.scalar(select(User.language).where(User.id == user_id))
     outbox.enqueue(
-        session, chat_id=int(user_id), kind=kind, payload={"withdrawal_id": withdrawal.id}, language=language or "zh"
+        session,
+        chat_id=int(user_id),
+        kind=kind,
+        payload={"withdrawal_id": withdrawal.id, **(extra or {})},
+        language=language or "zh",
     )
 
 
