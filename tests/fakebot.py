@@ -174,7 +174,7 @@ class FakeTelegram:
         self._update_ids = itertools.count(1)
         self._message_ids = itertools.count(1)
         self._callback_ids = itertools.count(1)
-        self._failures: dict[str, list[tuple[str, int]]] = {}
+        self._failures: dict[str, list[tuple[str, int, int | None]]] = {}
         self._delays: dict[str, float] = {}
         # Real Telegram refuses URL buttons to loopback hosts; tests opt in to that check.
         self.refuse_local_urls = False
@@ -233,14 +233,22 @@ class FakeTelegram:
         return next(self._update_ids)
 
     def fail_next(
-        self, times: int = 1, error: str = "500", *, method: str = "sendMessage", retry_after: int = 1, after: int = 0
+        self,
+        times: int = 1,
+        error: str = "500",
+        *,
+        method: str = "sendMessage",
+        retry_after: int = 1,
+        after: int = 0,
+        chat_id: int | None = None,
     ) -> None:
         """The next ``times`` calls of ``method`` (after ``after`` that succeed) fail with ``error``:
-        429, 500, 403 or 400 (chat not found)."""
+        429, 500, 403 or 400 (chat not found); with ``chat_id``, only calls to that chat count
+        (senders that work on several chats at once reach Telegram in no fixed order)."""
         assert error in FAILURES, error
         queue = self._failures.setdefault(method, [])
-        queue.extend([("ok", 0)] * after)
-        queue.extend([(error, retry_after)] * times)
+        queue.extend([("ok", 0, chat_id)] * after)
+        queue.extend([(error, retry_after, chat_id)] * times)
 
     def slow_down(self, method: str, seconds: float) -> None:
         """Answer ``method`` only after ``seconds`` (to make concurrent callers overlap)."""
@@ -342,10 +350,12 @@ class FakeTelegram:
             if delay := self._delays.get(method):
                 await asyncio.sleep(delay)
             queued = self._failures.get(method)
-            if queued and queued[0][0] == "ok":
+            if queued and queued[0][2] is not None and str(queued[0][2]) != str(params.get("chat_id")):
+                pass  # aimed at another chat
+            elif queued and queued[0][0] == "ok":
                 queued.pop(0)
             elif queued:
-                error, retry_after = queued.pop(0)
+                error, retry_after, _ = queued.pop(0)
                 code, description = FAILURES[error]
                 raise TelegramError(
                     code,

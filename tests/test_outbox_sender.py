@@ -151,7 +151,7 @@ async def test_an_unreachable_chat_marks_the_message_dead_and_others_still_go(
 ):
     blocked, _ = await delivered_order(core, tmp_path, user_id=1001)
     fine, _ = await delivered_order(core, tmp_path, user_id=1002)
-    tg.fail_next(1, error)
+    tg.fail_next(1, error, chat_id=1001)
     sender = make_sender(core)
 
     assert await sender.run_once() == 2

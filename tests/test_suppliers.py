@@ -104,7 +104,7 @@ async def rig() -> AsyncIterator[Callable[..., Awaitable[Rig]]]:
 
         async def make(**options: Any) -> Rig:
             sim = await stack.enter_async_context(SupplierSim(SimOptions(secret=SECRET, **options)))
-            supplier = GenericSupplier("generic", sim.base_url, SECRET, timeout_seconds=0.3)
+            supplier = GenericSupplier("generic", sim.base_url, SECRET, timeout_seconds=1.0)
             receiver = await stack.enter_async_context(Receiver(supplier).running())
             return Rig(sim, supplier, receiver)
 
