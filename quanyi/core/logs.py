@@ -60,3 +60,6 @@ def configure_logging(settings: Settings) -> None:
     logging.getLogger("aiogram.event").setLevel(logging.WARNING)
     # The schema check at start-up runs alembic, whose INFO lines say nothing an operator needs.
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    # APScheduler logs two INFO lines per job run (every 10 s for partner webhooks): noise that
+    # hides what matters. Jobs log their own outcomes; a failed run is still logged as an error.
+    logging.getLogger("apscheduler.executors").setLevel(logging.WARNING)
