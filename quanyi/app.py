@@ -48,7 +48,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> int
     http_config.bind = [f"{settings.http_host}:{settings.http_port}"]
     http_config.accesslog = None
     http_config.graceful_timeout = 5
-    http_task = asyncio.create_task(hypercorn_serve(app, http_config, shutdown_trigger=stop.wait))  # type: ignore[arg-type]
+    http_task = asyncio.create_task(hypercorn_serve(app, http_config, shutdown_trigger=stop.wait))
 
     try:
         scheduler.start()

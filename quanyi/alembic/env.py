@@ -30,7 +30,9 @@ async def _run_async() -> None:
     if connection is not None:
         _run(connection)
         return
-    engine = create_async_engine(config.get_main_option("sqlalchemy.url"))
+    url = config.get_main_option("sqlalchemy.url")
+    assert url is not None, "quanyi.core.migrate sets sqlalchemy.url"
+    engine = create_async_engine(url)
     try:
         async with engine.connect() as conn:
             await conn.run_sync(_run)

@@ -43,7 +43,7 @@ async def _callback_request() -> CallbackRequest:
         http_method=request.method,
         query=list(request.args.items(multi=True)),
         form=form,
-        body=await request.get_data(),
+        body=await request.get_data(True, False, False),  # cache, bytes, no form parsing: the typed overload
         headers=dict(request.headers),
     )
 

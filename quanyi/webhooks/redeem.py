@@ -12,6 +12,7 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from quart import Blueprint, Response, current_app, redirect, render_template, request
+from quart.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException
 
 from quanyi.core import redeem
@@ -153,7 +154,7 @@ async def show(token: str) -> tuple[str, int]:
 
 
 @blueprint.post("/r/<token>")
-async def confirm(token: str) -> Response | tuple[str, int]:
+async def confirm(token: str) -> ResponseReturnValue:
     by = f"web:{client_address()}"
     try:
         async with core().db.transaction() as session:

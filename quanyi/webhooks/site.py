@@ -16,7 +16,7 @@ blueprint = Blueprint("site", __name__)
 
 
 def core() -> Core:
-    return current_app.extensions["quanyi.core"]  # type: ignore[no-any-return]
+    return current_app.extensions["quanyi.core"]
 
 
 def page_language() -> str:
