@@ -152,15 +152,28 @@ async def update_product(
         account_hint=account_hint,
         fallback_sku=fallback_sku,
     )
+    _set_texts(product, name, instructions, description, category)
+    _set_prices(product, price, stars_price, clear_stars_price, floor, ceiling)
+    if active is not None:
+        product.active = active
+    await session.flush()
+    return product
+
+
+def _set_prices(
+    product: Product,
+    price: str | None,
+    stars_price: int | None,
+    clear_stars_price: bool,
+    floor: str | None,
+    ceiling: str | None,
+) -> None:
+    """The list, Stars, floor and ceiling prices (decimal text; ``""`` removes a floor or ceiling),
+    then the limits they must keep together."""
     if floor is not None:
         product.floor_price = Money.parse(floor, product.currency).minor if floor else None
     if ceiling is not None:
         product.ceiling_price = Money.parse(ceiling, product.currency).minor if ceiling else None
-    if name is not None:
-        name = name.strip()
-        if not name or len(name) > 200:
-            raise InvalidInput("name: 1-200 characters")
-        product.name = name
     if price is not None:
         minor = Money.parse(price, product.currency).minor
         if minor <= 0:
@@ -172,26 +185,29 @@ async def update_product(
         if stars_price <= 0:
             raise InvalidInput("Stars price must be greater than zero")
         product.stars_price = stars_price
-    if product.floor_price is not None and product.floor_price <= 0:
+    floor_price, ceiling_price = product.floor_price, product.ceiling_price
+    if floor_price is not None and floor_price <= 0:
         raise InvalidInput("floor price must be greater than zero")
-    if (
-        product.floor_price is not None
-        and product.ceiling_price is not None
-        and product.ceiling_price < product.floor_price
-    ):
+    if floor_price is not None and ceiling_price is not None and ceiling_price < floor_price:
         raise InvalidInput("ceiling price must not be under the floor price")
-    if product.floor_price is not None and product.price < product.floor_price:
+    if floor_price is not None and product.price < floor_price:
         raise InvalidInput("the list price may not be under the floor price")
+
+
+def _set_texts(
+    product: Product, name: str | None, instructions: str | None, description: str | None, category: str | None
+) -> None:
+    if name is not None:
+        name = name.strip()
+        if not name or len(name) > 200:
+            raise InvalidInput("name: 1-200 characters")
+        product.name = name
     if instructions is not None:
         product.instructions = instructions
     if description is not None:
         product.description = description
-    if active is not None:
-        product.active = active
     if category is not None:
         product.category = _category(category)
-    await session.flush()
-    return product
 
 
 async def _set_kind_options(
@@ -220,6 +236,20 @@ async def _set_kind_options(
         given = [name for name, value in options.items() if value is not None]
         if given and product.kind != kind:
             raise InvalidInput(f"{given[0]} applies to {kind.value} products only")
+    _set_link_options(product, entitlement, max_uses, valid_days)
+    if supplier is not None:
+        product.supplier = _short_text(supplier, "supplier", 32)
+    if supplier_code is not None:
+        product.supplier_product_code = _short_text(supplier_code, "supplier code", 64)
+    if account_pattern is not None:
+        product.account_pattern = _account_pattern(account_pattern)
+    if account_hint is not None:
+        product.account_hint = _short_text(account_hint, "account hint", 200)
+    if fallback_sku is not None:
+        product.fallback_sku = await _fallback(session, fallback_sku)
+
+
+def _set_link_options(product: Product, entitlement: str | None, max_uses: int | None, valid_days: int | None) -> None:
     if entitlement is not None:
         entitlement = entitlement.strip()
         if len(entitlement) > 500:
@@ -233,29 +263,28 @@ async def _set_kind_options(
         if not 0 <= valid_days <= 36_500:
             raise InvalidInput("valid days: 1-36500, or 0 for links that never expire")
         product.redeem_valid_days = valid_days or None
-    if supplier is not None:
-        product.supplier = _short_text(supplier, "supplier", 32)
-    if supplier_code is not None:
-        product.supplier_product_code = _short_text(supplier_code, "supplier code", 64)
-    if account_pattern is not None:
-        pattern = _short_text(account_pattern, "account pattern", 200)
-        if pattern is not None:
-            try:
-                re.compile(pattern)
-            except re.error as exc:
-                raise InvalidInput(f"account pattern is not a valid regular expression: {exc}") from None
-        product.account_pattern = pattern
-    if account_hint is not None:
-        product.account_hint = _short_text(account_hint, "account hint", 200)
-    if fallback_sku is not None:
-        fallback = fallback_sku.strip() or None
-        if fallback is not None:
-            target = await session.scalar(select(Product).where(Product.sku == fallback))
-            if target is None:
-                raise NotFound(f"no product {fallback}", sku=fallback)
-            if target.kind != ProductKind.CARD_KEY:
-                raise InvalidInput(f"the fallback product {fallback} must be a card_key product")
-        product.fallback_sku = fallback
+
+
+def _account_pattern(text: str) -> str | None:
+    pattern = _short_text(text, "account pattern", 200)
+    if pattern is not None:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise InvalidInput(f"account pattern is not a valid regular expression: {exc}") from None
+    return pattern
+
+
+async def _fallback(session: AsyncSession, sku: str) -> str | None:
+    """The card_key product a failed recharge delivers instead (``""`` = none: refund)."""
+    fallback = sku.strip() or None
+    if fallback is not None:
+        target = await session.scalar(select(Product).where(Product.sku == fallback))
+        if target is None:
+            raise NotFound(f"no product {fallback}", sku=fallback)
+        if target.kind != ProductKind.CARD_KEY:
+            raise InvalidInput(f"the fallback product {fallback} must be a card_key product")
+    return fallback
 
 
 def _category(value: str | None) -> str | None:
