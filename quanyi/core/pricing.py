@@ -260,22 +260,12 @@ def compute(
     if coupon is not None:
         scope = [i for i, line in enumerate(lines) if _in_scope(line, coupon.skus, coupon.categories)]
         scoped_list = sum(list_amounts[i] for i in scope)
-        refusal: tuple[str, dict[str, object]] | None = None
-        if coupon.currency != currency:
-            refusal = (Reason.CURRENCY, {"currency": coupon.currency})
-        elif not scope:
-            refusal = (Reason.NOT_IN_SCOPE, {})
-        elif scoped_list < coupon.min_spend:
-            refusal = (Reason.MIN_SPEND, {"min_spend": coupon.min_spend, "currency": currency})
-        elif best is not None and best[1].stacking == Stacking.EXCLUSIVE:
-            refusal = (Reason.NOT_COMBINABLE, {"promotion": best[1].name})
-        elif best is not None and best[1].stacking == Stacking.BEST_OF:
-            alone = can_take(coupon_discount(coupon, scoped_list), coupon.skus, coupon.categories)
-            if alone > best[0]:
-                use_promotion = False
-                skipped.append(Skipped("promotion", best[1].id, best[1].name, Reason.PROMOTION_BETTER))
-            else:
-                refusal = (Reason.PROMOTION_BETTER, {"promotion": best[1].name})
+        alone = can_take(coupon_discount(coupon, scoped_list), coupon.skus, coupon.categories)
+        refusal = _coupon_refusal(coupon, currency, bool(scope), scoped_list, best, alone)
+        if refusal is None and best is not None and best[1].stacking == Stacking.BEST_OF:
+            # The coupon alone takes more than the promotion: it wins, the promotion steps aside.
+            use_promotion = False
+            skipped.append(Skipped("promotion", best[1].id, best[1].name, Reason.PROMOTION_BETTER))
         if refusal is not None:
             skipped.append(Skipped("coupon", coupon.id, coupon.code, refusal[0], refusal[1]))
             coupon = None
@@ -311,6 +301,31 @@ def compute(
         skipped=tuple(skipped),
         floor=floor,
     )
+
+
+def _coupon_refusal(
+    coupon: CouponRule,
+    currency: str,
+    in_scope: bool,
+    scoped_list: int,
+    best: tuple[int, PromotionRule] | None,
+    alone: int,
+) -> tuple[str, dict[str, object]] | None:
+    """Why ``coupon`` does not apply to this order (a ``Reason`` and its details), or None.
+
+    ``best`` is the promotion that applies (what it takes off, the rule); ``alone`` what the
+    coupon would take off by itself, which decides a ``best_of`` promotion."""
+    if coupon.currency != currency:
+        return Reason.CURRENCY, {"currency": coupon.currency}
+    if not in_scope:
+        return Reason.NOT_IN_SCOPE, {}
+    if scoped_list < coupon.min_spend:
+        return Reason.MIN_SPEND, {"min_spend": coupon.min_spend, "currency": currency}
+    if best is not None and best[1].stacking == Stacking.EXCLUSIVE:
+        return Reason.NOT_COMBINABLE, {"promotion": best[1].name}
+    if best is not None and best[1].stacking == Stacking.BEST_OF and alone <= best[0]:
+        return Reason.PROMOTION_BETTER, {"promotion": best[1].name}
+    return None
 
 
 def in_window(starts_at: datetime | None, ends_at: datetime | None, now: datetime) -> bool:
