@@ -181,6 +181,7 @@ def test_a_period_counts_back_from_today_and_refuses_nonsense():
 @pytest.mark.parametrize("backend", ["sqlite"])
 async def test_quanyi_report_prints_tables_and_writes_files_and_the_chart(core, tmp_path, monkeypatch):
     from quanyi import cli
+    from quanyi.cli import _common
     from quanyi.core import migrate
 
     await sell(core, tmp_path)
@@ -192,7 +193,7 @@ async def test_quanyi_report_prints_tables_and_writes_files_and_the_chart(core, 
         "lookup_key": base64.b64encode(ring.lookup_key).decode(),
         "audit_key": base64.b64encode(ring.audit_key).decode(),
     }
-    monkeypatch.setattr(cli, "_settings", lambda: core.settings.model_copy(update=keys))
+    monkeypatch.setattr(_common, "load_settings", lambda: core.settings.model_copy(update=keys))
 
     async def _current(engine: object) -> None:
         return None

@@ -7,7 +7,7 @@ import asyncio
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from quanyi.cli import _table, _with_core
+from quanyi.cli._common import print_table, with_core
 from quanyi.core.money import Money
 
 
@@ -18,7 +18,7 @@ def cmd_withdrawal_list(args: argparse.Namespace) -> int:
         async with core.db.read() as session:
             rows = await withdrawals.list_withdrawals(session, status=args.status, limit=args.limit)
         tz = ZoneInfo(core.settings.timezone)
-        _table(
+        print_table(
             ["id", "requested", "distributor", "user", "source", "amount", "payout account", "status", "by", "reason"],
             [
                 [
@@ -38,7 +38,7 @@ def cmd_withdrawal_list(args: argparse.Namespace) -> int:
         )
         return 0
 
-    return asyncio.run(_with_core(run))
+    return asyncio.run(with_core(run))
 
 
 def cmd_withdrawal_approve(args: argparse.Namespace) -> int:
@@ -51,7 +51,7 @@ def cmd_withdrawal_approve(args: argparse.Namespace) -> int:
         print(f"withdrawal {args.id} approved: pay {amount} to {account}; the distributor is told in chat")
         return 0
 
-    return asyncio.run(_with_core(run))
+    return asyncio.run(with_core(run))
 
 
 def cmd_withdrawal_reject(args: argparse.Namespace) -> int:
@@ -64,10 +64,10 @@ def cmd_withdrawal_reject(args: argparse.Namespace) -> int:
         print(f"withdrawal {args.id} rejected: {amount} is back in the distributor's {source}")
         return 0
 
-    return asyncio.run(_with_core(run))
+    return asyncio.run(with_core(run))
 
 
-def add_withdrawal_parser(sub: Any) -> None:
+def add_parser(sub: Any) -> None:
     """``withdrawal list|approve|reject`` under the ``quanyi`` parser."""
     withdrawal = sub.add_parser("withdrawal", help="distributors' withdrawals").add_subparsers(
         dest="withdrawal_command", required=True

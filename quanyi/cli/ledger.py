@@ -7,7 +7,7 @@ import asyncio
 import sys
 from typing import Any
 
-from quanyi.cli import _table, _with_core
+from quanyi.cli._common import print_table, with_core
 from quanyi.core import ledger
 from quanyi.core.money import format_minor
 
@@ -31,7 +31,7 @@ def cmd_ledger_check(args: argparse.Namespace) -> int:
         print("the ledger balances: every entry sums to zero per currency, and balances agree")
         return 0
 
-    return asyncio.run(_with_core(run))
+    return asyncio.run(with_core(run))
 
 
 def cmd_ledger_balances(args: argparse.Namespace) -> int:
@@ -43,13 +43,13 @@ def cmd_ledger_balances(args: argparse.Namespace) -> int:
             for (account, currency), amount in sorted(held.items())
             if amount or args.all
         ]
-        _table(["account", "currency", "balance (debit +)"], rows)
+        print_table(["account", "currency", "balance (debit +)"], rows)
         return 0
 
-    return asyncio.run(_with_core(run))
+    return asyncio.run(with_core(run))
 
 
-def add_ledger_parser(sub: Any) -> None:
+def add_parser(sub: Any) -> None:
     ledger_parser = sub.add_parser("ledger", help="the double-entry ledger").add_subparsers(
         dest="ledger_command", required=True
     )

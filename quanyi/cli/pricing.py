@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from quanyi.cli import _table, _with_core
+from quanyi.cli._common import print_table, with_core
 from quanyi.core import export
 from quanyi.core.errors import QuanyiError
 from quanyi.core.models import Coupon, DiscountKind, Promotion, PromotionKind, Stacking, utcnow
@@ -209,7 +209,7 @@ def cmd_coupon_create(args: argparse.Namespace) -> int:
             _say(args, line)
         return 0
 
-    return asyncio.run(_with_core(run))
+    return asyncio.run(with_core(run))
 
 
 def cmd_coupon_codes(args: argparse.Namespace) -> int:
@@ -249,7 +249,7 @@ def cmd_coupon_codes(args: argparse.Namespace) -> int:
         _say(args, text)
         return 0
 
-    return asyncio.run(_with_core(run))
+    return asyncio.run(with_core(run))
 
 
 def cmd_coupon_export(args: argparse.Namespace) -> int:
@@ -263,7 +263,7 @@ def cmd_coupon_export(args: argparse.Namespace) -> int:
             print(f"coupon {args.coupon_id}: {max(text.count(chr(10)) - 1, 0)} codes -> {where}")
         return 0
 
-    return asyncio.run(_with_core(run))
+    return asyncio.run(with_core(run))
 
 
 def cmd_coupon_list(args: argparse.Namespace) -> int:
@@ -273,7 +273,7 @@ def cmd_coupon_list(args: argparse.Namespace) -> int:
         tz = core.settings.timezone
         async with core.db.read() as session:
             summaries = await coupons.list_coupons(session)
-        _table(
+        print_table(
             ["id", "name", "rule", "min spend", "scope", "window", "uses/max", "per buyer", "codes", "active"],
             [
                 [
@@ -293,7 +293,7 @@ def cmd_coupon_list(args: argparse.Namespace) -> int:
         )
         return 0
 
-    return asyncio.run(_with_core(run))
+    return asyncio.run(with_core(run))
 
 
 def cmd_coupon_show(args: argparse.Namespace) -> int:
@@ -316,7 +316,7 @@ def cmd_coupon_show(args: argparse.Namespace) -> int:
         print(f"  window: {_window(c, tz)} ({tz})")
         print(f"  uses: {c.uses} of {_limit(c.max_uses)}; per buyer {_limit(c.per_buyer)}")
         print("recent uses:")
-        _table(
+        print_table(
             ["order", "code", "buyer", "discount", "status", f"at ({tz})"],
             [
                 [
@@ -332,7 +332,7 @@ def cmd_coupon_show(args: argparse.Namespace) -> int:
         )
         return 0
 
-    return asyncio.run(_with_core(run))
+    return asyncio.run(with_core(run))
 
 
 def _coupon_active(active: bool) -> Any:
@@ -345,7 +345,7 @@ def _coupon_active(active: bool) -> Any:
             print(f"coupon {coupon.id} ({coupon.name}) {'enabled' if active else 'disabled'}")
             return 0
 
-        return asyncio.run(_with_core(run))
+        return asyncio.run(with_core(run))
 
     return command
 
@@ -378,7 +378,7 @@ def cmd_promotion_add(args: argparse.Namespace) -> int:
         )
         return 0
 
-    return asyncio.run(_with_core(run))
+    return asyncio.run(with_core(run))
 
 
 def cmd_promotion_list(args: argparse.Namespace) -> int:
@@ -388,7 +388,7 @@ def cmd_promotion_list(args: argparse.Namespace) -> int:
         tz = core.settings.timezone
         async with core.db.read() as session:
             rows = await promotions.list_promotions(session)
-        _table(
+        print_table(
             ["id", "name", "rule", "scope", "window", "coupons", "active"],
             [
                 [
@@ -405,7 +405,7 @@ def cmd_promotion_list(args: argparse.Namespace) -> int:
         )
         return 0
 
-    return asyncio.run(_with_core(run))
+    return asyncio.run(with_core(run))
 
 
 def _promotion_active(active: bool) -> Any:
@@ -418,7 +418,7 @@ def _promotion_active(active: bool) -> Any:
             print(f"promotion {promotion.id} ({promotion.name}) {'enabled' if active else 'disabled'}")
             return 0
 
-        return asyncio.run(_with_core(run))
+        return asyncio.run(with_core(run))
 
     return command
 
@@ -450,7 +450,7 @@ def cmd_bundle_add(args: argparse.Namespace) -> int:
         print(f"added bundle {bundle.sku}: {bundle.name} at {price} = {_parts_text(made)}")
         return 0
 
-    return asyncio.run(_with_core(run))
+    return asyncio.run(with_core(run))
 
 
 def cmd_bundle_parts(args: argparse.Namespace) -> int:
@@ -463,7 +463,7 @@ def cmd_bundle_parts(args: argparse.Namespace) -> int:
         print(f"bundle {args.sku} = {_parts_text(made)}")
         return 0
 
-    return asyncio.run(_with_core(run))
+    return asyncio.run(with_core(run))
 
 
 def cmd_bundle_list(args: argparse.Namespace) -> int:
@@ -487,10 +487,10 @@ def cmd_bundle_list(args: argparse.Namespace) -> int:
                     bundle.name,
                 ]
             )
-        _table(["sku", "price", "available", "sale", "parts", "name"], table)
+        print_table(["sku", "price", "available", "sale", "parts", "name"], table)
         return 0
 
-    return asyncio.run(_with_core(run))
+    return asyncio.run(with_core(run))
 
 
 # --- quotes ------------------------------------------------------------------------------------
@@ -532,7 +532,7 @@ def cmd_price_quote(args: argparse.Namespace) -> int:
             raise QuanyiError(f"coupon {refusal.name}: {_reason(refusal.reason, dict(refusal.details), cur)}")
         return 0
 
-    return asyncio.run(_with_core(run))
+    return asyncio.run(with_core(run))
 
 
 # --- parsers -----------------------------------------------------------------------------------
@@ -551,7 +551,7 @@ def _add_scope_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--currency", default="CNY", help="currency of the amounts (default CNY)")
 
 
-def add_pricing_parsers(sub: Any) -> None:
+def add_parser(sub: Any) -> None:
     """``coupon``, ``promotion``, ``bundle`` and ``price`` under the ``quanyi`` parser."""
     coupon = sub.add_parser("coupon", help="coupon campaigns and their codes").add_subparsers(
         dest="coupon_command", required=True

@@ -1,39 +1,19 @@
-"""``quanyi audit verify``, ``anchor`` and ``list``; and the record of CLI commands that change something."""
+"""``quanyi audit verify``, ``anchor`` and ``list``: the audit trail."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import getpass
-import re
 import sys
 from datetime import date
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from quanyi.cli import _table, _with_core
+from quanyi.cli._common import print_table, with_core
 from quanyi.core.errors import QuanyiError
 
-# Commands that only read: not recorded. Anything else (new commands included) is.
-READ_ONLY_COMMANDS = {"db", "serve", "demo", "supplier-sim", "reconcile", "report", "audit"}
-READ_ONLY_LEAVES = {"list", "show", "rates", "check", "balances", "quote", "export"}
-# The option naming the object a command changes, and that object's type.
-_OBJECTS = {
-    "number": "order",
-    "payment_id": "payment",
-    "sku": "product",
-    "ref": "distributor",
-    "coupon_id": "coupon",
-    "promotion_id": "promotion",
-    "channel": "channel",
-    "id": "withdrawal",
-    "code": "channel",
-    "day": "settlement",
-}
-_SECRET = re.compile(r"key|secret|token|pass|cred", re.IGNORECASE)
 
-
-def add_audit_parser(sub: Any) -> None:
+def add_parser(sub: Any) -> None:
     audit = sub.add_parser("audit", help="the audit trail").add_subparsers(dest="audit_command", required=True)
     verify = audit.add_parser(
         "verify",
@@ -80,7 +60,7 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
         print(summary)
         return 0
 
-    return asyncio.run(_with_core(run))
+    return asyncio.run(with_core(run))
 
 
 def cmd_audit_anchor(args: argparse.Namespace) -> int:
@@ -96,7 +76,7 @@ def cmd_audit_anchor(args: argparse.Namespace) -> int:
         print(f"written to {anchors_path(settings.data_dir)}; sent to {len(settings.admin_id_list)} operator(s)")
         return 0
 
-    return asyncio.run(_with_core(run))
+    return asyncio.run(with_core(run))
 
 
 def parse_object(text: str) -> tuple[str, str]:
@@ -137,7 +117,7 @@ def cmd_audit_list(args: argparse.Namespace) -> int:
             print("no records")
             return 0
         zone = ZoneInfo(tz)
-        _table(
+        print_table(
             ["seq", "at", "actor", "front", "action", "object", "old", "new"],
             [
                 [
@@ -155,62 +135,4 @@ def cmd_audit_list(args: argparse.Namespace) -> int:
         )
         return 0
 
-    return asyncio.run(_with_core(run))
-
-
-def command_words(args: argparse.Namespace) -> list[str]:
-    return [str(v) for k, v in vars(args).items() if k == "command" or k.endswith("_command")]
-
-
-def changes_something(args: argparse.Namespace) -> bool:
-    words = command_words(args)
-    return bool(words) and words[0] not in READ_ONLY_COMMANDS and words[-1] not in READ_ONLY_LEAVES
-
-
-def options(args: argparse.Namespace) -> dict[str, str]:
-    """The options given, by name and value; never one whose name says it holds a secret."""
-    return {
-        k: str(v)[:200]
-        for k, v in vars(args).items()
-        if k != "fn" and k != "command" and not k.endswith("_command") and v is not None and not _SECRET.search(k)
-    }
-
-
-def cli_actor() -> str:
-    """``cli:<login name>``, or plain ``cli`` where the process has no login name."""
-    try:
-        user = getpass.getuser()
-    except Exception:  # no login name in a container: still recorded, as plain "cli"
-        user = ""
-    return f"cli:{user}" if user else "cli"
-
-
-def record_cli_command(args: argparse.Namespace) -> None:
-    """Append the command that just changed something to the audit trail."""
-    from quanyi.cli import _settings
-    from quanyi.core.audit import Entry, append
-    from quanyi.core.services import build_core
-
-    words = command_words(args)
-    given = vars(args)
-    object_type, object_id = next(
-        ((kind, str(given[name])) for name, kind in _OBJECTS.items() if given.get(name) is not None),
-        ("command", " ".join(words)),
-    )
-    entry = Entry(
-        actor=cli_actor(),
-        front="cli",
-        action=" ".join(words),
-        object_type=object_type,
-        object_id=object_id,
-        new=options(args),
-    )
-
-    async def run() -> None:
-        core = build_core(_settings())
-        try:
-            await append(core.db, entry)
-        finally:
-            await core.close()
-
-    asyncio.run(run())
+    return asyncio.run(with_core(run))

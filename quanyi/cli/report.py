@@ -9,7 +9,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from quanyi.cli import _with_core
+from quanyi.cli._common import with_core
 from quanyi.core.errors import QuanyiError
 
 
@@ -42,7 +42,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         return 0
 
     # Files are written after the event loop is done: nothing blocks it.
-    asyncio.run(_with_core(run))
+    asyncio.run(with_core(run))
     table, chart_rows = fetched[0]
     if args.format == "table":
         data = reports.to_text(table).encode()
@@ -63,7 +63,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_report_parser(sub: Any) -> None:
+def add_parser(sub: Any) -> None:
     from quanyi.core.reports import VIEWS
 
     rep = sub.add_parser(

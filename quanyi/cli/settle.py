@@ -7,7 +7,7 @@ import asyncio
 from datetime import date, timedelta
 from typing import Any
 
-from quanyi.cli import _table, _with_core
+from quanyi.cli._common import print_table, with_core
 from quanyi.core.errors import InvalidInput
 from quanyi.core.models import utcnow
 from quanyi.core.money import format_minor
@@ -40,7 +40,7 @@ def cmd_settle(args: argparse.Namespace) -> int:
             print(f"settled {day.isoformat()} ({settings.timezone})")
         headers = ["scope", "key", "currency", "orders", "units", "gross", "discounts", "refunds", "net"]
         headers += ["commissions", "available"]
-        _table(
+        print_table(
             headers,
             [
                 [r.scope, r.key, r.currency, r.orders, r.units]
@@ -58,10 +58,10 @@ def cmd_settle(args: argparse.Namespace) -> int:
                 print(f"audit chain anchored at record {pinned.seq}: {pinned.hash}")
         return 0
 
-    return asyncio.run(_with_core(run))
+    return asyncio.run(with_core(run))
 
 
-def add_settle_parser(sub: Any) -> None:
+def add_parser(sub: Any) -> None:
     settle = sub.add_parser(
         "settle",
         help="settle a business day: figures per channel and distributor, commissions made available",

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from quanyi.cli import _table, _with_core
+from quanyi.cli._common import print_table, with_core
 from quanyi.core.errors import QuanyiError
 from quanyi.core.reconcile import MAX_STATEMENT_BYTES, Mismatch, Report, Section, mismatches_csv
 
@@ -25,7 +25,7 @@ TITLES = {
 }
 
 
-def add_reconcile_parser(sub: Any) -> None:
+def add_parser(sub: Any) -> None:
     parser = sub.add_parser(
         "reconcile",
         help="compare a payment provider's statement (CSV) with our payments",
@@ -77,7 +77,7 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
             print(f"mismatches written to {args.out}")
         return 0 if report.ok else EXIT_MISMATCHES
 
-    return asyncio.run(_with_core(run))
+    return asyncio.run(with_core(run))
 
 
 def _print(report: Report, tz: str) -> None:
@@ -92,7 +92,7 @@ def _print(report: Report, tz: str) -> None:
         totals = ", ".join(str(total) for total in report.total(section)) or "-"
         print(f"\n{title}: {len(items)} ({totals})")
         if items:
-            _table(
+            print_table(
                 ["order", "txn", "theirs", "ours", "their status", "our status", "line"],
                 [_cells(item) for item in items],
             )

@@ -8,7 +8,7 @@ import asyncio
 from datetime import datetime
 from typing import Any
 
-from quanyi.cli import _table, _with_core
+from quanyi.cli._common import print_table, with_core
 from quanyi.core.errors import QuanyiError
 from quanyi.core.money import format_minor
 
@@ -24,7 +24,7 @@ ADD_DESCRIPTION = (
 )
 
 
-def add_partner_parser(sub: Any) -> None:
+def add_parser(sub: Any) -> None:
     partner = sub.add_parser("partner", help="partner systems calling the HTTP API").add_subparsers(
         dest="partner_command", required=True
     )
@@ -122,7 +122,7 @@ def cmd_add(args: argparse.Namespace) -> int:
         print(f"next: quanyi partner topup {p.code} AMOUNT; quanyi stock allocate SKU --to {p.code} --units N")
         return 0
 
-    return asyncio.run(_with_core(run))
+    return asyncio.run(with_core(run))
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -141,7 +141,7 @@ def cmd_list(args: argparse.Namespace) -> int:
                 .group_by(PartnerKey.partner_id)
             )
             keys = {partner_id: int(n) for partner_id, n in active_keys.all()}
-        _table(
+        print_table(
             ["code", "channel", "active", "balance", "currency", "keys", "webhook", "name"],
             [
                 [
@@ -159,7 +159,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         )
         return 0
 
-    return asyncio.run(_with_core(run))
+    return asyncio.run(with_core(run))
 
 
 def cmd_show(args: argparse.Namespace) -> int:
@@ -196,7 +196,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         print(f"  webhook:  {partner.webhook_url or 'off'}")
         print(f"  created:  {_when(partner.created_at)} UTC")
         print("keys:")
-        _table(
+        print_table(
             ["access key", "state", "created (UTC)", "last used (UTC)", "revoked (UTC)"],
             [
                 [k.access_key, "active" if k.active else "revoked", _when(k.created_at), _when(k.last_used_at)]
@@ -205,7 +205,7 @@ def cmd_show(args: argparse.Namespace) -> int:
             ],
         )
         print("allocations:")
-        _table(
+        print_table(
             ["sku", "mode", "allocated", "reserved", "sold", "left"],
             [[sku, a.mode, a.allocated, a.reserved, a.sold, _left(a)] for sku, a in allocations],
         )
@@ -215,7 +215,7 @@ def cmd_show(args: argparse.Namespace) -> int:
             print("prices: list prices (set one with `quanyi channel price CODE SKU PRICE`)")
         return 0
 
-    return asyncio.run(_with_core(run))
+    return asyncio.run(with_core(run))
 
 
 def cmd_key_add(args: argparse.Namespace) -> int:
@@ -229,7 +229,7 @@ def cmd_key_add(args: argparse.Namespace) -> int:
         _print_new_key(key.access_key, key.secret)
         return 0
 
-    return asyncio.run(_with_core(run))
+    return asyncio.run(with_core(run))
 
 
 def cmd_key_revoke(args: argparse.Namespace) -> int:
@@ -242,7 +242,7 @@ def cmd_key_revoke(args: argparse.Namespace) -> int:
         print(f"revoked {key.access_key} of {args.code}; {left} active key(s) left")
         return 0
 
-    return asyncio.run(_with_core(run))
+    return asyncio.run(with_core(run))
 
 
 def cmd_topup(args: argparse.Namespace) -> int:
@@ -260,7 +260,7 @@ def cmd_topup(args: argparse.Namespace) -> int:
         )
         return 0
 
-    return asyncio.run(_with_core(run))
+    return asyncio.run(with_core(run))
 
 
 def cmd_webhook(args: argparse.Namespace) -> int:
@@ -278,7 +278,7 @@ def cmd_webhook(args: argparse.Namespace) -> int:
             print(f"{partner.code}: webhook off")
         return 0
 
-    return asyncio.run(_with_core(run))
+    return asyncio.run(with_core(run))
 
 
 def _set_active(args: argparse.Namespace, active: bool) -> int:
@@ -291,7 +291,7 @@ def _set_active(args: argparse.Namespace, active: bool) -> int:
         print(f"{partner.code} {state}")
         return 0
 
-    return asyncio.run(_with_core(run))
+    return asyncio.run(with_core(run))
 
 
 def cmd_disable(args: argparse.Namespace) -> int:

@@ -6,7 +6,7 @@ import argparse
 import asyncio
 from typing import Any
 
-from quanyi.cli import _settings, _table
+from quanyi.cli._common import load_settings, print_table
 from quanyi.core.errors import InvalidInput
 
 
@@ -16,7 +16,7 @@ async def _with_db(fn: Any, *, check_keys: bool = True) -> int:
     from quanyi.core.keycheck import verify_keyring
     from quanyi.core.migrate import require_current
 
-    settings = _settings()
+    settings = load_settings()
     db = Database(settings.resolved_database_url)
     try:
         await require_current(db.engine)
@@ -55,7 +55,7 @@ def cmd_keys_status(args: argparse.Namespace) -> int:
             u = usage.get(key_id)
             state = "active" if key_id == keyring.active else ("loaded" if key_id in keyring.enc_keys else "MISSING")
             rows.append([key_id, state, u.card_keys if u else 0, u.links if u else 0, u.api_secrets if u else 0])
-        _table(["key id", "state", "card keys", "redemption links", "API secrets"], rows)
+        print_table(["key id", "state", "card keys", "redemption links", "API secrets"], rows)
         if any(k != keyring.active and u.rows for k, u in usage.items()):
             print("rows still use an older key: run `quanyi keys rotate` to finish re-encrypting them")
         return 0
@@ -115,7 +115,7 @@ def cmd_keys_rotate(args: argparse.Namespace) -> int:
     return asyncio.run(_with_db(run))
 
 
-def add_keys_parser(sub: Any) -> None:
+def add_parser(sub: Any) -> None:
     keys = sub.add_parser("keys", help="card-key encryption keys").add_subparsers(dest="keys_command", required=True)
     keys.add_parser(
         "init",

@@ -7,7 +7,7 @@ import asyncio
 import getpass
 from typing import Any
 
-from quanyi.cli import _table, _with_core
+from quanyi.cli._common import print_table, with_core
 from quanyi.core.money import format_minor
 
 
@@ -28,7 +28,7 @@ def cmd_rules(args: argparse.Namespace) -> int:
     async def run(core: Any) -> int:
         async with core.db.read() as session:
             rules = await risk.list_rules(session)
-        _table(
+        print_table(
             ["name", "metric", "window", "threshold", "action", "channels", "skus", "languages", "on"],
             [
                 [
@@ -47,7 +47,7 @@ def cmd_rules(args: argparse.Namespace) -> int:
         )
         return 0
 
-    return asyncio.run(_with_core(run))
+    return asyncio.run(with_core(run))
 
 
 def cmd_rule_add(args: argparse.Namespace) -> int:
@@ -70,7 +70,7 @@ def cmd_rule_add(args: argparse.Namespace) -> int:
         print(f"added rule {rule.name}: {rule.metric} over {window} > {rule.threshold} -> {rule.action}")
         return 0
 
-    return asyncio.run(_with_core(run))
+    return asyncio.run(with_core(run))
 
 
 def cmd_rule_set(args: argparse.Namespace) -> int:
@@ -96,7 +96,7 @@ def cmd_rule_set(args: argparse.Namespace) -> int:
         )
         return 0
 
-    return asyncio.run(_with_core(run))
+    return asyncio.run(with_core(run))
 
 
 def cmd_block(args: argparse.Namespace) -> int:
@@ -108,7 +108,7 @@ def cmd_block(args: argparse.Namespace) -> int:
         print(f"blocked {entry.kind} {entry.value}: {entry.reason}")
         return 0
 
-    return asyncio.run(_with_core(run))
+    return asyncio.run(with_core(run))
 
 
 def cmd_unblock(args: argparse.Namespace) -> int:
@@ -122,7 +122,7 @@ def cmd_unblock(args: argparse.Namespace) -> int:
         print(f"unblocked {args.kind} {args.value}")
         return 0
 
-    return asyncio.run(_with_core(run))
+    return asyncio.run(with_core(run))
 
 
 def cmd_blocks(args: argparse.Namespace) -> int:
@@ -131,13 +131,13 @@ def cmd_blocks(args: argparse.Namespace) -> int:
     async def run(core: Any) -> int:
         async with core.db.read() as session:
             entries = await risk.list_blocks(session)
-        _table(
+        print_table(
             ["kind", "value", "reason", "by", "since"],
             [[e.kind, e.value, e.reason, e.created_by, f"{e.created_at:%Y-%m-%d %H:%M}"] for e in entries],
         )
         return 0
 
-    return asyncio.run(_with_core(run))
+    return asyncio.run(with_core(run))
 
 
 def cmd_decisions(args: argparse.Namespace) -> int:
@@ -149,7 +149,7 @@ def cmd_decisions(args: argparse.Namespace) -> int:
             raise InvalidInput("--limit must be between 1 and 1000")
         async with core.db.read() as session:
             rows = await risk.decisions(session, status=args.status, limit=args.limit)
-        _table(
+        print_table(
             ["id", "when", "action", "status", "user", "ip", "device", "channel", "sku", "qty", "amount", "reason"],
             [
                 [
@@ -171,7 +171,7 @@ def cmd_decisions(args: argparse.Namespace) -> int:
         )
         return 0
 
-    return asyncio.run(_with_core(run))
+    return asyncio.run(with_core(run))
 
 
 def cmd_approve(args: argparse.Namespace) -> int:
@@ -183,7 +183,7 @@ def cmd_approve(args: argparse.Namespace) -> int:
         print(f"approved decision {decision.id}: user {decision.user_id} may order {decision.sku} once")
         return 0
 
-    return asyncio.run(_with_core(run))
+    return asyncio.run(with_core(run))
 
 
 def cmd_reject(args: argparse.Namespace) -> int:
@@ -195,10 +195,10 @@ def cmd_reject(args: argparse.Namespace) -> int:
         print(f"rejected decision {decision.id}: {decision.reason}")
         return 0
 
-    return asyncio.run(_with_core(run))
+    return asyncio.run(with_core(run))
 
 
-def add_risk_parser(sub: Any) -> None:
+def add_parser(sub: Any) -> None:
     from quanyi.core.risk import ACTIONS, BLOCK_KINDS, METRICS
 
     risk = sub.add_parser(
