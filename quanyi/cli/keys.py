@@ -11,17 +11,20 @@ from quanyi.core.errors import InvalidInput
 
 
 async def _with_db(fn: Any, *, check_keys: bool = True) -> int:
-    from quanyi.core.crypto import KeyRing
+    """``fn(settings, db)`` on the database at the code's schema and, unless ``check_keys`` is off
+    (``keys init`` makes them), with keys that match it: a rotation under a foreign key is refused."""
     from quanyi.core.db import Database
-    from quanyi.core.keycheck import verify_keyring
     from quanyi.core.migrate import require_current
+    from quanyi.core.services import open_checked
 
     settings = load_settings()
-    db = Database(settings.resolved_database_url)
+    if check_keys:
+        db, _ = await open_checked(settings)
+    else:
+        db = Database(settings.resolved_database_url)
     try:
-        await require_current(db.engine)
-        if check_keys:
-            await verify_keyring(db, KeyRing.load(settings))  # a rotation under a foreign key is refused
+        if not check_keys:
+            await require_current(db.engine)
         return int(await fn(settings, db))
     finally:
         await db.dispose()
