@@ -1,7 +1,10 @@
 """Operator chat: coupons and their codes, promotions (满减 / 满折 / N件M价) and bundles.
 
 Only QUANYI_ADMIN_IDS reach these handlers, like the rest of the operator chat; anyone else
-falls through to the shop's catch-all.
+falls through to the shop's catch-all. Handlers are module-level functions that aiogram calls
+with what they name from the handler data (``core`` set on the dispatcher, ``lang`` from the
+language middleware, ``callback_data``, ``command``, ``bot``); ``build_pricing_ops_router``
+registers them.
 """
 
 from __future__ import annotations
@@ -59,267 +62,284 @@ View = Callable[[Core, str], Awaitable[tuple[str, InlineKeyboardMarkup]]]
 
 
 def build_pricing_ops_router() -> Router:
+    """The operators' pricing handlers, in the order aiogram tries them."""
     router = Router(name="pricing_ops")
     router.message.filter(IsAdmin())
     router.callback_query.filter(IsAdmin())
-    _add_view_handlers(router)
-    _add_coupon_handlers(router)
-    _add_promotion_handlers(router)
-    _add_bundle_handlers(router)
+    router.callback_query.register(pricing_view, PricingCb.filter())
+    router.message.register(pricing, Command("pricing"))
+    router.message.register(list_coupons, Command("coupons"))
+    router.callback_query.register(coupon_button, CouponOpsCb.filter())
+    router.message.register(coupon_switch, Command("coupon_on", "coupon_off"))
+    router.message.register(coupon_export, Command("coupon_export"))
+    router.message.register(coupon_new, Command("coupon_new"))
+    router.message.register(coupon_import, Command("coupon_import"), F.document)
+    router.message.register(coupon_import_usage, Command("coupon_import"))
+    router.message.register(list_promotions, Command("promotions"))
+    router.callback_query.register(promotion_button, PromotionOpsCb.filter())
+    router.message.register(promotion_switch, Command("promo_on", "promo_off"))
+    router.message.register(promo_new, Command("promo_new"))
+    router.message.register(list_bundles, Command("bundles"))
+    router.message.register(bundle_new, Command("bundle_new"))
+    router.message.register(bundle_parts, Command("bundle_parts"))
     return router
 
 
-def _add_view_handlers(router: Router) -> None:
-    @router.callback_query(PricingCb.filter())
-    async def pricing_view(query: CallbackQuery, callback_data: PricingCb, core: Core, lang: str) -> None:
-        await query.answer()
-        if isinstance(query.message, Message):
-            text, markup = await _view(callback_data.view)(core, lang)
-            await _edit(query.message, text, markup)
-
-    @router.message(Command("pricing"))
-    async def pricing(message: Message, core: Core, lang: str) -> None:
-        text, markup = await _home_view(core, lang)
-        await message.answer(text, reply_markup=markup)
+# --- the pricing home -----------------------------------------------------------------------
 
 
-def _add_coupon_handlers(router: Router) -> None:
-    @router.message(Command("coupons"))
-    async def list_coupons(message: Message, core: Core, lang: str) -> None:
-        text, markup = await _coupons_view(core, lang)
-        await message.answer(text, reply_markup=markup)
+async def pricing_view(query: CallbackQuery, callback_data: PricingCb, core: Core, lang: str) -> None:
+    await query.answer()
+    if isinstance(query.message, Message):
+        text, markup = await _view(callback_data.view)(core, lang)
+        await _edit(query.message, text, markup)
 
-    @router.callback_query(CouponOpsCb.filter())
-    async def coupon_button(query: CallbackQuery, callback_data: CouponOpsCb, core: Core, lang: str) -> None:
-        await query.answer()
-        if not isinstance(query.message, Message):
-            return
-        coupon_id, act = callback_data.id, callback_data.act
-        try:
-            if act in ("on", "off"):
-                async with core.db.transaction() as session:
-                    coupon = await coupons.set_active(session, coupon_id, act == "on")
-                lead = t(lang, f"pricing_ops.coupon_{act}", id=coupon.id, name=coupon.name)
-                text, markup = await _coupons_view(core, lang, lead=lead)
-                await _edit(query.message, text, markup)
-                return
-            if act == "export":
-                async with core.db.read() as session:
-                    coupon = await coupons.get_coupon(session, coupon_id)
-                    data = await coupons.export_csv(session, coupon_id)
-                caption = t(lang, "pricing_ops.exported", id=coupon.id, name=coupon.name)
-            elif act in GENERATE:
-                async with core.db.transaction() as session:
-                    coupon = await coupons.get_coupon(session, coupon_id)
-                    made = await coupons.generate_codes(session, coupon_id, GENERATE[act])
-                data = _codes_csv(coupon, made)
-                caption = t(lang, "pricing_ops.generated", count=len(made), id=coupon.id, name=coupon.name)
-            else:
-                return
-        except QuanyiError as exc:
-            await query.message.answer(_refusal(lang, exc))
-            return
-        await query.message.answer_document(_csv_file(coupon_id, data), caption=caption)
 
-    @router.message(Command("coupon_on", "coupon_off"))
-    async def coupon_switch(message: Message, command: CommandObject, core: Core, lang: str) -> None:
-        coupon_id, act = _id_arg(command.args), command.command.removeprefix("coupon_")
-        if coupon_id is None:
-            await message.answer(t(lang, "pricing_ops.usage_by_id", command=command.command))
-            return
-        try:
+async def pricing(message: Message, core: Core, lang: str) -> None:
+    text, markup = await _home_view(core, lang)
+    await message.answer(text, reply_markup=markup)
+
+
+# --- coupons --------------------------------------------------------------------------------
+
+
+async def list_coupons(message: Message, core: Core, lang: str) -> None:
+    text, markup = await _coupons_view(core, lang)
+    await message.answer(text, reply_markup=markup)
+
+
+async def coupon_button(query: CallbackQuery, callback_data: CouponOpsCb, core: Core, lang: str) -> None:
+    await query.answer()
+    if not isinstance(query.message, Message):
+        return
+    coupon_id, act = callback_data.id, callback_data.act
+    try:
+        if act in ("on", "off"):
             async with core.db.transaction() as session:
                 coupon = await coupons.set_active(session, coupon_id, act == "on")
-        except QuanyiError as exc:
-            await message.answer(_refusal(lang, exc))
+            lead = t(lang, f"pricing_ops.coupon_{act}", id=coupon.id, name=coupon.name)
+            text, markup = await _coupons_view(core, lang, lead=lead)
+            await _edit(query.message, text, markup)
             return
-        await message.answer(t(lang, f"pricing_ops.coupon_{act}", id=coupon.id, name=coupon.name))
-
-    @router.message(Command("coupon_export"))
-    async def coupon_export(message: Message, command: CommandObject, core: Core, lang: str) -> None:
-        coupon_id = _id_arg(command.args)
-        if coupon_id is None:
-            await message.answer(t(lang, "pricing_ops.usage_by_id", command=command.command))
-            return
-        try:
+        if act == "export":
             async with core.db.read() as session:
                 coupon = await coupons.get_coupon(session, coupon_id)
                 data = await coupons.export_csv(session, coupon_id)
-        except QuanyiError as exc:
-            await message.answer(_refusal(lang, exc))
-            return
-        caption = t(lang, "pricing_ops.exported", id=coupon.id, name=coupon.name)
-        await message.answer_document(_csv_file(coupon_id, data), caption=caption)
-
-    @router.message(Command("coupon_new"))
-    async def coupon_new(message: Message, command: CommandObject, core: Core, lang: str) -> None:
-        try:
-            fields = parse_fields(command.args or "", NEW_COUPON_KEYS)
-            currency = _currency(fields, core)
-            code = fields.pop("code", None)
-            count = _how_many(fields.pop("codes", None))
-            terms = coupon_terms(fields, currency=currency, tz=core.settings.timezone)
-            # One transaction: a refused code or batch leaves no campaign behind.
+            caption = t(lang, "pricing_ops.exported", id=coupon.id, name=coupon.name)
+        elif act in GENERATE:
             async with core.db.transaction() as session:
-                coupon = await coupons.create_coupon(session, **terms)
-                if code is not None:
-                    await coupons.add_code(session, coupon.id, code, max_uses=None)
-                made = await coupons.generate_codes(session, coupon.id, count) if count else []
-        except QuanyiError as exc:
-            await message.answer(_refusal(lang, exc) + "\n\n" + t(lang, "pricing_ops.usage_coupon_new"))
-            return
-        codes = (1 if code is not None else 0) + len(made)
-        text = t(lang, "pricing_ops.coupon_created", id=coupon.id) + "\n" + _coupon_block(lang, coupon, codes, core)
-        if code is not None:
-            text += "\n" + t(lang, "pricing_ops.code_added", code=coupons.normalize_code(code))
-        await message.answer(text)
-        if made:
+                coupon = await coupons.get_coupon(session, coupon_id)
+                made = await coupons.generate_codes(session, coupon_id, GENERATE[act])
+            data = _codes_csv(coupon, made)
             caption = t(lang, "pricing_ops.generated", count=len(made), id=coupon.id, name=coupon.name)
-            await message.answer_document(_csv_file(coupon.id, _codes_csv(coupon, made)), caption=caption)
+        else:
+            return
+    except QuanyiError as exc:
+        await query.message.answer(_refusal(lang, exc))
+        return
+    await query.message.answer_document(_csv_file(coupon_id, data), caption=caption)
 
-    @router.message(Command("coupon_import"), F.document)
-    async def coupon_import(message: Message, command: CommandObject, core: Core, lang: str, bot: Bot) -> None:
-        document = message.document
-        coupon_id = _id_arg(command.args)
-        if document is None or coupon_id is None:
-            await message.answer(t(lang, "pricing_ops.usage_coupon_import"))
-            return
-        if not (document.file_name or "").lower().endswith(IMPORT_SUFFIXES):
-            await message.answer(t(lang, "pricing_ops.import_not_text"))
-            return
-        # Telegram reports the size: a large file is refused before it is fetched.
-        if document.file_size is None or document.file_size > coupons.MAX_CODES_FILE:
-            await message.answer(t(lang, "pricing_ops.import_too_big", mb=coupons.MAX_CODES_FILE // 1_000_000))
-            return
-        try:
-            buffer = await bot.download(document)
-        except TelegramAPIError:
-            log.warning("could not download a codes file", exc_info=True)
-            await message.answer(t(lang, "pricing_ops.import_download_failed"))
-            return
-        data = buffer.read() if buffer is not None else b""
-        try:
-            async with core.db.transaction() as session:
-                result = await coupons.import_codes(session, coupon_id, data)
-        except QuanyiError as exc:
-            await message.answer(_refusal(lang, exc))
-            return
-        if result.rejected:
-            numbers = ", ".join(str(number) for number, _ in result.rejected[:SHOWN_REJECTED])
-            if len(result.rejected) > SHOWN_REJECTED:
-                numbers += ", …"
-            await message.answer(
-                t(lang, "pricing_ops.import_rejected", count=len(result.rejected), lines=numbers, id=coupon_id)
-            )
-            return
-        await message.answer(
-            t(lang, "pricing_ops.imported", added=result.added, duplicates=result.duplicates, id=coupon_id)
-        )
 
-    @router.message(Command("coupon_import"))
-    async def coupon_import_usage(message: Message, lang: str) -> None:
+async def coupon_switch(message: Message, command: CommandObject, core: Core, lang: str) -> None:
+    coupon_id, act = _id_arg(command.args), command.command.removeprefix("coupon_")
+    if coupon_id is None:
+        await message.answer(t(lang, "pricing_ops.usage_by_id", command=command.command))
+        return
+    try:
+        async with core.db.transaction() as session:
+            coupon = await coupons.set_active(session, coupon_id, act == "on")
+    except QuanyiError as exc:
+        await message.answer(_refusal(lang, exc))
+        return
+    await message.answer(t(lang, f"pricing_ops.coupon_{act}", id=coupon.id, name=coupon.name))
+
+
+async def coupon_export(message: Message, command: CommandObject, core: Core, lang: str) -> None:
+    coupon_id = _id_arg(command.args)
+    if coupon_id is None:
+        await message.answer(t(lang, "pricing_ops.usage_by_id", command=command.command))
+        return
+    try:
+        async with core.db.read() as session:
+            coupon = await coupons.get_coupon(session, coupon_id)
+            data = await coupons.export_csv(session, coupon_id)
+    except QuanyiError as exc:
+        await message.answer(_refusal(lang, exc))
+        return
+    caption = t(lang, "pricing_ops.exported", id=coupon.id, name=coupon.name)
+    await message.answer_document(_csv_file(coupon_id, data), caption=caption)
+
+
+async def coupon_new(message: Message, command: CommandObject, core: Core, lang: str) -> None:
+    try:
+        fields = parse_fields(command.args or "", NEW_COUPON_KEYS)
+        currency = _currency(fields, core)
+        code = fields.pop("code", None)
+        count = _how_many(fields.pop("codes", None))
+        terms = coupon_terms(fields, currency=currency, tz=core.settings.timezone)
+        # One transaction: a refused code or batch leaves no campaign behind.
+        async with core.db.transaction() as session:
+            coupon = await coupons.create_coupon(session, **terms)
+            if code is not None:
+                await coupons.add_code(session, coupon.id, code, max_uses=None)
+            made = await coupons.generate_codes(session, coupon.id, count) if count else []
+    except QuanyiError as exc:
+        await message.answer(_refusal(lang, exc) + "\n\n" + t(lang, "pricing_ops.usage_coupon_new"))
+        return
+    codes = (1 if code is not None else 0) + len(made)
+    text = t(lang, "pricing_ops.coupon_created", id=coupon.id) + "\n" + _coupon_block(lang, coupon, codes, core)
+    if code is not None:
+        text += "\n" + t(lang, "pricing_ops.code_added", code=coupons.normalize_code(code))
+    await message.answer(text)
+    if made:
+        caption = t(lang, "pricing_ops.generated", count=len(made), id=coupon.id, name=coupon.name)
+        await message.answer_document(_csv_file(coupon.id, _codes_csv(coupon, made)), caption=caption)
+
+
+async def coupon_import(message: Message, command: CommandObject, core: Core, lang: str, bot: Bot) -> None:
+    document = message.document
+    coupon_id = _id_arg(command.args)
+    if document is None or coupon_id is None:
         await message.answer(t(lang, "pricing_ops.usage_coupon_import"))
+        return
+    if not (document.file_name or "").lower().endswith(IMPORT_SUFFIXES):
+        await message.answer(t(lang, "pricing_ops.import_not_text"))
+        return
+    # Telegram reports the size: a large file is refused before it is fetched.
+    if document.file_size is None or document.file_size > coupons.MAX_CODES_FILE:
+        await message.answer(t(lang, "pricing_ops.import_too_big", mb=coupons.MAX_CODES_FILE // 1_000_000))
+        return
+    try:
+        buffer = await bot.download(document)
+    except TelegramAPIError:
+        log.warning("could not download a codes file", exc_info=True)
+        await message.answer(t(lang, "pricing_ops.import_download_failed"))
+        return
+    data = buffer.read() if buffer is not None else b""
+    try:
+        async with core.db.transaction() as session:
+            result = await coupons.import_codes(session, coupon_id, data)
+    except QuanyiError as exc:
+        await message.answer(_refusal(lang, exc))
+        return
+    if result.rejected:
+        numbers = ", ".join(str(number) for number, _ in result.rejected[:SHOWN_REJECTED])
+        if len(result.rejected) > SHOWN_REJECTED:
+            numbers += ", …"
+        await message.answer(
+            t(lang, "pricing_ops.import_rejected", count=len(result.rejected), lines=numbers, id=coupon_id)
+        )
+        return
+    await message.answer(
+        t(lang, "pricing_ops.imported", added=result.added, duplicates=result.duplicates, id=coupon_id)
+    )
 
 
-def _add_promotion_handlers(router: Router) -> None:
-    @router.message(Command("promotions"))
-    async def list_promotions(message: Message, core: Core, lang: str) -> None:
-        text, markup = await _promotions_view(core, lang)
-        await message.answer(text, reply_markup=markup)
-
-    @router.callback_query(PromotionOpsCb.filter())
-    async def promotion_button(query: CallbackQuery, callback_data: PromotionOpsCb, core: Core, lang: str) -> None:
-        await query.answer()
-        if not isinstance(query.message, Message) or callback_data.act not in ("on", "off"):
-            return
-        try:
-            async with core.db.transaction() as session:
-                promotion = await promotions.set_active(session, callback_data.id, callback_data.act == "on")
-        except QuanyiError as exc:
-            await query.message.answer(_refusal(lang, exc))
-            return
-        lead = t(lang, f"pricing_ops.promotion_{callback_data.act}", id=promotion.id, name=promotion.name)
-        text, markup = await _promotions_view(core, lang, lead=lead)
-        await _edit(query.message, text, markup)
-
-    @router.message(Command("promo_on", "promo_off"))
-    async def promotion_switch(message: Message, command: CommandObject, core: Core, lang: str) -> None:
-        promotion_id, act = _id_arg(command.args), command.command.removeprefix("promo_")
-        if promotion_id is None:
-            await message.answer(t(lang, "pricing_ops.usage_by_id", command=command.command))
-            return
-        try:
-            async with core.db.transaction() as session:
-                promotion = await promotions.set_active(session, promotion_id, act == "on")
-        except QuanyiError as exc:
-            await message.answer(_refusal(lang, exc))
-            return
-        await message.answer(t(lang, f"pricing_ops.promotion_{act}", id=promotion.id, name=promotion.name))
-
-    @router.message(Command("promo_new"))
-    async def promo_new(message: Message, command: CommandObject, core: Core, lang: str) -> None:
-        try:
-            fields = parse_fields(command.args or "", NEW_PROMOTION_KEYS)
-            terms = promotion_terms(fields, currency=_currency(fields, core), tz=core.settings.timezone)
-            async with core.db.transaction() as session:
-                promotion = await promotions.add_promotion(session, **terms)
-        except QuanyiError as exc:
-            await message.answer(_refusal(lang, exc) + "\n\n" + t(lang, "pricing_ops.usage_promo_new"))
-            return
-        block = _promotion_block(lang, promotion, core)
-        await message.answer(t(lang, "pricing_ops.promotion_created", id=promotion.id) + "\n" + block)
+async def coupon_import_usage(message: Message, lang: str) -> None:
+    await message.answer(t(lang, "pricing_ops.usage_coupon_import"))
 
 
-def _add_bundle_handlers(router: Router) -> None:
-    @router.message(Command("bundles"))
-    async def list_bundles(message: Message, core: Core, lang: str) -> None:
-        text, markup = await _bundles_view(core, lang)
-        await message.answer(text, reply_markup=markup)
+# --- promotions -----------------------------------------------------------------------------
 
-    @router.message(Command("bundle_new"))
-    async def bundle_new(message: Message, command: CommandObject, core: Core, lang: str) -> None:
-        args = (command.args or "").split(maxsplit=1)
-        if len(args) != 2:
-            await message.answer(t(lang, "pricing_ops.usage_bundle_new"))
-            return
-        sku = args[0]
-        try:
-            fields = parse_fields(args[1], BUNDLE_KEYS)
-            currency = _currency(fields, core)
-            if not fields.get("price") or not fields.get("parts"):
-                raise InvalidInput("give name=, price= and parts=")
-            price = Money(parse_minor(fields["price"], currency), currency)
-            parts = bundles.parse_parts(fields["parts"])
-            async with core.db.transaction() as session:
-                bundle = await bundles.create_bundle(
-                    session,
-                    sku=sku,
-                    name=fields.get("name") or "",
-                    price=price,
-                    parts=parts,
-                    description=fields.get("description") or "",
-                    category=(fields.get("category") or "").lower() or None,
-                )
-        except QuanyiError as exc:
-            await message.answer(_refusal(lang, exc) + "\n\n" + t(lang, "pricing_ops.usage_bundle_new"))
-            return
-        await message.answer(await _bundle_done(core, lang, "pricing_ops.bundle_created", bundle.sku))
 
-    @router.message(Command("bundle_parts"))
-    async def bundle_parts(message: Message, command: CommandObject, core: Core, lang: str) -> None:
-        args = (command.args or "").split(maxsplit=1)
-        if len(args) != 2:
-            await message.answer(t(lang, "pricing_ops.usage_bundle_parts"))
-            return
-        sku = args[0]
-        try:
-            parts = bundles.parse_parts(args[1].replace(" ", ""))
-            async with core.db.transaction() as session:
-                await bundles.set_parts(session, sku, parts)
-        except QuanyiError as exc:
-            await message.answer(_refusal(lang, exc) + "\n\n" + t(lang, "pricing_ops.usage_bundle_parts"))
-            return
-        await message.answer(await _bundle_done(core, lang, "pricing_ops.bundle_parts_set", sku))
+async def list_promotions(message: Message, core: Core, lang: str) -> None:
+    text, markup = await _promotions_view(core, lang)
+    await message.answer(text, reply_markup=markup)
+
+
+async def promotion_button(query: CallbackQuery, callback_data: PromotionOpsCb, core: Core, lang: str) -> None:
+    await query.answer()
+    if not isinstance(query.message, Message) or callback_data.act not in ("on", "off"):
+        return
+    try:
+        async with core.db.transaction() as session:
+            promotion = await promotions.set_active(session, callback_data.id, callback_data.act == "on")
+    except QuanyiError as exc:
+        await query.message.answer(_refusal(lang, exc))
+        return
+    lead = t(lang, f"pricing_ops.promotion_{callback_data.act}", id=promotion.id, name=promotion.name)
+    text, markup = await _promotions_view(core, lang, lead=lead)
+    await _edit(query.message, text, markup)
+
+
+async def promotion_switch(message: Message, command: CommandObject, core: Core, lang: str) -> None:
+    promotion_id, act = _id_arg(command.args), command.command.removeprefix("promo_")
+    if promotion_id is None:
+        await message.answer(t(lang, "pricing_ops.usage_by_id", command=command.command))
+        return
+    try:
+        async with core.db.transaction() as session:
+            promotion = await promotions.set_active(session, promotion_id, act == "on")
+    except QuanyiError as exc:
+        await message.answer(_refusal(lang, exc))
+        return
+    await message.answer(t(lang, f"pricing_ops.promotion_{act}", id=promotion.id, name=promotion.name))
+
+
+async def promo_new(message: Message, command: CommandObject, core: Core, lang: str) -> None:
+    try:
+        fields = parse_fields(command.args or "", NEW_PROMOTION_KEYS)
+        terms = promotion_terms(fields, currency=_currency(fields, core), tz=core.settings.timezone)
+        async with core.db.transaction() as session:
+            promotion = await promotions.add_promotion(session, **terms)
+    except QuanyiError as exc:
+        await message.answer(_refusal(lang, exc) + "\n\n" + t(lang, "pricing_ops.usage_promo_new"))
+        return
+    block = _promotion_block(lang, promotion, core)
+    await message.answer(t(lang, "pricing_ops.promotion_created", id=promotion.id) + "\n" + block)
+
+
+# --- bundles --------------------------------------------------------------------------------
+
+
+async def list_bundles(message: Message, core: Core, lang: str) -> None:
+    text, markup = await _bundles_view(core, lang)
+    await message.answer(text, reply_markup=markup)
+
+
+async def bundle_new(message: Message, command: CommandObject, core: Core, lang: str) -> None:
+    args = (command.args or "").split(maxsplit=1)
+    if len(args) != 2:
+        await message.answer(t(lang, "pricing_ops.usage_bundle_new"))
+        return
+    sku = args[0]
+    try:
+        fields = parse_fields(args[1], BUNDLE_KEYS)
+        currency = _currency(fields, core)
+        if not fields.get("price") or not fields.get("parts"):
+            raise InvalidInput("give name=, price= and parts=")
+        price = Money(parse_minor(fields["price"], currency), currency)
+        parts = bundles.parse_parts(fields["parts"])
+        async with core.db.transaction() as session:
+            bundle = await bundles.create_bundle(
+                session,
+                sku=sku,
+                name=fields.get("name") or "",
+                price=price,
+                parts=parts,
+                description=fields.get("description") or "",
+                category=(fields.get("category") or "").lower() or None,
+            )
+    except QuanyiError as exc:
+        await message.answer(_refusal(lang, exc) + "\n\n" + t(lang, "pricing_ops.usage_bundle_new"))
+        return
+    await message.answer(await _bundle_done(core, lang, "pricing_ops.bundle_created", bundle.sku))
+
+
+async def bundle_parts(message: Message, command: CommandObject, core: Core, lang: str) -> None:
+    args = (command.args or "").split(maxsplit=1)
+    if len(args) != 2:
+        await message.answer(t(lang, "pricing_ops.usage_bundle_parts"))
+        return
+    sku = args[0]
+    try:
+        parts = bundles.parse_parts(args[1].replace(" ", ""))
+        async with core.db.transaction() as session:
+            await bundles.set_parts(session, sku, parts)
+    except QuanyiError as exc:
+        await message.answer(_refusal(lang, exc) + "\n\n" + t(lang, "pricing_ops.usage_bundle_parts"))
+        return
+    await message.answer(await _bundle_done(core, lang, "pricing_ops.bundle_parts_set", sku))
 
 
 # --- views ----------------------------------------------------------------------------------

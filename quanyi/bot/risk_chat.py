@@ -3,7 +3,9 @@ decisions, and holds approved with one tap or rejected with a typed reason; plus
 messages about holds (to operators and to the buyer).
 
 Only QUANYI_ADMIN_IDS reach this router: anyone else's /risk or forged button falls through to
-the shop, which changes nothing.
+the shop, which changes nothing. Handlers are module-level functions that aiogram calls with what
+they name from the handler data (``core`` set on the dispatcher, ``lang`` from the language
+middleware, ``state``, ``callback_data``, ``command``); ``build_risk_router`` registers them.
 """
 
 from __future__ import annotations
@@ -54,192 +56,207 @@ class RejectHoldForm(StatesGroup):
 
 
 def build_risk_router() -> Router:
+    """The operators' risk handlers, in the order aiogram tries them."""
     router = Router(name="risk_ops")
     router.message.filter(IsAdmin())
     router.callback_query.filter(IsAdmin())
+    router.message.register(rules, Command("risk"))
+    router.callback_query.register(rules_button, RiskCb.filter(F.action == "rules"))
+    router.callback_query.register(toggle, RiskCb.filter(F.action == "toggle"))
+    router.message.register(edit_rule, Command("risk_rule"))
+    router.message.register(block, Command("block"))
+    router.message.register(unblock, Command("unblock"))
+    router.message.register(blocks, Command("blocks"))
+    router.message.register(decisions, Command("decisions"))
+    router.callback_query.register(approve, RiskCb.filter(F.action == "approve"))
+    router.callback_query.register(ask_reason, RiskCb.filter(F.action == "reject"))
+    router.message.register(cancel, Command("cancel"), StateFilter(RejectHoldForm))
+    router.message.register(typed_reason, RejectHoldForm.reason, TYPED)
+    return router
 
-    @router.message(Command("risk"))
-    async def rules(message: Message, core: Core, lang: str) -> None:
-        text, markup = await rules_view(core, lang)
-        await message.answer(text, reply_markup=markup)
 
-    @router.callback_query(RiskCb.filter(F.action == "rules"))
-    async def rules_button(query: CallbackQuery, core: Core, lang: str) -> None:
-        await query.answer()
-        if isinstance(query.message, Message):
-            await _edit(query.message, *await rules_view(core, lang))
+# --- handlers --------------------------------------------------------------------------------
 
-    @router.callback_query(RiskCb.filter(F.action == "toggle"))
-    async def toggle(query: CallbackQuery, callback_data: RiskCb, core: Core, lang: str) -> None:
+
+async def rules(message: Message, core: Core, lang: str) -> None:
+    text, markup = await rules_view(core, lang)
+    await message.answer(text, reply_markup=markup)
+
+
+async def rules_button(query: CallbackQuery, core: Core, lang: str) -> None:
+    await query.answer()
+    if isinstance(query.message, Message):
+        await _edit(query.message, *await rules_view(core, lang))
+
+
+async def toggle(query: CallbackQuery, callback_data: RiskCb, core: Core, lang: str) -> None:
+    async with core.db.transaction() as session:
+        rule = await session.get(RiskRule, callback_data.id)
+        if rule is not None:
+            await risk.set_rule(session, rule.name, active=not rule.active)
+    await query.answer()
+    if isinstance(query.message, Message):
+        await _edit(query.message, *await rules_view(core, lang))
+
+
+async def edit_rule(message: Message, command: CommandObject, core: Core, lang: str) -> None:
+    words = (command.args or "").split()
+    if len(words) < 2:
+        await message.answer(t(lang, "risk.rule_usage"))
+        return
+    name, changes = words[0], words[1:]
+    async with core.db.read() as session:
+        rule = await session.scalar(select(RiskRule).where(RiskRule.name == name))
+    if rule is None:
+        await message.answer(t(lang, "risk.rule_unknown", name=name))
+        return
+    try:
+        threshold, action, window = _rule_changes(changes, rule.metric, core.settings.currency)
         async with core.db.transaction() as session:
-            rule = await session.get(RiskRule, callback_data.id)
-            if rule is not None:
-                await risk.set_rule(session, rule.name, active=not rule.active)
-        await query.answer()
-        if isinstance(query.message, Message):
-            await _edit(query.message, *await rules_view(core, lang))
+            await risk.set_rule(session, name, threshold=threshold, action=action, window_seconds=window)
+    except (InvalidInput, NotFound) as exc:
+        await message.answer(t(lang, "risk.rule_bad", problem=exc.message) + "\n" + t(lang, "risk.rule_usage"))
+        return
+    text, markup = await rules_view(core, lang)
+    await message.answer(t(lang, "risk.rule_saved") + "\n\n" + text, reply_markup=markup)
 
-    @router.message(Command("risk_rule"))
-    async def edit_rule(message: Message, command: CommandObject, core: Core, lang: str) -> None:
-        words = (command.args or "").split()
-        if len(words) < 2:
-            await message.answer(t(lang, "risk.rule_usage"))
-            return
-        name, changes = words[0], words[1:]
-        async with core.db.read() as session:
-            rule = await session.scalar(select(RiskRule).where(RiskRule.name == name))
-        if rule is None:
-            await message.answer(t(lang, "risk.rule_unknown", name=name))
-            return
-        try:
-            threshold, action, window = _rule_changes(changes, rule.metric, core.settings.currency)
-            async with core.db.transaction() as session:
-                await risk.set_rule(session, name, threshold=threshold, action=action, window_seconds=window)
-        except (InvalidInput, NotFound) as exc:
-            await message.answer(t(lang, "risk.rule_bad", problem=exc.message) + "\n" + t(lang, "risk.rule_usage"))
-            return
-        text, markup = await rules_view(core, lang)
-        await message.answer(t(lang, "risk.rule_saved") + "\n\n" + text, reply_markup=markup)
 
-    @router.message(Command("block"))
-    async def block(message: Message, command: CommandObject, core: Core, lang: str) -> None:
-        words = (command.args or "").split(maxsplit=2)
-        if len(words) < 3 or words[0] not in risk.BLOCK_KINDS:
-            await message.answer(t(lang, "risk.block_usage"))
-            return
-        kind, value, reason = words
-        actor = f"operator:{message.from_user.id if message.from_user else '?'}"
-        try:
-            async with core.db.transaction() as session:
-                await risk.block(session, kind, value, reason=reason, actor=actor)
-        except InvalidInput as exc:
-            await message.answer(t(lang, "risk.rule_bad", problem=exc.message) + "\n" + t(lang, "risk.block_usage"))
-            return
-        await message.answer(t(lang, "risk.blocked_added", kind=_kind(lang, kind), value=value, reason=reason))
-
-    @router.message(Command("unblock"))
-    async def unblock(message: Message, command: CommandObject, core: Core, lang: str) -> None:
-        words = (command.args or "").split()
-        if len(words) != 2 or words[0] not in risk.BLOCK_KINDS:
-            await message.answer(t(lang, "risk.unblock_usage"))
-            return
-        kind, value = words
+async def block(message: Message, command: CommandObject, core: Core, lang: str) -> None:
+    words = (command.args or "").split(maxsplit=2)
+    if len(words) < 3 or words[0] not in risk.BLOCK_KINDS:
+        await message.answer(t(lang, "risk.block_usage"))
+        return
+    kind, value, reason = words
+    actor = f"operator:{message.from_user.id if message.from_user else '?'}"
+    try:
         async with core.db.transaction() as session:
-            removed = await risk.unblock(session, kind, value)
-        key = "risk.unblocked" if removed else "risk.not_blocked"
-        await message.answer(t(lang, key, kind=_kind(lang, kind), value=value))
+            await risk.block(session, kind, value, reason=reason, actor=actor)
+    except InvalidInput as exc:
+        await message.answer(t(lang, "risk.rule_bad", problem=exc.message) + "\n" + t(lang, "risk.block_usage"))
+        return
+    await message.answer(t(lang, "risk.blocked_added", kind=_kind(lang, kind), value=value, reason=reason))
 
-    @router.message(Command("blocks"))
-    async def blocks(message: Message, core: Core, lang: str) -> None:
+
+async def unblock(message: Message, command: CommandObject, core: Core, lang: str) -> None:
+    words = (command.args or "").split()
+    if len(words) != 2 or words[0] not in risk.BLOCK_KINDS:
+        await message.answer(t(lang, "risk.unblock_usage"))
+        return
+    kind, value = words
+    async with core.db.transaction() as session:
+        removed = await risk.unblock(session, kind, value)
+    key = "risk.unblocked" if removed else "risk.not_blocked"
+    await message.answer(t(lang, key, kind=_kind(lang, kind), value=value))
+
+
+async def blocks(message: Message, core: Core, lang: str) -> None:
+    async with core.db.read() as session:
+        entries = await risk.list_blocks(session)
+    if not entries:
+        await message.answer(t(lang, "risk.blocks_empty"))
+        return
+    tz = ZoneInfo(core.settings.timezone)
+    rows = [
+        t(
+            lang,
+            "risk.block_row",
+            kind=_kind(lang, e.kind),
+            value=e.value,
+            reason=e.reason,
+            by=e.created_by,
+            at=_at(e.created_at, tz),
+        )
+        for e in entries
+    ]
+    await message.answer(_fit(t(lang, "risk.blocks_title"), rows))
+
+
+async def decisions(message: Message, core: Core, lang: str) -> None:
+    async with core.db.read() as session:
+        open_ = await risk.decisions(session, status="open", limit=20)
+        recent = [d for d in await risk.decisions(session, limit=20) if d.status != "open"][:10]
+    if not open_ and not recent:
+        await message.answer(t(lang, "risk.decisions_empty"))
+        return
+    tz = ZoneInfo(core.settings.timezone)
+    keyboard = InlineKeyboardBuilder()
+    rows = [t(lang, "risk.decisions_open")]
+    rows += [_decision_row(lang, d, tz) for d in open_] or [t(lang, "risk.decisions_none_open")]
+    for d in open_:
+        if d.action == "hold":
+            keyboard.row(*_decide_buttons(lang, d.id, listed=True))
+    if recent:
+        rows += [t(lang, "risk.decisions_recent"), *(_decision_row(lang, d, tz) for d in recent)]
+    await message.answer(_fit(t(lang, "risk.decisions_title"), rows), reply_markup=keyboard.as_markup())
+
+
+async def approve(query: CallbackQuery, callback_data: RiskCb, core: Core, lang: str) -> None:
+    try:
+        async with core.db.transaction() as session:
+            decision = await _open_hold(session, callback_data.id)
+            decision = await risk.approve(session, decision.id, actor=f"operator:{query.from_user.id}")
+            await _tell_buyer(session, decision, "risk_hold_approved")
+            text = t(lang, "risk.admin_approved", id=decision.id, user=decision.user_id or "")
+    except QuanyiError:
+        await query.answer(await _decided(core, lang, callback_data.id), show_alert=True)
+        return
+    core.outbox_wakeup.set()
+    await query.answer()
+    if isinstance(query.message, Message):
+        if callback_data.listed:
+            await query.message.answer(text)
+        else:  # the hold's own message becomes the decision: its buttons have done their work
+            await _edit(query.message, text, None)
+
+
+async def ask_reason(query: CallbackQuery, callback_data: RiskCb, core: Core, lang: str, state: FSMContext) -> None:
+    try:
         async with core.db.read() as session:
-            entries = await risk.list_blocks(session)
-        if not entries:
-            await message.answer(t(lang, "risk.blocks_empty"))
-            return
-        tz = ZoneInfo(core.settings.timezone)
-        rows = [
+            decision = await _open_hold(session, callback_data.id)
+    except QuanyiError:
+        await query.answer(await _decided(core, lang, callback_data.id), show_alert=True)
+        return
+    await query.answer()
+    await state.set_state(RejectHoldForm.reason)
+    await state.update_data(decision_id=decision.id)
+    if isinstance(query.message, Message):
+        await query.message.answer(
             t(
                 lang,
-                "risk.block_row",
-                kind=_kind(lang, e.kind),
-                value=e.value,
-                reason=e.reason,
-                by=e.created_by,
-                at=_at(e.created_at, tz),
+                "risk.admin_ask_reason",
+                id=decision.id,
+                sku=decision.sku,
+                quantity=decision.quantity,
+                user=decision.user_id or "",
             )
-            for e in entries
-        ]
-        await message.answer(_fit(t(lang, "risk.blocks_title"), rows))
+        )
 
-    @router.message(Command("decisions"))
-    async def decisions(message: Message, core: Core, lang: str) -> None:
-        async with core.db.read() as session:
-            open_ = await risk.decisions(session, status="open", limit=20)
-            recent = [d for d in await risk.decisions(session, limit=20) if d.status != "open"][:10]
-        if not open_ and not recent:
-            await message.answer(t(lang, "risk.decisions_empty"))
-            return
-        tz = ZoneInfo(core.settings.timezone)
-        keyboard = InlineKeyboardBuilder()
-        rows = [t(lang, "risk.decisions_open")]
-        rows += [_decision_row(lang, d, tz) for d in open_] or [t(lang, "risk.decisions_none_open")]
-        for d in open_:
-            if d.action == "hold":
-                keyboard.row(*_decide_buttons(lang, d.id, listed=True))
-        if recent:
-            rows += [t(lang, "risk.decisions_recent"), *(_decision_row(lang, d, tz) for d in recent)]
-        await message.answer(_fit(t(lang, "risk.decisions_title"), rows), reply_markup=keyboard.as_markup())
 
-    @router.callback_query(RiskCb.filter(F.action == "approve"))
-    async def approve(query: CallbackQuery, callback_data: RiskCb, core: Core, lang: str) -> None:
-        try:
-            async with core.db.transaction() as session:
-                decision = await _open_hold(session, callback_data.id)
-                decision = await risk.approve(session, decision.id, actor=f"operator:{query.from_user.id}")
-                await _tell_buyer(session, decision, "risk_hold_approved")
-                text = t(lang, "risk.admin_approved", id=decision.id, user=decision.user_id or "")
-        except QuanyiError:
-            await query.answer(await _decided(core, lang, callback_data.id), show_alert=True)
-            return
-        core.outbox_wakeup.set()
-        await query.answer()
-        if isinstance(query.message, Message):
-            if callback_data.listed:
-                await query.message.answer(text)
-            else:  # the hold's own message becomes the decision: its buttons have done their work
-                await _edit(query.message, text, None)
+async def cancel(message: Message, lang: str, state: FSMContext) -> None:
+    await state.clear()
+    await message.answer(t(lang, "risk.admin_cancelled"))
 
-    @router.callback_query(RiskCb.filter(F.action == "reject"))
-    async def ask_reason(query: CallbackQuery, callback_data: RiskCb, core: Core, lang: str, state: FSMContext) -> None:
-        try:
-            async with core.db.read() as session:
-                decision = await _open_hold(session, callback_data.id)
-        except QuanyiError:
-            await query.answer(await _decided(core, lang, callback_data.id), show_alert=True)
-            return
-        await query.answer()
-        await state.set_state(RejectHoldForm.reason)
-        await state.update_data(decision_id=decision.id)
-        if isinstance(query.message, Message):
-            await query.message.answer(
-                t(
-                    lang,
-                    "risk.admin_ask_reason",
-                    id=decision.id,
-                    sku=decision.sku,
-                    quantity=decision.quantity,
-                    user=decision.user_id or "",
-                )
-            )
 
-    @router.message(Command("cancel"), StateFilter(RejectHoldForm))
-    async def cancel(message: Message, lang: str, state: FSMContext) -> None:
+async def typed_reason(message: Message, core: Core, lang: str, state: FSMContext) -> None:
+    decision_id = int((await state.get_data()).get("decision_id", 0))
+    reason = (message.text or "").strip()
+    if not 1 <= len(reason) <= 255:
+        await message.answer(t(lang, "risk.admin_bad_reason"))  # the form stays open
+        return
+    actor = f"operator:{message.from_user.id if message.from_user else '?'}"
+    try:
+        async with core.db.transaction() as session:
+            decision = await _open_hold(session, decision_id)
+            decision = await risk.reject(session, decision.id, actor=actor, reason=reason)
+            await _tell_buyer(session, decision, "risk_hold_rejected")
+            text = t(lang, "risk.admin_rejected", id=decision.id, user=decision.user_id or "")
+    except QuanyiError:
         await state.clear()
-        await message.answer(t(lang, "risk.admin_cancelled"))
-
-    @router.message(RejectHoldForm.reason, TYPED)
-    async def typed_reason(message: Message, core: Core, lang: str, state: FSMContext) -> None:
-        decision_id = int((await state.get_data()).get("decision_id", 0))
-        reason = (message.text or "").strip()
-        if not 1 <= len(reason) <= 255:
-            await message.answer(t(lang, "risk.admin_bad_reason"))  # the form stays open
-            return
-        actor = f"operator:{message.from_user.id if message.from_user else '?'}"
-        try:
-            async with core.db.transaction() as session:
-                decision = await _open_hold(session, decision_id)
-                decision = await risk.reject(session, decision.id, actor=actor, reason=reason)
-                await _tell_buyer(session, decision, "risk_hold_rejected")
-                text = t(lang, "risk.admin_rejected", id=decision.id, user=decision.user_id or "")
-        except QuanyiError:
-            await state.clear()
-            await message.answer(await _decided(core, lang, decision_id, escape=True))
-            return
-        await state.clear()
-        core.outbox_wakeup.set()
-        await message.answer(text)
-
-    return router
+        await message.answer(await _decided(core, lang, decision_id, escape=True))
+        return
+    await state.clear()
+    core.outbox_wakeup.set()
+    await message.answer(text)
 
 
 # --- views -----------------------------------------------------------------------------------
