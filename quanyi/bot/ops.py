@@ -1,7 +1,10 @@
 """Operator chat: stock pools and their allocations to channels, channels and their prices,
 distributor invites and top-ups.
 
-Only QUANYI_ADMIN_IDS reach these handlers, like the rest of the operator chat.
+Only QUANYI_ADMIN_IDS reach these handlers, like the rest of the operator chat. They are
+module-level functions that aiogram calls with what they name from the handler data (``core``
+set on the dispatcher, ``lang`` from the language middleware, ``bot``, ``state``,
+``callback_data``, ``command``); ``build_ops_router`` registers them.
 """
 
 from __future__ import annotations
@@ -67,201 +70,210 @@ def build_ops_router() -> Router:
     router = Router(name="ops")
     router.message.filter(IsAdmin())
     router.callback_query.filter(IsAdmin())
-    _add_ops_handlers(router)
+    router.callback_query.register(ops_view, OpsCb.filter())
+    router.message.register(stock, Command("stock"))
+    router.callback_query.register(pool_detail, PoolCb.filter())
+    router.callback_query.register(allot_button, AllotCb.filter())
+    router.message.register(typed_units, OpsForm.units, F.text, ~F.text.startswith("/"))
+    router.message.register(allocate, Command("allocate"))
+    router.message.register(take_back, Command("takeback"))
+    router.message.register(threshold, Command("threshold"))
+    router.message.register(list_channels, Command("channels"))
+    router.message.register(channel_add, Command("channel_add"))
+    router.message.register(channel_price, Command("channel_price"))
+    router.message.register(invite, Command("invite"))
+    router.message.register(list_distributors, Command("distributors"))
+    router.message.register(top_up, Command("topup"))
     return router
 
 
-def _add_ops_handlers(router: Router) -> None:
-    @router.callback_query(OpsCb.filter())
-    async def ops_view(query: CallbackQuery, callback_data: OpsCb, core: Core, lang: str, bot: Bot) -> None:
-        await query.answer()
-        if not isinstance(query.message, Message):
-            return
-        if callback_data.view == "invite":
-            await query.message.answer(await _invite(core, bot, lang, query.from_user.id, "default", 0))
-            return
-        views = {
-            "stock": _stock_view,
-            "channels": _channels_view,
-            "distributors": _distributors_view,
-        }
-        view = views.get(callback_data.view)
-        if view is None:
-            text, markup = menu_text(lang), menu_markup(lang)
-        else:
-            text, markup = await view(core, lang)
+async def ops_view(query: CallbackQuery, callback_data: OpsCb, core: Core, lang: str, bot: Bot) -> None:
+    await query.answer()
+    if not isinstance(query.message, Message):
+        return
+    if callback_data.view == "invite":
+        await query.message.answer(await _invite(core, bot, lang, query.from_user.id, "default", 0))
+        return
+    views = {
+        "stock": _stock_view,
+        "channels": _channels_view,
+        "distributors": _distributors_view,
+    }
+    view = views.get(callback_data.view)
+    if view is None:
+        text, markup = menu_text(lang), menu_markup(lang)
+    else:
+        text, markup = await view(core, lang)
+    await _edit(query.message, text, markup)
+
+
+async def stock(message: Message, core: Core, lang: str) -> None:
+    text, markup = await _stock_view(core, lang)
+    await message.answer(text, reply_markup=markup)
+
+
+async def pool_detail(query: CallbackQuery, callback_data: PoolCb, core: Core, lang: str) -> None:
+    async with core.db.read() as session:
+        product = await session.get(Product, callback_data.product_id)
+    if product is None:
+        await query.answer(raw_t(lang, "ops.err.no_product", sku="?"), show_alert=True)
+        return
+    await query.answer()
+    if isinstance(query.message, Message):
+        text, markup = await _detail(core, lang, product.sku)
         await _edit(query.message, text, markup)
 
-    @router.message(Command("stock"))
-    async def stock(message: Message, core: Core, lang: str) -> None:
-        text, markup = await _stock_view(core, lang)
-        await message.answer(text, reply_markup=markup)
 
-    @router.callback_query(PoolCb.filter())
-    async def pool_detail(query: CallbackQuery, callback_data: PoolCb, core: Core, lang: str) -> None:
-        async with core.db.read() as session:
-            product = await session.get(Product, callback_data.product_id)
-        if product is None:
-            await query.answer(raw_t(lang, "ops.err.no_product", sku="?"), show_alert=True)
-            return
-        await query.answer()
-        if isinstance(query.message, Message):
-            text, markup = await _detail(core, lang, product.sku)
-            await _edit(query.message, text, markup)
-
-    @router.callback_query(AllotCb.filter())
-    async def allot_button(
-        query: CallbackQuery, callback_data: AllotCb, core: Core, lang: str, state: FSMContext
-    ) -> None:
-        await query.answer()
-        if not isinstance(query.message, Message):
-            return
-        async with core.db.read() as session:
-            product = await session.get(Product, callback_data.product_id)
-            channel = await session.get(Channel, callback_data.channel_id)
-        if product is None or channel is None:
-            await query.message.answer(t(lang, "ops.err.no_product", sku="?"))
-            return
-        if callback_data.act == "share":
-            try:
-                async with core.db.transaction() as session:
-                    await channels.share_pool(session, product.sku, channel.code)
-            except QuanyiError as exc:
-                await query.message.answer(_refusal(lang, exc, sku=product.sku, channel=channel.code))
-                return
-            lead = t(lang, "ops.shared", channel=channel.code, sku=product.sku)
-            text, markup = await _detail(core, lang, product.sku, lead=lead)
-            await query.message.answer(text, reply_markup=markup)
-            return
-        act = "back" if callback_data.act == "back" else "add"
-        await state.set_state(OpsForm.units)
-        await state.update_data(act=act, sku=product.sku, channel=channel.code)
-        await query.message.answer(t(lang, f"ops.ask_units_{act}", sku=product.sku, channel=channel.code))
-
-    @router.message(OpsForm.units, F.text, ~F.text.startswith("/"))
-    async def typed_units(message: Message, core: Core, lang: str, state: FSMContext) -> None:
-        units = _count(message.text or "", minimum=1)
-        if units is None:
-            await message.answer(t(lang, "ops.bad_units"))  # the form stays open for another try
-            return
-        data = await state.get_data()
-        await state.clear()
-        await _allot(message, core, lang, str(data["act"]), str(data["sku"]), str(data["channel"]), units)
-
-    @router.message(Command("allocate"))
-    async def allocate(message: Message, command: CommandObject, core: Core, lang: str) -> None:
-        await _allot_command(message, command, core, lang, "add")
-
-    @router.message(Command("takeback"))
-    async def take_back(message: Message, command: CommandObject, core: Core, lang: str) -> None:
-        await _allot_command(message, command, core, lang, "back")
-
-    @router.message(Command("threshold"))
-    async def threshold(message: Message, command: CommandObject, core: Core, lang: str) -> None:
-        args = (command.args or "").split()
-        if len(args) not in (2, 3):
-            await message.answer(t(lang, "ops.usage_threshold"))
-            return
-        level = _count(args[-1], minimum=0)
-        if level is None:
-            await message.answer(t(lang, "ops.bad_units") + "\n" + t(lang, "ops.usage_threshold"))
-            return
-        sku, holder = args[0], (args[1] if len(args) == 3 else None)
+async def allot_button(query: CallbackQuery, callback_data: AllotCb, core: Core, lang: str, state: FSMContext) -> None:
+    await query.answer()
+    if not isinstance(query.message, Message):
+        return
+    async with core.db.read() as session:
+        product = await session.get(Product, callback_data.product_id)
+        channel = await session.get(Channel, callback_data.channel_id)
+    if product is None or channel is None:
+        await query.message.answer(t(lang, "ops.err.no_product", sku="?"))
+        return
+    if callback_data.act == "share":
         try:
             async with core.db.transaction() as session:
-                await channels.set_threshold(session, sku, level, holder=holder)
+                await channels.share_pool(session, product.sku, channel.code)
         except QuanyiError as exc:
-            await message.answer(_refusal(lang, exc, sku=sku, channel=holder or ""))
+            await query.message.answer(_refusal(lang, exc, sku=product.sku, channel=channel.code))
             return
-        shown = level or raw_t(lang, "ops.threshold_off")
-        if holder is None:
-            await message.answer(t(lang, "ops.threshold_pool", sku=sku, threshold=shown))
-        else:
-            await message.answer(t(lang, "ops.threshold_channel", sku=sku, channel=holder, threshold=shown))
+        lead = t(lang, "ops.shared", channel=channel.code, sku=product.sku)
+        text, markup = await _detail(core, lang, product.sku, lead=lead)
+        await query.message.answer(text, reply_markup=markup)
+        return
+    act = "back" if callback_data.act == "back" else "add"
+    await state.set_state(OpsForm.units)
+    await state.update_data(act=act, sku=product.sku, channel=channel.code)
+    await query.message.answer(t(lang, f"ops.ask_units_{act}", sku=product.sku, channel=channel.code))
 
-    @router.message(Command("channels"))
-    async def list_channels(message: Message, core: Core, lang: str) -> None:
-        text, markup = await _channels_view(core, lang)
-        await message.answer(text, reply_markup=markup)
 
-    @router.message(Command("channel_add"))
-    async def channel_add(message: Message, command: CommandObject, core: Core, lang: str) -> None:
-        args = (command.args or "").split(maxsplit=1)
-        if len(args) != 2:
-            await message.answer(t(lang, "ops.usage_channel_add"))
-            return
-        code, name = args[0].lower(), args[1].strip()
-        try:
-            async with core.db.transaction() as session:
-                await channels.add_channel(session, code, name, ChannelKind.PARTNER)
-        except QuanyiError as exc:
-            usage = "\n" + t(lang, "ops.usage_channel_add") if isinstance(exc, InvalidInput) else ""
-            await message.answer(_refusal(lang, exc, channel=code) + usage)
-            return
-        await message.answer(t(lang, "ops.channel_added", code=code, name=name))
+async def typed_units(message: Message, core: Core, lang: str, state: FSMContext) -> None:
+    units = _count(message.text or "", minimum=1)
+    if units is None:
+        await message.answer(t(lang, "ops.bad_units"))  # the form stays open for another try
+        return
+    data = await state.get_data()
+    await state.clear()
+    await _allot(message, core, lang, str(data["act"]), str(data["sku"]), str(data["channel"]), units)
 
-    @router.message(Command("channel_price"))
-    async def channel_price(message: Message, command: CommandObject, core: Core, lang: str) -> None:
-        args = (command.args or "").split()
-        if len(args) != 3:
-            await message.answer(t(lang, "ops.usage_channel_price"))
-            return
-        code, sku, text = args[0].lower(), args[1], args[2]
-        try:
-            async with core.db.transaction() as session:
-                product = await get_product(session, sku)
-                price = None if text == "-" else _minor(text, product.currency)
-                await channels.set_channel_price(session, code, sku, price)
-        except QuanyiError as exc:
-            await message.answer(_refusal(lang, exc, sku=sku, channel=code))
-            return
-        if price is None:
-            await message.answer(t(lang, "ops.channel_price_removed", code=code, sku=sku))
-        else:
-            shown = money(price, product.currency)
-            await message.answer(t(lang, "ops.channel_price_set", code=code, sku=sku, price=shown))
 
-    @router.message(Command("invite"))
-    async def invite(message: Message, command: CommandObject, core: Core, lang: str, bot: Bot) -> None:
-        args = (command.args or "").split()
-        limit = _count(args[1], minimum=0) if len(args) == 2 else 0
-        if len(args) > 2 or limit is None or message.from_user is None:
-            await message.answer(t(lang, "ops.usage_invite"))
-            return
-        tier = args[0] if args else "default"
-        await message.answer(await _invite(core, bot, lang, message.from_user.id, tier, limit))
+async def allocate(message: Message, command: CommandObject, core: Core, lang: str) -> None:
+    await _allot_command(message, command, core, lang, "add")
 
-    @router.message(Command("distributors"))
-    async def list_distributors(message: Message, core: Core, lang: str) -> None:
-        text, markup = await _distributors_view(core, lang)
-        await message.answer(text, reply_markup=markup)
 
-    @router.message(Command("topup"))
-    async def top_up(message: Message, command: CommandObject, core: Core, lang: str) -> None:
-        args = (command.args or "").split()
-        if len(args) != 2 or message.from_user is None:
-            await message.answer(t(lang, "ops.usage_topup"))
-            return
-        ref, text = args
-        try:
-            async with core.db.transaction() as session:
-                distributor = await distributors.resolve(session, ref)
-                amount = _minor(text, distributor.currency)
-                balance = await distributors.adjust_balance(
-                    session, distributor, amount, reason="top_up", actor=f"operator:{message.from_user.id}"
-                )
-        except QuanyiError as exc:
-            await message.answer(_refusal(lang, exc, channel=ref))
-            return
-        await message.answer(
-            t(
-                lang,
-                "ops.topped_up",
-                name=distributor.name,
-                amount=money(amount, distributor.currency),
-                balance=money(balance, distributor.currency),
+async def take_back(message: Message, command: CommandObject, core: Core, lang: str) -> None:
+    await _allot_command(message, command, core, lang, "back")
+
+
+async def threshold(message: Message, command: CommandObject, core: Core, lang: str) -> None:
+    args = (command.args or "").split()
+    if len(args) not in (2, 3):
+        await message.answer(t(lang, "ops.usage_threshold"))
+        return
+    level = _count(args[-1], minimum=0)
+    if level is None:
+        await message.answer(t(lang, "ops.bad_units") + "\n" + t(lang, "ops.usage_threshold"))
+        return
+    sku, holder = args[0], (args[1] if len(args) == 3 else None)
+    try:
+        async with core.db.transaction() as session:
+            await channels.set_threshold(session, sku, level, holder=holder)
+    except QuanyiError as exc:
+        await message.answer(_refusal(lang, exc, sku=sku, channel=holder or ""))
+        return
+    shown = level or raw_t(lang, "ops.threshold_off")
+    if holder is None:
+        await message.answer(t(lang, "ops.threshold_pool", sku=sku, threshold=shown))
+    else:
+        await message.answer(t(lang, "ops.threshold_channel", sku=sku, channel=holder, threshold=shown))
+
+
+async def list_channels(message: Message, core: Core, lang: str) -> None:
+    text, markup = await _channels_view(core, lang)
+    await message.answer(text, reply_markup=markup)
+
+
+async def channel_add(message: Message, command: CommandObject, core: Core, lang: str) -> None:
+    args = (command.args or "").split(maxsplit=1)
+    if len(args) != 2:
+        await message.answer(t(lang, "ops.usage_channel_add"))
+        return
+    code, name = args[0].lower(), args[1].strip()
+    try:
+        async with core.db.transaction() as session:
+            await channels.add_channel(session, code, name, ChannelKind.PARTNER)
+    except QuanyiError as exc:
+        usage = "\n" + t(lang, "ops.usage_channel_add") if isinstance(exc, InvalidInput) else ""
+        await message.answer(_refusal(lang, exc, channel=code) + usage)
+        return
+    await message.answer(t(lang, "ops.channel_added", code=code, name=name))
+
+
+async def channel_price(message: Message, command: CommandObject, core: Core, lang: str) -> None:
+    args = (command.args or "").split()
+    if len(args) != 3:
+        await message.answer(t(lang, "ops.usage_channel_price"))
+        return
+    code, sku, text = args[0].lower(), args[1], args[2]
+    try:
+        async with core.db.transaction() as session:
+            product = await get_product(session, sku)
+            price = None if text == "-" else _minor(text, product.currency)
+            await channels.set_channel_price(session, code, sku, price)
+    except QuanyiError as exc:
+        await message.answer(_refusal(lang, exc, sku=sku, channel=code))
+        return
+    if price is None:
+        await message.answer(t(lang, "ops.channel_price_removed", code=code, sku=sku))
+    else:
+        shown = money(price, product.currency)
+        await message.answer(t(lang, "ops.channel_price_set", code=code, sku=sku, price=shown))
+
+
+async def invite(message: Message, command: CommandObject, core: Core, lang: str, bot: Bot) -> None:
+    args = (command.args or "").split()
+    limit = _count(args[1], minimum=0) if len(args) == 2 else 0
+    if len(args) > 2 or limit is None or message.from_user is None:
+        await message.answer(t(lang, "ops.usage_invite"))
+        return
+    tier = args[0] if args else "default"
+    await message.answer(await _invite(core, bot, lang, message.from_user.id, tier, limit))
+
+
+async def list_distributors(message: Message, core: Core, lang: str) -> None:
+    text, markup = await _distributors_view(core, lang)
+    await message.answer(text, reply_markup=markup)
+
+
+async def top_up(message: Message, command: CommandObject, core: Core, lang: str) -> None:
+    args = (command.args or "").split()
+    if len(args) != 2 or message.from_user is None:
+        await message.answer(t(lang, "ops.usage_topup"))
+        return
+    ref, text = args
+    try:
+        async with core.db.transaction() as session:
+            distributor = await distributors.resolve(session, ref)
+            amount = _minor(text, distributor.currency)
+            balance = await distributors.adjust_balance(
+                session, distributor, amount, reason="top_up", actor=f"operator:{message.from_user.id}"
             )
+    except QuanyiError as exc:
+        await message.answer(_refusal(lang, exc, channel=ref))
+        return
+    await message.answer(
+        t(
+            lang,
+            "ops.topped_up",
+            name=distributor.name,
+            amount=money(amount, distributor.currency),
+            balance=money(balance, distributor.currency),
         )
+    )
 
 
 async def _allot_command(message: Message, command: CommandObject, core: Core, lang: str, act: str) -> None:

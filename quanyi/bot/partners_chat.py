@@ -4,6 +4,9 @@ top up the prepaid balance, set the webhook.
 A new secret goes out in a message of its own with a button that deletes it: the operator
 copies it to the partner's system and removes it from the chat history. Only QUANYI_ADMIN_IDS
 reach this router; anyone else's /partners falls through to the shop, which changes nothing.
+The handlers are module-level functions that aiogram calls with what they name from the handler
+data (``core`` set on the dispatcher, ``lang`` from the language middleware, ``callback_data``,
+``command``); ``build_partners_router`` registers them.
 """
 
 from __future__ import annotations
@@ -37,117 +40,123 @@ def build_partners_router() -> Router:
     router = Router(name="partners_ops")
     router.message.filter(IsAdmin())
     router.callback_query.filter(IsAdmin())
-
-    @router.message(Command("partners"))
-    async def listing(message: Message, core: Core, lang: str) -> None:
-        await message.answer(await partners_view(core, lang))
-
-    @router.message(Command("partner_new"))
-    async def new(message: Message, command: CommandObject, core: Core, lang: str) -> None:
-        words = (command.args or "").split(maxsplit=1)
-        if len(words) < 2:
-            await message.answer(t(lang, "partners.new_usage"))
-            return
-        code, name = words
-        try:
-            async with core.db.transaction() as session:
-                added = await partners.add_partner(session, core.keyring, code, name, currency=core.settings.currency)
-        except QuanyiError as exc:
-            await _refuse(message, lang, exc, "partners.new_usage")
-            return
-        p = added.partner
-        await message.answer(t(lang, "partners.created", code=p.code, name=p.name, currency=p.currency))
-        await _send_secret(message, lang, p.code, added.key)
-
-    @router.message(Command("partner_key"))
-    async def new_key(message: Message, command: CommandObject, core: Core, lang: str) -> None:
-        words = (command.args or "").split()
-        if len(words) != 1:
-            await message.answer(t(lang, "partners.key_usage"))
-            return
-        try:
-            async with core.db.transaction() as session:
-                partner = await partners.get(session, words[0], lock=True)
-                key = await partners.add_key(session, core.keyring, partner)
-        except QuanyiError as exc:
-            await _refuse(message, lang, exc, "partners.key_usage")
-            return
-        await _send_secret(message, lang, partner.code, key)
-
-    @router.message(Command("partner_revoke"))
-    async def revoke(message: Message, command: CommandObject, core: Core, lang: str) -> None:
-        words = (command.args or "").split()
-        if len(words) != 2:
-            await message.answer(t(lang, "partners.revoke_usage"))
-            return
-        code, access_key = words
-        try:
-            async with core.db.transaction() as session:
-                key = await partners.revoke_key(session, code, access_key)
-                left = sum(1 for k in await partners.keys_of(session, key.partner_id) if k.active)
-        except QuanyiError as exc:
-            await _refuse(message, lang, exc, "partners.revoke_usage")
-            return
-        await message.answer(t(lang, "partners.revoked", code=code, access_key=key.access_key, left=left))
-
-    @router.message(Command("partner_topup"))
-    async def topup(message: Message, command: CommandObject, core: Core, lang: str) -> None:
-        words = (command.args or "").split()
-        if len(words) != 2:
-            await message.answer(t(lang, "partners.topup_usage"))
-            return
-        code, text = words
-        try:
-            async with core.db.transaction() as session:
-                partner = await partners.get(session, code)
-                amount = signed_minor(text, partner.currency)
-                after = await partners.top_up(session, code, amount, note="chat")
-        except QuanyiError as exc:
-            await _refuse(message, lang, exc, "partners.topup_usage")
-            return
-        key = "partners.topped_up" if amount > 0 else "partners.taken_back"
-        await message.answer(
-            t(
-                lang,
-                key,
-                code=partner.code,
-                amount=money(abs(amount), partner.currency),
-                balance=money(after, partner.currency),
-            )
-        )
-
-    @router.message(Command("partner_webhook"))
-    async def webhook(message: Message, command: CommandObject, core: Core, lang: str) -> None:
-        words = (command.args or "").split()
-        if len(words) != 2:
-            await message.answer(t(lang, "partners.webhook_usage"))
-            return
-        code, url = words
-        try:
-            async with core.db.transaction() as session:
-                partner = await partners.set_webhook(session, code, None if url.lower() == "off" else url)
-        except QuanyiError as exc:
-            await _refuse(message, lang, exc, "partners.webhook_usage")
-            return
-        if partner.webhook_url:
-            await message.answer(t(lang, "partners.webhook_set", code=partner.code, url=partner.webhook_url))
-        else:
-            await message.answer(t(lang, "partners.webhook_off", code=partner.code))
-
-    @router.callback_query(SecretShownCb.filter())
-    async def delete_secret(query: CallbackQuery, lang: str) -> None:
-        if not isinstance(query.message, Message):
-            await query.answer(raw_t(lang, "partners.delete_failed"), show_alert=True)
-            return
-        try:
-            await query.message.delete()
-        except TelegramBadRequest:  # older than 48 hours, or gone already
-            log.info("could not delete a partner secret message")
-            await query.answer(raw_t(lang, "partners.delete_failed"), show_alert=True)
-            return
-        await query.answer(raw_t(lang, "partners.deleted"))
-
+    router.message.register(listing, Command("partners"))
+    router.message.register(new, Command("partner_new"))
+    router.message.register(new_key, Command("partner_key"))
+    router.message.register(revoke, Command("partner_revoke"))
+    router.message.register(topup, Command("partner_topup"))
+    router.message.register(webhook, Command("partner_webhook"))
+    router.callback_query.register(delete_secret, SecretShownCb.filter())
     return router
+
+
+async def listing(message: Message, core: Core, lang: str) -> None:
+    await message.answer(await partners_view(core, lang))
+
+
+async def new(message: Message, command: CommandObject, core: Core, lang: str) -> None:
+    words = (command.args or "").split(maxsplit=1)
+    if len(words) < 2:
+        await message.answer(t(lang, "partners.new_usage"))
+        return
+    code, name = words
+    try:
+        async with core.db.transaction() as session:
+            added = await partners.add_partner(session, core.keyring, code, name, currency=core.settings.currency)
+    except QuanyiError as exc:
+        await _refuse(message, lang, exc, "partners.new_usage")
+        return
+    p = added.partner
+    await message.answer(t(lang, "partners.created", code=p.code, name=p.name, currency=p.currency))
+    await _send_secret(message, lang, p.code, added.key)
+
+
+async def new_key(message: Message, command: CommandObject, core: Core, lang: str) -> None:
+    words = (command.args or "").split()
+    if len(words) != 1:
+        await message.answer(t(lang, "partners.key_usage"))
+        return
+    try:
+        async with core.db.transaction() as session:
+            partner = await partners.get(session, words[0], lock=True)
+            key = await partners.add_key(session, core.keyring, partner)
+    except QuanyiError as exc:
+        await _refuse(message, lang, exc, "partners.key_usage")
+        return
+    await _send_secret(message, lang, partner.code, key)
+
+
+async def revoke(message: Message, command: CommandObject, core: Core, lang: str) -> None:
+    words = (command.args or "").split()
+    if len(words) != 2:
+        await message.answer(t(lang, "partners.revoke_usage"))
+        return
+    code, access_key = words
+    try:
+        async with core.db.transaction() as session:
+            key = await partners.revoke_key(session, code, access_key)
+            left = sum(1 for k in await partners.keys_of(session, key.partner_id) if k.active)
+    except QuanyiError as exc:
+        await _refuse(message, lang, exc, "partners.revoke_usage")
+        return
+    await message.answer(t(lang, "partners.revoked", code=code, access_key=key.access_key, left=left))
+
+
+async def topup(message: Message, command: CommandObject, core: Core, lang: str) -> None:
+    words = (command.args or "").split()
+    if len(words) != 2:
+        await message.answer(t(lang, "partners.topup_usage"))
+        return
+    code, text = words
+    try:
+        async with core.db.transaction() as session:
+            partner = await partners.get(session, code)
+            amount = signed_minor(text, partner.currency)
+            after = await partners.top_up(session, code, amount, note="chat")
+    except QuanyiError as exc:
+        await _refuse(message, lang, exc, "partners.topup_usage")
+        return
+    key = "partners.topped_up" if amount > 0 else "partners.taken_back"
+    await message.answer(
+        t(
+            lang,
+            key,
+            code=partner.code,
+            amount=money(abs(amount), partner.currency),
+            balance=money(after, partner.currency),
+        )
+    )
+
+
+async def webhook(message: Message, command: CommandObject, core: Core, lang: str) -> None:
+    words = (command.args or "").split()
+    if len(words) != 2:
+        await message.answer(t(lang, "partners.webhook_usage"))
+        return
+    code, url = words
+    try:
+        async with core.db.transaction() as session:
+            partner = await partners.set_webhook(session, code, None if url.lower() == "off" else url)
+    except QuanyiError as exc:
+        await _refuse(message, lang, exc, "partners.webhook_usage")
+        return
+    if partner.webhook_url:
+        await message.answer(t(lang, "partners.webhook_set", code=partner.code, url=partner.webhook_url))
+    else:
+        await message.answer(t(lang, "partners.webhook_off", code=partner.code))
+
+
+async def delete_secret(query: CallbackQuery, lang: str) -> None:
+    if not isinstance(query.message, Message):
+        await query.answer(raw_t(lang, "partners.delete_failed"), show_alert=True)
+        return
+    try:
+        await query.message.delete()
+    except TelegramBadRequest:  # older than 48 hours, or gone already
+        log.info("could not delete a partner secret message")
+        await query.answer(raw_t(lang, "partners.delete_failed"), show_alert=True)
+        return
+    await query.answer(raw_t(lang, "partners.deleted"))
 
 
 def signed_minor(text: str, currency: str) -> int:
