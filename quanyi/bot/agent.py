@@ -3,6 +3,10 @@
 Everything is scoped by the caller's Telegram user id. Callback data names a product and a
 quantity, never a distributor, and every press is checked against the caller's own panel,
 so a forged or replayed button reaches nothing the caller could not open itself.
+
+Handlers are module-level functions that aiogram calls with what they name from the handler data
+(``core`` and ``agent_confirming`` set on the dispatcher, ``lang`` from the language middleware,
+``bot``, ``state``, ``callback_data``, ``command``); ``build_agent_router`` registers them.
 """
 
 from __future__ import annotations
@@ -71,241 +75,262 @@ TYPED = F.text & ~F.text.startswith("/")
 
 
 def build_agent_router() -> Router:
+    """The distributor's handlers, in the order aiogram tries them."""
     router = Router(name="agent")
-    # Checking a confirmation and using it up must be one step, or a double tap buys twice.
-    confirming = asyncio.Lock()
-
-    @router.message(CommandStart(deep_link=True, magic=F.args.startswith(INVITE_PREFIX)))
-    async def accept_invite(message: Message, command: CommandObject, core: Core, lang: str, state: FSMContext) -> None:
-        await state.clear()
-        user = message.from_user
-        if user is None:
-            return
-        async with core.db.transaction() as session:  # the user row first: allocations find it by @username
-            await remember_user(session, Buyer(user.id, message.chat.id, lang, user.username))
-        token = (command.args or "").strip()[len(INVITE_PREFIX) :]
-        try:
-            async with core.db.transaction() as session:
-                distributor = await distributors.accept_invite(
-                    session, token, user_id=user.id, name=user.full_name, currency=core.settings.currency
-                )
-                name, tier = distributor.name, distributor.tier
-        except InviteInvalid as exc:
-            reason = _invite_reason(lang, str(exc.details.get("reason", "")))
-            await message.answer(t(lang, "agent.invite_refused", reason=reason))
-            return
-        await message.answer(t(lang, "agent.welcome", name=name, tier=tier))
-
-    @router.message(Command("help"), IsDistributor())
-    async def help_(message: Message, lang: str) -> None:
-        await message.answer(t(lang, "help") + "\n" + t(lang, "agent.help"))
-
-    @router.message(Command("agent"))
-    async def agent(message: Message, core: Core, lang: str, state: FSMContext, bot: Bot) -> None:
-        await state.clear()
-        if message.from_user is None:
-            return
-        panel = await _panel(core, message.from_user.id)
-        if panel is None:
-            await message.answer(t(lang, "agent.not_distributor"))
-            return
-        text, markup = await _panel_view(panel, core, lang, bot)
-        await message.answer(text, reply_markup=markup)
-
-    @router.message(Command("cancel"), StateFilter(AgentForm))
-    async def cancel(message: Message, lang: str, state: FSMContext) -> None:
-        await state.clear()
-        await message.answer(t(lang, "agent.cancelled"))
-
-    @router.callback_query(AgentCb.filter())
-    async def pressed(
-        query: CallbackQuery, callback_data: AgentCb, core: Core, lang: str, state: FSMContext, bot: Bot
-    ) -> None:
-        panel = await _panel(core, query.from_user.id)
-        if panel is None:
-            await query.answer(raw_t(lang, "agent.not_distributor"), show_alert=True)
-            return
-        message = query.message if isinstance(query.message, Message) else None
-        action = callback_data.action
-        if action == "buy":
-            await _buy(query, callback_data, panel, core, lang, state)
-            return
-        if message is None:
-            await query.answer()
-            return
-        row = next((p for p in panel.prices if p.product_id == callback_data.id), None)
-        if action in ("price", "pick") and row is None:
-            # Not one of the caller's own products: a forged or outdated button.
-            await query.answer(raw_t(lang, "agent.stale"), show_alert=True)
-            return
-        await query.answer()
-        if action == "panel":
-            await state.clear()
-            text, markup = await _panel_view(panel, core, lang, bot)
-            await _edit(message, text, markup)
-        elif action == "prices":
-            await _edit(message, *_prices_view(panel, lang))
-        elif action == "price" and row is not None:
-            await state.set_state(AgentForm.price)
-            await state.update_data(product_id=row.product_id)
-            await message.answer(t(lang, "agent.ask_price", **_price_values(lang, row)))
-        elif action == "bulk":
-            await _edit(message, *_bulk_view(panel, lang))
-        elif action == "pick" and row is not None:
-            await state.set_state(AgentForm.quantity)
-            await state.update_data(product_id=row.product_id)
-            await message.answer(
-                t(
-                    lang,
-                    "agent.ask_quantity",
-                    name=row.name,
-                    max=MAX_BULK,
-                    cost=money(row.cost, row.currency),
-                    left=_left_label(lang, _left(panel, row)),
-                )
-            )
-        elif action == "drop":
-            await state.clear()
-            await _edit(message, t(lang, "agent.cancelled"), None)
-        elif action == "subs":
-            await _edit(message, *_subs_view(panel, lang))
-        elif action == "invite":
-            await _invite(message, panel, core, lang, bot)
-
-    @router.message(AgentForm.price, TYPED)
-    async def typed_price(message: Message, core: Core, lang: str, state: FSMContext) -> None:
-        found = await _form_row(message, core, lang, state)
-        if found is None:
-            return
-        panel, row = found
-        text = (message.text or "").strip()
-        example = Money(row.resale or row.list_price, row.currency).format_plain()
-        try:
-            price = Money.parse(text, row.currency).minor
-        except InvalidInput:
-            await message.answer(t(lang, "agent.price_malformed", example=example))
-            return
-        try:
-            async with core.db.transaction() as session:
-                await distributors.set_resale_price(session, panel.distributor.user_id, row.sku, price)
-        except InvalidInput as exc:
-            # The form stays open: the distributor types another price or /cancel.
-            await message.answer(_price_refusal(lang, row, exc, example))
-            return
-        except (Forbidden, NotFound):
-            await state.clear()
-            await message.answer(t(lang, "agent.stale"))
-            return
-        await state.clear()
-        await message.answer(t(lang, "agent.price_saved", name=row.name, price=money(price, row.currency)))
-
-    @router.message(AgentForm.quantity, TYPED)
-    async def typed_quantity(message: Message, core: Core, lang: str, state: FSMContext) -> None:
-        text = (message.text or "").strip()
-        if not (text.isascii() and text.isdigit() and 1 <= int(text) <= MAX_BULK):
-            await message.answer(t(lang, "agent.bad_quantity", max=MAX_BULK))
-            return
-        found = await _form_row(message, core, lang, state)
-        if found is None:
-            return
-        panel, row = found
-        quantity, left = int(text), _left(panel, row)
-        total = row.cost * quantity
-        balance = panel.distributor.balance
-        if 0 <= left < quantity:
-            await message.answer(t(lang, "agent.allocation_short", name=row.name, left=left))
-            return
-        if total > balance:
-            await message.answer(_balance_short(lang, row, quantity, balance))
-            return
-        await state.set_state(AgentForm.confirm)
-        # The purchase's idempotency key: a double tap handled by two replicas still buys once.
-        await state.update_data(product_id=row.product_id, quantity=quantity, request_key=secrets.token_hex(12))
-        keyboard = InlineKeyboardBuilder()
-        keyboard.row(
-            InlineKeyboardButton(
-                text=raw_t(lang, "agent.confirm_button", total=money(total, row.currency)),
-                callback_data=AgentCb(action="buy", id=row.product_id, n=quantity).pack(),
-            ),
-            InlineKeyboardButton(text=raw_t(lang, "agent.cancel_button"), callback_data=AgentCb(action="drop").pack()),
-        )
-        text = t(
-            lang,
-            "agent.confirm",
-            name=row.name,
-            quantity=quantity,
-            cost=money(row.cost, row.currency),
-            total=money(total, row.currency),
-            balance=money(balance, panel.distributor.currency),
-            after=money(balance - total, panel.distributor.currency),
-        )
-        await message.answer(text, reply_markup=keyboard.as_markup())
-
-    async def _buy(
-        query: CallbackQuery, callback_data: AgentCb, panel: Panel, core: Core, lang: str, state: FSMContext
-    ) -> None:
-        async with confirming:
-            data = await state.get_data()
-            current = await state.get_state()
-            confirmed = (
-                current == AgentForm.confirm.state
-                and data.get("product_id") == callback_data.id
-                and data.get("quantity") == callback_data.n
-            )
-            request_key = str(data.get("request_key") or "") or None
-            if confirmed:
-                await state.clear()
-        row = next((p for p in panel.prices if p.product_id == callback_data.id), None)
-        if not confirmed or row is None:
-            await query.answer(raw_t(lang, "agent.stale"), show_alert=True)
-            return
-        user = query.from_user
-        quantity = callback_data.n
-        try:
-            async with core.db.transaction() as session:
-                order = await distributors.bulk_buy(
-                    session,
-                    user_id=user.id,
-                    sku=row.sku,
-                    quantity=quantity,
-                    chat_id=query.message.chat.id if query.message else user.id,
-                    language=lang,
-                    request_key=request_key,
-                    risk_secret=core.keyring.lookup_key,
-                )
-                number, total = order.number, order.amount
-        except RiskRefusal as exc:
-            # A bulk purchase is never challenged in chat: any refusal is final for this tap.
-            await risk.record(core.db, exc)
-            text = t(lang, "agent.risk_refused", reason=exc.details.get("reason") or exc.message)
-        except InsufficientBalance as exc:
-            text = _balance_short(lang, row, quantity, int(str(exc.details.get("balance", 0))))
-        except AllocationShort as exc:
-            text = t(lang, "agent.allocation_short", name=row.name, left=exc.details.get("available", 0))
-        except OutOfStock as exc:
-            text = t(lang, "agent.out_of_stock", available=exc.details.get("available", 0))
-        except Forbidden:
-            text = t(lang, "agent.no_allocation")
-        except NotForSale:
-            text = t(lang, "agent.not_bulk", name=row.name)
-        except (NotFound, InvalidInput, AlreadyExists):
-            text = t(lang, "agent.stale")
-        else:
-            core.outbox_wakeup.set()
-            text = t(
-                lang, "agent.bought", number=number, name=row.name, quantity=quantity, total=money(total, row.currency)
-            )
-        await query.answer()
-        if isinstance(query.message, Message):
-            await _edit(query.message, text, None)
-
-    @router.error()
-    async def on_error(event: ErrorEvent) -> bool:
-        # Never echo the exception to the chat; it may hold internal details.
-        log.error("agent handler failed: %s", type(event.exception).__name__, exc_info=event.exception)
-        return True
-
+    router.message.register(accept_invite, CommandStart(deep_link=True, magic=F.args.startswith(INVITE_PREFIX)))
+    router.message.register(help_, Command("help"), IsDistributor())
+    router.message.register(agent, Command("agent"))
+    router.message.register(cancel, Command("cancel"), StateFilter(AgentForm))
+    router.callback_query.register(pressed, AgentCb.filter())
+    router.message.register(typed_price, AgentForm.price, TYPED)
+    router.message.register(typed_quantity, AgentForm.quantity, TYPED)
+    router.errors.register(on_error)
     return router
+
+
+async def accept_invite(message: Message, command: CommandObject, core: Core, lang: str, state: FSMContext) -> None:
+    await state.clear()
+    user = message.from_user
+    if user is None:
+        return
+    async with core.db.transaction() as session:  # the user row first: allocations find it by @username
+        await remember_user(session, Buyer(user.id, message.chat.id, lang, user.username))
+    token = (command.args or "").strip()[len(INVITE_PREFIX) :]
+    try:
+        async with core.db.transaction() as session:
+            distributor = await distributors.accept_invite(
+                session, token, user_id=user.id, name=user.full_name, currency=core.settings.currency
+            )
+            name, tier = distributor.name, distributor.tier
+    except InviteInvalid as exc:
+        reason = _invite_reason(lang, str(exc.details.get("reason", "")))
+        await message.answer(t(lang, "agent.invite_refused", reason=reason))
+        return
+    await message.answer(t(lang, "agent.welcome", name=name, tier=tier))
+
+
+async def help_(message: Message, lang: str) -> None:
+    await message.answer(t(lang, "help") + "\n" + t(lang, "agent.help"))
+
+
+async def agent(message: Message, core: Core, lang: str, state: FSMContext, bot: Bot) -> None:
+    await state.clear()
+    if message.from_user is None:
+        return
+    panel = await _panel(core, message.from_user.id)
+    if panel is None:
+        await message.answer(t(lang, "agent.not_distributor"))
+        return
+    text, markup = await _panel_view(panel, core, lang, bot)
+    await message.answer(text, reply_markup=markup)
+
+
+async def cancel(message: Message, lang: str, state: FSMContext) -> None:
+    await state.clear()
+    await message.answer(t(lang, "agent.cancelled"))
+
+
+async def pressed(
+    query: CallbackQuery,
+    callback_data: AgentCb,
+    core: Core,
+    lang: str,
+    state: FSMContext,
+    bot: Bot,
+    agent_confirming: asyncio.Lock,
+) -> None:
+    panel = await _panel(core, query.from_user.id)
+    if panel is None:
+        await query.answer(raw_t(lang, "agent.not_distributor"), show_alert=True)
+        return
+    message = query.message if isinstance(query.message, Message) else None
+    action = callback_data.action
+    if action == "buy":
+        await _buy(query, callback_data, panel, core, lang, state, agent_confirming)
+        return
+    if message is None:
+        await query.answer()
+        return
+    row = next((p for p in panel.prices if p.product_id == callback_data.id), None)
+    if action in ("price", "pick") and row is None:
+        # Not one of the caller's own products: a forged or outdated button.
+        await query.answer(raw_t(lang, "agent.stale"), show_alert=True)
+        return
+    await query.answer()
+    if action == "panel":
+        await state.clear()
+        text, markup = await _panel_view(panel, core, lang, bot)
+        await _edit(message, text, markup)
+    elif action == "prices":
+        await _edit(message, *_prices_view(panel, lang))
+    elif action == "price" and row is not None:
+        await state.set_state(AgentForm.price)
+        await state.update_data(product_id=row.product_id)
+        await message.answer(t(lang, "agent.ask_price", **_price_values(lang, row)))
+    elif action == "bulk":
+        await _edit(message, *_bulk_view(panel, lang))
+    elif action == "pick" and row is not None:
+        await state.set_state(AgentForm.quantity)
+        await state.update_data(product_id=row.product_id)
+        await message.answer(
+            t(
+                lang,
+                "agent.ask_quantity",
+                name=row.name,
+                max=MAX_BULK,
+                cost=money(row.cost, row.currency),
+                left=_left_label(lang, _left(panel, row)),
+            )
+        )
+    elif action == "drop":
+        await state.clear()
+        await _edit(message, t(lang, "agent.cancelled"), None)
+    elif action == "subs":
+        await _edit(message, *_subs_view(panel, lang))
+    elif action == "invite":
+        await _invite(message, panel, core, lang, bot)
+
+
+async def typed_price(message: Message, core: Core, lang: str, state: FSMContext) -> None:
+    found = await _form_row(message, core, lang, state)
+    if found is None:
+        return
+    panel, row = found
+    text = (message.text or "").strip()
+    example = Money(row.resale or row.list_price, row.currency).format_plain()
+    try:
+        price = Money.parse(text, row.currency).minor
+    except InvalidInput:
+        await message.answer(t(lang, "agent.price_malformed", example=example))
+        return
+    try:
+        async with core.db.transaction() as session:
+            await distributors.set_resale_price(session, panel.distributor.user_id, row.sku, price)
+    except InvalidInput as exc:
+        # The form stays open: the distributor types another price or /cancel.
+        await message.answer(_price_refusal(lang, row, exc, example))
+        return
+    except (Forbidden, NotFound):
+        await state.clear()
+        await message.answer(t(lang, "agent.stale"))
+        return
+    await state.clear()
+    await message.answer(t(lang, "agent.price_saved", name=row.name, price=money(price, row.currency)))
+
+
+async def typed_quantity(message: Message, core: Core, lang: str, state: FSMContext) -> None:
+    text = (message.text or "").strip()
+    if not (text.isascii() and text.isdigit() and 1 <= int(text) <= MAX_BULK):
+        await message.answer(t(lang, "agent.bad_quantity", max=MAX_BULK))
+        return
+    found = await _form_row(message, core, lang, state)
+    if found is None:
+        return
+    panel, row = found
+    quantity, left = int(text), _left(panel, row)
+    total = row.cost * quantity
+    balance = panel.distributor.balance
+    if 0 <= left < quantity:
+        await message.answer(t(lang, "agent.allocation_short", name=row.name, left=left))
+        return
+    if total > balance:
+        await message.answer(_balance_short(lang, row, quantity, balance))
+        return
+    await state.set_state(AgentForm.confirm)
+    # The purchase's idempotency key: a double tap handled by two replicas still buys once.
+    await state.update_data(product_id=row.product_id, quantity=quantity, request_key=secrets.token_hex(12))
+    keyboard = InlineKeyboardBuilder()
+    keyboard.row(
+        InlineKeyboardButton(
+            text=raw_t(lang, "agent.confirm_button", total=money(total, row.currency)),
+            callback_data=AgentCb(action="buy", id=row.product_id, n=quantity).pack(),
+        ),
+        InlineKeyboardButton(text=raw_t(lang, "agent.cancel_button"), callback_data=AgentCb(action="drop").pack()),
+    )
+    text = t(
+        lang,
+        "agent.confirm",
+        name=row.name,
+        quantity=quantity,
+        cost=money(row.cost, row.currency),
+        total=money(total, row.currency),
+        balance=money(balance, panel.distributor.currency),
+        after=money(balance - total, panel.distributor.currency),
+    )
+    await message.answer(text, reply_markup=keyboard.as_markup())
+
+
+async def _buy(
+    query: CallbackQuery,
+    callback_data: AgentCb,
+    panel: Panel,
+    core: Core,
+    lang: str,
+    state: FSMContext,
+    confirming: asyncio.Lock,
+) -> None:
+    # Checking a confirmation and using it up must be one step, or a double tap buys twice: one
+    # lock per dispatcher, ``dp["agent_confirming"]`` (set in quanyi.bot.runner).
+    async with confirming:
+        data = await state.get_data()
+        current = await state.get_state()
+        confirmed = (
+            current == AgentForm.confirm.state
+            and data.get("product_id") == callback_data.id
+            and data.get("quantity") == callback_data.n
+        )
+        request_key = str(data.get("request_key") or "") or None
+        if confirmed:
+            await state.clear()
+    row = next((p for p in panel.prices if p.product_id == callback_data.id), None)
+    if not confirmed or row is None:
+        await query.answer(raw_t(lang, "agent.stale"), show_alert=True)
+        return
+    user = query.from_user
+    quantity = callback_data.n
+    try:
+        async with core.db.transaction() as session:
+            order = await distributors.bulk_buy(
+                session,
+                user_id=user.id,
+                sku=row.sku,
+                quantity=quantity,
+                chat_id=query.message.chat.id if query.message else user.id,
+                language=lang,
+                request_key=request_key,
+                risk_secret=core.keyring.lookup_key,
+            )
+            number, total = order.number, order.amount
+    except RiskRefusal as exc:
+        # A bulk purchase is never challenged in chat: any refusal is final for this tap.
+        await risk.record(core.db, exc)
+        text = t(lang, "agent.risk_refused", reason=exc.details.get("reason") or exc.message)
+    except InsufficientBalance as exc:
+        text = _balance_short(lang, row, quantity, int(str(exc.details.get("balance", 0))))
+    except AllocationShort as exc:
+        text = t(lang, "agent.allocation_short", name=row.name, left=exc.details.get("available", 0))
+    except OutOfStock as exc:
+        text = t(lang, "agent.out_of_stock", available=exc.details.get("available", 0))
+    except Forbidden:
+        text = t(lang, "agent.no_allocation")
+    except NotForSale:
+        text = t(lang, "agent.not_bulk", name=row.name)
+    except (NotFound, InvalidInput, AlreadyExists):
+        text = t(lang, "agent.stale")
+    else:
+        core.outbox_wakeup.set()
+        text = t(
+            lang, "agent.bought", number=number, name=row.name, quantity=quantity, total=money(total, row.currency)
+        )
+    await query.answer()
+    if isinstance(query.message, Message):
+        await _edit(query.message, text, None)
+
+
+async def on_error(event: ErrorEvent) -> bool:
+    # Never echo the exception to the chat; it may hold internal details.
+    log.error("agent handler failed: %s", type(event.exception).__name__, exc_info=event.exception)
+    return True
 
 
 async def _panel(core: Core, user_id: int) -> Panel | None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from aiogram import Bot, Dispatcher
 from aiogram.client.default import DefaultBotProperties
 from aiogram.client.session.aiohttp import AiohttpSession
@@ -55,6 +57,9 @@ def build_storage(settings: Settings) -> BaseStorage:
 def build_dispatcher(core: Core) -> Dispatcher:
     dp = Dispatcher(storage=build_storage(core.settings))
     dp["core"] = core
+    # Checking a confirmation and using it up must be one step, or a double tap buys / asks twice.
+    dp["agent_confirming"] = asyncio.Lock()  # quanyi.bot.agent: bulk purchases
+    dp["withdraw_confirming"] = asyncio.Lock()  # quanyi.bot.withdrawals_chat: withdrawal requests
     dp.update.outer_middleware(LanguageMiddleware())
     # Operators' and distributors' commands and button presses go on the audit trail.
     dp.message.outer_middleware(AuditMiddleware())

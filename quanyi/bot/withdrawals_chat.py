@@ -4,6 +4,10 @@ approves with one tap or rejects with a typed reason; plus the outbox messages a
 The distributor's buttons name a source, never a distributor or an amount: what is frozen comes
 from the caller's own form. The operator's buttons name a withdrawal, and only QUANYI_ADMIN_IDS
 reach their handlers, so a forged press from anyone else decides nothing.
+
+Handlers are module-level functions that aiogram calls with what they name from the handler data
+(``core`` and ``withdraw_confirming`` set on the dispatcher, ``lang`` from the language
+middleware, ``state``, ``callback_data``); the two router factories register them.
 """
 
 from __future__ import annotations
@@ -81,145 +85,153 @@ def build_withdraw_routers() -> list[Router]:
 
 def _distributor_router() -> Router:
     router = Router(name="withdraw")
-    # Checking a confirmation and using it up must be one step, or a double tap asks twice.
-    confirming = asyncio.Lock()
+    router.message.register(withdraw, Command("withdraw"), IsDistributor())
+    router.message.register(cancel_request, Command("cancel"), StateFilter(WithdrawForm))
+    router.callback_query.register(pressed, WithdrawCb.filter())
+    router.message.register(typed_amount, WithdrawForm.amount, TYPED)
+    router.message.register(typed_account, WithdrawForm.account, TYPED)
+    router.errors.register(on_error)
+    return router
 
-    @router.message(Command("withdraw"), IsDistributor())
-    async def withdraw(message: Message, core: Core, lang: str, state: FSMContext) -> None:
-        await state.clear()
-        if message.from_user is not None:
-            text, markup = await _start_view(core, message.from_user.id, lang)
-            await message.answer(text, reply_markup=markup)
 
-    @router.message(Command("cancel"), StateFilter(WithdrawForm))
-    async def cancel(message: Message, lang: str, state: FSMContext) -> None:
-        await state.clear()
-        await message.answer(t(lang, "withdraw.cancelled"))
+async def withdraw(message: Message, core: Core, lang: str, state: FSMContext) -> None:
+    await state.clear()
+    if message.from_user is not None:
+        text, markup = await _start_view(core, message.from_user.id, lang)
+        await message.answer(text, reply_markup=markup)
 
-    @router.callback_query(WithdrawCb.filter())
-    async def pressed(
-        query: CallbackQuery, callback_data: WithdrawCb, core: Core, lang: str, state: FSMContext
-    ) -> None:
-        found = await _own(core, query.from_user.id)
-        if found is None:
-            await query.answer(raw_t(lang, "withdraw.not_distributor"), show_alert=True)
-            return
-        _, have = found
-        message = query.message if isinstance(query.message, Message) else None
-        action = callback_data.action
-        if action == "ok":
-            await _confirm(query, callback_data, core, lang, state, confirming)
-            return
-        if action == "src" and callback_data.src in withdrawals.SOURCES:
-            amount = have.of(callback_data.src)
-            if amount <= 0:
-                await query.answer(
-                    raw_t(lang, "withdraw.nothing", amount=money(amount, have.currency)), show_alert=True
-                )
-                return
-            await query.answer()
-            await state.set_state(WithdrawForm.amount)
-            await state.update_data(source=callback_data.src)
-            if message is not None:
-                await message.answer(
-                    t(
-                        lang,
-                        "withdraw.ask_amount",
-                        source=_source(lang, callback_data.src),
-                        example=Money(amount, have.currency).format_plain(),
-                        max=money(amount, have.currency),
-                    )
-                )
+
+async def cancel_request(message: Message, lang: str, state: FSMContext) -> None:
+    await state.clear()
+    await message.answer(t(lang, "withdraw.cancelled"))
+
+
+async def pressed(
+    query: CallbackQuery,
+    callback_data: WithdrawCb,
+    core: Core,
+    lang: str,
+    state: FSMContext,
+    withdraw_confirming: asyncio.Lock,
+) -> None:
+    found = await _own(core, query.from_user.id)
+    if found is None:
+        await query.answer(raw_t(lang, "withdraw.not_distributor"), show_alert=True)
+        return
+    _, have = found
+    message = query.message if isinstance(query.message, Message) else None
+    action = callback_data.action
+    if action == "ok":
+        await _confirm(query, callback_data, core, lang, state, withdraw_confirming)
+        return
+    if action == "src" and callback_data.src in withdrawals.SOURCES:
+        amount = have.of(callback_data.src)
+        if amount <= 0:
+            await query.answer(raw_t(lang, "withdraw.nothing", amount=money(amount, have.currency)), show_alert=True)
             return
         await query.answer()
-        if message is None:
-            return
-        if action == "start":
-            await state.clear()
-            text, markup = await _start_view(core, query.from_user.id, lang)
-            await message.answer(text, reply_markup=markup)
-        elif action == "drop":
-            await state.clear()
-            await _edit(message, t(lang, "withdraw.cancelled"), None)
+        await state.set_state(WithdrawForm.amount)
+        await state.update_data(source=callback_data.src)
+        if message is not None:
+            await message.answer(
+                t(
+                    lang,
+                    "withdraw.ask_amount",
+                    source=_source(lang, callback_data.src),
+                    example=Money(amount, have.currency).format_plain(),
+                    max=money(amount, have.currency),
+                )
+            )
+        return
+    await query.answer()
+    if message is None:
+        return
+    if action == "start":
+        await state.clear()
+        text, markup = await _start_view(core, query.from_user.id, lang)
+        await message.answer(text, reply_markup=markup)
+    elif action == "drop":
+        await state.clear()
+        await _edit(message, t(lang, "withdraw.cancelled"), None)
 
-    @router.message(WithdrawForm.amount, TYPED)
-    async def typed_amount(message: Message, core: Core, lang: str, state: FSMContext) -> None:
-        if message.from_user is None:
-            return
-        found = await _own(core, message.from_user.id)
-        if found is None:
-            await state.clear()
-            await message.answer(t(lang, "withdraw.not_distributor"))
-            return
-        _, have = found
-        source = str((await state.get_data()).get("source", ""))
-        limit = have.of(source)
-        example = Money(max(limit, 0), have.currency).format_plain()
-        try:
-            amount = Money.parse(message.text or "", have.currency).minor
-        except InvalidInput:
-            amount = 0
-        if amount <= 0:
-            await message.answer(t(lang, "withdraw.bad_amount", example=example))
-            return
-        if amount > limit:
-            await message.answer(t(lang, "withdraw.too_much", available=money(limit, have.currency)))
-            return
-        await state.set_state(WithdrawForm.account)
-        await state.update_data(amount=amount)
-        await message.answer(t(lang, "withdraw.ask_account"))
 
-    @router.message(WithdrawForm.account, TYPED)
-    async def typed_account(message: Message, core: Core, lang: str, state: FSMContext) -> None:
-        if message.from_user is None:
-            return
-        try:
-            account = withdrawals.check_payout_account(message.text or "")
-        except InvalidInput:
-            await message.answer(t(lang, "withdraw.bad_account"))
-            return
-        found = await _own(core, message.from_user.id)
-        if found is None:
-            await state.clear()
-            await message.answer(t(lang, "withdraw.not_distributor"))
-            return
-        _, have = found
-        data = await state.get_data()
-        source, amount = str(data.get("source", "")), int(data.get("amount", 0))
-        await state.set_state(WithdrawForm.confirm)
-        # The request's idempotency key: a double tap handled by two replicas still asks once.
-        request_key = secrets.token_hex(12)
-        await state.update_data(account=account, request_key=request_key)
-        keyboard = InlineKeyboardBuilder()
-        keyboard.row(
-            InlineKeyboardButton(
-                text=raw_t(lang, "withdraw.confirm_button", amount=money(amount, have.currency)),
-                callback_data=WithdrawCb(action="ok", src=request_key[:8]).pack(),
-            ),
-            InlineKeyboardButton(
-                text=raw_t(lang, "withdraw.cancel_button"), callback_data=WithdrawCb(action="drop").pack()
-            ),
-        )
-        text = t(
-            lang,
-            "withdraw.confirm",
-            source=_source(lang, source),
-            amount=money(amount, have.currency),
-            account=account,
-        )
-        await message.answer(text, reply_markup=keyboard.as_markup())
+async def typed_amount(message: Message, core: Core, lang: str, state: FSMContext) -> None:
+    if message.from_user is None:
+        return
+    found = await _own(core, message.from_user.id)
+    if found is None:
+        await state.clear()
+        await message.answer(t(lang, "withdraw.not_distributor"))
+        return
+    _, have = found
+    source = str((await state.get_data()).get("source", ""))
+    limit = have.of(source)
+    example = Money(max(limit, 0), have.currency).format_plain()
+    try:
+        amount = Money.parse(message.text or "", have.currency).minor
+    except InvalidInput:
+        amount = 0
+    if amount <= 0:
+        await message.answer(t(lang, "withdraw.bad_amount", example=example))
+        return
+    if amount > limit:
+        await message.answer(t(lang, "withdraw.too_much", available=money(limit, have.currency)))
+        return
+    await state.set_state(WithdrawForm.account)
+    await state.update_data(amount=amount)
+    await message.answer(t(lang, "withdraw.ask_account"))
 
-    @router.error()
-    async def on_error(event: ErrorEvent) -> bool:
-        log.error("withdraw handler failed: %s", type(event.exception).__name__, exc_info=event.exception)
-        return True
 
-    return router
+async def typed_account(message: Message, core: Core, lang: str, state: FSMContext) -> None:
+    if message.from_user is None:
+        return
+    try:
+        account = withdrawals.check_payout_account(message.text or "")
+    except InvalidInput:
+        await message.answer(t(lang, "withdraw.bad_account"))
+        return
+    found = await _own(core, message.from_user.id)
+    if found is None:
+        await state.clear()
+        await message.answer(t(lang, "withdraw.not_distributor"))
+        return
+    _, have = found
+    data = await state.get_data()
+    source, amount = str(data.get("source", "")), int(data.get("amount", 0))
+    await state.set_state(WithdrawForm.confirm)
+    # The request's idempotency key: a double tap handled by two replicas still asks once.
+    request_key = secrets.token_hex(12)
+    await state.update_data(account=account, request_key=request_key)
+    keyboard = InlineKeyboardBuilder()
+    keyboard.row(
+        InlineKeyboardButton(
+            text=raw_t(lang, "withdraw.confirm_button", amount=money(amount, have.currency)),
+            callback_data=WithdrawCb(action="ok", src=request_key[:8]).pack(),
+        ),
+        InlineKeyboardButton(
+            text=raw_t(lang, "withdraw.cancel_button"), callback_data=WithdrawCb(action="drop").pack()
+        ),
+    )
+    text = t(
+        lang,
+        "withdraw.confirm",
+        source=_source(lang, source),
+        amount=money(amount, have.currency),
+        account=account,
+    )
+    await message.answer(text, reply_markup=keyboard.as_markup())
+
+
+async def on_error(event: ErrorEvent) -> bool:
+    log.error("withdraw handler failed: %s", type(event.exception).__name__, exc_info=event.exception)
+    return True
 
 
 async def _confirm(
     query: CallbackQuery, pressed: WithdrawCb, core: Core, lang: str, state: FSMContext, confirming: asyncio.Lock
 ) -> None:
+    # Checking a confirmation and using it up must be one step, or a double tap asks twice: one
+    # lock per dispatcher, ``dp["withdraw_confirming"]`` (set in quanyi.bot.runner).
     async with confirming:
         data = await state.get_data()
         # Only the latest confirm screen counts: an older one carries another key.
@@ -309,125 +321,127 @@ def _operator_router() -> Router:
     router = Router(name="withdraw_ops")
     router.message.filter(IsAdmin())
     router.callback_query.filter(IsAdmin())
-
-    @router.message(Command("withdrawals"))
-    async def pending(message: Message, core: Core, lang: str) -> None:
-        async with core.db.read() as session:
-            rows = await withdrawals.list_withdrawals(session, status=WithdrawalStatus.REQUESTED, limit=30)
-        if not rows:
-            await message.answer(t(lang, "withdraw.admin_list_empty"))
-            return
-        tz = ZoneInfo(core.settings.timezone)
-        lines = [t(lang, "withdraw.admin_list_title")]
-        keyboard = InlineKeyboardBuilder()
-        for w, d in reversed(rows):  # oldest first: the order they were asked in
-            at = w.created_at.astimezone(tz).strftime("%m-%d %H:%M")
-            row = t(
-                lang,
-                "withdraw.admin_list_row",
-                id=w.id,
-                name=d.name,
-                user=d.user_id,
-                source=_source(lang, w.source),
-                amount=money(w.amount, w.currency),
-                account=w.payout_account,
-                at=at,
-            )
-            if sum(len(line) + 1 for line in lines) + len(row) > MESSAGE_LIMIT - 100:
-                break
-            lines.append(row)
-            keyboard.row(*_decide_buttons(lang, w.id, label=True))
-        await message.answer("\n".join(lines), reply_markup=keyboard.as_markup())
-
-    @router.callback_query(DecideCb.filter(F.action == "approve"))
-    async def approve(query: CallbackQuery, callback_data: DecideCb, core: Core, lang: str) -> None:
-        actor = f"operator:{query.from_user.id}"
-        try:
-            async with core.db.transaction() as session:
-                withdrawal = await withdrawals.approve(session, callback_data.id, actor=actor)
-                _, distributor = await withdrawals.get(session, withdrawal.id)
-                text = t(
-                    lang,
-                    "withdraw.admin_approved",
-                    id=withdrawal.id,
-                    amount=money(withdrawal.amount, withdrawal.currency),
-                    account=withdrawal.payout_account,
-                    name=distributor.name,
-                )
-        except withdrawals.WithdrawalDecided as exc:
-            await query.answer(_decided(lang, callback_data.id, str(exc.details.get("status", ""))), show_alert=True)
-            return
-        except NotFound:
-            await query.answer(raw_t(lang, "withdraw.admin_unknown", id=callback_data.id), show_alert=True)
-            return
-        core.outbox_wakeup.set()
-        await query.answer()
-        if isinstance(query.message, Message):
-            await _answer_decision(query.message, text)
-
-    @router.callback_query(DecideCb.filter(F.action == "reject"))
-    async def ask_reason(
-        query: CallbackQuery, callback_data: DecideCb, core: Core, lang: str, state: FSMContext
-    ) -> None:
-        try:
-            async with core.db.read() as session:
-                withdrawal, distributor = await withdrawals.get(session, callback_data.id)
-        except NotFound:
-            await query.answer(raw_t(lang, "withdraw.admin_unknown", id=callback_data.id), show_alert=True)
-            return
-        if withdrawal.status != WithdrawalStatus.REQUESTED:
-            await query.answer(_decided(lang, withdrawal.id, withdrawal.status), show_alert=True)
-            return
-        await query.answer()
-        await state.set_state(RejectForm.reason)
-        await state.update_data(withdrawal_id=withdrawal.id)
-        if isinstance(query.message, Message):
-            await query.message.answer(
-                t(
-                    lang,
-                    "withdraw.admin_ask_reason",
-                    id=withdrawal.id,
-                    amount=money(withdrawal.amount, withdrawal.currency),
-                    name=distributor.name,
-                )
-            )
-
-    @router.message(Command("cancel"), StateFilter(RejectForm))
-    async def cancel(message: Message, lang: str, state: FSMContext) -> None:
-        await state.clear()
-        await message.answer(t(lang, "withdraw.admin_cancelled"))
-
-    @router.message(RejectForm.reason, TYPED)
-    async def typed_reason(message: Message, core: Core, lang: str, state: FSMContext) -> None:
-        withdrawal_id = int((await state.get_data()).get("withdrawal_id", 0))
-        actor = f"operator:{message.from_user.id if message.from_user else '?'}"
-        try:
-            async with core.db.transaction() as session:
-                withdrawal = await withdrawals.reject(session, withdrawal_id, actor=actor, reason=message.text or "")
-                _, distributor = await withdrawals.get(session, withdrawal.id)
-                text = t(
-                    lang,
-                    "withdraw.admin_rejected",
-                    id=withdrawal.id,
-                    amount=money(withdrawal.amount, withdrawal.currency),
-                    name=distributor.name,
-                )
-        except InvalidInput:
-            await message.answer(t(lang, "withdraw.admin_bad_reason"))  # the form stays open
-            return
-        except withdrawals.WithdrawalDecided as exc:
-            await state.clear()
-            await message.answer(_decided(lang, withdrawal_id, str(exc.details.get("status", "")), escape=True))
-            return
-        except NotFound:
-            await state.clear()
-            await message.answer(t(lang, "withdraw.admin_unknown", id=withdrawal_id))
-            return
-        await state.clear()
-        core.outbox_wakeup.set()
-        await message.answer(text)
-
+    router.message.register(pending, Command("withdrawals"))
+    router.callback_query.register(approve, DecideCb.filter(F.action == "approve"))
+    router.callback_query.register(ask_reason, DecideCb.filter(F.action == "reject"))
+    router.message.register(cancel_reject, Command("cancel"), StateFilter(RejectForm))
+    router.message.register(typed_reason, RejectForm.reason, TYPED)
     return router
+
+
+async def pending(message: Message, core: Core, lang: str) -> None:
+    async with core.db.read() as session:
+        rows = await withdrawals.list_withdrawals(session, status=WithdrawalStatus.REQUESTED, limit=30)
+    if not rows:
+        await message.answer(t(lang, "withdraw.admin_list_empty"))
+        return
+    tz = ZoneInfo(core.settings.timezone)
+    lines = [t(lang, "withdraw.admin_list_title")]
+    keyboard = InlineKeyboardBuilder()
+    for w, d in reversed(rows):  # oldest first: the order they were asked in
+        at = w.created_at.astimezone(tz).strftime("%m-%d %H:%M")
+        row = t(
+            lang,
+            "withdraw.admin_list_row",
+            id=w.id,
+            name=d.name,
+            user=d.user_id,
+            source=_source(lang, w.source),
+            amount=money(w.amount, w.currency),
+            account=w.payout_account,
+            at=at,
+        )
+        if sum(len(line) + 1 for line in lines) + len(row) > MESSAGE_LIMIT - 100:
+            break
+        lines.append(row)
+        keyboard.row(*_decide_buttons(lang, w.id, label=True))
+    await message.answer("\n".join(lines), reply_markup=keyboard.as_markup())
+
+
+async def approve(query: CallbackQuery, callback_data: DecideCb, core: Core, lang: str) -> None:
+    actor = f"operator:{query.from_user.id}"
+    try:
+        async with core.db.transaction() as session:
+            withdrawal = await withdrawals.approve(session, callback_data.id, actor=actor)
+            _, distributor = await withdrawals.get(session, withdrawal.id)
+            text = t(
+                lang,
+                "withdraw.admin_approved",
+                id=withdrawal.id,
+                amount=money(withdrawal.amount, withdrawal.currency),
+                account=withdrawal.payout_account,
+                name=distributor.name,
+            )
+    except withdrawals.WithdrawalDecided as exc:
+        await query.answer(_decided(lang, callback_data.id, str(exc.details.get("status", ""))), show_alert=True)
+        return
+    except NotFound:
+        await query.answer(raw_t(lang, "withdraw.admin_unknown", id=callback_data.id), show_alert=True)
+        return
+    core.outbox_wakeup.set()
+    await query.answer()
+    if isinstance(query.message, Message):
+        await _answer_decision(query.message, text)
+
+
+async def ask_reason(query: CallbackQuery, callback_data: DecideCb, core: Core, lang: str, state: FSMContext) -> None:
+    try:
+        async with core.db.read() as session:
+            withdrawal, distributor = await withdrawals.get(session, callback_data.id)
+    except NotFound:
+        await query.answer(raw_t(lang, "withdraw.admin_unknown", id=callback_data.id), show_alert=True)
+        return
+    if withdrawal.status != WithdrawalStatus.REQUESTED:
+        await query.answer(_decided(lang, withdrawal.id, withdrawal.status), show_alert=True)
+        return
+    await query.answer()
+    await state.set_state(RejectForm.reason)
+    await state.update_data(withdrawal_id=withdrawal.id)
+    if isinstance(query.message, Message):
+        await query.message.answer(
+            t(
+                lang,
+                "withdraw.admin_ask_reason",
+                id=withdrawal.id,
+                amount=money(withdrawal.amount, withdrawal.currency),
+                name=distributor.name,
+            )
+        )
+
+
+async def cancel_reject(message: Message, lang: str, state: FSMContext) -> None:
+    await state.clear()
+    await message.answer(t(lang, "withdraw.admin_cancelled"))
+
+
+async def typed_reason(message: Message, core: Core, lang: str, state: FSMContext) -> None:
+    withdrawal_id = int((await state.get_data()).get("withdrawal_id", 0))
+    actor = f"operator:{message.from_user.id if message.from_user else '?'}"
+    try:
+        async with core.db.transaction() as session:
+            withdrawal = await withdrawals.reject(session, withdrawal_id, actor=actor, reason=message.text or "")
+            _, distributor = await withdrawals.get(session, withdrawal.id)
+            text = t(
+                lang,
+                "withdraw.admin_rejected",
+                id=withdrawal.id,
+                amount=money(withdrawal.amount, withdrawal.currency),
+                name=distributor.name,
+            )
+    except InvalidInput:
+        await message.answer(t(lang, "withdraw.admin_bad_reason"))  # the form stays open
+        return
+    except withdrawals.WithdrawalDecided as exc:
+        await state.clear()
+        await message.answer(_decided(lang, withdrawal_id, str(exc.details.get("status", "")), escape=True))
+        return
+    except NotFound:
+        await state.clear()
+        await message.answer(t(lang, "withdraw.admin_unknown", id=withdrawal_id))
+        return
+    await state.clear()
+    core.outbox_wakeup.set()
+    await message.answer(text)
 
 
 def _decide_buttons(lang: str, withdrawal_id: int, *, label: bool = False) -> list[InlineKeyboardButton]:
