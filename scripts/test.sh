@@ -1,14 +1,19 @@
 #!/usr/bin/env bash
-# Install quanyi with its test extras into .venv and run the whole suite on SQLite and
-# PostgreSQL (and the shared rate limits on Redis). PostgreSQL comes from QUANYI_TEST_DATABASE_URL (default: 127.0.0.1:5432,
-# user root, database test); it is started here if it is installed but down, and the
-# run fails, never skips, when it stays unreachable.
+# Install quanyi with its test and dev extras into .venv, check lint, format and types, and run the
+# whole suite on SQLite and PostgreSQL (and the shared rate limits on Redis). PostgreSQL comes from
+# QUANYI_TEST_DATABASE_URL (default: 127.0.0.1:5432, user root, database test); it is started here
+# if it is installed but down, and the run fails, never skips, when it stays unreachable.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e '.[test,postgres,redis]'
+.venv/bin/python -m pip install -q -e '.[test,postgres,redis,dev]'
+
+# The code's shape first (a minute): lint with the complexity limit, formatting, types.
+.venv/bin/python -m ruff check quanyi tests bench
+.venv/bin/python -m ruff format --check --quiet quanyi tests bench
+.venv/bin/python -m mypy quanyi
 
 export QUANYI_TEST_DATABASE_URL=${QUANYI_TEST_DATABASE_URL:-postgresql+asyncpg://root@127.0.0.1:5432/test}
 if command -v pg_isready >/dev/null && ! pg_isready -q -h 127.0.0.1 -p 5432; then
