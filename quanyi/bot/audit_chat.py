@@ -16,7 +16,7 @@ from aiogram.types import CallbackQuery, Message, TelegramObject
 from sqlalchemy import select
 
 from quanyi.bot.admin_filter import IsAdmin
-from quanyi.bot.outbox_sender import Part, renders
+from quanyi.bot.outbox_sender import Part, Renderer
 from quanyi.core import audit, audit_chain
 from quanyi.core.models import AuditRecord, Distributor
 from quanyi.core.outbox import Outgoing
@@ -92,13 +92,11 @@ def render_trail(lang: str, rows: list[AuditRecord], label: str, tz: str) -> str
     return "\n".join(parts)
 
 
-@renders("admin_audit_broken")
 async def audit_broken(core: Core, message: Outgoing) -> list[Part]:
     payload = message.payload
     return [t(message.language, "audit.broken", seq=payload.get("seq", "?"), checked=payload.get("checked", "?"))]
 
 
-@renders(audit_chain.ANCHOR_KIND)
 async def audit_anchor(core: Core, message: Outgoing) -> list[Part]:
     """The chain's head as it stood: kept in chat, out of reach of whoever holds the server."""
     payload = message.payload
@@ -156,3 +154,10 @@ class AuditMiddleware(BaseMiddleware):
         async with core.db.read() as session:
             distributor = await session.scalar(select(Distributor.id).where(Distributor.user_id == user_id))
         return f"distributor:{user_id}" if distributor is not None else None
+
+
+# The outbox kinds this module owns, rendered for the sender (collected by ``bot.renderers``).
+RENDERERS: dict[str, Renderer] = {
+    "admin_audit_broken": audit_broken,
+    audit_chain.ANCHOR_KIND: audit_anchor,
+}

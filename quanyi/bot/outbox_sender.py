@@ -68,23 +68,27 @@ class WithButtons:
 
 Part = str | QrPhoto | Document | WithButtons
 Renderer = Callable[[Core, Outgoing], Awaitable[list[Part]]]
-# Outbox kinds rendered outside this module, registered by the module that owns them
-# (``@renders("settlement_statement")``); it is imported by ``bot.runner``.
-RENDERERS: dict[str, Renderer] = {}
-
-
-def renders(kind: str) -> Callable[[Renderer], Renderer]:
-    def register(renderer: Renderer) -> Renderer:
-        RENDERERS[kind] = renderer
-        return renderer
-
-    return register
 
 
 class OutboxSender:
-    def __init__(self, core: Core, bot: Bot, *, poll_interval: float = 1.0, concurrency: int = 8) -> None:
+    def __init__(
+        self,
+        core: Core,
+        bot: Bot,
+        *,
+        poll_interval: float = 1.0,
+        concurrency: int = 8,
+        renderers: Mapping[str, Renderer] | None = None,
+    ) -> None:
+        """``renderers``: the outbox kinds rendered by the modules that own them (default: every
+        such module's, ``bot.renderers``); the kinds of orders and payments are rendered here."""
+        if renderers is None:
+            from quanyi.bot.renderers import owned_renderers
+
+            renderers = owned_renderers()
         self.core = core
         self.bot = bot
+        self._renderers = dict(renderers)
         self.poll_interval = poll_interval
         self.concurrency = concurrency
         self._rate = core.settings.outbox_rate_per_second
@@ -200,8 +204,9 @@ class OutboxSender:
 
     async def parts(self, message: Outgoing) -> list[Part]:
         """What one outbox message sends, in order: its texts, then a delivery's QR photos."""
-        if message.kind in RENDERERS:
-            return await RENDERERS[message.kind](self.core, message)
+        owned = self._renderers.get(message.kind)
+        if owned is not None:
+            return await owned(self.core, message)
         if message.kind != "delivery":
             return list(await self.render(message))
         # A write transaction: each decryption appends to the audit trail.

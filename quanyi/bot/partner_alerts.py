@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from quanyi.bot.outbox_sender import Part, renders
+from quanyi.bot.outbox_sender import Part, Renderer
 from quanyi.core.outbox import Outgoing
 from quanyi.core.services import Core
 from quanyi.i18n import t
 
 
-@renders("admin_webhook_failing")
 async def webhook_failing(core: Core, message: Outgoing) -> list[Part]:
     p = message.payload
     return [
@@ -23,3 +22,9 @@ async def webhook_failing(core: Core, message: Outgoing) -> list[Part]:
             error=p.get("error", "?"),
         )
     ]
+
+
+# The outbox kinds this module owns, rendered for the sender (collected by ``bot.renderers``).
+RENDERERS: dict[str, Renderer] = {
+    "admin_webhook_failing": webhook_failing,
+}

@@ -28,7 +28,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from quanyi.bot.admin_filter import IsAdmin
-from quanyi.bot.outbox_sender import Part, WithButtons, renders
+from quanyi.bot.outbox_sender import Part, Renderer, WithButtons
 from quanyi.bot.render import MESSAGE_LIMIT, money
 from quanyi.core import outbox, risk
 from quanyi.core.errors import InvalidInput, NotFound, QuanyiError, RiskBlocked
@@ -452,7 +452,6 @@ async def _load(core: Core, message: Outgoing) -> RiskDecision | None:
         return await session.get(RiskDecision, int(str(message.payload.get("decision_id", 0))))
 
 
-@renders("admin_risk_hold")
 async def render_hold(core: Core, message: Outgoing) -> list[Part]:
     decision = await _load(core, message)
     lang = message.language
@@ -475,7 +474,6 @@ async def render_hold(core: Core, message: Outgoing) -> list[Part]:
     return [WithButtons(text, InlineKeyboardMarkup(inline_keyboard=[_decide_buttons(lang, decision.id)]))]
 
 
-@renders("risk_hold_approved")
 async def render_approved(core: Core, message: Outgoing) -> list[Part]:
     decision = await _load(core, message)
     if decision is None:
@@ -483,7 +481,6 @@ async def render_approved(core: Core, message: Outgoing) -> list[Part]:
     return [t(message.language, "risk.hold_approved", sku=decision.sku, quantity=decision.quantity)]
 
 
-@renders("risk_hold_rejected")
 async def render_rejected(core: Core, message: Outgoing) -> list[Part]:
     decision = await _load(core, message)
     if decision is None:
@@ -506,3 +503,11 @@ async def refusal_text(core: Core, lang: str, exc: RiskBlocked) -> str:
         reason = raw_t(lang, f"risk.reason_{rule.metric}", threshold=_threshold(rule, core.settings.currency))
         return t(lang, "risk.blocked", reason=reason)
     return t(lang, "risk.blocked", reason=exc.reason)
+
+
+# The outbox kinds this module owns, rendered for the sender (collected by ``bot.renderers``).
+RENDERERS: dict[str, Renderer] = {
+    "admin_risk_hold": render_hold,
+    "risk_hold_approved": render_approved,
+    "risk_hold_rejected": render_rejected,
+}

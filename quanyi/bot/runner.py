@@ -18,18 +18,16 @@ from quanyi.bot.agent import build_agent_router
 from quanyi.bot.audit_chat import AuditMiddleware, build_audit_router
 from quanyi.bot.middlewares import LanguageMiddleware
 from quanyi.bot.ops import build_ops_router
-from quanyi.bot.partner_alerts import webhook_failing as _webhook_failing  # noqa: F401  (registers renderers)
 from quanyi.bot.partners_chat import build_partners_router
 from quanyi.bot.pricing_ops import build_pricing_ops_router
 from quanyi.bot.reconcile_chat import build_reconcile_router
 from quanyi.bot.reports_chat import build_reports_router
-from quanyi.bot.risk_chat import build_risk_router  # also registers its outbox renderers
+from quanyi.bot.risk_chat import build_risk_router
 from quanyi.bot.shop import build_router
 from quanyi.bot.stars import build_stars_router
-from quanyi.bot.statements import settlement_statement as _settlement_statement  # noqa: F401  (registers renderers)
 from quanyi.bot.throttle import ThrottleMiddleware
 from quanyi.bot.verify import build_verify_router
-from quanyi.bot.withdrawals_chat import build_withdraw_routers  # also registers its outbox renderers
+from quanyi.bot.withdrawals_chat import build_withdraw_routers
 from quanyi.core.config import DEFAULT_TELEGRAM_API, Settings
 from quanyi.core.services import Core
 

@@ -7,7 +7,7 @@ from datetime import date
 
 from sqlalchemy import select
 
-from quanyi.bot.outbox_sender import Document, Part, renders
+from quanyi.bot.outbox_sender import Document, Part, Renderer
 from quanyi.bot.render import money
 from quanyi.core import export
 from quanyi.core.models import Distributor
@@ -68,7 +68,6 @@ def _section(lang: str, title_key: str, lines: list[str]) -> list[str]:
     return ["", *shown]
 
 
-@renders("settlement_statement")
 async def settlement_statement(core: Core, message: Outgoing) -> list[Part]:
     lang, day = message.language, str(message.payload["day"])
     rows, names = await _load(core, day)
@@ -121,7 +120,6 @@ async def settlement_statement(core: Core, message: Outgoing) -> list[Part]:
     return parts
 
 
-@renders("distributor_statement")
 async def distributor_statement(core: Core, message: Outgoing) -> list[Part]:
     lang, day = message.language, str(message.payload["day"])
     distributor_id = int(str(message.payload["distributor_id"]))
@@ -152,3 +150,10 @@ async def distributor_statement(core: Core, message: Outgoing) -> list[Part]:
             )
         )
     return parts
+
+
+# The outbox kinds this module owns, rendered for the sender (collected by ``bot.renderers``).
+RENDERERS: dict[str, Renderer] = {
+    "settlement_statement": settlement_statement,
+    "distributor_statement": distributor_statement,
+}

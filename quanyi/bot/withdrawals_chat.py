@@ -28,7 +28,7 @@ from aiogram.types import CallbackQuery, ErrorEvent, InlineKeyboardButton, Inlin
 from aiogram.utils.keyboard import InlineKeyboardBuilder
 
 from quanyi.bot.admin_filter import IsAdmin
-from quanyi.bot.outbox_sender import Part, WithButtons, renders
+from quanyi.bot.outbox_sender import Part, Renderer, WithButtons
 from quanyi.bot.render import MESSAGE_LIMIT, money
 from quanyi.core import distributors, withdrawals
 from quanyi.core.distributors import InsufficientBalance
@@ -481,7 +481,6 @@ async def _load(core: Core, message: Outgoing) -> tuple[Withdrawal, Distributor]
         return await withdrawals.get(session, int(str(message.payload.get("withdrawal_id", 0))))
 
 
-@renders("admin_withdrawal_request")
 async def render_request(core: Core, message: Outgoing) -> list[Part]:
     withdrawal, distributor = await _load(core, message)
     lang = message.language
@@ -502,7 +501,6 @@ async def render_request(core: Core, message: Outgoing) -> list[Part]:
     return [WithButtons(text, markup)]
 
 
-@renders("withdrawal_approved")
 async def render_approved(core: Core, message: Outgoing) -> list[Part]:
     withdrawal, _ = await _load(core, message)
     lang = message.language
@@ -518,7 +516,6 @@ async def render_approved(core: Core, message: Outgoing) -> list[Part]:
     ]
 
 
-@renders("withdrawal_rejected")
 async def render_rejected(core: Core, message: Outgoing) -> list[Part]:
     withdrawal, _ = await _load(core, message)
     lang = message.language
@@ -534,7 +531,6 @@ async def render_rejected(core: Core, message: Outgoing) -> list[Part]:
     ]
 
 
-@renders("withdrawal_reduced")
 async def render_reduced(core: Core, message: Outgoing) -> list[Part]:
     """A claw-back took (part of) an open withdrawal: the figures are the payload's, as they
     were then, not the withdrawal's now (a later claw-back may reduce it again)."""
@@ -572,3 +568,12 @@ async def _edit(message: Message, text: str, markup: InlineKeyboardMarkup | None
     except TelegramBadRequest as exc:
         if "message is not modified" not in str(exc):
             raise
+
+
+# The outbox kinds this module owns, rendered for the sender (collected by ``bot.renderers``).
+RENDERERS: dict[str, Renderer] = {
+    "admin_withdrawal_request": render_request,
+    "withdrawal_approved": render_approved,
+    "withdrawal_rejected": render_rejected,
+    "withdrawal_reduced": render_reduced,
+}

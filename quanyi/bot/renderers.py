@@ -1,0 +1,22 @@
+"""The outbox kinds rendered by the modules that own them, collected in one table for the sender.
+
+Each owner keeps a ``RENDERERS`` table beside its handlers; nothing registers itself at import
+time, so what the sender can render is written here, once.
+"""
+
+from __future__ import annotations
+
+from quanyi.bot import audit_chat, partner_alerts, risk_chat, statements, withdrawals_chat
+from quanyi.bot.outbox_sender import Renderer
+
+OWNERS = (audit_chat, partner_alerts, risk_chat, statements, withdrawals_chat)
+
+
+def owned_renderers() -> dict[str, Renderer]:
+    table: dict[str, Renderer] = {}
+    for module in OWNERS:
+        for kind, renderer in module.RENDERERS.items():
+            if kind in table:
+                raise RuntimeError(f"outbox kind {kind!r} has two renderers")  # a programming error
+            table[kind] = renderer
+    return table
