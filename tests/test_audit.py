@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy import delete, select, update
 
-from quanyi.bot.audit_chat import parse_filter, render_trail
+from quanyi.bot.operator.audit import parse_filter, render_trail
 from quanyi.bot.outbox_sender import OutboxSender
 from quanyi.core import audit
 from quanyi.core.fulfilment import PaymentOutcome

@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import delete, select, update
 
-import quanyi.bot.audit_chat  # noqa: F401  (registers the anchor message's renderer)
+import quanyi.bot.operator.audit  # noqa: F401  (registers the anchor message's renderer)
 from quanyi.bot.outbox_sender import OutboxSender
 from quanyi.core import audit, audit_chain
 from quanyi.core.audit_chain import KEYED, Anchor, anchors_path, canonical, legacy_link, parse_anchor

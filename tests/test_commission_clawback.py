@@ -373,7 +373,7 @@ async def test_a_refund_racing_the_operators_decision_never_pays_commission_of_t
 
 
 async def test_the_distributor_reads_how_much_was_taken_and_why(core, tmp_path):
-    from quanyi.bot.withdrawals_chat import render_reduced
+    from quanyi.bot.operator.withdrawals import render_reduced
 
     agent = await setup_agent(core, tmp_path)
     order = await sale(core, agent, 7001)

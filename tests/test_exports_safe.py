@@ -20,8 +20,8 @@ from openpyxl.utils.escape import unescape
 from openpyxl.worksheet.worksheet import Worksheet
 from sqlalchemy import select, update
 
+from quanyi.bot.operator.statements import distributor_statement, settlement_statement, statement_csv
 from quanyi.bot.outbox_sender import Document
-from quanyi.bot.statements import distributor_statement, settlement_statement, statement_csv
 from quanyi.core import channels, commissions, coupons, distributors, export, reports
 from quanyi.core.catalog import add_product
 from quanyi.core.models import Channel, Coupon, Distributor, Order, Product

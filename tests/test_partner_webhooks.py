@@ -15,7 +15,7 @@ import pytest
 from aiohttp import web
 from sqlalchemy import select
 
-from quanyi.bot.partner_alerts import webhook_failing
+from quanyi.bot.operator.partner_alerts import webhook_failing
 from quanyi.core import apisign, partner_webhooks, partners
 from quanyi.core.models import ApiNonce, OutboxMessage, Partner, PartnerOrder, PartnerWebhook, utcnow
 from quanyi.core.outbox import Outgoing

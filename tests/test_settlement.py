@@ -14,8 +14,8 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import func, select, update
 
+from quanyi.bot.operator.statements import distributor_statement, settlement_statement
 from quanyi.bot.outbox_sender import Document
-from quanyi.bot.statements import distributor_statement, settlement_statement
 from quanyi.core import commissions, ledger, settlement
 from quanyi.core.errors import InvalidInput
 from quanyi.core.models import Commission, JournalEntry, Order, OutboxMessage, Refund, Settlement, SettlementRow

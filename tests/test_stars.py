@@ -409,7 +409,7 @@ async def test_paysupport_shows_the_support_contact_and_only_the_buyers_own_star
 async def test_an_operator_refund_calls_refund_star_payment_once_voids_the_codes_and_marks_the_order_refunded(
     core, front, tg, tmp_path, caplog
 ):
-    caplog.set_level(logging.INFO, logger="quanyi.bot.stars")
+    caplog.set_level(logging.INFO, logger="quanyi.bot.buyer.stars")
     user = tg.user(1001, "zh")
     number, charge, codes = await paid_order(core, front, tg, tmp_path, user, units=2)
 
@@ -431,7 +431,7 @@ async def test_an_operator_refund_calls_refund_star_payment_once_voids_the_codes
     assert await count(core, Refund) == 1
     assert await outbox_kinds(core, 1001) == ["delivery", "refunded"]
     assert await outbox_kinds(core, ADMIN) == []
-    seen = [r.getMessage() for r in caplog.records if r.name == "quanyi.bot.stars"]
+    seen = [r.getMessage() for r in caplog.records if r.name == "quanyi.bot.buyer.stars"]
     assert [m for m in seen if m.startswith(f"Stars refund for order {number}: ")]  # handled, and changed nothing
 
     again = await refund_order(core, number, reason="clicked twice", actor="operator:9000")

@@ -1,14 +1,22 @@
-"""Outer middleware: who is talking, in which language."""
+"""Outer middlewares: who is talking, in which language; and what operators and distributors do
+in chat, recorded on the audit trail (commands and button presses only, never free text)."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiogram import BaseMiddleware
-from aiogram.types import TelegramObject, User
+from aiogram.types import CallbackQuery, Message, TelegramObject, User
+from sqlalchemy import select
 
+from quanyi.core import audit
+from quanyi.core.models import Distributor
+from quanyi.core.services import Core
 from quanyi.i18n import pick_language
+
+log = logging.getLogger(__name__)
 
 
 class LanguageMiddleware(BaseMiddleware):
@@ -23,3 +31,50 @@ class LanguageMiddleware(BaseMiddleware):
         user: User | None = data.get("event_from_user")
         data["lang"] = pick_language(user.language_code if user else None)
         return await handler(event, data)
+
+
+class AuditMiddleware(BaseMiddleware):
+    """Operators' and distributors' chat: what their handlers change in audited rows is recorded
+    with old and new values (``audit.acting``), and each command (the command word only: its
+    arguments may hold a code) and button press is recorded after the handler ran."""
+
+    async def __call__(
+        self,
+        handler: Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]],
+        event: TelegramObject,
+        data: dict[str, Any],
+    ) -> Any:
+        core = data.get("core")
+        user = getattr(event, "from_user", None)
+        if not isinstance(core, Core) or user is None or not isinstance(event, Message | CallbackQuery):
+            return await handler(event, data)
+        actor = await self._actor(core, user.id)
+        if actor is None:
+            return await handler(event, data)
+        with audit.acting(actor, "chat"):
+            result = await handler(event, data)
+        try:
+            await self._record(core, event, actor)
+        except Exception:  # an audit failure is logged loudly, never turned into a failed button
+            log.exception("could not record a chat action on the audit trail")
+        return result
+
+    async def _record(self, core: Core, event: Message | CallbackQuery, actor: str) -> None:
+        if isinstance(event, Message):
+            text = event.text or event.caption or ""
+            if not text.startswith("/"):
+                return
+            action = "chat " + text.split(maxsplit=1)[0].split("@", 1)[0][:40]
+            object_type, object_id = "command", action[5:]
+        else:
+            prefix = (event.data or "").partition(":")[0]
+            action = f"chat button {prefix[:32]}"
+            object_type, object_id = "button", (event.data or "")[:64]
+        await audit.append(core.db, audit.Entry(actor, "chat", action, object_type, object_id))
+
+    async def _actor(self, core: Core, user_id: int) -> str | None:
+        if user_id in core.settings.admin_id_list:
+            return f"operator:{user_id}"
+        async with core.db.read() as session:
+            distributor = await session.scalar(select(Distributor.id).where(Distributor.user_id == user_id))
+        return f"distributor:{user_id}" if distributor is not None else None

@@ -218,3 +218,7 @@ def _escape(text: str) -> str:
     import html
 
     return html.escape(text, quote=False)
+
+
+def withdrawal_source(lang: str, source: str) -> str:
+    return raw_t(lang, "withdraw.source_balance" if source == "balance" else "withdraw.source_commission")

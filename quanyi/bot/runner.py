@@ -13,21 +13,22 @@ from aiogram.fsm.storage.base import BaseStorage
 from aiogram.fsm.storage.memory import MemoryStorage
 from aiogram.types import BotCommand
 
-from quanyi.bot.admin import build_admin_router
-from quanyi.bot.agent import build_agent_router
-from quanyi.bot.audit_chat import AuditMiddleware, build_audit_router
-from quanyi.bot.middlewares import LanguageMiddleware
-from quanyi.bot.ops import build_ops_router
-from quanyi.bot.partners_chat import build_partners_router
-from quanyi.bot.pricing_ops import build_pricing_ops_router
-from quanyi.bot.reconcile_chat import build_reconcile_router
-from quanyi.bot.reports_chat import build_reports_router
-from quanyi.bot.risk_chat import build_risk_router
-from quanyi.bot.shop import build_router
-from quanyi.bot.stars import build_stars_router
+from quanyi.bot.buyer.shop import build_router
+from quanyi.bot.buyer.stars import build_stars_router
+from quanyi.bot.distributor.agent import build_agent_router
+from quanyi.bot.distributor.withdraw import build_withdraw_router
+from quanyi.bot.middlewares import AuditMiddleware, LanguageMiddleware
+from quanyi.bot.operator.admin import build_admin_router
+from quanyi.bot.operator.audit import build_audit_router
+from quanyi.bot.operator.ops import build_ops_router
+from quanyi.bot.operator.partners import build_partners_router
+from quanyi.bot.operator.pricing import build_pricing_ops_router
+from quanyi.bot.operator.reconcile import build_reconcile_router
+from quanyi.bot.operator.reports import build_reports_router
+from quanyi.bot.operator.risk import build_risk_router
+from quanyi.bot.operator.verify import build_verify_router
+from quanyi.bot.operator.withdrawals import build_withdrawals_router
 from quanyi.bot.throttle import ThrottleMiddleware
-from quanyi.bot.verify import build_verify_router
-from quanyi.bot.withdrawals_chat import build_withdraw_routers
 from quanyi.core.config import DEFAULT_TELEGRAM_API, Settings
 from quanyi.core.services import Core
 
@@ -56,8 +57,8 @@ def build_dispatcher(core: Core) -> Dispatcher:
     dp = Dispatcher(storage=build_storage(core.settings))
     dp["core"] = core
     # Checking a confirmation and using it up must be one step, or a double tap buys / asks twice.
-    dp["agent_confirming"] = asyncio.Lock()  # quanyi.bot.agent: bulk purchases
-    dp["withdraw_confirming"] = asyncio.Lock()  # quanyi.bot.withdrawals_chat: withdrawal requests
+    dp["agent_confirming"] = asyncio.Lock()  # quanyi.bot.distributor.agent: bulk purchases
+    dp["withdraw_confirming"] = asyncio.Lock()  # quanyi.bot.distributor.withdraw: withdrawal requests
     dp.update.outer_middleware(LanguageMiddleware())
     # Operators' and distributors' commands and button presses go on the audit trail.
     dp.message.outer_middleware(AuditMiddleware())
@@ -82,7 +83,8 @@ def build_dispatcher(core: Core) -> Dispatcher:
     dp.include_router(build_partners_router())  # operators: /partners, /partner_new, keys, top-ups, webhooks
     dp.include_router(build_verify_router())  # operators and staff: codes and /r/ links (核销)
     dp.include_router(build_agent_router())  # before the shop too: /start inv_..., /agent, its forms
-    dp.include_routers(*build_withdraw_routers())  # /withdraw, its form; operators' approve / reject
+    dp.include_router(build_withdrawals_router())  # operators: /withdrawals, approve / reject
+    dp.include_router(build_withdraw_router())  # distributors: /withdraw, its form
     dp.include_router(build_router())
     return dp
 

@@ -22,9 +22,9 @@ from aiogram.types import BufferedInputFile, CallbackQuery, InlineKeyboardButton
 from aiogram.utils.keyboard import InlineKeyboardBuilder
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from quanyi.bot.admin_filter import IsAdmin
 from quanyi.bot.callbacks import PricingCb
-from quanyi.bot.ops import MAX_ROWS, OpsCb, _edit, _fit
+from quanyi.bot.filters import IsAdmin
+from quanyi.bot.operator.ops import MAX_ROWS, OpsCb, _edit, _fit
 from quanyi.bot.render import money
 from quanyi.core import bundles, channels, coupons, export, promotions
 from quanyi.core.commissions import format_rate

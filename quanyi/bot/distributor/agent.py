@@ -14,19 +14,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from typing import Any
 
 from aiogram import Bot, F, Router
 from aiogram.exceptions import TelegramBadRequest
-from aiogram.filters import BaseFilter, Command, CommandObject, CommandStart, StateFilter
+from aiogram.filters import Command, CommandObject, CommandStart, StateFilter
 from aiogram.filters.callback_data import CallbackData
 from aiogram.fsm.context import FSMContext
 from aiogram.fsm.state import State, StatesGroup
-from aiogram.types import CallbackQuery, ErrorEvent, InlineKeyboardButton, InlineKeyboardMarkup, Message, TelegramObject
+from aiogram.types import CallbackQuery, ErrorEvent, InlineKeyboardButton, InlineKeyboardMarkup, Message
 from aiogram.utils.keyboard import InlineKeyboardBuilder
 
+from quanyi.bot.distributor.withdraw import WithdrawCb
+from quanyi.bot.filters import TYPED, IsDistributor
 from quanyi.bot.render import money
-from quanyi.bot.withdrawals_chat import WithdrawCb
 from quanyi.core import distributors, risk
 from quanyi.core.channels import AllocationShort
 from quanyi.core.distributors import (
@@ -58,20 +58,6 @@ class AgentForm(StatesGroup):
     price = State()
     quantity = State()
     confirm = State()
-
-
-class IsDistributor(BaseFilter):
-    async def __call__(self, event: TelegramObject, core: Core, **_: Any) -> bool:
-        user = getattr(event, "from_user", None)
-        if user is None:
-            return False
-        async with core.db.read() as session:
-            distributor = await distributors.get_by_user(session, user.id)
-        return distributor is not None and distributor.active
-
-
-# Typed answers to a form; commands (/start, /agent, /cancel) go to their own handlers.
-TYPED = F.text & ~F.text.startswith("/")
 
 
 def build_agent_router() -> Router:

@@ -12,7 +12,7 @@ from aiogram.exceptions import TelegramAPIError
 from aiogram.filters import Command, CommandObject
 from aiogram.types import BufferedInputFile, Message
 
-from quanyi.bot.admin_filter import IsAdmin
+from quanyi.bot.filters import IsAdmin
 from quanyi.core.errors import QuanyiError
 from quanyi.core.reconcile import MAX_STATEMENT_BYTES, Mismatch, Report, Section, mismatches_csv, reconcile_statement
 from quanyi.core.services import Core

@@ -23,8 +23,8 @@ from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMar
 from aiogram.utils.keyboard import InlineKeyboardBuilder
 from sqlalchemy import select
 
-from quanyi.bot.admin_filter import IsAdmin
 from quanyi.bot.callbacks import PricingCb
+from quanyi.bot.filters import IsAdmin
 from quanyi.bot.render import MESSAGE_LIMIT, money
 from quanyi.core import channels, distributors
 from quanyi.core.catalog import get_product
@@ -343,13 +343,13 @@ def menu_markup(lang: str) -> InlineKeyboardMarkup:
         ("distributors", "ops.btn_distributors"),
     ):
         keyboard.row(InlineKeyboardButton(text=raw_t(lang, key), callback_data=OpsCb(view=view).pack()))
-    pricing = PricingCb(view="home").pack()  # coupons, promotions, bundles: quanyi.bot.pricing_ops
+    pricing = PricingCb(view="home").pack()  # coupons, promotions, bundles: quanyi.bot.operator.pricing
     keyboard.row(InlineKeyboardButton(text=raw_t(lang, "pricing_ops.btn_menu"), callback_data=pricing))
-    from quanyi.bot.reports_chat import ReportCb  # sales report and exports: quanyi.bot.reports_chat
+    from quanyi.bot.operator.reports import ReportCb  # sales report and exports: quanyi.bot.operator.reports
 
     report = ReportCb(fmt="show", view="day").pack()
     keyboard.row(InlineKeyboardButton(text=raw_t(lang, "reports.btn_menu"), callback_data=report))
-    from quanyi.bot.risk_chat import RiskCb  # rules, blocklist, decisions: quanyi.bot.risk_chat
+    from quanyi.bot.operator.risk import RiskCb  # rules, blocklist, decisions: quanyi.bot.operator.risk
 
     keyboard.row(InlineKeyboardButton(text=raw_t(lang, "risk.btn_menu"), callback_data=RiskCb(action="rules").pack()))
     return keyboard.as_markup()

@@ -20,8 +20,8 @@ from aiogram.types import CallbackQuery, InlineKeyboardButton, Message
 from aiogram.utils.keyboard import InlineKeyboardBuilder
 from sqlalchemy import select
 
-from quanyi.bot.admin_filter import IsAdmin
-from quanyi.bot.ops import menu_markup, menu_text
+from quanyi.bot.filters import IsAdmin
+from quanyi.bot.operator.ops import menu_markup, menu_text
 from quanyi.bot.render import money, status_label
 from quanyi.core import redeem
 from quanyi.core.errors import InvalidInput, NotFound, QuanyiError, RefundNotSupported

@@ -12,7 +12,7 @@ from aiogram.filters.callback_data import CallbackData
 from aiogram.types import BufferedInputFile, CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message
 from aiogram.utils.keyboard import InlineKeyboardBuilder
 
-from quanyi.bot.admin_filter import IsAdmin
+from quanyi.bot.filters import IsAdmin
 from quanyi.bot.render import money
 from quanyi.core import reports
 from quanyi.core.charts import net_by_day_png

@@ -27,7 +27,7 @@ from aiogram.utils.keyboard import InlineKeyboardBuilder
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from quanyi.bot.admin_filter import IsAdmin
+from quanyi.bot.filters import IsAdmin
 from quanyi.bot.outbox_sender import Part, Renderer, WithButtons
 from quanyi.bot.render import MESSAGE_LIMIT, money
 from quanyi.core import outbox, risk

@@ -20,7 +20,7 @@ from aiogram.filters.callback_data import CallbackData
 from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message
 from sqlalchemy import func, select
 
-from quanyi.bot.admin_filter import IsAdmin
+from quanyi.bot.filters import IsAdmin
 from quanyi.bot.render import MESSAGE_LIMIT, money
 from quanyi.core import partners
 from quanyi.core.errors import InvalidInput, QuanyiError

@@ -16,11 +16,11 @@ from aiogram.fsm.context import FSMContext
 from aiogram.types import CallbackQuery, InlineKeyboardButton, Message
 from aiogram.utils.keyboard import InlineKeyboardBuilder
 
+from quanyi.bot.buyer.screens import OrderForm, form_coupon, recharge_part, refusal_notice, send_methods
+from quanyi.bot.buyer.stars import send_stars_invoice
 from quanyi.bot.callbacks import CancelCb, CouponCb, MethodCb, QuantityCb
+from quanyi.bot.operator.risk import enqueue_hold, refusal_text
 from quanyi.bot.render import breakdown_lines, coupon_refusal, money
-from quanyi.bot.risk_chat import enqueue_hold, refusal_text
-from quanyi.bot.shop_screens import OrderForm, form_coupon, recharge_part, refusal_notice, send_methods
-from quanyi.bot.stars import send_stars_invoice
 from quanyi.core import risk
 from quanyi.core.catalog import CatalogueEntry, catalogue_entry_by_id
 from quanyi.core.errors import (

@@ -1,24 +1,21 @@
-"""Operator chat: ``/audit`` reads the trail; a middleware records what operators and distributors
-do in chat (commands and button presses only, never free text); the broken-chain alert and the
-chain's anchors."""
+"""Operator chat: ``/audit`` reads the trail; the broken-chain alert and the chain's anchors.
+What operators and distributors do in chat is recorded by ``bot.middlewares.AuditMiddleware``."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
 from datetime import date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from aiogram import BaseMiddleware, Router
+from aiogram import Router
 from aiogram.filters import Command, CommandObject
-from aiogram.types import CallbackQuery, Message, TelegramObject
-from sqlalchemy import select
+from aiogram.types import Message
 
-from quanyi.bot.admin_filter import IsAdmin
+from quanyi.bot.filters import IsAdmin
 from quanyi.bot.outbox_sender import Part, Renderer
 from quanyi.core import audit, audit_chain
-from quanyi.core.models import AuditRecord, Distributor
+from quanyi.core.models import AuditRecord
 from quanyi.core.outbox import Outgoing
 from quanyi.core.services import Core
 from quanyi.i18n import t
@@ -107,53 +104,6 @@ async def audit_anchor(core: Core, message: Outgoing) -> list[Part]:
         else "?"
     )
     return [t(message.language, "audit.anchor", seq=payload.get("seq", "?"), hash=payload.get("hash", "?"), at=when)]
-
-
-class AuditMiddleware(BaseMiddleware):
-    """Operators' and distributors' chat: what their handlers change in audited rows is recorded
-    with old and new values (``audit.acting``), and each command (the command word only: its
-    arguments may hold a code) and button press is recorded after the handler ran."""
-
-    async def __call__(
-        self,
-        handler: Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]],
-        event: TelegramObject,
-        data: dict[str, Any],
-    ) -> Any:
-        core = data.get("core")
-        user = getattr(event, "from_user", None)
-        if not isinstance(core, Core) or user is None or not isinstance(event, Message | CallbackQuery):
-            return await handler(event, data)
-        actor = await self._actor(core, user.id)
-        if actor is None:
-            return await handler(event, data)
-        with audit.acting(actor, "chat"):
-            result = await handler(event, data)
-        try:
-            await self._record(core, event, actor)
-        except Exception:  # an audit failure is logged loudly, never turned into a failed button
-            log.exception("could not record a chat action on the audit trail")
-        return result
-
-    async def _record(self, core: Core, event: Message | CallbackQuery, actor: str) -> None:
-        if isinstance(event, Message):
-            text = event.text or event.caption or ""
-            if not text.startswith("/"):
-                return
-            action = "chat " + text.split(maxsplit=1)[0].split("@", 1)[0][:40]
-            object_type, object_id = "command", action[5:]
-        else:
-            prefix = (event.data or "").partition(":")[0]
-            action = f"chat button {prefix[:32]}"
-            object_type, object_id = "button", (event.data or "")[:64]
-        await audit.append(core.db, audit.Entry(actor, "chat", action, object_type, object_id))
-
-    async def _actor(self, core: Core, user_id: int) -> str | None:
-        if user_id in core.settings.admin_id_list:
-            return f"operator:{user_id}"
-        async with core.db.read() as session:
-            distributor = await session.scalar(select(Distributor.id).where(Distributor.user_id == user_id))
-        return f"distributor:{user_id}" if distributor is not None else None
 
 
 # The outbox kinds this module owns, rendered for the sender (collected by ``bot.renderers``).

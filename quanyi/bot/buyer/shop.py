@@ -3,8 +3,8 @@
 Handlers read the input, call one core service, and render the result. They are module-level
 functions that aiogram calls with what they name from the handler data (``core`` set on the
 dispatcher, ``lang`` from the language middleware, ``state``, ``callback_data``, ``command``);
-``build_router`` registers them. The order form's handlers live in ``shop_checkout``, the
-buyer's orders in ``shop_orders``, and the screens they share in ``shop_screens``.
+``build_router`` registers them. The order form's handlers live in ``checkout``, the
+buyer's orders in ``orders``, and the screens they share in ``screens``.
 """
 
 from __future__ import annotations
@@ -16,8 +16,7 @@ from aiogram.filters import Command, CommandObject, CommandStart
 from aiogram.fsm.context import FSMContext
 from aiogram.types import CallbackQuery, ErrorEvent, Message
 
-from quanyi.bot.callbacks import CancelCb, CatalogueCb, CodesCb, CouponCb, MethodCb, ProductCb, QuantityCb
-from quanyi.bot.shop_checkout import (
+from quanyi.bot.buyer.checkout import (
     ask_coupon,
     ask_quantity,
     chose_method,
@@ -28,8 +27,9 @@ from quanyi.bot.shop_checkout import (
     typed_coupon,
     typed_quantity,
 )
-from quanyi.bot.shop_orders import cancel, orders, show_codes
-from quanyi.bot.shop_screens import OrderForm, send_catalogue, send_product
+from quanyi.bot.buyer.orders import cancel, orders, show_codes
+from quanyi.bot.buyer.screens import OrderForm, send_catalogue, send_product
+from quanyi.bot.callbacks import CancelCb, CatalogueCb, CodesCb, CouponCb, MethodCb, ProductCb, QuantityCb
 from quanyi.core.catalog import catalogue_entry, catalogue_entry_by_id, for_buyer
 from quanyi.core.distributors import REFERRAL_PREFIX, record_referral
 from quanyi.core.errors import InvalidInput, NotFound

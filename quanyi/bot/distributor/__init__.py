@@ -1,0 +1,1 @@
+"""Distributor chat: the /agent panel, invites, resale prices, bulk purchases and withdrawal requests."""
