@@ -27,20 +27,20 @@ SHOWN = 20
 def build_audit_router() -> Router:
     router = Router(name="audit")
     router.message.filter(IsAdmin())
-
-    @router.message(Command("audit"))
-    async def show_trail(message: Message, command: CommandObject, core: Core, lang: str) -> None:
-        words = (command.args or "").split()
-        try:
-            filters, label = parse_filter(words)
-        except ValueError:
-            await message.answer(t(lang, "audit.bad_filter", text=" ".join(words)) + "\n\n" + t(lang, "audit.usage"))
-            return
-        async with core.db.read() as session:
-            rows = await audit.trail(session, tz=core.settings.timezone, limit=SHOWN, **filters)
-        await message.answer(render_trail(lang, rows, label or t(lang, "audit.all"), core.settings.timezone))
-
+    router.message.register(show_trail, Command("audit"))
     return router
+
+
+async def show_trail(message: Message, command: CommandObject, core: Core, lang: str) -> None:
+    words = (command.args or "").split()
+    try:
+        filters, label = parse_filter(words)
+    except ValueError:
+        await message.answer(t(lang, "audit.bad_filter", text=" ".join(words)) + "\n\n" + t(lang, "audit.usage"))
+        return
+    async with core.db.read() as session:
+        rows = await audit.trail(session, tz=core.settings.timezone, limit=SHOWN, **filters)
+    await message.answer(render_trail(lang, rows, label or t(lang, "audit.all"), core.settings.timezone))
 
 
 def parse_filter(words: list[str]) -> tuple[dict[str, Any], str]:

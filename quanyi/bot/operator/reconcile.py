@@ -27,57 +27,56 @@ SHOWN = 5  # mismatches listed per section in the message; all of them are in th
 def build_reconcile_router() -> Router:
     router = Router(name="reconcile")
     router.message.filter(IsAdmin())
-
-    @router.message(Command("reconcile"), F.document)
-    async def reconcile_document(message: Message, command: CommandObject, core: Core, lang: str, bot: Bot) -> None:
-        document = message.document
-        provider = (command.args or "").strip().lower()
-        if document is None or not provider or len(provider.split()) != 1:
-            await message.answer(_usage(core, lang))
-            return
-        if not (document.file_name or "").lower().endswith(SUFFIXES):
-            await message.answer(t(lang, "reconcile.not_csv"))
-            return
-        # Telegram reports the size: a large file is refused before it is fetched.
-        if document.file_size is None or document.file_size > MAX_STATEMENT_BYTES:
-            await message.answer(t(lang, "reconcile.too_big", mb=MAX_STATEMENT_BYTES // 1_000_000))
-            return
-        try:
-            buffer = await bot.download(document)
-        except TelegramAPIError:
-            log.warning("could not download a statement", exc_info=True)
-            await message.answer(t(lang, "reconcile.download_failed"))
-            return
-        data = buffer.read() if buffer is not None else b""
-        try:
-            report = await reconcile_statement(
-                core.db,
-                data,
-                provider,
-                methods=core.payments.names(),
-                default_currency=core.settings.currency,
-                tz=core.settings.timezone,
-            )
-        except QuanyiError as exc:
-            # The core's reasons (with the line of a malformed file) are written for operators.
-            await message.answer(t(lang, "reconcile.refused", reason=exc.message))
-            return
-        await message.answer(summary(report, lang, core.settings.timezone))
-        if not report.ok:
-            start, end = _span(report, core.settings.timezone)
-            filename = (
-                f"reconcile-{report.provider}-{report.start.astimezone(ZoneInfo(core.settings.timezone)):%Y%m%d}.csv"
-            )
-            await message.answer_document(
-                BufferedInputFile(mismatches_csv(report), filename=filename),
-                caption=t(lang, "reconcile.caption", provider=report.provider, start=start, end=end),
-            )
-
-    @router.message(Command("reconcile"))
-    async def reconcile_usage(message: Message, core: Core, lang: str) -> None:
-        await message.answer(_usage(core, lang))
-
+    router.message.register(reconcile_document, Command("reconcile"), F.document)
+    router.message.register(reconcile_usage, Command("reconcile"))
     return router
+
+
+async def reconcile_document(message: Message, command: CommandObject, core: Core, lang: str, bot: Bot) -> None:
+    document = message.document
+    provider = (command.args or "").strip().lower()
+    if document is None or not provider or len(provider.split()) != 1:
+        await message.answer(_usage(core, lang))
+        return
+    if not (document.file_name or "").lower().endswith(SUFFIXES):
+        await message.answer(t(lang, "reconcile.not_csv"))
+        return
+    # Telegram reports the size: a large file is refused before it is fetched.
+    if document.file_size is None or document.file_size > MAX_STATEMENT_BYTES:
+        await message.answer(t(lang, "reconcile.too_big", mb=MAX_STATEMENT_BYTES // 1_000_000))
+        return
+    try:
+        buffer = await bot.download(document)
+    except TelegramAPIError:
+        log.warning("could not download a statement", exc_info=True)
+        await message.answer(t(lang, "reconcile.download_failed"))
+        return
+    data = buffer.read() if buffer is not None else b""
+    try:
+        report = await reconcile_statement(
+            core.db,
+            data,
+            provider,
+            methods=core.payments.names(),
+            default_currency=core.settings.currency,
+            tz=core.settings.timezone,
+        )
+    except QuanyiError as exc:
+        # The core's reasons (with the line of a malformed file) are written for operators.
+        await message.answer(t(lang, "reconcile.refused", reason=exc.message))
+        return
+    await message.answer(summary(report, lang, core.settings.timezone))
+    if not report.ok:
+        start, end = _span(report, core.settings.timezone)
+        filename = f"reconcile-{report.provider}-{report.start.astimezone(ZoneInfo(core.settings.timezone)):%Y%m%d}.csv"
+        await message.answer_document(
+            BufferedInputFile(mismatches_csv(report), filename=filename),
+            caption=t(lang, "reconcile.caption", provider=report.provider, start=start, end=end),
+        )
+
+
+async def reconcile_usage(message: Message, core: Core, lang: str) -> None:
+    await message.answer(_usage(core, lang))
 
 
 def _usage(core: Core, lang: str) -> str:
