@@ -32,16 +32,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from fulfilment import PG_DSN, with_pg_database  # noqa: E402
 
-from quanyi.core import channels, coupons, promotions  # noqa: E402
-from quanyi.core.catalog import add_product  # noqa: E402
-from quanyi.core.config import Settings  # noqa: E402
-from quanyi.core.crypto import KeyRing  # noqa: E402
-from quanyi.core.db import Database  # noqa: E402
+from quanyi.core.catalog import coupons, promotions
+from quanyi.core.catalog.products import add_product  # noqa: E402
 from quanyi.core.models import Base  # noqa: E402
 from quanyi.core.money import Money  # noqa: E402
-from quanyi.core.orders import Buyer, place_order  # noqa: E402
+from quanyi.core.platform.config import Settings  # noqa: E402
+from quanyi.core.platform.crypto import KeyRing  # noqa: E402
+from quanyi.core.platform.db import Database  # noqa: E402
+from quanyi.core.sales.orders import Buyer, place_order  # noqa: E402
 from quanyi.core.services import build_core  # noqa: E402
-from quanyi.core.stock import import_stock  # noqa: E402
+from quanyi.core.stock import allocations as channels
+from quanyi.core.stock.items import import_stock  # noqa: E402
 
 RAW_SCHEMA = (
     "CREATE TABLE stock_items (id INTEGER PRIMARY KEY, product_id INTEGER NOT NULL, "

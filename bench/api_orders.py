@@ -27,15 +27,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from sqlalchemy import func, select  # noqa: E402
 
 from bench.fulfilment import raw_pg_ceiling, raw_sqlite_ceiling, with_pg_database  # noqa: E402
-from quanyi.core import apisign, channels, ledger, partners  # noqa: E402
-from quanyi.core.catalog import add_product  # noqa: E402
-from quanyi.core.config import Settings  # noqa: E402
-from quanyi.core.crypto import KeyRing  # noqa: E402
-from quanyi.core.db import Database  # noqa: E402
+from quanyi.core.books import ledger
+from quanyi.core.catalog.products import add_product  # noqa: E402
 from quanyi.core.models import Base, Order, OrderStatus, Partner  # noqa: E402
 from quanyi.core.money import Money  # noqa: E402
+from quanyi.core.partners import accounts as partners
+from quanyi.core.partners import apisign
+from quanyi.core.platform.config import Settings  # noqa: E402
+from quanyi.core.platform.crypto import KeyRing  # noqa: E402
+from quanyi.core.platform.db import Database  # noqa: E402
 from quanyi.core.services import build_core  # noqa: E402
-from quanyi.core.stock import import_stock  # noqa: E402
+from quanyi.core.stock import allocations as channels
+from quanyi.core.stock.items import import_stock  # noqa: E402
 from quanyi.webhooks import create_app  # noqa: E402
 
 PATH = "/api/v1/orders"

@@ -27,15 +27,15 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from quanyi.core.catalog import add_product  # noqa: E402
-from quanyi.core.config import Settings  # noqa: E402
-from quanyi.core.db import Database  # noqa: E402
-from quanyi.core.keycheck import init_keys  # noqa: E402
-from quanyi.core.migrate import upgrade  # noqa: E402
+from quanyi.core.catalog.products import add_product  # noqa: E402
 from quanyi.core.money import Money  # noqa: E402
-from quanyi.core.orders import Buyer, checkout  # noqa: E402
+from quanyi.core.platform.config import Settings  # noqa: E402
+from quanyi.core.platform.db import Database  # noqa: E402
+from quanyi.core.platform.keycheck import init_keys  # noqa: E402
+from quanyi.core.platform.migrate import upgrade  # noqa: E402
+from quanyi.core.sales.orders import Buyer, checkout  # noqa: E402
 from quanyi.core.services import build_core  # noqa: E402
-from quanyi.core.stock import import_stock  # noqa: E402
+from quanyi.core.stock.items import import_stock  # noqa: E402
 
 KEY = "bench-" + secrets.token_hex(16)
 PG_URL = os.environ.get("QUANYI_TEST_DATABASE_URL", "postgresql+asyncpg://root@127.0.0.1:5432/test")

@@ -23,17 +23,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sqlalchemy import func, select  # noqa: E402
 
-from quanyi.core.catalog import add_product  # noqa: E402
-from quanyi.core.config import Settings  # noqa: E402
-from quanyi.core.crypto import KeyRing  # noqa: E402
-from quanyi.core.db import Database  # noqa: E402
-from quanyi.core.fulfilment import PaymentOutcome  # noqa: E402
+from quanyi.core.catalog.products import add_product  # noqa: E402
 from quanyi.core.models import Base, OutboxMessage  # noqa: E402
 from quanyi.core.money import Money  # noqa: E402
-from quanyi.core.orders import Buyer, place_order  # noqa: E402
 from quanyi.core.payments.base import PaymentEvent  # noqa: E402
+from quanyi.core.platform.config import Settings  # noqa: E402
+from quanyi.core.platform.crypto import KeyRing  # noqa: E402
+from quanyi.core.platform.db import Database  # noqa: E402
+from quanyi.core.sales.fulfilment import PaymentOutcome  # noqa: E402
+from quanyi.core.sales.orders import Buyer, place_order  # noqa: E402
 from quanyi.core.services import build_core  # noqa: E402
-from quanyi.core.stock import import_stock  # noqa: E402
+from quanyi.core.stock.items import import_stock  # noqa: E402
 
 PG_URL = os.environ.get("QUANYI_TEST_DATABASE_URL", "postgresql+asyncpg://root@127.0.0.1:5432/test")
 PG_DSN = PG_URL.replace("postgresql+asyncpg://", "postgresql://")

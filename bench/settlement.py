@@ -25,9 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fulfilment import with_pg_database  # noqa: E402
 from sqlalchemy import text  # noqa: E402
 
-from quanyi.core.db import Database  # noqa: E402
+from quanyi.core.books.settlement import day_range, settle_day  # noqa: E402
 from quanyi.core.models import Base, Channel, Distributor, Product, utcnow  # noqa: E402
-from quanyi.core.settlement import day_range, settle_day  # noqa: E402
+from quanyi.core.platform.db import Database  # noqa: E402
 
 TZ = "Asia/Shanghai"
 DAY = date(2025, 3, 10)

@@ -12,11 +12,11 @@ from typing import Any
 from hypercorn.asyncio import serve as hypercorn_serve
 from hypercorn.config import Config as HypercornConfig
 
-from quanyi.core import risk
-from quanyi.core.config import Settings
-from quanyi.core.logs import configure_logging
-from quanyi.core.recharge import RechargeWorker
-from quanyi.core.scheduler import Jobs, build_scheduler
+from quanyi.core.platform.config import Settings
+from quanyi.core.platform.logs import configure_logging
+from quanyi.core.platform.scheduler import Jobs, build_scheduler
+from quanyi.core.sales import risk
+from quanyi.core.sales.recharge import RechargeWorker
 from quanyi.core.services import Core, build_core, open_checked
 from quanyi.webhooks import create_app
 

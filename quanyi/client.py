@@ -1,6 +1,6 @@
 """A small client of quanyi's partner API, standard library only: partners may copy this file.
 
-It signs like ``quanyi.core.apisign`` (the signing is duplicated on purpose so the file stands
+It signs like ``quanyi.core.partners.apisign`` (the signing is duplicated on purpose so the file stands
 alone; ``tests/test_api_client.py`` proves both sign alike). Errors raise ``ApiError``. A
 ``create_order`` that fails to connect is sent again with the same ``order_no``: the API is
 idempotent by that number, so a retry never buys twice. See docs/api.md.
@@ -35,7 +35,7 @@ WINDOW_SECONDS = 300
 _RETRY_STATUSES = {500, 502, 503, 504}
 
 
-# --- signing: the same as quanyi/core/apisign.py ------------------------------------------------
+# --- signing: the same as quanyi/core/partners/apisign.py ------------------------------------------------
 
 
 def canonical_query(query: str) -> str:

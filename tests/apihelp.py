@@ -8,9 +8,11 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from quanyi.core import apisign, channels, partners
 from quanyi.core.money import Money
+from quanyi.core.partners import accounts as partners
+from quanyi.core.partners import apisign
 from quanyi.core.services import Core
+from quanyi.core.stock import allocations as channels
 
 
 @dataclass(frozen=True)

@@ -22,10 +22,10 @@ import asyncpg
 import pytest
 from sqlalchemy import event
 
-from quanyi.core.config import Settings
-from quanyi.core.crypto import KeyRing
-from quanyi.core.db import Database
 from quanyi.core.models import Base
+from quanyi.core.platform.config import Settings
+from quanyi.core.platform.crypto import KeyRing
+from quanyi.core.platform.db import Database
 from quanyi.core.services import Core, build_core
 
 PG_URL = os.environ.get("QUANYI_TEST_DATABASE_URL", "postgresql+asyncpg://root@127.0.0.1:5432/test")

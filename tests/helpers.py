@@ -5,12 +5,12 @@ from __future__ import annotations
 import secrets
 from pathlib import Path
 
-from quanyi.core.catalog import add_product
+from quanyi.core.catalog.products import add_product
 from quanyi.core.money import Money
-from quanyi.core.orders import Buyer, PlacedOrder, checkout
 from quanyi.core.payments.base import PaymentEvent
+from quanyi.core.sales.orders import Buyer, PlacedOrder, checkout
 from quanyi.core.services import Core
-from quanyi.core.stock import import_stock
+from quanyi.core.stock.items import import_stock
 
 
 async def product_with_stock(

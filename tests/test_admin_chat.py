@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import func, select
 
-from quanyi.core.fulfilment import PaymentOutcome
 from quanyi.core.models import Order, OutboxMessage, Refund, StockItem
 from quanyi.core.payments.sandbox import Sandbox
+from quanyi.core.sales.fulfilment import PaymentOutcome
 from tests.helpers import new_order, product_with_stock, sandbox_event
 from tests.test_bot_chat import shop, tg  # noqa: F401  (fixtures)
 

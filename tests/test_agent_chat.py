@@ -14,9 +14,9 @@ from sqlalchemy import func, select, update
 
 from quanyi.bot.outbox_sender import OutboxSender
 from quanyi.bot.runner import build_bot
-from quanyi.core import channels, commissions, distributors
-from quanyi.core.catalog import get_product, update_product
-from quanyi.core.config import Settings
+from quanyi.core.books import commissions
+from quanyi.core.catalog.products import get_product, update_product
+from quanyi.core.distributors import accounts as distributors
 from quanyi.core.models import (
     Allocation,
     ChannelPrice,
@@ -29,8 +29,10 @@ from quanyi.core.models import (
     utcnow,
 )
 from quanyi.core.money import Money
-from quanyi.core.orders import Buyer, remember_user
+from quanyi.core.platform.config import Settings
+from quanyi.core.sales.orders import Buyer, remember_user
 from quanyi.core.services import Core
+from quanyi.core.stock import allocations as channels
 from quanyi.i18n import raw_t
 from tests.conftest import make_settings
 from tests.fakebot import BotMessage, FakeTelegram, FakeUser

@@ -9,14 +9,14 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, select, update
 
-from quanyi.core import channels
-from quanyi.core.channels import AllocationShort, PoolLevel
 from quanyi.core.errors import InvalidInput, OutOfStock
-from quanyi.core.fulfilment import PaymentOutcome, apply_payment
 from quanyi.core.models import Order, OrderLine, Product, StockItem, utcnow
-from quanyi.core.orders import Buyer, PlacedOrder, cancel_by_buyer, checkout, expire_due, place_order
+from quanyi.core.sales.fulfilment import PaymentOutcome, apply_payment
+from quanyi.core.sales.orders import Buyer, PlacedOrder, cancel_by_buyer, checkout, expire_due, place_order
 from quanyi.core.services import Core
-from quanyi.core.stock import void_codes
+from quanyi.core.stock import allocations as channels
+from quanyi.core.stock.allocations import AllocationShort, PoolLevel
+from quanyi.core.stock.items import void_codes
 from tests.helpers import product_with_stock, sandbox_event
 
 

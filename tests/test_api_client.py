@@ -20,7 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from quanyi import client as qc
-from quanyi.core import apisign
+from quanyi.core.partners import apisign
 from quanyi.core.services import Core
 from quanyi.webhooks import api, create_app
 from tests.apihelp import new_partner

@@ -9,7 +9,7 @@ import re
 import pytest
 from openapi_spec_validator import validate
 
-from quanyi.core import apisign
+from quanyi.core.partners import apisign
 from quanyi.webhooks import api, create_app, openapi
 
 

@@ -19,8 +19,8 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 from hypothesis_jsonschema import from_schema
 
-from quanyi.core import apisign
-from quanyi.core.config import Settings
+from quanyi.core.partners import apisign
+from quanyi.core.platform.config import Settings
 from quanyi.webhooks import api, create_app
 from quanyi.webhooks import api_schemas as schemas
 from tests.apihelp import Creds, new_partner, signed_headers

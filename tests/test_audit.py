@@ -13,12 +13,12 @@ from sqlalchemy import delete, select, update
 
 from quanyi.bot.operator.audit import parse_filter, render_trail
 from quanyi.bot.outbox_sender import OutboxSender
-from quanyi.core import audit
-from quanyi.core.fulfilment import PaymentOutcome
 from quanyi.core.models import AuditRecord, OutboxMessage
-from quanyi.core.outbox import Outgoing
-from quanyi.core.refunds import refund_order
-from quanyi.core.scheduler import Jobs
+from quanyi.core.platform import audit
+from quanyi.core.platform.outbox import Outgoing
+from quanyi.core.platform.scheduler import Jobs
+from quanyi.core.sales.fulfilment import PaymentOutcome
+from quanyi.core.sales.refunds import refund_order
 from quanyi.core.services import Core
 from tests.helpers import new_order, product_with_stock, sandbox_event
 from tests.test_cli_channels import _open

@@ -11,11 +11,16 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from quanyi.core import audit, bundles, channels, coupons, distributors, partners, risk
-from quanyi.core.catalog import add_product
+from quanyi.core.catalog import bundles, coupons
+from quanyi.core.catalog.products import add_product
+from quanyi.core.distributors import accounts as distributors
 from quanyi.core.models import AuditRecord, Partner
 from quanyi.core.money import Money
+from quanyi.core.partners import accounts as partners
+from quanyi.core.platform import audit
+from quanyi.core.sales import risk
 from quanyi.core.services import Core
+from quanyi.core.stock import allocations as channels
 from tests.helpers import product_with_stock
 from tests.test_bot_chat import shop, tg  # noqa: F401  (fixtures)
 from tests.test_cli_channels import _open

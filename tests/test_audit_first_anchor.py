@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from quanyi.core.audit_chain import anchors_path
+from quanyi.core.platform.audit_chain import anchors_path
 from tests.test_cli import LocalCli
 
 

@@ -23,18 +23,18 @@ from sqlalchemy import delete, select, update
 
 import quanyi.bot.operator.audit  # noqa: F401  (registers the anchor message's renderer)
 from quanyi.bot.outbox_sender import OutboxSender
-from quanyi.core import audit, audit_chain
-from quanyi.core.audit_chain import KEYED, Anchor, anchors_path, canonical, legacy_link, parse_anchor
-from quanyi.core.catalog import update_product
-from quanyi.core.crypto import KeyRing
-from quanyi.core.db import Database
+from quanyi.core.books.settlement import local_day
+from quanyi.core.catalog.products import update_product
 from quanyi.core.errors import ConfigError, InvalidInput
-from quanyi.core.fulfilment import PaymentOutcome
 from quanyi.core.models import AuditHead, AuditRecord, Order, OutboxMessage, utcnow
-from quanyi.core.outbox import Outgoing
-from quanyi.core.scheduler import Jobs
+from quanyi.core.platform import audit, audit_chain
+from quanyi.core.platform.audit_chain import KEYED, Anchor, anchors_path, canonical, legacy_link, parse_anchor
+from quanyi.core.platform.crypto import KeyRing
+from quanyi.core.platform.db import Database
+from quanyi.core.platform.outbox import Outgoing
+from quanyi.core.platform.scheduler import Jobs
+from quanyi.core.sales.fulfilment import PaymentOutcome
 from quanyi.core.services import Core, build_core
-from quanyi.core.settlement import local_day
 from tests.conftest import make_keyring, make_settings
 from tests.helpers import new_order, product_with_stock, sandbox_event
 from tests.test_cli import LocalCli, pg_database  # noqa: F401  (fixture)

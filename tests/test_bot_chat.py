@@ -12,11 +12,11 @@ import pytest
 from sqlalchemy import func, select
 
 from quanyi.bot.runner import build_bot, build_dispatcher
-from quanyi.core.catalog import add_product
+from quanyi.core.catalog.products import add_product
 from quanyi.core.models import Order, StockItem
 from quanyi.core.money import Money
 from quanyi.core.services import Core
-from quanyi.core.stock import import_stock
+from quanyi.core.stock.items import import_stock
 from quanyi.i18n import raw_t
 from tests.fakebot import BotMessage, FakeTelegram, FakeUser
 from tests.helpers import new_order, product_with_stock, sandbox_event

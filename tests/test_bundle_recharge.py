@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from quanyi.core import bundles
+from quanyi.core.catalog import bundles
 from quanyi.core.models import Order, OrderLine, Refund, StockItem
 from quanyi.core.money import Money
-from quanyi.core.orders import Buyer, checkout
+from quanyi.core.sales.orders import Buyer, checkout
 from tests.helpers import product_with_stock, sandbox_event
 from tests.test_recharge import ACCOUNT, BUYER, rig  # noqa: F401  (fixture)
 

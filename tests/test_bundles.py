@@ -10,14 +10,16 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from quanyi.core import bundles, channels, redeem
-from quanyi.core.catalog import add_product, catalogue, for_buyer
+from quanyi.core.catalog import bundles
+from quanyi.core.catalog.products import add_product, catalogue, for_buyer
 from quanyi.core.errors import OutOfStock
-from quanyi.core.fulfilment import PaymentOutcome
 from quanyi.core.models import Order, OrderLine, OutboxMessage, Product, StockItem
 from quanyi.core.money import Money
-from quanyi.core.orders import Buyer, PlacedOrder, cancel_by_buyer, checkout
+from quanyi.core.sales import redeem
+from quanyi.core.sales.fulfilment import PaymentOutcome
+from quanyi.core.sales.orders import Buyer, PlacedOrder, cancel_by_buyer, checkout
 from quanyi.core.services import Core
+from quanyi.core.stock import allocations as channels
 from tests.helpers import product_with_stock, sandbox_event
 from tests.test_allocations import assert_sane, pool, shares
 

@@ -19,9 +19,9 @@ from hypercorn.asyncio import serve
 from hypercorn.config import Config
 from sqlalchemy import func, select
 
-from quanyi.core.config import Settings
 from quanyi.core.models import Order, OutboxMessage
-from quanyi.core.orders import Buyer, checkout
+from quanyi.core.platform.config import Settings
+from quanyi.core.sales.orders import Buyer, checkout
 from quanyi.core.services import Core, build_core
 from quanyi.core.suppliers.generic import signed_headers
 from quanyi.webhooks import create_app

@@ -13,15 +13,16 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from quanyi.core import distributors, migrate
-from quanyi.core.catalog import get_product, update_product
-from quanyi.core.channels import channel_prices, get_channel
-from quanyi.core.db import Database
-from quanyi.core.keycheck import init_keys
+from quanyi.core.catalog.products import get_product, update_product
+from quanyi.core.distributors import accounts as distributors
 from quanyi.core.models import BalanceEntry, CostPrice, DistributorInvite
-from quanyi.core.orders import Buyer, checkout, remember_user
+from quanyi.core.platform import migrate
+from quanyi.core.platform.db import Database
+from quanyi.core.platform.keycheck import init_keys
+from quanyi.core.sales.orders import Buyer, checkout, remember_user
 from quanyi.core.services import Core, build_core
-from quanyi.core.stock import void_codes
+from quanyi.core.stock.allocations import channel_prices, get_channel
+from quanyi.core.stock.items import void_codes
 from tests.conftest import make_settings
 from tests.helpers import product_with_stock, sandbox_event
 from tests.test_cli import Cli, LocalCli

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from quanyi.core import bundles
-from quanyi.core.catalog import add_product, get_product
+from quanyi.core.catalog import bundles
+from quanyi.core.catalog.products import add_product, get_product
 from quanyi.core.models import Coupon, CouponCode, Product, Promotion
 from quanyi.core.money import Money
 from quanyi.core.services import Core

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from quanyi.core import redeem
 from quanyi.core.models import Product
+from quanyi.core.sales import redeem
 from quanyi.core.services import build_core
 from tests.conftest import make_settings
 from tests.helpers import new_order, sandbox_event

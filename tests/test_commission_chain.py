@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from quanyi.core import commissions, distributors, ledger
-from quanyi.core.commissions import Share, shares_for_line
-from quanyi.core.fulfilment import PaymentOutcome, apply_payment
+from quanyi.core.books import commissions, ledger
+from quanyi.core.books.commissions import Share, shares_for_line
+from quanyi.core.distributors import accounts as distributors
 from quanyi.core.models import Commission, Distributor, Order, User
+from quanyi.core.sales.fulfilment import PaymentOutcome, apply_payment
 from quanyi.core.services import Core
 from tests.helpers import new_order, product_with_stock, sandbox_event
 from tests.test_commissions import LEAF, MID, TOP, rows, three_levels

@@ -14,8 +14,9 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import select
 
-from quanyi.core import commissions, ledger, settlement, withdrawals
-from quanyi.core.distributors import InsufficientBalance
+from quanyi.core.books import commissions, ledger, settlement, withdrawals
+from quanyi.core.books.withdrawals import WithdrawalDecided
+from quanyi.core.distributors.accounts import InsufficientBalance
 from quanyi.core.models import (
     Commission,
     Distributor,
@@ -26,10 +27,9 @@ from quanyi.core.models import (
     Withdrawal,
     WithdrawalStatus,
 )
-from quanyi.core.outbox import Outgoing
-from quanyi.core.refunds import refund_order
+from quanyi.core.platform.outbox import Outgoing
+from quanyi.core.sales.refunds import refund_order
 from quanyi.core.services import Core
-from quanyi.core.withdrawals import WithdrawalDecided
 from tests.helpers import new_order, product_with_stock, sandbox_event
 from tests.test_distributors import make_distributor, refer, top_up
 
@@ -329,7 +329,7 @@ async def test_books_left_with_a_receivable_beside_available_commission_withdraw
 
 async def test_a_line_refunded_in_part_takes_its_share_from_the_withdrawal(core, tmp_path):
     from quanyi.core.payments.base import RefundEvent
-    from quanyi.core.refunds import record_provider_refund
+    from quanyi.core.sales.refunds import record_provider_refund
 
     agent = await setup_agent(core, tmp_path, price="40.00")
     await refer(core, 7001, agent)

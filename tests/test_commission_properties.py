@@ -30,8 +30,9 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
 
-from quanyi.core import commissions, distributors, ledger, settlement, withdrawals
-from quanyi.core.distributors import InsufficientBalance
+from quanyi.core.books import commissions, ledger, settlement, withdrawals
+from quanyi.core.distributors import accounts as distributors
+from quanyi.core.distributors.accounts import InsufficientBalance
 from quanyi.core.models import (
     Base,
     Commission,
@@ -42,7 +43,7 @@ from quanyi.core.models import (
     WithdrawalStatus,
 )
 from quanyi.core.payments.base import RefundEvent
-from quanyi.core.refunds import record_provider_refund, refund_order
+from quanyi.core.sales.refunds import record_provider_refund, refund_order
 from quanyi.core.services import Core, build_core
 from tests.conftest import make_settings
 from tests.helpers import new_order, product_with_stock, sandbox_event

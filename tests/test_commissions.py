@@ -9,17 +9,19 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from quanyi.core import channels, commissions, distributors
-from quanyi.core.commissions import parse_rate, shares_for_line
-from quanyi.core.db import Database
+from quanyi.core.books import commissions
+from quanyi.core.books.commissions import parse_rate, shares_for_line
+from quanyi.core.distributors import accounts as distributors
 from quanyi.core.errors import InvalidInput
-from quanyi.core.fulfilment import PaymentOutcome, apply_payment
 from quanyi.core.models import Commission, Distributor, Order, OrderLine, utcnow
-from quanyi.core.orders import cancel_by_buyer, expire_due
 from quanyi.core.payments.base import PaymentEvent
-from quanyi.core.refunds import refund_order
+from quanyi.core.platform.db import Database
+from quanyi.core.sales.fulfilment import PaymentOutcome, apply_payment
+from quanyi.core.sales.orders import cancel_by_buyer, expire_due
+from quanyi.core.sales.refunds import refund_order
 from quanyi.core.services import Core, build_core
-from quanyi.core.stock import void_codes
+from quanyi.core.stock import allocations as channels
+from quanyi.core.stock.items import void_codes
 from tests.conftest import make_settings
 from tests.helpers import new_order, product_with_stock, sandbox_event
 from tests.test_distributors import allocation, make_distributor, refer

@@ -11,16 +11,17 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from quanyi.core import channels, coupons
-from quanyi.core.catalog import add_product
-from quanyi.core.db import Database
+from quanyi.core.catalog import coupons
+from quanyi.core.catalog.products import add_product
 from quanyi.core.errors import CouponRejected, InvalidInput
-from quanyi.core.fulfilment import PaymentOutcome
 from quanyi.core.models import Commission, Coupon, CouponCode, CouponUse, Order, utcnow
 from quanyi.core.money import Money
-from quanyi.core.orders import Buyer, PlacedOrder, cancel_by_buyer, checkout, expire_due, place_order
+from quanyi.core.platform.db import Database
+from quanyi.core.sales.fulfilment import PaymentOutcome
+from quanyi.core.sales.orders import Buyer, PlacedOrder, cancel_by_buyer, checkout, expire_due, place_order
 from quanyi.core.services import Core, build_core
-from quanyi.core.stock import import_stock
+from quanyi.core.stock import allocations as channels
+from quanyi.core.stock.items import import_stock
 from tests.conftest import make_settings
 from tests.helpers import product_with_stock, sandbox_event
 from tests.test_commissions import three_levels

@@ -22,13 +22,13 @@ import pytest
 from aiohttp import web
 from sqlalchemy import select
 
-from quanyi.core.config import Settings
 from quanyi.core.errors import ConfigError, ProviderError, RefundNotSupported
 from quanyi.core.models import Order, OutboxMessage, Payment, Refund, StockItem
 from quanyi.core.payments import build_payment_hub
 from quanyi.core.payments.cryptopay import CryptoPay
 from quanyi.core.payments.queries import query_pending
-from quanyi.core.refunds import refund_order
+from quanyi.core.platform.config import Settings
+from quanyi.core.sales.refunds import refund_order
 from quanyi.core.services import Core
 from quanyi.webhooks import create_app
 from tests.conftest import make_keyring, make_settings

@@ -10,10 +10,10 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import func, select, update
 
-from quanyi.core import channels, commissions, distributors
-from quanyi.core.catalog import add_product, update_product
-from quanyi.core.channels import AllocationShort
-from quanyi.core.distributors import InsufficientBalance, InviteInvalid
+from quanyi.core.books import commissions
+from quanyi.core.catalog.products import add_product, update_product
+from quanyi.core.distributors import accounts as distributors
+from quanyi.core.distributors.accounts import InsufficientBalance, InviteInvalid
 from quanyi.core.errors import AlreadyExists, Forbidden, InvalidInput, OutOfStock
 from quanyi.core.models import (
     Allocation,
@@ -29,9 +29,11 @@ from quanyi.core.models import (
     utcnow,
 )
 from quanyi.core.money import Money
-from quanyi.core.orders import Buyer, remember_user
+from quanyi.core.sales.orders import Buyer, remember_user
 from quanyi.core.services import Core
-from quanyi.core.stock import void_codes
+from quanyi.core.stock import allocations as channels
+from quanyi.core.stock.allocations import AllocationShort
+from quanyi.core.stock.items import void_codes
 from tests.helpers import new_order, product_with_stock, sandbox_event
 
 # --- helpers other distributor tests import -------------------------------------------------

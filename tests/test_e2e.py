@@ -22,11 +22,11 @@ import pytest
 from sqlalchemy import func, select
 
 from quanyi.app import serve
-from quanyi.core.config import Settings
-from quanyi.core.db import Database
-from quanyi.core.keycheck import init_keys
-from quanyi.core.migrate import upgrade
 from quanyi.core.models import Order, OutboxMessage, Payment, StockItem
+from quanyi.core.platform.config import Settings
+from quanyi.core.platform.db import Database
+from quanyi.core.platform.keycheck import init_keys
+from quanyi.core.platform.migrate import upgrade
 from quanyi.core.services import build_core
 from quanyi.i18n import raw_t
 from tests.conftest import PG_URL, make_settings

@@ -10,10 +10,10 @@ import pytest
 from aiohttp import web
 from sqlalchemy import func, select, update
 
-from quanyi.core.fulfilment import PaymentOutcome
 from quanyi.core.models import Order, OutboxMessage, Payment, utcnow
-from quanyi.core.orders import expire_due
-from quanyi.core.scheduler import Jobs
+from quanyi.core.platform.scheduler import Jobs
+from quanyi.core.sales.fulfilment import PaymentOutcome
+from quanyi.core.sales.orders import expire_due
 from quanyi.core.services import build_core
 from quanyi.webhooks import create_app
 from tests.conftest import make_settings

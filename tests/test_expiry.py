@@ -11,11 +11,11 @@ import pytest
 from sqlalchemy import func, select, text, update
 
 from quanyi.bot.outbox_sender import OutboxSender
-from quanyi.core import outbox
-from quanyi.core.db import Database
-from quanyi.core.fulfilment import PaymentOutcome
 from quanyi.core.models import Lease, Order, OutboxMessage, Payment, StockItem, utcnow
-from quanyi.core.scheduler import LEASE, Jobs
+from quanyi.core.platform import outbox
+from quanyi.core.platform.db import Database
+from quanyi.core.platform.scheduler import LEASE, Jobs
+from quanyi.core.sales.fulfilment import PaymentOutcome
 from quanyi.core.services import Core, build_core
 from tests.conftest import PG_URL
 from tests.helpers import new_order, product_with_stock, sandbox_event

@@ -22,15 +22,19 @@ from sqlalchemy import select, update
 
 from quanyi.bot.operator.statements import distributor_statement, settlement_statement, statement_csv
 from quanyi.bot.outbox_sender import Document
-from quanyi.core import channels, commissions, coupons, distributors, export, reports
-from quanyi.core.catalog import add_product
+from quanyi.core.books import commissions, reports
+from quanyi.core.books.reconcile import CSV_COLUMNS, mismatches_csv
+from quanyi.core.books.settlement import Figures
+from quanyi.core.catalog import coupons
+from quanyi.core.catalog.products import add_product
+from quanyi.core.distributors import accounts as distributors
 from quanyi.core.models import Channel, Coupon, Distributor, Order, Product
 from quanyi.core.money import Money
-from quanyi.core.outbox import Outgoing
-from quanyi.core.reconcile import CSV_COLUMNS, mismatches_csv
+from quanyi.core.platform import export
+from quanyi.core.platform.outbox import Outgoing
 from quanyi.core.services import Core
-from quanyi.core.settlement import Figures
-from quanyi.core.stock import import_stock
+from quanyi.core.stock import allocations as channels
+from quanyi.core.stock.items import import_stock
 from tests.fakebot import FakeTelegram
 from tests.helpers import new_order, product_with_stock, sandbox_event
 from tests.test_agent_chat import sender  # noqa: F401  (fixture)

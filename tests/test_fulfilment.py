@@ -9,9 +9,9 @@ import pytest
 from sqlalchemy import func, select
 
 from quanyi.core.errors import CallbackRejected, OutOfStock
-from quanyi.core.fulfilment import PaymentOutcome
 from quanyi.core.models import Order, OutboxMessage, Payment, StockItem, utcnow
-from quanyi.core.orders import expire_due
+from quanyi.core.sales.fulfilment import PaymentOutcome
+from quanyi.core.sales.orders import expire_due
 from tests.helpers import new_order, product_with_stock, sandbox_event
 
 
@@ -187,14 +187,14 @@ async def test_a_new_buyer_placing_two_orders_at_once_gets_both(core, tmp_path):
 async def test_one_event_failing_on_the_careful_path_does_not_disturb_the_rest_of_its_batch(
     core, tmp_path, monkeypatch
 ):
-    import quanyi.core.fulfilment as fulfilment
+    import quanyi.core.sales.fulfilment as fulfilment
 
     await product_with_stock(core, tmp_path, units=3)
     fast = await new_order(core, user_id=1)
     late = await new_order(core, user_id=2)
     broken = await new_order(core, user_id=3)
     async with core.db.transaction() as session:
-        from quanyi.core.orders import cancel_pending
+        from quanyi.core.sales.orders import cancel_pending
 
         await cancel_pending(session, late.order.id, reason="expired")
         await cancel_pending(session, broken.order.id, reason="expired")

@@ -10,14 +10,14 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from quanyi.core.catalog import add_product
+from quanyi.core.catalog.products import add_product
 from quanyi.core.errors import ConfigError, Forbidden, StockFileError
 from quanyi.core.models import StockItem
 from quanyi.core.money import Money
-from quanyi.core.orders import buyer_order
 from quanyi.core.payments.base import build_payment_hub
-from quanyi.core.stock import import_stock
-from quanyi.core.stockfile import read_stock_file
+from quanyi.core.sales.orders import buyer_order
+from quanyi.core.stock.items import import_stock
+from quanyi.core.stock.stockfile import read_stock_file
 from quanyi.webhooks import create_app
 from tests.conftest import make_settings
 from tests.helpers import new_order, product_with_stock
@@ -42,7 +42,7 @@ def test_an_enabled_payment_method_with_an_empty_or_placeholder_secret_refuses_t
 
 _SECRETISH = re.compile(r"(^|_)(sign|signature|sig|hmac|digest|mac|token_hash|secret_hash)($|_)", re.IGNORECASE)
 # Comparisons that hold no secret: the audit chain's own hash check runs offline, nobody can time it.
-_ALLOWED = {("core/audit.py", "digest != rec.hash")}
+_ALLOWED = {("core/platform/audit.py", "digest != rec.hash")}
 
 
 def _names(node: ast.AST) -> list[str]:
@@ -111,7 +111,7 @@ async def test_a_stock_file_is_read_as_data_and_a_formula_is_stored_as_a_code(co
 
 
 def _aad(item: StockItem) -> bytes:
-    from quanyi.core.stock import item_aad
+    from quanyi.core.stock.items import item_aad
 
     return item_aad(item.product_id)
 
@@ -143,7 +143,7 @@ async def test_no_secret_reaches_any_log_over_a_whole_sale_paid_over_http_with_a
 
     from quanyi.bot.outbox_sender import OutboxSender
     from quanyi.core.models import OutboxMessage, RedeemToken
-    from quanyi.core.outbox import Outgoing
+    from quanyi.core.platform.outbox import Outgoing
     from quanyi.core.services import build_core
     from quanyi.webhooks import create_app
     from tests.helpers import new_order, product_with_stock, sandbox_event

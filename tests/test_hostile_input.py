@@ -15,10 +15,10 @@ import pytest
 from aiohttp import web
 from sqlalchemy import func, select
 
-from quanyi.core import jsonsafe
-from quanyi.core.config import Settings
 from quanyi.core.errors import JsonTooDeep, MalformedJson
 from quanyi.core.models import Order, Partner
+from quanyi.core.platform import jsonsafe
+from quanyi.core.platform.config import Settings
 from quanyi.core.suppliers import generic
 from quanyi.webhooks import create_app
 from tests.apihelp import Creds, call, new_partner, signed_headers

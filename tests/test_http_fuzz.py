@@ -16,8 +16,8 @@ from hypothesis import HealthCheck, assume, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from quanyi.core.config import Settings
 from quanyi.core.payments.sandbox import Sandbox
+from quanyi.core.platform.config import Settings
 from quanyi.webhooks import create_app
 from tests.helpers import new_order, product_with_stock
 from tests.test_http_payments import (

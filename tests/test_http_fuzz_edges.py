@@ -13,8 +13,8 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from quanyi.core.config import Settings
-from quanyi.core.partners import add_partner
+from quanyi.core.partners.accounts import add_partner
+from quanyi.core.platform.config import Settings
 from quanyi.webhooks import create_app
 from tests.apihelp import Creds, signed_headers
 from tests.conftest import make_settings

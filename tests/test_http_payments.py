@@ -23,12 +23,12 @@ import aiohttp
 import pytest
 from sqlalchemy import select, update
 
-from quanyi.core.config import Settings
 from quanyi.core.errors import ConfigError
 from quanyi.core.models import Order, OutboxMessage, Payment, StockItem
 from quanyi.core.payments import build_payment_hub
 from quanyi.core.payments.epay import epay_sign
 from quanyi.core.payments.sandbox import Sandbox
+from quanyi.core.platform.config import Settings
 from quanyi.core.services import Core, build_core
 from quanyi.webhooks import create_app
 from tests.conftest import make_keyring, make_settings

@@ -65,10 +65,10 @@ async def test_two_imports_of_overlapping_codes_at_once_store_each_code_once(cor
 
     from sqlalchemy import func, select
 
-    from quanyi.core.catalog import add_product
+    from quanyi.core.catalog.products import add_product
     from quanyi.core.models import StockItem
     from quanyi.core.money import Money
-    from quanyi.core.stock import import_stock
+    from quanyi.core.stock.items import import_stock
 
     async with core.db.transaction() as session:
         await add_product(session, sku="DUP", name="dup", kind="card_key", price=Money.parse("1.00", "CNY"))

@@ -20,13 +20,13 @@ import asyncpg
 import pytest
 from sqlalchemy import func, select
 
-from quanyi.core import stock
-from quanyi.core.catalog import add_product
+from quanyi.core.catalog.products import add_product
 from quanyi.core.errors import Conflict
 from quanyi.core.models import Product, StockBatch, StockItem
 from quanyi.core.money import Money
 from quanyi.core.services import Core
-from quanyi.core.stock import abort_batch, import_stock, staged_counts
+from quanyi.core.stock import items as stock
+from quanyi.core.stock.items import abort_batch, import_stock, staged_counts
 from tests.conftest import PG_URL
 
 QUANYI = str(Path(sys.executable).with_name("quanyi"))

@@ -12,15 +12,16 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from quanyi.core import partners, redeem
-from quanyi.core.config import Settings
-from quanyi.core.crypto import KEY_FILE, KeyRing, create_key_file
-from quanyi.core.db import Database
 from quanyi.core.errors import ConfigError
 from quanyi.core.models import StockItem
-from quanyi.core.rotation import KeyUsage, key_usage, rotate
+from quanyi.core.partners import accounts as partners
+from quanyi.core.platform.config import Settings
+from quanyi.core.platform.crypto import KEY_FILE, KeyRing, create_key_file
+from quanyi.core.platform.db import Database
+from quanyi.core.platform.rotation import KeyUsage, key_usage, rotate
+from quanyi.core.sales import redeem
 from quanyi.core.services import Core, build_core
-from quanyi.core.stock import item_aad
+from quanyi.core.stock.items import item_aad
 from tests.apihelp import new_partner
 from tests.conftest import b64key, make_settings
 from tests.helpers import product_with_stock

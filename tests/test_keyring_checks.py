@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import delete, select
 
-from quanyi.core.crypto import KEY_FILE, KeyRing
-from quanyi.core.db import Database
 from quanyi.core.errors import ConfigError
-from quanyi.core.keycheck import init_keys, verify_keyring
 from quanyi.core.models import KeyCheck
+from quanyi.core.platform.crypto import KEY_FILE, KeyRing
+from quanyi.core.platform.db import Database
+from quanyi.core.platform.keycheck import init_keys, verify_keyring
 from quanyi.core.services import build_core
 from tests.conftest import b64key, make_keyring, make_settings
 from tests.helpers import product_with_stock
@@ -242,7 +242,7 @@ def as_process(cli: LocalCli) -> Cli:
 def _upgrade_without_keys(url: str) -> None:
     import asyncio
 
-    from quanyi.core.migrate import upgrade
+    from quanyi.core.platform.migrate import upgrade
 
     async def run() -> None:
         db = Database(url)

@@ -15,10 +15,11 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from sqlalchemy import select, update
 
-from quanyi.core import commissions, distributors, ledger, settlement, withdrawals
-from quanyi.core.config import Settings
+from quanyi.core.books import commissions, ledger, settlement, withdrawals
+from quanyi.core.distributors import accounts as distributors
 from quanyi.core.models import Commission, CommissionStatus, Distributor, JournalEntry, Order, Posting
-from quanyi.core.refunds import refund_order
+from quanyi.core.platform.config import Settings
+from quanyi.core.sales.refunds import refund_order
 from quanyi.core.services import Core, build_core
 from tests.conftest import make_settings
 from tests.helpers import new_order, product_with_stock, sandbox_event
@@ -133,7 +134,7 @@ async def test_a_refund_after_settlement_claws_back_the_available_commission_and
 
 
 async def test_balance_top_ups_and_bulk_purchases_keep_the_row_and_the_ledger_equal(core, tmp_path):
-    from quanyi.core import channels
+    from quanyi.core.stock import allocations as channels
 
     await product_with_stock(core, tmp_path, price="10.00", units=10)
     agent = await make_distributor(core, 704)
@@ -198,8 +199,8 @@ EVENTS = st.lists(
 async def test_any_sequence_of_money_events_keeps_the_ledger_balanced_and_no_balance_negative(
     events, db, keyring, tmp_path
 ):
-    from quanyi.core import channels
     from quanyi.core.models import Base
+    from quanyi.core.stock import allocations as channels
 
     async with db.engine.begin() as conn:  # each example starts from empty books
         await conn.run_sync(Base.metadata.drop_all)

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from quanyi.core.config import Settings
-from quanyi.core.ratelimit import RedisWindow, SlidingWindow
+from quanyi.core.platform.config import Settings
+from quanyi.core.platform.ratelimit import RedisWindow, SlidingWindow
 from quanyi.core.services import build_core
 from quanyi.i18n import raw_t
 from quanyi.webhooks import create_app

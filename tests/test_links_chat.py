@@ -14,15 +14,15 @@ from sqlalchemy import select, update
 from quanyi.bot.outbox_sender import OutboxSender
 from quanyi.bot.render import delivery_messages, mask_account
 from quanyi.bot.runner import build_bot
-from quanyi.core import outbox
-from quanyi.core.catalog import add_product
-from quanyi.core.config import Settings
+from quanyi.core.catalog.products import add_product
 from quanyi.core.models import Order, OutboxMessage, Recharge, utcnow
 from quanyi.core.money import Money
-from quanyi.core.orders import Buyer, DeliveredLine, checkout
-from quanyi.core.redeem import IssuedLink, TokenState
+from quanyi.core.platform import outbox
+from quanyi.core.platform.config import Settings
+from quanyi.core.sales.orders import Buyer, DeliveredLine, checkout
+from quanyi.core.sales.redeem import IssuedLink, TokenState
 from quanyi.core.services import Core
-from quanyi.core.stock import Code
+from quanyi.core.stock.items import Code
 from quanyi.i18n import raw_t
 from quanyi.webhooks import create_app
 from tests.conftest import make_settings

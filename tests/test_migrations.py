@@ -11,10 +11,10 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, text
 
-from quanyi.core.db import Database
 from quanyi.core.errors import ConfigError
-from quanyi.core.migrate import require_current, upgrade
 from quanyi.core.models import Base
+from quanyi.core.platform.db import Database
+from quanyi.core.platform.migrate import require_current, upgrade
 from tests.conftest import PG_URL
 
 

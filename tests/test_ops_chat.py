@@ -12,8 +12,7 @@ from sqlalchemy import func, select
 
 from quanyi.bot.outbox_sender import OutboxSender
 from quanyi.bot.runner import build_bot
-from quanyi.core import channels, distributors
-from quanyi.core.config import Settings
+from quanyi.core.distributors import accounts as distributors
 from quanyi.core.models import (
     Allocation,
     BalanceEntry,
@@ -23,9 +22,11 @@ from quanyi.core.models import (
     OutboxMessage,
     Product,
 )
-from quanyi.core.orders import Buyer, remember_user
-from quanyi.core.scheduler import Jobs
+from quanyi.core.platform.config import Settings
+from quanyi.core.platform.scheduler import Jobs
+from quanyi.core.sales.orders import Buyer, remember_user
 from quanyi.core.services import Core
+from quanyi.core.stock import allocations as channels
 from quanyi.i18n import raw_t
 from tests.conftest import make_settings
 from tests.fakebot import BotMessage, FakeUser

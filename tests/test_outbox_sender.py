@@ -14,14 +14,14 @@ from sqlalchemy import select, text, update
 
 from quanyi.bot.outbox_sender import OutboxSender
 from quanyi.bot.runner import build_bot
-from quanyi.core import outbox
-from quanyi.core.catalog import add_product
-from quanyi.core.config import Settings
-from quanyi.core.db import Database
+from quanyi.core.catalog.products import add_product
 from quanyi.core.models import OutboxMessage, utcnow
 from quanyi.core.money import Money
+from quanyi.core.platform import outbox
+from quanyi.core.platform.config import Settings
+from quanyi.core.platform.db import Database
 from quanyi.core.services import Core, build_core
-from quanyi.core.stock import import_stock
+from quanyi.core.stock.items import import_stock
 from tests.conftest import PG_URL, make_settings
 from tests.fakebot import FakeTelegram
 from tests.helpers import new_order, product_with_stock, sandbox_event
@@ -165,7 +165,7 @@ async def test_an_unreachable_chat_marks_the_message_dead_and_others_still_go(
     assert fine in tg.messages_to(1002)[0].plain
     assert blocked not in tg.messages_to(1002)[0].plain
     # Operators see which buyer never got the codes (order show, /order in chat).
-    from quanyi.core.orders import order_details
+    from quanyi.core.sales.orders import order_details
 
     async with core.db.read() as session:
         assert ((await order_details(session, blocked)).delivery, (await order_details(session, fine)).delivery) == (

@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from quanyi.core import channels, ledger, partners, risk
-from quanyi.core.apisign import new_nonce
+from quanyi.core.books import ledger
 from quanyi.core.models import (
     Allocation,
     AuditRecord,
@@ -26,8 +25,12 @@ from quanyi.core.models import (
     StockStatus,
 )
 from quanyi.core.money import Money
-from quanyi.core.refunds import refund_order
+from quanyi.core.partners import accounts as partners
+from quanyi.core.partners.apisign import new_nonce
+from quanyi.core.sales import risk
+from quanyi.core.sales.refunds import refund_order
 from quanyi.core.services import Core
+from quanyi.core.stock import allocations as channels
 from quanyi.webhooks import create_app
 from tests.apihelp import Creds, call, new_partner, signed_headers
 from tests.helpers import product_with_stock
@@ -327,7 +330,7 @@ async def test_a_held_api_order_waits_for_an_operator_then_the_same_order_number
 async def test_an_order_whose_fulfilment_never_ran_is_made_good_by_the_payment_query(core, client, tmp_path):
     from datetime import timedelta
 
-    from quanyi.core import partner_orders
+    from quanyi.core.partners import orders as partner_orders
     from quanyi.core.payments.queries import query_pending
 
     creds = await seeded(core, tmp_path)
@@ -355,7 +358,7 @@ async def test_an_order_whose_fulfilment_never_ran_is_made_good_by_the_payment_q
 
 
 async def test_several_products_in_one_order_are_priced_together_and_reserved_all_or_nothing(core, client, tmp_path):
-    from quanyi.core import promotions
+    from quanyi.core.catalog import promotions
 
     creds = await seeded(core, tmp_path, quota=5)
     await product_with_stock(core, tmp_path, sku="MUSIC", units=3)

@@ -7,9 +7,10 @@ import json
 
 from sqlalchemy import select
 
-from quanyi.core import ledger, partner_webhooks
+from quanyi.core.books import ledger
 from quanyi.core.models import Partner, PartnerWebhook
-from quanyi.core.scheduler import Jobs
+from quanyi.core.partners import webhooks as partner_webhooks
+from quanyi.core.platform.scheduler import Jobs
 from quanyi.webhooks import create_app
 from tests.apihelp import call, new_partner
 from tests.test_recharge import ACCOUNT, _time_out, rig  # noqa: F401  (fixture)

@@ -16,12 +16,14 @@ from aiohttp import web
 from sqlalchemy import select
 
 from quanyi.bot.operator.partner_alerts import webhook_failing
-from quanyi.core import apisign, partner_webhooks, partners
 from quanyi.core.models import ApiNonce, OutboxMessage, Partner, PartnerOrder, PartnerWebhook, utcnow
-from quanyi.core.outbox import Outgoing
-from quanyi.core.partner_webhooks import backoff, deliver_due, detect
-from quanyi.core.refunds import refund_order
-from quanyi.core.scheduler import Jobs, build_scheduler
+from quanyi.core.partners import accounts as partners
+from quanyi.core.partners import apisign
+from quanyi.core.partners import webhooks as partner_webhooks
+from quanyi.core.partners.webhooks import backoff, deliver_due, detect
+from quanyi.core.platform.outbox import Outgoing
+from quanyi.core.platform.scheduler import Jobs, build_scheduler
+from quanyi.core.sales.refunds import refund_order
 from quanyi.webhooks import create_app
 from quanyi.webhooks.api_schemas import WEBHOOK_EVENT
 from tests.apihelp import Creds, call, new_partner

@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from quanyi.core import ledger, partners
+from quanyi.core.books import ledger
 from quanyi.core.models import AuditRecord, Partner, PartnerKey
+from quanyi.core.partners import accounts as partners
 from quanyi.core.services import Core
 from quanyi.webhooks import create_app
 from tests.apihelp import Creds, call

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import func, select, update
 
-from quanyi.core import bundles, coupons, promotions
+from quanyi.core.catalog import bundles, coupons, promotions
 from quanyi.core.models import CouponCode, CouponUse, Order
 from quanyi.core.money import Money
 from quanyi.core.services import Core

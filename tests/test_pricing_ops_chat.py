@@ -8,7 +8,7 @@ import io
 
 from sqlalchemy import func, select
 
-from quanyi.core import coupons, promotions
+from quanyi.core.catalog import coupons, promotions
 from quanyi.core.models import BundleComponent, Coupon, CouponCode, Product, Promotion
 from quanyi.core.services import Core
 from quanyi.i18n import raw_t

@@ -9,7 +9,7 @@ from fractions import Fraction
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from quanyi.core.pricing import (
+from quanyi.core.catalog.pricing import (
     Breakdown,
     CouponRule,
     PricedLine,

@@ -39,7 +39,7 @@ async def test_an_operator_changes_a_price_and_takes_a_product_off_sale(cli, tmp
         after = await new_order(core, sku="GAME-100", user_id=2)
         assert (before.order.amount, after.order.amount) == (1000, 1250)  # placed orders keep their price
         assert "off sale" in cli.ok("product", "update", "GAME-100", "--off-sale")
-        from quanyi.core.catalog import catalogue
+        from quanyi.core.catalog.products import catalogue
         from quanyi.core.errors import NotFound
 
         with pytest.raises(NotFound):

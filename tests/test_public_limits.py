@@ -12,7 +12,7 @@ from urllib.parse import urlencode
 import pytest
 from markupsafe import escape
 
-from quanyi.core.config import Settings
+from quanyi.core.platform.config import Settings
 from quanyi.core.services import build_core
 from quanyi.i18n import raw_t
 from quanyi.webhooks import create_app

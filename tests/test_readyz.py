@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 from sqlalchemy import event, text
 
-from quanyi.core.crypto import KeyRing
-from quanyi.core.db import Database
-from quanyi.core.migrate import upgrade
+from quanyi.core.platform.crypto import KeyRing
+from quanyi.core.platform.db import Database
+from quanyi.core.platform.migrate import upgrade
 from quanyi.core.services import Core, build_core
 from quanyi.webhooks import create_app
 from tests.conftest import PG_URL, _pg_execute, make_keyring, make_settings

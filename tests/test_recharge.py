@@ -19,10 +19,7 @@ from hypercorn.asyncio import serve
 from hypercorn.config import Config
 from sqlalchemy import select
 
-from quanyi.core import recharge
-from quanyi.core.catalog import add_product
-from quanyi.core.crypto import KeyRing
-from quanyi.core.db import Database
+from quanyi.core.catalog.products import add_product
 from quanyi.core.models import (
     Order,
     OutboxMessage,
@@ -33,9 +30,12 @@ from quanyi.core.models import (
     utcnow,
 )
 from quanyi.core.money import Money
-from quanyi.core.orders import Buyer, checkout
-from quanyi.core.recharge import RechargeWorker
-from quanyi.core.scheduler import Jobs
+from quanyi.core.platform.crypto import KeyRing
+from quanyi.core.platform.db import Database
+from quanyi.core.platform.scheduler import Jobs
+from quanyi.core.sales import recharge
+from quanyi.core.sales.orders import Buyer, checkout
+from quanyi.core.sales.recharge import RechargeWorker
 from quanyi.core.services import Core, build_core
 from quanyi.core.suppliers.base import SupplierResult
 from quanyi.core.suppliers.generic import encode, signed_headers

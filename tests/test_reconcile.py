@@ -11,17 +11,17 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select, update
 
-from quanyi.core.errors import InvalidInput
-from quanyi.core.models import Order, Payment
-from quanyi.core.money import Money
-from quanyi.core.reconcile import (
+from quanyi.core.books.reconcile import (
     MAX_STATEMENT_BYTES,
     Section,
     StatementError,
     parse_statement,
     reconcile_statement,
 )
-from quanyi.core.refunds import refund_order
+from quanyi.core.errors import InvalidInput
+from quanyi.core.models import Order, Payment
+from quanyi.core.money import Money
+from quanyi.core.sales.refunds import refund_order
 from quanyi.core.services import Core
 from tests.helpers import new_order, product_with_stock, sandbox_event
 from tests.test_bot_chat import shop, tg  # noqa: F401  (fixtures)

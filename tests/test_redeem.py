@@ -14,13 +14,13 @@ import pytest
 from PIL import Image
 from sqlalchemy import select, update
 
-from quanyi.core import redeem
-from quanyi.core.catalog import add_product
-from quanyi.core.db import Database
+from quanyi.core.catalog.products import add_product
 from quanyi.core.errors import InvalidInput, NotFound, QuanyiError, TokenExpired, TokenUsedUp, TokenVoid
 from quanyi.core.models import Base, Order, OrderLine, OrderStatus, Product, RedeemToken, Redemption, utcnow
 from quanyi.core.money import Money
-from quanyi.core.redeem import TokenState
+from quanyi.core.platform.db import Database
+from quanyi.core.sales import redeem
+from quanyi.core.sales.redeem import TokenState
 from quanyi.core.services import Core, build_core
 from tests.conftest import make_keyring, make_settings
 

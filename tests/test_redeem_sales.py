@@ -9,13 +9,13 @@ import asyncio
 import pytest
 from sqlalchemy import select
 
-from quanyi.core import redeem
-from quanyi.core.catalog import add_product
+from quanyi.core.catalog.products import add_product
 from quanyi.core.errors import InvalidInput
-from quanyi.core.fulfilment import PaymentOutcome
 from quanyi.core.models import Order, OrderStatus, Product, Recharge, RedeemToken, StockItem
 from quanyi.core.money import Money
-from quanyi.core.refunds import refund_order
+from quanyi.core.sales import redeem
+from quanyi.core.sales.fulfilment import PaymentOutcome
+from quanyi.core.sales.refunds import refund_order
 from tests.helpers import new_order, product_with_stock, sandbox_event
 from tests.test_bot_chat import shop, tg  # noqa: F401  (fixtures)
 
@@ -134,9 +134,9 @@ async def test_the_operator_sees_each_use_of_an_orders_links_and_its_recharge_on
 
 
 async def test_a_channel_gets_a_quota_of_links_which_caps_its_sales_without_any_stock(core):
-    from quanyi.core import channels
-    from quanyi.core.channels import AllocationShort
-    from quanyi.core.orders import Buyer, place_order
+    from quanyi.core.sales.orders import Buyer, place_order
+    from quanyi.core.stock import allocations as channels
+    from quanyi.core.stock.allocations import AllocationShort
 
     await link_product(core)
     async with core.db.transaction() as session:
@@ -168,8 +168,9 @@ async def test_a_channel_gets_a_quota_of_links_which_caps_its_sales_without_any_
 
 
 async def test_a_distributor_cannot_bulk_buy_links_and_nothing_changes(core):
-    from quanyi.core import channels, distributors
+    from quanyi.core.distributors import accounts as distributors
     from quanyi.core.errors import NotForSale
+    from quanyi.core.stock import allocations as channels
     from tests.test_distributors import balance, make_distributor, top_up
 
     await link_product(core)

@@ -10,9 +10,9 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select, update
 
-from quanyi.core import redeem
 from quanyi.core.models import RedeemToken, Redemption, utcnow
-from quanyi.core.ratelimit import SlidingWindow
+from quanyi.core.platform.ratelimit import SlidingWindow
+from quanyi.core.sales import redeem
 from quanyi.core.services import build_core
 from quanyi.webhooks import create_app
 from tests.conftest import make_settings

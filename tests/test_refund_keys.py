@@ -9,17 +9,19 @@ from dataclasses import dataclass, field
 import pytest
 from sqlalchemy import select
 
-from quanyi.core import bundles, channels, ledger
+from quanyi.core.books import ledger
+from quanyi.core.catalog import bundles
 from quanyi.core.errors import RefundFailed
-from quanyi.core.fulfilment import PaymentOutcome
 from quanyi.core.models import Order, OutboxMessage, Partner, Refund
 from quanyi.core.money import Money
-from quanyi.core.orders import Buyer, checkout
 from quanyi.core.payments.base import RefundEvent
 from quanyi.core.payments.partner import PartnerBalance
 from quanyi.core.payments.sandbox import Sandbox
-from quanyi.core.refunds import ProviderRefundOutcome, record_provider_refund, refund_order
+from quanyi.core.sales.fulfilment import PaymentOutcome
+from quanyi.core.sales.orders import Buyer, checkout
+from quanyi.core.sales.refunds import ProviderRefundOutcome, record_provider_refund, refund_order
 from quanyi.core.services import Core
+from quanyi.core.stock import allocations as channels
 from quanyi.webhooks import create_app
 from tests.apihelp import call, new_partner
 from tests.helpers import product_with_stock, sandbox_event

@@ -9,12 +9,12 @@ import pytest
 from sqlalchemy import func, select, update
 
 from quanyi.core.errors import CallbackRejected, InvalidInput, NotFound, OutOfStock, RefundFailed, RefundNotSupported
-from quanyi.core.fulfilment import PaymentOutcome
 from quanyi.core.models import Order, OutboxMessage, Payment, Refund, StockItem, utcnow
-from quanyi.core.orders import expire_due
 from quanyi.core.payments.base import RefundEvent
 from quanyi.core.payments.sandbox import Sandbox
-from quanyi.core.refunds import ProviderRefundOutcome, record_provider_refund, refund_order, refund_payment
+from quanyi.core.sales.fulfilment import PaymentOutcome
+from quanyi.core.sales.orders import expire_due
+from quanyi.core.sales.refunds import ProviderRefundOutcome, record_provider_refund, refund_order, refund_payment
 from tests.helpers import new_order, product_with_stock, sandbox_event
 
 
@@ -225,7 +225,7 @@ async def test_an_expired_order_cannot_be_refunded(core, tmp_path):
 @pytest.mark.parametrize("lang", ["zh", "en"])
 async def test_refund_messages_render_for_buyer_and_operators(core, tmp_path, provider_calls, lang):
     from quanyi.bot.outbox_sender import OutboxSender
-    from quanyi.core.outbox import Outgoing
+    from quanyi.core.platform.outbox import Outgoing
 
     order = await delivered(core, tmp_path)
     await refund_order(core, order.number, reason="x", actor="cli")

@@ -17,13 +17,14 @@ import openpyxl
 import pytest
 from sqlalchemy import update
 
-from quanyi.core import channels, reports
-from quanyi.core.charts import net_by_day_png
+from quanyi.core.books import reports
+from quanyi.core.books.charts import net_by_day_png
+from quanyi.core.catalog.promotions import add_promotion
 from quanyi.core.models import Order, Refund
-from quanyi.core.orders import Buyer, checkout
-from quanyi.core.promotions import add_promotion
-from quanyi.core.refunds import refund_order
+from quanyi.core.sales.orders import Buyer, checkout
+from quanyi.core.sales.refunds import refund_order
 from quanyi.core.services import Core
+from quanyi.core.stock import allocations as channels
 from tests.helpers import new_order, product_with_stock, sandbox_event
 from tests.test_bot_chat import shop, tg  # noqa: F401  (fixtures)
 from tests.test_distributors import make_distributor, refer
@@ -182,7 +183,7 @@ def test_a_period_counts_back_from_today_and_refuses_nonsense():
 async def test_quanyi_report_prints_tables_and_writes_files_and_the_chart(core, tmp_path, monkeypatch):
     from quanyi import cli
     from quanyi.cli import _common
-    from quanyi.core import migrate
+    from quanyi.core.platform import migrate
 
     await sell(core, tmp_path)
     url = f"sqlite+aiosqlite:///{tmp_path / 'test.db'}"  # the test database (schema from the models)

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from quanyi.core import risk
 from quanyi.core.errors import ChallengeRequired, HeldForReview, InvalidInput, RiskBlocked
 from quanyi.core.models import Coupon, Order, OrderStatus, RiskDecision, StockItem, StockStatus, utcnow
-from quanyi.core.orders import Buyer, PlacedOrder, cancel_by_buyer, checkout
+from quanyi.core.sales import risk
+from quanyi.core.sales.orders import Buyer, PlacedOrder, cancel_by_buyer, checkout
 from quanyi.core.services import Core
 from tests.helpers import product_with_stock, sandbox_event
 from tests.test_cli_channels import _open
@@ -319,7 +319,7 @@ async def test_counters_are_sliding_windows_per_user_ip_and_device(core, tmp_pat
 
 
 def _order(user: int, ip: str | None, device: str | None, at: Any, amount: int, status: str) -> Order:
-    from quanyi.core.orders import new_order_number
+    from quanyi.core.sales.orders import new_order_number
 
     return Order(
         number=new_order_number(at),
@@ -349,7 +349,7 @@ async def test_a_new_account_is_challenged_by_account_age(core, tmp_path):
 
 
 async def test_a_refused_order_takes_no_coupon_use(core, tmp_path):
-    from quanyi.core import coupons
+    from quanyi.core.catalog import coupons
     from quanyi.core.models import DiscountKind
 
     await product_with_stock(core, tmp_path, units=2)
@@ -387,8 +387,9 @@ async def test_concurrent_orders_of_one_buyer_respect_the_unpaid_limit(core, tmp
 
 
 async def test_bulk_purchases_are_screened_on_the_storefront_channel(core, tmp_path):
-    from quanyi.core import channels, distributors
+    from quanyi.core.distributors import accounts as distributors
     from quanyi.core.models import Channel
+    from quanyi.core.stock import allocations as channels
     from tests.test_distributors import make_distributor, top_up
 
     await product_with_stock(core, tmp_path, units=5, price="10.00")

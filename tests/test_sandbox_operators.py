@@ -12,9 +12,9 @@ from markupsafe import escape
 from sqlalchemy import func, select
 
 from quanyi.bot.callbacks import MethodCb
-from quanyi.core.config import Settings
 from quanyi.core.models import Order
 from quanyi.core.payments import build_payment_hub
+from quanyi.core.platform.config import Settings
 from quanyi.core.services import build_core
 from quanyi.i18n import raw_t
 from quanyi.webhooks import create_app

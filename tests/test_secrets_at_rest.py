@@ -17,19 +17,19 @@ import pytest
 from sqlalchemy import select, update
 
 from quanyi.bot.outbox_sender import OutboxSender
-from quanyi.core import outbox
-from quanyi.core.catalog import add_product
-from quanyi.core.config import Settings
-from quanyi.core.crypto import KEY_FILE, KeyRing, create_key_file
+from quanyi.core.catalog.products import add_product
 from quanyi.core.errors import CardKeyError, ConfigError
-from quanyi.core.fulfilment import PaymentOutcome
-from quanyi.core.logs import RedactSecrets, configure_logging, secrets_of
-from quanyi.core.migrate import upgrade
 from quanyi.core.models import Order, Product, StockItem
 from quanyi.core.money import Money
-from quanyi.core.orders import delivered_codes
+from quanyi.core.platform import outbox
+from quanyi.core.platform.config import Settings
+from quanyi.core.platform.crypto import KEY_FILE, KeyRing, create_key_file
+from quanyi.core.platform.logs import RedactSecrets, configure_logging, secrets_of
+from quanyi.core.platform.migrate import upgrade
+from quanyi.core.sales.fulfilment import PaymentOutcome
+from quanyi.core.sales.orders import delivered_codes
 from quanyi.core.services import build_core
-from quanyi.core.stock import import_stock, item_aad
+from quanyi.core.stock.items import import_stock, item_aad
 from tests.conftest import make_settings
 from tests.helpers import new_order, product_with_stock, sandbox_event
 

@@ -16,13 +16,13 @@ from sqlalchemy import func, select, update
 
 from quanyi.bot.operator.statements import distributor_statement, settlement_statement
 from quanyi.bot.outbox_sender import Document
-from quanyi.core import commissions, ledger, settlement
+from quanyi.core.books import commissions, ledger, settlement
+from quanyi.core.books.settlement import Figures
 from quanyi.core.errors import InvalidInput
 from quanyi.core.models import Commission, JournalEntry, Order, OutboxMessage, Refund, Settlement, SettlementRow
-from quanyi.core.outbox import Outgoing
-from quanyi.core.refunds import refund_order
+from quanyi.core.platform.outbox import Outgoing
+from quanyi.core.sales.refunds import refund_order
 from quanyi.core.services import Core
-from quanyi.core.settlement import Figures
 from tests.helpers import new_order, product_with_stock, sandbox_event
 from tests.test_cli_pricing import cmd  # noqa: F401  (fixture)
 from tests.test_distributors import make_distributor, refer

@@ -18,8 +18,7 @@ from sqlalchemy import func, select, update
 
 from quanyi.app import _BotFront
 from quanyi.bot.runner import build_dispatcher
-from quanyi.core.catalog import add_product
-from quanyi.core.config import Settings
+from quanyi.core.catalog.products import add_product
 from quanyi.core.errors import RefundFailed
 from quanyi.core.models import (
     Order,
@@ -31,13 +30,14 @@ from quanyi.core.models import (
     utcnow,
 )
 from quanyi.core.money import Money
-from quanyi.core.orders import cancel_pending
 from quanyi.core.payments import build_payment_hub
 from quanyi.core.payments.base import PaidWith
 from quanyi.core.payments.stars import CheckoutRefusal, Stars
-from quanyi.core.refunds import refund_order
+from quanyi.core.platform.config import Settings
+from quanyi.core.sales.orders import cancel_pending
+from quanyi.core.sales.refunds import refund_order
 from quanyi.core.services import Core, build_core
-from quanyi.core.stock import import_stock
+from quanyi.core.stock.items import import_stock
 from quanyi.i18n import LANGUAGES, raw_t
 from tests.conftest import make_keyring, make_settings
 from tests.fakebot import BotMessage, FakeTelegram, FakeUser

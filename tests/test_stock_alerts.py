@@ -11,12 +11,13 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from quanyi.core import alerts, channels
-from quanyi.core.alerts import StockAlert
-from quanyi.core.config import Settings
 from quanyi.core.models import OutboxMessage
+from quanyi.core.platform.config import Settings
 from quanyi.core.services import Core
-from quanyi.core.stock import import_stock
+from quanyi.core.stock import alerts
+from quanyi.core.stock import allocations as channels
+from quanyi.core.stock.alerts import StockAlert
+from quanyi.core.stock.items import import_stock
 from tests.conftest import make_settings
 from tests.helpers import new_order, product_with_stock
 from tests.test_allocations import partner, sell

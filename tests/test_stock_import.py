@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from quanyi.core.catalog import add_product
+from quanyi.core.catalog.products import add_product
 from quanyi.core.errors import InvalidInput, NotFound, StockFileError
 from quanyi.core.models import StockBatch, StockItem
 from quanyi.core.money import Money
 from quanyi.core.services import Core
-from quanyi.core.stock import available_counts, import_stock, item_aad
+from quanyi.core.stock.items import available_counts, import_stock, item_aad
 
 BOM = b"\xef\xbb\xbf"
 

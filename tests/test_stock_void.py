@@ -6,10 +6,10 @@ import pytest
 from sqlalchemy import func, select
 
 from quanyi.core.errors import StockFileError
-from quanyi.core.fulfilment import PaymentOutcome
 from quanyi.core.models import StockItem
-from quanyi.core.orders import delivered_codes, get_order
-from quanyi.core.stock import void_codes
+from quanyi.core.sales.fulfilment import PaymentOutcome
+from quanyi.core.sales.orders import delivered_codes, get_order
+from quanyi.core.stock.items import void_codes
 from tests.helpers import new_order, product_with_stock, sandbox_event
 
 

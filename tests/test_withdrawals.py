@@ -13,11 +13,12 @@ from sqlalchemy import select
 
 from quanyi.bot.outbox_sender import OutboxSender
 from quanyi.bot.runner import build_bot
-from quanyi.core import distributors, ledger, withdrawals
-from quanyi.core.config import Settings
-from quanyi.core.distributors import InsufficientBalance
+from quanyi.core.books import ledger, withdrawals
+from quanyi.core.distributors import accounts as distributors
+from quanyi.core.distributors.accounts import InsufficientBalance
 from quanyi.core.errors import AlreadyExists, Forbidden, InvalidInput
 from quanyi.core.models import Distributor, OutboxMessage, Withdrawal
+from quanyi.core.platform.config import Settings
 from quanyi.core.services import Core
 from tests.conftest import make_settings
 from tests.fakebot import BotMessage, FakeTelegram

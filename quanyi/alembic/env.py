@@ -31,7 +31,7 @@ async def _run_async() -> None:
         _run(connection)
         return
     url = config.get_main_option("sqlalchemy.url")
-    assert url is not None, "quanyi.core.migrate sets sqlalchemy.url"
+    assert url is not None, "quanyi.core.platform.migrate sets sqlalchemy.url"
     engine = create_async_engine(url)
     try:
         async with engine.connect() as conn:

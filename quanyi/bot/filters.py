@@ -9,7 +9,7 @@ from aiogram import F
 from aiogram.filters import BaseFilter
 from aiogram.types import TelegramObject
 
-from quanyi.core import distributors
+from quanyi.core.distributors import accounts as distributors
 from quanyi.core.services import Core
 
 

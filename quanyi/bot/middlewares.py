@@ -11,8 +11,8 @@ from aiogram import BaseMiddleware
 from aiogram.types import CallbackQuery, Message, TelegramObject, User
 from sqlalchemy import select
 
-from quanyi.core import audit
 from quanyi.core.models import Distributor
+from quanyi.core.platform import audit
 from quanyi.core.services import Core
 from quanyi.i18n import pick_language
 

@@ -28,10 +28,11 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from quanyi.bot.render import QR_LIMIT, delivery_messages, mask_account, method_label, money, status_label
-from quanyi.core import export, outbox, redeem
 from quanyi.core.models import Order, Payment, Recharge, utcnow
-from quanyi.core.orders import delivered_codes
-from quanyi.core.outbox import Outgoing
+from quanyi.core.platform import export, outbox
+from quanyi.core.platform.outbox import Outgoing
+from quanyi.core.sales import redeem
+from quanyi.core.sales.orders import delivered_codes
 from quanyi.core.services import Core
 from quanyi.i18n import t
 
@@ -355,7 +356,7 @@ class OutboxSender:
                 raise LookupError(f"outbox {message.id}: order missing")
             lines = await delivered_codes(session, self.core.keyring, order, purpose="export")
         # A code starting like a formula ("-AB12") is written "'-AB12": the buyer drops one
-        # leading quote to read it (quanyi.core.export).
+        # leading quote to read it (quanyi.core.platform.export).
         rows: list[list[export.Cell]] = [["serial", "secret"]]
         rows += [[code.serial or "", code.secret] for line in lines for code in line.codes]
         caption = t(

@@ -9,12 +9,12 @@ from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from quanyi.core.commissions import format_rate
+from quanyi.core.books.commissions import format_rate
+from quanyi.core.catalog.pricing import BASIS_POINTS, Breakdown, PromotionRule, Reason
 from quanyi.core.models import PromotionKind, Stacking
 from quanyi.core.money import Money
-from quanyi.core.orders import DeliveredLine
-from quanyi.core.pricing import BASIS_POINTS, Breakdown, PromotionRule, Reason
-from quanyi.core.redeem import IssuedLink, TokenState, link
+from quanyi.core.sales.orders import DeliveredLine
+from quanyi.core.sales.redeem import IssuedLink, TokenState, link
 from quanyi.i18n import raw_t, t
 
 # Telegram refuses messages over 4096 characters; leave room for the header.

@@ -29,7 +29,7 @@ from quanyi.bot.operator.risk import build_risk_router
 from quanyi.bot.operator.verify import build_verify_router
 from quanyi.bot.operator.withdrawals import build_withdrawals_router
 from quanyi.bot.throttle import ThrottleMiddleware
-from quanyi.core.config import DEFAULT_TELEGRAM_API, Settings
+from quanyi.core.platform.config import DEFAULT_TELEGRAM_API, Settings
 from quanyi.core.services import Core
 
 

@@ -15,7 +15,7 @@ from aiogram import BaseMiddleware, Bot
 from aiogram.exceptions import TelegramAPIError
 from aiogram.types import TelegramObject, Update, User
 
-from quanyi.core.ratelimit import make_limiter
+from quanyi.core.platform.ratelimit import make_limiter
 from quanyi.i18n import t
 
 log = logging.getLogger(__name__)

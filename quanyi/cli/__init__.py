@@ -114,7 +114,7 @@ def cli_actor() -> str:
 
 def record_cli_command(args: argparse.Namespace) -> None:
     """Append the command that just changed something to the audit trail."""
-    from quanyi.core.audit import Entry, append
+    from quanyi.core.platform.audit import Entry, append
     from quanyi.core.services import build_core
 
     words = command_words(args)
@@ -164,7 +164,7 @@ def _audit_command(args: argparse.Namespace) -> None:
 
 def _run_acting(args: argparse.Namespace) -> int | None:
     """Run the command; what a changing command does to audited rows is recorded with old and new values."""
-    from quanyi.core.audit import acting
+    from quanyi.core.platform.audit import acting
 
     if not changes_something(args):
         return args.fn(args)

@@ -9,8 +9,8 @@ import argparse
 from collections.abc import Awaitable, Callable
 from typing import Any, NoReturn
 
-from quanyi.core.config import Settings
 from quanyi.core.errors import QuanyiError
+from quanyi.core.platform.config import Settings
 
 
 def load_settings() -> Settings:

@@ -42,7 +42,7 @@ def add_parser(sub: Any) -> None:
 
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
-    from quanyi.core.audit_chain import parse_anchor, verify_anchored
+    from quanyi.core.platform.audit_chain import parse_anchor, verify_anchored
 
     given = [parse_anchor(text) for text in args.anchor]
 
@@ -64,7 +64,7 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_audit_anchor(args: argparse.Namespace) -> int:
-    from quanyi.core.audit_chain import anchor, anchors_path
+    from quanyi.core.platform.audit_chain import anchor, anchors_path
 
     async def run(core: Any) -> int:
         settings = core.settings
@@ -94,7 +94,7 @@ def parse_day(text: str) -> date:
 
 
 def cmd_audit_list(args: argparse.Namespace) -> int:
-    from quanyi.core.audit import trail
+    from quanyi.core.platform.audit import trail
 
     object_type, object_id = parse_object(args.object) if args.object else (None, None)
     day = parse_day(args.day) if args.day else None

@@ -10,7 +10,7 @@ from quanyi.cli._common import price_or_remove, print_table, with_core
 
 
 def cmd_channel_add(args: argparse.Namespace) -> int:
-    from quanyi.core.channels import add_channel
+    from quanyi.core.stock.allocations import add_channel
 
     async def run(core: Any) -> int:
         async with core.db.transaction() as session:
@@ -22,7 +22,7 @@ def cmd_channel_add(args: argparse.Namespace) -> int:
 
 
 def cmd_channel_list(args: argparse.Namespace) -> int:
-    from quanyi.core.channels import list_channels
+    from quanyi.core.stock.allocations import list_channels
 
     async def run(core: Any) -> int:
         async with core.db.transaction() as session:  # creates the bot channel on first use
@@ -34,9 +34,9 @@ def cmd_channel_list(args: argparse.Namespace) -> int:
 
 
 def cmd_channel_price(args: argparse.Namespace) -> int:
-    from quanyi.core.catalog import get_product
-    from quanyi.core.channels import resolve_holder, set_channel_price
+    from quanyi.core.catalog.products import get_product
     from quanyi.core.money import Money
+    from quanyi.core.stock.allocations import resolve_holder, set_channel_price
 
     price_text = price_or_remove(args.price, args.remove)
 

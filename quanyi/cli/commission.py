@@ -10,7 +10,7 @@ from quanyi.cli._common import print_table, with_core
 
 
 def cmd_commission_rate(args: argparse.Namespace) -> int:
-    from quanyi.core.commissions import format_rate, parse_rate, set_rate
+    from quanyi.core.books.commissions import format_rate, parse_rate, set_rate
 
     rate = parse_rate(args.rate)
 
@@ -24,7 +24,7 @@ def cmd_commission_rate(args: argparse.Namespace) -> int:
 
 
 def cmd_commission_rates(args: argparse.Namespace) -> int:
-    from quanyi.core.commissions import format_rate, rates
+    from quanyi.core.books.commissions import format_rate, rates
 
     async def run(core: Any) -> int:
         async with core.db.read() as session:
@@ -36,8 +36,8 @@ def cmd_commission_rates(args: argparse.Namespace) -> int:
 
 
 def cmd_commission_list(args: argparse.Namespace) -> int:
-    from quanyi.core.commissions import format_rate, list_commissions
-    from quanyi.core.distributors import resolve
+    from quanyi.core.books.commissions import format_rate, list_commissions
+    from quanyi.core.distributors.accounts import resolve
     from quanyi.core.money import format_minor
 
     async def run(core: Any) -> int:

@@ -10,7 +10,7 @@ from quanyi.cli._common import load_settings, redact_url
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
-    from quanyi.core.setup import prepare_database
+    from quanyi.core.platform.setup import prepare_database
 
     settings = load_settings()
     prepared = asyncio.run(prepare_database(settings))

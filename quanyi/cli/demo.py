@@ -10,7 +10,7 @@ from quanyi.cli._common import with_core
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from quanyi.core.demo import load_demo
+    from quanyi.core.platform.demo import load_demo
 
     async def run(core: Any) -> int:
         added = await load_demo(core.db, core.keyring)

@@ -7,12 +7,12 @@ import asyncio
 from typing import Any
 
 from quanyi.cli._common import price_or_remove, print_table, with_core
-from quanyi.core.config import Settings
 from quanyi.core.errors import QuanyiError
+from quanyi.core.platform.config import Settings
 
 
 def cmd_distributor_invite(args: argparse.Namespace) -> int:
-    from quanyi.core.distributors import INVITE_PREFIX, create_invite
+    from quanyi.core.distributors.accounts import INVITE_PREFIX, create_invite
 
     async def run(core: Any) -> int:
         settings = core.settings
@@ -40,7 +40,7 @@ def cmd_distributor_invite(args: argparse.Namespace) -> int:
 
 
 def cmd_distributor_list(args: argparse.Namespace) -> int:
-    from quanyi.core.distributors import REFERRAL_PREFIX, list_distributors
+    from quanyi.core.distributors.accounts import REFERRAL_PREFIX, list_distributors
     from quanyi.core.money import format_minor
 
     async def run(core: Any) -> int:
@@ -71,7 +71,7 @@ def cmd_distributor_list(args: argparse.Namespace) -> int:
 
 
 def cmd_distributor_update(args: argparse.Namespace) -> int:
-    from quanyi.core.distributors import update_distributor
+    from quanyi.core.distributors.accounts import update_distributor
 
     if args.tier is None and args.invite_limit is None and args.active is None:
         raise QuanyiError("nothing to change: give --tier, --invite-limit, --active or --inactive")
@@ -89,7 +89,7 @@ def cmd_distributor_update(args: argparse.Namespace) -> int:
 
 
 def _balance_change(args: argparse.Namespace, *, sign: int, reason: str) -> int:
-    from quanyi.core.distributors import adjust_balance, resolve
+    from quanyi.core.distributors.accounts import adjust_balance, resolve
     from quanyi.core.money import Money
 
     if args.amount.strip().startswith("-"):
@@ -119,8 +119,8 @@ def cmd_distributor_debit(args: argparse.Namespace) -> int:
 
 
 def cmd_distributor_price(args: argparse.Namespace) -> int:
-    from quanyi.core.catalog import get_product
-    from quanyi.core.distributors import set_cost_price
+    from quanyi.core.catalog.products import get_product
+    from quanyi.core.distributors.accounts import set_cost_price
     from quanyi.core.money import Money
 
     price_text = price_or_remove(args.price, args.remove)

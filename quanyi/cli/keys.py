@@ -13,8 +13,8 @@ from quanyi.core.errors import InvalidInput
 async def _with_db(fn: Any, *, check_keys: bool = True) -> int:
     """``fn(settings, db)`` on the database at the code's schema and, unless ``check_keys`` is off
     (``keys init`` makes them), with keys that match it: a rotation under a foreign key is refused."""
-    from quanyi.core.db import Database
-    from quanyi.core.migrate import require_current
+    from quanyi.core.platform.db import Database
+    from quanyi.core.platform.migrate import require_current
     from quanyi.core.services import open_checked
 
     settings = load_settings()
@@ -31,7 +31,7 @@ async def _with_db(fn: Any, *, check_keys: bool = True) -> int:
 
 
 def cmd_keys_init(args: argparse.Namespace) -> int:
-    from quanyi.core.keycheck import init_keys
+    from quanyi.core.platform.keycheck import init_keys
 
     async def run(settings: Any, db: Any) -> int:
         keys = await init_keys(settings, db, explicit=True)
@@ -45,8 +45,8 @@ def cmd_keys_init(args: argparse.Namespace) -> int:
 
 
 def cmd_keys_status(args: argparse.Namespace) -> int:
-    from quanyi.core.crypto import KeyRing
-    from quanyi.core.rotation import key_usage
+    from quanyi.core.platform.crypto import KeyRing
+    from quanyi.core.platform.rotation import key_usage
 
     async def run(settings: Any, db: Any) -> int:
         keyring = KeyRing.load(settings)
@@ -67,7 +67,7 @@ def cmd_keys_status(args: argparse.Namespace) -> int:
 
 
 def cmd_keys_rotate(args: argparse.Namespace) -> int:
-    from quanyi.core.rotation import rotate
+    from quanyi.core.platform.rotation import rotate
 
     if args.batch < 1:
         raise InvalidInput("--batch must be at least 1")

@@ -8,7 +8,7 @@ import sys
 from typing import Any
 
 from quanyi.cli._common import print_table, with_core
-from quanyi.core import ledger
+from quanyi.core.books import ledger
 from quanyi.core.money import format_minor
 
 

@@ -11,7 +11,7 @@ from quanyi.cli._common import print_table, with_core
 
 def cmd_order_list(args: argparse.Namespace) -> int:
     from quanyi.core.money import format_minor
-    from quanyi.core.orders import list_orders
+    from quanyi.core.sales.orders import list_orders
 
     async def run(core: Any) -> int:
         async with core.db.read() as session:
@@ -38,8 +38,8 @@ def cmd_order_list(args: argparse.Namespace) -> int:
 
 def cmd_order_show(args: argparse.Namespace) -> int:
     from quanyi.core.money import format_minor
-    from quanyi.core.orders import order_details
-    from quanyi.core.redeem import redemptions
+    from quanyi.core.sales.orders import order_details
+    from quanyi.core.sales.redeem import redemptions
 
     async def run(core: Any) -> int:
         async with core.db.read() as session:
@@ -85,7 +85,7 @@ def cmd_order_show(args: argparse.Namespace) -> int:
 
 def cmd_order_refund(args: argparse.Namespace) -> int:
     from quanyi.core.money import format_minor
-    from quanyi.core.refunds import refund_order
+    from quanyi.core.sales.refunds import refund_order
 
     async def run(core: Any) -> int:
         result = await refund_order(

@@ -108,7 +108,7 @@ def _print_new_key(access_key: str, secret: str) -> None:
 
 
 def cmd_add(args: argparse.Namespace) -> int:
-    from quanyi.core.partners import add_partner
+    from quanyi.core.partners.accounts import add_partner
 
     async def run(core: Any) -> int:
         async with core.db.transaction() as session:
@@ -129,7 +129,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     from sqlalchemy import func, select
 
     from quanyi.core.models import Channel, PartnerKey
-    from quanyi.core.partners import list_partners
+    from quanyi.core.partners.accounts import list_partners
 
     async def run(core: Any) -> int:
         async with core.db.read() as session:
@@ -165,8 +165,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_show(args: argparse.Namespace) -> int:
     from sqlalchemy import select
 
-    from quanyi.core import partners
     from quanyi.core.models import Allocation, Channel, ChannelPrice, Product
+    from quanyi.core.partners import accounts as partners
 
     async def run(core: Any) -> int:
         async with core.db.read() as session:
@@ -219,7 +219,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_key_add(args: argparse.Namespace) -> int:
-    from quanyi.core import partners
+    from quanyi.core.partners import accounts as partners
 
     async def run(core: Any) -> int:
         async with core.db.transaction() as session:
@@ -233,7 +233,7 @@ def cmd_key_add(args: argparse.Namespace) -> int:
 
 
 def cmd_key_revoke(args: argparse.Namespace) -> int:
-    from quanyi.core import partners
+    from quanyi.core.partners import accounts as partners
 
     async def run(core: Any) -> int:
         async with core.db.transaction() as session:
@@ -246,7 +246,7 @@ def cmd_key_revoke(args: argparse.Namespace) -> int:
 
 
 def cmd_topup(args: argparse.Namespace) -> int:
-    from quanyi.core import partners
+    from quanyi.core.partners import accounts as partners
 
     async def run(core: Any) -> int:
         async with core.db.transaction() as session:
@@ -264,7 +264,7 @@ def cmd_topup(args: argparse.Namespace) -> int:
 
 
 def cmd_webhook(args: argparse.Namespace) -> int:
-    from quanyi.core import partners
+    from quanyi.core.partners import accounts as partners
 
     if args.off == (args.url is not None):
         raise QuanyiError("give a webhook URL or --off")
@@ -282,7 +282,7 @@ def cmd_webhook(args: argparse.Namespace) -> int:
 
 
 def _set_active(args: argparse.Namespace, active: bool) -> int:
-    from quanyi.core import partners
+    from quanyi.core.partners import accounts as partners
 
     async def run(core: Any) -> int:
         async with core.db.transaction() as session:

@@ -11,7 +11,7 @@ from quanyi.cli._common import print_table, with_core
 
 def cmd_payment_list(args: argparse.Namespace) -> int:
     from quanyi.core.money import format_minor
-    from quanyi.core.orders import list_payments
+    from quanyi.core.sales.orders import list_payments
 
     async def run(core: Any) -> int:
         async with core.db.read() as session:
@@ -39,7 +39,7 @@ def cmd_payment_list(args: argparse.Namespace) -> int:
 
 def cmd_payment_refund(args: argparse.Namespace) -> int:
     from quanyi.core.money import format_minor
-    from quanyi.core.refunds import refund_payment
+    from quanyi.core.sales.refunds import refund_payment
 
     async def run(core: Any) -> int:
         result = await refund_payment(core, args.payment_id, reason=args.reason, actor="cli", manual=args.manual)

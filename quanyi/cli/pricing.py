@@ -12,10 +12,10 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from quanyi.cli._common import print_table, with_core
-from quanyi.core import export
 from quanyi.core.errors import QuanyiError
 from quanyi.core.models import Coupon, DiscountKind, Promotion, PromotionKind, Stacking, utcnow
 from quanyi.core.money import Money
+from quanyi.core.platform import export
 
 # Why a coupon (or a promotion beaten by one) did not apply, for `price quote` and scripts.
 _REASONS = {
@@ -43,7 +43,7 @@ def _money(minor: int, currency: str) -> str:
 
 
 def _percent(basis_points: int) -> str:
-    from quanyi.core.commissions import format_rate
+    from quanyi.core.books.commissions import format_rate
 
     return format_rate(basis_points)
 
@@ -174,8 +174,8 @@ def _say(args: argparse.Namespace, text: str) -> None:
 
 
 def cmd_coupon_create(args: argparse.Namespace) -> int:
-    from quanyi.core import coupons
-    from quanyi.core.pricing_input import coupon_terms
+    from quanyi.core.catalog import coupons
+    from quanyi.core.catalog.pricing_input import coupon_terms
 
     if args.code_uses is not _UNSET and args.code is None:
         raise QuanyiError("--code-uses goes with --code")
@@ -213,7 +213,7 @@ def cmd_coupon_create(args: argparse.Namespace) -> int:
 
 
 def cmd_coupon_codes(args: argparse.Namespace) -> int:
-    from quanyi.core import coupons
+    from quanyi.core.catalog import coupons
 
     if args.prefix is not None and args.generate is None:
         raise QuanyiError("--prefix goes with --generate")
@@ -253,7 +253,7 @@ def cmd_coupon_codes(args: argparse.Namespace) -> int:
 
 
 def cmd_coupon_export(args: argparse.Namespace) -> int:
-    from quanyi.core import coupons
+    from quanyi.core.catalog import coupons
 
     async def run(core: Any) -> int:
         async with core.db.read() as session:
@@ -267,7 +267,7 @@ def cmd_coupon_export(args: argparse.Namespace) -> int:
 
 
 def cmd_coupon_list(args: argparse.Namespace) -> int:
-    from quanyi.core import coupons
+    from quanyi.core.catalog import coupons
 
     async def run(core: Any) -> int:
         tz = core.settings.timezone
@@ -299,7 +299,7 @@ def cmd_coupon_list(args: argparse.Namespace) -> int:
 def cmd_coupon_show(args: argparse.Namespace) -> int:
     from sqlalchemy import select
 
-    from quanyi.core import coupons
+    from quanyi.core.catalog import coupons
     from quanyi.core.models import Order
 
     async def run(core: Any) -> int:
@@ -337,7 +337,7 @@ def cmd_coupon_show(args: argparse.Namespace) -> int:
 
 def _coupon_active(active: bool) -> Any:
     def command(args: argparse.Namespace) -> int:
-        from quanyi.core import coupons
+        from quanyi.core.catalog import coupons
 
         async def run(core: Any) -> int:
             async with core.db.transaction() as session:
@@ -354,8 +354,8 @@ def _coupon_active(active: bool) -> Any:
 
 
 def cmd_promotion_add(args: argparse.Namespace) -> int:
-    from quanyi.core import promotions
-    from quanyi.core.pricing_input import promotion_terms
+    from quanyi.core.catalog import promotions
+    from quanyi.core.catalog.pricing_input import promotion_terms
 
     fields = {
         "name": args.name,
@@ -382,7 +382,7 @@ def cmd_promotion_add(args: argparse.Namespace) -> int:
 
 
 def cmd_promotion_list(args: argparse.Namespace) -> int:
-    from quanyi.core import promotions
+    from quanyi.core.catalog import promotions
 
     async def run(core: Any) -> int:
         tz = core.settings.timezone
@@ -410,7 +410,7 @@ def cmd_promotion_list(args: argparse.Namespace) -> int:
 
 def _promotion_active(active: bool) -> Any:
     def command(args: argparse.Namespace) -> int:
-        from quanyi.core import promotions
+        from quanyi.core.catalog import promotions
 
         async def run(core: Any) -> int:
             async with core.db.transaction() as session:
@@ -431,7 +431,7 @@ def _parts_text(parts: list[Any]) -> str:
 
 
 def cmd_bundle_add(args: argparse.Namespace) -> int:
-    from quanyi.core import bundles
+    from quanyi.core.catalog import bundles
 
     async def run(core: Any) -> int:
         parts = bundles.parse_parts(args.parts)
@@ -454,7 +454,7 @@ def cmd_bundle_add(args: argparse.Namespace) -> int:
 
 
 def cmd_bundle_parts(args: argparse.Namespace) -> int:
-    from quanyi.core import bundles
+    from quanyi.core.catalog import bundles
 
     async def run(core: Any) -> int:
         parts = bundles.parse_parts(args.parts)
@@ -467,8 +467,8 @@ def cmd_bundle_parts(args: argparse.Namespace) -> int:
 
 
 def cmd_bundle_list(args: argparse.Namespace) -> int:
-    from quanyi.core import bundles
-    from quanyi.core.channels import DEFAULT_CHANNEL, UNCAPPED, sellable_counts
+    from quanyi.core.catalog import bundles
+    from quanyi.core.stock.allocations import DEFAULT_CHANNEL, UNCAPPED, sellable_counts
 
     async def run(core: Any) -> int:
         async with core.db.read() as session:
@@ -497,8 +497,8 @@ def cmd_bundle_list(args: argparse.Namespace) -> int:
 
 
 def cmd_price_quote(args: argparse.Namespace) -> int:
-    from quanyi.core.catalog import get_product
-    from quanyi.core.quote import quote_order
+    from quanyi.core.catalog.products import get_product
+    from quanyi.core.catalog.quote import quote_order
 
     async def run(core: Any) -> int:
         async with core.db.read() as session:

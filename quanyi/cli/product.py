@@ -11,7 +11,7 @@ from quanyi.core.errors import QuanyiError
 
 
 def cmd_product_add(args: argparse.Namespace) -> int:
-    from quanyi.core.catalog import add_product
+    from quanyi.core.catalog.products import add_product
     from quanyi.core.money import Money
 
     async def run(core: Any) -> int:
@@ -39,7 +39,7 @@ def cmd_product_add(args: argparse.Namespace) -> int:
 
 
 def cmd_product_update(args: argparse.Namespace) -> int:
-    from quanyi.core.catalog import update_product
+    from quanyi.core.catalog.products import update_product
     from quanyi.core.money import Money
 
     changes = [
@@ -142,7 +142,7 @@ def _add_kind_arguments(parser: argparse.ArgumentParser, *, update: bool) -> Non
 def cmd_product_list(args: argparse.Namespace) -> int:
     from sqlalchemy import select
 
-    from quanyi.core.catalog import catalogue
+    from quanyi.core.catalog.products import catalogue
     from quanyi.core.models import Product
 
     async def run(core: Any) -> int:

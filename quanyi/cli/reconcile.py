@@ -13,8 +13,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from quanyi.cli._common import print_table, with_core
+from quanyi.core.books.reconcile import MAX_STATEMENT_BYTES, Mismatch, Report, Section, mismatches_csv
 from quanyi.core.errors import QuanyiError
-from quanyi.core.reconcile import MAX_STATEMENT_BYTES, Mismatch, Report, Section, mismatches_csv
 
 EXIT_MISMATCHES = 3
 TITLES = {
@@ -52,7 +52,7 @@ def _read(path: Path) -> bytes:
 
 
 def cmd_reconcile(args: argparse.Namespace) -> int:
-    from quanyi.core.reconcile import reconcile_statement
+    from quanyi.core.books.reconcile import reconcile_statement
 
     if args.margin < 0:
         raise QuanyiError("--margin cannot be negative")

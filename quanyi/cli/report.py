@@ -21,8 +21,8 @@ def _day(text: str) -> date:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from quanyi.core import reports
-    from quanyi.core.charts import net_by_day_png
+    from quanyi.core.books import reports
+    from quanyi.core.books.charts import net_by_day_png
 
     if args.format == "xlsx" and not args.out:
         raise QuanyiError("an XLSX report needs --out FILE")
@@ -64,7 +64,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def add_parser(sub: Any) -> None:
-    from quanyi.core.reports import VIEWS
+    from quanyi.core.books.reports import VIEWS
 
     rep = sub.add_parser(
         "report",

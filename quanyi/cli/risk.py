@@ -23,7 +23,7 @@ def _window(seconds: int | None) -> str:
 
 
 def cmd_rules(args: argparse.Namespace) -> int:
-    from quanyi.core import risk
+    from quanyi.core.sales import risk
 
     async def run(core: Any) -> int:
         async with core.db.read() as session:
@@ -51,7 +51,7 @@ def cmd_rules(args: argparse.Namespace) -> int:
 
 
 def cmd_rule_add(args: argparse.Namespace) -> int:
-    from quanyi.core import risk
+    from quanyi.core.sales import risk
 
     async def run(core: Any) -> int:
         async with core.db.transaction() as session:
@@ -74,8 +74,8 @@ def cmd_rule_add(args: argparse.Namespace) -> int:
 
 
 def cmd_rule_set(args: argparse.Namespace) -> int:
-    from quanyi.core import risk
     from quanyi.core.errors import InvalidInput
+    from quanyi.core.sales import risk
 
     async def run(core: Any) -> int:
         if args.threshold is None and args.action is None and args.window is None and args.active is None:
@@ -100,7 +100,7 @@ def cmd_rule_set(args: argparse.Namespace) -> int:
 
 
 def cmd_block(args: argparse.Namespace) -> int:
-    from quanyi.core import risk
+    from quanyi.core.sales import risk
 
     async def run(core: Any) -> int:
         async with core.db.transaction() as session:
@@ -112,8 +112,8 @@ def cmd_block(args: argparse.Namespace) -> int:
 
 
 def cmd_unblock(args: argparse.Namespace) -> int:
-    from quanyi.core import risk
     from quanyi.core.errors import NotFound
+    from quanyi.core.sales import risk
 
     async def run(core: Any) -> int:
         async with core.db.transaction() as session:
@@ -126,7 +126,7 @@ def cmd_unblock(args: argparse.Namespace) -> int:
 
 
 def cmd_blocks(args: argparse.Namespace) -> int:
-    from quanyi.core import risk
+    from quanyi.core.sales import risk
 
     async def run(core: Any) -> int:
         async with core.db.read() as session:
@@ -141,8 +141,8 @@ def cmd_blocks(args: argparse.Namespace) -> int:
 
 
 def cmd_decisions(args: argparse.Namespace) -> int:
-    from quanyi.core import risk
     from quanyi.core.errors import InvalidInput
+    from quanyi.core.sales import risk
 
     async def run(core: Any) -> int:
         if not 1 <= args.limit <= 1000:
@@ -175,7 +175,7 @@ def cmd_decisions(args: argparse.Namespace) -> int:
 
 
 def cmd_approve(args: argparse.Namespace) -> int:
-    from quanyi.core import risk
+    from quanyi.core.sales import risk
 
     async def run(core: Any) -> int:
         async with core.db.transaction() as session:
@@ -187,7 +187,7 @@ def cmd_approve(args: argparse.Namespace) -> int:
 
 
 def cmd_reject(args: argparse.Namespace) -> int:
-    from quanyi.core import risk
+    from quanyi.core.sales import risk
 
     async def run(core: Any) -> int:
         async with core.db.transaction() as session:
@@ -199,7 +199,7 @@ def cmd_reject(args: argparse.Namespace) -> int:
 
 
 def add_parser(sub: Any) -> None:
-    from quanyi.core.risk import ACTIONS, BLOCK_KINDS, METRICS
+    from quanyi.core.sales.risk import ACTIONS, BLOCK_KINDS, METRICS
 
     risk = sub.add_parser(
         "risk",

@@ -14,8 +14,8 @@ from quanyi.core.money import format_minor
 
 
 def cmd_settle(args: argparse.Namespace) -> int:
-    from quanyi.core.audit_chain import anchor
-    from quanyi.core.settlement import local_day, settle_day
+    from quanyi.core.books.settlement import local_day, settle_day
+    from quanyi.core.platform.audit_chain import anchor
 
     async def run(core: Any) -> int:
         settings = core.settings

@@ -14,7 +14,7 @@ from quanyi.core.errors import QuanyiError
 
 
 def cmd_stock_import(args: argparse.Namespace) -> int:
-    from quanyi.core.stock import import_stock
+    from quanyi.core.stock.items import import_stock
 
     path = Path(args.file)
     if not path.is_file():
@@ -49,7 +49,7 @@ def cmd_stock_import(args: argparse.Namespace) -> int:
 
 
 def cmd_stock_void(args: argparse.Namespace) -> int:
-    from quanyi.core.stock import void_codes
+    from quanyi.core.stock.items import void_codes
 
     path = Path(args.file)
     if not path.is_file():
@@ -70,8 +70,8 @@ def cmd_stock_void(args: argparse.Namespace) -> int:
 
 
 def cmd_stock_show(args: argparse.Namespace) -> int:
-    from quanyi.core.channels import pool_levels
-    from quanyi.core.stock import staged_counts
+    from quanyi.core.stock.allocations import pool_levels
+    from quanyi.core.stock.items import staged_counts
 
     async def run(core: Any) -> int:
         async with core.db.read() as session:
@@ -110,7 +110,7 @@ def cmd_stock_show(args: argparse.Namespace) -> int:
 
 
 def cmd_stock_allocate(args: argparse.Namespace) -> int:
-    from quanyi.core import channels
+    from quanyi.core.stock import allocations as channels
 
     if args.units is None and args.take_back is None and not args.shared and args.threshold is None:
         raise QuanyiError("give --units N, --take-back N, --shared or --threshold N (see --help)")
@@ -147,7 +147,7 @@ def cmd_stock_allocate(args: argparse.Namespace) -> int:
 
 
 def cmd_stock_threshold(args: argparse.Namespace) -> int:
-    from quanyi.core.channels import set_threshold
+    from quanyi.core.stock.allocations import set_threshold
 
     async def run(core: Any) -> int:
         async with core.db.transaction() as session:

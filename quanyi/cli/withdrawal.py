@@ -12,7 +12,7 @@ from quanyi.core.money import Money
 
 
 def cmd_withdrawal_list(args: argparse.Namespace) -> int:
-    from quanyi.core import withdrawals
+    from quanyi.core.books import withdrawals
 
     async def run(core: Any) -> int:
         async with core.db.read() as session:
@@ -42,7 +42,7 @@ def cmd_withdrawal_list(args: argparse.Namespace) -> int:
 
 
 def cmd_withdrawal_approve(args: argparse.Namespace) -> int:
-    from quanyi.core import withdrawals
+    from quanyi.core.books import withdrawals
 
     async def run(core: Any) -> int:
         async with core.db.transaction() as session:
@@ -55,7 +55,7 @@ def cmd_withdrawal_approve(args: argparse.Namespace) -> int:
 
 
 def cmd_withdrawal_reject(args: argparse.Namespace) -> int:
-    from quanyi.core import withdrawals
+    from quanyi.core.books import withdrawals
 
     async def run(core: Any) -> int:
         async with core.db.transaction() as session:

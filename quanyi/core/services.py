@@ -10,14 +10,14 @@ import asyncio
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from quanyi.core import ledger
-from quanyi.core.audit_chain import Chain
-from quanyi.core.config import Settings
-from quanyi.core.crypto import KeyRing
-from quanyi.core.db import Database
-from quanyi.core.fulfilment import Fulfiller
+from quanyi.core.books import ledger
 from quanyi.core.payments import PaymentHub, build_payment_hub
 from quanyi.core.payments.partner import PartnerBalance
+from quanyi.core.platform.audit_chain import Chain
+from quanyi.core.platform.config import Settings
+from quanyi.core.platform.crypto import KeyRing
+from quanyi.core.platform.db import Database
+from quanyi.core.sales.fulfilment import Fulfiller
 from quanyi.core.suppliers import SupplierHub, build_supplier_hub
 
 
@@ -43,8 +43,8 @@ class Core:
 async def open_checked(settings: Settings) -> tuple[Database, KeyRing]:
     """The database and the keyring, in the order a person can act on: the database reachable and
     at the code's schema, then the keys present and the ones it was written with."""
-    from quanyi.core.keycheck import verify_keyring
-    from quanyi.core.migrate import require_current
+    from quanyi.core.platform.keycheck import verify_keyring
+    from quanyi.core.platform.migrate import require_current
 
     db = Database(settings.resolved_database_url)
     try:

@@ -1,6 +1,6 @@
 """The open API for partner systems under ``/api/v1``: signed requests, JSON in, JSON out.
 
-Every endpoint but the documentation needs a signature (``quanyi.core.apisign``). Errors are
+Every endpoint but the documentation needs a signature (``quanyi.core.partners.apisign``). Errors are
 ``{"error": <stable code>, "message": <text>}`` with the HTTP status of ``STATUS``; a client's
 mistake is never a 5xx. Each endpoint is declared with ``endpoint(...)``, which records its
 method, path, parameters and JSON schemas: ``quanyi.webhooks.openapi`` builds the OpenAPI
@@ -25,10 +25,14 @@ from quart import Blueprint, Response, jsonify, request
 from sqlalchemy import update
 from werkzeug.exceptions import HTTPException
 
-from quanyi.core import apisign, jsonsafe, partner_orders, partners, redeem
 from quanyi.core.errors import JsonTooDeep, MalformedJson, QuanyiError
 from quanyi.core.models import Partner, PartnerKey, utcnow
-from quanyi.core.redeem import TokenView
+from quanyi.core.partners import accounts as partners
+from quanyi.core.partners import apisign
+from quanyi.core.partners import orders as partner_orders
+from quanyi.core.platform import jsonsafe
+from quanyi.core.sales import redeem
+from quanyi.core.sales.redeem import TokenView
 from quanyi.webhooks import api_schemas as schemas
 from quanyi.webhooks.site import core
 

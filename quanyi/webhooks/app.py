@@ -10,7 +10,7 @@ from typing import Any
 from quart import Quart, Response, jsonify, request
 
 from quanyi.core.errors import QuanyiError
-from quanyi.core.jsonsafe import loads_limited
+from quanyi.core.platform.jsonsafe import loads_limited
 from quanyi.core.services import Core
 from quanyi.webhooks import api, limits, pay, recharge, redeem, site
 

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 from quart import Quart, Response, current_app, jsonify, render_template, request
 
-from quanyi.core.config import Settings
-from quanyi.core.ratelimit import Limiter, make_limiter
+from quanyi.core.platform.config import Settings
+from quanyi.core.platform.ratelimit import Limiter, make_limiter
 from quanyi.webhooks.redeem import client_address
 from quanyi.webhooks.site import page_texts
 

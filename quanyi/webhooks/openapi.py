@@ -8,7 +8,7 @@ from typing import Any
 
 from quart import Quart
 
-from quanyi.core import apisign
+from quanyi.core.partners import apisign
 from quanyi.webhooks import api
 from quanyi.webhooks import api_schemas as schemas
 

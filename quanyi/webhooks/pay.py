@@ -21,10 +21,10 @@ from quart import Blueprint, Response, jsonify, render_template, request
 from quanyi.core.errors import CallbackRejected, NotFound, PaymentMethodUnavailable
 from quanyi.core.models import OrderStatus
 from quanyi.core.money import Money
-from quanyi.core.orders import get_order
 from quanyi.core.payments.base import CallbackRequest, PaymentEvent, RefundEvent
 from quanyi.core.payments.sandbox import Sandbox
-from quanyi.core.refunds import record_provider_refund
+from quanyi.core.sales.orders import get_order
+from quanyi.core.sales.refunds import record_provider_refund
 from quanyi.i18n import raw_t
 from quanyi.webhooks import limits
 from quanyi.webhooks.site import core, page_language, page_texts

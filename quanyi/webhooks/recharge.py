@@ -11,8 +11,8 @@ import logging
 
 from quart import Blueprint, Response, jsonify, request
 
-from quanyi.core import recharge
 from quanyi.core.errors import CallbackRejected, ConfigError, NotFound
+from quanyi.core.sales import recharge
 from quanyi.webhooks import limits
 from quanyi.webhooks.site import core
 

@@ -15,10 +15,10 @@ from quart import Blueprint, Response, current_app, redirect, render_template, r
 from quart.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException
 
-from quanyi.core import redeem
 from quanyi.core.errors import NotFound, TokenUnusable
-from quanyi.core.ratelimit import Limiter, make_limiter
-from quanyi.core.redeem import TokenState, TokenView
+from quanyi.core.platform.ratelimit import Limiter, make_limiter
+from quanyi.core.sales import redeem
+from quanyi.core.sales.redeem import TokenState, TokenView
 from quanyi.i18n import raw_t
 from quanyi.webhooks.site import core, page_language
 

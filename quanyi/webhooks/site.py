@@ -6,8 +6,8 @@ import logging
 
 from quart import Blueprint, Response, current_app, jsonify, render_template, request
 
-from quanyi.core.catalog import catalogue
-from quanyi.core.readiness import unready_reason
+from quanyi.core.catalog.products import catalogue
+from quanyi.core.platform.readiness import unready_reason
 from quanyi.core.services import Core
 from quanyi.i18n import catalog, pick_language
 

@@ -21,8 +21,8 @@ from quanyi.bot.buyer.stars import send_stars_invoice
 from quanyi.bot.callbacks import CancelCb, CouponCb, MethodCb, QuantityCb
 from quanyi.bot.operator.risk import enqueue_hold, refusal_text
 from quanyi.bot.render import breakdown_lines, coupon_refusal, money
-from quanyi.core import risk
-from quanyi.core.catalog import CatalogueEntry, catalogue_entry_by_id
+from quanyi.core.catalog.products import CatalogueEntry, catalogue_entry_by_id
+from quanyi.core.catalog.quote import quote_order
 from quanyi.core.errors import (
     ChallengeRequired,
     CouponRejected,
@@ -38,8 +38,8 @@ from quanyi.core.errors import (
     RiskRefusal,
 )
 from quanyi.core.models import Product, RiskDecision
-from quanyi.core.orders import Buyer, PlacedOrder, check_account, checkout
-from quanyi.core.quote import quote_order
+from quanyi.core.sales import risk
+from quanyi.core.sales.orders import Buyer, PlacedOrder, check_account, checkout
 from quanyi.core.services import Core
 from quanyi.i18n import raw_t, t
 

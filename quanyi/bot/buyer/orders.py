@@ -7,9 +7,9 @@ from aiogram.utils.keyboard import InlineKeyboardBuilder
 
 from quanyi.bot.callbacks import CancelCb, CodesCb
 from quanyi.bot.render import delivery_messages, money, status_label
-from quanyi.core import redeem
 from quanyi.core.errors import Forbidden, InvalidInput
-from quanyi.core.orders import buyer_order, buyer_orders, cancel_by_buyer, delivered_codes
+from quanyi.core.sales import redeem
+from quanyi.core.sales.orders import buyer_order, buyer_orders, cancel_by_buyer, delivered_codes
 from quanyi.core.services import Core
 from quanyi.i18n import raw_t, t
 

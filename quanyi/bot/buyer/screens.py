@@ -17,14 +17,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from quanyi.bot.callbacks import CatalogueCb, CouponCb, MethodCb, ProductCb, QuantityCb
 from quanyi.bot.render import breakdown_lines, coupon_refusal, method_label, promotion_text
-from quanyi.core import bundles
-from quanyi.core.catalog import CatalogueEntry, catalogue, catalogue_entry_by_id, for_buyer
-from quanyi.core.channels import UNCAPPED
+from quanyi.core.catalog import bundles
+from quanyi.core.catalog.pricing import Reason
+from quanyi.core.catalog.products import CatalogueEntry, catalogue, catalogue_entry_by_id, for_buyer
+from quanyi.core.catalog.quote import Quote, quote_order
 from quanyi.core.errors import NotForSale, NotFound, QuanyiError
 from quanyi.core.models import Product, ProductKind
-from quanyi.core.pricing import Reason
-from quanyi.core.quote import Quote, quote_order
 from quanyi.core.services import Core
+from quanyi.core.stock.allocations import UNCAPPED
 from quanyi.i18n import raw_t, t
 
 QUICK_QUANTITIES = (1, 2, 3, 5, 10)

@@ -30,10 +30,10 @@ from quanyi.bot.buyer.checkout import (
 from quanyi.bot.buyer.orders import cancel, orders, show_codes
 from quanyi.bot.buyer.screens import OrderForm, send_catalogue, send_product
 from quanyi.bot.callbacks import CancelCb, CatalogueCb, CodesCb, CouponCb, MethodCb, ProductCb, QuantityCb
-from quanyi.core.catalog import catalogue_entry, catalogue_entry_by_id, for_buyer
-from quanyi.core.distributors import REFERRAL_PREFIX, record_referral
+from quanyi.core.catalog.products import catalogue_entry, catalogue_entry_by_id, for_buyer
+from quanyi.core.distributors.accounts import REFERRAL_PREFIX, record_referral
 from quanyi.core.errors import InvalidInput, NotFound
-from quanyi.core.orders import Buyer, remember_user
+from quanyi.core.sales.orders import Buyer, remember_user
 from quanyi.core.services import Core
 from quanyi.i18n import raw_t, t
 

@@ -18,7 +18,6 @@ from aiogram.types import LabeledPrice, Message, PreCheckoutQuery
 
 from quanyi.bot.render import money, status_label
 from quanyi.core.errors import CallbackRejected, QuanyiError
-from quanyi.core.orders import cancel_by_buyer
 from quanyi.core.payments.base import Invoice
 from quanyi.core.payments.stars import (
     CURRENCY,
@@ -28,6 +27,7 @@ from quanyi.core.payments.stars import (
     buyer_stars_payments,
     record_refund,
 )
+from quanyi.core.sales.orders import cancel_by_buyer
 from quanyi.core.services import Core
 from quanyi.i18n import raw_t, t
 

@@ -27,9 +27,8 @@ from aiogram.utils.keyboard import InlineKeyboardBuilder
 from quanyi.bot.distributor.withdraw import WithdrawCb
 from quanyi.bot.filters import TYPED, IsDistributor
 from quanyi.bot.render import money
-from quanyi.core import distributors, risk
-from quanyi.core.channels import AllocationShort
-from quanyi.core.distributors import (
+from quanyi.core.distributors import accounts as distributors
+from quanyi.core.distributors.accounts import (
     INVITE_PREFIX,
     MAX_BULK,
     REFERRAL_PREFIX,
@@ -40,8 +39,10 @@ from quanyi.core.distributors import (
 )
 from quanyi.core.errors import AlreadyExists, Forbidden, InvalidInput, NotForSale, NotFound, OutOfStock, RiskRefusal
 from quanyi.core.money import Money
-from quanyi.core.orders import Buyer, remember_user
+from quanyi.core.sales import risk
+from quanyi.core.sales.orders import Buyer, remember_user
 from quanyi.core.services import Core
+from quanyi.core.stock.allocations import AllocationShort
 from quanyi.i18n import raw_t, t
 
 log = logging.getLogger(__name__)

@@ -25,8 +25,9 @@ from aiogram.utils.keyboard import InlineKeyboardBuilder
 
 from quanyi.bot.filters import TYPED, IsDistributor
 from quanyi.bot.render import money, withdrawal_source
-from quanyi.core import distributors, withdrawals
-from quanyi.core.distributors import InsufficientBalance
+from quanyi.core.books import withdrawals
+from quanyi.core.distributors import accounts as distributors
+from quanyi.core.distributors.accounts import InsufficientBalance
 from quanyi.core.errors import AlreadyExists, Forbidden, InvalidInput, NotFound
 from quanyi.core.models import Distributor
 from quanyi.core.money import Money

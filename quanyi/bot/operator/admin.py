@@ -23,11 +23,11 @@ from sqlalchemy import select
 from quanyi.bot.filters import IsAdmin
 from quanyi.bot.operator.ops import menu_markup, menu_text
 from quanyi.bot.render import money, status_label
-from quanyi.core import redeem
 from quanyi.core.errors import InvalidInput, NotFound, QuanyiError, RefundNotSupported
 from quanyi.core.models import Recharge
-from quanyi.core.orders import list_payments, order_details
-from quanyi.core.refunds import refund_order, refund_payment
+from quanyi.core.sales import redeem
+from quanyi.core.sales.orders import list_payments, order_details
+from quanyi.core.sales.refunds import refund_order, refund_payment
 from quanyi.core.services import Core
 from quanyi.i18n import raw_t, t
 

@@ -14,9 +14,9 @@ from aiogram.types import Message
 
 from quanyi.bot.filters import IsAdmin
 from quanyi.bot.outbox_sender import Part, Renderer
-from quanyi.core import audit, audit_chain
 from quanyi.core.models import AuditRecord
-from quanyi.core.outbox import Outgoing
+from quanyi.core.platform import audit, audit_chain
+from quanyi.core.platform.outbox import Outgoing
 from quanyi.core.services import Core
 from quanyi.i18n import t
 

@@ -26,12 +26,13 @@ from sqlalchemy import select
 from quanyi.bot.callbacks import PricingCb
 from quanyi.bot.filters import IsAdmin
 from quanyi.bot.render import MESSAGE_LIMIT, money
-from quanyi.core import channels, distributors
-from quanyi.core.catalog import get_product
+from quanyi.core.catalog.products import get_product
+from quanyi.core.distributors import accounts as distributors
 from quanyi.core.errors import AlreadyExists, InvalidInput, NotFound, OutOfStock, QuanyiError
 from quanyi.core.models import AllocationMode, Channel, ChannelKind, Product
 from quanyi.core.money import parse_minor
 from quanyi.core.services import Core
+from quanyi.core.stock import allocations as channels
 from quanyi.i18n import raw_t, t
 
 log = logging.getLogger(__name__)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from quanyi.bot.outbox_sender import Part, Renderer
-from quanyi.core.outbox import Outgoing
+from quanyi.core.platform.outbox import Outgoing
 from quanyi.core.services import Core
 from quanyi.i18n import t
 

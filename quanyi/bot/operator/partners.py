@@ -22,10 +22,10 @@ from sqlalchemy import func, select
 
 from quanyi.bot.filters import IsAdmin
 from quanyi.bot.render import MESSAGE_LIMIT, money
-from quanyi.core import partners
 from quanyi.core.errors import InvalidInput, QuanyiError
 from quanyi.core.models import PartnerKey
 from quanyi.core.money import parse_minor
+from quanyi.core.partners import accounts as partners
 from quanyi.core.services import Core
 from quanyi.i18n import raw_t, t
 

@@ -26,14 +26,16 @@ from quanyi.bot.callbacks import PricingCb
 from quanyi.bot.filters import IsAdmin
 from quanyi.bot.operator.ops import MAX_ROWS, OpsCb, _edit, _fit
 from quanyi.bot.render import money
-from quanyi.core import bundles, channels, coupons, export, promotions
-from quanyi.core.commissions import format_rate
+from quanyi.core.books.commissions import format_rate
+from quanyi.core.catalog import bundles, coupons, promotions
+from quanyi.core.catalog.pricing import scope_set
+from quanyi.core.catalog.pricing_input import COUPON_KEYS, PROMOTION_KEYS, coupon_terms, parse_fields, promotion_terms
 from quanyi.core.errors import InvalidInput, QuanyiError
 from quanyi.core.models import Coupon, DiscountKind, Product, Promotion, PromotionKind
 from quanyi.core.money import Money, parse_minor
-from quanyi.core.pricing import scope_set
-from quanyi.core.pricing_input import COUPON_KEYS, PROMOTION_KEYS, coupon_terms, parse_fields, promotion_terms
+from quanyi.core.platform import export
 from quanyi.core.services import Core
+from quanyi.core.stock import allocations as channels
 from quanyi.i18n import raw_t, t
 
 log = logging.getLogger(__name__)

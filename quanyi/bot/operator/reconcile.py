@@ -13,8 +13,15 @@ from aiogram.filters import Command, CommandObject
 from aiogram.types import BufferedInputFile, Message
 
 from quanyi.bot.filters import IsAdmin
+from quanyi.core.books.reconcile import (
+    MAX_STATEMENT_BYTES,
+    Mismatch,
+    Report,
+    Section,
+    mismatches_csv,
+    reconcile_statement,
+)
 from quanyi.core.errors import QuanyiError
-from quanyi.core.reconcile import MAX_STATEMENT_BYTES, Mismatch, Report, Section, mismatches_csv, reconcile_statement
 from quanyi.core.services import Core
 from quanyi.i18n import t
 

@@ -14,8 +14,8 @@ from aiogram.utils.keyboard import InlineKeyboardBuilder
 
 from quanyi.bot.filters import IsAdmin
 from quanyi.bot.render import money
-from quanyi.core import reports
-from quanyi.core.charts import net_by_day_png
+from quanyi.core.books import reports
+from quanyi.core.books.charts import net_by_day_png
 from quanyi.core.services import Core
 from quanyi.i18n import raw_t, t
 

@@ -30,11 +30,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from quanyi.bot.filters import IsAdmin
 from quanyi.bot.outbox_sender import Part, Renderer, WithButtons
 from quanyi.bot.render import MESSAGE_LIMIT, money
-from quanyi.core import outbox, risk
 from quanyi.core.errors import InvalidInput, NotFound, QuanyiError, RiskBlocked
 from quanyi.core.models import RiskDecision, RiskRule, User
 from quanyi.core.money import format_minor, parse_minor
-from quanyi.core.outbox import Outgoing
+from quanyi.core.platform import outbox
+from quanyi.core.platform.outbox import Outgoing
+from quanyi.core.sales import risk
 from quanyi.core.services import Core
 from quanyi.i18n import raw_t, t
 

@@ -9,12 +9,12 @@ from sqlalchemy import select
 
 from quanyi.bot.outbox_sender import Document, Part, Renderer
 from quanyi.bot.render import money
-from quanyi.core import export
+from quanyi.core.books.settlement import Figures, stored_rows
 from quanyi.core.models import Distributor
 from quanyi.core.money import Money
-from quanyi.core.outbox import Outgoing
+from quanyi.core.platform import export
+from quanyi.core.platform.outbox import Outgoing
 from quanyi.core.services import Core
-from quanyi.core.settlement import Figures, stored_rows
 from quanyi.i18n import t
 
 LINES = 30  # per section in the message; the file has them all

@@ -19,9 +19,9 @@ from aiogram.filters.callback_data import CallbackData
 from aiogram.fsm.context import FSMContext
 from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message, TelegramObject
 
-from quanyi.core import redeem
 from quanyi.core.errors import NotFound, TokenUnusable
-from quanyi.core.redeem import TokenState, TokenView
+from quanyi.core.sales import redeem
+from quanyi.core.sales.redeem import TokenState, TokenView
 from quanyi.core.services import Core
 from quanyi.i18n import raw_t, t
 

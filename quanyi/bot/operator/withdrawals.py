@@ -27,10 +27,10 @@ from aiogram.utils.keyboard import InlineKeyboardBuilder
 from quanyi.bot.filters import TYPED, IsAdmin
 from quanyi.bot.outbox_sender import Part, Renderer, WithButtons
 from quanyi.bot.render import MESSAGE_LIMIT, money, withdrawal_source
-from quanyi.core import withdrawals
+from quanyi.core.books import withdrawals
 from quanyi.core.errors import InvalidInput, NotFound
 from quanyi.core.models import Distributor, Withdrawal, WithdrawalStatus
-from quanyi.core.outbox import Outgoing
+from quanyi.core.platform.outbox import Outgoing
 from quanyi.core.services import Core
 from quanyi.i18n import raw_t, t
 

@@ -67,7 +67,7 @@ class Order(Base):
     # Where the order came from, when the front knows (partner API, web pages): risk counters.
     client_ip: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
     device_id: Mapped[str | None] = mapped_column(String(128), nullable=True, index=True)
-    # The pricing engine's breakdown at placement (JSON, see core/pricing.py): list price,
+    # The pricing engine's breakdown at placement (JSON, see core/catalog/pricing.py): list price,
     # each promotion and coupon that applied, payable. A snapshot: later rule changes do not move it.
     pricing: Mapped[str | None] = mapped_column(Text, nullable=True)
 

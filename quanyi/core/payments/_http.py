@@ -12,7 +12,7 @@ from typing import Any
 import aiohttp
 
 from quanyi.core.errors import QuanyiError
-from quanyi.core.jsonsafe import loads_limited
+from quanyi.core.platform.jsonsafe import loads_limited
 
 
 async def request_json(

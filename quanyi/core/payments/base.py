@@ -18,14 +18,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from quanyi.core.config import Settings
-from quanyi.core.crypto import KeyRing
 from quanyi.core.errors import (
     CallbackRejected,
     ConfigError,
     PaymentMethodUnavailable,
     RefundNotSupported,
 )
+from quanyi.core.platform.config import Settings
+from quanyi.core.platform.crypto import KeyRing
 
 
 @dataclass(frozen=True)

@@ -16,12 +16,12 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from quanyi.core.config import Settings
 from quanyi.core.errors import CallbackRejected, InvalidInput, MalformedJson, ProviderError
-from quanyi.core.jsonsafe import loads_limited
 from quanyi.core.money import EXPONENTS, exponent, format_minor, parse_minor
 from quanyi.core.payments._http import request_json
 from quanyi.core.payments.base import CallbackRequest, OrderForPayment, PaymentEvent, PaymentMethod, PaymentStart
+from quanyi.core.platform.config import Settings
+from quanyi.core.platform.jsonsafe import loads_limited
 
 SIGNATURE_HEADER = "crypto-pay-api-signature"
 # Crypto Pay's own lists (API 1.5); only those the money module knows can be priced.

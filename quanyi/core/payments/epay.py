@@ -15,11 +15,11 @@ import hmac
 from collections.abc import Mapping, Sequence
 from urllib.parse import urlencode
 
-from quanyi.core.config import Settings
 from quanyi.core.errors import CallbackRejected, ConfigError, InvalidInput, ProviderError
 from quanyi.core.money import format_minor, parse_minor
 from quanyi.core.payments._http import request_json
 from quanyi.core.payments.base import CallbackRequest, OrderForPayment, PaymentEvent, PaymentMethod, PaymentStart
+from quanyi.core.platform.config import Settings
 
 UNSIGNED = {"sign", "sign_type"}
 

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from quanyi.core import ledger
-from quanyi.core.db import Database
+from quanyi.core.books import ledger
 from quanyi.core.errors import RefundFailed
 from quanyi.core.models import JournalEntry, Order, Partner, PartnerOrder
 from quanyi.core.payments.base import OrderForPayment, PaidWith, PaymentEvent, PaymentMethod, PaymentStart
+from quanyi.core.platform.db import Database
 
 NAME = "partner"
 
@@ -62,7 +62,7 @@ class PartnerBalance(PaymentMethod):
         return event_for(order)
 
     async def refund(self, paid: PaidWith, amount: int, reason: str, idempotency_key: str) -> str:
-        from quanyi.core import partners
+        from quanyi.core.partners import accounts as partners
 
         async with self.db.transaction() as session:
             # The partner's row is locked: two calls with one key cannot both find it undone.

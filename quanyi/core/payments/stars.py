@@ -20,8 +20,6 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select, update
 
-from quanyi.core.config import Settings
-from quanyi.core.db import Database, rowcount
 from quanyi.core.errors import CallbackRejected, QuanyiError, RefundFailed
 from quanyi.core.models import Order, OrderStatus, Payment, Refund, RefundStatus, StockItem, StockStatus, utcnow
 from quanyi.core.payments._http import request_json
@@ -34,12 +32,14 @@ from quanyi.core.payments.base import (
     PaymentStart,
     RefundEvent,
 )
+from quanyi.core.platform.config import Settings
+from quanyi.core.platform.db import Database, rowcount
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
 
-    from quanyi.core.fulfilment import PaymentOutcome
-    from quanyi.core.refunds import ProviderRefundOutcome
+    from quanyi.core.sales.fulfilment import PaymentOutcome
+    from quanyi.core.sales.refunds import ProviderRefundOutcome
     from quanyi.core.services import Core
 
 log = logging.getLogger(__name__)
@@ -225,7 +225,7 @@ async def accept_payment(
 
 async def record_refund(core: Core, *, charge_id: str, amount: int, currency: str) -> ProviderRefundOutcome:
     """A ``refunded_payment`` message: recorded once (ours confirmed, or Telegram's own flagged)."""
-    from quanyi.core.refunds import record_provider_refund
+    from quanyi.core.sales.refunds import record_provider_refund
 
     if not 0 < len(charge_id) <= 128 or "\x00" in charge_id:
         raise CallbackRejected("charge id is malformed")

@@ -21,9 +21,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeGuard
 
-from quanyi.core.config import Settings
 from quanyi.core.errors import CallbackRejected, InvalidInput, MalformedJson, ProviderError, QuanyiError, RefundFailed
-from quanyi.core.jsonsafe import loads_limited
 from quanyi.core.payments._http import request_json
 from quanyi.core.payments.base import (
     CallbackRequest,
@@ -34,6 +32,8 @@ from quanyi.core.payments.base import (
     PaymentStart,
     RefundEvent,
 )
+from quanyi.core.platform.config import Settings
+from quanyi.core.platform.jsonsafe import loads_limited
 
 SIGNATURE_HEADER = "stripe-signature"
 TOLERANCE = 300  # seconds, Stripe's default

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from quanyi.core.config import Settings
 from quanyi.core.errors import ConfigError
+from quanyi.core.platform.config import Settings
 from quanyi.core.suppliers.base import (
     STATES,
     TERMINAL,

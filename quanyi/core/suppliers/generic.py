@@ -16,8 +16,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from quanyi.core.errors import CallbackRejected, MalformedJson, SupplierError, SupplierOrderUnknown
-from quanyi.core.jsonsafe import loads_limited
 from quanyi.core.payments._http import request_json
+from quanyi.core.platform.jsonsafe import loads_limited
 from quanyi.core.suppliers.base import (
     ORDER_NUMBER,
     STATES,

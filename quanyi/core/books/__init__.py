@@ -1,0 +1,1 @@
+"""Books: ledger, commissions, settlement, reconciliation, withdrawals and reports."""

@@ -1,0 +1,1 @@
+"""Catalogue: products, bundles, pricing, promotions, coupons and quotes."""

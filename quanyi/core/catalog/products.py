@@ -1,0 +1,367 @@
+"""Products: adding them and reading the catalogue with live stock levels."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from quanyi.core.errors import AlreadyExists, InvalidInput, NotFound
+from quanyi.core.models import Product, ProductKind
+from quanyi.core.money import Money, exponent
+from quanyi.core.stock.allocations import UNCAPPED, sellable_counts
+from quanyi.core.stock.items import available_counts
+
+_SKU = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+# Kinds that this build can sell end to end; the others can be catalogued ahead of time.
+SELLABLE_KINDS = {ProductKind.CARD_KEY, ProductKind.REDEEM_LINK, ProductKind.DIRECT_RECHARGE, ProductKind.BUNDLE}
+
+
+@dataclass(frozen=True)
+class CatalogueEntry:
+    id: int
+    sku: str
+    name: str
+    kind: str
+    price: Money
+    available: int
+    description: str
+    active: bool = True
+    stars_price: int | None = None
+
+
+def validate_sku(sku: str) -> str:
+    # SKUs travel in deep links (start=buy_<SKU>, at most 64 characters) and callback data.
+    if not _SKU.match(sku or ""):
+        raise InvalidInput("SKU: 1-64 letters, digits, '_', '.', '-', starting with a letter or digit")
+    return sku
+
+
+async def add_product(
+    session: AsyncSession,
+    *,
+    sku: str,
+    name: str,
+    kind: str,
+    price: Money,
+    description: str = "",
+    instructions: str = "",
+    sort_order: int = 0,
+    stars_price: int | None = None,
+    entitlement: str | None = None,
+    max_uses: int | None = None,
+    valid_days: int | None = None,
+    supplier: str | None = None,
+    supplier_code: str | None = None,
+    account_pattern: str | None = None,
+    account_hint: str | None = None,
+    fallback_sku: str | None = None,
+    category: str | None = None,
+) -> Product:
+    """``stars_price`` is whole Telegram Stars; None = derived from the price at order time.
+
+    ``entitlement``, ``max_uses`` and ``valid_days`` are for ``redeem_link`` products; the
+    supplier, account and fallback options for ``direct_recharge`` (see ``_set_kind_options``)."""
+    validate_sku(sku)
+    name = (name or "").strip()
+    if not name or len(name) > 200:
+        raise InvalidInput("name: 1-200 characters")
+    try:
+        kind_value = ProductKind(kind)
+    except ValueError:
+        allowed = ", ".join(k.value for k in ProductKind)
+        raise InvalidInput(f"kind must be one of: {allowed}") from None
+    exponent(price.currency)
+    if price.minor <= 0:
+        raise InvalidInput("price must be greater than zero")
+    if stars_price is not None and stars_price <= 0:
+        raise InvalidInput("Stars price must be greater than zero")
+    existing = await session.scalar(select(Product.id).where(Product.sku == sku))
+    if existing is not None:
+        raise AlreadyExists(f"product {sku} already exists")
+    product = Product(
+        sku=sku,
+        name=name,
+        kind=kind_value.value,
+        price=price.minor,
+        currency=price.currency,
+        stars_price=stars_price,
+        description=description,
+        instructions=instructions,
+        active=True,
+        sort_order=sort_order,
+        category=_category(category),
+    )
+    await _set_kind_options(
+        session,
+        product,
+        entitlement=entitlement,
+        max_uses=max_uses,
+        valid_days=valid_days,
+        supplier=supplier,
+        supplier_code=supplier_code,
+        account_pattern=account_pattern,
+        account_hint=account_hint,
+        fallback_sku=fallback_sku,
+    )
+    session.add(product)
+    await session.flush()
+    return product
+
+
+async def update_product(
+    session: AsyncSession,
+    sku: str,
+    *,
+    name: str | None = None,
+    price: str | None = None,
+    stars_price: int | None = None,
+    clear_stars_price: bool = False,
+    instructions: str | None = None,
+    description: str | None = None,
+    active: bool | None = None,
+    floor: str | None = None,
+    ceiling: str | None = None,
+    entitlement: str | None = None,
+    max_uses: int | None = None,
+    valid_days: int | None = None,
+    supplier: str | None = None,
+    supplier_code: str | None = None,
+    account_pattern: str | None = None,
+    account_hint: str | None = None,
+    fallback_sku: str | None = None,
+    category: str | None = None,
+) -> Product:
+    """Change what an operator may change. Orders already placed keep their own prices.
+
+    ``floor`` / ``ceiling`` are decimal text, or ``""`` to remove the limit; so are the text
+    options of ``_set_kind_options``, and ``valid_days=0`` means links never expire."""
+    product = await get_product(session, sku)
+    await _set_kind_options(
+        session,
+        product,
+        entitlement=entitlement,
+        max_uses=max_uses,
+        valid_days=valid_days,
+        supplier=supplier,
+        supplier_code=supplier_code,
+        account_pattern=account_pattern,
+        account_hint=account_hint,
+        fallback_sku=fallback_sku,
+    )
+    _set_texts(product, name, instructions, description, category)
+    _set_prices(product, price, stars_price, clear_stars_price, floor, ceiling)
+    if active is not None:
+        product.active = active
+    await session.flush()
+    return product
+
+
+def _set_prices(
+    product: Product,
+    price: str | None,
+    stars_price: int | None,
+    clear_stars_price: bool,
+    floor: str | None,
+    ceiling: str | None,
+) -> None:
+    """The list, Stars, floor and ceiling prices (decimal text; ``""`` removes a floor or ceiling),
+    then the limits they must keep together."""
+    if floor is not None:
+        product.floor_price = Money.parse(floor, product.currency).minor if floor else None
+    if ceiling is not None:
+        product.ceiling_price = Money.parse(ceiling, product.currency).minor if ceiling else None
+    if price is not None:
+        minor = Money.parse(price, product.currency).minor
+        if minor <= 0:
+            raise InvalidInput("price must be greater than zero")
+        product.price = minor
+    if clear_stars_price:
+        product.stars_price = None
+    elif stars_price is not None:
+        if stars_price <= 0:
+            raise InvalidInput("Stars price must be greater than zero")
+        product.stars_price = stars_price
+    floor_price, ceiling_price = product.floor_price, product.ceiling_price
+    if floor_price is not None and floor_price <= 0:
+        raise InvalidInput("floor price must be greater than zero")
+    if floor_price is not None and ceiling_price is not None and ceiling_price < floor_price:
+        raise InvalidInput("ceiling price must not be under the floor price")
+    if floor_price is not None and product.price < floor_price:
+        raise InvalidInput("the list price may not be under the floor price")
+
+
+def _set_texts(
+    product: Product, name: str | None, instructions: str | None, description: str | None, category: str | None
+) -> None:
+    if name is not None:
+        name = name.strip()
+        if not name or len(name) > 200:
+            raise InvalidInput("name: 1-200 characters")
+        product.name = name
+    if instructions is not None:
+        product.instructions = instructions
+    if description is not None:
+        product.description = description
+    if category is not None:
+        product.category = _category(category)
+
+
+async def _set_kind_options(
+    session: AsyncSession,
+    product: Product,
+    *,
+    entitlement: str | None,
+    max_uses: int | None,
+    valid_days: int | None,
+    supplier: str | None,
+    supplier_code: str | None,
+    account_pattern: str | None,
+    account_hint: str | None,
+    fallback_sku: str | None,
+) -> None:
+    """Options of one product kind, refused on a product of another kind. None = unchanged."""
+    link_options = {"entitlement": entitlement, "max uses": max_uses, "valid days": valid_days}
+    recharge_options = {
+        "supplier": supplier,
+        "supplier code": supplier_code,
+        "account pattern": account_pattern,
+        "account hint": account_hint,
+        "fallback SKU": fallback_sku,
+    }
+    for kind, options in ((ProductKind.REDEEM_LINK, link_options), (ProductKind.DIRECT_RECHARGE, recharge_options)):
+        given = [name for name, value in options.items() if value is not None]
+        if given and product.kind != kind:
+            raise InvalidInput(f"{given[0]} applies to {kind.value} products only")
+    _set_link_options(product, entitlement, max_uses, valid_days)
+    if supplier is not None:
+        product.supplier = _short_text(supplier, "supplier", 32)
+    if supplier_code is not None:
+        product.supplier_product_code = _short_text(supplier_code, "supplier code", 64)
+    if account_pattern is not None:
+        product.account_pattern = _account_pattern(account_pattern)
+    if account_hint is not None:
+        product.account_hint = _short_text(account_hint, "account hint", 200)
+    if fallback_sku is not None:
+        product.fallback_sku = await _fallback(session, fallback_sku)
+
+
+def _set_link_options(product: Product, entitlement: str | None, max_uses: int | None, valid_days: int | None) -> None:
+    if entitlement is not None:
+        entitlement = entitlement.strip()
+        if len(entitlement) > 500:
+            raise InvalidInput("entitlement: at most 500 characters")
+        product.entitlement = entitlement
+    if max_uses is not None:
+        if not 1 <= max_uses <= 1_000_000:
+            raise InvalidInput("max uses: 1-1000000")
+        product.redeem_max_uses = max_uses
+    if valid_days is not None:
+        if not 0 <= valid_days <= 36_500:
+            raise InvalidInput("valid days: 1-36500, or 0 for links that never expire")
+        product.redeem_valid_days = valid_days or None
+
+
+def _account_pattern(text: str) -> str | None:
+    pattern = _short_text(text, "account pattern", 200)
+    if pattern is not None:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise InvalidInput(f"account pattern is not a valid regular expression: {exc}") from None
+    return pattern
+
+
+async def _fallback(session: AsyncSession, sku: str) -> str | None:
+    """The card_key product a failed recharge delivers instead (``""`` = none: refund)."""
+    fallback = sku.strip() or None
+    if fallback is not None:
+        target = await session.scalar(select(Product).where(Product.sku == fallback))
+        if target is None:
+            raise NotFound(f"no product {fallback}", sku=fallback)
+        if target.kind != ProductKind.CARD_KEY:
+            raise InvalidInput(f"the fallback product {fallback} must be a card_key product")
+    return fallback
+
+
+def _category(value: str | None) -> str | None:
+    """A category label: trimmed, lower case, 1-64 characters; empty = none."""
+    value = (value or "").strip().lower()
+    if len(value) > 64 or "," in value:
+        raise InvalidInput("category: at most 64 characters, no commas")
+    return value or None
+
+
+def _short_text(value: str, what: str, limit: int) -> str | None:
+    """Trimmed text of at most ``limit`` characters; empty = removed (None)."""
+    value = value.strip()
+    if len(value) > limit:
+        raise InvalidInput(f"{what}: at most {limit} characters")
+    return value or None
+
+
+async def get_product(session: AsyncSession, sku: str) -> Product:
+    product = await session.scalar(select(Product).where(Product.sku == sku))
+    if product is None:
+        raise NotFound(f"no product {sku}", sku=sku)
+    return product
+
+
+async def catalogue(session: AsyncSession, *, include_inactive: bool = False) -> list[CatalogueEntry]:
+    query = select(Product).order_by(Product.sort_order, Product.id)
+    if not include_inactive:
+        query = query.where(Product.active.is_(True))
+    products = list(await session.scalars(query))
+    counts = await available_counts(session, [p.id for p in products])
+    return [_entry(p, _units(p, counts)) for p in products]
+
+
+async def catalogue_entry(session: AsyncSession, sku: str) -> CatalogueEntry:
+    product = await get_product(session, sku)
+    if not product.active:
+        raise NotFound(f"no product {sku}")
+    counts = await available_counts(session, [product.id])
+    return _entry(product, _units(product, counts))
+
+
+async def catalogue_entry_by_id(session: AsyncSession, product_id: int) -> CatalogueEntry:
+    product = await session.get(Product, product_id)
+    if product is None or not product.active:
+        raise NotFound("no such product")
+    counts = await available_counts(session, [product.id])
+    return _entry(product, _units(product, counts))
+
+
+async def for_buyer(session: AsyncSession, entries: list[CatalogueEntry], user_id: int) -> list[CatalogueEntry]:
+    """The entries as this buyer sees them: the unit price it would be charged (a referred
+    buyer pays its distributor's resale price) and the units its seller can sell it."""
+    products = list(await session.scalars(select(Product).where(Product.id.in_([e.id for e in entries]))))
+    terms = await sellable_counts(session, products, user_id=user_id)
+    return [
+        replace(entry, price=Money(terms[entry.id][1], entry.price.currency), available=terms[entry.id][0])
+        if entry.id in terms
+        else entry
+        for entry in entries
+    ]
+
+
+def _units(product: Product, counts: dict[int, int]) -> int:
+    # Links and recharges are issued when paid: only card keys are counted items.
+    return counts.get(product.id, 0) if product.kind == ProductKind.CARD_KEY else UNCAPPED
+
+
+def _entry(product: Product, available: int) -> CatalogueEntry:
+    return CatalogueEntry(
+        id=product.id,
+        sku=product.sku,
+        name=product.name,
+        kind=product.kind,
+        price=Money(product.price, product.currency),
+        available=available,
+        description=product.description,
+        active=product.active,
+        stars_price=product.stars_price,
+    )

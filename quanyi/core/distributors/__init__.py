@@ -1,0 +1,1 @@
+"""Distributors: the tree, invites, balances and bulk purchases."""

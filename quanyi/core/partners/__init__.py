@@ -1,0 +1,1 @@
+"""Partners: API accounts, signing, partner orders and partner webhooks."""

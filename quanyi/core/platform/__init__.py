@@ -1,0 +1,1 @@
+"""Platform: database, outbox, audit trail, keys, leases, rate limits, configuration, logs, the scheduler."""

@@ -1,0 +1,138 @@
+"""The outbox: chat messages written in the transaction that caused them.
+
+A sender (the bot front) claims due messages with a lease, so replicas never send
+the same message at once, and marks each one sent only after Telegram accepted it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from quanyi.core.models import OutboxMessage, OutboxStatus, User, utcnow
+from quanyi.core.platform.db import Database, locked_pick
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    id: int
+    chat_id: int
+    kind: str
+    payload: Mapping[str, object]
+    language: str
+    attempts: int
+    parts_sent: int = 0
+
+
+def enqueue(session: AsyncSession, *, chat_id: int, kind: str, payload: Mapping[str, object], language: str) -> None:
+    session.add(
+        OutboxMessage(
+            chat_id=chat_id,
+            kind=kind,
+            payload=json.dumps(payload, separators=(",", ":")),
+            language=language,
+            status=OutboxStatus.PENDING,
+            attempts=0,
+            parts_sent=0,
+            next_attempt_at=utcnow(),
+        )
+    )
+
+
+async def enqueue_admins(session: AsyncSession, admin_ids: list[int], kind: str, payload: Mapping[str, object]) -> None:
+    """One message per operator, each in the language the operator last used with the bot."""
+    if not admin_ids:
+        return
+    languages = dict((await session.execute(select(User.id, User.language).where(User.id.in_(admin_ids)))).all())
+    for admin_id in admin_ids:
+        enqueue(session, chat_id=admin_id, kind=kind, payload=payload, language=languages.get(admin_id, "zh"))
+
+
+async def claim_due(db: Database, *, limit: int, lease: timedelta, now: datetime | None = None) -> list[Outgoing]:
+    now = now or utcnow()
+    async with db.transaction() as session:
+        pick = locked_pick(
+            select(OutboxMessage.id)
+            .where(
+                OutboxMessage.status == OutboxStatus.PENDING,
+                OutboxMessage.next_attempt_at <= now,
+                or_(OutboxMessage.claimed_until.is_(None), OutboxMessage.claimed_until < now),
+            )
+            .order_by(OutboxMessage.id)
+            .limit(limit)
+        )
+        result = await session.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.id == pick.c.id)
+            .values(claimed_until=now + lease)
+            .returning(
+                OutboxMessage.id,
+                OutboxMessage.chat_id,
+                OutboxMessage.kind,
+                OutboxMessage.payload,
+                OutboxMessage.language,
+                OutboxMessage.attempts,
+                OutboxMessage.parts_sent,
+            )
+            .execution_options(synchronize_session=False)
+        )
+        rows = sorted(result.all(), key=lambda row: row.id)
+    return [
+        Outgoing(row.id, row.chat_id, row.kind, json.loads(row.payload), row.language, row.attempts, row.parts_sent)
+        for row in rows
+    ]
+
+
+async def mark_sent(db: Database, message_id: int) -> None:
+    async with db.transaction() as session:
+        await session.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.id == message_id, OutboxMessage.status == OutboxStatus.PENDING)
+            .values(status=OutboxStatus.SENT, sent_at=utcnow(), claimed_until=None, last_error=None)
+        )
+
+
+async def mark_part_sent(db: Database, message_id: int, parts_sent: int) -> None:
+    """Remember how many parts of a multi-part message Telegram accepted."""
+    async with db.transaction() as session:
+        await session.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.id == message_id, OutboxMessage.status == OutboxStatus.PENDING)
+            .values(parts_sent=parts_sent)
+        )
+
+
+async def reschedule(
+    db: Database, message_id: int, *, at: datetime, error: str | None, count_attempt: bool = True
+) -> None:
+    values: dict[str, object] = {"next_attempt_at": at, "claimed_until": None}
+    if error is not None:
+        values["last_error"] = error[:255]
+    if count_attempt:
+        values["attempts"] = OutboxMessage.attempts + 1
+    async with db.transaction() as session:
+        await session.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.id == message_id, OutboxMessage.status == OutboxStatus.PENDING)
+            .values(**values)
+        )
+
+
+async def mark_dead(db: Database, message_id: int, error: str) -> None:
+    """Telegram will never take this one (the buyer blocked the bot, the chat is gone)."""
+    async with db.transaction() as session:
+        await session.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.id == message_id, OutboxMessage.status == OutboxStatus.PENDING)
+            .values(
+                status=OutboxStatus.DEAD,
+                claimed_until=None,
+                last_error=error[:255],
+                attempts=OutboxMessage.attempts + 1,
+            )
+        )

@@ -1,0 +1,1 @@
+"""Sales: orders, risk rules, fulfilment, refunds, recharges and redemption."""

@@ -1,0 +1,1 @@
+"""Stock: items and their pool, channel allocations, imports and alerts."""
