@@ -14,6 +14,7 @@ PYTHON=${PYTHON:-python3}
 .venv/bin/python -m ruff check quanyi tests bench
 .venv/bin/python -m ruff format --check --quiet quanyi tests bench
 .venv/bin/python -m mypy quanyi
+.venv/bin/python -m mypy --strict quanyi/core  # the core is strictly typed
 
 export QUANYI_TEST_DATABASE_URL=${QUANYI_TEST_DATABASE_URL:-postgresql+asyncpg://root@127.0.0.1:5432/test}
 if command -v pg_isready >/dev/null && ! pg_isready -q -h 127.0.0.1 -p 5432; then

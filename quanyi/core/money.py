@@ -57,7 +57,8 @@ def parse_minor(text: str, currency: str) -> int:
     frac = match.group("frac") or ""
     if len(frac) > digits:
         raise InvalidInput(f"{currency} amounts have at most {digits} decimals: {text!r}")
-    return int(match.group("int")) * 10**digits + int(frac.ljust(digits, "0") or 0)
+    scale: int = 10**digits
+    return int(match.group("int")) * scale + int(frac.ljust(digits, "0") or 0)
 
 
 def format_minor(minor: int, currency: str) -> str:
@@ -76,6 +77,6 @@ def convert_up(minor: int, currency: str, rate: str, to_currency: str) -> int:
         raise InvalidInput(f"not a rate: {rate!r}")
     frac = match.group("frac") or ""
     numerator = int(match.group("int") + frac)
-    denominator = 10 ** len(frac) * 10 ** exponent(currency)
-    scaled = minor * numerator * 10 ** exponent(to_currency)
+    denominator: int = 10 ** len(frac) * 10 ** exponent(currency)
+    scaled: int = minor * numerator * 10 ** exponent(to_currency)
     return -(-scaled // denominator)

@@ -24,8 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from quanyi.core.books import commissions, ledger
 from quanyi.core.distributors import accounts as distributors
-from quanyi.core.distributors.accounts import InsufficientBalance
-from quanyi.core.errors import AlreadyExists, InvalidInput, NotFound, QuanyiError
+from quanyi.core.errors import AlreadyExists, InsufficientBalance, InvalidInput, NotFound, QuanyiError
 from quanyi.core.models import Distributor, Order, User, Withdrawal, WithdrawalStatus, utcnow
 from quanyi.core.money import Money
 from quanyi.core.platform import outbox

@@ -321,7 +321,7 @@ async def record(db: Database, exc: RiskRefusal) -> int:
         await session.flush()
         if isinstance(exc, ChallengeRequired):
             decision.answer_hash = _answer_hash(exc.secret, decision.id, str(exc.answer))
-        decision_id = decision.id
+        decision_id = int(decision.id)
     exc.decision_id = decision_id
     exc.details["decision_id"] = decision_id
     return decision_id
