@@ -8,36 +8,46 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from datetime import timedelta
 
 from quanyi.core.books import ledger
-from quanyi.core.payments import PaymentHub, build_payment_hub
+from quanyi.core.books.service import BooksService
+from quanyi.core.catalog.service import CatalogService
+from quanyi.core.distributors.service import DistributorService
+from quanyi.core.partners.service import PartnerService
+from quanyi.core.payments import build_payment_hub
 from quanyi.core.payments.partner import PartnerBalance
 from quanyi.core.platform.audit_chain import Chain
 from quanyi.core.platform.config import Settings
 from quanyi.core.platform.crypto import KeyRing
 from quanyi.core.platform.db import Database
+from quanyi.core.platform.service import PlatformService
 from quanyi.core.sales.fulfilment import Fulfiller
-from quanyi.core.suppliers import SupplierHub, build_supplier_hub
+from quanyi.core.sales.service import SalesService
+from quanyi.core.stock.service import StockService
+from quanyi.core.suppliers import build_supplier_hub
+from quanyi.core.wiring import Wiring
 
 
 @dataclass
-class Core:
-    settings: Settings
-    db: Database
-    keyring: KeyRing
-    payments: PaymentHub
-    fulfiller: Fulfiller
-    # Set after a commit that wrote outbox messages, so the sender wakes at once.
-    outbox_wakeup: asyncio.Event = field(default_factory=asyncio.Event)
-    suppliers: SupplierHub = field(default_factory=lambda: SupplierHub([]))
+class Core(Wiring):
+    """The wiring plus one service per domain: what every door is handed."""
 
-    @property
-    def reservation(self) -> timedelta:
-        return timedelta(minutes=self.settings.reservation_minutes)
+    catalog: CatalogService = field(init=False)
+    stock: StockService = field(init=False)
+    sales: SalesService = field(init=False)
+    books: BooksService = field(init=False)
+    distributors: DistributorService = field(init=False)
+    partners: PartnerService = field(init=False)
+    platform: PlatformService = field(init=False)
 
-    async def close(self) -> None:
-        await self.db.dispose()
+    def __post_init__(self) -> None:
+        self.catalog = CatalogService(self)
+        self.stock = StockService(self)
+        self.sales = SalesService(self)
+        self.books = BooksService(self)
+        self.distributors = DistributorService(self)
+        self.partners = PartnerService(self)
+        self.platform = PlatformService(self)
 
 
 async def open_checked(settings: Settings) -> tuple[Database, KeyRing]:

@@ -57,7 +57,7 @@ from quanyi.core.platform import outbox
 from quanyi.core.platform.db import Database, rowcount, upsert
 
 if TYPE_CHECKING:
-    from quanyi.core.services import Core
+    from quanyi.core.wiring import Wiring
 
 STALE = timedelta(minutes=10)
 # Every status an order can reach once it was paid; its sale counts on the day it was paid.
@@ -440,7 +440,7 @@ def _summary(rows: list[Figures]) -> dict[str, Any]:
     }
 
 
-async def days_due(core: Core, now: datetime | None = None) -> list[date]:
+async def days_due(core: Wiring, now: datetime | None = None) -> list[date]:
     """Closed days not settled yet, oldest first: from the day after the last settlement (or
     the first paid order's day) to yesterday, and any day a crashed run left ``running``."""
     now = now or utcnow()
@@ -466,7 +466,7 @@ async def days_due(core: Core, now: datetime | None = None) -> list[date]:
     return sorted(days)
 
 
-async def settle_due(core: Core, now: datetime | None = None) -> list[SettleResult]:
+async def settle_due(core: Wiring, now: datetime | None = None) -> list[SettleResult]:
     """Catch up: settle every closed day not settled yet, oldest first."""
     now = now or utcnow()
     settings = core.settings

@@ -46,7 +46,7 @@ from quanyi.core.stock import allocations as channels
 from quanyi.core.stock.items import order_codes
 
 if TYPE_CHECKING:
-    from quanyi.core.services import Core
+    from quanyi.core.wiring import Wiring
 
 ORDER_NO_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 SKU_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -135,7 +135,7 @@ class Placed:
     created: bool  # False: an earlier request with this order number made it
 
 
-async def create(core: Core, partner_id: int, req: OrderRequest) -> Placed:
+async def create(core: Wiring, partner_id: int, req: OrderRequest) -> Placed:
     """Place, pay and fulfil one API order (see the module docstring)."""
     fingerprint = req.fingerprint()
     try:
@@ -241,7 +241,7 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-async def view(core: Core, session: AsyncSession, partner: Partner, order_id: int) -> dict[str, Any]:
+async def view(core: Wiring, session: AsyncSession, partner: Partner, order_id: int) -> dict[str, Any]:
     """The order as the API shows it: status, amounts, and once delivered its codes and links
     (decrypted for this answer; each decryption is on the audit trail). ``session`` must write."""
     order = await session.get(Order, order_id)
@@ -313,7 +313,7 @@ async def view(core: Core, session: AsyncSession, partner: Partner, order_id: in
 
 
 async def _fallback_codes(
-    core: Core, session: AsyncSession, order: Order, recharge_id: int, actor: str
+    core: Wiring, session: AsyncSession, order: Order, recharge_id: int, actor: str
 ) -> dict[str, Any] | None:
     """The card key delivered instead of a failed recharge (``recharge._fallback`` writes it as
     an order of its own, keyed by the recharge), for the partner that bought the recharge."""

@@ -30,7 +30,7 @@ from quanyi.core.platform import outbox
 from quanyi.core.platform.db import Database, locked_pick, rowcount, upsert
 
 if TYPE_CHECKING:
-    from quanyi.core.services import Core
+    from quanyi.core.wiring import Wiring
 
 log = logging.getLogger(__name__)
 
@@ -225,7 +225,7 @@ async def _claim(db: Database, limit: int, now: datetime) -> list[_Due]:
         return sorted((_Due(*row) for row in result.all()), key=lambda due: due.id)
 
 
-async def _targets(core: Core, partner_ids: set[int]) -> dict[int, _Target]:
+async def _targets(core: Wiring, partner_ids: set[int]) -> dict[int, _Target]:
     out: dict[int, _Target] = {}
     async with core.db.read() as session:
         for partner in await session.scalars(select(Partner).where(Partner.id.in_(partner_ids))):
@@ -263,7 +263,7 @@ async def _post(http: aiohttp.ClientSession, target: _Target | None, due: _Due, 
         return f"failed ({type(exc).__name__})"
 
 
-async def deliver_due(core: Core, *, limit: int = 50, now: datetime | None = None) -> dict[str, int]:
+async def deliver_due(core: Wiring, *, limit: int = 50, now: datetime | None = None) -> dict[str, int]:
     """POST the events that are due; returns how many were ``delivered`` and how many ``failed``
     (those are tried again after ``backoff``)."""
     now = now or utcnow()

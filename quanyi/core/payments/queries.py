@@ -19,7 +19,7 @@ from quanyi.core.errors import QuanyiError
 from quanyi.core.models import Order, OrderStatus, utcnow
 
 if TYPE_CHECKING:
-    from quanyi.core.services import Core
+    from quanyi.core.wiring import Wiring
 
 log = logging.getLogger(__name__)
 LATE_WINDOW = timedelta(minutes=30)
@@ -31,7 +31,7 @@ class QueryResult:
     outcome: str  # a PaymentOutcome value, "unpaid", or "error"
 
 
-async def query_pending(core: Core, *, older_than: timedelta, limit: int = 50) -> list[QueryResult]:
+async def query_pending(core: Wiring, *, older_than: timedelta, limit: int = 50) -> list[QueryResult]:
     methods = {m.name: m for m in core.payments.methods() if m.supports_query}
     if not methods:
         return []

@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 
     from quanyi.core.sales.fulfilment import PaymentOutcome
     from quanyi.core.sales.refunds import ProviderRefundOutcome
-    from quanyi.core.services import Core
+    from quanyi.core.wiring import Wiring
 
 log = logging.getLogger(__name__)
 CURRENCY = "XTR"
@@ -178,7 +178,7 @@ def _refusal_for(order: Order) -> CheckoutRefusal:
 
 
 async def accept_payment(
-    core: Core,
+    core: Wiring,
     *,
     charge_id: str,
     order_number: str,
@@ -223,7 +223,7 @@ async def accept_payment(
     raise AssertionError("unreachable")
 
 
-async def record_refund(core: Core, *, charge_id: str, amount: int, currency: str) -> ProviderRefundOutcome:
+async def record_refund(core: Wiring, *, charge_id: str, amount: int, currency: str) -> ProviderRefundOutcome:
     """A ``refunded_payment`` message: recorded once (ours confirmed, or Telegram's own flagged)."""
     from quanyi.core.sales.refunds import record_provider_refund
 

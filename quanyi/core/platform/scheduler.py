@@ -21,15 +21,15 @@ from quanyi.core.payments.queries import query_pending
 from quanyi.core.platform import audit, audit_chain, leases, outbox
 from quanyi.core.sales import recharge
 from quanyi.core.sales.orders import expire_due
-from quanyi.core.services import Core
 from quanyi.core.stock.alerts import StockAlert, check_stock
+from quanyi.core.wiring import Wiring
 
 log = logging.getLogger(__name__)
 LEASE = "scheduler"
 
 
 class Jobs:
-    def __init__(self, core: Core, holder: str | None = None) -> None:
+    def __init__(self, core: Wiring, holder: str | None = None) -> None:
         self.core = core
         self.holder = holder or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         self.lease_ttl = timedelta(seconds=max(60, core.settings.expiry_job_seconds * 3))

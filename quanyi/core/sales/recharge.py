@@ -48,7 +48,7 @@ from quanyi.core.stock.items import take_items
 from quanyi.core.suppliers.base import TERMINAL, RechargeRequest, RechargeState, SupplierResult, callback_url
 
 if TYPE_CHECKING:
-    from quanyi.core.services import Core
+    from quanyi.core.wiring import Wiring
 
 log = logging.getLogger(__name__)
 
@@ -179,7 +179,7 @@ async def claim_due(db: Database, *, limit: int, lease: timedelta, now: datetime
         return sorted((_due(row) for row in result.all()), key=lambda d: d.id)
 
 
-async def place(core: Core, due: Due, *, now: datetime | None = None) -> Applied:
+async def place(core: Wiring, due: Due, *, now: datetime | None = None) -> Applied:
     """Place one claimed recharge with its supplier and record the answer."""
     try:
         supplier = core.suppliers.get(due.supplier)
@@ -204,7 +204,7 @@ async def place(core: Core, due: Due, *, now: datetime | None = None) -> Applied
     return await report(core, due.id, result.state, reason=result.reason, supplier_order_id=result.supplier_order_id)
 
 
-async def _placement_failed(core: Core, due: Due, error: str, *, now: datetime | None) -> Applied:
+async def _placement_failed(core: Wiring, due: Due, error: str, *, now: datetime | None) -> Applied:
     now = now or utcnow()
     attempts = due.attempts + 1
     settings = core.settings
@@ -234,7 +234,7 @@ async def _placement_failed(core: Core, due: Due, error: str, *, now: datetime |
     return Applied.UNCHANGED
 
 
-async def apply_callback(core: Core, supplier: str, result: SupplierResult) -> Applied:
+async def apply_callback(core: Wiring, supplier: str, result: SupplierResult) -> Applied:
     """A verified callback. Raises ``NotFound`` for an order number we never placed."""
     async with core.db.read() as session:
         recharge_id = await session.scalar(
@@ -250,7 +250,7 @@ async def apply_callback(core: Core, supplier: str, result: SupplierResult) -> A
 
 
 async def report(
-    core: Core,
+    core: Wiring,
     recharge_id: int,
     state: RechargeState,
     *,
@@ -433,7 +433,7 @@ class _NoSpare(Exception):
     pass
 
 
-async def resolve_failures(core: Core, *, now: datetime | None = None, limit: int = BATCH) -> list[str]:
+async def resolve_failures(core: Wiring, *, now: datetime | None = None, limit: int = BATCH) -> list[str]:
     """Refund failed recharges not yet resolved (or flag them for an operator); returns their numbers.
 
     Runs after the failure's commit, so a crash in between only delays the refund: the
@@ -469,7 +469,7 @@ async def resolve_failures(core: Core, *, now: datetime | None = None, limit: in
     return resolved
 
 
-async def _refund(core: Core, recharge_id: int, order_id: int, order_number: str, line_no: int, number: str) -> None:
+async def _refund(core: Wiring, recharge_id: int, order_id: int, order_number: str, line_no: int, number: str) -> None:
     from quanyi.core.sales.refunds import refund_order
 
     try:
@@ -527,7 +527,7 @@ def _tell(session: AsyncSession, order: Order, kind: str, payload: dict[str, obj
 # --- re-query ----------------------------------------------------------------------------------
 
 
-async def requery(core: Core, *, now: datetime | None = None, limit: int = 100) -> dict[str, Applied]:
+async def requery(core: Wiring, *, now: datetime | None = None, limit: int = 100) -> dict[str, Applied]:
     """Ask suppliers about recharges that went quiet: ``processing`` ones, and ``pending`` ones
     whose placement failed. One the supplier never received is placed again (same number);
     one still processing past the give-up limit is failed ("timed out")."""
@@ -587,7 +587,7 @@ async def requery(core: Core, *, now: datetime | None = None, limit: int = 100) 
     return outcomes
 
 
-async def _release(core: Core, recharge_id: int, now: datetime) -> None:
+async def _release(core: Wiring, recharge_id: int, now: datetime) -> None:
     async with core.db.transaction() as session:
         await session.execute(
             update(Recharge).where(Recharge.id == recharge_id).values(claimed_until=None, updated_at=now)
@@ -600,7 +600,7 @@ async def _release(core: Core, recharge_id: int, now: datetime) -> None:
 class RechargeWorker:
     """Places due recharges and resolves failed ones until stopped; runs beside the outbox sender."""
 
-    def __init__(self, core: Core) -> None:
+    def __init__(self, core: Wiring) -> None:
         self.core = core
         self._stop = asyncio.Event()
 
@@ -633,7 +633,7 @@ class RechargeWorker:
 LATE_SUCCESS = " | the supplier reported success later"
 
 
-async def _late_success(core: Core, session: AsyncSession, recharge: Recharge) -> None:
+async def _late_success(core: Wiring, session: AsyncSession, recharge: Recharge) -> None:
     """A recharge we failed (and refunded or replaced) that the supplier credited after all:
     the buyer may have both. Operators are told once, whatever the supplier repeats."""
     marked = await session.execute(

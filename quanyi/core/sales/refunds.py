@@ -42,7 +42,7 @@ from quanyi.core.sales import redeem
 from quanyi.core.sales.fulfilment import first_sighting
 
 if TYPE_CHECKING:
-    from quanyi.core.services import Core
+    from quanyi.core.wiring import Wiring
 
 log = logging.getLogger(__name__)
 CLAIM = timedelta(minutes=2)
@@ -87,7 +87,7 @@ def _clean_reason(reason: str) -> str:
 
 
 async def refund_order(
-    core: Core, number: str, *, line_no: int | None = None, reason: str, actor: str, manual: bool = False
+    core: Wiring, number: str, *, line_no: int | None = None, reason: str, actor: str, manual: bool = False
 ) -> RefundResult:
     """Refund a paid order whole, or one line of it, through its payment method.
 
@@ -182,7 +182,9 @@ async def refund_order(
     )
 
 
-async def refund_payment(core: Core, payment_id: int, *, reason: str, actor: str, manual: bool = False) -> RefundResult:
+async def refund_payment(
+    core: Wiring, payment_id: int, *, reason: str, actor: str, manual: bool = False
+) -> RefundResult:
     """Give back a payment kept for review (a late or second payment): the order is untouched."""
     reason = _clean_reason(reason)
     async with core.db.transaction() as session:
@@ -255,7 +257,7 @@ async def refund_payment(core: Core, payment_id: int, *, reason: str, actor: str
     return RefundResult(number, paid.amount, currency, RefundStatus.SUCCEEDED, (), provider_refund_id)
 
 
-async def record_provider_refund(core: Core, event: RefundEvent) -> ProviderRefundOutcome:
+async def record_provider_refund(core: Wiring, event: RefundEvent) -> ProviderRefundOutcome:
     """Record a refund the provider reports: one we asked for (confirmed), or one it made on
     its own (a Stars refund, a chargeback), which is recorded the same way and flagged."""
     async with core.db.transaction() as session:
@@ -582,7 +584,14 @@ async def _settle_order_status(session: AsyncSession, order_id: int) -> None:
 
 
 async def _send(
-    core: Core, method: PaymentMethod, paid: PaidWith, claimed: list[Refund], *, reason: str, actor: str, order_id: int
+    core: Wiring,
+    method: PaymentMethod,
+    paid: PaidWith,
+    claimed: list[Refund],
+    *,
+    reason: str,
+    actor: str,
+    order_id: int,
 ) -> _Sent:
     """Call the provider for the claimed refunds, one row per call under the row's own key,
     lowest id first, and record each answer as it comes. The first failure stops the run: that
@@ -607,7 +616,7 @@ async def _send(
     return _Sent(done, provider_ids, None)
 
 
-async def _complete(core: Core, refund_ids: list[int], provider_refund_id: str, *, actor: str, order_id: int) -> None:
+async def _complete(core: Wiring, refund_ids: list[int], provider_refund_id: str, *, actor: str, order_id: int) -> None:
     async with core.db.transaction() as session:
         await session.execute(
             update(Refund)
@@ -624,7 +633,7 @@ async def _complete(core: Core, refund_ids: list[int], provider_refund_id: str, 
         await _audit_completed(session, actor, refund_ids, provider_refund_id)
 
 
-async def _claim(core: Core, refund_ids: list[int]) -> list[Refund]:
+async def _claim(core: Wiring, refund_ids: list[int]) -> list[Refund]:
     """Take the right to call the provider for these pending refunds (none if another holds it)."""
     if not refund_ids:
         return []
@@ -645,7 +654,7 @@ async def _claim(core: Core, refund_ids: list[int]) -> list[Refund]:
         return list(await session.scalars(select(Refund).where(Refund.id.in_(ids)).order_by(Refund.id)))
 
 
-async def _release(core: Core, refund_ids: list[int], error: str | None) -> None:
+async def _release(core: Wiring, refund_ids: list[int], error: str | None) -> None:
     """Give up the claim (with the provider's error when it was called and failed)."""
     if not refund_ids:
         return
