@@ -15,7 +15,7 @@ from hypercorn.config import Config as HypercornConfig
 from quanyi.core.platform.config import Settings
 from quanyi.core.platform.logs import configure_logging
 from quanyi.core.platform.scheduler import Jobs, build_scheduler
-from quanyi.core.sales import risk
+from quanyi.core.risk import rules as risk
 from quanyi.core.sales.recharge import RechargeWorker
 from quanyi.core.services import Core, build_core, open_checked
 from quanyi.webhooks import create_app

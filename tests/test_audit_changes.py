@@ -18,7 +18,7 @@ from quanyi.core.models import AuditRecord, Partner
 from quanyi.core.money import Money
 from quanyi.core.partners import accounts as partners
 from quanyi.core.platform import audit
-from quanyi.core.sales import risk
+from quanyi.core.risk import rules as risk
 from quanyi.core.services import Core
 from quanyi.core.stock import allocations as channels
 from tests.helpers import product_with_stock

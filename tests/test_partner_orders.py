@@ -27,7 +27,7 @@ from quanyi.core.models import (
 from quanyi.core.money import Money
 from quanyi.core.partners import accounts as partners
 from quanyi.core.partners.apisign import new_nonce
-from quanyi.core.sales import risk
+from quanyi.core.risk import rules as risk
 from quanyi.core.sales.refunds import refund_order
 from quanyi.core.services import Core
 from quanyi.core.stock import allocations as channels

@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 
 from quanyi.core.errors import ChallengeRequired, HeldForReview, InvalidInput, RiskBlocked
 from quanyi.core.models import Coupon, Order, OrderStatus, RiskDecision, StockItem, StockStatus, utcnow
-from quanyi.core.sales import risk
+from quanyi.core.risk import rules as risk
 from quanyi.core.sales.orders import Buyer, PlacedOrder, cancel_by_buyer, checkout
 from quanyi.core.services import Core
 from tests.helpers import product_with_stock, sandbox_event

@@ -14,7 +14,7 @@ from quanyi.bot.outbox_sender import OutboxSender
 from quanyi.bot.runner import build_bot
 from quanyi.core.models import BlockEntry, Order, RiskDecision, RiskRule
 from quanyi.core.platform.config import Settings
-from quanyi.core.sales import risk
+from quanyi.core.risk import rules as risk
 from quanyi.core.services import Core
 from quanyi.i18n import raw_t
 from tests.conftest import make_settings

@@ -23,7 +23,7 @@ def _window(seconds: int | None) -> str:
 
 
 def cmd_rules(args: argparse.Namespace) -> int:
-    from quanyi.core.sales import risk
+    from quanyi.core.risk import rules as risk
 
     async def run(core: Any) -> int:
         async with core.db.read() as session:
@@ -51,7 +51,7 @@ def cmd_rules(args: argparse.Namespace) -> int:
 
 
 def cmd_rule_add(args: argparse.Namespace) -> int:
-    from quanyi.core.sales import risk
+    from quanyi.core.risk import rules as risk
 
     async def run(core: Any) -> int:
         async with core.db.transaction() as session:
@@ -75,7 +75,7 @@ def cmd_rule_add(args: argparse.Namespace) -> int:
 
 def cmd_rule_set(args: argparse.Namespace) -> int:
     from quanyi.core.errors import InvalidInput
-    from quanyi.core.sales import risk
+    from quanyi.core.risk import rules as risk
 
     async def run(core: Any) -> int:
         if args.threshold is None and args.action is None and args.window is None and args.active is None:
@@ -100,7 +100,7 @@ def cmd_rule_set(args: argparse.Namespace) -> int:
 
 
 def cmd_block(args: argparse.Namespace) -> int:
-    from quanyi.core.sales import risk
+    from quanyi.core.risk import rules as risk
 
     async def run(core: Any) -> int:
         async with core.db.transaction() as session:
@@ -113,7 +113,7 @@ def cmd_block(args: argparse.Namespace) -> int:
 
 def cmd_unblock(args: argparse.Namespace) -> int:
     from quanyi.core.errors import NotFound
-    from quanyi.core.sales import risk
+    from quanyi.core.risk import rules as risk
 
     async def run(core: Any) -> int:
         async with core.db.transaction() as session:
@@ -126,7 +126,7 @@ def cmd_unblock(args: argparse.Namespace) -> int:
 
 
 def cmd_blocks(args: argparse.Namespace) -> int:
-    from quanyi.core.sales import risk
+    from quanyi.core.risk import rules as risk
 
     async def run(core: Any) -> int:
         async with core.db.read() as session:
@@ -142,7 +142,7 @@ def cmd_blocks(args: argparse.Namespace) -> int:
 
 def cmd_decisions(args: argparse.Namespace) -> int:
     from quanyi.core.errors import InvalidInput
-    from quanyi.core.sales import risk
+    from quanyi.core.risk import rules as risk
 
     async def run(core: Any) -> int:
         if not 1 <= args.limit <= 1000:
@@ -175,7 +175,7 @@ def cmd_decisions(args: argparse.Namespace) -> int:
 
 
 def cmd_approve(args: argparse.Namespace) -> int:
-    from quanyi.core.sales import risk
+    from quanyi.core.risk import rules as risk
 
     async def run(core: Any) -> int:
         async with core.db.transaction() as session:
@@ -187,7 +187,7 @@ def cmd_approve(args: argparse.Namespace) -> int:
 
 
 def cmd_reject(args: argparse.Namespace) -> int:
-    from quanyi.core.sales import risk
+    from quanyi.core.risk import rules as risk
 
     async def run(core: Any) -> int:
         async with core.db.transaction() as session:
@@ -199,7 +199,7 @@ def cmd_reject(args: argparse.Namespace) -> int:
 
 
 def add_parser(sub: Any) -> None:
-    from quanyi.core.sales.risk import ACTIONS, BLOCK_KINDS, METRICS
+    from quanyi.core.risk.rules import ACTIONS, BLOCK_KINDS, METRICS
 
     risk = sub.add_parser(
         "risk",

@@ -21,6 +21,7 @@ from quanyi.core.platform.config import Settings
 from quanyi.core.platform.crypto import KeyRing
 from quanyi.core.platform.db import Database
 from quanyi.core.platform.service import PlatformService
+from quanyi.core.risk.service import RiskService
 from quanyi.core.sales.fulfilment import Fulfiller
 from quanyi.core.sales.service import SalesService
 from quanyi.core.stock.service import StockService
@@ -39,6 +40,7 @@ class Core(Wiring):
     distributors: DistributorService = field(init=False)
     partners: PartnerService = field(init=False)
     platform: PlatformService = field(init=False)
+    risk: RiskService = field(init=False)
 
     def __post_init__(self) -> None:
         self.catalog = CatalogService(self)
@@ -48,6 +50,7 @@ class Core(Wiring):
         self.distributors = DistributorService(self)
         self.partners = PartnerService(self)
         self.platform = PlatformService(self)
+        self.risk = RiskService(self)
 
 
 async def open_checked(settings: Settings) -> tuple[Database, KeyRing]:

@@ -38,7 +38,7 @@ from quanyi.core.errors import (
     RiskRefusal,
 )
 from quanyi.core.models import Product, RiskDecision
-from quanyi.core.sales import risk
+from quanyi.core.risk import rules as risk
 from quanyi.core.sales.orders import Buyer, PlacedOrder, check_account, checkout
 from quanyi.core.services import Core
 from quanyi.i18n import raw_t, t

@@ -39,7 +39,7 @@ from quanyi.core.distributors.accounts import (
 )
 from quanyi.core.errors import AlreadyExists, Forbidden, InvalidInput, NotForSale, NotFound, OutOfStock, RiskRefusal
 from quanyi.core.money import Money
-from quanyi.core.sales import risk
+from quanyi.core.risk import rules as risk
 from quanyi.core.sales.orders import Buyer, remember_user
 from quanyi.core.services import Core
 from quanyi.core.stock.allocations import AllocationShort

@@ -35,7 +35,7 @@ from quanyi.core.models import RiskDecision, RiskRule, User
 from quanyi.core.money import format_minor, parse_minor
 from quanyi.core.platform import outbox
 from quanyi.core.platform.outbox import Outgoing
-from quanyi.core.sales import risk
+from quanyi.core.risk import rules as risk
 from quanyi.core.services import Core
 from quanyi.i18n import raw_t, t
 

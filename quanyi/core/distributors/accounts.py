@@ -53,7 +53,7 @@ from quanyi.core.models import (
 from quanyi.core.money import Money
 from quanyi.core.platform import audit, outbox
 from quanyi.core.platform.db import rowcount
-from quanyi.core.sales import risk
+from quanyi.core.risk import rules as risk
 from quanyi.core.stock import allocations as channels
 
 INVITE_PREFIX = "inv_"

@@ -40,7 +40,8 @@ from quanyi.core.models import (
 from quanyi.core.partners import accounts as partners
 from quanyi.core.payments import partner as partner_pay
 from quanyi.core.platform import outbox
-from quanyi.core.sales import redeem, risk
+from quanyi.core.risk import rules as risk
+from quanyi.core.sales import redeem
 from quanyi.core.sales.orders import MAX_ITEMS, Item, place_items
 from quanyi.core.stock import allocations as channels
 from quanyi.core.stock.items import order_codes

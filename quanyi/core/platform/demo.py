@@ -17,7 +17,7 @@ from quanyi.core.models import Channel, ChannelKind, Product, StockBatch
 from quanyi.core.money import Money
 from quanyi.core.platform.crypto import KeyRing
 from quanyi.core.platform.db import Database
-from quanyi.core.sales import risk
+from quanyi.core.risk import rules as risk
 from quanyi.core.stock import allocations as channels
 from quanyi.core.stock.items import import_stock
 

@@ -13,7 +13,7 @@ from quanyi.core.platform.config import Settings
 from quanyi.core.platform.db import Database
 from quanyi.core.platform.keycheck import KeysReady, init_keys
 from quanyi.core.platform.migrate import upgrade
-from quanyi.core.sales import risk
+from quanyi.core.risk import rules as risk
 
 
 @dataclass(frozen=True)

@@ -1,1 +1,1 @@
-"""Sales: orders, risk rules, fulfilment, refunds, recharges and redemption."""
+"""Sales: orders, fulfilment, refunds, recharges and redemption."""

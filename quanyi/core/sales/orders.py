@@ -49,7 +49,7 @@ from quanyi.core.payments.base import OrderForPayment, PaymentHub, PaymentStart
 from quanyi.core.platform import outbox
 from quanyi.core.platform.crypto import KeyRing
 from quanyi.core.platform.db import Database, rowcount, upsert
-from quanyi.core.sales import risk
+from quanyi.core.risk import rules as risk
 from quanyi.core.stock import allocations as channels
 from quanyi.core.stock.items import Code, order_codes, release_reserved, take_items
 
