@@ -33,7 +33,7 @@ from quanyi.core.platform.config import Settings  # noqa: E402
 from quanyi.core.platform.db import Database  # noqa: E402
 from quanyi.core.platform.keycheck import init_keys  # noqa: E402
 from quanyi.core.platform.migrate import upgrade  # noqa: E402
-from quanyi.core.sales.orders import Buyer, checkout  # noqa: E402
+from quanyi.core.sales.orders import Buyer, OrderRequest, checkout  # noqa: E402
 from quanyi.core.services import build_core  # noqa: E402
 from quanyi.core.stock.items import import_stock  # noqa: E402
 
@@ -132,12 +132,14 @@ async def run(args: argparse.Namespace, tmp: Path) -> None:
             placed = await checkout(
                 core.db,
                 core.payments,
-                buyer=Buyer(n + 1, n + 1, "zh"),
-                sku="BENCH",
-                quantity=1,
-                method="epay",
-                reservation=core.reservation,
-                max_quantity=1,
+                OrderRequest(
+                    buyer=Buyer(n + 1, n + 1, "zh"),
+                    sku="BENCH",
+                    quantity=1,
+                    method="epay",
+                    reservation=core.reservation,
+                    max_quantity=1,
+                ),
             )
             numbers.append(placed.order.number)
         await core.close()

@@ -15,7 +15,6 @@ from hypercorn.config import Config as HypercornConfig
 from quanyi.core.platform.config import Settings
 from quanyi.core.platform.logs import configure_logging
 from quanyi.core.platform.scheduler import Jobs, build_scheduler
-from quanyi.core.risk import rules as risk
 from quanyi.core.sales.recharge import RechargeWorker
 from quanyi.core.services import Core, build_core, open_checked
 from quanyi.webhooks import create_app
@@ -28,8 +27,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> int
     # Before serving anything: a schema that is behind, a missing or foreign key is refused.
     db, keyring = await open_checked(settings)
     core = build_core(settings, db=db, keyring=keyring)
-    async with core.db.transaction() as session:
-        await risk.ensure_defaults(session)  # a database upgraded before risk rules existed gets them
+    await core.platform.prepare_to_serve()
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

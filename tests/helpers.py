@@ -8,7 +8,7 @@ from pathlib import Path
 from quanyi.core.catalog.products import add_product
 from quanyi.core.money import Money
 from quanyi.core.payments.base import PaymentEvent
-from quanyi.core.sales.orders import Buyer, PlacedOrder, checkout
+from quanyi.core.sales.orders import Buyer, OrderRequest, PlacedOrder, checkout
 from quanyi.core.services import Core
 from quanyi.core.stock.items import import_stock
 
@@ -41,14 +41,16 @@ async def new_order(
     return await checkout(
         core.db,
         core.payments,
-        buyer=Buyer(user_id=user_id, chat_id=user_id, language=lang),
-        sku=sku,
-        quantity=quantity,
-        method=method,
-        reservation=core.reservation,
-        max_quantity=core.settings.max_quantity,
-        stars_rate=core.settings.stars_rate,
-        account=account,
+        OrderRequest(
+            buyer=Buyer(user_id=user_id, chat_id=user_id, language=lang),
+            sku=sku,
+            quantity=quantity,
+            method=method,
+            reservation=core.reservation,
+            max_quantity=core.settings.max_quantity,
+            stars_rate=core.settings.stars_rate,
+            account=account,
+        ),
     )
 
 

@@ -12,7 +12,15 @@ from sqlalchemy import func, select, update
 from quanyi.core.errors import InvalidInput, OutOfStock
 from quanyi.core.models import Order, OrderLine, Product, StockItem, utcnow
 from quanyi.core.sales.fulfilment import PaymentOutcome, apply_payment
-from quanyi.core.sales.orders import Buyer, PlacedOrder, cancel_by_buyer, checkout, expire_due, place_order
+from quanyi.core.sales.orders import (
+    Buyer,
+    OrderRequest,
+    PlacedOrder,
+    cancel_by_buyer,
+    checkout,
+    expire_due,
+    place_order,
+)
 from quanyi.core.services import Core
 from quanyi.core.stock import allocations as channels
 from quanyi.core.stock.allocations import AllocationShort, PoolLevel
@@ -25,14 +33,16 @@ async def sell(core: Core, channel: str, user_id: int, *, sku: str = "VIP", quan
     return await checkout(
         core.db,
         core.payments,
-        buyer=Buyer(user_id=user_id, chat_id=user_id, language="zh"),
-        sku=sku,
-        quantity=quantity,
-        method="sandbox",
-        reservation=core.reservation,
-        max_quantity=core.settings.max_quantity,
-        channel=channel,
-        stars_rate=core.settings.stars_rate,
+        OrderRequest(
+            buyer=Buyer(user_id=user_id, chat_id=user_id, language="zh"),
+            sku=sku,
+            quantity=quantity,
+            method="sandbox",
+            reservation=core.reservation,
+            max_quantity=core.settings.max_quantity,
+            channel=channel,
+            stars_rate=core.settings.stars_rate,
+        ),
     )
 
 

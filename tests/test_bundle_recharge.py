@@ -8,7 +8,7 @@ from sqlalchemy import select
 from quanyi.core.catalog import bundles
 from quanyi.core.models import Order, OrderLine, Refund, StockItem
 from quanyi.core.money import Money
-from quanyi.core.sales.orders import Buyer, checkout
+from quanyi.core.sales.orders import Buyer, OrderRequest, checkout
 from tests.helpers import product_with_stock, sandbox_event
 from tests.test_recharge import ACCOUNT, BUYER, rig  # noqa: F401  (fixture)
 
@@ -23,13 +23,15 @@ async def _bundle_order(r, tmp_path) -> str:
     placed = await checkout(
         r.core.db,
         r.core.payments,
-        buyer=Buyer(user_id=BUYER, chat_id=BUYER, language="en"),
-        sku="KIT",
-        quantity=1,
-        method="sandbox",
-        reservation=r.core.reservation,
-        max_quantity=r.core.settings.max_quantity,
-        account=ACCOUNT,
+        OrderRequest(
+            buyer=Buyer(user_id=BUYER, chat_id=BUYER, language="en"),
+            sku="KIT",
+            quantity=1,
+            method="sandbox",
+            reservation=r.core.reservation,
+            max_quantity=r.core.settings.max_quantity,
+            account=ACCOUNT,
+        ),
     )
     assert placed.order.amount == 3600
     outcome = await r.core.fulfiller.submit(sandbox_event(placed.order.number, placed.order.amount))

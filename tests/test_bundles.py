@@ -17,7 +17,7 @@ from quanyi.core.models import Order, OrderLine, OutboxMessage, Product, StockIt
 from quanyi.core.money import Money
 from quanyi.core.sales import redeem
 from quanyi.core.sales.fulfilment import PaymentOutcome
-from quanyi.core.sales.orders import Buyer, PlacedOrder, cancel_by_buyer, checkout
+from quanyi.core.sales.orders import Buyer, OrderRequest, PlacedOrder, cancel_by_buyer, checkout
 from quanyi.core.services import Core
 from quanyi.core.stock import allocations as channels
 from tests.helpers import product_with_stock, sandbox_event
@@ -44,13 +44,15 @@ async def buy(core: Core, user_id: int, *, sku: str = "PACK", quantity: int = 1,
     return await checkout(
         core.db,
         core.payments,
-        buyer=Buyer(user_id=user_id, chat_id=user_id, language="zh"),
-        sku=sku,
-        quantity=quantity,
-        method="sandbox",
-        reservation=core.reservation,
-        max_quantity=core.settings.max_quantity,
-        channel=channel,
+        OrderRequest(
+            buyer=Buyer(user_id=user_id, chat_id=user_id, language="zh"),
+            sku=sku,
+            quantity=quantity,
+            method="sandbox",
+            reservation=core.reservation,
+            max_quantity=core.settings.max_quantity,
+            channel=channel,
+        ),
     )
 
 

@@ -21,7 +21,7 @@ from sqlalchemy import func, select
 
 from quanyi.core.models import Order, OutboxMessage
 from quanyi.core.platform.config import Settings
-from quanyi.core.sales.orders import Buyer, checkout
+from quanyi.core.sales.orders import Buyer, OrderRequest, checkout
 from quanyi.core.services import Core, build_core
 from quanyi.core.suppliers.generic import signed_headers
 from quanyi.webhooks import create_app
@@ -81,12 +81,14 @@ async def pending_epay_orders(core: Core, tmp_path: Path, count: int) -> list[st
         placed = await checkout(
             core.db,
             core.payments,
-            buyer=Buyer(user_id=10_000 + n, chat_id=10_000 + n, language="zh"),
-            sku="VIP",
-            quantity=1,
-            method="epay",
-            reservation=core.reservation,
-            max_quantity=1,
+            OrderRequest(
+                buyer=Buyer(user_id=10_000 + n, chat_id=10_000 + n, language="zh"),
+                sku="VIP",
+                quantity=1,
+                method="epay",
+                reservation=core.reservation,
+                max_quantity=1,
+            ),
         )
         numbers.append(placed.order.number)
     return numbers

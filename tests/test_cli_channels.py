@@ -19,7 +19,7 @@ from quanyi.core.models import BalanceEntry, CostPrice, DistributorInvite
 from quanyi.core.platform import migrate
 from quanyi.core.platform.db import Database
 from quanyi.core.platform.keycheck import init_keys
-from quanyi.core.sales.orders import Buyer, checkout, remember_user
+from quanyi.core.sales.orders import Buyer, OrderRequest, checkout, remember_user
 from quanyi.core.services import Core, build_core
 from quanyi.core.stock.allocations import channel_prices, get_channel
 from quanyi.core.stock.items import void_codes
@@ -78,14 +78,16 @@ async def _order(core: Core, *, sku: str, quantity: int, user_id: int, channel: 
     return await checkout(
         core.db,
         core.payments,
-        buyer=Buyer(user_id=user_id, chat_id=user_id, language="en"),
-        sku=sku,
-        quantity=quantity,
-        method="sandbox",
-        reservation=core.reservation,
-        max_quantity=core.settings.max_quantity,
-        stars_rate=core.settings.stars_rate,
-        channel=channel,
+        OrderRequest(
+            buyer=Buyer(user_id=user_id, chat_id=user_id, language="en"),
+            sku=sku,
+            quantity=quantity,
+            method="sandbox",
+            reservation=core.reservation,
+            max_quantity=core.settings.max_quantity,
+            stars_rate=core.settings.stars_rate,
+            channel=channel,
+        ),
     )
 
 

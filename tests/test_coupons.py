@@ -18,7 +18,15 @@ from quanyi.core.models import Commission, Coupon, CouponCode, CouponUse, Order,
 from quanyi.core.money import Money
 from quanyi.core.platform.db import Database
 from quanyi.core.sales.fulfilment import PaymentOutcome
-from quanyi.core.sales.orders import Buyer, PlacedOrder, cancel_by_buyer, checkout, expire_due, place_order
+from quanyi.core.sales.orders import (
+    Buyer,
+    OrderRequest,
+    PlacedOrder,
+    cancel_by_buyer,
+    checkout,
+    expire_due,
+    place_order,
+)
 from quanyi.core.services import Core, build_core
 from quanyi.core.stock import allocations as channels
 from quanyi.core.stock.items import import_stock
@@ -34,14 +42,16 @@ async def buy(
     return await checkout(
         core.db,
         core.payments,
-        buyer=Buyer(user_id=user_id, chat_id=user_id, language="zh"),
-        sku=sku,
-        quantity=quantity,
-        method="sandbox",
-        reservation=core.reservation,
-        max_quantity=core.settings.max_quantity,
-        channel=channel,
-        coupon=code,
+        OrderRequest(
+            buyer=Buyer(user_id=user_id, chat_id=user_id, language="zh"),
+            sku=sku,
+            quantity=quantity,
+            method="sandbox",
+            reservation=core.reservation,
+            max_quantity=core.settings.max_quantity,
+            channel=channel,
+            coupon=code,
+        ),
     )
 
 

@@ -9,9 +9,10 @@ import pytest
 from sqlalchemy import func, select
 
 from quanyi.core.errors import CallbackRejected, OutOfStock
-from quanyi.core.models import Order, OutboxMessage, Payment, StockItem, utcnow
+from quanyi.core.models import Allocation, Order, OutboxMessage, Payment, StockItem, utcnow
 from quanyi.core.sales.fulfilment import PaymentOutcome
 from quanyi.core.sales.orders import expire_due
+from quanyi.core.stock import allocations as channels
 from tests.helpers import new_order, product_with_stock, sandbox_event
 
 
@@ -216,3 +217,21 @@ async def test_one_event_failing_on_the_careful_path_does_not_disturb_the_rest_o
     async with core.db.read() as session:
         recorded = sorted((await session.scalars(select(Payment.outcome))).all())
     assert recorded == ["applied", "needs_review"]
+
+
+async def test_a_settled_sale_from_a_quota_moves_its_units_and_stamps_the_allocation(core, tmp_path):
+    await product_with_stock(core, tmp_path, units=3)
+    async with core.db.transaction() as session:
+        await channels.allocate(session, "VIP", "bot", 3)
+    placed = await new_order(core, quantity=2)
+    async with core.db.read() as session:
+        before = await session.scalar(select(Allocation))
+    assert before is not None and (before.reserved, before.sold) == (2, 0)
+
+    event = sandbox_event(placed.order.number, placed.order.amount)
+    assert await core.fulfiller.submit(event) == PaymentOutcome.DELIVERED
+
+    async with core.db.read() as session:
+        after = await session.scalar(select(Allocation))
+    assert after is not None and (after.reserved, after.sold) == (0, 2)
+    assert after.updated_at > before.updated_at  # the batched path stamps it as the one-by-one path does

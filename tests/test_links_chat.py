@@ -19,7 +19,7 @@ from quanyi.core.models import Order, OutboxMessage, Recharge, utcnow
 from quanyi.core.money import Money
 from quanyi.core.platform import outbox
 from quanyi.core.platform.config import Settings
-from quanyi.core.sales.orders import Buyer, DeliveredLine, checkout
+from quanyi.core.sales.orders import Buyer, DeliveredLine, OrderRequest, checkout
 from quanyi.core.sales.redeem import IssuedLink, TokenState
 from quanyi.core.services import Core
 from quanyi.core.stock.items import Code
@@ -231,13 +231,15 @@ async def recharge_order(core: Core, *, lang: str) -> Order:
     placed = await checkout(
         core.db,
         core.payments,
-        buyer=Buyer(user_id=1001, chat_id=1001, language=lang),
-        sku="MOBILE50",
-        quantity=1,
-        method="sandbox",
-        reservation=core.reservation,
-        max_quantity=core.settings.max_quantity,
-        account="13800138000",
+        OrderRequest(
+            buyer=Buyer(user_id=1001, chat_id=1001, language=lang),
+            sku="MOBILE50",
+            quantity=1,
+            method="sandbox",
+            reservation=core.reservation,
+            max_quantity=core.settings.max_quantity,
+            account="13800138000",
+        ),
     )
     await pay(core, placed.order.number)
     async with core.db.transaction() as session:

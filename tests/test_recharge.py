@@ -34,7 +34,7 @@ from quanyi.core.platform.crypto import KeyRing
 from quanyi.core.platform.db import Database
 from quanyi.core.platform.scheduler import Jobs
 from quanyi.core.sales import recharge
-from quanyi.core.sales.orders import Buyer, checkout
+from quanyi.core.sales.orders import Buyer, OrderRequest, checkout
 from quanyi.core.sales.recharge import RechargeWorker
 from quanyi.core.services import Core, build_core
 from quanyi.core.suppliers.base import SupplierResult
@@ -74,14 +74,16 @@ class Rig:
         placed = await checkout(
             self.core.db,
             self.core.payments,
-            buyer=Buyer(user_id=user_id, chat_id=user_id, language="en"),
-            sku=sku,
-            quantity=1,
-            method="sandbox",
-            reservation=self.core.reservation,
-            max_quantity=self.core.settings.max_quantity,
-            stars_rate=self.core.settings.stars_rate,
-            account=ACCOUNT,
+            OrderRequest(
+                buyer=Buyer(user_id=user_id, chat_id=user_id, language="en"),
+                sku=sku,
+                quantity=1,
+                method="sandbox",
+                reservation=self.core.reservation,
+                max_quantity=self.core.settings.max_quantity,
+                stars_rate=self.core.settings.stars_rate,
+                account=ACCOUNT,
+            ),
         )
         outcome = await self.core.fulfiller.submit(sandbox_event(placed.order.number, placed.order.amount))
         assert outcome == "recharging"

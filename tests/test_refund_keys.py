@@ -18,7 +18,7 @@ from quanyi.core.payments.base import RefundEvent
 from quanyi.core.payments.partner import PartnerBalance
 from quanyi.core.payments.sandbox import Sandbox
 from quanyi.core.sales.fulfilment import PaymentOutcome
-from quanyi.core.sales.orders import Buyer, checkout
+from quanyi.core.sales.orders import Buyer, OrderRequest, checkout
 from quanyi.core.sales.refunds import ProviderRefundOutcome, record_provider_refund, refund_order
 from quanyi.core.services import Core
 from quanyi.core.stock import allocations as channels
@@ -74,12 +74,14 @@ async def two_line_order(core: Core, tmp_path) -> Order:
     placed = await checkout(
         core.db,
         core.payments,
-        buyer=Buyer(user_id=1001, chat_id=1001, language="en"),
-        sku="PACK",
-        quantity=1,
-        method="sandbox",
-        reservation=core.reservation,
-        max_quantity=core.settings.max_quantity,
+        OrderRequest(
+            buyer=Buyer(user_id=1001, chat_id=1001, language="en"),
+            sku="PACK",
+            quantity=1,
+            method="sandbox",
+            reservation=core.reservation,
+            max_quantity=core.settings.max_quantity,
+        ),
     )
     order = placed.order
     assert await core.fulfiller.submit(sandbox_event(order.number, order.amount, txn="PAY-1")) == (

@@ -21,7 +21,7 @@ from quanyi.core.books import reports
 from quanyi.core.books.charts import net_by_day_png
 from quanyi.core.catalog.promotions import add_promotion
 from quanyi.core.models import Order, Refund
-from quanyi.core.sales.orders import Buyer, checkout
+from quanyi.core.sales.orders import Buyer, OrderRequest, checkout
 from quanyi.core.sales.refunds import refund_order
 from quanyi.core.services import Core
 from quanyi.core.stock import allocations as channels
@@ -66,13 +66,15 @@ async def sell(core: Core, tmp_path: Path) -> dict[str, str]:
     b = await checkout(
         core.db,
         core.payments,
-        buyer=Buyer(user_id=1003, chat_id=1003, language="zh"),
-        sku="VIP",
-        quantity=1,
-        method="sandbox",
-        reservation=core.reservation,
-        max_quantity=20,
-        channel="partner1",
+        OrderRequest(
+            buyer=Buyer(user_id=1003, chat_id=1003, language="zh"),
+            sku="VIP",
+            quantity=1,
+            method="sandbox",
+            reservation=core.reservation,
+            max_quantity=20,
+            channel="partner1",
+        ),
     )
     c = await new_order(core, sku="GOLD", user_id=2002)
     async with core.db.transaction() as session:

@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from quanyi.core.errors import ChallengeRequired, HeldForReview, InvalidInput, RiskBlocked
 from quanyi.core.models import Coupon, Order, OrderStatus, RiskDecision, StockItem, StockStatus, utcnow
 from quanyi.core.risk import rules as risk
-from quanyi.core.sales.orders import Buyer, PlacedOrder, cancel_by_buyer, checkout
+from quanyi.core.sales.orders import Buyer, OrderRequest, PlacedOrder, cancel_by_buyer, checkout
 from quanyi.core.services import Core
 from tests.helpers import product_with_stock, sandbox_event
 from tests.test_cli_channels import _open
@@ -34,15 +34,17 @@ async def order(
     return await checkout(
         core.db,
         core.payments,
-        buyer=Buyer(user_id=user_id, chat_id=user_id, language=language),
-        sku=sku,
-        quantity=quantity,
-        method="sandbox",
-        reservation=core.reservation,
-        max_quantity=core.settings.max_quantity,
-        client_ip=ip,
-        device_id=device,
-        risk_secret=core.keyring.lookup_key,
+        OrderRequest(
+            buyer=Buyer(user_id=user_id, chat_id=user_id, language=language),
+            sku=sku,
+            quantity=quantity,
+            method="sandbox",
+            reservation=core.reservation,
+            max_quantity=core.settings.max_quantity,
+            client_ip=ip,
+            device_id=device,
+            risk_secret=core.keyring.lookup_key,
+        ),
     )
 
 
@@ -361,13 +363,15 @@ async def test_a_refused_order_takes_no_coupon_use(core, tmp_path):
         await checkout(
             core.db,
             core.payments,
-            buyer=Buyer(user_id=1001, chat_id=1001, language="en"),
-            sku="VIP",
-            quantity=1,
-            method="sandbox",
-            reservation=core.reservation,
-            max_quantity=core.settings.max_quantity,
-            coupon="TEN",
+            OrderRequest(
+                buyer=Buyer(user_id=1001, chat_id=1001, language="en"),
+                sku="VIP",
+                quantity=1,
+                method="sandbox",
+                reservation=core.reservation,
+                max_quantity=core.settings.max_quantity,
+                coupon="TEN",
+            ),
         )
     async with core.db.read() as session:
         coupon = await session.scalar(select(Coupon))

@@ -6,6 +6,7 @@ modules share only ``quanyi.cli._common`` (no import circle)."""
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "quanyi"
@@ -52,3 +53,60 @@ def test_each_command_group_imports_only_the_shared_cli_helpers():
         if bad:
             offenders[path.name] = bad
     assert offenders == {}
+
+
+DOORS = ("bot", "webhooks", "cli")
+PERSISTENCE = ("sqlalchemy", "quanyi.core.models")
+TRANSACTION = re.compile(r"\bdb\.(transaction|read|run_write)\(|\bAsyncSession\b")
+
+
+def door_modules() -> list[Path]:
+    return sorted(p for door in DOORS for p in (PACKAGE / door).rglob("*.py")) + [PACKAGE / "app.py"]
+
+
+def test_doors_import_no_sqlalchemy_and_no_models_and_open_no_transaction():
+    """A door translates: parse, call one service, render (docs/architecture.md)."""
+    offenders = {}
+    for path in door_modules():
+        bad = _reaches(imported_modules(path), PERSISTENCE)
+        bad += [f"line {n}: {line.strip()}" for n, line in _lines(path) if TRANSACTION.search(line)]
+        if bad:
+            offenders[str(path.relative_to(PACKAGE))] = bad
+    assert offenders == {}
+
+
+def test_no_door_passes_the_settings_into_a_service_call():
+    """Services are built with their settings; a door reading ``core.settings`` for a call is a rule
+    leaking out of core."""
+    offenders = []
+    for path in door_modules():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not (isinstance(node, ast.Call) and _is_service_call(node.func)):
+                continue
+            arguments = [*node.args, *(k.value for k in node.keywords)]
+            if any("settings" in ast.unparse(a).split(".") for a in arguments):
+                offenders.append(f"{path.relative_to(PACKAGE)}:{node.lineno}: {ast.unparse(node)[:80]}")
+    assert offenders == []
+
+
+def test_no_core_module_imports_the_composition_root():
+    offenders = sorted(
+        str(path.relative_to(PACKAGE))
+        for path in (PACKAGE / "core").rglob("*.py")
+        if path.name != "services.py" and "quanyi.core.services" in imported_modules(path)
+    )
+    assert offenders == []
+
+
+def _lines(path: Path) -> list[tuple[int, str]]:
+    return list(enumerate(path.read_text(encoding="utf-8").splitlines(), start=1))
+
+
+def _is_service_call(func: ast.expr) -> bool:
+    """``core.<service>.<use case>(...)``: the only calls a door makes into the core's services."""
+    return (
+        isinstance(func, ast.Attribute)
+        and isinstance(func.value, ast.Attribute)
+        and isinstance(func.value.value, ast.Name)
+        and func.value.value.id == "core"
+    )

@@ -9,7 +9,6 @@ from aiogram import F
 from aiogram.filters import BaseFilter
 from aiogram.types import TelegramObject
 
-from quanyi.core.distributors import accounts as distributors
 from quanyi.core.services import Core
 
 
@@ -22,11 +21,7 @@ class IsAdmin(BaseFilter):
 class IsDistributor(BaseFilter):
     async def __call__(self, event: TelegramObject, core: Core, **_: Any) -> bool:
         user = getattr(event, "from_user", None)
-        if user is None:
-            return False
-        async with core.db.read() as session:
-            distributor = await distributors.get_by_user(session, user.id)
-        return distributor is not None and distributor.active
+        return user is not None and await core.distributors.is_active(user.id)
 
 
 # Typed answers to a form; commands (/start, /agent, /cancel) go to their own handlers.

@@ -9,9 +9,7 @@ from typing import Any
 
 from aiogram import BaseMiddleware
 from aiogram.types import CallbackQuery, Message, TelegramObject, User
-from sqlalchemy import select
 
-from quanyi.core.models import Distributor
 from quanyi.core.platform import audit
 from quanyi.core.services import Core
 from quanyi.i18n import pick_language
@@ -48,7 +46,7 @@ class AuditMiddleware(BaseMiddleware):
         user = getattr(event, "from_user", None)
         if not isinstance(core, Core) or user is None or not isinstance(event, Message | CallbackQuery):
             return await handler(event, data)
-        actor = await self._actor(core, user.id)
+        actor = await core.distributors.chat_actor(user.id)
         if actor is None:
             return await handler(event, data)
         with audit.acting(actor, "chat"):
@@ -70,11 +68,4 @@ class AuditMiddleware(BaseMiddleware):
             prefix = (event.data or "").partition(":")[0]
             action = f"chat button {prefix[:32]}"
             object_type, object_id = "button", (event.data or "")[:64]
-        await audit.append(core.db, audit.Entry(actor, "chat", action, object_type, object_id))
-
-    async def _actor(self, core: Core, user_id: int) -> str | None:
-        if user_id in core.settings.admin_id_list:
-            return f"operator:{user_id}"
-        async with core.db.read() as session:
-            distributor = await session.scalar(select(Distributor.id).where(Distributor.user_id == user_id))
-        return f"distributor:{user_id}" if distributor is not None else None
+        await core.platform.record(audit.Entry(actor, "chat", action, object_type, object_id))

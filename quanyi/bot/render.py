@@ -11,10 +11,9 @@ from zoneinfo import ZoneInfo
 
 from quanyi.core.books.commissions import format_rate
 from quanyi.core.catalog.pricing import BASIS_POINTS, Breakdown, PromotionRule, Reason
-from quanyi.core.models import PromotionKind, Stacking
+from quanyi.core.catalog.views import PromotionKind, Stacking
 from quanyi.core.money import Money
-from quanyi.core.sales.orders import DeliveredLine
-from quanyi.core.sales.redeem import IssuedLink, TokenState, link
+from quanyi.core.sales.views import DeliveredLine, IssuedLink, TokenState, link
 from quanyi.i18n import raw_t, t
 
 # Telegram refuses messages over 4096 characters; leave room for the header.

@@ -8,12 +8,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import getpass
 import logging
 import re
 import sys
-
-from sqlalchemy.exc import SQLAlchemyError
 
 from quanyi.cli import (
     _common,
@@ -40,6 +37,7 @@ from quanyi.cli import (
     withdrawal,
 )
 from quanyi.core.errors import QuanyiError
+from quanyi.core.platform.db import DatabaseError
 
 # The command groups in the order `quanyi --help` lists them (pricing adds coupon, promotion, bundle, price).
 GROUPS = (
@@ -103,18 +101,9 @@ def options(args: argparse.Namespace) -> dict[str, str]:
     }
 
 
-def cli_actor() -> str:
-    """``cli:<login name>``, or plain ``cli`` where the process has no login name."""
-    try:
-        user = getpass.getuser()
-    except Exception:  # no login name in a container: still recorded, as plain "cli"
-        user = ""
-    return f"cli:{user}" if user else "cli"
-
-
 def record_cli_command(args: argparse.Namespace) -> None:
     """Append the command that just changed something to the audit trail."""
-    from quanyi.core.platform.audit import Entry, append
+    from quanyi.core.platform.audit import Entry
     from quanyi.core.services import build_core
 
     words = command_words(args)
@@ -124,7 +113,7 @@ def record_cli_command(args: argparse.Namespace) -> None:
         ("command", " ".join(words)),
     )
     entry = Entry(
-        actor=cli_actor(),
+        actor=_common.cli_actor(),
         front="cli",
         action=" ".join(words),
         object_type=object_type,
@@ -135,7 +124,7 @@ def record_cli_command(args: argparse.Namespace) -> None:
     async def run() -> None:
         core = build_core(_common.load_settings())
         try:
-            await append(core.db, entry)
+            await core.platform.record(entry)
         finally:
             await core.close()
 
@@ -168,7 +157,7 @@ def _run_acting(args: argparse.Namespace) -> int | None:
 
     if not changes_something(args):
         return args.fn(args)
-    with acting(cli_actor(), "cli"):
+    with acting(_common.cli_actor(), "cli"):
         return args.fn(args)
 
 
@@ -186,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("quanyi: interrupted", file=sys.stderr)
         return 130
-    except (OSError, SQLAlchemyError) as exc:  # database or file unreachable: say why, in one line
+    except (OSError, DatabaseError) as exc:  # database or file unreachable: say why, in one line
         reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
         print(f"quanyi: {type(exc).__name__}: {reason[0] if reason else 'no details'}", file=sys.stderr)
         return 2

@@ -6,6 +6,7 @@ Command modules import from here and from core, never from each other or from ``
 from __future__ import annotations
 
 import argparse
+import getpass
 from collections.abc import Awaitable, Callable
 from typing import Any, NoReturn
 
@@ -32,6 +33,15 @@ async def with_core(fn: Callable[[Any], Awaitable[int]], *, migrate_check: bool 
         await core.close()
 
 
+def cli_actor() -> str:
+    """``cli:<login name>``, or plain ``cli`` where the process has no login name."""
+    try:
+        user = getpass.getuser()
+    except Exception:  # no login name in a container: still recorded, as plain "cli"
+        user = ""
+    return f"cli:{user}" if user else "cli"
+
+
 def print_table(headers: list[str], rows: list[list[Any]]) -> None:
     cells = [headers, *[[str(c) for c in row] for row in rows]]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
@@ -54,12 +64,6 @@ def price_or_remove(price: str | None, remove: bool) -> str | None:
     if (price is None) == (not remove):
         raise QuanyiError("give a PRICE or --remove")
     return price
-
-
-def redact_url(url: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    return make_url(url).render_as_string(hide_password=True)
 
 
 class Parser(argparse.ArgumentParser):

@@ -42,12 +42,12 @@ def add_parser(sub: Any) -> None:
 
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
-    from quanyi.core.platform.audit_chain import parse_anchor, verify_anchored
+    from quanyi.core.platform.audit_views import parse_anchor
 
     given = [parse_anchor(text) for text in args.anchor]
 
     async def run(core: Any) -> int:
-        report = await verify_anchored(core.db, core.settings.data_dir, given)
+        report = await core.platform.verify_audit(given)
         if not report.ok:
             where = f" at record {report.first_bad_seq}" if report.first_bad_seq is not None else ""
             print(f"audit chain broken{where}: {report.problem}", file=sys.stderr)
@@ -64,16 +64,13 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_audit_anchor(args: argparse.Namespace) -> int:
-    from quanyi.core.platform.audit_chain import anchor, anchors_path
-
     async def run(core: Any) -> int:
-        settings = core.settings
-        pinned = await anchor(core.db, settings.data_dir, settings.admin_id_list)
+        pinned = await core.platform.anchor_audit()
         if pinned is None:
             print("the audit chain is empty: nothing to anchor")
             return 0
         print(f"anchored record {pinned.seq}: {pinned.hash}")
-        print(f"written to {anchors_path(settings.data_dir)}; sent to {len(settings.admin_id_list)} operator(s)")
+        print(f"written to {pinned.path}; sent to {pinned.operators} operator(s)")
         return 0
 
     return asyncio.run(with_core(run))
@@ -94,29 +91,20 @@ def parse_day(text: str) -> date:
 
 
 def cmd_audit_list(args: argparse.Namespace) -> int:
-    from quanyi.core.platform.audit import trail
-
     object_type, object_id = parse_object(args.object) if args.object else (None, None)
     day = parse_day(args.day) if args.day else None
     if not 1 <= args.limit <= 500:
         raise QuanyiError("--limit must be between 1 and 500")
 
     async def run(core: Any) -> int:
-        tz = core.settings.timezone
-        async with core.db.read() as session:
-            rows = await trail(
-                session,
-                actor=args.actor,
-                object_type=object_type,
-                object_id=object_id,
-                day=day,
-                tz=tz,
-                limit=args.limit,
-            )
+        rows = await core.platform.audit_trail(
+            actor=args.actor, object_type=object_type, object_id=object_id, day=day, limit=args.limit
+        )
         if not rows:
             print("no records")
             return 0
-        zone = ZoneInfo(tz)
+        # Shown in the operator's time zone, the one ``--day`` is read in.
+        zone = ZoneInfo(core.settings.timezone)
         print_table(
             ["seq", "at", "actor", "front", "action", "object", "old", "new"],
             [

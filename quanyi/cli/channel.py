@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from quanyi.cli._common import price_or_remove, print_table, with_core
 
+if TYPE_CHECKING:
+    from quanyi.core.services import Core
+
 
 def cmd_channel_add(args: argparse.Namespace) -> int:
-    from quanyi.core.stock.allocations import add_channel
-
-    async def run(core: Any) -> int:
-        async with core.db.transaction() as session:
-            channel = await add_channel(session, args.code, args.name, args.kind)
+    async def run(core: Core) -> int:
+        channel = await core.stock.add_channel(args.code, args.name, args.kind)
         print(f"added channel {channel.code}: {channel.name} ({channel.kind})")
         return 0
 
@@ -22,11 +22,8 @@ def cmd_channel_add(args: argparse.Namespace) -> int:
 
 
 def cmd_channel_list(args: argparse.Namespace) -> int:
-    from quanyi.core.stock.allocations import list_channels
-
-    async def run(core: Any) -> int:
-        async with core.db.transaction() as session:  # creates the bot channel on first use
-            rows = [[c.code, c.kind, "yes" if c.active else "no", c.name] for c in await list_channels(session)]
+    async def run(core: Core) -> int:
+        rows = [[c.code, c.kind, "yes" if c.active else "no", c.name] for c in await core.stock.channels()]
         print_table(["code", "kind", "active", "name"], rows)
         return 0
 
@@ -34,23 +31,18 @@ def cmd_channel_list(args: argparse.Namespace) -> int:
 
 
 def cmd_channel_price(args: argparse.Namespace) -> int:
-    from quanyi.core.catalog.products import get_product
     from quanyi.core.money import Money
-    from quanyi.core.stock.allocations import resolve_holder, set_channel_price
 
     price_text = price_or_remove(args.price, args.remove)
 
-    async def run(core: Any) -> int:
-        async with core.db.transaction() as session:
-            product = await get_product(session, args.sku)
-            price = Money.parse(price_text, product.currency) if price_text is not None else None
-            await set_channel_price(session, args.channel, args.sku, price.minor if price else None)
-            code = (await resolve_holder(session, args.channel)).code
-            listed = Money(product.price, product.currency)
-        if price is None:
-            print(f"{code}: removed its price of {product.sku}; it sells at the list price {listed}")
+    async def run(core: Core) -> int:
+        priced = await core.stock.set_channel_price(args.channel, args.sku, price_text)
+        listed = Money(priced.list_price, priced.currency)
+        if priced.price is None:
+            print(f"{priced.channel}: removed its price of {priced.sku}; it sells at the list price {listed}")
         else:
-            print(f"{code}: sells {product.sku} at {price} (list price {listed})")
+            price = Money(priced.price, priced.currency)
+            print(f"{priced.channel}: sells {priced.sku} at {price} (list price {listed})")
         return 0
 
     return asyncio.run(with_core(run))

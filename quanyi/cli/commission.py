@@ -10,13 +10,12 @@ from quanyi.cli._common import print_table, with_core
 
 
 def cmd_commission_rate(args: argparse.Namespace) -> int:
-    from quanyi.core.books.commissions import format_rate, parse_rate, set_rate
+    from quanyi.core.distributors.views import format_rate, parse_rate
 
     rate = parse_rate(args.rate)
 
     async def run(core: Any) -> int:
-        async with core.db.transaction() as session:
-            await set_rate(session, args.level, rate)
+        await core.books.set_commission_rate(args.level, rate)
         print(f"level {args.level} commission: {format_rate(rate)} of the line amount")
         return 0
 
@@ -24,11 +23,10 @@ def cmd_commission_rate(args: argparse.Namespace) -> int:
 
 
 def cmd_commission_rates(args: argparse.Namespace) -> int:
-    from quanyi.core.books.commissions import format_rate, rates
+    from quanyi.core.distributors.views import format_rate
 
     async def run(core: Any) -> int:
-        async with core.db.read() as session:
-            levels = await rates(session)
+        levels = await core.books.commission_rates()
         print_table(["level", "rate"], [[level, format_rate(bp)] for level, bp in sorted(levels.items())])
         return 0
 
@@ -36,42 +34,32 @@ def cmd_commission_rates(args: argparse.Namespace) -> int:
 
 
 def cmd_commission_list(args: argparse.Namespace) -> int:
-    from quanyi.core.books.commissions import format_rate, list_commissions
-    from quanyi.core.distributors.accounts import resolve
+    from quanyi.core.distributors.views import format_rate
     from quanyi.core.money import format_minor
 
     async def run(core: Any) -> int:
-        async with core.db.read() as session:
-            distributor = await resolve(session, args.distributor) if args.distributor else None
-            rows = await list_commissions(
-                session,
-                distributor_id=distributor.id if distributor else None,
-                order_number=args.order,
-                limit=args.limit,
-            )
+        report = await core.books.commission_report(
+            distributor=args.distributor or None, order_number=args.order, limit=args.limit
+        )
         print_table(
             ["order", "line", "distributor", "level", "kind", "base", "rate", "amount", "status"],
             [
                 [
-                    r.order_number,
-                    r.line_no,
-                    f"{r.distributor_user_id} {r.distributor_name}",
-                    r.commission.level,
-                    r.commission.kind,
-                    format_minor(r.commission.base_amount, r.commission.currency),
-                    format_rate(r.commission.rate_bp) if r.commission.kind == "level" else "-",
-                    f"{format_minor(r.commission.amount, r.commission.currency)} {r.commission.currency}",
-                    r.commission.status,
+                    c.order_number,
+                    c.line_no,
+                    f"{c.distributor_user_id} {c.distributor_name}",
+                    c.level,
+                    c.kind,
+                    format_minor(c.base_amount, c.currency),
+                    format_rate(c.rate_bp) if c.kind == "level" else "-",
+                    f"{format_minor(c.amount, c.currency)} {c.currency}",
+                    c.status,
                 ]
-                for r in rows
+                for c in report.lines
             ],
         )
-        totals: dict[tuple[str, str], int] = {}
-        for r in rows:
-            key = (r.commission.status, r.commission.currency)
-            totals[key] = totals.get(key, 0) + r.commission.amount
-        for (status, currency), amount in sorted(totals.items()):
-            print(f"total {status}: {format_minor(amount, currency)} {currency}")
+        for total in report.totals:
+            print(f"total {total.status}: {format_minor(total.amount, total.currency)} {total.currency}")
         return 0
 
     return asyncio.run(with_core(run))

@@ -6,7 +6,8 @@ import argparse
 import asyncio
 from typing import Any
 
-from quanyi.cli._common import load_settings, redact_url
+from quanyi.cli._common import load_settings
+from quanyi.core.platform.db import redacted_url
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
@@ -14,7 +15,7 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     prepared = asyncio.run(prepare_database(settings))
-    print(f"database is at the latest schema ({redact_url(settings.resolved_database_url)})")
+    print(f"database is at the latest schema ({redacted_url(settings.resolved_database_url)})")
     if prepared.keys.created:
         print(f"created the encryption keys in {prepared.keys.source} (0600): back it up with the database")
     first = prepared.first_anchor

@@ -12,26 +12,16 @@ from quanyi.core.platform.config import Settings
 
 
 def cmd_distributor_invite(args: argparse.Namespace) -> int:
-    from quanyi.core.distributors.accounts import INVITE_PREFIX, create_invite
-
     async def run(core: Any) -> int:
-        settings = core.settings
-        async with core.db.transaction() as session:
-            invite = await create_invite(
-                session,
-                created_by="cli",
-                tier=args.tier,
-                invite_limit=args.invite_limit,
-                hours=args.hours if args.hours is not None else settings.invite_hours,
-                max_depth=settings.max_distributor_depth,
-            )
-        start = INVITE_PREFIX + invite.token
-        link = _start_link(settings, start)
+        invite = await core.distributors.create_invite(
+            created_by="cli", tier=args.tier, invite_limit=args.invite_limit, hours=args.hours
+        )
+        link = _start_link(core.settings, invite.start)
         terms = f"tier {invite.tier}, may invite {invite.invite_limit} sub-distributors"
         if link:
             print(f"invite link (one use; {terms}): {link}")
         else:
-            print(f"invite start parameter (one use; {terms}): {start}")
+            print(f"invite start parameter (one use; {terms}): {invite.start}")
             print("set QUANYI_BOT_USERNAME to print it as a https://t.me/<bot>?start=... link")
         print(f"expires {invite.expires_at:%Y-%m-%d %H:%M} UTC")
         return 0
@@ -40,29 +30,26 @@ def cmd_distributor_invite(args: argparse.Namespace) -> int:
 
 
 def cmd_distributor_list(args: argparse.Namespace) -> int:
-    from quanyi.core.distributors.accounts import REFERRAL_PREFIX, list_distributors
     from quanyi.core.money import format_minor
 
     async def run(core: Any) -> int:
-        async with core.db.read() as session:
-            rows = await list_distributors(session)
-        user_ids = {d.id: d.user_id for d, _ in rows}
+        rows = await core.distributors.list_distributors()
         print_table(
             ["user", "username", "tier", "parent", "depth", "balance", "subs/limit", "active", "referral", "name"],
             [
                 [
                     d.user_id,
-                    f"@{username}" if username else "-",
+                    f"@{d.username}" if d.username else "-",
                     d.tier,
-                    user_ids.get(d.parent_id, "-") if d.parent_id is not None else "-",
+                    d.parent_user_id if d.parent_user_id is not None else "-",
                     d.depth,
                     f"{format_minor(d.balance, d.currency)} {d.currency}",
                     f"{d.sub_count}/{d.invite_limit}",
                     "yes" if d.active else "no",
-                    _start_link(core.settings, REFERRAL_PREFIX + d.referral_code) or REFERRAL_PREFIX + d.referral_code,
+                    _start_link(core.settings, d.referral_start) or d.referral_start,
                     d.name,
                 ]
-                for d, username in rows
+                for d in rows
             ],
         )
         return 0
@@ -71,16 +58,11 @@ def cmd_distributor_list(args: argparse.Namespace) -> int:
 
 
 def cmd_distributor_update(args: argparse.Namespace) -> int:
-    from quanyi.core.distributors.accounts import update_distributor
-
     if args.tier is None and args.invite_limit is None and args.active is None:
         raise QuanyiError("nothing to change: give --tier, --invite-limit, --active or --inactive")
 
     async def run(core: Any) -> int:
-        async with core.db.transaction() as session:
-            d = await update_distributor(
-                session, args.ref, tier=args.tier, invite_limit=args.invite_limit, active=args.active
-            )
+        d = await core.distributors.update(args.ref, tier=args.tier, invite_limit=args.invite_limit, active=args.active)
         state = "active" if d.active else "inactive"
         print(f"updated distributor {d.user_id} ({d.name}): tier {d.tier}, invite limit {d.invite_limit}, {state}")
         return 0
@@ -88,56 +70,52 @@ def cmd_distributor_update(args: argparse.Namespace) -> int:
     return asyncio.run(with_core(run))
 
 
-def _balance_change(args: argparse.Namespace, *, sign: int, reason: str) -> int:
-    from quanyi.core.distributors.accounts import adjust_balance, resolve
+def _balance_change(args: argparse.Namespace, *, credit: bool) -> int:
+    from quanyi.core.errors import InvalidInput
     from quanyi.core.money import Money
 
-    if args.amount.strip().startswith("-"):
-        other = "debit" if sign > 0 else "credit"
-        raise QuanyiError(f"the amount must be positive; to go the other way use `quanyi distributor {other}`")
-
     async def run(core: Any) -> int:
-        async with core.db.transaction() as session:
-            d = await resolve(session, args.ref)
-            amount = Money.parse(args.amount, d.currency)
-            after = await adjust_balance(
-                session, d, sign * amount.minor, reason=reason, actor="cli", note=args.note or ""
-            )
-        done = "credited" if sign > 0 else "debited"
-        print(f"{done} {amount} for distributor {d.user_id} ({d.name}): balance {Money(after, d.currency)}")
+        change = core.distributors.credit if credit else core.distributors.debit
+        try:
+            done = await change(args.ref, args.amount, actor="cli", note=args.note or "")
+        except InvalidInput as exc:
+            if not exc.details.get("negative"):
+                raise
+            other = "debit" if credit else "credit"
+            raise QuanyiError(
+                f"the amount must be positive; to go the other way use `quanyi distributor {other}`"
+            ) from None
+        amount, after = Money(done.amount, done.currency), Money(done.balance, done.currency)
+        verb = "credited" if credit else "debited"
+        print(f"{verb} {amount} for distributor {done.user_id} ({done.name}): balance {after}")
         return 0
 
     return asyncio.run(with_core(run))
 
 
 def cmd_distributor_credit(args: argparse.Namespace) -> int:
-    return _balance_change(args, sign=1, reason="top_up")
+    return _balance_change(args, credit=True)
 
 
 def cmd_distributor_debit(args: argparse.Namespace) -> int:
-    return _balance_change(args, sign=-1, reason="adjustment")
+    return _balance_change(args, credit=False)
 
 
 def cmd_distributor_price(args: argparse.Namespace) -> int:
-    from quanyi.core.catalog.products import get_product
-    from quanyi.core.distributors.accounts import set_cost_price
     from quanyi.core.money import Money
 
     price_text = price_or_remove(args.price, args.remove)
 
     async def run(core: Any) -> int:
-        async with core.db.transaction() as session:
-            product = await get_product(session, args.sku)
-            price = Money.parse(price_text, product.currency) if price_text is not None else None
-            await set_cost_price(
-                session, args.sku, price.minor if price else None, tier=args.tier, distributor=args.distributor
-            )
-            listed = Money(product.price, product.currency)
+        done = await core.distributors.set_cost_price(
+            args.sku, price_text, tier=args.tier, distributor=args.distributor
+        )
         who = f"tier {args.tier.strip().lower()}" if args.tier is not None else f"distributor {args.distributor}"
-        if price is None:
-            print(f"{product.sku}: removed the cost price of {who}")
+        if done.price is None:
+            print(f"{done.sku}: removed the cost price of {who}")
         else:
-            print(f"{product.sku}: {who} pays {price} per unit (list price {listed})")
+            listed = Money(done.list_price, done.currency)
+            print(f"{done.sku}: {who} pays {Money(done.price, done.currency)} per unit (list price {listed})")
         return 0
 
     return asyncio.run(with_core(run))

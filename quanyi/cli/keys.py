@@ -6,69 +6,39 @@ import argparse
 import asyncio
 from typing import Any
 
-from quanyi.cli._common import load_settings, print_table
+from quanyi.cli._common import load_settings, print_table, with_core
 from quanyi.core.errors import InvalidInput
 
 
-async def _with_db(fn: Any, *, check_keys: bool = True) -> int:
-    """``fn(settings, db)`` on the database at the code's schema and, unless ``check_keys`` is off
-    (``keys init`` makes them), with keys that match it: a rotation under a foreign key is refused."""
-    from quanyi.core.platform.db import Database
-    from quanyi.core.platform.migrate import require_current
-    from quanyi.core.services import open_checked
-
-    settings = load_settings()
-    if check_keys:
-        db, _ = await open_checked(settings)
-    else:
-        db = Database(settings.resolved_database_url)
-    try:
-        if not check_keys:
-            await require_current(db.engine)
-        return int(await fn(settings, db))
-    finally:
-        await db.dispose()
-
-
 def cmd_keys_init(args: argparse.Namespace) -> int:
-    from quanyi.core.platform.keycheck import init_keys
+    from quanyi.core.platform.keycheck import init_keys_at
 
-    async def run(settings: Any, db: Any) -> int:
-        keys = await init_keys(settings, db, explicit=True)
-        if keys.created:
-            print(f"created the encryption keys in {keys.source} (0600): back it up with the database")
-        else:
-            print("keys come from the environment; their check values are recorded in the database")
-        return 0
-
-    return asyncio.run(_with_db(run, check_keys=False))
+    # No core here: building one needs the keys this makes.
+    keys = asyncio.run(init_keys_at(load_settings()))
+    if keys.created:
+        print(f"created the encryption keys in {keys.source} (0600): back it up with the database")
+    else:
+        print("keys come from the environment; their check values are recorded in the database")
+    return 0
 
 
 def cmd_keys_status(args: argparse.Namespace) -> int:
-    from quanyi.core.platform.crypto import KeyRing
-    from quanyi.core.platform.rotation import key_usage
-
-    async def run(settings: Any, db: Any) -> int:
-        keyring = KeyRing.load(settings)
-        usage = await key_usage(db)
-        source = "environment (QUANYI_CARD_KEYS)" if settings.card_keys or settings.lookup_key else "key file"
-        print(f"keys from the {source}; active: {keyring.active}")
-        rows = []
-        for key_id in sorted({*keyring.enc_keys, *usage}):
-            u = usage.get(key_id)
-            state = "active" if key_id == keyring.active else ("loaded" if key_id in keyring.enc_keys else "MISSING")
-            rows.append([key_id, state, u.card_keys if u else 0, u.links if u else 0, u.api_secrets if u else 0])
-        print_table(["key id", "state", "card keys", "redemption links", "API secrets"], rows)
-        if any(k != keyring.active and u.rows for k, u in usage.items()):
+    async def run(core: Any) -> int:
+        status = await core.platform.key_status()
+        source = "environment (QUANYI_CARD_KEYS)" if status.from_env else "key file"
+        print(f"keys from the {source}; active: {status.active}")
+        print_table(
+            ["key id", "state", "card keys", "redemption links", "API secrets"],
+            [[k.key_id, k.state, k.card_keys, k.links, k.api_secrets] for k in status.keys],
+        )
+        if status.unfinished:
             print("rows still use an older key: run `quanyi keys rotate` to finish re-encrypting them")
         return 0
 
-    return asyncio.run(_with_db(run))
+    return asyncio.run(with_core(run))
 
 
 def cmd_keys_rotate(args: argparse.Namespace) -> int:
-    from quanyi.core.platform.rotation import rotate
-
     if args.batch < 1:
         raise InvalidInput("--batch must be at least 1")
     if args.max_batches is not None and args.max_batches < 1:
@@ -88,10 +58,8 @@ def cmd_keys_rotate(args: argparse.Namespace) -> int:
         else:
             print(f"nothing to re-encrypt: every row is under the active key {active}")
 
-    async def run(settings: Any, db: Any) -> int:
-        outcome = await rotate(
-            db,
-            settings,
+    async def run(core: Any) -> int:
+        outcome = await core.platform.rotate_keys(
             batch=args.batch,
             resume=args.resume,
             max_batches=args.max_batches,
@@ -115,7 +83,7 @@ def cmd_keys_rotate(args: argparse.Namespace) -> int:
         print(f"done: every card key and redemption link is encrypted with {report.active}")
         return 0
 
-    return asyncio.run(_with_db(run))
+    return asyncio.run(with_core(run))
 
 
 def add_parser(sub: Any) -> None:

@@ -8,14 +8,12 @@ import sys
 from typing import Any
 
 from quanyi.cli._common import print_table, with_core
-from quanyi.core.books import ledger
 from quanyi.core.money import format_minor
 
 
 def cmd_ledger_check(args: argparse.Namespace) -> int:
     async def run(core: Any) -> int:
-        async with core.db.read() as session:
-            report = await ledger.check(session)
+        report = await core.books.check_ledger()
         print(f"{report.entries} journal entries, {report.postings} postings")
         for ref, currency, total in report.unbalanced:
             print(f"UNBALANCED {ref}: postings sum to {total} {currency}")
@@ -36,13 +34,8 @@ def cmd_ledger_check(args: argparse.Namespace) -> int:
 
 def cmd_ledger_balances(args: argparse.Namespace) -> int:
     async def run(core: Any) -> int:
-        async with core.db.read() as session:
-            held = await ledger.balances(session, args.prefix or "")
-        rows = [
-            [account, currency, format_minor(amount, currency)]
-            for (account, currency), amount in sorted(held.items())
-            if amount or args.all
-        ]
+        held = await core.books.balances(args.prefix or "", include_zero=args.all)
+        rows = [[b.account, b.currency, format_minor(b.amount, b.currency)] for b in held]
         print_table(["account", "currency", "balance (debit +)"], rows)
         return 0
 

@@ -11,11 +11,9 @@ from quanyi.cli._common import print_table, with_core
 
 def cmd_order_list(args: argparse.Namespace) -> int:
     from quanyi.core.money import format_minor
-    from quanyi.core.sales.orders import list_orders
 
     async def run(core: Any) -> int:
-        async with core.db.read() as session:
-            orders = await list_orders(session, status=args.status, limit=args.limit)
+        orders = await core.sales.recent_orders(status=args.status, limit=args.limit)
         print_table(
             ["number", "status", "amount", "method", "buyer", "created (UTC)", "note"],
             [
@@ -38,43 +36,38 @@ def cmd_order_list(args: argparse.Namespace) -> int:
 
 def cmd_order_show(args: argparse.Namespace) -> int:
     from quanyi.core.money import format_minor
-    from quanyi.core.sales.orders import order_details
-    from quanyi.core.sales.redeem import redemptions
 
     async def run(core: Any) -> int:
-        async with core.db.read() as session:
-            details = await order_details(session, args.number)
-            records = await redemptions(session, details.order.id)
-        order = details.order
+        order = await core.sales.order_sheet(args.number)
         print(f"order {order.number}  {order.status}  {format_minor(order.amount, order.currency)} {order.currency}")
         print(f"  buyer {order.user_id}  method {order.payment_method}  created {order.created_at:%Y-%m-%d %H:%M} UTC")
         if order.failure_reason:
             print(f"  note: {order.failure_reason}")
-        if details.delivery:
-            error = f" ({details.delivery_error})" if details.delivery_error else ""
-            print(f"  delivery message: {details.delivery}{error}")
+        if order.delivery:
+            error = f" ({order.delivery_error})" if order.delivery_error else ""
+            print(f"  delivery message: {order.delivery}{error}")
         print("lines:")
         for line in order.lines:
-            refunded = " (refunded)" if line.id in details.refunded_lines else ""
+            refunded = " (refunded)" if line.refunded else ""
             print(
                 f"  {line.line_no}. {line.sku} x{line.quantity}  {format_minor(line.amount, order.currency)}{refunded}"
             )
         print("payments:")
-        for p in details.payments:
+        for p in order.payments:
             amount = f"{format_minor(p.amount, p.currency)} {p.currency}"
             print(f"  #{p.id} {p.method} {p.provider_txn_id}  {amount}  {p.outcome}")
-        if records:
+        if order.redemptions:
             print("redemptions:")
-            for record in records:
-                line_no = details.line_numbers.get(record.order_line_id, "?") if record.order_line_id else "?"
+            for record in order.redemptions:
+                line_no = record.line_no if record.line_no is not None else "?"
                 print(
                     f"  {record.at:%Y-%m-%d %H:%M} UTC  line {line_no} link #{record.token_id} use {record.use_no}"
                     f"  by {record.by} via {record.channel}"
                 )
-        if details.refunds:
+        if order.refunds:
             print("refunds:")
-            for r in details.refunds:
-                scope = f"line {details.line_numbers.get(r.order_line_id, '?')}" if r.order_line_id else r.scope
+            for r in order.refunds:
+                scope = f"line {r.line_no}" if r.line_no is not None else r.scope
                 error = f"  last error: {r.last_error}" if r.last_error else ""
                 amount = format_minor(r.amount, r.currency)
                 print(f"  #{r.id} {scope}  {amount} {r.currency}  {r.status}  by {r.initiated_by}: {r.reason}{error}")
@@ -85,11 +78,10 @@ def cmd_order_show(args: argparse.Namespace) -> int:
 
 def cmd_order_refund(args: argparse.Namespace) -> int:
     from quanyi.core.money import format_minor
-    from quanyi.core.sales.refunds import refund_order
 
     async def run(core: Any) -> int:
-        result = await refund_order(
-            core, args.number, line_no=args.line, reason=args.reason, actor="cli", manual=args.manual
+        result = await core.sales.refund_order(
+            args.number, line_no=args.line, reason=args.reason, actor="cli", manual=args.manual
         )
         if result.status == "already":
             print(f"{result.order_number}: already refunded, nothing done")

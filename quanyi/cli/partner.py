@@ -80,24 +80,8 @@ def _when(at: datetime | None) -> str:
     return f"{at:%Y-%m-%d %H:%M}" if at else "-"
 
 
-def _left(allocation: Any) -> str:
-    from quanyi.core.models import AllocationMode
-
-    if allocation.mode != AllocationMode.QUOTA:
-        return "pool"
-    return str(allocation.allocated - allocation.reserved - allocation.sold)
-
-
-def parse_signed_amount(text: str, currency: str) -> int:
-    """``100.00`` or ``-20.00`` in minor units; zero is refused."""
-    from quanyi.core.money import parse_minor
-
-    text = text.strip()
-    negative = text.startswith("-")
-    minor = parse_minor(text[1:] if negative else text, currency)
-    if minor == 0:
-        raise QuanyiError("the amount must not be zero")
-    return -minor if negative else minor
+def _left(left: int | None) -> str:
+    return "pool" if left is None else str(left)
 
 
 def _print_new_key(access_key: str, secret: str) -> None:
@@ -108,17 +92,11 @@ def _print_new_key(access_key: str, secret: str) -> None:
 
 
 def cmd_add(args: argparse.Namespace) -> int:
-    from quanyi.core.partners.accounts import add_partner
-
     async def run(core: Any) -> int:
-        async with core.db.transaction() as session:
-            added = await add_partner(
-                session, core.keyring, args.code, args.name, currency=args.currency, webhook_url=args.webhook
-            )
-        p = added.partner
+        p = await core.partners.add_partner(args.code, args.name, currency=args.currency, webhook_url=args.webhook)
         webhook = f", webhook {p.webhook_url}" if p.webhook_url else ""
-        print(f"added partner {p.code}: {p.name} (channel {added.channel.code}, {p.currency}{webhook})")
-        _print_new_key(added.key.access_key, added.key.secret)
+        print(f"added partner {p.code}: {p.name} (channel {p.channel}, {p.currency}{webhook})")
+        _print_new_key(p.access_key, p.secret)
         print(f"next: quanyi partner topup {p.code} AMOUNT; quanyi stock allocate SKU --to {p.code} --units N")
         return 0
 
@@ -126,31 +104,18 @@ def cmd_add(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from sqlalchemy import func, select
-
-    from quanyi.core.models import Channel, PartnerKey
-    from quanyi.core.partners.accounts import list_partners
-
     async def run(core: Any) -> int:
-        async with core.db.read() as session:
-            partners = await list_partners(session)
-            codes = {i: c for i, c in (await session.execute(select(Channel.id, Channel.code))).all()}
-            active_keys = await session.execute(
-                select(PartnerKey.partner_id, func.count())
-                .where(PartnerKey.active.is_(True))
-                .group_by(PartnerKey.partner_id)
-            )
-            keys = {partner_id: int(n) for partner_id, n in active_keys.all()}
+        partners = await core.partners.partners()
         print_table(
             ["code", "channel", "active", "balance", "currency", "keys", "webhook", "name"],
             [
                 [
                     p.code,
-                    codes.get(p.channel_id, "") if p.channel_id else "",
+                    p.channel,
                     "yes" if p.active else "no",
                     format_minor(p.balance, p.currency),
                     p.currency,
-                    keys.get(p.id, 0),
+                    p.active_keys,
                     "yes" if p.webhook_url else "no",
                     p.name,
                 ]
@@ -163,34 +128,10 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from sqlalchemy import select
-
-    from quanyi.core.models import Allocation, Channel, ChannelPrice, Product
-    from quanyi.core.partners import accounts as partners
-
     async def run(core: Any) -> int:
-        async with core.db.read() as session:
-            partner = await partners.get(session, args.code)
-            channel = await session.get(Channel, partner.channel_id) if partner.channel_id else None
-            keys = await partners.keys_of(session, partner.id)
-            allocations = (
-                await session.execute(
-                    select(Product.sku, Allocation)
-                    .join(Product, Product.id == Allocation.product_id)
-                    .where(Allocation.channel_id == partner.channel_id)
-                    .order_by(Product.sku)
-                )
-            ).all()
-            prices = (
-                await session.execute(
-                    select(Product.sku, ChannelPrice.price, Product.currency)
-                    .join(Product, Product.id == ChannelPrice.product_id)
-                    .where(ChannelPrice.channel_id == partner.channel_id)
-                    .order_by(Product.sku)
-                )
-            ).all()
+        partner = await core.partners.partner(args.code)
         print(f"partner {partner.code}: {partner.name}")
-        print(f"  channel:  {channel.code if channel else '-'}")
+        print(f"  channel:  {partner.channel or '-'}")
         print(f"  active:   {'yes' if partner.active else 'no'}")
         print(f"  balance:  {format_minor(partner.balance, partner.currency)} {partner.currency}")
         print(f"  webhook:  {partner.webhook_url or 'off'}")
@@ -201,16 +142,16 @@ def cmd_show(args: argparse.Namespace) -> int:
             [
                 [k.access_key, "active" if k.active else "revoked", _when(k.created_at), _when(k.last_used_at)]
                 + [_when(k.revoked_at)]
-                for k in keys
+                for k in partner.keys
             ],
         )
         print("allocations:")
         print_table(
             ["sku", "mode", "allocated", "reserved", "sold", "left"],
-            [[sku, a.mode, a.allocated, a.reserved, a.sold, _left(a)] for sku, a in allocations],
+            [[a.sku, a.mode, a.allocated, a.reserved, a.sold, _left(a.left)] for a in partner.allocations],
         )
-        if prices:
-            print("prices: " + ", ".join(f"{sku} {format_minor(price, cur)}" for sku, price, cur in prices))
+        if partner.prices:
+            print("prices: " + ", ".join(f"{p.sku} {format_minor(p.price, p.currency)}" for p in partner.prices))
         else:
             print("prices: list prices (set one with `quanyi channel price CODE SKU PRICE`)")
         return 0
@@ -219,13 +160,9 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_key_add(args: argparse.Namespace) -> int:
-    from quanyi.core.partners import accounts as partners
-
     async def run(core: Any) -> int:
-        async with core.db.transaction() as session:
-            partner = await partners.get(session, args.code, lock=True)
-            key = await partners.add_key(session, core.keyring, partner)
-        print(f"new key for {partner.code}; its other active keys still work until revoked")
+        key = await core.partners.add_key(args.code)
+        print(f"new key for {key.code}; its other active keys still work until revoked")
         _print_new_key(key.access_key, key.secret)
         return 0
 
@@ -233,45 +170,32 @@ def cmd_key_add(args: argparse.Namespace) -> int:
 
 
 def cmd_key_revoke(args: argparse.Namespace) -> int:
-    from quanyi.core.partners import accounts as partners
-
     async def run(core: Any) -> int:
-        async with core.db.transaction() as session:
-            key = await partners.revoke_key(session, args.code, args.access_key)
-            left = sum(1 for k in await partners.keys_of(session, key.partner_id) if k.active)
-        print(f"revoked {key.access_key} of {args.code}; {left} active key(s) left")
+        revoked = await core.partners.revoke_key(args.code, args.access_key)
+        print(f"revoked {revoked.access_key} of {args.code}; {revoked.active_left} active key(s) left")
         return 0
 
     return asyncio.run(with_core(run))
 
 
 def cmd_topup(args: argparse.Namespace) -> int:
-    from quanyi.core.partners import accounts as partners
-
     async def run(core: Any) -> int:
-        async with core.db.transaction() as session:
-            partner = await partners.get(session, args.code)
-            amount = parse_signed_amount(args.amount, partner.currency)
-            after = await partners.top_up(session, args.code, amount, note=args.note)
-        cur = partner.currency
-        verb = "added" if amount > 0 else "took back"
-        print(
-            f"{partner.code}: {verb} {format_minor(abs(amount), cur)} {cur}; balance {format_minor(after, cur)} {cur}"
-        )
+        done = await core.partners.top_up(args.code, args.amount, note=args.note)
+        cur = done.currency
+        verb = "added" if done.amount > 0 else "took back"
+        amount, balance = format_minor(abs(done.amount), cur), format_minor(done.balance, cur)
+        print(f"{done.code}: {verb} {amount} {cur}; balance {balance} {cur}")
         return 0
 
     return asyncio.run(with_core(run))
 
 
 def cmd_webhook(args: argparse.Namespace) -> int:
-    from quanyi.core.partners import accounts as partners
-
     if args.off == (args.url is not None):
         raise QuanyiError("give a webhook URL or --off")
 
     async def run(core: Any) -> int:
-        async with core.db.transaction() as session:
-            partner = await partners.set_webhook(session, args.code, None if args.off else args.url)
+        partner = await core.partners.set_webhook(args.code, None if args.off else args.url)
         if partner.webhook_url:
             print(f"{partner.code}: order events go to {partner.webhook_url}")
         else:
@@ -282,11 +206,8 @@ def cmd_webhook(args: argparse.Namespace) -> int:
 
 
 def _set_active(args: argparse.Namespace, active: bool) -> int:
-    from quanyi.core.partners import accounts as partners
-
     async def run(core: Any) -> int:
-        async with core.db.transaction() as session:
-            partner = await partners.set_active(session, args.code, active)
+        partner = await core.partners.set_active(args.code, active)
         state = "enabled: its API calls are accepted" if active else "disabled: its API calls are refused"
         print(f"{partner.code} {state}")
         return 0

@@ -11,25 +11,23 @@ from quanyi.cli._common import print_table, with_core
 
 def cmd_payment_list(args: argparse.Namespace) -> int:
     from quanyi.core.money import format_minor
-    from quanyi.core.sales.orders import list_payments
 
     async def run(core: Any) -> int:
-        async with core.db.read() as session:
-            rows = await list_payments(session, review_only=args.review, limit=args.limit)
+        rows = await core.sales.recent_payments(review_only=args.review, limit=args.limit)
         print_table(
             ["id", "order", "method", "transaction", "amount", "outcome", "refunded", "at (UTC)"],
             [
                 [
                     p.id,
-                    number,
+                    p.order_number,
                     p.method,
                     p.provider_txn_id[:32],
                     f"{format_minor(p.amount, p.currency)} {p.currency}",
                     p.outcome,
-                    "yes" if refunded else "",
+                    "yes" if p.refunded else "",
                     f"{p.created_at:%Y-%m-%d %H:%M}",
                 ]
-                for p, number, refunded in rows
+                for p in rows
             ],
         )
         return 0
@@ -39,10 +37,9 @@ def cmd_payment_list(args: argparse.Namespace) -> int:
 
 def cmd_payment_refund(args: argparse.Namespace) -> int:
     from quanyi.core.money import format_minor
-    from quanyi.core.sales.refunds import refund_payment
 
     async def run(core: Any) -> int:
-        result = await refund_payment(core, args.payment_id, reason=args.reason, actor="cli", manual=args.manual)
+        result = await core.sales.refund_payment(args.payment_id, reason=args.reason, actor="cli", manual=args.manual)
         if result.status == "already":
             print(f"payment {args.payment_id}: already refunded, nothing done")
         else:

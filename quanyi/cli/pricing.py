@@ -6,16 +6,19 @@ import argparse
 import asyncio
 import os
 import sys
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from quanyi.cli._common import print_table, with_core
+from quanyi.core.catalog.admin_views import DiscountKind, PromotionKind, Stacking
 from quanyi.core.errors import QuanyiError
-from quanyi.core.models import Coupon, DiscountKind, Promotion, PromotionKind, Stacking, utcnow
 from quanyi.core.money import Money
 from quanyi.core.platform import export
+
+if TYPE_CHECKING:
+    from quanyi.core.catalog.admin_views import BundleView, CodesFile, CouponView, PromotionView
 
 # Why a coupon (or a promotion beaten by one) did not apply, for `price quote` and scripts.
 _REASONS = {
@@ -48,14 +51,14 @@ def _percent(basis_points: int) -> str:
     return format_rate(basis_points)
 
 
-def coupon_rule(coupon: Coupon) -> str:
+def coupon_rule(coupon: CouponView) -> str:
     if coupon.kind == DiscountKind.PERCENT:
         cap = f", cap {_money(coupon.cap, coupon.currency)}" if coupon.cap is not None else ""
         return f"{_percent(coupon.value)} off{cap}"
     return f"{_money(coupon.value, coupon.currency)} off"
 
 
-def promotion_rule(promotion: Promotion) -> str:
+def promotion_rule(promotion: PromotionView) -> str:
     if promotion.kind == PromotionKind.UNITS_PRICE:
         whole, hundredths = divmod(promotion.value, 100)
         pay = f"{whole}.{hundredths:02d}".rstrip("0").rstrip(".") if hundredths else str(whole)
@@ -67,11 +70,11 @@ def promotion_rule(promotion: Promotion) -> str:
     return f"{spend}{_money(promotion.value, promotion.currency)} off"
 
 
-def _scope(row: Coupon | Promotion) -> str:
+def _scope(row: CouponView | PromotionView) -> str:
     parts = [
-        f"{what} {value}"
-        for what, value in (("skus", row.skus), ("categories", row.categories), ("channels", row.channels))
-        if value
+        f"{what} {','.join(values)}"
+        for what, values in (("skus", row.skus), ("categories", row.categories), ("channels", row.channels))
+        if values
     ]
     return "; ".join(parts) or "all"
 
@@ -80,7 +83,7 @@ def _local(when: datetime, tz: str) -> str:
     return f"{when.astimezone(ZoneInfo(tz)):%Y-%m-%d %H:%M}"
 
 
-def _window(row: Coupon | Promotion, tz: str) -> str:
+def _window(row: CouponView | PromotionView, tz: str) -> str:
     if row.starts_at is None and row.ends_at is None:
         return "always"
     if row.ends_at is None:
@@ -141,11 +144,21 @@ def _scope_fields(args: argparse.Namespace) -> dict[str, str | None]:
     }
 
 
-def _write_codes(codes: list[str], out: str | None, *, data_dir: Path, coupon_id: int) -> str:
+def _write_codes(made: CodesFile, out: str | None, *, data_dir: Path) -> str:
     """Write codes as CSV (a ``code`` header, one per line: `coupon codes --import` reads it back);
     returns where they went. Codes are as good as money: the file is created 0600."""
-    text = export.csv_text([["code"], *([c] for c in codes)], line_end="\n")
-    return _write_csv(text, out, data_dir=data_dir, stem=f"coupon-{coupon_id}-codes")
+    text = export.csv_text([["code"], *([c] for c in made.codes)], line_end="\n")
+    return _write_csv(text, out, data_dir=data_dir, stem=f"coupon-{made.coupon_id}-codes")
+
+
+class _CodesWriter:
+    """Writes new codes where ``--out`` says while the service still holds the transaction."""
+
+    def __init__(self, out: str | None, data_dir: Path) -> None:
+        self.out, self.data_dir, self.where = out, data_dir, ""
+
+    def __call__(self, made: CodesFile) -> None:
+        self.where = _write_codes(made, self.out, data_dir=self.data_dir)
 
 
 def _write_csv(text: str, out: str | None, *, data_dir: Path, stem: str) -> str:
@@ -156,7 +169,7 @@ def _write_csv(text: str, out: str | None, *, data_dir: Path, stem: str) -> str:
     if out is None:
         folder = data_dir / "exports"
         folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{stem}-{utcnow():%Y%m%d-%H%M%S-%f}.csv"
+        path = folder / f"{stem}-{datetime.now(UTC):%Y%m%d-%H%M%S-%f}.csv"
     else:
         path = Path(out)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -174,47 +187,45 @@ def _say(args: argparse.Namespace, text: str) -> None:
 
 
 def cmd_coupon_create(args: argparse.Namespace) -> int:
-    from quanyi.core.catalog import coupons
-    from quanyi.core.catalog.pricing_input import coupon_terms
+    from quanyi.core.catalog.service import NewCoupon
 
     if args.code_uses is not _UNSET and args.code is None:
         raise QuanyiError("--code-uses goes with --code")
     if (args.prefix is not None or args.out is not None) and args.generate is None:
         raise QuanyiError("--prefix and --out go with --generate")
-    fields = {
-        "name": args.name,
-        "off": args.amount_off if args.amount_off is not None else _percent_field(args.percent_off),
-        "cap": args.cap,
-        "min": args.min_spend,
-        "uses": args.max_uses,
-        "per_buyer": args.per_buyer,
-        **_scope_fields(args),
-    }
+    request = NewCoupon(
+        fields={
+            "name": args.name,
+            "off": args.amount_off if args.amount_off is not None else _percent_field(args.percent_off),
+            "cap": args.cap,
+            "min": args.min_spend,
+            "uses": args.max_uses,
+            "per_buyer": args.per_buyer,
+            **_scope_fields(args),
+        },
+        currency=args.currency,
+        code=args.code,
+        code_uses=None if args.code_uses is _UNSET else args.code_uses,
+        generate=args.generate or 0,
+        prefix=args.prefix or "",
+    )
 
     async def run(core: Any) -> int:
-        terms = coupon_terms(fields, currency=args.currency.upper(), tz=core.settings.timezone)
-        async with core.db.transaction() as session:
-            coupon = await coupons.create_coupon(session, **terms)
-            lines = [f"created coupon {coupon.id}: {coupon.name} ({coupon_rule(coupon)})"]
-            if args.code is not None:
-                uses = None if args.code_uses is _UNSET else args.code_uses
-                code = await coupons.add_code(session, coupon.id, args.code, max_uses=uses)
-                lines.append(f"  code {code.code}: {_limit(code.max_uses)} uses")
-            if args.generate is not None:
-                made = await coupons.generate_codes(session, coupon.id, args.generate, prefix=args.prefix or "")
-                # Written before the commit: a file that cannot be written leaves no campaign behind.
-                where = _write_codes(made, args.out, data_dir=core.settings.data_dir, coupon_id=coupon.id)
-                lines.append(f"  generated {len(made)} one-use codes -> {where}")
-        for line in lines:
-            _say(args, line)
+        # Written before the commit: a file that cannot be written leaves no campaign behind.
+        writer = _CodesWriter(args.out, core.settings.data_dir)
+        made = await core.catalog.create_coupon(request, hand_over=writer)
+        coupon = made.coupon
+        _say(args, f"created coupon {coupon.id}: {coupon.name} ({coupon_rule(coupon)})")
+        if made.code is not None:
+            _say(args, f"  code {made.code.code}: {_limit(made.code.max_uses)} uses")
+        if made.generated is not None:
+            _say(args, f"  generated {len(made.generated.codes)} one-use codes -> {writer.where}")
         return 0
 
     return asyncio.run(with_core(run))
 
 
 def cmd_coupon_codes(args: argparse.Namespace) -> int:
-    from quanyi.core.catalog import coupons
-
     if args.prefix is not None and args.generate is None:
         raise QuanyiError("--prefix goes with --generate")
     if args.out is not None and args.generate is None:
@@ -225,27 +236,28 @@ def cmd_coupon_codes(args: argparse.Namespace) -> int:
         if not path.is_file():
             raise QuanyiError(f"no such file: {path}")
         data = path.read_bytes()
+    # --uses when given; otherwise the core decides (one use each, unlimited for a named code).
+    uses = {} if args.uses is _UNSET else {"max_uses": args.uses}
 
     async def run(core: Any) -> int:
-        default_uses = None if args.add is not None else 1
-        uses = default_uses if args.uses is _UNSET else args.uses
-        async with core.db.transaction() as session:
-            if args.generate is not None:
-                made = await coupons.generate_codes(
-                    session, args.coupon_id, args.generate, prefix=args.prefix or "", max_uses=uses
-                )
-                where = _write_codes(made, args.out, data_dir=core.settings.data_dir, coupon_id=args.coupon_id)
-                text = f"coupon {args.coupon_id}: generated {len(made)} codes ({_limit(uses)} uses each) -> {where}"
-            elif data is not None:
-                report = await coupons.import_codes(session, args.coupon_id, data, max_uses=uses)
-                if report.rejected:
-                    shown = ", ".join(str(line) for line, _ in report.rejected[:20])
-                    more = f" and {len(report.rejected) - 20} more" if len(report.rejected) > 20 else ""
-                    raise QuanyiError(f"nothing imported: malformed lines {shown}{more} ({report.rejected[0][1]})")
-                text = f"coupon {args.coupon_id}: added {report.added}, duplicates {report.duplicates}"
-            else:
-                code = await coupons.add_code(session, args.coupon_id, args.add, max_uses=uses)
-                text = f"coupon {args.coupon_id}: added code {code.code} ({_limit(code.max_uses)} uses)"
+        cid = args.coupon_id
+        if args.generate is not None:
+            writer = _CodesWriter(args.out, core.settings.data_dir)
+            made = await core.catalog.generate_codes(
+                cid, args.generate, prefix=args.prefix or "", hand_over=writer, **uses
+            )
+            each = _limit(made.max_uses)
+            text = f"coupon {cid}: generated {len(made.codes)} codes ({each} uses each) -> {writer.where}"
+        elif data is not None:
+            report = await core.catalog.import_codes(cid, data, **uses)
+            if report.rejected:
+                shown = ", ".join(str(line) for line, _ in report.rejected[:20])
+                more = f" and {len(report.rejected) - 20} more" if len(report.rejected) > 20 else ""
+                raise QuanyiError(f"nothing imported: malformed lines {shown}{more} ({report.rejected[0][1]})")
+            text = f"coupon {cid}: added {report.added}, duplicates {report.duplicates}"
+        else:
+            code = await core.catalog.add_code(cid, args.add, **uses)
+            text = f"coupon {cid}: added code {code.code} ({_limit(code.max_uses)} uses)"
         _say(args, text)
         return 0
 
@@ -253,11 +265,8 @@ def cmd_coupon_codes(args: argparse.Namespace) -> int:
 
 
 def cmd_coupon_export(args: argparse.Namespace) -> int:
-    from quanyi.core.catalog import coupons
-
     async def run(core: Any) -> int:
-        async with core.db.read() as session:
-            text = await coupons.export_csv(session, args.coupon_id)
+        text = (await core.catalog.export_codes(args.coupon_id)).csv
         where = _write_csv(text, args.out, data_dir=core.settings.data_dir, stem=f"coupon-{args.coupon_id}")
         if where != "stdout":
             print(f"coupon {args.coupon_id}: {max(text.count(chr(10)) - 1, 0)} codes -> {where}")
@@ -267,28 +276,25 @@ def cmd_coupon_export(args: argparse.Namespace) -> int:
 
 
 def cmd_coupon_list(args: argparse.Namespace) -> int:
-    from quanyi.core.catalog import coupons
-
     async def run(core: Any) -> int:
         tz = core.settings.timezone
-        async with core.db.read() as session:
-            summaries = await coupons.list_coupons(session)
+        rows: list[CouponView] = await core.catalog.coupon_list()
         print_table(
             ["id", "name", "rule", "min spend", "scope", "window", "uses/max", "per buyer", "codes", "active"],
             [
                 [
-                    s.coupon.id,
-                    s.coupon.name,
-                    coupon_rule(s.coupon),
-                    _money(s.coupon.min_spend, s.coupon.currency) if s.coupon.min_spend else "-",
-                    _scope(s.coupon),
-                    _window(s.coupon, tz),
-                    f"{s.spent}/{_limit(s.coupon.max_uses)}",
-                    _limit(s.coupon.per_buyer),
-                    s.codes,
-                    "yes" if s.coupon.active else "no",
+                    c.id,
+                    c.name,
+                    coupon_rule(c),
+                    _money(c.min_spend, c.currency) if c.min_spend else "-",
+                    _scope(c),
+                    _window(c, tz),
+                    f"{c.spent}/{_limit(c.max_uses)}",
+                    _limit(c.per_buyer),
+                    c.codes,
+                    "yes" if c.active else "no",
                 ]
-                for s in summaries
+                for c in rows
             ],
         )
         return 0
@@ -297,19 +303,10 @@ def cmd_coupon_list(args: argparse.Namespace) -> int:
 
 
 def cmd_coupon_show(args: argparse.Namespace) -> int:
-    from sqlalchemy import select
-
-    from quanyi.core.catalog import coupons
-    from quanyi.core.models import Order
-
     async def run(core: Any) -> int:
         tz = core.settings.timezone
-        async with core.db.read() as session:
-            coupon = await coupons.get_coupon(session, args.coupon_id)
-            uses = await coupons.uses_of(session, coupon.id, limit=args.limit)
-            ids = sorted({u.order_id for u in uses})
-            numbers = dict((await session.execute(select(Order.id, Order.number).where(Order.id.in_(ids)))).all())
-        c = coupon
+        detail = await core.catalog.coupon_detail(args.coupon_id, uses=args.limit)
+        c = detail.coupon
         print(f"coupon {c.id}: {c.name}  {'active' if c.active else 'disabled'}")
         print(f"  rule: {coupon_rule(c)}" + (f", min spend {_money(c.min_spend, c.currency)}" if c.min_spend else ""))
         print(f"  scope: {_scope(c)}")
@@ -319,15 +316,8 @@ def cmd_coupon_show(args: argparse.Namespace) -> int:
         print_table(
             ["order", "code", "buyer", "discount", "status", f"at ({tz})"],
             [
-                [
-                    numbers.get(u.order_id, u.order_id),
-                    u.code,
-                    u.user_id or "",
-                    _money(u.discount, u.currency),
-                    u.status,
-                    _local(u.created_at, tz),
-                ]
-                for u in uses
+                [u.order, u.code, u.user_id or "", _money(u.discount, u.currency), u.status, _local(u.created_at, tz)]
+                for u in detail.uses
             ],
         )
         return 0
@@ -337,11 +327,8 @@ def cmd_coupon_show(args: argparse.Namespace) -> int:
 
 def _coupon_active(active: bool) -> Any:
     def command(args: argparse.Namespace) -> int:
-        from quanyi.core.catalog import coupons
-
         async def run(core: Any) -> int:
-            async with core.db.transaction() as session:
-                coupon = await coupons.set_active(session, args.coupon_id, active)
+            coupon = await core.catalog.set_coupon_active(args.coupon_id, active)
             print(f"coupon {coupon.id} ({coupon.name}) {'enabled' if active else 'disabled'}")
             return 0
 
@@ -354,9 +341,6 @@ def _coupon_active(active: bool) -> Any:
 
 
 def cmd_promotion_add(args: argparse.Namespace) -> int:
-    from quanyi.core.catalog import promotions
-    from quanyi.core.catalog.pricing_input import promotion_terms
-
     fields = {
         "name": args.name,
         "spend": args.spend,
@@ -369,9 +353,7 @@ def cmd_promotion_add(args: argparse.Namespace) -> int:
     }
 
     async def run(core: Any) -> int:
-        terms = promotion_terms(fields, currency=args.currency.upper(), tz=core.settings.timezone)
-        async with core.db.transaction() as session:
-            promotion = await promotions.add_promotion(session, **terms)
+        promotion = await core.catalog.add_promotion(fields, currency=args.currency)
         print(
             f"added promotion {promotion.id}: {promotion.name} ({promotion_rule(promotion)}; "
             f"with coupons: {promotion.stacking})"
@@ -382,24 +364,13 @@ def cmd_promotion_add(args: argparse.Namespace) -> int:
 
 
 def cmd_promotion_list(args: argparse.Namespace) -> int:
-    from quanyi.core.catalog import promotions
-
     async def run(core: Any) -> int:
         tz = core.settings.timezone
-        async with core.db.read() as session:
-            rows = await promotions.list_promotions(session)
+        rows: list[PromotionView] = await core.catalog.promotion_list()
         print_table(
             ["id", "name", "rule", "scope", "window", "coupons", "active"],
             [
-                [
-                    p.id,
-                    p.name,
-                    promotion_rule(p),
-                    _scope(p),
-                    _window(p, tz),
-                    p.stacking,
-                    "yes" if p.active else "no",
-                ]
+                [p.id, p.name, promotion_rule(p), _scope(p), _window(p, tz), p.stacking, "yes" if p.active else "no"]
                 for p in rows
             ],
         )
@@ -410,11 +381,8 @@ def cmd_promotion_list(args: argparse.Namespace) -> int:
 
 def _promotion_active(active: bool) -> Any:
     def command(args: argparse.Namespace) -> int:
-        from quanyi.core.catalog import promotions
-
         async def run(core: Any) -> int:
-            async with core.db.transaction() as session:
-                promotion = await promotions.set_active(session, args.promotion_id, active)
+            promotion = await core.catalog.set_promotion_active(args.promotion_id, active)
             print(f"promotion {promotion.id} ({promotion.name}) {'enabled' if active else 'disabled'}")
             return 0
 
@@ -426,67 +394,52 @@ def _promotion_active(active: bool) -> Any:
 # --- bundles -----------------------------------------------------------------------------------
 
 
-def _parts_text(parts: list[Any]) -> str:
-    return " + ".join(f"{p.product.sku}×{p.quantity}" for p in parts) or "(no parts)"
+def _parts_text(bundle: BundleView) -> str:
+    return " + ".join(f"{p.sku}×{p.quantity}" for p in bundle.parts) or "(no parts)"
 
 
 def cmd_bundle_add(args: argparse.Namespace) -> int:
-    from quanyi.core.catalog import bundles
-
     async def run(core: Any) -> int:
-        parts = bundles.parse_parts(args.parts)
-        price = Money.parse(args.price, args.currency.upper())
-        async with core.db.transaction() as session:
-            bundle = await bundles.create_bundle(
-                session,
-                sku=args.sku,
-                name=args.name,
-                price=price,
-                parts=parts,
-                description=args.description or "",
-                category=args.category,
-            )
-            made = await bundles.parts_of(session, bundle.id)
-        print(f"added bundle {bundle.sku}: {bundle.name} at {price} = {_parts_text(made)}")
+        bundle = await core.catalog.create_bundle(
+            args.sku,
+            name=args.name,
+            price=args.price,
+            currency=args.currency,
+            parts=args.parts,
+            description=args.description or "",
+            category=args.category,
+        )
+        print(f"added bundle {bundle.sku}: {bundle.name} at {bundle.price} = {_parts_text(bundle)}")
         return 0
 
     return asyncio.run(with_core(run))
 
 
 def cmd_bundle_parts(args: argparse.Namespace) -> int:
-    from quanyi.core.catalog import bundles
-
     async def run(core: Any) -> int:
-        parts = bundles.parse_parts(args.parts)
-        async with core.db.transaction() as session:
-            made = await bundles.set_parts(session, args.sku, parts)
-        print(f"bundle {args.sku} = {_parts_text(made)}")
+        bundle = await core.catalog.set_bundle_parts(args.sku, args.parts)
+        print(f"bundle {args.sku} = {_parts_text(bundle)}")
         return 0
 
     return asyncio.run(with_core(run))
 
 
 def cmd_bundle_list(args: argparse.Namespace) -> int:
-    from quanyi.core.catalog import bundles
-    from quanyi.core.stock.allocations import DEFAULT_CHANNEL, UNCAPPED, sellable_counts
+    from quanyi.core.catalog.admin_views import UNCAPPED
 
     async def run(core: Any) -> int:
-        async with core.db.read() as session:
-            rows = await bundles.list_bundles(session)
-            counts = await sellable_counts(session, [b for b, _ in rows], channel=DEFAULT_CHANNEL)
-        table = []
-        for bundle, parts in rows:
-            units = counts.get(bundle.id, (0, bundle.price))[0]
-            table.append(
-                [
-                    bundle.sku,
-                    _money(bundle.price, bundle.currency),
-                    "on demand" if units >= UNCAPPED else units,
-                    "on" if bundle.active else "off",
-                    _parts_text(parts),
-                    bundle.name,
-                ]
-            )
+        rows: list[BundleView] = await core.catalog.bundle_list()
+        table = [
+            [
+                b.sku,
+                str(b.price),
+                "on demand" if b.units >= UNCAPPED else b.units,
+                "on" if b.active else "off",
+                _parts_text(b),
+                b.name,
+            ]
+            for b in rows
+        ]
         print_table(["sku", "price", "available", "sale", "parts", "name"], table)
         return 0
 
@@ -497,24 +450,13 @@ def cmd_bundle_list(args: argparse.Namespace) -> int:
 
 
 def cmd_price_quote(args: argparse.Namespace) -> int:
-    from quanyi.core.catalog.products import get_product
-    from quanyi.core.catalog.quote import quote_order
-
     async def run(core: Any) -> int:
-        async with core.db.read() as session:
-            product = await get_product(session, args.sku)
-            quote = await quote_order(
-                session,
-                product,
-                args.quantity,
-                channel=args.channel,
-                user_id=args.user,
-                coupon_code=args.coupon,
-            )
+        quote = await core.catalog.quote(
+            args.sku, args.quantity, channel=args.channel, user_id=args.user, coupon_code=args.coupon
+        )
         b = quote.breakdown
         cur = b.currency
-        unit = _money(quote.terms.unit_price, cur)
-        print(f"{product.sku} × {quote.quantity} at {unit} on {quote.terms.channel}")
+        print(f"{quote.sku} × {quote.quantity} at {_money(quote.unit_price, cur)} on {quote.channel}")
         rows: list[tuple[str, str]] = [("list", _money(b.list_amount, cur))]
         for a in b.adjustments:
             what = f"{a.kind} {a.name}" + (f" ({a.code})" if a.code else "")
@@ -527,7 +469,7 @@ def cmd_price_quote(args: argparse.Namespace) -> int:
         for s in b.skipped:
             why = "the coupon takes more off" if s.kind == "promotion" else _reason(s.reason, dict(s.details), cur)
             print(f"skipped {s.kind} {s.name}: {why}")
-        refusal = quote.refusal
+        refusal = b.coupon_refusal
         if refusal is not None:
             raise QuanyiError(f"coupon {refusal.name}: {_reason(refusal.reason, dict(refusal.details), cur)}")
         return 0

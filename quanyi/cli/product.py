@@ -4,22 +4,25 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from quanyi.cli._common import money_or, print_table, with_core
 from quanyi.core.errors import QuanyiError
 
+if TYPE_CHECKING:
+    from quanyi.core.catalog.admin_views import ProductView
+    from quanyi.core.catalog.service import KindOptions
+
 
 def cmd_product_add(args: argparse.Namespace) -> int:
-    from quanyi.core.catalog.products import add_product
+    from quanyi.core.catalog.service import NewProduct
     from quanyi.core.money import Money
 
     async def run(core: Any) -> int:
         price = Money.parse(args.price, args.currency.upper())
         stars = Money.parse(args.stars_price, "XTR") if args.stars_price is not None else None
-        async with core.db.transaction() as session:
-            product = await add_product(
-                session,
+        product = await core.catalog.add_product(
+            NewProduct(
                 sku=args.sku,
                 name=args.name,
                 kind=args.kind,
@@ -28,8 +31,9 @@ def cmd_product_add(args: argparse.Namespace) -> int:
                 instructions=args.instructions or "",
                 stars_price=stars.minor if stars else None,
                 category=args.category,
-                **_kind_options(args),
+                options=_kind_options(args),
             )
+        )
         print(f"added {product.sku}: {product.name} ({product.kind}) at {price}" + (f" / {stars}" if stars else ""))
         for line in _kind_summary(product):
             print(f"  {line}")
@@ -39,9 +43,10 @@ def cmd_product_add(args: argparse.Namespace) -> int:
 
 
 def cmd_product_update(args: argparse.Namespace) -> int:
-    from quanyi.core.catalog.products import update_product
+    from quanyi.core.catalog.service import ProductChanges
     from quanyi.core.money import Money
 
+    options = _kind_options(args)
     changes = [
         args.name,
         args.price,
@@ -52,17 +57,16 @@ def cmd_product_update(args: argparse.Namespace) -> int:
         args.floor,
         args.ceiling,
         args.category,
-        *_kind_options(args).values(),
+        *vars(options).values(),
     ]
     if all(change is None for change in changes) and not args.derived_stars_price:
         raise QuanyiError("nothing to change: give at least one option (see --help)")
 
     async def run(core: Any) -> int:
         stars = Money.parse(args.stars_price, "XTR").minor if args.stars_price is not None else None
-        async with core.db.transaction() as session:
-            product = await update_product(
-                session,
-                args.sku,
+        product = await core.catalog.update_product(
+            args.sku,
+            ProductChanges(
                 name=args.name,
                 price=args.price,
                 stars_price=stars,
@@ -73,17 +77,17 @@ def cmd_product_update(args: argparse.Namespace) -> int:
                 floor=args.floor,
                 ceiling=args.ceiling,
                 category=args.category,
-                **_kind_options(args),
-            )
-            price = Money(product.price, product.currency)
-            stars_text = f"{product.stars_price} ⭐" if product.stars_price else "Stars from the rate"
-            state = "on sale" if product.active else "off sale"
-            limits = ""
-            if product.floor_price is not None or product.ceiling_price is not None:
-                floor = money_or(product.floor_price, product.currency, "none")
-                ceiling = money_or(product.ceiling_price, product.currency, "none")
-                limits = f"; floor {floor}, ceiling {ceiling}"
-        print(f"updated {product.sku}: {product.name} at {price} / {stars_text}, {state}{limits}")
+                options=options,
+            ),
+        )
+        stars_text = f"{product.stars_price} ⭐" if product.stars_price else "Stars from the rate"
+        state = "on sale" if product.active else "off sale"
+        limits = ""
+        if product.floor_price is not None or product.ceiling_price is not None:
+            floor = money_or(product.floor_price, product.price.currency, "none")
+            ceiling = money_or(product.ceiling_price, product.price.currency, "none")
+            limits = f"; floor {floor}, ceiling {ceiling}"
+        print(f"updated {product.sku}: {product.name} at {product.price} / {stars_text}, {state}{limits}")
         for line in _kind_summary(product):
             print(f"  {line}")
         return 0
@@ -91,21 +95,23 @@ def cmd_product_update(args: argparse.Namespace) -> int:
     return asyncio.run(with_core(run))
 
 
-def _kind_options(args: argparse.Namespace) -> dict[str, Any]:
+def _kind_options(args: argparse.Namespace) -> KindOptions:
     """The redeem_link / direct_recharge options given on the command line (None = not given)."""
-    return {
-        "entitlement": args.entitlement,
-        "max_uses": args.max_uses,
-        "valid_days": args.valid_days,
-        "supplier": args.supplier,
-        "supplier_code": args.supplier_code,
-        "account_pattern": args.account_pattern,
-        "account_hint": args.account_hint,
-        "fallback_sku": args.fallback_sku,
-    }
+    from quanyi.core.catalog.service import KindOptions
+
+    return KindOptions(
+        entitlement=args.entitlement,
+        max_uses=args.max_uses,
+        valid_days=args.valid_days,
+        supplier=args.supplier,
+        supplier_code=args.supplier_code,
+        account_pattern=args.account_pattern,
+        account_hint=args.account_hint,
+        fallback_sku=args.fallback_sku,
+    )
 
 
-def _kind_summary(product: Any) -> list[str]:
+def _kind_summary(product: ProductView) -> list[str]:
     if product.kind == "redeem_link":
         expiry = f"valid {product.redeem_valid_days} days" if product.redeem_valid_days else "no expiry"
         grants = product.entitlement or product.name
@@ -140,29 +146,22 @@ def _add_kind_arguments(parser: argparse.ArgumentParser, *, update: bool) -> Non
 
 
 def cmd_product_list(args: argparse.Namespace) -> int:
-    from sqlalchemy import select
-
-    from quanyi.core.catalog.products import catalogue
-    from quanyi.core.models import Product
-
     async def run(core: Any) -> int:
-        async with core.db.read() as session:
-            entries = await catalogue(session, include_inactive=True)
-            categories = dict((await session.execute(select(Product.sku, Product.category))).all())
+        rows = await core.catalog.product_list()
         print_table(
             ["sku", "kind", "price", "stars", "available", "sale", "category", "name"],
             [
                 [
-                    e.sku,
-                    e.kind,
-                    e.price.format_plain() + " " + e.price.currency,
-                    e.stars_price or "rate",
-                    e.available if e.kind == "card_key" else "on demand",
-                    "on" if e.active else "off",
-                    categories.get(e.sku) or "-",
-                    e.name,
+                    p.sku,
+                    p.kind,
+                    p.price.format_plain() + " " + p.price.currency,
+                    p.stars_price or "rate",
+                    p.available if p.kind == "card_key" else "on demand",
+                    "on" if p.active else "off",
+                    p.category or "-",
+                    p.name,
                 ]
-                for e in entries
+                for p in rows
             ],
         )
         return 0

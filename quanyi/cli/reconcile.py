@@ -13,7 +13,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from quanyi.cli._common import print_table, with_core
-from quanyi.core.books.reconcile import MAX_STATEMENT_BYTES, Mismatch, Report, Section, mismatches_csv
+from quanyi.core.books.views import MAX_STATEMENT_BYTES, Mismatch, Report, Section, mismatches_csv
 from quanyi.core.errors import QuanyiError
 
 EXIT_MISMATCHES = 3
@@ -52,23 +52,13 @@ def _read(path: Path) -> bytes:
 
 
 def cmd_reconcile(args: argparse.Namespace) -> int:
-    from quanyi.core.books.reconcile import reconcile_statement
-
     if args.margin < 0:
         raise QuanyiError("--margin cannot be negative")
     data = _read(args.file)
 
     async def run(core: Any) -> int:
         try:
-            report = await reconcile_statement(
-                core.db,
-                data,
-                args.provider,
-                methods=core.payments.names(),
-                default_currency=core.settings.currency,
-                tz=core.settings.timezone,
-                margin=timedelta(minutes=args.margin),
-            )
+            report = await core.books.reconcile(data, args.provider, margin=timedelta(minutes=args.margin))
         except QuanyiError as exc:
             raise QuanyiError(f"{args.file}: {exc.message}") from None
         _print(report, core.settings.timezone)

@@ -12,6 +12,8 @@ from typing import Any
 from quanyi.cli._common import with_core
 from quanyi.core.errors import QuanyiError
 
+CHART_DAYS = 30  # --chart draws net sales per day of the last 30 days up to the report's end
+
 
 def _day(text: str) -> date:
     try:
@@ -21,35 +23,34 @@ def _day(text: str) -> date:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from quanyi.core.books import reports
-    from quanyi.core.books.charts import net_by_day_png
+    from quanyi.core.books import views
 
     if args.format == "xlsx" and not args.out:
         raise QuanyiError("an XLSX report needs --out FILE")
 
-    fetched: list[tuple[reports.Table, list[reports.SalesRow] | None]] = []
+    fetched: list[views.SalesReport] = []
 
     async def run(core: Any) -> int:
-        settings = core.settings
-        span = reports.period(settings.timezone, days=args.days, start=args.start, end=args.end)
-        async with core.db.read() as session:
-            table = await reports.report(session, args.by, span, currency=settings.currency, limit=args.limit)
-            chart_rows = None
-            if args.chart:
-                recent = reports.period(settings.timezone, days=30, end=span.end)
-                chart_rows = await reports.sales(session, recent, "day", currency=settings.currency)
-        fetched.append((table, chart_rows))
+        found = await core.books.sales_report(
+            args.by,
+            days=args.days,
+            start=args.start,
+            end=args.end,
+            limit=args.limit,
+            chart_days=CHART_DAYS if args.chart else None,
+        )
+        fetched.append(found)
         return 0
 
     # Files are written after the event loop is done: nothing blocks it.
     asyncio.run(with_core(run))
-    table, chart_rows = fetched[0]
+    table, chart_rows = fetched[0].table, fetched[0].chart
     if args.format == "table":
-        data = reports.to_text(table).encode()
+        data = views.to_text(table).encode()
     elif args.format == "csv":
-        data = reports.to_csv(table)
+        data = views.to_csv(table)
     else:
-        data = reports.to_xlsx(table)
+        data = views.to_xlsx(table)
     if args.out:
         Path(args.out).write_bytes(data)
         print(f"{table.title}: {len(table.rows)} rows written to {args.out}")
@@ -58,13 +59,13 @@ def cmd_report(args: argparse.Namespace) -> int:
             print(table.title)
         sys.stdout.write(data.decode("utf-8-sig"))
     if chart_rows is not None:
-        Path(args.chart).write_bytes(net_by_day_png(chart_rows))
+        Path(args.chart).write_bytes(views.net_by_day_png(chart_rows))
         print(f"chart of net sales per day written to {args.chart}", file=sys.stderr)
     return 0
 
 
 def add_parser(sub: Any) -> None:
-    from quanyi.core.books.reports import VIEWS
+    from quanyi.core.books.views import VIEWS
 
     rep = sub.add_parser(
         "report",

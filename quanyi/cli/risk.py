@@ -4,18 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import getpass
 from typing import Any
 
-from quanyi.cli._common import print_table, with_core
+from quanyi.cli._common import cli_actor, print_table, with_core
 from quanyi.core.money import format_minor
-
-
-def _actor() -> str:
-    try:
-        return f"cli:{getpass.getuser()}"[:64]
-    except Exception:  # no user name in a bare container
-        return "cli"
 
 
 def _window(seconds: int | None) -> str:
@@ -23,11 +15,8 @@ def _window(seconds: int | None) -> str:
 
 
 def cmd_rules(args: argparse.Namespace) -> int:
-    from quanyi.core.risk import rules as risk
-
     async def run(core: Any) -> int:
-        async with core.db.read() as session:
-            rules = await risk.list_rules(session)
+        rules = await core.risk.rules()
         print_table(
             ["name", "metric", "window", "threshold", "action", "channels", "skus", "languages", "on"],
             [
@@ -51,21 +40,17 @@ def cmd_rules(args: argparse.Namespace) -> int:
 
 
 def cmd_rule_add(args: argparse.Namespace) -> int:
-    from quanyi.core.risk import rules as risk
-
     async def run(core: Any) -> int:
-        async with core.db.transaction() as session:
-            rule = await risk.add_rule(
-                session,
-                name=args.name,
-                metric=args.metric,
-                threshold=args.threshold,
-                action=args.action,
-                window_seconds=args.window,
-                channels=args.channels or (),
-                skus=args.skus or (),
-                languages=args.languages or (),
-            )
+        rule = await core.risk.add_rule(
+            name=args.name,
+            metric=args.metric,
+            threshold=args.threshold,
+            action=args.action,
+            window_seconds=args.window,
+            channels=args.channels or (),
+            skus=args.skus or (),
+            languages=args.languages or (),
+        )
         window = _window(rule.window_seconds)
         print(f"added rule {rule.name}: {rule.metric} over {window} > {rule.threshold} -> {rule.action}")
         return 0
@@ -75,20 +60,13 @@ def cmd_rule_add(args: argparse.Namespace) -> int:
 
 def cmd_rule_set(args: argparse.Namespace) -> int:
     from quanyi.core.errors import InvalidInput
-    from quanyi.core.risk import rules as risk
 
     async def run(core: Any) -> int:
         if args.threshold is None and args.action is None and args.window is None and args.active is None:
             raise InvalidInput("nothing to change: give --threshold, --action, --window, --on or --off")
-        async with core.db.transaction() as session:
-            rule = await risk.set_rule(
-                session,
-                args.name,
-                threshold=args.threshold,
-                action=args.action,
-                active=args.active,
-                window_seconds=args.window,
-            )
+        rule = await core.risk.set_rule(
+            args.name, threshold=args.threshold, action=args.action, active=args.active, window_seconds=args.window
+        )
         state = "on" if rule.active else "off"
         print(
             f"rule {rule.name}: {rule.metric} over {_window(rule.window_seconds)} > {rule.threshold} "
@@ -100,11 +78,8 @@ def cmd_rule_set(args: argparse.Namespace) -> int:
 
 
 def cmd_block(args: argparse.Namespace) -> int:
-    from quanyi.core.risk import rules as risk
-
     async def run(core: Any) -> int:
-        async with core.db.transaction() as session:
-            entry = await risk.block(session, args.kind, args.value, reason=args.reason, actor=_actor())
+        entry = await core.risk.block(args.kind, args.value, reason=args.reason, actor=cli_actor())
         print(f"blocked {entry.kind} {entry.value}: {entry.reason}")
         return 0
 
@@ -113,12 +88,10 @@ def cmd_block(args: argparse.Namespace) -> int:
 
 def cmd_unblock(args: argparse.Namespace) -> int:
     from quanyi.core.errors import NotFound
-    from quanyi.core.risk import rules as risk
 
     async def run(core: Any) -> int:
-        async with core.db.transaction() as session:
-            if not await risk.unblock(session, args.kind, args.value):
-                raise NotFound(f"{args.kind} {args.value} is not blocked")
+        if not await core.risk.unblock(args.kind, args.value):
+            raise NotFound(f"{args.kind} {args.value} is not blocked")
         print(f"unblocked {args.kind} {args.value}")
         return 0
 
@@ -126,11 +99,8 @@ def cmd_unblock(args: argparse.Namespace) -> int:
 
 
 def cmd_blocks(args: argparse.Namespace) -> int:
-    from quanyi.core.risk import rules as risk
-
     async def run(core: Any) -> int:
-        async with core.db.read() as session:
-            entries = await risk.list_blocks(session)
+        entries = await core.risk.blocks()
         print_table(
             ["kind", "value", "reason", "by", "since"],
             [[e.kind, e.value, e.reason, e.created_by, f"{e.created_at:%Y-%m-%d %H:%M}"] for e in entries],
@@ -142,13 +112,11 @@ def cmd_blocks(args: argparse.Namespace) -> int:
 
 def cmd_decisions(args: argparse.Namespace) -> int:
     from quanyi.core.errors import InvalidInput
-    from quanyi.core.risk import rules as risk
 
     async def run(core: Any) -> int:
         if not 1 <= args.limit <= 1000:
             raise InvalidInput("--limit must be between 1 and 1000")
-        async with core.db.read() as session:
-            rows = await risk.decisions(session, status=args.status, limit=args.limit)
+        rows = await core.risk.decisions(status=args.status, limit=args.limit)
         print_table(
             ["id", "when", "action", "status", "user", "ip", "device", "channel", "sku", "qty", "amount", "reason"],
             [
@@ -175,11 +143,8 @@ def cmd_decisions(args: argparse.Namespace) -> int:
 
 
 def cmd_approve(args: argparse.Namespace) -> int:
-    from quanyi.core.risk import rules as risk
-
     async def run(core: Any) -> int:
-        async with core.db.transaction() as session:
-            decision = await risk.approve(session, args.id, actor=_actor())
+        decision = await core.risk.approve(args.id, actor=cli_actor())
         print(f"approved decision {decision.id}: user {decision.user_id} may order {decision.sku} once")
         return 0
 
@@ -187,11 +152,8 @@ def cmd_approve(args: argparse.Namespace) -> int:
 
 
 def cmd_reject(args: argparse.Namespace) -> int:
-    from quanyi.core.risk import rules as risk
-
     async def run(core: Any) -> int:
-        async with core.db.transaction() as session:
-            decision = await risk.reject(session, args.id, actor=_actor(), reason=args.reason)
+        decision = await core.risk.reject(args.id, actor=cli_actor(), reason=args.reason)
         print(f"rejected decision {decision.id}: {decision.reason}")
         return 0
 
@@ -199,7 +161,7 @@ def cmd_reject(args: argparse.Namespace) -> int:
 
 
 def add_parser(sub: Any) -> None:
-    from quanyi.core.risk.rules import ACTIONS, BLOCK_KINDS, METRICS
+    from quanyi.core.risk.views import ACTIONS, BLOCK_KINDS, METRICS, STATUSES
 
     risk = sub.add_parser(
         "risk",
@@ -242,7 +204,7 @@ def add_parser(sub: Any) -> None:
     unblk.set_defaults(fn=cmd_unblock)
     risk.add_parser("blocks", help="list the blocklist").set_defaults(fn=cmd_blocks)
     dec = risk.add_parser("decisions", help="recent decisions other than allow")
-    dec.add_argument("--status", choices=("open", "passed", "approved", "rejected", "used"))
+    dec.add_argument("--status", choices=STATUSES)
     dec.add_argument("--limit", type=int, default=50)
     dec.set_defaults(fn=cmd_decisions)
     approve = risk.add_parser("approve", help="let a held order through (the buyer's next order, once)")

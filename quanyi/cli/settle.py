@@ -4,40 +4,32 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-from datetime import date, timedelta
+from datetime import date
 from typing import Any
 
 from quanyi.cli._common import print_table, with_core
 from quanyi.core.errors import InvalidInput
-from quanyi.core.models import utcnow
 from quanyi.core.money import format_minor
 
 
-def cmd_settle(args: argparse.Namespace) -> int:
-    from quanyi.core.books.settlement import local_day, settle_day
-    from quanyi.core.platform.audit_chain import anchor
+def _day(text: str | None) -> date | None:
+    if not text:
+        return None  # the core's default: yesterday in QUANYI_TIMEZONE
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise InvalidInput(f"--day: a date like 2025-03-10, not {text!r}") from None
 
+
+def cmd_settle(args: argparse.Namespace) -> int:
     async def run(core: Any) -> int:
-        settings = core.settings
-        if args.day:
-            try:
-                day = date.fromisoformat(args.day)
-            except ValueError:
-                raise InvalidInput(f"--day: a date like 2025-03-10, not {args.day!r}") from None
-        else:
-            day = local_day(utcnow(), settings.timezone) - timedelta(days=1)
-        result = await settle_day(
-            core.db,
-            day,
-            tz=settings.timezone,
-            confirm_days=settings.commission_confirm_days,
-            admin_ids=settings.admin_id_list,
-        )
+        settled = await core.books.settle(_day(args.day))
+        result = settled.result
         if result.already:
             state = "already settled" if result.status == "done" else "being settled by another run"
-            print(f"{day.isoformat()} {state}")
+            print(f"{result.day.isoformat()} {state}")
         else:
-            print(f"settled {day.isoformat()} ({settings.timezone})")
+            print(f"settled {result.day.isoformat()} ({settled.tz})")
         headers = ["scope", "key", "currency", "orders", "units", "gross", "discounts", "refunds", "net"]
         headers += ["commissions", "available"]
         print_table(
@@ -51,11 +43,8 @@ def cmd_settle(args: argparse.Namespace) -> int:
                 for r in result.rows
             ],
         )
-        if not result.already:
-            # The day's records pinned outside the database, as the scheduler's settlement does.
-            pinned = await anchor(core.db, settings.data_dir, settings.admin_id_list)
-            if pinned is not None:
-                print(f"audit chain anchored at record {pinned.seq}: {pinned.hash}")
+        if settled.anchor is not None:
+            print(f"audit chain anchored at record {settled.anchor.seq}: {settled.anchor.hash}")
         return 0
 
     return asyncio.run(with_core(run))

@@ -7,15 +7,16 @@ import asyncio
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from quanyi.cli._common import print_table, with_core
-from quanyi.core.errors import QuanyiError
+from quanyi.core.errors import InvalidInput, QuanyiError
+
+if TYPE_CHECKING:
+    from quanyi.core.services import Core
 
 
 def cmd_stock_import(args: argparse.Namespace) -> int:
-    from quanyi.core.stock.items import import_stock
-
     path = Path(args.file)
     if not path.is_file():
         raise QuanyiError(f"no such file: {path}")
@@ -30,11 +31,8 @@ def cmd_stock_import(args: argparse.Namespace) -> int:
         elif line % 100_000 < 5000:
             print(text, file=sys.stderr, flush=True)
 
-    async def run(core: Any) -> int:
-        limit = core.settings.max_stock_file_mb * 2**20
-        report = await import_stock(
-            core.db, core.keyring, args.sku, path, fmt=args.format, progress=progress, max_bytes=limit
-        )
+    async def run(core: Core) -> int:
+        report = await core.stock.import_file(args.sku, path, fmt=args.format, progress=progress)
         if interactive:
             print(file=sys.stderr)
         print(
@@ -49,15 +47,12 @@ def cmd_stock_import(args: argparse.Namespace) -> int:
 
 
 def cmd_stock_void(args: argparse.Namespace) -> int:
-    from quanyi.core.stock.items import void_codes
-
     path = Path(args.file)
     if not path.is_file():
         raise QuanyiError(f"no such file: {path}")
 
-    async def run(core: Any) -> int:
-        limit = core.settings.max_stock_file_mb * 2**20
-        report = await void_codes(core.db, core.keyring, args.sku, path, fmt=args.format, max_bytes=limit)
+    async def run(core: Core) -> int:
+        report = await core.stock.void_file(args.sku, path, fmt=args.format)
         print(
             f"{report.sku}: voided {report.voided}, already void {report.already_void}, "
             f"not found {report.not_found}, already sold {len(report.sold_orders)}"
@@ -70,34 +65,32 @@ def cmd_stock_void(args: argparse.Namespace) -> int:
 
 
 def cmd_stock_show(args: argparse.Namespace) -> int:
-    from quanyi.core.stock.allocations import pool_levels
-    from quanyi.core.stock.items import staged_counts
+    from quanyi.core.stock.views import AllocationMode
 
-    async def run(core: Any) -> int:
-        async with core.db.read() as session:
-            levels = await pool_levels(session, args.sku)
-            staged = await staged_counts(session, args.sku)
+    async def run(core: Core) -> int:
+        pools = await core.stock.pools(args.sku)
         rows: list[list[Any]] = []
-        for lv in levels:
-            free = f"{lv.unallocated}!" if lv.unallocated < 0 else lv.unallocated
+        for pool in pools:
+            lv = pool.level
+            free = f"{lv.unallocated}!" if pool.over_allocated else lv.unallocated
             # Staged: written by an import still running (or one that died, until the next
             # import clears it), not yet sellable.
             rows.append(
-                [lv.sku, lv.available, lv.reserved, lv.sold, lv.void, lv.expired, staged.get(lv.sku, 0)]
+                [lv.sku, lv.available, lv.reserved, lv.sold, lv.void, lv.expired, pool.staged]
                 + [lv.allocated_remaining, free, "pool", _threshold(lv.threshold), lv.name]
             )
             # A channel row keeps the first five columns numeric, as scripts read them: what it
             # may still sell, its own counters, and 0 void/expired (codes are voided or expire
             # in the pool, never in an allocation). The warning for over-allocation is on stderr.
             for a in lv.allocations:
-                quota = a.mode == "quota"
+                quota = a.mode == AllocationMode.QUOTA
                 rows.append(
-                    [f"  ↳{a.channel}", a.remaining if quota else max(lv.unallocated, 0), a.reserved, a.sold, 0, 0, ""]
+                    [f"  ↳{a.channel}", pool.sellable_by(a), a.reserved, a.sold, 0, 0, ""]
                     + [a.allocated if quota else "-", "", a.mode, _threshold(a.threshold), a.channel_name]
                 )
         headers = ["sku", "available", "reserved", "sold", "void", "expired", "staged", "allocated", "unallocated"]
         print_table([*headers, "mode", "threshold", "name"], rows)
-        over = [lv.sku for lv in levels if lv.unallocated < 0]
+        over = [pool.level.sku for pool in pools if pool.over_allocated]
         if over:
             print(
                 f"quanyi: warning: over-allocated: {', '.join(over)}: quotas hold more units than the pool has "
@@ -110,36 +103,28 @@ def cmd_stock_show(args: argparse.Namespace) -> int:
 
 
 def cmd_stock_allocate(args: argparse.Namespace) -> int:
-    from quanyi.core.stock import allocations as channels
+    from quanyi.core.stock.service import AllocationChange
+    from quanyi.core.stock.views import AllocationMode
 
-    if args.units is None and args.take_back is None and not args.shared and args.threshold is None:
-        raise QuanyiError("give --units N, --take-back N, --shared or --threshold N (see --help)")
+    change = AllocationChange(
+        args.sku, args.to, units=args.units, take_back=args.take_back, shared=args.shared, threshold=args.threshold
+    )
 
-    async def run(core: Any) -> int:
-        async with core.db.transaction() as session:
-            if args.units is not None:
-                await channels.allocate(session, args.sku, args.to, args.units)
-            elif args.take_back is not None:
-                await channels.take_back(session, args.sku, args.to, args.take_back)
-            elif args.shared:
-                await channels.share_pool(session, args.sku, args.to)
-            if args.threshold is not None:
-                await channels.set_threshold(session, args.sku, args.threshold, holder=args.to)
-            code = (await channels.resolve_holder(session, args.to)).code
-            (pool,) = await channels.pool_levels(session, args.sku)
-        held = next((a for a in pool.allocations if a.channel == code), None)
-        if held is None:
-            raise QuanyiError(f"{code} has no allocation of {pool.sku}")
-        if held.mode == "quota":
-            state = (
-                f"quota, allocated {held.allocated}, reserved {held.reserved}, sold {held.sold}, "
-                f"remaining {held.remaining}"
-            )
+    async def run(core: Core) -> int:
+        try:
+            held = await core.stock.change_allocation(change)
+        except InvalidInput as exc:
+            if exc.details.get("change") == "none":
+                raise QuanyiError("give --units N, --take-back N, --shared or --threshold N (see --help)") from None
+            raise
+        a = held.allocation
+        if a.mode == AllocationMode.QUOTA:
+            state = f"quota, allocated {a.allocated}, reserved {a.reserved}, sold {a.sold}, remaining {a.remaining}"
         else:
-            state = f"shared pool (no cap of its own), reserved {held.reserved}, sold {held.sold}"
+            state = f"shared pool (no cap of its own), reserved {a.reserved}, sold {a.sold}"
         print(
-            f"{pool.sku} -> {code} ({held.channel_name}): {state}, threshold {_threshold(held.threshold)}; "
-            f"pool unallocated {pool.unallocated}"
+            f"{held.sku} -> {held.channel} ({a.channel_name}): {state}, threshold {_threshold(a.threshold)}; "
+            f"pool unallocated {held.pool_unallocated}"
         )
         return 0
 
@@ -147,11 +132,8 @@ def cmd_stock_allocate(args: argparse.Namespace) -> int:
 
 
 def cmd_stock_threshold(args: argparse.Namespace) -> int:
-    from quanyi.core.stock.allocations import set_threshold
-
-    async def run(core: Any) -> int:
-        async with core.db.transaction() as session:
-            await set_threshold(session, args.sku, args.threshold)
+    async def run(core: Core) -> int:
+        await core.stock.set_threshold(args.sku, args.threshold)
         print(f"{args.sku}: pool low-stock threshold {_threshold(args.threshold)}")
         return 0
 

@@ -12,11 +12,8 @@ from quanyi.core.money import Money
 
 
 def cmd_withdrawal_list(args: argparse.Namespace) -> int:
-    from quanyi.core.books import withdrawals
-
     async def run(core: Any) -> int:
-        async with core.db.read() as session:
-            rows = await withdrawals.list_withdrawals(session, status=args.status, limit=args.limit)
+        rows = await core.books.list_withdrawals(status=args.status, limit=args.limit)
         tz = ZoneInfo(core.settings.timezone)
         print_table(
             ["id", "requested", "distributor", "user", "source", "amount", "payout account", "status", "by", "reason"],
@@ -24,8 +21,8 @@ def cmd_withdrawal_list(args: argparse.Namespace) -> int:
                 [
                     w.id,
                     w.created_at.astimezone(tz).strftime("%Y-%m-%d %H:%M"),
-                    d.name,
-                    d.user_id,
+                    w.distributor_name,
+                    w.distributor_user_id,
                     w.source,
                     Money(w.amount, w.currency),
                     w.payout_account,
@@ -33,7 +30,7 @@ def cmd_withdrawal_list(args: argparse.Namespace) -> int:
                     w.decided_by or "-",
                     w.reason or "-",
                 ]
-                for w, d in rows
+                for w in rows
             ],
         )
         return 0
@@ -42,26 +39,19 @@ def cmd_withdrawal_list(args: argparse.Namespace) -> int:
 
 
 def cmd_withdrawal_approve(args: argparse.Namespace) -> int:
-    from quanyi.core.books import withdrawals
-
     async def run(core: Any) -> int:
-        async with core.db.transaction() as session:
-            w = await withdrawals.approve(session, args.id, actor="cli")
-            amount, account = Money(w.amount, w.currency), w.payout_account
-        print(f"withdrawal {args.id} approved: pay {amount} to {account}; the distributor is told in chat")
+        w = await core.books.approve_withdrawal(args.id, actor="cli")
+        amount = Money(w.amount, w.currency)
+        print(f"withdrawal {args.id} approved: pay {amount} to {w.payout_account}; the distributor is told in chat")
         return 0
 
     return asyncio.run(with_core(run))
 
 
 def cmd_withdrawal_reject(args: argparse.Namespace) -> int:
-    from quanyi.core.books import withdrawals
-
     async def run(core: Any) -> int:
-        async with core.db.transaction() as session:
-            w = await withdrawals.reject(session, args.id, actor="cli", reason=args.reason)
-            amount, source = Money(w.amount, w.currency), w.source
-        print(f"withdrawal {args.id} rejected: {amount} is back in the distributor's {source}")
+        w = await core.books.reject_withdrawal(args.id, actor="cli", reason=args.reason)
+        print(f"withdrawal {args.id} rejected: {Money(w.amount, w.currency)} is back in the distributor's {w.source}")
         return 0
 
     return asyncio.run(with_core(run))

@@ -15,24 +15,17 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
-from datetime import time as dtime
+from datetime import UTC, date
 from typing import Any
 from urllib.parse import quote
-from zoneinfo import ZoneInfo
 
 from quart import Blueprint, Response, jsonify, request
-from sqlalchemy import update
 from werkzeug.exceptions import HTTPException
 
 from quanyi.core.errors import JsonTooDeep, MalformedJson, QuanyiError
-from quanyi.core.models import Partner, PartnerKey, utcnow
-from quanyi.core.partners import accounts as partners
 from quanyi.core.partners import apisign
-from quanyi.core.partners import orders as partner_orders
 from quanyi.core.platform import jsonsafe
-from quanyi.core.sales import redeem
-from quanyi.core.sales.redeem import TokenView
+from quanyi.core.sales.redeem import TokenState, TokenView
 from quanyi.webhooks import api_schemas as schemas
 from quanyi.webhooks.site import core
 
@@ -70,7 +63,6 @@ STATUS = {
     "internal_error": 500,
 }
 _LINK_MARK = "/r/"
-MAX_STATEMENT_DAYS = 93
 # Statement days are kept where the day arithmetic and the time-zone conversion cannot overflow
 # (datetime stops at year 1 and 9999); no statement line is older than this system.
 FIRST_DAY, LAST_DAY = date(2000, 1, 1), date(9998, 12, 31)
@@ -184,7 +176,8 @@ class Refused(Exception):
 
 @dataclass
 class Call:
-    partner: Partner
+    partner_id: int
+    code: str
     access_key: str
     body: bytes = b""
     extra: dict[str, Any] = field(default_factory=dict)
@@ -197,35 +190,17 @@ def _signed_path() -> str:
 
 
 async def authenticate() -> Call:
-    """Check the request's signature, window and nonce; ``Refused`` says why not."""
+    """Check the request's signature, window and nonce; ``Refused`` or ``apisign.SignatureError``
+    says why not."""
     query = request.query_string.decode("latin-1")
     _refuse_ambiguous_query(query)
-    try:
-        presented = apisign.presented(request.headers)
-        apisign.check_window(presented.timestamp, time.time())
-    except apisign.SignatureError as exc:
-        raise Refused(exc.code, exc.message) from None
+    # The headers' shape and the clock first: a request refused here is refused unread.
+    presented = apisign.presented(request.headers)
+    apisign.check_window(presented.timestamp, time.time())
     body = await request.get_data()
     assert isinstance(body, bytes)
-    db = core().db
-    async with db.read() as session:
-        found = await partners.secret_of(session, core().keyring, presented.access_key)
-    if found is None:
-        raise Refused("unauthorized", "unknown or revoked access key")
-    partner, secret = found
-    if not apisign.matches(secret, presented, request.method, _signed_path(), query, body):
-        log.warning("api: bad signature for key %s", presented.access_key)
-        raise Refused("bad_signature", "the signature does not match the request")
-    async with db.transaction() as session:
-        now = utcnow()
-        fresh = await partners.remember_nonce(session, presented.access_key, presented.nonce, now)
-        if fresh:  # when the key was last used: what operators look at before revoking one
-            await session.execute(
-                update(PartnerKey).where(PartnerKey.access_key == presented.access_key).values(last_used_at=now)
-            )
-    if not fresh:
-        raise Refused("replayed_nonce", "this nonce was used already")
-    return Call(partner=partner, access_key=presented.access_key, body=body)
+    caller = await core().partners.authenticate(presented, request.method, _signed_path(), query, body)
+    return Call(partner_id=caller.partner_id, code=caller.code, access_key=caller.access_key, body=body)
 
 
 def _refuse_ambiguous_query(query: str) -> None:
@@ -281,8 +256,7 @@ async def failed(exc: Exception) -> tuple[Response, int]:
 async def _products(call: Call) -> tuple[Response, int]:
     """Products this partner can buy, at its prices, with what its allocation has left
     (``available`` null: no cap)."""
-    async with core().db.read() as session:
-        items = await partner_orders.products(session, call.partner)
+    items = await core().partners.products(call.partner_id)
     return jsonify({"products": items}), 200
 
 
@@ -300,12 +274,9 @@ async def _create_order(call: Call) -> tuple[Response, int]:
     the idempotency key: the same number with the same body returns the same order (200), with
     another body it is a 409 ``conflict``. A card-key order is delivered in the answer; a
     direct recharge answers ``paid`` and its result comes by webhook (or by querying)."""
-    req = partner_orders.parse_request(_json_body(call))
-    placed = await partner_orders.create(core(), call.partner.id, req)
-    async with core().db.transaction() as session:
-        shown = await partner_orders.view(core(), session, call.partner, placed.order_id)
-    log.info("api: partner %s order %s %s", call.partner.code, shown["number"], "placed" if placed.created else "again")
-    return jsonify(shown), 201 if placed.created else 200
+    placed = await core().partners.place_order(call.partner_id, _json_body(call))
+    log.info("api: partner %s order %s %s", call.code, placed.order["number"], "placed" if placed.created else "again")
+    return jsonify(placed.order), 201 if placed.created else 200
 
 
 endpoint(
@@ -335,10 +306,7 @@ ORDER_NO = Param("order_no", "path", {"type": "string", "maxLength": 64}, "the p
 async def _get_order(call: Call) -> tuple[Response, int]:
     """An order by the partner's own number: its status, its codes or links once delivered,
     its recharge state. Another partner's order is ``not_found``."""
-    order_no = str(call.extra["order_no"])
-    async with core().db.transaction() as session:
-        order_id = await partner_orders.find(session, call.partner.id, order_no)
-        shown = await partner_orders.view(core(), session, call.partner, order_id)
+    shown = await core().partners.order(call.partner_id, str(call.extra["order_no"]))
     return jsonify(shown), 200
 
 
@@ -355,18 +323,17 @@ endpoint(
 @signed_call
 async def _balance(call: Call) -> tuple[Response, int]:
     """The prepaid balance orders are paid from, in minor units."""
-    async with core().db.read() as session:
-        partner = await partners.get(session, call.partner.code)
-    return jsonify({"partner": partner.code, "currency": partner.currency, "balance": partner.balance}), 200
+    balance = await core().partners.balance(call.code)
+    return jsonify({"partner": balance.code, "currency": balance.currency, "balance": balance.balance}), 200
 
 
 endpoint("GET", "/balance", summary="The partner's balance", responses={200: schemas.BALANCE})(_balance)
 
 
-def _day(name: str, default: date) -> date:
+def _day(name: str) -> date | None:
     text = request.args.get(name)
     if text is None:
-        return default
+        return None
     wanted = f"{name}: a date YYYY-MM-DD from {FIRST_DAY} to {LAST_DAY}"
     # fullmatch first: fromisoformat also takes 20260101 and week dates such as 2026-W01-1.
     if not _DAY_RE.fullmatch(text):
@@ -392,21 +359,13 @@ DAY_SCHEMA = {
 async def _statement(call: Call) -> tuple[Response, int]:
     """Balance movements (top-ups, orders, refunds) from ``from`` to ``to`` inclusive, days in
     the operator's time zone, with the opening and closing balance."""
-    tz = ZoneInfo(core().settings.timezone)
-    today = datetime.now(tz).date()
-    start_day, end_day = _day("from", today - timedelta(days=6)), _day("to", today)
-    if end_day < start_day or (end_day - start_day).days >= MAX_STATEMENT_DAYS:
-        raise Refused("invalid_input", f"from..to: at most {MAX_STATEMENT_DAYS} days, from not after to")
-    start = datetime.combine(start_day, dtime(), tzinfo=tz)
-    end = datetime.combine(end_day + timedelta(days=1), dtime(), tzinfo=tz)
-    async with core().db.read() as session:
-        partner = await partners.get(session, call.partner.code)
-        stmt = await partner_orders.statement(session, partner, start=start, end=end)
+    first_day, last_day = _day("from"), _day("to")
+    stmt = await core().partners.statement(call.code, first_day, last_day)
     return jsonify(
         {
             "currency": stmt.currency,
-            "from": start_day.isoformat(),
-            "to": end_day.isoformat(),
+            "from": stmt.first_day.isoformat(),
+            "to": stmt.last_day.isoformat(),
             "opening_balance": stmt.opening,
             "closing_balance": stmt.closing,
             "lines": [
@@ -450,7 +409,7 @@ def _token(call: Call) -> str:
 
 def _answer(view: TokenView) -> dict[str, Any]:
     answer: dict[str, Any] = {
-        "valid": view.state == redeem.TokenState.VALID,
+        "valid": view.state == TokenState.VALID,
         "state": view.state.value,
         "product": view.product_name,
         "entitlement": view.entitlement,
@@ -466,10 +425,8 @@ def _answer(view: TokenView) -> dict[str, Any]:
 @signed_call
 async def _verify(call: Call) -> tuple[Response, int]:
     """What a redemption link grants and whether it can be used now; takes no use."""
-    token = _token(call)
-    async with core().db.read() as session:
-        view = await redeem.inspect(session, core().keyring, token)
-    if view.state != redeem.TokenState.VALID:
+    view = await core().partners.inspect_link(_token(call))
+    if view.state != TokenState.VALID:
         return error(f"token_{view.state.value}", f"the link is {view.state.value}")
     return jsonify(_answer(view)), 200
 
@@ -488,12 +445,10 @@ endpoint(
 @signed_call
 async def _consume(call: Call) -> tuple[Response, int]:
     """Take one use of a redemption link (核销), recorded as ``partner:<code>`` via ``api``."""
-    token = _token(call)
-    async with core().db.transaction() as session:
-        view = await redeem.consume(session, core().keyring, token, by=f"partner:{call.partner.code}", channel="api")
+    view = await core().partners.consume_link(call.code, _token(call))
     log.info(
         "api: partner %s took use %d of %d of link %d",
-        call.partner.code,
+        call.code,
         view.use_no or 0,
         view.max_uses,
         view.token_id,

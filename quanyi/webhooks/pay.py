@@ -12,19 +12,13 @@ refuse a sandbox order placed by anyone else, so a buyer cannot pay nothing by c
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-import aiohttp
 from quart import Blueprint, Response, jsonify, render_template, request
 
-from quanyi.core.errors import CallbackRejected, NotFound, PaymentMethodUnavailable
-from quanyi.core.models import OrderStatus
+from quanyi.core.errors import CallbackRejected, Forbidden, InvalidInput, NotFound, PaymentMethodUnavailable
 from quanyi.core.money import Money
-from quanyi.core.payments.base import CallbackRequest, PaymentEvent, RefundEvent
-from quanyi.core.payments.sandbox import Sandbox
-from quanyi.core.sales.orders import get_order
-from quanyi.core.sales.refunds import record_provider_refund
+from quanyi.core.payments.base import CallbackRequest
 from quanyi.i18n import raw_t
 from quanyi.webhooks import limits
 from quanyi.webhooks.site import core, page_language, page_texts
@@ -58,27 +52,12 @@ class Handled:
     unverified: bool = False
 
 
-Accept = Callable[[PaymentEvent], Awaitable[None]]
-
-
-async def handle_callback(method_name: str, accept: Accept | None = None) -> Handled:
-    """Verify and apply one callback; ``accept`` may refuse a verified payment before it is applied."""
+async def handle_callback(method_name: str) -> Handled:
+    """Verify and apply one callback."""
     callback: CallbackRequest | None = None
-    verified = False
     try:
         callback = await _callback_request()
-        method = core().payments.get(method_name)
-        event = method.verify(callback)
-        verified = True
-        if event is None:  # authentic, but nothing to act on (e.g. a WAIT_BUYER_PAY notify)
-            return Handled()
-        if isinstance(event, RefundEvent):
-            outcome = str(await record_provider_refund(core(), event))
-            log.info("%s refund callback for payment %r: %s", method_name, event.provider_txn_id[:64], outcome)
-            return Handled(outcome)
-        if accept is not None:
-            await accept(event)
-        outcome = str((await core().fulfiller.submit(event)).value)
+        applied = await core().sales.apply_payment_callback(method_name, callback)
     except (CallbackRejected, PaymentMethodUnavailable) as exc:
         params = callback.params() if callback is not None else []
         claimed = next((str(v) for k, v in params if k in ("out_trade_no", "order_no")), "?")
@@ -91,9 +70,15 @@ async def handle_callback(method_name: str, accept: Accept | None = None) -> Han
             claimed[:40],
         )
         code = exc.details.get("code")
+        verified = bool(exc.details.get("verified"))
         return Handled(refused=exc.message, code=str(code) if code else None, unverified=not verified)
-    log.info("%s callback for %s: %s", method_name, event.order_number, outcome)
-    return Handled(outcome)
+    if applied.outcome is None:
+        return Handled()
+    if applied.refund_of is not None:
+        log.info("%s refund callback for payment %r: %s", method_name, applied.refund_of[:64], applied.outcome)
+    else:
+        log.info("%s callback for %s: %s", method_name, applied.order_number, applied.outcome)
+    return Handled(applied.outcome)
 
 
 PLAIN = {"Content-Type": "text/plain; charset=utf-8"}
@@ -105,9 +90,9 @@ async def _over_budget(handled: Handled) -> Answer | None:
     return await limits.count_failure() if handled.unverified else None
 
 
-async def plain_callback(method_name: str, accept: Accept | None = None) -> Answer:
+async def plain_callback(method_name: str) -> Answer:
     """EPay's convention (the sandbox follows it): ``success`` or ``fail`` as plain text."""
-    handled = await handle_callback(method_name, accept)
+    handled = await handle_callback(method_name)
     if handled.refused is None:
         return "success", 200, PLAIN
     return await _over_budget(handled) or ("fail", 400, PLAIN)
@@ -139,58 +124,29 @@ async def stripe_webhook() -> Answer:
     return await json_callback("stripe", "received")
 
 
-def _sandbox_allowed(payment_method: str, user_id: int | None) -> bool:
-    """False for a sandbox order whose buyer may not pay in the sandbox (beside a real method,
-    anyone but an operator): such an order, however it was placed, is never paid for nothing."""
-    return payment_method != "sandbox" or core().payments.offered("sandbox", user_id)
-
-
-async def _operators_only(event: PaymentEvent) -> None:
-    try:
-        async with core().db.read() as session:
-            order = await get_order(session, event.order_number)
-    except NotFound:
-        return  # refused as unknown by the fulfilment, as for any method
-    if not _sandbox_allowed(order.payment_method, order.user_id):
-        raise CallbackRejected("sandbox payments beside a real method are for operators' orders only")
-
-
 @blueprint.post("/pay/sandbox/notify")
 async def sandbox_notify() -> Answer:
-    return await plain_callback("sandbox", _operators_only)
+    # Beside a real method the core refuses a sandbox order that is not an operator's.
+    return await plain_callback("sandbox")
 
 
-def _sandbox() -> Sandbox | None:
-    try:
-        method = core().payments.get("sandbox")
-    except PaymentMethodUnavailable:
-        return None
-    return method if isinstance(method, Sandbox) else None
-
-
-async def _operators_only_page() -> tuple[str, int]:
+async def _sandbox_message(status: int, title: str, text: str, *, bad: bool = True) -> tuple[str, int]:
     tx = page_texts()
-    text = tx["sandbox_operators_only"]
-    return await render_template("message.html", tx=tx, title=tx["sandbox_title"], text=text, bad=True), 403
+    return await render_template("message.html", tx=tx, title=tx[title], text=text, bad=bad), status
 
 
 @blueprint.get("/pay/sandbox/<order_no>")
 async def sandbox_page(order_no: str) -> tuple[str, int]:
-    lang = page_language()
     tx = page_texts()
-    if _sandbox() is None:
-        return "sandbox payments are not enabled", 404
     try:
-        async with core().db.read() as session:
-            order = await get_order(session, order_no)
+        order = await core().sales.sandbox_order(order_no)
+    except PaymentMethodUnavailable:
+        return "sandbox payments are not enabled", 404
     except NotFound:
-        return await render_template(
-            "message.html", tx=tx, title=tx["sandbox_title"], text=tx["unknown_order"], bad=True
-        ), 404
-    if not _sandbox_allowed(order.payment_method, order.user_id):
-        return await _operators_only_page()
-    payable = order.status == OrderStatus.PENDING and order.payment_method == "sandbox"
-    status = raw_t(lang, f"status.{order.status}")
+        return await _sandbox_message(404, "sandbox_title", tx["unknown_order"])
+    except Forbidden:
+        return await _sandbox_message(403, "sandbox_title", tx["sandbox_operators_only"])
+    status = raw_t(page_language(), f"status.{order.status}")
     return (
         await render_template(
             "sandbox_pay.html",
@@ -198,7 +154,7 @@ async def sandbox_page(order_no: str) -> tuple[str, int]:
             order=order,
             amount=str(Money(order.amount, order.currency)),
             status=status,
-            payable=payable,
+            payable=order.payable,
             not_payable=tx["not_payable"].format(status=status),
         ),
         200,
@@ -207,46 +163,22 @@ async def sandbox_page(order_no: str) -> tuple[str, int]:
 
 @blueprint.post("/pay/sandbox/<order_no>")
 async def sandbox_pay(order_no: str) -> tuple[str, int]:
-    """The pay button: post a signed callback to our own notify URL, as a gateway would."""
+    """The pay button: the core posts a signed callback to our own notify URL, as a gateway would."""
     tx = page_texts()
-    sandbox = _sandbox()
-    if sandbox is None:
+    try:
+        body = await core().sales.pay_in_sandbox(order_no)
+    except PaymentMethodUnavailable:
         return "sandbox payments are not enabled", 404
-    try:
-        async with core().db.read() as session:
-            order = await get_order(session, order_no)
     except NotFound:
-        return await render_template(
-            "message.html", tx=tx, title=tx["sandbox_title"], text=tx["unknown_order"], bad=True
-        ), 404
-    if not _sandbox_allowed(order.payment_method, order.user_id):
-        return await _operators_only_page()
-    if order.status != OrderStatus.PENDING or order.payment_method != "sandbox":
-        # The page shows no button then; a re-posted form must not pay the order twice.
-        status = raw_t(page_language(), f"status.{order.status}")
-        text = tx["not_payable"].format(status=status)
-        return await render_template("message.html", tx=tx, title=tx["sandbox_title"], text=text, bad=True), 409
-    params = sandbox.callback_params(order.number, Money(order.amount, order.currency).format_plain(), order.currency)
-    settings = core().settings
-    host = "127.0.0.1" if settings.http_host in ("0.0.0.0", "::", "") else settings.http_host
-    url = f"http://{host}:{settings.http_port}/pay/sandbox/notify"
-    try:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as client:
-            async with client.post(url, data=params) as response:
-                body = (await response.text()).strip()
-    except aiohttp.ClientError as exc:
-        log.warning("sandbox pay: could not reach our own notify URL: %s", type(exc).__name__)
-        body = "unreachable"
+        return await _sandbox_message(404, "sandbox_title", tx["unknown_order"])
+    except Forbidden:
+        return await _sandbox_message(403, "sandbox_title", tx["sandbox_operators_only"])
+    except InvalidInput as exc:
+        status = raw_t(page_language(), f"status.{exc.details.get('status')}")
+        return await _sandbox_message(409, "sandbox_title", tx["not_payable"].format(status=status))
     if body == "success":
-        return await render_template(
-            "message.html", tx=tx, title=tx["paid_title"], text=tx["paid_note"], bad=False
-        ), 200
-    return (
-        await render_template(
-            "message.html", tx=tx, title=tx["failed_title"], text=tx["failed_note"].format(reason=body), bad=True
-        ),
-        400,
-    )
+        return await _sandbox_message(200, "paid_title", tx["paid_note"], bad=False)
+    return await _sandbox_message(400, "failed_title", tx["failed_note"].format(reason=body))
 
 
 @blueprint.get("/pay/return/<order_no>")

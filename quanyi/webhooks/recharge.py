@@ -12,7 +12,6 @@ import logging
 from quart import Blueprint, Response, jsonify, request
 
 from quanyi.core.errors import CallbackRejected, ConfigError, NotFound
-from quanyi.core.sales import recharge
 from quanyi.webhooks import limits
 from quanyi.webhooks.site import core
 
@@ -28,28 +27,28 @@ def _error(status: int, code: str) -> tuple[Response, int]:
 async def callback(supplier: str) -> limits.Answer | tuple[Response, int]:
     # A refusal before the callback verifies (no such supplier, bad signature, unreadable body)
     # counts against the client's budget of failures: past it, 429. A verified one never counts.
-    try:
-        adapter = core().suppliers.get(supplier)
-    except ConfigError:
-        return await limits.count_failure() or _error(404, "not_found")
     body = await request.get_data(as_text=False)
     assert isinstance(body, bytes)
     try:
-        result = adapter.parse_callback(dict(request.headers), body)
+        applied = await core().sales.apply_recharge_callback(supplier, dict(request.headers), body)
+    except ConfigError:
+        return await limits.count_failure() or _error(404, "not_found")
     except CallbackRejected as exc:
-        # Signature and clock problems are the sender's credentials; anything else is the body.
-        forged = any(word in exc.message for word in ("signature", "timestamp"))
-        log.warning("%s recharge callback refused from %s: %r", supplier, request.remote_addr, exc.message[:120])
-        if limited := await limits.count_failure():
-            return limited
-        if forged:
-            return _error(401, "bad_signature")
-        # JSON nested too deep to read has its own code; any other refused body is invalid_request.
-        return _error(400, "json_too_deep" if exc.details.get("code") == "json_too_deep" else "invalid_request")
-    try:
-        outcome = await recharge.apply_callback(core(), supplier, result)
-    except NotFound:
-        log.warning("%s recharge callback for unknown order %r", supplier, result.order_number[:64])
+        return await _refused(supplier, exc)
+    except NotFound as exc:
+        log.warning("%s recharge callback for unknown order %r", supplier, str(exc.details.get("order_number"))[:64])
         return _error(404, "not_found")
-    log.info("%s recharge callback for %s (%s): %s", supplier, result.order_number, result.state, outcome)
+    log.info("%s recharge callback for %s (%s): %s", supplier, applied.order_number, applied.state, applied.outcome)
     return jsonify({"ok": True}), 200
+
+
+async def _refused(supplier: str, exc: CallbackRejected) -> limits.Answer | tuple[Response, int]:
+    # Signature and clock problems are the sender's credentials; anything else is the body.
+    forged = any(word in exc.message for word in ("signature", "timestamp"))
+    log.warning("%s recharge callback refused from %s: %r", supplier, request.remote_addr, exc.message[:120])
+    if limited := await limits.count_failure():
+        return limited
+    if forged:
+        return _error(401, "bad_signature")
+    # JSON nested too deep to read has its own code; any other refused body is invalid_request.
+    return _error(400, "json_too_deep" if exc.details.get("code") == "json_too_deep" else "invalid_request")

@@ -17,8 +17,7 @@ from werkzeug.exceptions import HTTPException
 
 from quanyi.core.errors import NotFound, TokenUnusable
 from quanyi.core.platform.ratelimit import Limiter, make_limiter
-from quanyi.core.sales import redeem
-from quanyi.core.sales.redeem import TokenState, TokenView
+from quanyi.core.sales.order_lookup import TokenState, TokenView
 from quanyi.i18n import raw_t
 from quanyi.webhooks.site import core, page_language
 
@@ -139,8 +138,7 @@ async def failed(error: Exception) -> HTTPException | tuple[str, int]:
 @blueprint.get("/r/<token>")
 async def show(token: str) -> tuple[str, int]:
     try:
-        async with core().db.read() as session:
-            view = await redeem.inspect(session, core().keyring, token)
+        view = await core().sales.inspect_link(token)
     except NotFound:
         return await _message(404, "not_found")
     # ``?used=N`` is where a confirmation lands (POST, then redirect): it says which use was
@@ -157,8 +155,7 @@ async def show(token: str) -> tuple[str, int]:
 async def confirm(token: str) -> ResponseReturnValue:
     by = f"web:{client_address()}"
     try:
-        async with core().db.transaction() as session:
-            view = await redeem.consume(session, core().keyring, token, by=by, channel="web")
+        view = await core().sales.redeem_link(token, by=by, channel="web")
     except NotFound:
         return await _message(404, "not_found")
     except TokenUnusable as exc:
@@ -170,9 +167,7 @@ async def confirm(token: str) -> ResponseReturnValue:
 @blueprint.get("/r/<token>/qr.png")
 async def qr(token: str) -> Response | tuple[str, int]:
     try:
-        async with core().db.read() as session:
-            await redeem.inspect(session, core().keyring, token)
+        png = await core().sales.link_qr(token)
     except NotFound:
         return await _message(404, "not_found")
-    png = redeem.qr_png(redeem.link(core().settings.public_url, token))
     return Response(png, mimetype="image/png")

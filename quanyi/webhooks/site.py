@@ -6,7 +6,6 @@ import logging
 
 from quart import Blueprint, Response, current_app, jsonify, render_template, request
 
-from quanyi.core.catalog.products import catalogue
 from quanyi.core.platform.readiness import unready_reason
 from quanyi.core.services import Core
 from quanyi.i18n import catalog, pick_language
@@ -30,8 +29,7 @@ def page_texts() -> dict[str, str]:
 
 @blueprint.get("/")
 async def index() -> str:
-    async with core().db.read() as session:
-        entries = await catalogue(session)
+    entries = await core().sales.public_catalogue()
     return await render_template("index.html", tx=page_texts(), entries=entries)
 
 

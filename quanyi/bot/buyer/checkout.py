@@ -16,13 +16,11 @@ from aiogram.fsm.context import FSMContext
 from aiogram.types import CallbackQuery, InlineKeyboardButton, Message
 from aiogram.utils.keyboard import InlineKeyboardBuilder
 
-from quanyi.bot.buyer.screens import OrderForm, form_coupon, recharge_part, refusal_notice, send_methods
+from quanyi.bot.buyer.screens import OrderForm, form_coupon, refusal_notice, send_methods, show_methods
 from quanyi.bot.buyer.stars import send_stars_invoice
 from quanyi.bot.callbacks import CancelCb, CouponCb, MethodCb, QuantityCb
-from quanyi.bot.operator.risk import enqueue_hold, refusal_text
+from quanyi.bot.operator.risk import refusal_text
 from quanyi.bot.render import breakdown_lines, coupon_refusal, money
-from quanyi.core.catalog.products import CatalogueEntry, catalogue_entry_by_id
-from quanyi.core.catalog.quote import quote_order
 from quanyi.core.errors import (
     ChallengeRequired,
     CouponRejected,
@@ -37,9 +35,8 @@ from quanyi.core.errors import (
     RiskBlocked,
     RiskRefusal,
 )
-from quanyi.core.models import Product, RiskDecision
-from quanyi.core.risk import rules as risk
-from quanyi.core.sales.orders import Buyer, PlacedOrder, check_account, checkout
+from quanyi.core.sales.orders import Buyer
+from quanyi.core.sales.views import PlacedView
 from quanyi.core.services import Core
 from quanyi.i18n import raw_t, t
 
@@ -58,36 +55,31 @@ async def ask_quantity(
 
 async def typed_quantity(message: Message, core: Core, lang: str, state: FSMContext) -> None:
     text = (message.text or "").strip()
-    limit = core.settings.max_quantity
-    if not text.isdecimal() or not 1 <= int(text) <= limit:
-        await message.answer(t(lang, "bad_quantity", max=limit))
-        return
     data = await state.get_data()
     user_id = message.from_user.id if message.from_user is not None else message.chat.id
-    # More than the stock holds: keep the form open so the buyer can type a smaller number.
-    if await send_methods(message, core, lang, user_id, int(data["product_id"]), int(text), edit=False):
+    quantity = int(text) if text.isdecimal() else 0  # not a number: out of bounds, refused as such
+    # Out of bounds, or more than the stock holds: keep the form open so the buyer can type again.
+    if await send_methods(message, core, lang, user_id, int(data["product_id"]), quantity, edit=False):
         await state.clear()
 
 
 async def typed_account(message: Message, core: Core, lang: str, state: FSMContext) -> None:
     data = await state.get_data()
-    async with core.db.read() as session:
-        product = await session.get(Product, int(data["product_id"]))
-        recharged = await recharge_part(session, product) if product is not None else None
-    if product is None or not product.active or recharged is None:
+    product_id = int(data["product_id"])
+    user_id = message.from_user.id if message.from_user is not None else message.chat.id
+    coupon = form_coupon(data, product_id, 1)
+    try:
+        quote = await core.sales.quote_order(user_id, product_id, 1, coupon=coupon, account=message.text or "")
+    except (NotFound, NotForSale):
         await state.clear()
         await message.answer(t(lang, "not_for_sale"))
         return
-    try:
-        account = check_account(recharged, message.text)
     except InvalidInput as exc:
         await message.answer(t(lang, "deliver.bad_account", hint=exc.details.get("hint", "")))
         return
     # The form stays open: another account typed now replaces this one.
-    await state.update_data(account=account)
-    user_id = message.from_user.id if message.from_user is not None else message.chat.id
-    coupon = form_coupon(data, product.id, 1)
-    await send_methods(message, core, lang, user_id, product.id, 1, edit=False, account=account, coupon=coupon)
+    await state.update_data(account=quote.account)
+    await show_methods(message, quote, lang, core.settings.timezone, edit=False, account=quote.account, coupon=coupon)
 
 
 async def ask_coupon(query: CallbackQuery, callback_data: CouponCb, lang: str, state: FSMContext) -> None:
@@ -131,39 +123,29 @@ async def typed_coupon(message: Message, core: Core, lang: str, state: FSMContex
     user_id = message.from_user.id if message.from_user is not None else message.chat.id
     typed = (message.text or "").strip()
     try:
-        async with core.db.read() as session:
-            product = await session.get(Product, product_id)
-            if product is None or not product.active:
-                raise NotFound(f"no product {product_id}")
-            quote = await quote_order(session, product, quantity, user_id=user_id, coupon_code=typed)
+        # Refused, the price keeps the code that applied before, if any: a method may be tapped.
+        tried = await core.sales.try_coupon(
+            user_id, product_id, quantity, typed, keep=form_coupon(data, product_id, quantity)
+        )
     except (NotFound, NotForSale):
         await state.clear()
         await message.answer(t(lang, "not_for_sale"))
         return
-    if quote.coupon is not None and quote.refusal is None:
-        coupon: str | None = quote.coupon.code
-        await state.update_data(coupon=coupon)
+    except InvalidInput as exc:
+        await message.answer(t(lang, "bad_quantity", max=exc.details.get("max_quantity", 0)))
+        return
+    tz = core.settings.timezone
+    if tried.refusal is not None:
+        # Keep the form open: another code may be typed.
+        notice = refusal_notice(lang, tried.refusal, typed, tz) + "\n" + t(lang, "pricing.try_another")
+    else:
+        await state.update_data(coupon=tried.applied)
         # Typed text is no code now; a recharge's form goes back to taking another account.
         await state.set_state(OrderForm.account if data.get("account") else None)
-        notice = t(lang, "pricing.coupon_applied", code=coupon)
-    else:
-        # Keep the form open: another code may be typed, or a method tapped (with the code
-        # that applied before, if any).
-        coupon = form_coupon(data, product_id, quantity)
-        notice = refusal_notice(lang, quote, typed, core.settings.timezone) + "\n" + t(lang, "pricing.try_another")
+        notice = t(lang, "pricing.coupon_applied", code=tried.applied)
     account = str(data["account"]) if data.get("account") else None
-    await send_methods(
-        message,
-        core,
-        lang,
-        user_id,
-        product_id,
-        quantity,
-        edit=False,
-        account=account,
-        coupon=coupon,
-        notice=notice,
-    )
+    coupon = tried.applied or form_coupon(data, product_id, quantity)
+    await show_methods(message, tried.quote, lang, tz, edit=False, account=account, coupon=coupon, notice=notice)
 
 
 async def chose_quantity(query: CallbackQuery, callback_data: QuantityCb, core: Core, lang: str) -> None:
@@ -182,43 +164,21 @@ async def chose_method(query: CallbackQuery, callback_data: MethodCb, core: Core
     data = await state.get_data()
     account = str(data["account"]) if data.get("product_id") == callback_data.id and data.get("account") else None
     coupon = form_coupon(data, callback_data.id, callback_data.n)
-    entry: CatalogueEntry | None = None
-    if not core.payments.offered(callback_data.method, user.id):
-        # Buttons can be forged: a method this buyer is not shown is refused like a disabled one.
-        await query.answer(raw_t(lang, "no_methods"), show_alert=True)
-        return
     try:
-        async with core.db.read() as session:
-            entry = await catalogue_entry_by_id(session, callback_data.id)
-        placed = await checkout(
-            core.db,
-            core.payments,
-            buyer=buyer,
-            sku=entry.sku,
-            quantity=callback_data.n,
-            method=callback_data.method,
-            option=callback_data.option,
-            reservation=core.reservation,
-            max_quantity=core.settings.max_quantity,
-            stars_rate=core.settings.stars_rate,
-            account=account,  # the order ignores it unless the product (or a bundle's part) recharges
+        placed = await core.sales.place_chat_order(
+            buyer,
+            callback_data.id,
+            callback_data.n,
+            callback_data.method,
+            callback_data.option,
+            account=account,
             coupon=coupon,
-            risk_secret=core.keyring.lookup_key,
         )
     except RiskRefusal as exc:
         await query.answer()
         form = {"product_id": callback_data.id, "quantity": callback_data.n, "method": callback_data.method}
         form |= {"option": callback_data.option, "account": account, "coupon": coupon}
         await _risk_refusal(message, core, lang, state, exc, form)
-        return
-    except OutOfStock as exc:
-        await query.answer(raw_t(lang, "out_of_stock", available=exc.details.get("available", 0)), show_alert=True)
-        return
-    except (NotFound, NotForSale):
-        await query.answer(raw_t(lang, "not_for_sale"), show_alert=True)
-        return
-    except PaymentMethodUnavailable:
-        await query.answer(raw_t(lang, "no_methods"), show_alert=True)
         return
     except CouponRejected as exc:
         # Used up (or expired) since it was typed: nothing was ordered; the screen now
@@ -236,21 +196,21 @@ async def chose_method(query: CallbackQuery, callback_data: MethodCb, core: Core
         await send_methods(message, core, lang, user.id, callback_data.id, callback_data.n, edit=True, account=account)
         return
     except InvalidInput as exc:
-        if "hint" in exc.details and entry is not None:
+        if "hint" in exc.details:
             # A recharge (or a bundle holding one) whose account went missing (the form was
             # left or the bot restarted): ask again.
             await state.set_state(OrderForm.account)
-            await state.set_data({"product_id": entry.id})
+            await state.set_data({"product_id": callback_data.id})
             await query.answer(raw_t(lang, "deliver.account_needed"), show_alert=True)
             return
         await query.answer(raw_t(lang, "bad_quantity", max=core.settings.max_quantity), show_alert=True)
         return
-    except ProviderError:
-        await query.answer(raw_t(lang, "payment_start_failed"), show_alert=True)
+    except (OutOfStock, NotFound, NotForSale, PaymentMethodUnavailable, ProviderError) as exc:
+        await query.answer(_order_refusal(lang, exc, core, plain=True), show_alert=True)
         return
     await query.answer()
     await state.clear()
-    await _show_order(message, core, lang, placed, entry, callback_data.n, account, user.id, edit=True)
+    await _show_order(message, core, lang, placed, user.id, edit=True)
 
 
 async def typed_challenge(message: Message, core: Core, lang: str, state: FSMContext) -> None:
@@ -258,41 +218,25 @@ async def typed_challenge(message: Message, core: Core, lang: str, state: FSMCon
     if user is None:
         return
     data = await state.get_data()
-    decision_id = int(data.get("decision_id", 0))
-    async with core.db.transaction() as session:
-        right = await risk.answer_challenge(
-            session, decision_id, user_id=user.id, answer=message.text or "", secret=core.keyring.lookup_key
-        )
-        decision = await session.get(RiskDecision, decision_id)
-        status, attempts = (decision.status, decision.attempts) if decision is not None else ("", 0)
-    if not right and status == "open":
-        await message.answer(t(lang, "risk.challenge_wrong", left=risk.MAX_ATTEMPTS - attempts))
+    answered = await core.sales.answer_challenge(int(data.get("decision_id", 0)), user.id, message.text or "")
+    if not answered.right and answered.open:
+        await message.answer(t(lang, "risk.challenge_wrong", left=answered.attempts_left))
         return
     await state.clear()
-    if not right:
-        await message.answer(t(lang, "risk.challenge_refused" if status == "rejected" else "risk.challenge_stale"))
+    if not answered.right:
+        await message.answer(t(lang, "risk.challenge_refused" if answered.refused else "risk.challenge_stale"))
         return
     await message.answer(t(lang, "risk.challenge_passed"))
     # The same order again: the answered check lets it through once.
-    account = str(data["account"]) if data.get("account") else None
-    quantity = int(data.get("quantity", 1))
     try:
-        async with core.db.read() as session:
-            entry = await catalogue_entry_by_id(session, int(data.get("product_id", 0)))
-        placed = await checkout(
-            core.db,
-            core.payments,
-            buyer=Buyer(user_id=user.id, chat_id=message.chat.id, language=lang, username=user.username),
-            sku=entry.sku,
-            quantity=quantity,
-            method=str(data.get("method", "")),
-            option=str(data.get("option", "")),
-            reservation=core.reservation,
-            max_quantity=core.settings.max_quantity,
-            stars_rate=core.settings.stars_rate,
-            account=account,
+        placed = await core.sales.place_chat_order(
+            Buyer(user_id=user.id, chat_id=message.chat.id, language=lang, username=user.username),
+            int(data.get("product_id", 0)),
+            int(data.get("quantity", 1)),
+            str(data.get("method", "")),
+            str(data.get("option", "")),
+            account=str(data["account"]) if data.get("account") else None,
             coupon=str(data["coupon"]) if data.get("coupon") else None,
-            risk_secret=core.keyring.lookup_key,
         )
     except RiskRefusal as exc:
         await _risk_refusal(message, core, lang, state, exc, data)
@@ -300,54 +244,43 @@ async def typed_challenge(message: Message, core: Core, lang: str, state: FSMCon
     except QuanyiError as exc:
         await message.answer(_order_refusal(lang, exc, core))
         return
-    await _show_order(message, core, lang, placed, entry, quantity, account, user.id, edit=False)
+    await _show_order(message, core, lang, placed, user.id, edit=False)
 
 
-async def _show_order(
-    message: Message,
-    core: Core,
-    lang: str,
-    placed: PlacedOrder,
-    entry: CatalogueEntry,
-    quantity: int,
-    account: str | None,
-    user_id: int,
-    *,
-    edit: bool,
-) -> None:
+async def _show_order(message: Message, core: Core, lang: str, placed: PlacedView, user_id: int, *, edit: bool) -> None:
     """The order-created screen: amount, deadline, pay and cancel buttons (and a Stars invoice)."""
-    order = placed.order
-    amount = money(order.amount, order.currency)
-    deadline = order.expires_at.astimezone(ZoneInfo(core.settings.timezone)).strftime("%H:%M")
-    if order.discount_amount > 0 and order.pricing:
+    amount = money(placed.amount, placed.currency)
+    deadline = placed.expires_at.astimezone(ZoneInfo(core.settings.timezone)).strftime("%H:%M")
+    if placed.discount_amount > 0 and placed.pricing:
         text = raw_t(
             lang,
             "pricing.order_created",
-            number=order.number,
-            name=html.escape(entry.name, quote=False),
-            quantity=quantity,
-            breakdown="\n".join(breakdown_lines(lang, order.pricing)),
-            minutes=core.settings.reservation_minutes,
+            number=placed.number,
+            name=html.escape(placed.name, quote=False),
+            quantity=placed.quantity,
+            breakdown="\n".join(breakdown_lines(lang, placed.pricing)),
+            minutes=placed.reserved_minutes,
             deadline=deadline,
         )
     else:
         text = t(
             lang,
             "order_created",
-            number=order.number,
-            name=entry.name,
-            quantity=quantity,
+            number=placed.number,
+            name=placed.name,
+            quantity=placed.quantity,
             amount=amount,
-            minutes=core.settings.reservation_minutes,
+            minutes=placed.reserved_minutes,
             deadline=deadline,
         )
-    if account is not None:
-        text += "\n" + t(lang, "deliver.account_line", account=account)
-    cancel = InlineKeyboardButton(text=raw_t(lang, "cancel_button"), callback_data=CancelCb(number=order.number).pack())
+    if placed.account is not None:
+        text += "\n" + t(lang, "deliver.account_line", account=placed.account)
+    cancel = InlineKeyboardButton(
+        text=raw_t(lang, "cancel_button"), callback_data=CancelCb(number=placed.number).pack()
+    )
     keyboard = InlineKeyboardBuilder()
-    payment_url = placed.payment.url if placed.payment else None
-    if payment_url:
-        keyboard.row(InlineKeyboardButton(text=raw_t(lang, "pay_button", amount=amount), url=payment_url))
+    if placed.payment_url:
+        keyboard.row(InlineKeyboardButton(text=raw_t(lang, "pay_button", amount=amount), url=placed.payment_url))
     keyboard.row(cancel)
     try:
         if edit:
@@ -355,26 +288,26 @@ async def _show_order(
         else:
             await message.answer(text, reply_markup=keyboard.as_markup())
     except TelegramBadRequest:
-        if not payment_url:
+        if not placed.payment_url:
             raise
         # Telegram refuses URL buttons it cannot open (a localhost QUANYI_PUBLIC_URL in a
         # demo): the order stands, so give the link as text rather than lose the reply.
         log.warning("pay link refused as a button; sent as text (is QUANYI_PUBLIC_URL public?)")
-        link = t(lang, "pay_link_text", url=payment_url)
+        link = t(lang, "pay_link_text", url=placed.payment_url)
         only_cancel = InlineKeyboardBuilder()
         only_cancel.row(cancel)
         if edit:
             await message.edit_text(f"{text}\n{link}", reply_markup=only_cancel.as_markup())
         else:
             await message.answer(f"{text}\n{link}", reply_markup=only_cancel.as_markup())
-    if placed.payment and placed.payment.invoice:
-        await send_stars_invoice(message, core, lang, placed.payment.invoice, user_id=user_id)
+    if placed.invoice:
+        await send_stars_invoice(message, core, lang, placed.invoice, user_id=user_id)
 
 
 async def _risk_refusal(
     message: Message, core: Core, lang: str, state: FSMContext, exc: RiskRefusal, form: dict[str, Any]
 ) -> None:
-    """A challenge keeps the order in the form until it is answered; a hold goes to the operators;
+    """A challenge keeps the order in the form until it is answered; a hold went to the operators;
     a block is refused with its reason. Nothing was reserved in any case."""
     if isinstance(exc, ChallengeRequired) and exc.decision_id is not None:
         await state.set_state(OrderForm.challenge)
@@ -383,8 +316,6 @@ async def _risk_refusal(
         return
     await state.clear()
     if isinstance(exc, HeldForReview) and exc.decision_id is not None:
-        if not exc.details.get("again"):  # operators were asked when it was first held
-            await enqueue_hold(core, exc.decision_id)
         await message.answer(t(lang, "risk.held"))
     elif isinstance(exc, RiskBlocked):
         await message.answer(await refusal_text(core, lang, exc))
@@ -392,18 +323,19 @@ async def _risk_refusal(
         await message.answer(t(lang, "error_generic"))
 
 
-def _order_refusal(lang: str, exc: QuanyiError, core: Core) -> str:
-    """Why an order placed from a typed message was not placed (the buttons' alerts, as a message)."""
+def _order_refusal(lang: str, exc: QuanyiError, core: Core, *, plain: bool = False) -> str:
+    """Why an order was not placed: a message for a typed one, an alert (``plain``) for a button."""
+    fill = raw_t if plain else t
     if isinstance(exc, OutOfStock):
-        return t(lang, "out_of_stock", available=exc.details.get("available", 0))
+        return fill(lang, "out_of_stock", available=exc.details.get("available", 0))
     if isinstance(exc, (NotFound, NotForSale)):
-        return t(lang, "not_for_sale")
+        return fill(lang, "not_for_sale")
     if isinstance(exc, PaymentMethodUnavailable):
-        return t(lang, "no_methods")
+        return fill(lang, "no_methods")
     if isinstance(exc, ProviderError):
-        return t(lang, "payment_start_failed")
+        return fill(lang, "payment_start_failed")
     if isinstance(exc, CouponRejected):
-        return t(lang, "pricing.nothing_ordered")
+        return fill(lang, "pricing.nothing_ordered")
     if isinstance(exc, InvalidInput):
-        return t(lang, "bad_quantity", max=core.settings.max_quantity)
-    return t(lang, "error_generic")
+        return fill(lang, "bad_quantity", max=core.settings.max_quantity)
+    return fill(lang, "error_generic")

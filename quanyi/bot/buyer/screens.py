@@ -7,24 +7,19 @@ helpers that read it.
 from __future__ import annotations
 
 import html
+from collections.abc import Sequence
 from typing import Any
 
 from aiogram.fsm.context import FSMContext
 from aiogram.fsm.state import State, StatesGroup
 from aiogram.types import InlineKeyboardButton, Message
 from aiogram.utils.keyboard import InlineKeyboardBuilder
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from quanyi.bot.callbacks import CatalogueCb, CouponCb, MethodCb, ProductCb, QuantityCb
 from quanyi.bot.render import breakdown_lines, coupon_refusal, method_label, promotion_text
-from quanyi.core.catalog import bundles
-from quanyi.core.catalog.pricing import Reason
-from quanyi.core.catalog.products import CatalogueEntry, catalogue, catalogue_entry_by_id, for_buyer
-from quanyi.core.catalog.quote import Quote, quote_order
-from quanyi.core.errors import NotForSale, NotFound, QuanyiError
-from quanyi.core.models import Product, ProductKind
+from quanyi.core.catalog.views import UNCAPPED, CatalogueEntry, CouponRefusal, OrderQuote, ProductCard
+from quanyi.core.errors import InvalidInput, NotForSale, NotFound
 from quanyi.core.services import Core
-from quanyi.core.stock.allocations import UNCAPPED
 from quanyi.i18n import raw_t, t
 
 QUICK_QUANTITIES = (1, 2, 3, 5, 10)
@@ -38,10 +33,7 @@ class OrderForm(StatesGroup):
     challenge = State()
 
 
-async def send_catalogue(message: Message, core: Core, lang: str, user_id: int, *, edit: bool = False) -> None:
-    # What this buyer would pay and can get: a referred buyer sees its distributor's prices.
-    async with core.db.read() as session:
-        entries = await for_buyer(session, await catalogue(session), user_id)
+async def send_catalogue(message: Message, entries: Sequence[CatalogueEntry], lang: str, *, edit: bool = False) -> None:
     if not entries:
         await message.answer(t(lang, "catalogue_empty"))
         return
@@ -60,15 +52,9 @@ async def send_catalogue(message: Message, core: Core, lang: str, user_id: int, 
 
 
 async def send_product(
-    message: Message,
-    entry: CatalogueEntry,
-    core: Core,
-    lang: str,
-    user_id: int,
-    *,
-    edit: bool = False,
-    state: FSMContext | None = None,
+    message: Message, card: ProductCard, lang: str, *, edit: bool = False, state: FSMContext | None = None
 ) -> None:
+    entry = card.entry
     text = t(
         lang,
         "product_card",
@@ -77,41 +63,23 @@ async def send_product(
         left=raw_t(lang, "deliver.in_stock_open") if entry.available >= UNCAPPED else entry.available,
         description=entry.description,
     )
-    async with core.db.read() as session:
-        product = await session.get(Product, entry.id)
-        parts = await bundles.parts_of(session, entry.id) if entry.kind == ProductKind.BUNDLE else []
-        recharged = await recharge_part(session, product) if product is not None else None
-        try:
-            offers = (await quote_order(session, product, 1, user_id=user_id)).promotions if product else ()
-        except QuanyiError:  # not on sale on this buyer's channel: the card says so below
-            offers = ()
-    if parts:
-        listed = [t(lang, "pricing.part", name=p.product.name, quantity=p.quantity) for p in parts]
+    if card.parts:
+        listed = [t(lang, "pricing.part", name=p.name, quantity=p.quantity) for p in card.parts]
         text += "\n" + raw_t(lang, "pricing.includes", parts=raw_t(lang, "pricing.part_separator").join(listed))
-    if offers:
-        text += "\n" + "\n".join([t(lang, "pricing.promotions_title"), *(promotion_text(lang, r) for r in offers)])
+    if card.promotions:
+        lines = [t(lang, "pricing.promotions_title"), *(promotion_text(lang, r) for r in card.promotions)]
+        text += "\n" + "\n".join(lines)
     keyboard = InlineKeyboardBuilder()
-    if entry.available > 0 and recharged is not None and state is not None:
+    if entry.available > 0 and card.account_hint is not None and state is not None:
         # One recharge credits one account: no quantity step, the account is asked for instead.
-        hint = recharged.account_hint or recharged.account_pattern or ""
-        text += "\n" + t(lang, "deliver.ask_account", hint=hint)
+        text += "\n" + t(lang, "deliver.ask_account", hint=card.account_hint)
         await state.set_state(OrderForm.account)
         await state.set_data({"product_id": entry.id})
     elif entry.available > 0:
         if state is not None:
             await state.clear()  # a fresh card starts a fresh form: no code from another order
         text += "\n" + t(lang, "choose_quantity")
-        limit = min(entry.available, core.settings.max_quantity)
-        quick = [n for n in QUICK_QUANTITIES if n <= limit]
-        keyboard.row(
-            *[InlineKeyboardButton(text=str(n), callback_data=QuantityCb(id=entry.id, n=n).pack()) for n in quick]
-        )
-        if limit > 1:
-            keyboard.row(
-                InlineKeyboardButton(
-                    text=raw_t(lang, "quantity_other"), callback_data=QuantityCb(id=entry.id, n=0).pack()
-                )
-            )
+        _quantity_rows(keyboard, lang, entry.id, card.max_quantity)
     else:
         text += "\n" + t(lang, "sold_out")
     keyboard.row(InlineKeyboardButton(text=raw_t(lang, "back_button"), callback_data=CatalogueCb().pack()))
@@ -119,6 +87,20 @@ async def send_product(
         await message.edit_text(text, reply_markup=keyboard.as_markup())
     else:
         await message.answer(text, reply_markup=keyboard.as_markup())
+
+
+def _quantity_rows(keyboard: InlineKeyboardBuilder, lang: str, product_id: int, limit: int) -> None:
+    """The quick quantities up to ``limit``, and "another quantity" when more than one may be ordered."""
+    quick = [n for n in QUICK_QUANTITIES if n <= limit]
+    keyboard.row(
+        *[InlineKeyboardButton(text=str(n), callback_data=QuantityCb(id=product_id, n=n).pack()) for n in quick]
+    )
+    if limit > 1:
+        keyboard.row(
+            InlineKeyboardButton(
+                text=raw_t(lang, "quantity_other"), callback_data=QuantityCb(id=product_id, n=0).pack()
+            )
+        )
 
 
 async def send_methods(
@@ -132,48 +114,48 @@ async def send_methods(
     edit: bool,
     account: str | None = None,
     coupon: str | None = None,
-    notice: str | None = None,
 ) -> bool:
-    """Show the price (the engine's breakdown, with the ``coupon`` in the form) and the payment
-    methods for ``quantity``; False when the stock is too low for it."""
+    """Quote ``quantity`` (with the ``coupon`` in the form) and show the price and the payment
+    methods; False when it cannot be ordered (the stock too low, the quantity out of bounds)."""
     try:
-        async with core.db.read() as session:
-            [entry] = await for_buyer(session, [await catalogue_entry_by_id(session, product_id)], user_id)
-            product = await session.get(Product, product_id)
-            if product is None:
-                raise NotFound(f"no product {product_id}")
-            quote = await quote_order(session, product, quantity, user_id=user_id, coupon_code=coupon)
+        quote = await core.sales.quote_order(user_id, product_id, quantity, coupon=coupon)
     except (NotFound, NotForSale):
         await message.answer(t(lang, "not_for_sale"))
         return True
-    if quantity > entry.available:
+    except InvalidInput as exc:
+        await message.answer(t(lang, "bad_quantity", max=exc.details.get("max_quantity", 0)))
+        return False
+    return await show_methods(message, quote, lang, core.settings.timezone, edit=edit, account=account, coupon=coupon)
+
+
+async def show_methods(
+    message: Message,
+    quote: OrderQuote,
+    lang: str,
+    tz: str,
+    *,
+    edit: bool,
+    account: str | None = None,
+    coupon: str | None = None,
+    notice: str | None = None,
+) -> bool:
+    """The price (the engine's breakdown) and the payment methods; False when the stock is too low."""
+    entry, quantity = quote.entry, quote.quantity
+    if quote.short:
         await message.answer(t(lang, "out_of_stock", available=entry.available))
         return False
-    choices = core.payments.choices(user_id)
-    if not choices:
+    if not quote.methods:
         await message.answer(t(lang, "no_methods"))
         return True
     keyboard = InlineKeyboardBuilder()
-    for method, option in choices:
+    for method, option in quote.methods:
         keyboard.row(
             InlineKeyboardButton(
                 text=method_label(lang, method, option),
                 callback_data=MethodCb(id=entry.id, n=quantity, method=method, option=option).pack(),
             )
         )
-    coupon_row = [
-        InlineKeyboardButton(
-            text=raw_t(lang, "pricing.coupon_button"), callback_data=CouponCb(id=entry.id, n=quantity).pack()
-        )
-    ]
-    if coupon:
-        coupon_row.append(
-            InlineKeyboardButton(
-                text=raw_t(lang, "pricing.remove_coupon_button"),
-                callback_data=CouponCb(id=entry.id, n=quantity, remove=True).pack(),
-            )
-        )
-    keyboard.row(*coupon_row)
+    _coupon_row(keyboard, lang, entry.id, quantity, removable=bool(coupon))
     keyboard.row(InlineKeyboardButton(text=raw_t(lang, "back_button"), callback_data=ProductCb(id=entry.id).pack()))
     breakdown = quote.breakdown
     if breakdown.adjustments:
@@ -189,7 +171,7 @@ async def send_methods(
     if account is not None:
         text += "\n" + t(lang, "deliver.account_line", account=account)
     if notice is None and coupon and quote.refusal is not None:
-        notice = refusal_notice(lang, quote, coupon, core.settings.timezone)
+        notice = refusal_notice(lang, quote.refusal, coupon, tz)
     if notice:
         text = f"{notice}\n\n{text}"
     if edit:
@@ -199,14 +181,20 @@ async def send_methods(
     return True
 
 
-async def recharge_part(session: AsyncSession, product: Product) -> Product | None:
-    """The product whose account the buyer gives: a recharge itself, or a bundle's recharge part."""
-    if product.kind == ProductKind.DIRECT_RECHARGE:
-        return product
-    if product.kind == ProductKind.BUNDLE:
-        parts = await bundles.parts_of(session, product.id)
-        return next((p.product for p in parts if p.product.kind == ProductKind.DIRECT_RECHARGE), None)
-    return None
+def _coupon_row(keyboard: InlineKeyboardBuilder, lang: str, product_id: int, quantity: int, *, removable: bool) -> None:
+    row = [
+        InlineKeyboardButton(
+            text=raw_t(lang, "pricing.coupon_button"), callback_data=CouponCb(id=product_id, n=quantity).pack()
+        )
+    ]
+    if removable:
+        row.append(
+            InlineKeyboardButton(
+                text=raw_t(lang, "pricing.remove_coupon_button"),
+                callback_data=CouponCb(id=product_id, n=quantity, remove=True).pack(),
+            )
+        )
+    keyboard.row(*row)
 
 
 def form_coupon(data: dict[str, Any], product_id: int, quantity: int) -> str | None:
@@ -216,13 +204,7 @@ def form_coupon(data: dict[str, Any], product_id: int, quantity: int) -> str | N
     return None
 
 
-def refusal_notice(lang: str, quote: Quote, typed: str, tz: str) -> str:
-    refusal = quote.refusal
-    reason = refusal.reason if refusal is not None else Reason.UNKNOWN
-    details = refusal.details if refusal is not None else {}
-    code = refusal.name if refusal is not None and refusal.name else typed[:32]
-    need = 0
-    if reason == Reason.MIN_SPEND:
-        # The product is in the coupon's scope (else the reason would be not_in_scope).
-        need = int(str(details.get("min_spend", 0))) - quote.breakdown.list_amount
-    return t(lang, "pricing.refused", code=code) + " " + coupon_refusal(lang, reason, details, tz=tz, need=need)
+def refusal_notice(lang: str, refusal: CouponRefusal, typed: str, tz: str) -> str:
+    code = refusal.name or typed[:32]
+    reason = coupon_refusal(lang, refusal.reason, refusal.details, tz=tz, need=refusal.need)
+    return t(lang, "pricing.refused", code=code) + " " + reason

@@ -30,10 +30,9 @@ from quanyi.bot.buyer.checkout import (
 from quanyi.bot.buyer.orders import cancel, orders, show_codes
 from quanyi.bot.buyer.screens import OrderForm, send_catalogue, send_product
 from quanyi.bot.callbacks import CancelCb, CatalogueCb, CodesCb, CouponCb, MethodCb, ProductCb, QuantityCb
-from quanyi.core.catalog.products import catalogue_entry, catalogue_entry_by_id, for_buyer
-from quanyi.core.distributors.accounts import REFERRAL_PREFIX, record_referral
-from quanyi.core.errors import InvalidInput, NotFound
-from quanyi.core.sales.orders import Buyer, remember_user
+from quanyi.core.distributors.accounts import REFERRAL_PREFIX
+from quanyi.core.errors import NotFound
+from quanyi.core.sales.orders import Buyer
 from quanyi.core.services import Core
 from quanyi.i18n import raw_t, t
 
@@ -68,24 +67,20 @@ def build_router() -> Router:
 async def start(message: Message, command: CommandObject, core: Core, lang: str, state: FSMContext) -> None:
     await state.clear()
     args = (command.args or "").strip()
-    user_id = message.from_user.id if message.from_user is not None else message.chat.id
-    if message.from_user is not None:  # remembered from the first contact: language, first seen
-        user = message.from_user
-        async with core.db.transaction() as session:
-            await remember_user(session, Buyer(user.id, message.chat.id, lang, user.username))
-            if args.startswith(REFERRAL_PREFIX):
-                # A distributor's customer from now on; the first link wins, later ones change nothing.
-                await record_referral(session, user.id, args[len(REFERRAL_PREFIX) :])
-    if args.startswith("buy_"):
-        try:
-            async with core.db.read() as session:
-                [entry] = await for_buyer(session, [await catalogue_entry(session, args[4:])], user_id)
-        except (NotFound, InvalidInput):
-            await message.answer(t(lang, "not_for_sale"))
-        else:
-            await send_product(message, entry, core, lang, user_id, state=state)
-            return
-    await send_catalogue(message, core, lang, user_id)
+    user = message.from_user
+    # Remembered from the first contact (language, first seen); a referral link's distributor too.
+    welcome = await core.sales.welcome(
+        Buyer(user.id, message.chat.id, lang, user.username) if user is not None else None,
+        user_id=user.id if user is not None else message.chat.id,
+        referral=args[len(REFERRAL_PREFIX) :] if args.startswith(REFERRAL_PREFIX) else None,
+        sku=args[4:] if args.startswith("buy_") else None,
+    )
+    if welcome.card is not None:
+        await send_product(message, welcome.card, lang, state=state)
+        return
+    if welcome.not_for_sale:
+        await message.answer(t(lang, "not_for_sale"))
+    await send_catalogue(message, welcome.catalogue, lang)
 
 
 async def help_(message: Message, lang: str) -> None:
@@ -96,23 +91,20 @@ async def show_catalogue(query: CallbackQuery, core: Core, lang: str, state: FSM
     await state.clear()  # back from a recharge's account question: typed text is no account now
     await query.answer()
     if isinstance(query.message, Message):
-        await send_catalogue(query.message, core, lang, query.from_user.id, edit=True)
+        await send_catalogue(query.message, await core.sales.buyer_catalogue(query.from_user.id), lang, edit=True)
 
 
 async def show_product(
     query: CallbackQuery, callback_data: ProductCb, core: Core, lang: str, state: FSMContext
 ) -> None:
     try:
-        async with core.db.read() as session:
-            [entry] = await for_buyer(
-                session, [await catalogue_entry_by_id(session, callback_data.id)], query.from_user.id
-            )
+        card = await core.sales.product_card(query.from_user.id, product_id=callback_data.id)
     except NotFound:
         await query.answer(raw_t(lang, "not_for_sale"), show_alert=True)
         return
     await query.answer()
     if isinstance(query.message, Message):
-        await send_product(query.message, entry, core, lang, query.from_user.id, edit=True, state=state)
+        await send_product(query.message, card, lang, edit=True, state=state)
 
 
 async def anything_else(message: Message, lang: str) -> None:

@@ -8,6 +8,7 @@ router's catch-all.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from zoneinfo import ZoneInfo
 
@@ -19,15 +20,7 @@ from aiogram.types import LabeledPrice, Message, PreCheckoutQuery
 from quanyi.bot.render import money, status_label
 from quanyi.core.errors import CallbackRejected, QuanyiError
 from quanyi.core.payments.base import Invoice
-from quanyi.core.payments.stars import (
-    CURRENCY,
-    CheckoutRefusal,
-    accept_payment,
-    approve_checkout,
-    buyer_stars_payments,
-    record_refund,
-)
-from quanyi.core.sales.orders import cancel_by_buyer
+from quanyi.core.payments.stars import CURRENCY, CheckoutRefusal
 from quanyi.core.services import Core
 from quanyi.i18n import raw_t, t
 
@@ -48,12 +41,8 @@ def build_stars_router() -> Router:
 async def pre_checkout(query: PreCheckoutQuery, core: Core, lang: str) -> None:
     try:
         refusal = await asyncio.wait_for(
-            approve_checkout(
-                core.db,
-                order_number=query.invoice_payload,
-                user_id=query.from_user.id,
-                currency=query.currency,
-                amount=query.total_amount,
+            core.sales.approve_stars_checkout(
+                query.invoice_payload, query.from_user.id, query.currency, query.total_amount
             ),
             ANSWER_WITHIN,
         )
@@ -70,8 +59,7 @@ async def paid(message: Message, core: Core, lang: str) -> None:
     payment = message.successful_payment
     assert payment is not None
     try:
-        outcome = await accept_payment(
-            core,
+        outcome = await core.sales.accept_stars_payment(
             charge_id=payment.telegram_payment_charge_id,
             order_number=payment.invoice_payload,
             amount=payment.total_amount,
@@ -105,8 +93,7 @@ async def refunded(message: Message, core: Core) -> None:
     refund = message.refunded_payment
     assert refund is not None
     try:
-        outcome = await record_refund(
-            core,
+        outcome = await core.sales.record_stars_refund(
             charge_id=refund.telegram_payment_charge_id,
             amount=refund.total_amount,
             currency=refund.currency,
@@ -120,8 +107,7 @@ async def refunded(message: Message, core: Core) -> None:
 async def paysupport(message: Message, core: Core, lang: str) -> None:
     if message.from_user is None:
         return
-    async with core.db.read() as session:
-        payments = await buyer_stars_payments(session, message.from_user.id)
+    payments = await core.sales.my_stars_payments(message.from_user.id)
     contact = core.settings.support_contact
     lines = [t(lang, "paysupport_title")]
     lines.append(t(lang, "paysupport_contact", contact=contact) if contact else t(lang, "paysupport_no_contact"))
@@ -161,11 +147,8 @@ async def send_stars_invoice(message: Message, core: Core, lang: str, invoice: I
         )
     except TelegramAPIError as exc:
         log.warning("Stars invoice for order %s refused: %s", invoice.payload, type(exc).__name__)
-        try:
-            async with core.db.transaction() as session:
-                await cancel_by_buyer(session, invoice.payload, user_id)
-        except QuanyiError:
-            pass  # paid or cancelled meanwhile: nothing to release
+        with contextlib.suppress(QuanyiError):  # paid or cancelled meanwhile: nothing to release
+            await core.sales.cancel_my_order(invoice.payload, user_id)
         await message.edit_text(t(lang, "payment_start_failed"))  # the order message, without its cancel button
 
 

@@ -27,22 +27,19 @@ from aiogram.utils.keyboard import InlineKeyboardBuilder
 from quanyi.bot.distributor.withdraw import WithdrawCb
 from quanyi.bot.filters import TYPED, IsDistributor
 from quanyi.bot.render import money
-from quanyi.core.distributors import accounts as distributors
-from quanyi.core.distributors.accounts import (
-    INVITE_PREFIX,
-    MAX_BULK,
-    REFERRAL_PREFIX,
+from quanyi.core.distributors.views import INVITE_PREFIX, MAX_BULK, AgentPanel, AllocationShort, InviteInvalid, PriceRow
+from quanyi.core.errors import (
+    AlreadyExists,
+    Forbidden,
     InsufficientBalance,
-    InviteInvalid,
-    Panel,
-    PriceRow,
+    InvalidInput,
+    NotForSale,
+    NotFound,
+    OutOfStock,
+    RiskRefusal,
 )
-from quanyi.core.errors import AlreadyExists, Forbidden, InvalidInput, NotForSale, NotFound, OutOfStock, RiskRefusal
 from quanyi.core.money import Money
-from quanyi.core.risk import rules as risk
-from quanyi.core.sales.orders import Buyer, remember_user
 from quanyi.core.services import Core
-from quanyi.core.stock.allocations import AllocationShort
 from quanyi.i18n import raw_t, t
 
 log = logging.getLogger(__name__)
@@ -80,20 +77,21 @@ async def accept_invite(message: Message, command: CommandObject, core: Core, la
     user = message.from_user
     if user is None:
         return
-    async with core.db.transaction() as session:  # the user row first: allocations find it by @username
-        await remember_user(session, Buyer(user.id, message.chat.id, lang, user.username))
     token = (command.args or "").strip()[len(INVITE_PREFIX) :]
     try:
-        async with core.db.transaction() as session:
-            distributor = await distributors.accept_invite(
-                session, token, user_id=user.id, name=user.full_name, currency=core.settings.currency
-            )
-            name, tier = distributor.name, distributor.tier
+        distributor = await core.distributors.accept_invite(
+            token,
+            user_id=user.id,
+            chat_id=message.chat.id,
+            language=lang,
+            username=user.username,
+            name=user.full_name,
+        )
     except InviteInvalid as exc:
         reason = _invite_reason(lang, str(exc.details.get("reason", "")))
         await message.answer(t(lang, "agent.invite_refused", reason=reason))
         return
-    await message.answer(t(lang, "agent.welcome", name=name, tier=tier))
+    await message.answer(t(lang, "agent.welcome", name=distributor.name, tier=distributor.tier))
 
 
 async def help_(message: Message, lang: str) -> None:
@@ -138,7 +136,7 @@ async def pressed(
     if message is None:
         await query.answer()
         return
-    row = next((p for p in panel.prices if p.product_id == callback_data.id), None)
+    row = panel.price(callback_data.id)
     if action in ("price", "pick") and row is None:
         # Not one of the caller's own products: a forged or outdated button.
         await query.answer(raw_t(lang, "agent.stale"), show_alert=True)
@@ -166,7 +164,7 @@ async def pressed(
                 name=row.name,
                 max=MAX_BULK,
                 cost=money(row.cost, row.currency),
-                left=_left_label(lang, _left(panel, row)),
+                left=_left_label(lang, panel.left(row)),
             )
         )
     elif action == "drop":
@@ -191,8 +189,7 @@ async def typed_price(message: Message, core: Core, lang: str, state: FSMContext
         await message.answer(t(lang, "agent.price_malformed", example=example))
         return
     try:
-        async with core.db.transaction() as session:
-            await distributors.set_resale_price(session, panel.distributor.user_id, row.sku, price)
+        await core.distributors.set_resale_price(panel.distributor.user_id, row.sku, price)
     except InvalidInput as exc:
         # The form stays open: the distributor types another price or /cancel.
         await message.answer(_price_refusal(lang, row, exc, example))
@@ -214,14 +211,13 @@ async def typed_quantity(message: Message, core: Core, lang: str, state: FSMCont
     if found is None:
         return
     panel, row = found
-    quantity, left = int(text), _left(panel, row)
-    total = row.cost * quantity
-    balance = panel.distributor.balance
-    if 0 <= left < quantity:
-        await message.answer(t(lang, "agent.allocation_short", name=row.name, left=left))
+    quantity = int(text)
+    quote = panel.bulk_quote(row, quantity)
+    if quote.refusal == "allocation":
+        await message.answer(t(lang, "agent.allocation_short", name=row.name, left=quote.left))
         return
-    if total > balance:
-        await message.answer(_balance_short(lang, row, quantity, balance))
+    if quote.refusal == "balance":
+        await message.answer(_balance_short(lang, row, quantity, quote.balance))
         return
     await state.set_state(AgentForm.confirm)
     # The purchase's idempotency key: a double tap handled by two replicas still buys once.
@@ -229,7 +225,7 @@ async def typed_quantity(message: Message, core: Core, lang: str, state: FSMCont
     keyboard = InlineKeyboardBuilder()
     keyboard.row(
         InlineKeyboardButton(
-            text=raw_t(lang, "agent.confirm_button", total=money(total, row.currency)),
+            text=raw_t(lang, "agent.confirm_button", total=money(quote.total, row.currency)),
             callback_data=AgentCb(action="buy", id=row.product_id, n=quantity).pack(),
         ),
         InlineKeyboardButton(text=raw_t(lang, "agent.cancel_button"), callback_data=AgentCb(action="drop").pack()),
@@ -240,9 +236,9 @@ async def typed_quantity(message: Message, core: Core, lang: str, state: FSMCont
         name=row.name,
         quantity=quantity,
         cost=money(row.cost, row.currency),
-        total=money(total, row.currency),
-        balance=money(balance, panel.distributor.currency),
-        after=money(balance - total, panel.distributor.currency),
+        total=money(quote.total, row.currency),
+        balance=money(quote.balance, panel.distributor.currency),
+        after=money(quote.after, panel.distributor.currency),
     )
     await message.answer(text, reply_markup=keyboard.as_markup())
 
@@ -250,7 +246,7 @@ async def typed_quantity(message: Message, core: Core, lang: str, state: FSMCont
 async def _buy(
     query: CallbackQuery,
     callback_data: AgentCb,
-    panel: Panel,
+    panel: AgentPanel,
     core: Core,
     lang: str,
     state: FSMContext,
@@ -269,28 +265,23 @@ async def _buy(
         request_key = str(data.get("request_key") or "") or None
         if confirmed:
             await state.clear()
-    row = next((p for p in panel.prices if p.product_id == callback_data.id), None)
+    row = panel.price(callback_data.id)
     if not confirmed or row is None:
         await query.answer(raw_t(lang, "agent.stale"), show_alert=True)
         return
     user = query.from_user
     quantity = callback_data.n
     try:
-        async with core.db.transaction() as session:
-            order = await distributors.bulk_buy(
-                session,
-                user_id=user.id,
-                sku=row.sku,
-                quantity=quantity,
-                chat_id=query.message.chat.id if query.message else user.id,
-                language=lang,
-                request_key=request_key,
-                risk_secret=core.keyring.lookup_key,
-            )
-            number, total = order.number, order.amount
+        bought = await core.distributors.bulk_buy(
+            user_id=user.id,
+            sku=row.sku,
+            quantity=quantity,
+            chat_id=query.message.chat.id if query.message else user.id,
+            language=lang,
+            request_key=request_key,
+        )
     except RiskRefusal as exc:
         # A bulk purchase is never challenged in chat: any refusal is final for this tap.
-        await risk.record(core.db, exc)
         text = t(lang, "agent.risk_refused", reason=exc.details.get("reason") or exc.message)
     except InsufficientBalance as exc:
         text = _balance_short(lang, row, quantity, int(str(exc.details.get("balance", 0))))
@@ -305,10 +296,8 @@ async def _buy(
     except (NotFound, InvalidInput, AlreadyExists):
         text = t(lang, "agent.stale")
     else:
-        core.outbox_wakeup.set()
-        text = t(
-            lang, "agent.bought", number=number, name=row.name, quantity=quantity, total=money(total, row.currency)
-        )
+        total = money(bought.amount, row.currency)
+        text = t(lang, "agent.bought", number=bought.number, name=row.name, quantity=quantity, total=total)
     await query.answer()
     if isinstance(query.message, Message):
         await _edit(query.message, text, None)
@@ -320,16 +309,15 @@ async def on_error(event: ErrorEvent) -> bool:
     return True
 
 
-async def _panel(core: Core, user_id: int) -> Panel | None:
+async def _panel(core: Core, user_id: int) -> AgentPanel | None:
     """The caller's panel, or None when it is not an active distributor."""
     try:
-        async with core.db.read() as session:
-            return await distributors.panel(session, user_id, tz=core.settings.timezone)
+        return await core.distributors.panel(user_id)
     except Forbidden:
         return None
 
 
-async def _form_row(message: Message, core: Core, lang: str, state: FSMContext) -> tuple[Panel, PriceRow] | None:
+async def _form_row(message: Message, core: Core, lang: str, state: FSMContext) -> tuple[AgentPanel, PriceRow] | None:
     """The product the open form is about, re-checked against the caller's panel."""
     if message.from_user is None:
         return None
@@ -338,18 +326,12 @@ async def _form_row(message: Message, core: Core, lang: str, state: FSMContext) 
         await state.clear()
         await message.answer(t(lang, "agent.not_distributor"))
         return None
-    product_id = (await state.get_data()).get("product_id")
-    row = next((p for p in panel.prices if p.product_id == product_id), None)
+    row = panel.price((await state.get_data()).get("product_id"))
     if row is None:
         await state.clear()
         await message.answer(t(lang, "agent.stale"))
         return None
     return panel, row
-
-
-def _left(panel: Panel, row: PriceRow) -> int:
-    """Units left of the caller's allocation of ``row``; -1 for the shared pool."""
-    return next((a.left for a in panel.allocations if a.sku == row.sku), 0)
 
 
 def _left_label(lang: str, left: int) -> str:
@@ -407,7 +389,7 @@ async def _bot_username(core: Core, bot: Bot) -> str:
     return (await bot.me()).username or core.settings.bot_username.lstrip("@")
 
 
-async def _panel_view(panel: Panel, core: Core, lang: str, bot: Bot) -> tuple[str, InlineKeyboardMarkup]:
+async def _panel_view(panel: AgentPanel, core: Core, lang: str, bot: Bot) -> tuple[str, InlineKeyboardMarkup]:
     d = panel.distributor
     lines = [
         t(lang, "agent.panel_head", name=d.name, tier=d.tier, balance=money(d.balance, d.currency)),
@@ -438,7 +420,7 @@ async def _panel_view(panel: Panel, core: Core, lang: str, bot: Bot) -> tuple[st
     ]
     username = await _bot_username(core, bot)
     if username:
-        lines.append(t(lang, "agent.referral", link=_link(username, REFERRAL_PREFIX + d.referral_code)))
+        lines.append(t(lang, "agent.referral", link=_link(username, d.referral_start)))
     else:
         lines.append(t(lang, "agent.no_username"))
     keyboard = InlineKeyboardBuilder()
@@ -463,7 +445,7 @@ def _back(keyboard: InlineKeyboardBuilder, lang: str) -> InlineKeyboardMarkup:
     return keyboard.as_markup()
 
 
-def _prices_view(panel: Panel, lang: str) -> tuple[str, InlineKeyboardMarkup]:
+def _prices_view(panel: AgentPanel, lang: str) -> tuple[str, InlineKeyboardMarkup]:
     lines = [t(lang, "agent.prices_title")]
     keyboard = InlineKeyboardBuilder()
     for row in panel.prices:
@@ -492,7 +474,7 @@ def _prices_view(panel: Panel, lang: str) -> tuple[str, InlineKeyboardMarkup]:
     return "\n".join(lines), _back(keyboard, lang)
 
 
-def _bulk_view(panel: Panel, lang: str) -> tuple[str, InlineKeyboardMarkup]:
+def _bulk_view(panel: AgentPanel, lang: str) -> tuple[str, InlineKeyboardMarkup]:
     d = panel.distributor
     keyboard = InlineKeyboardBuilder()
     for row in panel.prices:
@@ -501,7 +483,7 @@ def _bulk_view(panel: Panel, lang: str) -> tuple[str, InlineKeyboardMarkup]:
             "agent.bulk_option",
             name=row.name,
             cost=money(row.cost, row.currency),
-            left=_left_label(lang, _left(panel, row)),
+            left=_left_label(lang, panel.left(row)),
         )
         keyboard.row(
             InlineKeyboardButton(text=label[:64], callback_data=AgentCb(action="pick", id=row.product_id).pack())
@@ -512,7 +494,7 @@ def _bulk_view(panel: Panel, lang: str) -> tuple[str, InlineKeyboardMarkup]:
     return text, _back(keyboard, lang)
 
 
-def _subs_view(panel: Panel, lang: str) -> tuple[str, InlineKeyboardMarkup]:
+def _subs_view(panel: AgentPanel, lang: str) -> tuple[str, InlineKeyboardMarkup]:
     lines = [t(lang, "agent.subs_title")]
     for sub in panel.subs:
         key = "agent.sub_row" if sub.active else "agent.sub_inactive"
@@ -522,18 +504,10 @@ def _subs_view(panel: Panel, lang: str) -> tuple[str, InlineKeyboardMarkup]:
     return "\n".join(lines), _back(InlineKeyboardBuilder(), lang)
 
 
-async def _invite(message: Message, panel: Panel, core: Core, lang: str, bot: Bot) -> None:
+async def _invite(message: Message, panel: AgentPanel, core: Core, lang: str, bot: Bot) -> None:
     d = panel.distributor
     try:
-        async with core.db.transaction() as session:
-            invite = await distributors.create_invite(
-                session,
-                created_by=f"distributor:{d.id}",
-                parent_user_id=d.user_id,
-                hours=core.settings.invite_hours,
-                max_depth=core.settings.max_distributor_depth,
-            )
-            token = invite.token
+        invite = await core.distributors.invite_sub_distributor(d.user_id)
     except Forbidden as exc:
         if "limit" in exc.details:
             text = t(lang, "agent.invite_limit", limit=exc.details["limit"])
@@ -547,8 +521,8 @@ async def _invite(message: Message, panel: Panel, core: Core, lang: str, bot: Bo
     if not username:
         await message.answer(t(lang, "agent.no_username"))
         return
-    link = _link(username, INVITE_PREFIX + token)
-    await message.answer(t(lang, "agent.invite_created", hours=core.settings.invite_hours, link=link))
+    link = _link(username, invite.start)
+    await message.answer(t(lang, "agent.invite_created", hours=invite.hours, link=link))
 
 
 async def _edit(message: Message, text: str, markup: InlineKeyboardMarkup | None) -> None:

@@ -25,11 +25,8 @@ from aiogram.utils.keyboard import InlineKeyboardBuilder
 
 from quanyi.bot.filters import TYPED, IsDistributor
 from quanyi.bot.render import money, withdrawal_source
-from quanyi.core.books import withdrawals
-from quanyi.core.distributors import accounts as distributors
-from quanyi.core.distributors.accounts import InsufficientBalance
-from quanyi.core.errors import AlreadyExists, Forbidden, InvalidInput, NotFound
-from quanyi.core.models import Distributor
+from quanyi.core.distributors.views import SOURCES, Available, check_payout_account
+from quanyi.core.errors import AlreadyExists, Forbidden, InsufficientBalance, InvalidInput, NotFound
 from quanyi.core.money import Money
 from quanyi.core.services import Core
 from quanyi.i18n import raw_t, t
@@ -79,17 +76,16 @@ async def pressed(
     state: FSMContext,
     withdraw_confirming: asyncio.Lock,
 ) -> None:
-    found = await _own(core, query.from_user.id)
-    if found is None:
+    have = await _own(core, query.from_user.id)
+    if have is None:
         await query.answer(raw_t(lang, "withdraw.not_distributor"), show_alert=True)
         return
-    _, have = found
     message = query.message if isinstance(query.message, Message) else None
     action = callback_data.action
     if action == "ok":
         await _confirm(query, callback_data, core, lang, state, withdraw_confirming)
         return
-    if action == "src" and callback_data.src in withdrawals.SOURCES:
+    if action == "src" and callback_data.src in SOURCES:
         amount = have.of(callback_data.src)
         if amount <= 0:
             await query.answer(raw_t(lang, "withdraw.nothing", amount=money(amount, have.currency)), show_alert=True)
@@ -123,12 +119,11 @@ async def pressed(
 async def typed_amount(message: Message, core: Core, lang: str, state: FSMContext) -> None:
     if message.from_user is None:
         return
-    found = await _own(core, message.from_user.id)
-    if found is None:
+    have = await _own(core, message.from_user.id)
+    if have is None:
         await state.clear()
         await message.answer(t(lang, "withdraw.not_distributor"))
         return
-    _, have = found
     source = str((await state.get_data()).get("source", ""))
     limit = have.of(source)
     example = Money(max(limit, 0), have.currency).format_plain()
@@ -151,16 +146,15 @@ async def typed_account(message: Message, core: Core, lang: str, state: FSMConte
     if message.from_user is None:
         return
     try:
-        account = withdrawals.check_payout_account(message.text or "")
+        account = check_payout_account(message.text or "")
     except InvalidInput:
         await message.answer(t(lang, "withdraw.bad_account"))
         return
-    found = await _own(core, message.from_user.id)
-    if found is None:
+    have = await _own(core, message.from_user.id)
+    if have is None:
         await state.clear()
         await message.answer(t(lang, "withdraw.not_distributor"))
         return
-    _, have = found
     data = await state.get_data()
     source, amount = str(data.get("source", "")), int(data.get("amount", 0))
     await state.set_state(WithdrawForm.confirm)
@@ -211,31 +205,24 @@ async def _confirm(
         return
     source, amount = str(data.get("source", "")), int(data.get("amount", 0))
     try:
-        async with core.db.transaction() as session:
-            withdrawal = await withdrawals.request(
-                session,
-                user_id=query.from_user.id,
-                source=source,
-                amount=amount,
-                payout_account=str(data.get("account", "")),
-                request_key=str(data.get("request_key") or "") or None,
-                admin_ids=core.settings.admin_id_list,
-            )
-            number, currency = withdrawal.id, withdrawal.currency
+        withdrawal = await core.books.request_withdrawal(
+            user_id=query.from_user.id,
+            source=source,
+            amount=amount,
+            payout_account=str(data.get("account", "")),
+            request_key=str(data.get("request_key") or "") or None,
+        )
     except InsufficientBalance as exc:
-        async with core.db.read() as session:
-            distributor = await distributors.get_by_user(session, query.from_user.id)
-        currency = distributor.currency if distributor else core.settings.currency
+        currency = str(exc.details.get("currency", core.settings.currency))
         text = t(lang, "withdraw.short", available=money(int(str(exc.details.get("available", 0))), currency))
     except (Forbidden, NotFound, InvalidInput, AlreadyExists):
         text = t(lang, "withdraw.stale")
     else:
-        core.outbox_wakeup.set()
         text = t(
             lang,
             "withdraw.requested",
-            id=number,
-            amount=money(amount, currency),
+            id=withdrawal.id,
+            amount=money(amount, withdrawal.currency),
             source=withdrawal_source(lang, source),
         )
     await query.answer()
@@ -243,19 +230,18 @@ async def _confirm(
         await _edit(query.message, text, None)
 
 
-async def _own(core: Core, user_id: int) -> tuple[Distributor, withdrawals.Available] | None:
-    async with core.db.read() as session:
-        distributor = await distributors.get_by_user(session, user_id)
-        if distributor is None or not distributor.active:
-            return None
-        return distributor, await withdrawals.available(session, distributor)
+async def _own(core: Core, user_id: int) -> Available | None:
+    """What the caller may withdraw, or None when it is not an active distributor."""
+    try:
+        return await core.books.withdrawable(user_id)
+    except Forbidden:
+        return None
 
 
 async def _start_view(core: Core, user_id: int, lang: str) -> tuple[str, InlineKeyboardMarkup | None]:
-    found = await _own(core, user_id)
-    if found is None:
+    have = await _own(core, user_id)
+    if have is None:
         return t(lang, "withdraw.not_distributor"), None
-    _, have = found
     cur = have.currency
     keyboard = InlineKeyboardBuilder()
     keyboard.row(

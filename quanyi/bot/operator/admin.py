@@ -16,18 +16,14 @@ from aiogram.filters import Command, CommandObject
 from aiogram.filters.callback_data import CallbackData
 from aiogram.fsm.context import FSMContext
 from aiogram.fsm.state import State, StatesGroup
-from aiogram.types import CallbackQuery, InlineKeyboardButton, Message
+from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message
 from aiogram.utils.keyboard import InlineKeyboardBuilder
-from sqlalchemy import select
 
 from quanyi.bot.filters import IsAdmin
 from quanyi.bot.operator.ops import menu_markup, menu_text
 from quanyi.bot.render import money, status_label
 from quanyi.core.errors import InvalidInput, NotFound, QuanyiError, RefundNotSupported
-from quanyi.core.models import Recharge
-from quanyi.core.sales import redeem
-from quanyi.core.sales.orders import list_payments, order_details
-from quanyi.core.sales.refunds import refund_order, refund_payment
+from quanyi.core.sales.order_lookup import OrderSheet
 from quanyi.core.services import Core
 from quanyi.i18n import raw_t, t
 
@@ -70,12 +66,14 @@ async def menu(message: Message, lang: str, state: FSMContext) -> None:
 async def show_order(message: Message, command: CommandObject, core: Core, lang: str) -> None:
     number = (command.args or "").strip().upper()
     try:
-        async with core.db.read() as session:
-            details = await order_details(session, number)
+        order = await core.sales.order_sheet(number)
     except NotFound:
         await message.answer(t(lang, "admin_no_order", number=number or "?"))
         return
-    order = details.order
+    await message.answer("\n".join(_sheet_lines(order, lang)), reply_markup=_refund_keyboard(order, lang))
+
+
+def _sheet_lines(order: OrderSheet, lang: str) -> list[str]:
     lines = [
         t(
             lang,
@@ -88,7 +86,7 @@ async def show_order(message: Message, command: CommandObject, core: Core, lang:
         )
     ]
     for line in order.lines:
-        refunded = raw_t(lang, "admin_line_refunded") if line.id in details.refunded_lines else ""
+        refunded = raw_t(lang, "admin_line_refunded") if line.refunded else ""
         lines.append(
             t(
                 lang,
@@ -100,9 +98,9 @@ async def show_order(message: Message, command: CommandObject, core: Core, lang:
                 refunded=refunded,
             )
         )
-    if details.delivery:
-        lines.append(t(lang, f"admin_delivery_{details.delivery}"))
-    for payment in details.payments:
+    if order.delivery:
+        lines.append(t(lang, f"admin_delivery_{order.delivery}"))
+    for payment in order.payments:
         lines.append(
             t(
                 lang,
@@ -114,10 +112,7 @@ async def show_order(message: Message, command: CommandObject, core: Core, lang:
                 outcome=payment.outcome,
             )
         )
-    async with core.db.read() as session:
-        uses = await redeem.redemptions(session, order.id)
-        recharges = list(await session.scalars(select(Recharge).where(Recharge.order_id == order.id)))
-    for use in uses:
+    for use in order.redemptions:
         lines.append(
             t(
                 lang,
@@ -128,7 +123,7 @@ async def show_order(message: Message, command: CommandObject, core: Core, lang:
                 channel=use.channel,
             )
         )
-    for recharge in recharges:
+    for recharge in order.recharges:
         reason = f" ({recharge.failure_reason})" if recharge.failure_reason else ""
         resolution = f" → {recharge.resolution}" if recharge.resolution else ""
         lines.append(
@@ -140,7 +135,7 @@ async def show_order(message: Message, command: CommandObject, core: Core, lang:
                 reason=reason,
             )
         )
-    for refund in details.refunds:
+    for refund in order.refunds:
         lines.append(
             t(
                 lang,
@@ -151,8 +146,12 @@ async def show_order(message: Message, command: CommandObject, core: Core, lang:
                 reason=refund.reason,
             )
         )
+    return lines
+
+
+def _refund_keyboard(order: OrderSheet, lang: str) -> InlineKeyboardMarkup:
     keyboard = InlineKeyboardBuilder()
-    if order.status in ("paid", "delivered", "failed"):
+    if order.refund_offered:
         keyboard.row(
             InlineKeyboardButton(
                 text=raw_t(lang, "admin_refund_order"), callback_data=RefundCb(number=order.number, line=0).pack()
@@ -160,32 +159,30 @@ async def show_order(message: Message, command: CommandObject, core: Core, lang:
         )
         if len(order.lines) > 1:
             for line in order.lines:
-                if line.id not in details.refunded_lines:
+                if not line.refunded:
                     keyboard.row(
                         InlineKeyboardButton(
                             text=raw_t(lang, "admin_refund_line", no=line.line_no),
                             callback_data=RefundCb(number=order.number, line=line.line_no).pack(),
                         )
                     )
-    await message.answer("\n".join(lines), reply_markup=keyboard.as_markup())
+    return keyboard.as_markup()
 
 
 async def review(message: Message, core: Core, lang: str) -> None:
-    async with core.db.read() as session:
-        rows = await list_payments(session, review_only=True, limit=20)
-    open_rows = [(p, number) for p, number, refunded in rows if not refunded]
+    open_rows = await core.sales.payments_to_review()
     if not open_rows:
         await message.answer(t(lang, "admin_review_empty"))
         return
     keyboard = InlineKeyboardBuilder()
     texts = [t(lang, "admin_review_title")]
-    for payment, number in open_rows:
+    for payment in open_rows:
         texts.append(
             t(
                 lang,
                 "admin_review_row",
                 id=payment.id,
-                number=number,
+                number=payment.order_number,
                 method=payment.method,
                 amount=money(payment.amount, payment.currency),
             )
@@ -227,11 +224,11 @@ async def do_refund(message: Message, core: Core, lang: str, state: FSMContext) 
     manual = bool(data.get("manual"))
     try:
         if data.get("kind") == "payment":
-            result = await refund_payment(core, int(data["payment_id"]), reason=reason, actor=actor, manual=manual)
+            result = await core.sales.refund_payment(int(data["payment_id"]), reason=reason, actor=actor, manual=manual)
         else:
             line = int(data.get("line") or 0)
-            result = await refund_order(
-                core, str(data["number"]), line_no=line or None, reason=reason, actor=actor, manual=manual
+            result = await core.sales.refund_order(
+                str(data["number"]), line_no=line or None, reason=reason, actor=actor, manual=manual
             )
     except RefundNotSupported:
         keyboard = InlineKeyboardBuilder()

@@ -14,8 +14,7 @@ from aiogram.types import Message
 
 from quanyi.bot.filters import IsAdmin
 from quanyi.bot.outbox_sender import Part, Renderer
-from quanyi.core.models import AuditRecord
-from quanyi.core.platform import audit, audit_chain
+from quanyi.core.platform.audit_views import ANCHOR_KIND, TrailRecord
 from quanyi.core.platform.outbox import Outgoing
 from quanyi.core.services import Core
 from quanyi.i18n import t
@@ -38,8 +37,7 @@ async def show_trail(message: Message, command: CommandObject, core: Core, lang:
     except ValueError:
         await message.answer(t(lang, "audit.bad_filter", text=" ".join(words)) + "\n\n" + t(lang, "audit.usage"))
         return
-    async with core.db.read() as session:
-        rows = await audit.trail(session, tz=core.settings.timezone, limit=SHOWN, **filters)
+    rows = await core.platform.audit_trail(limit=SHOWN, **filters)
     await message.answer(render_trail(lang, rows, label or t(lang, "audit.all"), core.settings.timezone))
 
 
@@ -66,7 +64,7 @@ def _clip(text: str | None, limit: int = 120) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def render_trail(lang: str, rows: list[AuditRecord], label: str, tz: str) -> str:
+def render_trail(lang: str, rows: list[TrailRecord], label: str, tz: str) -> str:
     parts = [t(lang, "audit.title", filter=label)]
     if not rows:
         parts.append(t(lang, "audit.none"))
@@ -109,5 +107,5 @@ async def audit_anchor(core: Core, message: Outgoing) -> list[Part]:
 # The outbox kinds this module owns, rendered for the sender (collected by ``bot.renderers``).
 RENDERERS: dict[str, Renderer] = {
     "admin_audit_broken": audit_broken,
-    audit_chain.ANCHOR_KIND: audit_anchor,
+    ANCHOR_KIND: audit_anchor,
 }

@@ -21,18 +21,14 @@ from aiogram.fsm.context import FSMContext
 from aiogram.fsm.state import State, StatesGroup
 from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message
 from aiogram.utils.keyboard import InlineKeyboardBuilder
-from sqlalchemy import select
 
 from quanyi.bot.callbacks import PricingCb
 from quanyi.bot.filters import IsAdmin
 from quanyi.bot.render import MESSAGE_LIMIT, money
-from quanyi.core.catalog.products import get_product
-from quanyi.core.distributors import accounts as distributors
 from quanyi.core.errors import AlreadyExists, InvalidInput, NotFound, OutOfStock, QuanyiError
-from quanyi.core.models import AllocationMode, Channel, ChannelKind, Product
-from quanyi.core.money import parse_minor
 from quanyi.core.services import Core
-from quanyi.core.stock import allocations as channels
+from quanyi.core.stock.service import AllocationChange
+from quanyi.core.stock.views import AllocationMode, AllotTarget, PanelChannel, PoolLevel, PoolPanel
 from quanyi.i18n import raw_t, t
 
 log = logging.getLogger(__name__)
@@ -54,10 +50,6 @@ class AllotCb(CallbackData, prefix="oa"):
 
 class OpsForm(StatesGroup):
     units = State()
-
-
-class BadAmount(InvalidInput):
-    """A typed amount that is not a positive decimal in the currency's precision."""
 
 
 # --- stock, allocations, channels, distributors ----------------------------------------------
@@ -114,14 +106,14 @@ async def stock(message: Message, core: Core, lang: str) -> None:
 
 
 async def pool_detail(query: CallbackQuery, callback_data: PoolCb, core: Core, lang: str) -> None:
-    async with core.db.read() as session:
-        product = await session.get(Product, callback_data.product_id)
-    if product is None:
+    try:
+        panel = await core.stock.panel(callback_data.product_id)
+    except NotFound:
         await query.answer(raw_t(lang, "ops.err.no_product", sku="?"), show_alert=True)
         return
     await query.answer()
     if isinstance(query.message, Message):
-        text, markup = await _detail(core, lang, product.sku)
+        text, markup = _detail(lang, panel)
         await _edit(query.message, text, markup)
 
 
@@ -129,27 +121,18 @@ async def allot_button(query: CallbackQuery, callback_data: AllotCb, core: Core,
     await query.answer()
     if not isinstance(query.message, Message):
         return
-    async with core.db.read() as session:
-        product = await session.get(Product, callback_data.product_id)
-        channel = await session.get(Channel, callback_data.channel_id)
-    if product is None or channel is None:
+    try:
+        target = await core.stock.allot_target(callback_data.product_id, callback_data.channel_id)
+    except NotFound:
         await query.message.answer(t(lang, "ops.err.no_product", sku="?"))
         return
     if callback_data.act == "share":
-        try:
-            async with core.db.transaction() as session:
-                await channels.share_pool(session, product.sku, channel.code)
-        except QuanyiError as exc:
-            await query.message.answer(_refusal(lang, exc, sku=product.sku, channel=channel.code))
-            return
-        lead = t(lang, "ops.shared", channel=channel.code, sku=product.sku)
-        text, markup = await _detail(core, lang, product.sku, lead=lead)
-        await query.message.answer(text, reply_markup=markup)
+        await _share(query.message, core, lang, target)
         return
     act = "back" if callback_data.act == "back" else "add"
     await state.set_state(OpsForm.units)
-    await state.update_data(act=act, sku=product.sku, channel=channel.code)
-    await query.message.answer(t(lang, f"ops.ask_units_{act}", sku=product.sku, channel=channel.code))
+    await state.update_data(act=act, sku=target.sku, channel=target.channel)
+    await query.message.answer(t(lang, f"ops.ask_units_{act}", sku=target.sku, channel=target.channel))
 
 
 async def typed_units(message: Message, core: Core, lang: str, state: FSMContext) -> None:
@@ -181,8 +164,7 @@ async def threshold(message: Message, command: CommandObject, core: Core, lang: 
         return
     sku, holder = args[0], (args[1] if len(args) == 3 else None)
     try:
-        async with core.db.transaction() as session:
-            await channels.set_threshold(session, sku, level, holder=holder)
+        await core.stock.set_threshold(sku, level, holder=holder)
     except QuanyiError as exc:
         await message.answer(_refusal(lang, exc, sku=sku, channel=holder or ""))
         return
@@ -205,8 +187,7 @@ async def channel_add(message: Message, command: CommandObject, core: Core, lang
         return
     code, name = args[0].lower(), args[1].strip()
     try:
-        async with core.db.transaction() as session:
-            await channels.add_channel(session, code, name, ChannelKind.PARTNER)
+        await core.stock.add_channel(code, name)
     except QuanyiError as exc:
         usage = "\n" + t(lang, "ops.usage_channel_add") if isinstance(exc, InvalidInput) else ""
         await message.answer(_refusal(lang, exc, channel=code) + usage)
@@ -221,17 +202,14 @@ async def channel_price(message: Message, command: CommandObject, core: Core, la
         return
     code, sku, text = args[0].lower(), args[1], args[2]
     try:
-        async with core.db.transaction() as session:
-            product = await get_product(session, sku)
-            price = None if text == "-" else _minor(text, product.currency)
-            await channels.set_channel_price(session, code, sku, price)
+        priced = await core.stock.set_channel_price(code, sku, None if text == "-" else text)
     except QuanyiError as exc:
         await message.answer(_refusal(lang, exc, sku=sku, channel=code))
         return
-    if price is None:
+    if priced.price is None:
         await message.answer(t(lang, "ops.channel_price_removed", code=code, sku=sku))
     else:
-        shown = money(price, product.currency)
+        shown = money(priced.price, priced.currency)
         await message.answer(t(lang, "ops.channel_price_set", code=code, sku=sku, price=shown))
 
 
@@ -257,12 +235,11 @@ async def top_up(message: Message, command: CommandObject, core: Core, lang: str
         return
     ref, text = args
     try:
-        async with core.db.transaction() as session:
-            distributor = await distributors.resolve(session, ref)
-            amount = _minor(text, distributor.currency)
-            balance = await distributors.adjust_balance(
-                session, distributor, amount, reason="top_up", actor=f"operator:{message.from_user.id}"
-            )
+        change = await core.distributors.credit(ref, text, actor=f"operator:{message.from_user.id}")
+    except InvalidInput:
+        # Every amount a top-up refuses (not a positive decimal in the currency's precision) reads alike.
+        await message.answer(t(lang, "ops.bad_amount", text=text))
+        return
     except QuanyiError as exc:
         await message.answer(_refusal(lang, exc, channel=ref))
         return
@@ -270,9 +247,9 @@ async def top_up(message: Message, command: CommandObject, core: Core, lang: str
         t(
             lang,
             "ops.topped_up",
-            name=distributor.name,
-            amount=money(amount, distributor.currency),
-            balance=money(balance, distributor.currency),
+            name=change.name,
+            amount=money(change.amount, change.currency),
+            balance=money(change.balance, change.currency),
         )
     )
 
@@ -292,34 +269,40 @@ async def _allot_command(message: Message, command: CommandObject, core: Core, l
 
 async def _allot(message: Message, core: Core, lang: str, act: str, sku: str, holder: str, units: int) -> None:
     """Allocate (``add``) or take back (``back``) units, then show the product's levels."""
+    if act == "add":
+        change = AllocationChange(sku, holder, units=units)
+    else:
+        change = AllocationChange(sku, holder, take_back=units)
     try:
-        async with core.db.transaction() as session:
-            if act == "add":
-                await channels.allocate(session, sku, holder, units)
-            else:
-                await channels.take_back(session, sku, holder, units)
+        panel = await core.stock.allot(change)
     except QuanyiError as exc:
         await message.answer(_refusal(lang, exc, sku=sku, channel=holder))
         return
     lead = t(lang, "ops.allocated" if act == "add" else "ops.taken_back", units=units, sku=sku, channel=holder)
-    text, markup = await _detail(core, lang, sku, lead=lead)
+    text, markup = _detail(lang, panel, lead=lead)
+    await message.answer(text, reply_markup=markup)
+
+
+async def _share(message: Message, core: Core, lang: str, target: AllotTarget) -> None:
+    """Let the channel sell from the shared pool, then show the product's levels."""
+    try:
+        panel = await core.stock.allot(AllocationChange(target.sku, target.channel, shared=True))
+    except QuanyiError as exc:
+        await message.answer(_refusal(lang, exc, sku=target.sku, channel=target.channel))
+        return
+    lead = t(lang, "ops.shared", channel=target.channel, sku=target.sku)
+    text, markup = _detail(lang, panel, lead=lead)
     await message.answer(text, reply_markup=markup)
 
 
 async def _invite(core: Core, bot: Bot, lang: str, operator_id: int, tier: str, limit: int) -> str:
     try:
-        async with core.db.transaction() as session:
-            invite = await distributors.create_invite(
-                session,
-                created_by=f"operator:{operator_id}",
-                tier=tier,
-                invite_limit=limit,
-                hours=core.settings.invite_hours,
-                max_depth=core.settings.max_distributor_depth,
-            )
+        invite = await core.distributors.create_invite(
+            created_by=f"operator:{operator_id}", tier=tier, invite_limit=limit
+        )
     except QuanyiError as exc:
         return _refusal(lang, exc) + "\n" + t(lang, "ops.usage_invite")
-    start = f"{distributors.INVITE_PREFIX}{invite.token}"
+    start = invite.start
     username = (await bot.me()).username or core.settings.bot_username.lstrip("@")
     if not username:
         return t(lang, "ops.no_username", start=start)
@@ -361,52 +344,45 @@ def _back(lang: str, view: str = "menu") -> InlineKeyboardButton:
 
 
 async def _stock_view(core: Core, lang: str) -> tuple[str, InlineKeyboardMarkup]:
-    async with core.db.read() as session:
-        levels = await channels.pool_levels(session)
-        ids = {sku: id_ for sku, id_ in (await session.execute(select(Product.sku, Product.id))).all()}
+    pools = await core.stock.pools()
     keyboard = InlineKeyboardBuilder()
-    for level in levels[:MAX_ROWS]:
-        label = raw_t(lang, "ops.btn_product", name=level.name)[:60]
-        keyboard.row(InlineKeyboardButton(text=label, callback_data=PoolCb(product_id=ids[level.sku]).pack()))
+    for pool in pools[:MAX_ROWS]:
+        label = raw_t(lang, "ops.btn_product", name=pool.level.name)[:60]
+        keyboard.row(InlineKeyboardButton(text=label, callback_data=PoolCb(product_id=pool.product_id).pack()))
     keyboard.row(_back(lang))
-    if not levels:
+    if not pools:
         return t(lang, "ops.stock_empty"), keyboard.as_markup()
-    return _fit(lang, t(lang, "ops.stock_title"), [_pool_block(lang, level) for level in levels]), keyboard.as_markup()
+    blocks = [_pool_block(lang, pool.level) for pool in pools]
+    return _fit(lang, t(lang, "ops.stock_title"), blocks), keyboard.as_markup()
 
 
-async def _detail(core: Core, lang: str, sku: str, *, lead: str = "") -> tuple[str, InlineKeyboardMarkup]:
+def _detail(lang: str, panel: PoolPanel, *, lead: str = "") -> tuple[str, InlineKeyboardMarkup]:
     """One product's pool and allocations, with a row of buttons per channel."""
-    async with core.db.transaction() as session:  # list_channels creates the bot channel on first use
-        product = await get_product(session, sku)
-        level = (await channels.pool_levels(session, sku))[0]
-        every = [c for c in await channels.list_channels(session) if c.active]
-    modes = {a.channel: a.mode for a in level.allocations}
-    every.sort(key=lambda c: (c.code not in modes, c.id))
     keyboard = InlineKeyboardBuilder()
-    for channel in every[:MAX_ROWS]:
-        row = [_allot_button(lang, "ops.btn_add", product.id, channel, "add")]
-        if modes.get(channel.code) == AllocationMode.QUOTA:
-            row.append(_allot_button(lang, "ops.btn_take_back", product.id, channel, "back"))
-        if modes.get(channel.code) != AllocationMode.SHARED:
-            row.append(_allot_button(lang, "ops.btn_share", product.id, channel, "share"))
+    for channel in panel.channels[:MAX_ROWS]:
+        row = [_allot_button(lang, "ops.btn_add", panel.product_id, channel, "add")]
+        if channel.can_take_back:
+            row.append(_allot_button(lang, "ops.btn_take_back", panel.product_id, channel, "back"))
+        if channel.can_share:
+            row.append(_allot_button(lang, "ops.btn_share", panel.product_id, channel, "share"))
         keyboard.row(*row)
     keyboard.row(_back(lang, "stock"))
-    lines = [*_pool_lines(lang, level), "\n" + t(lang, "ops.detail_hint", sku=sku)]
+    lines = [*_pool_lines(lang, panel.level), "\n" + t(lang, "ops.detail_hint", sku=panel.sku)]
     if lead:
         lines.insert(0, lead + "\n")
     return _fit(lang, lines[0], lines[1:]), keyboard.as_markup()
 
 
-def _allot_button(lang: str, key: str, product_id: int, channel: Channel, act: str) -> InlineKeyboardButton:
+def _allot_button(lang: str, key: str, product_id: int, channel: PanelChannel, act: str) -> InlineKeyboardButton:
     data = AllotCb(product_id=product_id, channel_id=channel.id, act=act).pack()
     return InlineKeyboardButton(text=raw_t(lang, key, channel=channel.code), callback_data=data)
 
 
-def _pool_block(lang: str, level: channels.PoolLevel) -> str:
+def _pool_block(lang: str, level: PoolLevel) -> str:
     return "\n".join(_pool_lines(lang, level))
 
 
-def _pool_lines(lang: str, level: channels.PoolLevel) -> list[str]:
+def _pool_lines(lang: str, level: PoolLevel) -> list[str]:
     off = raw_t(lang, "ops.threshold_off")
     lines = [
         t(
@@ -436,8 +412,7 @@ def _pool_lines(lang: str, level: channels.PoolLevel) -> list[str]:
 
 
 async def _channels_view(core: Core, lang: str) -> tuple[str, InlineKeyboardMarkup]:
-    async with core.db.transaction() as session:  # list_channels creates the bot channel on first use
-        rows = await channels.list_channels(session)
+    rows = await core.stock.channels()
     blocks = [
         t(
             lang,
@@ -454,27 +429,26 @@ async def _channels_view(core: Core, lang: str) -> tuple[str, InlineKeyboardMark
 
 
 async def _distributors_view(core: Core, lang: str) -> tuple[str, InlineKeyboardMarkup]:
-    async with core.db.read() as session:
-        rows = await distributors.list_distributors(session)
+    rows = await core.distributors.list_distributors()
     markup = InlineKeyboardMarkup(inline_keyboard=[[_back(lang)]])
     if not rows:
         return t(lang, "ops.distributors_empty"), markup
-    names = {d.id: d.name for d, _ in rows}
-    top = sum(1 for d, _ in rows if d.parent_id is None)
+    names = {d.user_id: d.name for d in rows}
+    top = sum(1 for d in rows if d.parent_user_id is None)
     blocks = [
         t(
             lang,
             "ops.distributor_row",
             name=d.name,
-            who=f"@{username}" if username else d.user_id,
+            who=f"@{d.username}" if d.username else d.user_id,
             tier=d.tier,
-            parent=names.get(d.parent_id, "?") if d.parent_id is not None else raw_t(lang, "ops.operator"),
+            parent=names.get(d.parent_user_id, "?") if d.parent_user_id is not None else raw_t(lang, "ops.operator"),
             balance=money(d.balance, d.currency),
             subs=d.sub_count,
             limit=d.invite_limit,
             inactive="" if d.active else raw_t(lang, "ops.inactive"),
         )
-        for d, username in rows
+        for d in rows
     ]
     head = t(lang, "ops.distributors_title", total=len(rows), top=top)
     return _fit(lang, head, [*blocks, "\n" + t(lang, "ops.distributors_hint")]), markup
@@ -512,21 +486,9 @@ def _count(text: str, *, minimum: int) -> int | None:
     return int(text)
 
 
-def _minor(text: str, currency: str) -> int:
-    try:
-        amount = parse_minor(text, currency)
-    except InvalidInput:
-        raise BadAmount(text, text=text) from None
-    if amount <= 0:
-        raise BadAmount(text, text=text)
-    return amount
-
-
 def _refusal(lang: str, exc: QuanyiError, *, sku: str = "", channel: str = "") -> str:
     """A core refusal in the operator's language; the core's own words when nothing fits."""
     details = exc.details
-    if isinstance(exc, BadAmount):
-        return t(lang, "ops.bad_amount", text=details.get("text", ""))
     if isinstance(exc, AlreadyExists):
         return t(lang, "ops.err.exists", channel=channel)
     if isinstance(exc, OutOfStock):
@@ -539,6 +501,8 @@ def _refusal(lang: str, exc: QuanyiError, *, sku: str = "", channel: str = "") -
         if "sku" in details:
             return t(lang, "ops.err.no_product", sku=details["sku"])
     if isinstance(exc, InvalidInput):
+        if "amount" in details:  # a price that is not a positive decimal in the currency's precision
+            return t(lang, "ops.bad_amount", text=details["amount"])
         if "left" in details:
             return t(lang, "ops.err.allocation_short", channel=channel, sku=sku, left=details["left"])
         if "floor" in details:

@@ -18,14 +18,10 @@ from aiogram.exceptions import TelegramBadRequest
 from aiogram.filters import Command, CommandObject
 from aiogram.filters.callback_data import CallbackData
 from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message
-from sqlalchemy import func, select
 
 from quanyi.bot.filters import IsAdmin
 from quanyi.bot.render import MESSAGE_LIMIT, money
-from quanyi.core.errors import InvalidInput, QuanyiError
-from quanyi.core.models import PartnerKey
-from quanyi.core.money import parse_minor
-from quanyi.core.partners import accounts as partners
+from quanyi.core.errors import QuanyiError
 from quanyi.core.services import Core
 from quanyi.i18n import raw_t, t
 
@@ -61,14 +57,12 @@ async def new(message: Message, command: CommandObject, core: Core, lang: str) -
         return
     code, name = words
     try:
-        async with core.db.transaction() as session:
-            added = await partners.add_partner(session, core.keyring, code, name, currency=core.settings.currency)
+        p = await core.partners.add_partner(code, name)
     except QuanyiError as exc:
         await _refuse(message, lang, exc, "partners.new_usage")
         return
-    p = added.partner
     await message.answer(t(lang, "partners.created", code=p.code, name=p.name, currency=p.currency))
-    await _send_secret(message, lang, p.code, added.key)
+    await _send_secret(message, lang, p.code, p.access_key, p.secret)
 
 
 async def new_key(message: Message, command: CommandObject, core: Core, lang: str) -> None:
@@ -77,13 +71,11 @@ async def new_key(message: Message, command: CommandObject, core: Core, lang: st
         await message.answer(t(lang, "partners.key_usage"))
         return
     try:
-        async with core.db.transaction() as session:
-            partner = await partners.get(session, words[0], lock=True)
-            key = await partners.add_key(session, core.keyring, partner)
+        key = await core.partners.add_key(words[0])
     except QuanyiError as exc:
         await _refuse(message, lang, exc, "partners.key_usage")
         return
-    await _send_secret(message, lang, partner.code, key)
+    await _send_secret(message, lang, key.code, key.access_key, key.secret)
 
 
 async def revoke(message: Message, command: CommandObject, core: Core, lang: str) -> None:
@@ -93,13 +85,13 @@ async def revoke(message: Message, command: CommandObject, core: Core, lang: str
         return
     code, access_key = words
     try:
-        async with core.db.transaction() as session:
-            key = await partners.revoke_key(session, code, access_key)
-            left = sum(1 for k in await partners.keys_of(session, key.partner_id) if k.active)
+        revoked = await core.partners.revoke_key(code, access_key)
     except QuanyiError as exc:
         await _refuse(message, lang, exc, "partners.revoke_usage")
         return
-    await message.answer(t(lang, "partners.revoked", code=code, access_key=key.access_key, left=left))
+    await message.answer(
+        t(lang, "partners.revoked", code=code, access_key=revoked.access_key, left=revoked.active_left)
+    )
 
 
 async def topup(message: Message, command: CommandObject, core: Core, lang: str) -> None:
@@ -109,21 +101,18 @@ async def topup(message: Message, command: CommandObject, core: Core, lang: str)
         return
     code, text = words
     try:
-        async with core.db.transaction() as session:
-            partner = await partners.get(session, code)
-            amount = signed_minor(text, partner.currency)
-            after = await partners.top_up(session, code, amount, note="chat")
+        done = await core.partners.top_up(code, text, note="chat")
     except QuanyiError as exc:
         await _refuse(message, lang, exc, "partners.topup_usage")
         return
-    key = "partners.topped_up" if amount > 0 else "partners.taken_back"
+    key = "partners.topped_up" if done.amount > 0 else "partners.taken_back"
     await message.answer(
         t(
             lang,
             key,
-            code=partner.code,
-            amount=money(abs(amount), partner.currency),
-            balance=money(after, partner.currency),
+            code=done.code,
+            amount=money(abs(done.amount), done.currency),
+            balance=money(done.balance, done.currency),
         )
     )
 
@@ -135,8 +124,7 @@ async def webhook(message: Message, command: CommandObject, core: Core, lang: st
         return
     code, url = words
     try:
-        async with core.db.transaction() as session:
-            partner = await partners.set_webhook(session, code, None if url.lower() == "off" else url)
+        partner = await core.partners.set_webhook(code, None if url.lower() == "off" else url)
     except QuanyiError as exc:
         await _refuse(message, lang, exc, "partners.webhook_usage")
         return
@@ -159,24 +147,8 @@ async def delete_secret(query: CallbackQuery, lang: str) -> None:
     await query.answer(raw_t(lang, "partners.deleted"))
 
 
-def signed_minor(text: str, currency: str) -> int:
-    """``100.00`` adds, ``-20.00`` takes back (a correction); zero is refused."""
-    negative = text.startswith("-")
-    minor = parse_minor(text[1:] if negative else text, currency)
-    if minor == 0:
-        raise InvalidInput("the amount must not be zero")
-    return -minor if negative else minor
-
-
 async def partners_view(core: Core, lang: str) -> str:
-    async with core.db.read() as session:
-        rows = await partners.list_partners(session)
-        counted = await session.execute(
-            select(PartnerKey.partner_id, func.count())
-            .where(PartnerKey.active.is_(True))
-            .group_by(PartnerKey.partner_id)
-        )
-        keys = {partner_id: int(n) for partner_id, n in counted.all()}
+    rows = await core.partners.partners()
     if not rows:
         return t(lang, "partners.empty")
     lines, footer = [t(lang, "partners.title")], t(lang, "partners.commands")
@@ -188,7 +160,7 @@ async def partners_view(core: Core, lang: str) -> str:
             code=p.code,
             name=p.name,
             balance=money(p.balance, p.currency),
-            keys=keys.get(p.id, 0),
+            keys=p.active_keys,
             webhook=raw_t(lang, "partners.on" if p.webhook_url else "partners.off"),
         )
         line = line if p.active else line + raw_t(lang, "partners.disabled")
@@ -200,10 +172,10 @@ async def partners_view(core: Core, lang: str) -> str:
     return "\n".join([*lines, footer])
 
 
-async def _send_secret(message: Message, lang: str, code: str, key: partners.NewKey) -> None:
+async def _send_secret(message: Message, lang: str, code: str, access_key: str, secret: str) -> None:
     button = InlineKeyboardButton(text=raw_t(lang, "partners.delete_button"), callback_data=SecretShownCb().pack())
     await message.answer(
-        t(lang, "partners.secret", code=code, access_key=key.access_key, secret=key.secret),
+        t(lang, "partners.secret", code=code, access_key=access_key, secret=secret),
         reply_markup=InlineKeyboardMarkup(inline_keyboard=[[button]]),
     )
 

@@ -10,7 +10,7 @@ registers them.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
@@ -20,22 +20,27 @@ from aiogram.filters import Command, CommandObject
 from aiogram.filters.callback_data import CallbackData
 from aiogram.types import BufferedInputFile, CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message
 from aiogram.utils.keyboard import InlineKeyboardBuilder
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from quanyi.bot.callbacks import PricingCb
 from quanyi.bot.filters import IsAdmin
 from quanyi.bot.operator.ops import MAX_ROWS, OpsCb, _edit, _fit
 from quanyi.bot.render import money
 from quanyi.core.books.commissions import format_rate
-from quanyi.core.catalog import bundles, coupons, promotions
-from quanyi.core.catalog.pricing import scope_set
-from quanyi.core.catalog.pricing_input import COUPON_KEYS, PROMOTION_KEYS, coupon_terms, parse_fields, promotion_terms
+from quanyi.core.catalog.admin_views import (
+    MAX_BATCH,
+    MAX_CODES_FILE,
+    UNCAPPED,
+    BundleView,
+    CodesFile,
+    CouponView,
+    DiscountKind,
+    PromotionKind,
+    PromotionView,
+)
+from quanyi.core.catalog.pricing_input import COUPON_KEYS, PROMOTION_KEYS, parse_fields
+from quanyi.core.catalog.service import NewCoupon
 from quanyi.core.errors import InvalidInput, QuanyiError
-from quanyi.core.models import Coupon, DiscountKind, Product, Promotion, PromotionKind
-from quanyi.core.money import Money, parse_minor
-from quanyi.core.platform import export
 from quanyi.core.services import Core
-from quanyi.core.stock import allocations as channels
 from quanyi.i18n import raw_t, t
 
 log = logging.getLogger(__name__)
@@ -117,29 +122,23 @@ async def coupon_button(query: CallbackQuery, callback_data: CouponOpsCb, core: 
     coupon_id, act = callback_data.id, callback_data.act
     try:
         if act in ("on", "off"):
-            async with core.db.transaction() as session:
-                coupon = await coupons.set_active(session, coupon_id, act == "on")
+            coupon = await core.catalog.set_coupon_active(coupon_id, act == "on")
             lead = t(lang, f"pricing_ops.coupon_{act}", id=coupon.id, name=coupon.name)
             text, markup = await _coupons_view(core, lang, lead=lead)
             await _edit(query.message, text, markup)
             return
         if act == "export":
-            async with core.db.read() as session:
-                coupon = await coupons.get_coupon(session, coupon_id)
-                data = await coupons.export_csv(session, coupon_id)
-            caption = t(lang, "pricing_ops.exported", id=coupon.id, name=coupon.name)
+            codes = await core.catalog.export_codes(coupon_id)
+            caption = t(lang, "pricing_ops.exported", id=codes.coupon_id, name=codes.name)
         elif act in GENERATE:
-            async with core.db.transaction() as session:
-                coupon = await coupons.get_coupon(session, coupon_id)
-                made = await coupons.generate_codes(session, coupon_id, GENERATE[act])
-            data = _codes_csv(coupon, made)
-            caption = t(lang, "pricing_ops.generated", count=len(made), id=coupon.id, name=coupon.name)
+            codes = await core.catalog.generate_codes(coupon_id, GENERATE[act])
+            caption = t(lang, "pricing_ops.generated", count=len(codes.codes), id=codes.coupon_id, name=codes.name)
         else:
             return
     except QuanyiError as exc:
         await query.message.answer(_refusal(lang, exc))
         return
-    await query.message.answer_document(_csv_file(coupon_id, data), caption=caption)
+    await query.message.answer_document(_csv_file(coupon_id, codes), caption=caption)
 
 
 async def coupon_switch(message: Message, command: CommandObject, core: Core, lang: str) -> None:
@@ -148,8 +147,7 @@ async def coupon_switch(message: Message, command: CommandObject, core: Core, la
         await message.answer(t(lang, "pricing_ops.usage_by_id", command=command.command))
         return
     try:
-        async with core.db.transaction() as session:
-            coupon = await coupons.set_active(session, coupon_id, act == "on")
+        coupon = await core.catalog.set_coupon_active(coupon_id, act == "on")
     except QuanyiError as exc:
         await message.answer(_refusal(lang, exc))
         return
@@ -162,40 +160,32 @@ async def coupon_export(message: Message, command: CommandObject, core: Core, la
         await message.answer(t(lang, "pricing_ops.usage_by_id", command=command.command))
         return
     try:
-        async with core.db.read() as session:
-            coupon = await coupons.get_coupon(session, coupon_id)
-            data = await coupons.export_csv(session, coupon_id)
+        codes = await core.catalog.export_codes(coupon_id)
     except QuanyiError as exc:
         await message.answer(_refusal(lang, exc))
         return
-    caption = t(lang, "pricing_ops.exported", id=coupon.id, name=coupon.name)
-    await message.answer_document(_csv_file(coupon_id, data), caption=caption)
+    caption = t(lang, "pricing_ops.exported", id=codes.coupon_id, name=codes.name)
+    await message.answer_document(_csv_file(coupon_id, codes), caption=caption)
 
 
 async def coupon_new(message: Message, command: CommandObject, core: Core, lang: str) -> None:
     try:
         fields = parse_fields(command.args or "", NEW_COUPON_KEYS)
-        currency = _currency(fields, core)
+        currency = _currency(fields)
         code = fields.pop("code", None)
         count = _how_many(fields.pop("codes", None))
-        terms = coupon_terms(fields, currency=currency, tz=core.settings.timezone)
-        # One transaction: a refused code or batch leaves no campaign behind.
-        async with core.db.transaction() as session:
-            coupon = await coupons.create_coupon(session, **terms)
-            if code is not None:
-                await coupons.add_code(session, coupon.id, code, max_uses=None)
-            made = await coupons.generate_codes(session, coupon.id, count) if count else []
+        made = await core.catalog.create_coupon(NewCoupon(fields, currency=currency, code=code, generate=count))
     except QuanyiError as exc:
         await message.answer(_refusal(lang, exc) + "\n\n" + t(lang, "pricing_ops.usage_coupon_new"))
         return
-    codes = (1 if code is not None else 0) + len(made)
-    text = t(lang, "pricing_ops.coupon_created", id=coupon.id) + "\n" + _coupon_block(lang, coupon, codes, core)
-    if code is not None:
-        text += "\n" + t(lang, "pricing_ops.code_added", code=coupons.normalize_code(code))
+    coupon = made.coupon
+    text = t(lang, "pricing_ops.coupon_created", id=coupon.id) + "\n" + _coupon_block(lang, coupon, core)
+    if made.code is not None:
+        text += "\n" + t(lang, "pricing_ops.code_added", code=made.code.code)
     await message.answer(text)
-    if made:
-        caption = t(lang, "pricing_ops.generated", count=len(made), id=coupon.id, name=coupon.name)
-        await message.answer_document(_csv_file(coupon.id, _codes_csv(coupon, made)), caption=caption)
+    if made.generated is not None:
+        caption = t(lang, "pricing_ops.generated", count=len(made.generated.codes), id=coupon.id, name=coupon.name)
+        await message.answer_document(_csv_file(coupon.id, made.generated), caption=caption)
 
 
 async def coupon_import(message: Message, command: CommandObject, core: Core, lang: str, bot: Bot) -> None:
@@ -208,8 +198,8 @@ async def coupon_import(message: Message, command: CommandObject, core: Core, la
         await message.answer(t(lang, "pricing_ops.import_not_text"))
         return
     # Telegram reports the size: a large file is refused before it is fetched.
-    if document.file_size is None or document.file_size > coupons.MAX_CODES_FILE:
-        await message.answer(t(lang, "pricing_ops.import_too_big", mb=coupons.MAX_CODES_FILE // 1_000_000))
+    if document.file_size is None or document.file_size > MAX_CODES_FILE:
+        await message.answer(t(lang, "pricing_ops.import_too_big", mb=MAX_CODES_FILE // 1_000_000))
         return
     try:
         buffer = await bot.download(document)
@@ -219,8 +209,7 @@ async def coupon_import(message: Message, command: CommandObject, core: Core, la
         return
     data = buffer.read() if buffer is not None else b""
     try:
-        async with core.db.transaction() as session:
-            result = await coupons.import_codes(session, coupon_id, data)
+        result = await core.catalog.import_codes(coupon_id, data)
     except QuanyiError as exc:
         await message.answer(_refusal(lang, exc))
         return
@@ -254,8 +243,7 @@ async def promotion_button(query: CallbackQuery, callback_data: PromotionOpsCb, 
     if not isinstance(query.message, Message) or callback_data.act not in ("on", "off"):
         return
     try:
-        async with core.db.transaction() as session:
-            promotion = await promotions.set_active(session, callback_data.id, callback_data.act == "on")
+        promotion = await core.catalog.set_promotion_active(callback_data.id, callback_data.act == "on")
     except QuanyiError as exc:
         await query.message.answer(_refusal(lang, exc))
         return
@@ -270,8 +258,7 @@ async def promotion_switch(message: Message, command: CommandObject, core: Core,
         await message.answer(t(lang, "pricing_ops.usage_by_id", command=command.command))
         return
     try:
-        async with core.db.transaction() as session:
-            promotion = await promotions.set_active(session, promotion_id, act == "on")
+        promotion = await core.catalog.set_promotion_active(promotion_id, act == "on")
     except QuanyiError as exc:
         await message.answer(_refusal(lang, exc))
         return
@@ -281,9 +268,7 @@ async def promotion_switch(message: Message, command: CommandObject, core: Core,
 async def promo_new(message: Message, command: CommandObject, core: Core, lang: str) -> None:
     try:
         fields = parse_fields(command.args or "", NEW_PROMOTION_KEYS)
-        terms = promotion_terms(fields, currency=_currency(fields, core), tz=core.settings.timezone)
-        async with core.db.transaction() as session:
-            promotion = await promotions.add_promotion(session, **terms)
+        promotion = await core.catalog.add_promotion(fields, currency=_currency(fields))
     except QuanyiError as exc:
         await message.answer(_refusal(lang, exc) + "\n\n" + t(lang, "pricing_ops.usage_promo_new"))
         return
@@ -307,25 +292,22 @@ async def bundle_new(message: Message, command: CommandObject, core: Core, lang:
     sku = args[0]
     try:
         fields = parse_fields(args[1], BUNDLE_KEYS)
-        currency = _currency(fields, core)
+        currency = _currency(fields)
         if not fields.get("price") or not fields.get("parts"):
             raise InvalidInput("give name=, price= and parts=")
-        price = Money(parse_minor(fields["price"], currency), currency)
-        parts = bundles.parse_parts(fields["parts"])
-        async with core.db.transaction() as session:
-            bundle = await bundles.create_bundle(
-                session,
-                sku=sku,
-                name=fields.get("name") or "",
-                price=price,
-                parts=parts,
-                description=fields.get("description") or "",
-                category=(fields.get("category") or "").lower() or None,
-            )
+        bundle = await core.catalog.create_bundle(
+            sku,
+            name=fields.get("name") or "",
+            price=fields["price"],
+            parts=fields["parts"],
+            currency=currency,
+            description=fields.get("description") or "",
+            category=(fields.get("category") or "").lower() or None,
+        )
     except QuanyiError as exc:
         await message.answer(_refusal(lang, exc) + "\n\n" + t(lang, "pricing_ops.usage_bundle_new"))
         return
-    await message.answer(await _bundle_done(core, lang, "pricing_ops.bundle_created", bundle.sku))
+    await message.answer(_bundle_done(lang, "pricing_ops.bundle_created", bundle))
 
 
 async def bundle_parts(message: Message, command: CommandObject, core: Core, lang: str) -> None:
@@ -335,13 +317,11 @@ async def bundle_parts(message: Message, command: CommandObject, core: Core, lan
         return
     sku = args[0]
     try:
-        parts = bundles.parse_parts(args[1].replace(" ", ""))
-        async with core.db.transaction() as session:
-            await bundles.set_parts(session, sku, parts)
+        bundle = await core.catalog.set_bundle_parts(sku, args[1].replace(" ", ""))
     except QuanyiError as exc:
         await message.answer(_refusal(lang, exc) + "\n\n" + t(lang, "pricing_ops.usage_bundle_parts"))
         return
-    await message.answer(await _bundle_done(core, lang, "pricing_ops.bundle_parts_set", sku))
+    await message.answer(_bundle_done(lang, "pricing_ops.bundle_parts_set", bundle))
 
 
 # --- views ----------------------------------------------------------------------------------
@@ -361,28 +341,21 @@ def _back_home(lang: str) -> InlineKeyboardButton:
 
 
 async def _home_view(core: Core, lang: str) -> tuple[str, InlineKeyboardMarkup]:
-    async with core.db.read() as session:
-        all_coupons = await coupons.list_coupons(session)
-        all_promotions = await promotions.list_promotions(session)
-        all_bundles = await bundles.list_bundles(session)
-        units = await _sellable(session, [b for b, _ in all_bundles])
-    live_coupons = [s for s in all_coupons if s.coupon.active]
-    live_promotions = [p for p in all_promotions if p.active]
+    overview = await core.catalog.pricing_overview()
+    live_coupons = [c for c in overview.coupons if c.active]
+    live_promotions = [p for p in overview.promotions if p.active]
     blocks = [
-        t(lang, "pricing_ops.home_coupons", active=len(live_coupons), total=len(all_coupons)),
-        *(
-            t(lang, "pricing_ops.home_coupon", id=s.coupon.id, name=s.coupon.name, rule=_coupon_rule(lang, s.coupon))
-            for s in live_coupons
-        ),
-        t(lang, "pricing_ops.home_promotions", active=len(live_promotions), total=len(all_promotions)),
+        t(lang, "pricing_ops.home_coupons", active=len(live_coupons), total=len(overview.coupons)),
+        *(t(lang, "pricing_ops.home_coupon", id=c.id, name=c.name, rule=_coupon_rule(lang, c)) for c in live_coupons),
+        t(lang, "pricing_ops.home_promotions", active=len(live_promotions), total=len(overview.promotions)),
         *(
             t(lang, "pricing_ops.home_promotion", id=p.id, name=p.name, rule=_promotion_rule(lang, p))
             for p in live_promotions
         ),
-        t(lang, "pricing_ops.home_bundles", total=len(all_bundles)),
+        t(lang, "pricing_ops.home_bundles", total=len(overview.bundles)),
         *(
-            t(lang, "pricing_ops.home_bundle", sku=b.sku, name=b.name, units=_units(lang, units.get(b.id, 0)))
-            for b, _ in all_bundles
+            t(lang, "pricing_ops.home_bundle", sku=b.sku, name=b.name, units=_units(lang, b.units))
+            for b in overview.bundles
         ),
         "\n" + t(lang, "pricing_ops.home_hint"),
     ]
@@ -394,12 +367,11 @@ async def _home_view(core: Core, lang: str) -> tuple[str, InlineKeyboardMarkup]:
 
 
 async def _coupons_view(core: Core, lang: str, *, lead: str = "") -> tuple[str, InlineKeyboardMarkup]:
-    async with core.db.read() as session:
-        rows = await coupons.list_coupons(session)
+    rows = await core.catalog.coupon_list()
     keyboard = InlineKeyboardBuilder()
-    for summary in rows[:COUPON_ROWS]:
-        cid = summary.coupon.id
-        toggle = ("off", "pricing_ops.btn_disable") if summary.coupon.active else ("on", "pricing_ops.btn_enable")
+    for coupon in rows[:COUPON_ROWS]:
+        cid = coupon.id
+        toggle = ("off", "pricing_ops.btn_disable") if coupon.active else ("on", "pricing_ops.btn_enable")
         keyboard.row(
             _coupon_button(lang, toggle[1], cid, toggle[0]),
             _coupon_button(lang, "pricing_ops.btn_export", cid, "export"),
@@ -410,7 +382,7 @@ async def _coupons_view(core: Core, lang: str, *, lead: str = "") -> tuple[str, 
     head = (lead + "\n\n" if lead else "") + t(lang, "pricing_ops.coupons_title")
     if not rows:
         return head + "\n" + t(lang, "pricing_ops.coupons_empty"), keyboard.as_markup()
-    blocks = [_coupon_block(lang, s.coupon, s.codes, core) for s in rows]
+    blocks = [_coupon_block(lang, c, core) for c in rows]
     return _fit(lang, head, [*blocks, "\n" + t(lang, "pricing_ops.coupons_hint")]), keyboard.as_markup()
 
 
@@ -420,8 +392,7 @@ def _coupon_button(lang: str, key: str, coupon_id: int, act: str) -> InlineKeybo
 
 
 async def _promotions_view(core: Core, lang: str, *, lead: str = "") -> tuple[str, InlineKeyboardMarkup]:
-    async with core.db.read() as session:
-        rows = await promotions.list_promotions(session)
+    rows = await core.catalog.promotion_list()
     keyboard = InlineKeyboardBuilder()
     for promotion in rows[:MAX_ROWS]:
         act, key = ("off", "pricing_ops.btn_disable") if promotion.active else ("on", "pricing_ops.btn_enable")
@@ -436,35 +407,23 @@ async def _promotions_view(core: Core, lang: str, *, lead: str = "") -> tuple[st
 
 
 async def _bundles_view(core: Core, lang: str) -> tuple[str, InlineKeyboardMarkup]:
-    async with core.db.read() as session:
-        rows = await bundles.list_bundles(session)
-        units = await _sellable(session, [b for b, _ in rows])
+    rows = await core.catalog.bundle_list()
     markup = InlineKeyboardMarkup(inline_keyboard=[[_back_home(lang)]])
     head = t(lang, "pricing_ops.bundles_title")
     if not rows:
         return head + "\n" + t(lang, "pricing_ops.bundles_empty"), markup
-    blocks = [_bundle_block(lang, b, parts, units.get(b.id, 0)) for b, parts in rows]
+    blocks = [_bundle_block(lang, b) for b in rows]
     return _fit(lang, head, [*blocks, "\n" + t(lang, "pricing_ops.bundles_hint")]), markup
 
 
-async def _bundle_done(core: Core, lang: str, key: str, sku: str) -> str:
-    async with core.db.read() as session:
-        found = [(b, parts) for b, parts in await bundles.list_bundles(session) if b.sku == sku]
-        units = await _sellable(session, [b for b, _ in found])
-    bundle, parts = found[0]
-    return t(lang, key, sku=sku) + "\n" + _bundle_block(lang, bundle, parts, units.get(bundle.id, 0))
-
-
-async def _sellable(session: AsyncSession, products: Sequence[Product]) -> dict[int, int]:
-    """Units of each bundle the bot channel can sell now (the scarcest component decides)."""
-    counts = await channels.sellable_counts(session, products)
-    return {product_id: units for product_id, (units, _) in counts.items()}
+def _bundle_done(lang: str, key: str, bundle: BundleView) -> str:
+    return t(lang, key, sku=bundle.sku) + "\n" + _bundle_block(lang, bundle)
 
 
 # --- one row each ---------------------------------------------------------------------------
 
 
-def _coupon_block(lang: str, coupon: Coupon, codes: int, core: Core) -> str:
+def _coupon_block(lang: str, coupon: CouponView, core: Core) -> str:
     return t(
         lang,
         "pricing_ops.coupon_row",
@@ -478,11 +437,11 @@ def _coupon_block(lang: str, coupon: Coupon, codes: int, core: Core) -> str:
         uses=coupon.uses,
         max_uses=coupon.max_uses if coupon.max_uses is not None else "∞",
         per_buyer=coupon.per_buyer if coupon.per_buyer is not None else "∞",
-        codes=codes,
+        codes=coupon.codes,
     )
 
 
-def _promotion_block(lang: str, promotion: Promotion, core: Core) -> str:
+def _promotion_block(lang: str, promotion: PromotionView, core: Core) -> str:
     return t(
         lang,
         "pricing_ops.promotion_row",
@@ -496,20 +455,20 @@ def _promotion_block(lang: str, promotion: Promotion, core: Core) -> str:
     )
 
 
-def _bundle_block(lang: str, bundle: Product, parts: Sequence[bundles.Part], units: int) -> str:
+def _bundle_block(lang: str, bundle: BundleView) -> str:
     return t(
         lang,
         "pricing_ops.bundle_row",
         sku=bundle.sku,
         name=bundle.name,
-        price=money(bundle.price, bundle.currency),
-        units=_units(lang, units),
+        price=money(bundle.price.minor, bundle.price.currency),
+        units=_units(lang, bundle.units),
         inactive="" if bundle.active else raw_t(lang, "pricing_ops.inactive"),
-        parts=" + ".join(f"{p.product.sku} ×{p.quantity}" for p in parts) or raw_t(lang, "pricing_ops.no_parts"),
+        parts=" + ".join(f"{p.sku} ×{p.quantity}" for p in bundle.parts) or raw_t(lang, "pricing_ops.no_parts"),
     )
 
 
-def _coupon_rule(lang: str, coupon: Coupon) -> str:
+def _coupon_rule(lang: str, coupon: CouponView) -> str:
     if coupon.kind == DiscountKind.PERCENT:
         rate = format_rate(coupon.value)
         if coupon.cap is None:
@@ -518,7 +477,7 @@ def _coupon_rule(lang: str, coupon: Coupon) -> str:
     return raw_t(lang, "pricing_ops.rule.amount", amount=money(coupon.value, coupon.currency))
 
 
-def _promotion_rule(lang: str, promotion: Promotion) -> str:
+def _promotion_rule(lang: str, promotion: PromotionView) -> str:
     spend = money(promotion.threshold, promotion.currency)
     if promotion.kind == PromotionKind.SPEND_OFF:
         return raw_t(lang, "pricing_ops.rule.spend_off", spend=spend, off=money(promotion.value, promotion.currency))
@@ -533,11 +492,11 @@ def _promotion_rule(lang: str, promotion: Promotion) -> str:
     return raw_t(lang, "pricing_ops.rule.units_price", units=promotion.threshold, pay=pay)
 
 
-def _scope(lang: str, skus: str, categories: str, channel_codes: str) -> str:
+def _scope(lang: str, skus: tuple[str, ...], categories: tuple[str, ...], channel_codes: tuple[str, ...]) -> str:
     parts = [
-        raw_t(lang, f"pricing_ops.scope.{what}", values=", ".join(sorted(scope_set(value))))
-        for what, value in (("skus", skus), ("categories", categories), ("channels", channel_codes))
-        if scope_set(value)
+        raw_t(lang, f"pricing_ops.scope.{what}", values=", ".join(values))
+        for what, values in (("skus", skus), ("categories", categories), ("channels", channel_codes))
+        if values
     ]
     return " · ".join(parts) or raw_t(lang, "pricing_ops.scope.all")
 
@@ -551,14 +510,15 @@ def _window(lang: str, starts: datetime | None, ends: datetime | None, tz: str) 
 
 
 def _units(lang: str, units: int) -> str:
-    return raw_t(lang, "pricing_ops.uncapped") if units >= channels.UNCAPPED else str(units)
+    return raw_t(lang, "pricing_ops.uncapped") if units >= UNCAPPED else str(units)
 
 
 # --- input and files ------------------------------------------------------------------------
 
 
-def _currency(fields: dict[str, str], core: Core) -> str:
-    return (fields.pop("currency", "") or core.settings.currency).upper()
+def _currency(fields: dict[str, str]) -> str | None:
+    """``currency=``, taken out of the fields; None = the shop's currency."""
+    return fields.pop("currency", "") or None
 
 
 def _how_many(text: str | None) -> int:
@@ -566,7 +526,7 @@ def _how_many(text: str | None) -> int:
     if text is None:
         return 0
     if not (text.isascii() and text.isdigit()) or int(text) < 1:
-        raise InvalidInput(f"codes: a whole number of codes to generate, 1 to {coupons.MAX_BATCH}")
+        raise InvalidInput(f"codes: a whole number of codes to generate, 1 to {MAX_BATCH}")
     return int(text)
 
 
@@ -577,15 +537,8 @@ def _id_arg(args: str | None) -> int | None:
     return int(words[0])
 
 
-def _codes_csv(coupon: Coupon, codes: Sequence[str]) -> str:
-    """New one-use codes in the columns ``coupons.export_csv`` writes."""
-    rows: list[list[export.Cell]] = [["code", "uses", "max_uses", "coupon_id", "coupon"]]
-    rows += [[code, 0, 1, coupon.id, coupon.name] for code in codes]
-    return export.csv_text(rows)
-
-
-def _csv_file(coupon_id: int, text: str) -> BufferedInputFile:
-    return BufferedInputFile(text.encode("utf-8"), filename=f"coupon-{coupon_id}-codes.csv")
+def _csv_file(coupon_id: int, codes: CodesFile) -> BufferedInputFile:
+    return BufferedInputFile(codes.csv.encode("utf-8"), filename=f"coupon-{coupon_id}-codes.csv")
 
 
 def _refusal(lang: str, exc: QuanyiError) -> str:

@@ -13,14 +13,7 @@ from aiogram.filters import Command, CommandObject
 from aiogram.types import BufferedInputFile, Message
 
 from quanyi.bot.filters import IsAdmin
-from quanyi.core.books.reconcile import (
-    MAX_STATEMENT_BYTES,
-    Mismatch,
-    Report,
-    Section,
-    mismatches_csv,
-    reconcile_statement,
-)
+from quanyi.core.books.views import MAX_STATEMENT_BYTES, Mismatch, Report, Section, mismatches_csv
 from quanyi.core.errors import QuanyiError
 from quanyi.core.services import Core
 from quanyi.i18n import t
@@ -60,14 +53,7 @@ async def reconcile_document(message: Message, command: CommandObject, core: Cor
         return
     data = buffer.read() if buffer is not None else b""
     try:
-        report = await reconcile_statement(
-            core.db,
-            data,
-            provider,
-            methods=core.payments.names(),
-            default_currency=core.settings.currency,
-            tz=core.settings.timezone,
-        )
+        report = await core.books.reconcile(data, provider)
     except QuanyiError as exc:
         # The core's reasons (with the line of a malformed file) are written for operators.
         await message.answer(t(lang, "reconcile.refused", reason=exc.message))

@@ -4,7 +4,6 @@ net sales per day, and every report as a CSV or XLSX file (``/report csv product
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
 
 from aiogram import Router
 from aiogram.filters import Command, CommandObject
@@ -14,8 +13,7 @@ from aiogram.utils.keyboard import InlineKeyboardBuilder
 
 from quanyi.bot.filters import IsAdmin
 from quanyi.bot.render import money
-from quanyi.core.books import reports
-from quanyi.core.books.charts import net_by_day_png
+from quanyi.core.books.views import VIEWS, SalesRow, net_by_day_png, to_csv, to_xlsx
 from quanyi.core.services import Core
 from quanyi.i18n import raw_t, t
 
@@ -26,38 +24,40 @@ FORMATS = ("csv", "xlsx")
 
 class ReportCb(CallbackData, prefix="rp"):
     fmt: str  # show | csv | xlsx
-    view: str  # one of reports.VIEWS ("day" with show)
+    view: str  # one of VIEWS ("day" with show)
 
 
 def build_reports_router() -> Router:
+    """The operators' report handlers, in the order aiogram tries them."""
     router = Router(name="reports")
     router.message.filter(IsAdmin())
     router.callback_query.filter(IsAdmin())
-
-    @router.message(Command("report"))
-    async def report_command(message: Message, command: CommandObject, core: Core, lang: str) -> None:
-        words = (command.args or "").lower().split()
-        if not words:
-            await _overview(message, core, lang)
-        elif len(words) in (1, 2) and words[0] in FORMATS and (words[1:] or ["day"])[0] in reports.VIEWS:
-            await _export(message, core, words[0], (words[1:] or ["day"])[0])
-        else:
-            await message.answer(t(lang, "reports.usage"))
-
-    @router.callback_query(ReportCb.filter())
-    async def report_button(query: CallbackQuery, callback_data: ReportCb, core: Core, lang: str) -> None:
-        await query.answer()
-        if not isinstance(query.message, Message):
-            return
-        if callback_data.fmt in FORMATS and callback_data.view in reports.VIEWS:
-            await _export(query.message, core, callback_data.fmt, callback_data.view)
-        else:
-            await _overview(query.message, core, lang)
-
+    router.message.register(report_command, Command("report"))
+    router.callback_query.register(report_button, ReportCb.filter())
     return router
 
 
-def _totals(lang: str, rows: list[reports.SalesRow]) -> list[str]:
+async def report_command(message: Message, command: CommandObject, core: Core, lang: str) -> None:
+    words = (command.args or "").lower().split()
+    if not words:
+        await _overview(message, core, lang)
+    elif len(words) in (1, 2) and words[0] in FORMATS and (words[1:] or ["day"])[0] in VIEWS:
+        await _export(message, core, words[0], (words[1:] or ["day"])[0])
+    else:
+        await message.answer(t(lang, "reports.usage"))
+
+
+async def report_button(query: CallbackQuery, callback_data: ReportCb, core: Core, lang: str) -> None:
+    await query.answer()
+    if not isinstance(query.message, Message):
+        return
+    if callback_data.fmt in FORMATS and callback_data.view in VIEWS:
+        await _export(query.message, core, callback_data.fmt, callback_data.view)
+    else:
+        await _overview(query.message, core, lang)
+
+
+def _totals(lang: str, rows: list[SalesRow]) -> list[str]:
     shown = [r for r in rows if r.orders or r.refunds]
     if not shown:
         return [t(lang, "reports.no_sales")]
@@ -78,19 +78,12 @@ def _totals(lang: str, rows: list[reports.SalesRow]) -> list[str]:
 
 
 async def _overview(message: Message, core: Core, lang: str) -> None:
-    settings = core.settings
-    now = datetime.now(UTC)
-    today = reports.period(settings.timezone, days=1, now=now)
-    recent = reports.period(settings.timezone, days=DAYS, now=now)
-    async with core.db.read() as session:
-        today_rows = await reports.sales(session, today, "total")
-        recent_rows = await reports.sales(session, recent, "total")
-        top = await reports.top_products(session, recent, limit=TOP)
-        by_day = await reports.sales(session, recent, "day", currency=settings.currency)
+    overview = await core.books.sales_overview(days=DAYS, top=TOP)
+    today, recent, top = overview.today, overview.recent, overview.top
     lines = [t(lang, "reports.title"), "", t(lang, "reports.today", day=today.end.isoformat())]
-    lines += _totals(lang, today_rows)
+    lines += _totals(lang, overview.today_rows)
     lines += ["", t(lang, "reports.last_days", days=DAYS, start=recent.start.isoformat(), end=recent.end.isoformat())]
-    lines += _totals(lang, recent_rows)
+    lines += _totals(lang, overview.recent_rows)
     if top:
         lines += ["", t(lang, "reports.top_title", n=len(top), days=DAYS)]
         lines += [
@@ -108,7 +101,7 @@ async def _overview(message: Message, core: Core, lang: str) -> None:
     lines += ["", t(lang, "reports.exports", days=DAYS)]
     await message.answer("\n".join(lines), reply_markup=_export_markup(lang))
     # Drawing takes a few hundred milliseconds: off the event loop.
-    png = await asyncio.to_thread(net_by_day_png, by_day)
+    png = await asyncio.to_thread(net_by_day_png, overview.by_day)
     await message.answer_photo(
         BufferedInputFile(png, filename=f"sales-{recent.end}.png"),
         caption=raw_t(lang, "reports.chart_caption", days=DAYS),
@@ -118,7 +111,7 @@ async def _overview(message: Message, core: Core, lang: str) -> None:
 
 def _export_markup(lang: str) -> InlineKeyboardMarkup:
     keyboard = InlineKeyboardBuilder()
-    for view in reports.VIEWS:
+    for view in VIEWS:
         keyboard.row(
             *(
                 InlineKeyboardButton(
@@ -132,10 +125,8 @@ def _export_markup(lang: str) -> InlineKeyboardMarkup:
 
 
 async def _export(message: Message, core: Core, fmt: str, view: str) -> None:
-    settings = core.settings
-    span = reports.period(settings.timezone, days=DAYS)
-    async with core.db.read() as session:
-        table = await reports.report(session, view, span, currency=settings.currency)
-    data = reports.to_csv(table) if fmt == "csv" else await asyncio.to_thread(reports.to_xlsx, table)
+    found = await core.books.sales_report(view, days=DAYS)
+    table, span = found.table, found.period
+    data = to_csv(table) if fmt == "csv" else await asyncio.to_thread(to_xlsx, table)
     name = f"report-{view}-{span.start}-{span.end}.{fmt}" if view != "stock" else f"stock-{span.end}.{fmt}"
     await message.answer_document(BufferedInputFile(data, filename=name), caption=table.title, parse_mode=None)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import html
 import logging
-import re
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
@@ -24,26 +23,19 @@ from aiogram.fsm.context import FSMContext
 from aiogram.fsm.state import State, StatesGroup
 from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message
 from aiogram.utils.keyboard import InlineKeyboardBuilder
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from quanyi.bot.filters import IsAdmin
 from quanyi.bot.outbox_sender import Part, Renderer, WithButtons
 from quanyi.bot.render import MESSAGE_LIMIT, money
 from quanyi.core.errors import InvalidInput, NotFound, QuanyiError, RiskBlocked
-from quanyi.core.models import RiskDecision, RiskRule, User
-from quanyi.core.money import format_minor, parse_minor
-from quanyi.core.platform import outbox
 from quanyi.core.platform.outbox import Outgoing
-from quanyi.core.risk import rules as risk
+from quanyi.core.risk.views import ACTIONS, BLOCK_KINDS, METRICS, STATUSES, DecisionView
 from quanyi.core.services import Core
 from quanyi.i18n import raw_t, t
 
 log = logging.getLogger(__name__)
 
-AMOUNT_METRICS = ("amount", "amount_per_user")  # thresholds in money, typed and shown as 5000.00
 TYPED = F.text & ~F.text.startswith("/")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 class RiskCb(CallbackData, prefix="rk"):
@@ -91,10 +83,7 @@ async def rules_button(query: CallbackQuery, core: Core, lang: str) -> None:
 
 
 async def toggle(query: CallbackQuery, callback_data: RiskCb, core: Core, lang: str) -> None:
-    async with core.db.transaction() as session:
-        rule = await session.get(RiskRule, callback_data.id)
-        if rule is not None:
-            await risk.set_rule(session, rule.name, active=not rule.active)
+    await core.risk.toggle_rule(callback_data.id)
     await query.answer()
     if isinstance(query.message, Message):
         await _edit(query.message, *await rules_view(core, lang))
@@ -106,16 +95,12 @@ async def edit_rule(message: Message, command: CommandObject, core: Core, lang: 
         await message.answer(t(lang, "risk.rule_usage"))
         return
     name, changes = words[0], words[1:]
-    async with core.db.read() as session:
-        rule = await session.scalar(select(RiskRule).where(RiskRule.name == name))
-    if rule is None:
+    try:
+        await core.risk.edit_rule(name, changes)
+    except NotFound:
         await message.answer(t(lang, "risk.rule_unknown", name=name))
         return
-    try:
-        threshold, action, window = _rule_changes(changes, rule.metric, core.settings.currency)
-        async with core.db.transaction() as session:
-            await risk.set_rule(session, name, threshold=threshold, action=action, window_seconds=window)
-    except (InvalidInput, NotFound) as exc:
+    except InvalidInput as exc:
         await message.answer(t(lang, "risk.rule_bad", problem=exc.message) + "\n" + t(lang, "risk.rule_usage"))
         return
     text, markup = await rules_view(core, lang)
@@ -124,14 +109,13 @@ async def edit_rule(message: Message, command: CommandObject, core: Core, lang: 
 
 async def block(message: Message, command: CommandObject, core: Core, lang: str) -> None:
     words = (command.args or "").split(maxsplit=2)
-    if len(words) < 3 or words[0] not in risk.BLOCK_KINDS:
+    if len(words) < 3 or words[0] not in BLOCK_KINDS:
         await message.answer(t(lang, "risk.block_usage"))
         return
     kind, value, reason = words
     actor = f"operator:{message.from_user.id if message.from_user else '?'}"
     try:
-        async with core.db.transaction() as session:
-            await risk.block(session, kind, value, reason=reason, actor=actor)
+        await core.risk.block(kind, value, reason=reason, actor=actor)
     except InvalidInput as exc:
         await message.answer(t(lang, "risk.rule_bad", problem=exc.message) + "\n" + t(lang, "risk.block_usage"))
         return
@@ -140,19 +124,17 @@ async def block(message: Message, command: CommandObject, core: Core, lang: str)
 
 async def unblock(message: Message, command: CommandObject, core: Core, lang: str) -> None:
     words = (command.args or "").split()
-    if len(words) != 2 or words[0] not in risk.BLOCK_KINDS:
+    if len(words) != 2 or words[0] not in BLOCK_KINDS:
         await message.answer(t(lang, "risk.unblock_usage"))
         return
     kind, value = words
-    async with core.db.transaction() as session:
-        removed = await risk.unblock(session, kind, value)
+    removed = await core.risk.unblock(kind, value)
     key = "risk.unblocked" if removed else "risk.not_blocked"
     await message.answer(t(lang, key, kind=_kind(lang, kind), value=value))
 
 
 async def blocks(message: Message, core: Core, lang: str) -> None:
-    async with core.db.read() as session:
-        entries = await risk.list_blocks(session)
+    entries = await core.risk.blocks()
     if not entries:
         await message.answer(t(lang, "risk.blocks_empty"))
         return
@@ -173,9 +155,8 @@ async def blocks(message: Message, core: Core, lang: str) -> None:
 
 
 async def decisions(message: Message, core: Core, lang: str) -> None:
-    async with core.db.read() as session:
-        open_ = await risk.decisions(session, status="open", limit=20)
-        recent = [d for d in await risk.decisions(session, limit=20) if d.status != "open"][:10]
+    board = await core.risk.decision_board()
+    open_, recent = board.open, board.recent
     if not open_ and not recent:
         await message.answer(t(lang, "risk.decisions_empty"))
         return
@@ -193,15 +174,11 @@ async def decisions(message: Message, core: Core, lang: str) -> None:
 
 async def approve(query: CallbackQuery, callback_data: RiskCb, core: Core, lang: str) -> None:
     try:
-        async with core.db.transaction() as session:
-            decision = await _open_hold(session, callback_data.id)
-            decision = await risk.approve(session, decision.id, actor=f"operator:{query.from_user.id}")
-            await _tell_buyer(session, decision, "risk_hold_approved")
-            text = t(lang, "risk.admin_approved", id=decision.id, user=decision.user_id or "")
+        decision = await core.risk.approve_hold(callback_data.id, actor=f"operator:{query.from_user.id}")
     except QuanyiError:
         await query.answer(await _decided(core, lang, callback_data.id), show_alert=True)
         return
-    core.outbox_wakeup.set()
+    text = t(lang, "risk.admin_approved", id=decision.id, user=decision.user_id or "")
     await query.answer()
     if isinstance(query.message, Message):
         if callback_data.listed:
@@ -212,8 +189,7 @@ async def approve(query: CallbackQuery, callback_data: RiskCb, core: Core, lang:
 
 async def ask_reason(query: CallbackQuery, callback_data: RiskCb, core: Core, lang: str, state: FSMContext) -> None:
     try:
-        async with core.db.read() as session:
-            decision = await _open_hold(session, callback_data.id)
+        decision = await core.risk.open_hold(callback_data.id)
     except QuanyiError:
         await query.answer(await _decided(core, lang, callback_data.id), show_alert=True)
         return
@@ -240,32 +216,25 @@ async def cancel(message: Message, lang: str, state: FSMContext) -> None:
 
 async def typed_reason(message: Message, core: Core, lang: str, state: FSMContext) -> None:
     decision_id = int((await state.get_data()).get("decision_id", 0))
-    reason = (message.text or "").strip()
-    if not 1 <= len(reason) <= 255:
-        await message.answer(t(lang, "risk.admin_bad_reason"))  # the form stays open
-        return
     actor = f"operator:{message.from_user.id if message.from_user else '?'}"
     try:
-        async with core.db.transaction() as session:
-            decision = await _open_hold(session, decision_id)
-            decision = await risk.reject(session, decision.id, actor=actor, reason=reason)
-            await _tell_buyer(session, decision, "risk_hold_rejected")
-            text = t(lang, "risk.admin_rejected", id=decision.id, user=decision.user_id or "")
-    except QuanyiError:
+        decision = await core.risk.reject_hold(decision_id, actor=actor, reason=message.text or "")
+    except QuanyiError as exc:
+        if exc.details.get("field") == "reason":
+            await message.answer(t(lang, "risk.admin_bad_reason"))  # the form stays open
+            return
         await state.clear()
         await message.answer(await _decided(core, lang, decision_id, escape=True))
         return
     await state.clear()
-    core.outbox_wakeup.set()
-    await message.answer(text)
+    await message.answer(t(lang, "risk.admin_rejected", id=decision.id, user=decision.user_id or ""))
 
 
 # --- views -----------------------------------------------------------------------------------
 
 
 async def rules_view(core: Core, lang: str) -> tuple[str, InlineKeyboardMarkup]:
-    async with core.db.read() as session:
-        rules = await risk.list_rules(session)
+    rules = await core.risk.rules()
     keyboard = InlineKeyboardBuilder()
     if not rules:
         return t(lang, "risk.rules_empty") + "\n" + t(lang, "risk.commands"), keyboard.as_markup()
@@ -282,7 +251,7 @@ async def rules_view(core: Core, lang: str) -> tuple[str, InlineKeyboardMarkup]:
                 name=_esc(rule.name),
                 metric=rule.metric,
                 window=window,
-                threshold=_threshold(rule, core.settings.currency),
+                threshold=rule.threshold_text,
                 action=_action(lang, rule.action),
                 scope=t(lang, "risk.rule_scope", scope=scope) if scope else "",
             )
@@ -293,7 +262,7 @@ async def rules_view(core: Core, lang: str) -> tuple[str, InlineKeyboardMarkup]:
     return text, keyboard.as_markup()
 
 
-def _decision_row(lang: str, d: RiskDecision, tz: ZoneInfo) -> str:
+def _decision_row(lang: str, d: DecisionView, tz: ZoneInfo) -> str:
     where = " / ".join(filter(None, [d.client_ip, d.device_id]))
     return raw_t(
         lang,
@@ -329,74 +298,12 @@ def _decide_buttons(lang: str, decision_id: int, *, listed: bool = False) -> lis
 # --- helpers ---------------------------------------------------------------------------------
 
 
-async def _open_hold(session: AsyncSession, decision_id: int) -> RiskDecision:
-    decision = await session.get(RiskDecision, decision_id)
-    if decision is None or decision.action != "hold" or decision.status != "open":
-        raise NotFound(f"no open hold {decision_id}")
-    return decision
-
-
-async def _tell_buyer(session: AsyncSession, decision: RiskDecision, kind: str) -> None:
-    """The buyer hears of the operator's decision in the private chat (chat id = user id)."""
-    if decision.user_id is None:
-        return
-    language = await session.scalar(select(User.language).where(User.id == decision.user_id)) or "zh"
-    payload = {"decision_id": decision.id}
-    outbox.enqueue(session, chat_id=decision.user_id, kind=kind, payload=payload, language=language)
-
-
-async def enqueue_hold(core: Core, decision_id: int) -> None:
-    """Every operator gets the hold with Approve / Reject buttons."""
-    async with core.db.transaction() as session:
-        await outbox.enqueue_admins(
-            session, core.settings.admin_id_list, "admin_risk_hold", {"decision_id": decision_id}
-        )
-    core.outbox_wakeup.set()
-
-
 async def _decided(core: Core, lang: str, decision_id: int, *, escape: bool = False) -> str:
-    async with core.db.read() as session:
-        decision = await session.get(RiskDecision, decision_id)
+    decision = await core.risk.decision(decision_id)
     if decision is None or decision.action != "hold" or decision.status == "open":
         return (t if escape else raw_t)(lang, "risk.admin_unknown", id=decision_id)
     values = {"id": decision_id, "status": _status(lang, decision.status)}
     return t(lang, "risk.admin_decided", **values) if escape else raw_t(lang, "risk.admin_decided", **values)
-
-
-def _rule_changes(words: list[str], metric: str, currency: str) -> tuple[int | None, str | None, int | None]:
-    """``threshold=N action=A window=S`` typed by an operator: (threshold, action, window seconds)."""
-    threshold: int | None = None
-    action: str | None = None
-    window: int | None = None
-    for word in words:
-        key, sep, value = word.partition("=")
-        if not sep or not value:
-            raise InvalidInput(f"{word}: expected key=value")
-        if key == "threshold":
-            if metric in AMOUNT_METRICS:
-                threshold = parse_minor(value, currency)
-            elif value.isdecimal():
-                threshold = int(value)
-            else:
-                raise InvalidInput(f"threshold={value}: a whole number is needed")
-        elif key == "action":
-            if value not in risk.ACTIONS:
-                raise InvalidInput(f"action={value}: one of {', '.join(risk.ACTIONS)}")
-            action = value
-        elif key == "window":
-            match = re.fullmatch(r"(\d+)([smhd]?)", value)
-            if match is None or int(match.group(1)) <= 0:
-                raise InvalidInput(f"window={value}: seconds (or 10m, 1h, 1d) above zero")
-            window = int(match.group(1)) * _UNITS[match.group(2) or "s"]
-        else:
-            raise InvalidInput(f"{key}: not threshold, action or window")
-    return threshold, action, window
-
-
-def _threshold(rule: RiskRule, currency: str) -> str:
-    if rule.metric in AMOUNT_METRICS:
-        return format_minor(rule.threshold, currency)
-    return str(rule.threshold)
 
 
 def _window(seconds: int) -> str:
@@ -407,16 +314,15 @@ def _window(seconds: int) -> str:
 
 
 def _action(lang: str, action: str) -> str:
-    return raw_t(lang, f"risk.action_{action}") if action in risk.ACTIONS else _esc(action)
+    return raw_t(lang, f"risk.action_{action}") if action in ACTIONS else _esc(action)
 
 
 def _status(lang: str, status: str) -> str:
-    known = ("open", "passed", "approved", "rejected", "used")
-    return raw_t(lang, f"risk.status_{status}") if status in known else _esc(status)
+    return raw_t(lang, f"risk.status_{status}") if status in STATUSES else _esc(status)
 
 
 def _kind(lang: str, kind: str) -> str:
-    return raw_t(lang, f"risk.kind_{kind}") if kind in risk.BLOCK_KINDS else kind
+    return raw_t(lang, f"risk.kind_{kind}") if kind in BLOCK_KINDS else kind
 
 
 def _at(when: datetime, tz: ZoneInfo) -> str:
@@ -448,9 +354,8 @@ async def _edit(message: Message, text: str, markup: InlineKeyboardMarkup | None
 # --- outbox messages -------------------------------------------------------------------------
 
 
-async def _load(core: Core, message: Outgoing) -> RiskDecision | None:
-    async with core.db.read() as session:
-        return await session.get(RiskDecision, int(str(message.payload.get("decision_id", 0))))
+async def _load(core: Core, message: Outgoing) -> DecisionView | None:
+    return await core.risk.decision(int(str(message.payload.get("decision_id", 0))))
 
 
 async def render_hold(core: Core, message: Outgoing) -> list[Part]:
@@ -497,11 +402,9 @@ async def render_rejected(core: Core, message: Outgoing) -> list[Part]:
 async def refusal_text(core: Core, lang: str, exc: RiskBlocked) -> str:
     """Why a buyer is refused, in the buyer's language: the rule's reason by its metric, or the
     operator's reason for a blocklist entry; never the rule's name or numbers beyond its limit."""
-    async with core.db.read() as session:
-        decision = await session.get(RiskDecision, exc.decision_id) if exc.decision_id else None
-        rule = await session.get(RiskRule, decision.rule_id) if decision and decision.rule_id else None
-    if rule is not None and rule.metric in risk.METRICS:
-        reason = raw_t(lang, f"risk.reason_{rule.metric}", threshold=_threshold(rule, core.settings.currency))
+    rule = await core.risk.refusal_rule(exc.decision_id)
+    if rule is not None and rule.metric in METRICS:
+        reason = raw_t(lang, f"risk.reason_{rule.metric}", threshold=rule.threshold_text)
         return t(lang, "risk.blocked", reason=reason)
     return t(lang, "risk.blocked", reason=exc.reason)
 

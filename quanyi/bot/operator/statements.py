@@ -3,14 +3,9 @@ as a message plus a CSV document (outbox kinds ``settlement_statement``, ``distr
 
 from __future__ import annotations
 
-from datetime import date
-
-from sqlalchemy import select
-
 from quanyi.bot.outbox_sender import Document, Part, Renderer
 from quanyi.bot.render import money
-from quanyi.core.books.settlement import Figures, stored_rows
-from quanyi.core.models import Distributor
+from quanyi.core.books.views import Figures
 from quanyi.core.money import Money
 from quanyi.core.platform import export
 from quanyi.core.platform.outbox import Outgoing
@@ -48,17 +43,6 @@ def statement_csv(day: str, rows: list[Figures], names: dict[str, str]) -> bytes
     return export.csv_bytes(lines, line_end="\n", bom=True)
 
 
-async def _load(core: Core, day: str, distributor_id: int | None = None) -> tuple[list[Figures], dict[str, str]]:
-    async with core.db.read() as session:
-        rows = await stored_rows(session, date.fromisoformat(day))
-        if distributor_id is not None:
-            rows = [r for r in rows if r.scope == "distributor" and r.key == str(distributor_id)]
-        ids = [int(r.key) for r in rows if r.scope == "distributor"]
-        found = await session.execute(select(Distributor.id, Distributor.name).where(Distributor.id.in_(ids)))
-        names = {f"distributor:{i}": f"{name} (#{i})" for i, name in found.all()}
-    return rows, names
-
-
 def _section(lang: str, title_key: str, lines: list[str]) -> list[str]:
     if not lines:
         return []
@@ -70,7 +54,8 @@ def _section(lang: str, title_key: str, lines: list[str]) -> list[str]:
 
 async def settlement_statement(core: Core, message: Outgoing) -> list[Part]:
     lang, day = message.language, str(message.payload["day"])
-    rows, names = await _load(core, day)
+    found = await core.books.statement(day)
+    rows, names = found.rows, found.names
     text = [t(lang, "settle.title", day=day)]
     totals = [r for r in rows if r.scope == "total"]
     if not totals:
@@ -123,7 +108,8 @@ async def settlement_statement(core: Core, message: Outgoing) -> list[Part]:
 async def distributor_statement(core: Core, message: Outgoing) -> list[Part]:
     lang, day = message.language, str(message.payload["day"])
     distributor_id = int(str(message.payload["distributor_id"]))
-    rows, names = await _load(core, day, distributor_id)
+    found = await core.books.statement(day, distributor_id)
+    rows, names = found.rows, found.names
     text = [t(lang, "settle.dist_title", day=day)]
     if not rows:
         text.append(t(lang, "settle.empty"))

@@ -20,8 +20,7 @@ from aiogram.fsm.context import FSMContext
 from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message, TelegramObject
 
 from quanyi.core.errors import NotFound, TokenUnusable
-from quanyi.core.sales import redeem
-from quanyi.core.sales.redeem import TokenState, TokenView
+from quanyi.core.sales.order_lookup import TokenState, TokenView, is_well_formed
 from quanyi.core.services import Core
 from quanyi.i18n import raw_t, t
 
@@ -56,7 +55,7 @@ def extract_token(text: str) -> str | None:
     text = text.strip()
     if LINK_MARK in text:
         text = text.rsplit(LINK_MARK, 1)[1].split("?", 1)[0].split("#", 1)[0].strip("/")
-    return text if redeem.is_well_formed(text) else None
+    return text if is_well_formed(text) else None
 
 
 async def _has_token(message: Message) -> bool | dict[str, Any]:
@@ -68,60 +67,56 @@ def build_verify_router() -> Router:
     router = Router(name="verify")
     router.message.filter(IsVerifier())
     router.callback_query.filter(IsVerifier())
-
-    @router.message(Command("verify"))
-    async def verify_command(
-        message: Message, command: CommandObject, core: Core, lang: str, state: FSMContext
-    ) -> None:
-        token = extract_token(command.args or "")
-        if token is None:
-            await message.answer(t(lang, "verify.prompt"))
-            return
-        await _show(message, core, lang, state, token)
-
+    router.message.register(verify_command, Command("verify"))
     # Only outside a form: text typed as an answer to another question is not a code.
-    @router.message(StateFilter(None), F.text, _has_token)
-    async def verify_text(message: Message, token: str, core: Core, lang: str, state: FSMContext) -> None:
-        await _show(message, core, lang, state, token)
-
-    @router.callback_query(VerifyCb.filter())
-    async def consume(
-        query: CallbackQuery, callback_data: VerifyCb, verifier: str, core: Core, lang: str, state: FSMContext
-    ) -> None:
-        remembered: dict[str, str] = (await state.get_data()).get(_DATA_KEY, {})
-        token = remembered.get(str(callback_data.id))
-        if token is None or not isinstance(query.message, Message):
-            await query.answer(raw_t(lang, "verify.forgotten"), show_alert=True)
-            return
-        try:
-            async with core.db.transaction() as session:
-                view = await redeem.consume(session, core.keyring, token, by=verifier, channel="chat")
-        except NotFound:
-            text = t(lang, "verify.not_found")
-        except TokenUnusable as exc:
-            state_name = exc.code.removeprefix("token_")
-            text = "\n".join([t(lang, f"verify.{state_name}", max=exc.max_uses), t(lang, "verify.refused")])
-        else:
-            log.info(
-                "verify: %s took use %d of %d of link %d", verifier, view.use_no or 0, view.max_uses, view.token_id
-            )
-            text = "\n".join(
-                [
-                    t(lang, "verify.consumed", use_no=view.use_no, max=view.max_uses, left=view.uses_left),
-                    *_details(core, lang, view),
-                ]
-            )
-        await _forget(state, callback_data.id)
-        await query.answer()
-        await query.message.edit_text(text, reply_markup=None)
-
+    router.message.register(verify_text, StateFilter(None), F.text, _has_token)
+    router.callback_query.register(consume, VerifyCb.filter())
     return router
+
+
+async def verify_command(message: Message, command: CommandObject, core: Core, lang: str, state: FSMContext) -> None:
+    token = extract_token(command.args or "")
+    if token is None:
+        await message.answer(t(lang, "verify.prompt"))
+        return
+    await _show(message, core, lang, state, token)
+
+
+async def verify_text(message: Message, token: str, core: Core, lang: str, state: FSMContext) -> None:
+    await _show(message, core, lang, state, token)
+
+
+async def consume(
+    query: CallbackQuery, callback_data: VerifyCb, verifier: str, core: Core, lang: str, state: FSMContext
+) -> None:
+    remembered: dict[str, str] = (await state.get_data()).get(_DATA_KEY, {})
+    token = remembered.get(str(callback_data.id))
+    if token is None or not isinstance(query.message, Message):
+        await query.answer(raw_t(lang, "verify.forgotten"), show_alert=True)
+        return
+    try:
+        view = await core.sales.redeem_link(token, by=verifier, channel="chat")
+    except NotFound:
+        text = t(lang, "verify.not_found")
+    except TokenUnusable as exc:
+        state_name = exc.code.removeprefix("token_")
+        text = "\n".join([t(lang, f"verify.{state_name}", max=exc.max_uses), t(lang, "verify.refused")])
+    else:
+        log.info("verify: %s took use %d of %d of link %d", verifier, view.use_no or 0, view.max_uses, view.token_id)
+        text = "\n".join(
+            [
+                t(lang, "verify.consumed", use_no=view.use_no, max=view.max_uses, left=view.uses_left),
+                *_details(core, lang, view),
+            ]
+        )
+    await _forget(state, callback_data.id)
+    await query.answer()
+    await query.message.edit_text(text, reply_markup=None)
 
 
 async def _show(message: Message, core: Core, lang: str, state: FSMContext, token: str) -> None:
     try:
-        async with core.db.read() as session:
-            view = await redeem.inspect(session, core.keyring, token)
+        view = await core.sales.inspect_link(token)
     except NotFound:
         await message.answer(t(lang, "verify.not_found"))
         return

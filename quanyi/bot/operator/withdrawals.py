@@ -27,9 +27,8 @@ from aiogram.utils.keyboard import InlineKeyboardBuilder
 from quanyi.bot.filters import TYPED, IsAdmin
 from quanyi.bot.outbox_sender import Part, Renderer, WithButtons
 from quanyi.bot.render import MESSAGE_LIMIT, money, withdrawal_source
-from quanyi.core.books import withdrawals
+from quanyi.core.distributors.views import WITHDRAWAL_STATUSES, WithdrawalDecided, WithdrawalView
 from quanyi.core.errors import InvalidInput, NotFound
-from quanyi.core.models import Distributor, Withdrawal, WithdrawalStatus
 from quanyi.core.platform.outbox import Outgoing
 from quanyi.core.services import Core
 from quanyi.i18n import raw_t, t
@@ -59,22 +58,21 @@ def build_withdrawals_router() -> Router:
 
 
 async def pending(message: Message, core: Core, lang: str) -> None:
-    async with core.db.read() as session:
-        rows = await withdrawals.list_withdrawals(session, status=WithdrawalStatus.REQUESTED, limit=30)
+    rows = await core.books.list_withdrawals(status="requested", limit=30)
     if not rows:
         await message.answer(t(lang, "withdraw.admin_list_empty"))
         return
     tz = ZoneInfo(core.settings.timezone)
     lines = [t(lang, "withdraw.admin_list_title")]
     keyboard = InlineKeyboardBuilder()
-    for w, d in reversed(rows):  # oldest first: the order they were asked in
+    for w in reversed(rows):  # oldest first: the order they were asked in
         at = w.created_at.astimezone(tz).strftime("%m-%d %H:%M")
         row = t(
             lang,
             "withdraw.admin_list_row",
             id=w.id,
-            name=d.name,
-            user=d.user_id,
+            name=w.distributor_name,
+            user=w.distributor_user_id,
             source=withdrawal_source(lang, w.source),
             amount=money(w.amount, w.currency),
             account=w.payout_account,
@@ -90,24 +88,21 @@ async def pending(message: Message, core: Core, lang: str) -> None:
 async def approve(query: CallbackQuery, callback_data: DecideCb, core: Core, lang: str) -> None:
     actor = f"operator:{query.from_user.id}"
     try:
-        async with core.db.transaction() as session:
-            withdrawal = await withdrawals.approve(session, callback_data.id, actor=actor)
-            _, distributor = await withdrawals.get(session, withdrawal.id)
-            text = t(
-                lang,
-                "withdraw.admin_approved",
-                id=withdrawal.id,
-                amount=money(withdrawal.amount, withdrawal.currency),
-                account=withdrawal.payout_account,
-                name=distributor.name,
-            )
-    except withdrawals.WithdrawalDecided as exc:
+        withdrawal = await core.books.approve_withdrawal(callback_data.id, actor=actor)
+    except WithdrawalDecided as exc:
         await query.answer(_decided(lang, callback_data.id, str(exc.details.get("status", ""))), show_alert=True)
         return
     except NotFound:
         await query.answer(raw_t(lang, "withdraw.admin_unknown", id=callback_data.id), show_alert=True)
         return
-    core.outbox_wakeup.set()
+    text = t(
+        lang,
+        "withdraw.admin_approved",
+        id=withdrawal.id,
+        amount=money(withdrawal.amount, withdrawal.currency),
+        account=withdrawal.payout_account,
+        name=withdrawal.distributor_name,
+    )
     await query.answer()
     if isinstance(query.message, Message):
         await _answer_decision(query.message, text)
@@ -115,13 +110,12 @@ async def approve(query: CallbackQuery, callback_data: DecideCb, core: Core, lan
 
 async def ask_reason(query: CallbackQuery, callback_data: DecideCb, core: Core, lang: str, state: FSMContext) -> None:
     try:
-        async with core.db.read() as session:
-            withdrawal, distributor = await withdrawals.get(session, callback_data.id)
+        withdrawal = await core.books.open_withdrawal(callback_data.id)
     except NotFound:
         await query.answer(raw_t(lang, "withdraw.admin_unknown", id=callback_data.id), show_alert=True)
         return
-    if withdrawal.status != WithdrawalStatus.REQUESTED:
-        await query.answer(_decided(lang, withdrawal.id, withdrawal.status), show_alert=True)
+    except WithdrawalDecided as exc:
+        await query.answer(_decided(lang, callback_data.id, str(exc.details.get("status", ""))), show_alert=True)
         return
     await query.answer()
     await state.set_state(RejectForm.reason)
@@ -133,7 +127,7 @@ async def ask_reason(query: CallbackQuery, callback_data: DecideCb, core: Core, 
                 "withdraw.admin_ask_reason",
                 id=withdrawal.id,
                 amount=money(withdrawal.amount, withdrawal.currency),
-                name=distributor.name,
+                name=withdrawal.distributor_name,
             )
         )
 
@@ -147,20 +141,11 @@ async def typed_reason(message: Message, core: Core, lang: str, state: FSMContex
     withdrawal_id = int((await state.get_data()).get("withdrawal_id", 0))
     actor = f"operator:{message.from_user.id if message.from_user else '?'}"
     try:
-        async with core.db.transaction() as session:
-            withdrawal = await withdrawals.reject(session, withdrawal_id, actor=actor, reason=message.text or "")
-            _, distributor = await withdrawals.get(session, withdrawal.id)
-            text = t(
-                lang,
-                "withdraw.admin_rejected",
-                id=withdrawal.id,
-                amount=money(withdrawal.amount, withdrawal.currency),
-                name=distributor.name,
-            )
+        withdrawal = await core.books.reject_withdrawal(withdrawal_id, actor=actor, reason=message.text or "")
     except InvalidInput:
         await message.answer(t(lang, "withdraw.admin_bad_reason"))  # the form stays open
         return
-    except withdrawals.WithdrawalDecided as exc:
+    except WithdrawalDecided as exc:
         await state.clear()
         await message.answer(_decided(lang, withdrawal_id, str(exc.details.get("status", "")), escape=True))
         return
@@ -169,7 +154,13 @@ async def typed_reason(message: Message, core: Core, lang: str, state: FSMContex
         await message.answer(t(lang, "withdraw.admin_unknown", id=withdrawal_id))
         return
     await state.clear()
-    core.outbox_wakeup.set()
+    text = t(
+        lang,
+        "withdraw.admin_rejected",
+        id=withdrawal.id,
+        amount=money(withdrawal.amount, withdrawal.currency),
+        name=withdrawal.distributor_name,
+    )
     await message.answer(text)
 
 
@@ -193,7 +184,7 @@ def _decided(lang: str, withdrawal_id: int, status: str, *, escape: bool = False
 
 
 def _status(lang: str, status: str) -> str:
-    if status in {s.value for s in WithdrawalStatus}:
+    if status in WITHDRAWAL_STATUSES:
         return raw_t(lang, f"withdraw.status_{status}")
     return status
 
@@ -201,25 +192,24 @@ def _status(lang: str, status: str) -> str:
 # --- outbox messages -------------------------------------------------------------------------
 
 
-async def _load(core: Core, message: Outgoing) -> tuple[Withdrawal, Distributor]:
-    async with core.db.read() as session:
-        return await withdrawals.get(session, int(str(message.payload.get("withdrawal_id", 0))))
+async def _load(core: Core, message: Outgoing) -> WithdrawalView:
+    return await core.books.withdrawal(int(str(message.payload.get("withdrawal_id", 0))))
 
 
 async def render_request(core: Core, message: Outgoing) -> list[Part]:
-    withdrawal, distributor = await _load(core, message)
+    withdrawal = await _load(core, message)
     lang = message.language
     text = t(
         lang,
         "withdraw.admin_request",
         id=withdrawal.id,
-        name=distributor.name,
-        user=distributor.user_id,
+        name=withdrawal.distributor_name,
+        user=withdrawal.distributor_user_id,
         source=withdrawal_source(lang, withdrawal.source),
         amount=money(withdrawal.amount, withdrawal.currency),
         account=withdrawal.payout_account,
     )
-    if withdrawal.status != WithdrawalStatus.REQUESTED:
+    if not withdrawal.open:
         # Decided before this message went out (another operator, the CLI): no buttons to press.
         return [text + "\n" + t(lang, "withdraw.admin_status", status=_status(lang, withdrawal.status))]
     markup = InlineKeyboardMarkup(inline_keyboard=[_decide_buttons(lang, withdrawal.id)])
@@ -227,7 +217,7 @@ async def render_request(core: Core, message: Outgoing) -> list[Part]:
 
 
 async def render_approved(core: Core, message: Outgoing) -> list[Part]:
-    withdrawal, _ = await _load(core, message)
+    withdrawal = await _load(core, message)
     lang = message.language
     return [
         t(
@@ -242,7 +232,7 @@ async def render_approved(core: Core, message: Outgoing) -> list[Part]:
 
 
 async def render_rejected(core: Core, message: Outgoing) -> list[Part]:
-    withdrawal, _ = await _load(core, message)
+    withdrawal = await _load(core, message)
     lang = message.language
     return [
         t(
@@ -259,7 +249,7 @@ async def render_rejected(core: Core, message: Outgoing) -> list[Part]:
 async def render_reduced(core: Core, message: Outgoing) -> list[Part]:
     """A claw-back took (part of) an open withdrawal: the figures are the payload's, as they
     were then, not the withdrawal's now (a later claw-back may reduce it again)."""
-    withdrawal, _ = await _load(core, message)
+    withdrawal = await _load(core, message)
     lang = message.language
     cur = withdrawal.currency
 

@@ -22,8 +22,8 @@ inactive, or is the buyer himself (a parent who became its own child's customer)
 nothing, and neither does a margin for such a seller; the chain skips it and goes on upwards,
 the levels above keeping their own numbers and rates (the skipped share stays with the
 operator). A distributor deactivated between placement and payment earns nothing either: its
-shares of the order go ``void`` when the order is paid (``VOID_INACTIVE``, run by ``earn`` and
-by the batched ``fulfilment.settle_batch`` alike).
+shares of the order go ``void`` when the order is paid (``VOID_INACTIVE``, run by ``earn_many``
+for one order or for a batch).
 
 Taking back (``claw_back``): a pending share comes back from the pending account. A confirmed
 one comes back from what the distributor may withdraw, then from its open withdrawals (each
@@ -36,10 +36,11 @@ it owes (``withdrawals.available``).
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import Connection, bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from quanyi.core.books import ledger
@@ -53,6 +54,7 @@ from quanyi.core.models import (
     OrderLine,
     utcnow,
 )
+from quanyi.core.platform.db import on_connection
 
 BASIS_POINTS = 10_000
 MAX_LEVELS = 10
@@ -230,8 +232,8 @@ def earned_ref(order_id: int) -> str:
 
 
 # At payment, the shares of distributors deactivated since the order was placed are void:
-# one statement, run by ``earn`` (one order) and by ``fulfilment.settle_batch`` (a batch),
-# before either turns the rest pending. Binds: ``ids`` (order ids), ``now``.
+# one statement, run by ``earn_many`` (for ``earn``'s one order or a settled batch) before it
+# turns the rest pending. Binds: ``ids`` (order ids), ``now``.
 VOID_INACTIVE = (
     update(Commission)
     .where(
@@ -245,21 +247,54 @@ VOID_INACTIVE = (
 
 async def earn(session: AsyncSession, order_id: int) -> None:
     """The order is paid: its shares become pending, and the ledger owes them to their distributors."""
-    await session.execute(
-        VOID_INACTIVE.execution_options(synchronize_session=False), {"ids": [order_id], "now": utcnow()}
+    await on_connection(session, lambda conn: earn_many(conn, [order_id]))
+
+
+# Built once: on the payment path building a statement costs more than running it.
+_MAKE_PENDING = (
+    update(Commission)
+    .where(
+        Commission.order_id.in_(bindparam("ids", expanding=True)),
+        Commission.status == CommissionStatus.AWAITING.value,
     )
-    await mark(session, order_id, CommissionStatus.PENDING)
-    rows = await session.execute(
-        select(Commission.distributor_id, Commission.currency, func.sum(Commission.amount))
-        .where(Commission.order_id == order_id, Commission.status == CommissionStatus.PENDING)
-        .group_by(Commission.distributor_id, Commission.currency)
+    .values(status=CommissionStatus.PENDING.value, updated_at=bindparam("now"))
+)
+_EARNED = (
+    select(Commission.order_id, Commission.distributor_id, Commission.currency, func.sum(Commission.amount))
+    .where(
+        Commission.order_id.in_(bindparam("ids", expanding=True)),
+        Commission.status == CommissionStatus.PENDING.value,
     )
-    legs: list[ledger.Leg] = []
-    for distributor_id, currency, amount in rows.all():
-        legs += ledger.transfer(
-            ledger.COMMISSIONS, ledger.distributor(distributor_id, "pending"), int(amount), currency
+    .group_by(Commission.order_id, Commission.distributor_id, Commission.currency)
+)
+
+
+def earn_many(
+    conn: Connection,
+    order_ids: Collection[int],
+    now: datetime | None = None,
+    *,
+    along: Sequence[ledger.Entry] = (),
+) -> None:
+    """Many orders are paid: their shares become pending (void for distributors deactivated
+    since), and the ledger owes them to their distributors, one entry per order.
+
+    ``along``: the caller's own entries of the same transaction (a settled batch's payments),
+    posted first in the same two statements, since on the payment path each statement is a
+    round trip."""
+    now = now or utcnow()
+    ids = {"ids": list(order_ids), "now": now}
+    conn.execute(VOID_INACTIVE, ids)
+    conn.execute(_MAKE_PENDING, ids)
+    legs: dict[int, list[ledger.Leg]] = {}
+    for order_id, distributor_id, currency, amount in conn.execute(_EARNED, {"ids": ids["ids"]}).all():
+        legs.setdefault(order_id, []).extend(
+            ledger.transfer(ledger.COMMISSIONS, ledger.distributor(distributor_id, "pending"), int(amount), currency)
         )
-    await ledger.post(session, earned_ref(order_id), "commission_earned", legs, order_id=order_id)
+    earned = [
+        ledger.Entry(earned_ref(oid), "commission_earned", order_legs, order_id=oid) for oid, order_legs in legs.items()
+    ]
+    ledger.post_many(conn, [*along, *earned], now)
 
 
 async def lock_distributor(session: AsyncSession, distributor_id: int) -> None:

@@ -24,12 +24,14 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import Connection, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from quanyi.core.models import JournalEntry, Posting, utcnow
-from quanyi.core.platform.db import upsert
+from quanyi.core.platform.db import on_connection
 
 CASH = "platform:cash"
 REVENUE = "platform:revenue"
@@ -130,40 +132,80 @@ async def post(
 
     Runs inside the caller's transaction: the entry commits or rolls back with the change it
     records."""
-    legs = [leg for leg in legs if leg.amount != 0]
-    _check(legs)
-    if not legs:
-        return False
-    now = utcnow()
-    created = await session.execute(
-        upsert(session, JournalEntry)
-        .values(
-            ref=ref[:128],
-            kind=kind,
-            order_id=order_id,
-            distributor_id=distributor_id,
-            memo=memo[:255],
-            created_at=now,
+    entry = Entry(ref, kind, tuple(legs), order_id=order_id, distributor_id=distributor_id, memo=memo)
+    return bool(await on_connection(session, lambda conn: post_many(conn, [entry])))
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A journal entry to post: its legs and what it belongs to."""
+
+    ref: str
+    kind: str
+    legs: Sequence[Leg]
+    order_id: int | None = None
+    distributor_id: int | None = None
+    memo: str = ""
+
+
+def post_many(conn: Connection, entries: Iterable[Entry], now: datetime | None = None) -> set[str]:
+    """Record journal entries in two statements, whatever their number; returns the refs written.
+
+    An entry with no legs is skipped; a ``ref`` posted before (or earlier in ``entries``) is
+    skipped whole, its postings too, so posting twice never counts money twice. Raises
+    ``Unbalanced`` before writing anything if an entry does not balance."""
+    now = now or utcnow()
+    rows: dict[str, dict[str, Any]] = {}
+    legs_of: dict[str, list[Leg]] = {}
+    for entry in entries:
+        legs = [leg for leg in entry.legs if leg.amount != 0]
+        _check(legs)
+        ref = entry.ref[:128]
+        if not legs or ref in rows:
+            continue
+        legs_of[ref] = legs
+        rows[ref] = {
+            "ref": ref,
+            "kind": entry.kind,
+            "order_id": entry.order_id,
+            "distributor_id": entry.distributor_id,
+            "memo": entry.memo[:255],
+            "created_at": now,
+        }
+    if not rows:
+        return set()
+    created = set(conn.execute(_insert_entries(conn.dialect.name), list(rows.values())).scalars())
+    postings = [
+        {"entry_ref": ref, "account": leg.account, "currency": leg.currency, "amount": leg.amount, "created_at": now}
+        for ref in rows
+        if ref in created
+        for leg in legs_of[ref]
+    ]
+    if postings:
+        conn.execute(_INSERT_POSTINGS, postings)
+    return created
+
+
+_INSERT_POSTINGS = insert(Posting)
+_INSERT_ENTRIES: dict[str, Any] = {}
+
+
+def _insert_entries(dialect: str) -> Any:
+    """``INSERT ... ON CONFLICT (ref) DO NOTHING RETURNING ref`` for the dialect, built once:
+    building a statement costs more than running it on the payment path."""
+    if dialect not in _INSERT_ENTRIES:
+        if dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+            statement: Any = pg_insert(JournalEntry)
+        else:
+            from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+            statement = sqlite_insert(JournalEntry)
+        _INSERT_ENTRIES[dialect] = statement.on_conflict_do_nothing(index_elements=[JournalEntry.ref]).returning(
+            JournalEntry.ref
         )
-        .on_conflict_do_nothing(index_elements=[JournalEntry.ref])
-        .returning(JournalEntry.id)
-    )
-    if created.first() is None:
-        return False
-    await session.execute(
-        insert(Posting),
-        [
-            {
-                "entry_ref": ref[:128],
-                "account": leg.account,
-                "currency": leg.currency,
-                "amount": leg.amount,
-                "created_at": now,
-            }
-            for leg in legs
-        ],
-    )
-    return True
+    return _INSERT_ENTRIES[dialect]
 
 
 async def balance(session: AsyncSession, account: str, currency: str) -> int:

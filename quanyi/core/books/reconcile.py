@@ -152,7 +152,7 @@ class Mismatch:
         return amount
 
 
-@dataclass
+@dataclass(frozen=True)
 class Report:
     provider: str
     rows: int
@@ -361,7 +361,8 @@ async def reconcile(
         raise StatementError(None, "the statement has no transactions")
     start, end = min(r.time for r in rows), max(r.time for r in rows)
     theirs = _fold(rows)
-    report = Report(provider=provider, rows=len(rows), transactions=len(theirs), start=start, end=end)
+    matched = 0
+    mismatches: list[Mismatch] = []
     ours = await _our_payments(session, provider, theirs, start - margin, end + margin)
     by_txn = {o.payment.provider_txn_id: o for o in ours.values()}
     by_number: dict[str, list[_Ours]] = defaultdict(list)
@@ -389,7 +390,7 @@ async def reconcile(
     for t in missing:
         currency = t.row.currency or currencies.get(t.order_number, default_currency)
         amount = Money(_minor(t.row.amount, currency, t.row.line), currency)
-        report.mismatches.append(
+        mismatches.append(
             Mismatch(
                 Section.MISSING_WITH_US, t.order_number, t.provider_txn_id, amount, None, t.status, None, t.row.line
             )
@@ -405,23 +406,23 @@ async def reconcile(
         txn = p.provider_txn_id
         clean = True
         if their_amount != our_amount:
-            report.mismatches.append(
+            mismatches.append(
                 Mismatch(Section.AMOUNT, number, txn, their_amount, our_amount, t.status, o.status, t.row.line)
             )
             clean = False
         if not _consistent(t.status, o.status):
-            report.mismatches.append(
+            mismatches.append(
                 Mismatch(Section.STATUS, number, txn, their_amount, our_amount, t.status, o.status, t.row.line)
             )
             clean = False
-        report.matched += clean
+        matched += clean
 
     for o in sorted(ours.values(), key=lambda o: o.payment.created_at):
         p = o.payment
         if p.id in pairs or not (start - margin <= _aware(p.created_at) <= end + margin):
             continue
         status = o.status if p.outcome == "applied" else p.outcome
-        report.mismatches.append(
+        mismatches.append(
             Mismatch(
                 Section.MISSING_WITH_THEM,
                 o.order_number,
@@ -434,8 +435,8 @@ async def reconcile(
             )
         )
     order = list(Section)
-    report.mismatches.sort(key=lambda m: (order.index(m.section), m.line or 0, m.order_number))
-    return report
+    mismatches.sort(key=lambda m: (order.index(m.section), m.line or 0, m.order_number))
+    return Report(provider, len(rows), len(theirs), start, end, matched, mismatches)
 
 
 async def _order_currencies(session: AsyncSession, numbers: list[str]) -> dict[str, str]:

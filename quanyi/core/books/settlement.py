@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any
@@ -53,7 +54,7 @@ from quanyi.core.models import (
     User,
     utcnow,
 )
-from quanyi.core.platform import outbox
+from quanyi.core.platform import audit_chain, outbox
 from quanyi.core.platform.db import Database, rowcount, upsert
 
 if TYPE_CHECKING:
@@ -105,6 +106,11 @@ def day_range(day: date, tz: str) -> tuple[datetime, datetime]:
 
 def local_day(moment: datetime, tz: str) -> date:
     return moment.astimezone(ZoneInfo(tz)).date()
+
+
+def last_closed_day(now: datetime, tz: str) -> date:
+    """Yesterday in ``tz``: the newest business day that is over, the one settled by default."""
+    return local_day(now, tz) - timedelta(days=1)
 
 
 async def stored_rows(session: AsyncSession, day: date) -> list[Figures]:
@@ -445,7 +451,7 @@ async def days_due(core: Wiring, now: datetime | None = None) -> list[date]:
     the first paid order's day) to yesterday, and any day a crashed run left ``running``."""
     now = now or utcnow()
     tz = core.settings.timezone
-    yesterday = local_day(now, tz) - timedelta(days=1)
+    yesterday = last_closed_day(now, tz)
     async with core.db.read() as session:
         last = await session.scalar(select(func.max(Settlement.day)))
         stuck = {
@@ -469,19 +475,34 @@ async def days_due(core: Wiring, now: datetime | None = None) -> list[date]:
 async def settle_due(core: Wiring, now: datetime | None = None) -> list[SettleResult]:
     """Catch up: settle every closed day not settled yet, oldest first."""
     now = now or utcnow()
-    settings = core.settings
-    results = []
-    for day in await days_due(core, now):
-        results.append(
-            await settle_day(
-                core.db,
-                day,
-                tz=settings.timezone,
-                confirm_days=settings.commission_confirm_days,
-                admin_ids=settings.admin_id_list,
-                now=now,
-            )
-        )
+    results = [await settle(core, day, now=now) for day in await days_due(core, now)]
     if any(not r.already for r in results):
         core.outbox_wakeup.set()
     return results
+
+
+async def settle(core: Wiring, day: date | None = None, *, now: datetime | None = None) -> SettleResult:
+    """Settle ``day`` (default: the last closed day) with the settings' timezone and confirmation
+    period; ``pin`` then anchors the audit chain."""
+    now = now or utcnow()
+    settings = core.settings
+    return await settle_day(
+        core.db,
+        day or last_closed_day(now, settings.timezone),
+        tz=settings.timezone,
+        confirm_days=settings.commission_confirm_days,
+        admin_ids=settings.admin_id_list,
+        now=now,
+    )
+
+
+async def pin(core: Wiring, results: Sequence[SettleResult]) -> audit_chain.Anchor | None:
+    """After a run that settled a day (not one that found it settled), the audit chain's head is
+    pinned outside the database: the day's records cannot then be rewritten unseen."""
+    if all(r.already for r in results):
+        return None
+    settings = core.settings
+    pinned = await audit_chain.anchor(core.db, settings.data_dir, settings.admin_id_list)
+    if pinned is not None:
+        core.outbox_wakeup.set()
+    return pinned

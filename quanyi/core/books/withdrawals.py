@@ -120,6 +120,7 @@ async def request(
         raise InsufficientBalance(
             f"{Money(amount, distributor.currency)} is more than the {Money(have, distributor.currency)} available",
             available=have,
+            currency=distributor.currency,
         )
     withdrawal = Withdrawal(
         distributor_id=distributor.id,

@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from quanyi.core.books import ledger
 from quanyi.core.errors import AlreadyExists, InsufficientBalance, InvalidInput, NotFound
 from quanyi.core.models import ApiNonce, Channel, ChannelKind, Partner, PartnerKey, utcnow
-from quanyi.core.money import Money, exponent
+from quanyi.core.money import Money, exponent, parse_minor
 from quanyi.core.partners import apisign
 from quanyi.core.platform import audit
 from quanyi.core.platform.crypto import KeyRing
@@ -211,6 +211,16 @@ async def adjust_balance(
     return int(after)
 
 
+def parse_signed_amount(text: str, currency: str) -> int:
+    """``100.00`` adds, ``-20.00`` takes back (a correction), in minor units; zero is refused."""
+    text = text.strip()
+    negative = text.startswith("-")
+    minor = parse_minor(text[1:] if negative else text, currency)
+    if minor == 0:
+        raise InvalidInput("the amount must not be zero")
+    return -minor if negative else minor
+
+
 async def top_up(session: AsyncSession, code: str, amount: int, *, note: str = "") -> int:
     """The operator received ``amount`` from the partner (or, negative, corrects a top-up)."""
     partner = await get(session, code, lock=True)
@@ -219,12 +229,6 @@ async def top_up(session: AsyncSession, code: str, amount: int, *, note: str = "
 
 
 # --- authentication ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Caller:
-    partner: Partner
-    access_key: str
 
 
 async def secret_of(session: AsyncSession, keyring: KeyRing, access_key: str) -> tuple[Partner, str] | None:
@@ -264,6 +268,11 @@ async def remember_nonce(session: AsyncSession, access_key: str, nonce: str, now
     except IntegrityError:
         return False
     return True
+
+
+async def mark_used(session: AsyncSession, access_key: str, now: datetime) -> None:
+    """When the key was last used: what operators look at before revoking one."""
+    await session.execute(update(PartnerKey).where(PartnerKey.access_key == access_key).values(last_used_at=now))
 
 
 async def forget_nonces(session: AsyncSession, now: datetime) -> int:

@@ -36,6 +36,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote
 
+from quanyi.core.errors import QuanyiError
+
 WINDOW_SECONDS = 300
 KEY_HEADER = "X-Quanyi-Key"
 TIMESTAMP_HEADER = "X-Quanyi-Timestamp"
@@ -110,13 +112,13 @@ class Presented:
     signature: str
 
 
-class SignatureError(Exception):
-    """Why a request's signature headers are refused; ``code`` is the API error code."""
+class SignatureError(QuanyiError):
+    """Why a request's signature is refused; ``code`` is the API error code (``unauthorized``,
+    ``stale_request``, ``bad_signature``, ``replayed_nonce``)."""
 
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
         self.code = code
-        self.message = message
 
 
 def presented(request_headers: Mapping[str, str] | Any) -> Presented:

@@ -29,7 +29,7 @@ from quanyi.core.platform.audit_chain import GENESIS as GENESIS
 from quanyi.core.platform.audit_chain import HEAD_ID, Chain, canonical, chain_of
 from quanyi.core.platform.audit_chain import VerifyReport as VerifyReport
 from quanyi.core.platform.audit_chain import verify as verify
-from quanyi.core.platform.db import Database
+from quanyi.core.platform.db import Database, on_connection
 
 _TEXT_LIMIT = 4000  # old / new hold small dicts; a runaway value is cut, never a failed append
 
@@ -110,22 +110,8 @@ async def record_many(session: AsyncSession, entries: Sequence[Entry]) -> list[A
     if not entries:
         return []
     chain = chain_of(session.info)  # before the head is locked: no key, no lock taken
-    head = (await session.execute(_LOCK_HEAD)).first()
-    if head is None:
-        await session.execute(_create_head(session.get_bind().dialect.name))
-        head = (await session.execute(_LOCK_HEAD)).one()
-    seq, prev = int(head.seq), str(head.hash)
-    at = _now()
-    records: list[AuditRecord] = []
-    for entry in entries:
-        seq += 1
-        values = _row(entry, seq, prev, at, chain)
-        prev = values["hash"]
-        records.append(AuditRecord(**values))
-    session.add_all(records)
-    await session.flush()
-    await session.execute(update(AuditHead).where(AuditHead.id == HEAD_ID).values(seq=seq, hash=prev))
-    return records
+    rows = await on_connection(session, lambda conn: _append_sync(conn, entries, chain))
+    return [AuditRecord(**values) for values in rows]
 
 
 async def record(
@@ -150,9 +136,10 @@ def record_many_sync(conn: Connection, entries: Sequence[Entry]) -> None:
     _append_sync(conn, entries, chain_of(conn.get_execution_options()))
 
 
-def _append_sync(conn: Connection, entries: Sequence[Entry], chain: Chain) -> None:
+def _append_sync(conn: Connection, entries: Sequence[Entry], chain: Chain) -> list[dict[str, Any]]:
+    """The one append: lock the head, insert the linked rows, move the head; returns the rows."""
     if not entries:
-        return
+        return []
     head = conn.execute(_LOCK_HEAD).first()
     if head is None:
         conn.execute(_create_head(conn.dialect.name))
@@ -167,6 +154,7 @@ def _append_sync(conn: Connection, entries: Sequence[Entry], chain: Chain) -> No
         rows.append(values)
     conn.execute(insert(AuditRecord), rows)
     conn.execute(update(AuditHead).where(AuditHead.id == HEAD_ID).values(seq=seq, hash=prev))
+    return rows
 
 
 async def append(db: Database, entry: Entry) -> None:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from sqlalchemy import CTE, Connection, CursorResult, Engine, Result, Select, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import Session
 
@@ -203,3 +204,25 @@ def upsert(session: AsyncSession, model: type[Any]) -> Any:
     from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
     return sqlite_insert(model)
+
+
+async def on_connection(session: AsyncSession, step: Callable[[Connection], T]) -> T:
+    """Run a set-based step written for a synchronous connection (see ``run_write``) inside the
+    session's transaction, so the one-by-one path and the batched path share one statement.
+    The session is flushed first, as ``session.execute`` would, so the step sees its pending rows."""
+
+    def run(sync: Session) -> T:
+        sync.flush()
+        return step(sync.connection())
+
+    return await session.run_sync(run)
+
+
+# What a door catches when the database itself fails (unreachable, locked, full): it says why in one
+# line rather than show a traceback. Rules refused by the core raise ``QuanyiError`` instead.
+DatabaseError = SQLAlchemyError
+
+
+def redacted_url(url: str) -> str:
+    """The database URL as it may be shown: the password replaced by ``***``."""
+    return make_url(url).render_as_string(hide_password=True)

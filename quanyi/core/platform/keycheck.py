@@ -120,6 +120,19 @@ async def init_keys(settings: Settings, db: Database, *, explicit: bool = False)
     return KeysReady(keyring, created, str(path))
 
 
+async def init_keys_at(settings: Settings) -> KeysReady:
+    """``quanyi keys init``: ``init_keys`` on the database at the code's schema. It opens its own
+    database because no core can be built before the keys exist."""
+    from quanyi.core.platform.migrate import require_current
+
+    db = Database(settings.resolved_database_url)
+    try:
+        await require_current(db.engine)
+        return await init_keys(settings, db, explicit=True)
+    finally:
+        await db.dispose()
+
+
 async def _stored(session: AsyncSession) -> dict[str, str]:
     return {name: value for name, value in (await session.execute(select(KeyCheck.name, KeyCheck.kcv))).all()}
 

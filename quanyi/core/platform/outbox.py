@@ -7,11 +7,11 @@ the same message at once, and marks each one sent only after Telegram accepted i
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import Connection, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from quanyi.core.models import OutboxMessage, OutboxStatus, User, utcnow
@@ -29,19 +29,46 @@ class Outgoing:
     parts_sent: int = 0
 
 
+@dataclass(frozen=True)
+class Message:
+    """A chat message to write to the outbox: its payload names objects, never secrets."""
+
+    chat_id: int
+    kind: str
+    payload: Mapping[str, object]
+    language: str
+
+
+def _row(message: Message, now: datetime) -> dict[str, object]:
+    """An outbox row, due at once: the one place a message is written, one at a time or many."""
+    return {
+        "chat_id": message.chat_id,
+        "kind": message.kind,
+        "payload": json.dumps(message.payload, separators=(",", ":")),
+        "language": message.language,
+        "status": OutboxStatus.PENDING.value,
+        "attempts": 0,
+        "parts_sent": 0,
+        "next_attempt_at": now,
+        "created_at": now,
+    }
+
+
 def enqueue(session: AsyncSession, *, chat_id: int, kind: str, payload: Mapping[str, object], language: str) -> None:
-    session.add(
-        OutboxMessage(
-            chat_id=chat_id,
-            kind=kind,
-            payload=json.dumps(payload, separators=(",", ":")),
-            language=language,
-            status=OutboxStatus.PENDING,
-            attempts=0,
-            parts_sent=0,
-            next_attempt_at=utcnow(),
-        )
-    )
+    # Added to the session rather than inserted: callers are synchronous and the session
+    # writes it with the rest of their transaction.
+    session.add(OutboxMessage(**_row(Message(chat_id, kind, payload, language), utcnow())))
+
+
+_INSERT = insert(OutboxMessage)
+
+
+def enqueue_many(conn: Connection, messages: Iterable[Message], now: datetime | None = None) -> None:
+    """Write many messages in one statement (a settled batch's deliveries)."""
+    now = now or utcnow()
+    rows = [_row(message, now) for message in messages]
+    if rows:
+        conn.execute(_INSERT, rows)
 
 
 async def enqueue_admins(session: AsyncSession, admin_ids: list[int], kind: str, payload: Mapping[str, object]) -> None:

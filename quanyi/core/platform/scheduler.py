@@ -97,7 +97,9 @@ class Jobs:
         settled = [r.day.isoformat() for r in results if not r.already]
         if settled:
             log.info("settled %s", ", ".join(settled))
-            await self.anchor_audit()
+        pinned = await settlement.pin(self.core, results)
+        if pinned is not None:
+            log.info("audit chain anchored at record %d", pinned.seq)
         return settled
 
     async def anchor_audit(self) -> audit_chain.Anchor | None:

@@ -25,6 +25,7 @@ from quanyi.core.errors import (
     RiskRefusal,
 )
 from quanyi.core.models import BlockEntry, Order, OrderStatus, RiskDecision, RiskRule, User, utcnow
+from quanyi.core.money import parse_minor
 from quanyi.core.platform.db import Database, rowcount, upsert
 
 METRICS = (
@@ -38,6 +39,8 @@ METRICS = (
     "account_age",
 )
 ACTIONS = ("challenge", "hold", "block")
+# Thresholds of these metrics are money in the shop's currency: typed and shown as 5000.00.
+AMOUNT_METRICS = ("amount", "amount_per_user")
 BLOCK_KINDS = ("user", "ip", "device")
 _STRICTNESS = {"challenge": 1, "hold": 2, "block": 3}
 MAX_ATTEMPTS = 3
@@ -520,6 +523,13 @@ async def add_rule(
     return rule
 
 
+async def rule_named(session: AsyncSession, name: str) -> RiskRule:
+    rule = await session.scalar(select(RiskRule).where(RiskRule.name == name.strip()))
+    if rule is None:
+        raise NotFound(f"no risk rule {name}")
+    return rule
+
+
 async def set_rule(
     session: AsyncSession,
     name: str,
@@ -529,9 +539,7 @@ async def set_rule(
     active: bool | None = None,
     window_seconds: int | None = None,
 ) -> RiskRule:
-    rule = await session.scalar(select(RiskRule).where(RiskRule.name == name.strip()))
-    if rule is None:
-        raise NotFound(f"no risk rule {name}")
+    rule = await rule_named(session, name)
     _check_rule(
         rule.metric,
         rule.threshold if threshold is None else threshold,
@@ -548,6 +556,40 @@ async def set_rule(
         rule.window_seconds = window_seconds
     await session.flush()
     return rule
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_changes(words: Sequence[str], metric: str, currency: str) -> tuple[int | None, str | None, int | None]:
+    """``threshold=N action=A window=S`` as an operator types them: (threshold, action, window
+    seconds). A money metric's threshold is an amount in ``currency``; a window may be 10m, 1h, 1d."""
+    threshold: int | None = None
+    action: str | None = None
+    window: int | None = None
+    for word in words:
+        key, sep, value = word.partition("=")
+        if not sep or not value:
+            raise InvalidInput(f"{word}: expected key=value")
+        if key == "threshold":
+            if metric in AMOUNT_METRICS:
+                threshold = parse_minor(value, currency)
+            elif value.isdecimal():
+                threshold = int(value)
+            else:
+                raise InvalidInput(f"threshold={value}: a whole number is needed")
+        elif key == "action":
+            if value not in ACTIONS:
+                raise InvalidInput(f"action={value}: one of {', '.join(ACTIONS)}")
+            action = value
+        elif key == "window":
+            match = re.fullmatch(r"(\d+)([smhd]?)", value)
+            if match is None or int(match.group(1)) <= 0:
+                raise InvalidInput(f"window={value}: seconds (or 10m, 1h, 1d) above zero")
+            window = int(match.group(1)) * _UNITS[match.group(2) or "s"]
+        else:
+            raise InvalidInput(f"{key}: not threshold, action or window")
+    return threshold, action, window
 
 
 async def ensure_defaults(session: AsyncSession) -> list[str]:

@@ -13,7 +13,6 @@ import asyncio
 import enum
 import json
 import logging
-from collections import Counter
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
@@ -26,17 +25,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from quanyi.core.books import commissions, ledger
 from quanyi.core.errors import CallbackRejected, QuanyiError
 from quanyi.core.models import (
-    Allocation,
-    Commission,
     CommissionStatus,
-    JournalEntry,
     Order,
     OrderLine,
     OrderStatus,
-    OutboxMessage,
-    OutboxStatus,
     Payment,
-    Posting,
     Product,
     ProductKind,
     ProviderEvent,
@@ -50,7 +43,7 @@ from quanyi.core.platform.crypto import KeyRing
 from quanyi.core.platform.db import Database, rowcount
 from quanyi.core.sales import recharge, redeem
 from quanyi.core.stock import allocations as channels
-from quanyi.core.stock.items import sell_reserved, take_items, unsell
+from quanyi.core.stock.items import sell_reserved, sell_reserved_many, take_items, unsell
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +69,6 @@ async def apply_payment(
     """Apply one verified payment event. ``keyring`` is needed for orders of redemption links;
     ``fees`` (per method) are posted to the ledger with the payment."""
     admin_ids = admin_ids or []
-    fee = (fees or {}).get(event.method, ledger.Fee()).of(event.amount)
     order = await session.scalar(select(Order).where(Order.number == event.order_number))
     if order is None:
         raise CallbackRejected("unknown order")
@@ -94,15 +86,7 @@ async def apply_payment(
         if existing.order_id != order.id:
             raise CallbackRejected("transaction already recorded for another order")
         return PaymentOutcome.DUPLICATE
-    payment = Payment(
-        method=event.method,
-        provider_txn_id=event.provider_txn_id,
-        order_id=order.id,
-        amount=event.amount,
-        currency=event.currency,
-        outcome="applied",
-        raw=json.dumps(dict(event.raw), sort_keys=True),
-    )
+    payment = Payment(**_payment_row(event, order.id, utcnow()))
     try:
         async with session.begin_nested():
             session.add(payment)
@@ -116,15 +100,9 @@ async def apply_payment(
         .where(Order.id == order.id, Order.status == OrderStatus.PENDING)
         .values(status=OrderStatus.PAID, paid_at=now)
     )
-    ref = f"payment:{event.method}:{event.provider_txn_id}"
     if rowcount(paid):
-        await ledger.post(
-            session,
-            ref,
-            "payment",
-            ledger.payment_legs(event.method, event.amount, event.currency, fee, applied=True),
-            order_id=order.id,
-        )
+        entry = _payment_entry(event, order.id, fees or {}, applied=True)
+        await ledger.post(session, entry.ref, entry.kind, entry.legs, order_id=order.id)
         await channels.sell_units(session, order.id)
         await commissions.earn(session, order.id)
         products = await _line_products(session, order)
@@ -145,13 +123,8 @@ async def apply_payment(
     status = await session.scalar(select(Order.status).where(Order.id == order.id))
     payment.outcome = "needs_review"
     await session.flush()
-    await ledger.post(
-        session,
-        ref,
-        "payment_review",
-        ledger.payment_legs(event.method, event.amount, event.currency, fee, applied=False),
-        order_id=order.id,
-    )
+    entry = _payment_entry(event, order.id, fees or {}, applied=False)
+    await ledger.post(session, entry.ref, entry.kind, entry.legs, order_id=order.id)
     await outbox.enqueue_admins(
         session, admin_ids, "admin_payment_review", {"order_id": order.id, "payment_id": payment.id}
     )
@@ -166,6 +139,33 @@ async def apply_payment(
     await audit.record_many(session, [_payment_audit(event, order.number, "payment.review", f"order {status}")])
     log.warning("payment %s for order %s needs review: order is %s", event.provider_txn_id, order.number, status)
     return PaymentOutcome.NEEDS_REVIEW
+
+
+def _payment_row(event: PaymentEvent, order_id: int, now: datetime) -> dict[str, Any]:
+    """A payment applied to its order, as both paths record it (review sets its outcome after)."""
+    return {
+        "method": event.method,
+        "provider_txn_id": event.provider_txn_id,
+        "order_id": order_id,
+        "amount": event.amount,
+        "currency": event.currency,
+        "outcome": "applied",
+        "raw": json.dumps(dict(event.raw), sort_keys=True),
+        "created_at": now,
+    }
+
+
+def _payment_entry(
+    event: PaymentEvent, order_id: int, fees: Mapping[str, ledger.Fee], *, applied: bool
+) -> ledger.Entry:
+    """The journal entry of money in: revenue for an order it paid, suspense when kept for review."""
+    fee = fees.get(event.method, ledger.Fee()).of(event.amount)
+    return ledger.Entry(
+        f"payment:{event.method}:{event.provider_txn_id}",
+        "payment" if applied else "payment_review",
+        ledger.payment_legs(event.method, event.amount, event.currency, fee, applied=applied),
+        order_id=order_id,
+    )
 
 
 def _payment_audit(event: PaymentEvent, number: str, action: str, outcome: str) -> audit.Entry:
@@ -312,38 +312,15 @@ _SETTLE = (
     .values(status=OrderStatus.DELIVERED, paid_at=bindparam("now"), delivered_at=bindparam("now"))
     .returning(Order.id)
 )
-_SELL = (
-    update(StockItem)
-    .where(StockItem.order_id.in_(bindparam("ids", expanding=True)), StockItem.status == StockStatus.RESERVED)
-    .values(status=StockStatus.SOLD, sold_at=bindparam("now"))
-    .returning(StockItem.order_id)
-)
-_ALLOCATED = (
-    select(OrderLine.allocation_id, func.sum(OrderLine.quantity))
-    .where(OrderLine.order_id.in_(bindparam("ids", expanding=True)), OrderLine.allocation_id.is_not(None))
-    .group_by(OrderLine.allocation_id)
-)
-_SELL_UNITS = (
-    update(Allocation)
-    .where(Allocation.id == bindparam("aid"))
-    .values(reserved=Allocation.reserved - bindparam("units"), sold=Allocation.sold + bindparam("units"))
-)
-_COMMISSIONS_DUE = (
-    update(Commission)
-    .where(
-        Commission.order_id.in_(bindparam("ids", expanding=True)),
-        Commission.status == CommissionStatus.AWAITING.value,
-    )
-    .values(status=CommissionStatus.PENDING.value, updated_at=bindparam("now"))
-)
 _INSERT_PAYMENTS = insert(Payment)
-_INSERT_OUTBOX = insert(OutboxMessage)
 
 
 def settle_batch(
     conn: Connection, events: list[PaymentEvent], fees: Mapping[str, ledger.Fee] | None = None
 ) -> tuple[list[PaymentOutcome | None], list[int]]:
-    """The common case for a whole batch, in seven set-based statements on one connection.
+    """The common case for a whole batch, in a dozen set-based statements on one connection:
+    the owners' set-based steps (``sell_reserved_many``, ``sell_units_many``, ``earn_many``,
+    ``post_many``, ``enqueue_many``, ``record_many_sync``), which their one-by-one forms share.
 
     Settles every event that is a first payment, with the right amount, for a pending
     order whose reserved items are all there. Returns an outcome per settled event and
@@ -390,120 +367,37 @@ def settle_batch(
     slow.extend(fast[order_id] for order_id in fast if order_id not in settled)
     if not settled:
         return results, sorted(slow)
+    paid = sorted(settled)
     by_id = {row.id: row for row in orders.values()}
-    sold = Counter(conn.execute(_SELL, {"ids": list(settled), "now": now}).scalars())
-    if any(sold[oid] != by_id[oid].units for oid in settled):
+    # Each step from its owner, the same rule ``apply_payment`` runs for one order.
+    sold = sell_reserved_many(conn, paid, now)
+    if any(sold[oid] != by_id[oid].units for oid in paid):
         # The pending orders are locked by the UPDATE above and only their own transitions
         # touch their reserved items, so this cannot happen; if it does, nothing commits.
         raise RuntimeError("reserved items changed under a settling batch")
-    units = conn.execute(_ALLOCATED, {"ids": list(settled)}).all()
-    if units:
-        conn.execute(_SELL_UNITS, [{"aid": aid, "units": int(n)} for aid, n in units])
-    # As ``commissions.earn``: shares of distributors deactivated since placement are void.
-    conn.execute(commissions.VOID_INACTIVE, {"ids": list(settled), "now": now})
-    conn.execute(_COMMISSIONS_DUE, {"ids": list(settled), "now": now})
-    _post_batch(conn, [(oid, events[fast[oid]]) for oid in sorted(settled)], fees or {}, now)
-    conn.execute(
-        _INSERT_PAYMENTS,
-        [
-            {
-                "method": events[fast[oid]].method,
-                "provider_txn_id": events[fast[oid]].provider_txn_id,
-                "order_id": oid,
-                "amount": events[fast[oid]].amount,
-                "currency": events[fast[oid]].currency,
-                "outcome": "applied",
-                "raw": json.dumps(dict(events[fast[oid]].raw), sort_keys=True),
-                "created_at": now,
-            }
-            for oid in sorted(settled)
-        ],
+    channels.sell_units_many(conn, paid, now)
+    payments = [_payment_entry(events[fast[oid]], oid, fees or {}, applied=True) for oid in paid]
+    commissions.earn_many(conn, paid, now, along=payments)
+    conn.execute(_INSERT_PAYMENTS, [_payment_row(events[fast[oid]], oid, now) for oid in paid])
+    outbox.enqueue_many(
+        conn,
+        (
+            outbox.Message(chat_id, "delivery", {"order_id": oid}, by_id[oid].language)
+            for oid in paid
+            if (chat_id := by_id[oid].chat_id) is not None
+        ),
+        now,
     )
-    deliveries = [
-        {
-            "chat_id": by_id[oid].chat_id,
-            "kind": "delivery",
-            "payload": json.dumps({"order_id": oid}, separators=(",", ":")),
-            "language": by_id[oid].language,
-            "status": OutboxStatus.PENDING.value,
-            "attempts": 0,
-            "parts_sent": 0,
-            "next_attempt_at": now,
-            "created_at": now,
-        }
-        for oid in sorted(settled)
-        if by_id[oid].chat_id is not None
-    ]
-    if deliveries:
-        conn.execute(_INSERT_OUTBOX, deliveries)
     audit.record_many_sync(
         conn,
         [
             _payment_audit(events[fast[oid]], by_id[oid].number, "payment.applied", str(PaymentOutcome.DELIVERED))
-            for oid in sorted(settled)
+            for oid in paid
         ],
     )
-    for oid in settled:
+    for oid in paid:
         results[fast[oid]] = PaymentOutcome.DELIVERED
     return results, sorted(slow)
-
-
-_EARNED = (
-    select(Commission.order_id, Commission.distributor_id, Commission.currency, func.sum(Commission.amount))
-    .where(
-        Commission.order_id.in_(bindparam("ids", expanding=True)),
-        Commission.status == CommissionStatus.PENDING.value,
-    )
-    .group_by(Commission.order_id, Commission.distributor_id, Commission.currency)
-)
-_INSERT_ENTRIES = insert(JournalEntry)
-_INSERT_POSTINGS = insert(Posting)
-
-
-def _post_batch(
-    conn: Connection, paid: list[tuple[int, PaymentEvent]], fees: Mapping[str, ledger.Fee], now: datetime
-) -> None:
-    """The ledger entries of a settled batch, as ``apply_payment`` posts them one by one: each
-    payment (and its fee), and each order's commissions earned."""
-    entries: list[dict[str, Any]] = []
-    postings: list[dict[str, Any]] = []
-
-    def add(ref: str, kind: str, legs: list[ledger.Leg], order_id: int, distributor_id: int | None = None) -> None:
-        entries.append(
-            {
-                "ref": ref,
-                "kind": kind,
-                "order_id": order_id,
-                "distributor_id": distributor_id,
-                "memo": "",
-                "created_at": now,
-            }
-        )
-        postings.extend(
-            {
-                "entry_ref": ref,
-                "account": leg.account,
-                "currency": leg.currency,
-                "amount": leg.amount,
-                "created_at": now,
-            }
-            for leg in legs
-        )
-
-    for order_id, event in paid:
-        fee = fees.get(event.method, ledger.Fee()).of(event.amount)
-        legs = ledger.payment_legs(event.method, event.amount, event.currency, fee, applied=True)
-        add(f"payment:{event.method}:{event.provider_txn_id}", "payment", legs, order_id)
-    shares: dict[int, list[ledger.Leg]] = {}
-    for order_id, distributor_id, currency, amount in conn.execute(_EARNED, {"ids": [o for o, _ in paid]}).all():
-        shares.setdefault(order_id, []).extend(
-            ledger.transfer(ledger.COMMISSIONS, ledger.distributor(distributor_id, "pending"), int(amount), currency)
-        )
-    for order_id, legs in shares.items():
-        add(commissions.earned_ref(order_id), "commission_earned", legs, order_id)
-    if entries:
-        conn.execute(_INSERT_ENTRIES, entries)
-        conn.execute(_INSERT_POSTINGS, postings)
 
 
 async def first_sighting(session: AsyncSession, method: str, event_id: str) -> bool:

@@ -8,7 +8,6 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -429,12 +428,49 @@ async def start_payment(db: Database, payments: PaymentHub, placed: PlacedOrder)
     return start
 
 
-async def checkout(db: Database, payments: PaymentHub, **order: Any) -> PlacedOrder:
+@dataclass(frozen=True)
+class OrderRequest:
+    """What ``checkout`` places: ``place_order``'s arguments, one value."""
+
+    buyer: Buyer | None
+    sku: str
+    quantity: int
+    method: str
+    reservation: timedelta
+    max_quantity: int
+    option: str = ""
+    channel: str = "bot"
+    stars_rate: str = "7"
+    account: str | None = None
+    coupon: str | None = None
+    client_ip: str | None = None
+    device_id: str | None = None
+    risk_secret: bytes | None = None
+
+
+async def checkout(db: Database, payments: PaymentHub, request: OrderRequest) -> PlacedOrder:
     """Place an order and start its payment. If the provider cannot start one, the order is
     cancelled and its stock released before the error reaches the buyer."""
     try:
         async with db.transaction() as session:
-            placed = await place_order(session, payments, **order)
+            placed = await place_order(
+                session,
+                payments,
+                buyer=request.buyer,
+                sku=request.sku,
+                quantity=request.quantity,
+                method=request.method,
+                option=request.option,
+                reservation=request.reservation,
+                max_quantity=request.max_quantity,
+                channel=request.channel,
+                stars_rate=request.stars_rate,
+                account=request.account,
+                coupon=request.coupon,
+                client_ip=request.client_ip,
+                device_id=request.device_id,
+                risk_secret=request.risk_secret,
+            )
     except RiskRefusal as exc:
         await risk.record(db, exc)
         raise

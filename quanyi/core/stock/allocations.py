@@ -12,10 +12,11 @@ snapshot sees every committed sale and release on both sides.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 
-from sqlalchemy import ColumnElement, exists, func, select, update
+from sqlalchemy import ColumnElement, Connection, bindparam, exists, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from quanyi.core.errors import AlreadyExists, InvalidInput, NotForSale, NotFound, OutOfStock
@@ -36,7 +37,7 @@ from quanyi.core.models import (
 )
 from quanyi.core.money import Money
 from quanyi.core.platform import audit
-from quanyi.core.platform.db import rowcount
+from quanyi.core.platform.db import on_connection, rowcount
 
 DEFAULT_CHANNEL = "bot"
 # What ``sellable_counts`` reports for kinds that hold no stock (links, recharges) and no quota.
@@ -560,12 +561,37 @@ async def _line_units(session: AsyncSession, order_id: int) -> list[tuple[int, i
 
 async def sell_units(session: AsyncSession, order_id: int) -> None:
     """A paid order's reserved allocation units become sold."""
-    for allocation_id, units in await _line_units(session, order_id):
-        await session.execute(
-            update(Allocation)
-            .where(Allocation.id == allocation_id)
-            .values(reserved=Allocation.reserved - units, sold=Allocation.sold + units, updated_at=utcnow())
-        )
+    await on_connection(session, lambda conn: sell_units_many(conn, [order_id]))
+
+
+# Built once: on the payment path building a statement costs more than running it.
+_UNITS_OF_ORDERS = (
+    select(OrderLine.allocation_id, func.sum(OrderLine.quantity))
+    .where(OrderLine.order_id.in_(bindparam("ids", expanding=True)), OrderLine.allocation_id.is_not(None))
+    .group_by(OrderLine.allocation_id)
+    .order_by(OrderLine.allocation_id)
+)
+_SELL_UNITS = (
+    update(Allocation)
+    .where(Allocation.id == bindparam("aid"))
+    .values(
+        reserved=Allocation.reserved - bindparam("units"),
+        sold=Allocation.sold + bindparam("units"),
+        updated_at=bindparam("now"),
+    )
+)
+
+
+def sell_units_many(conn: Connection, order_ids: Collection[int], now: datetime | None = None) -> None:
+    """The reserved allocation units of many paid orders become sold: one statement per
+    allocation they sold from, in allocation order so that two batches never wait on each
+    other's rows in turn."""
+    if not order_ids:
+        return
+    units = conn.execute(_UNITS_OF_ORDERS, {"ids": list(order_ids)}).all()
+    if units:
+        now = now or utcnow()
+        conn.execute(_SELL_UNITS, [{"aid": aid, "units": int(n), "now": now} for aid, n in units])
 
 
 async def release_units(session: AsyncSession, order_id: int, *, sold: bool = False) -> None:

@@ -14,12 +14,14 @@ import contextlib
 import fcntl
 import logging
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections import Counter
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import cast
 
-from sqlalchemy import ColumnElement, delete, func, insert, or_, select, text, update
+from sqlalchemy import ColumnElement, Connection, bindparam, delete, func, insert, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
@@ -27,7 +29,7 @@ from quanyi.core.errors import Conflict, InvalidInput, NotFound
 from quanyi.core.models import Order, Product, ProductKind, StockBatch, StockItem, StockStatus, utcnow
 from quanyi.core.platform import audit
 from quanyi.core.platform.crypto import KeyRing
-from quanyi.core.platform.db import Database, locked_pick, rowcount, upsert
+from quanyi.core.platform.db import Database, locked_pick, on_connection, rowcount, upsert
 from quanyi.core.stock.stockfile import MAX_FILE_BYTES, RejectedLine, StockLine, read_stock_file
 
 log = logging.getLogger(__name__)
@@ -503,13 +505,26 @@ async def take_items(
 
 
 async def sell_reserved(session: AsyncSession, order_id: int) -> int:
-    result = await session.execute(
-        update(StockItem)
-        .where(StockItem.order_id == order_id, StockItem.status == StockStatus.RESERVED)
-        .values(status=StockStatus.SOLD, sold_at=utcnow())
-        .execution_options(synchronize_session=False)
-    )
-    return rowcount(result)
+    """A paid order's reserved items become sold; returns how many."""
+    return (await on_connection(session, lambda conn: sell_reserved_many(conn, [order_id])))[order_id]
+
+
+# Built once: on the payment path building a statement costs more than running it.
+_SELL_RESERVED = (
+    update(StockItem)
+    .where(StockItem.order_id.in_(bindparam("ids", expanding=True)), StockItem.status == StockStatus.RESERVED)
+    .values(status=StockStatus.SOLD, sold_at=bindparam("now"))
+    .returning(StockItem.order_id)
+)
+
+
+def sell_reserved_many(conn: Connection, order_ids: Collection[int], now: datetime | None = None) -> Counter[int]:
+    """The reserved items of many paid orders become sold, in one statement; returns the
+    number sold per order."""
+    if not order_ids:
+        return Counter()
+    sold = conn.execute(_SELL_RESERVED, {"ids": list(order_ids), "now": now or utcnow()}).scalars()
+    return Counter(cast("Iterable[int]", sold))  # order_id is set on every reserved item
 
 
 async def release_reserved(session: AsyncSession, order_id: int) -> int:
