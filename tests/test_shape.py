@@ -57,7 +57,8 @@ def test_each_command_group_imports_only_the_shared_cli_helpers():
 
 DOORS = ("bot", "webhooks", "cli")
 PERSISTENCE = ("sqlalchemy", "quanyi.core.models")
-TRANSACTION = re.compile(r"\bdb\.(transaction|read|run_write)\(|\bAsyncSession\b")
+# A transaction, a session, or the database or keyring handed to a core function behind the services.
+TRANSACTION = re.compile(r"\bdb\.(transaction|read|run_write)\(|\bAsyncSession\b|\bcore(\(\))?\.(db|keyring)\b")
 
 
 def door_modules() -> list[Path]:

@@ -10,10 +10,8 @@ from quanyi.cli._common import with_core
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from quanyi.core.platform.demo import load_demo
-
     async def run(core: Any) -> int:
-        added = await load_demo(core.db, core.keyring)
+        added = await core.platform.load_demo()
         print("demo catalogue loaded: " + (", ".join(added) if added else "already present, nothing to add"))
         return 0
 

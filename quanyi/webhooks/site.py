@@ -6,7 +6,6 @@ import logging
 
 from quart import Blueprint, Response, current_app, jsonify, render_template, request
 
-from quanyi.core.platform.readiness import unready_reason
 from quanyi.core.services import Core
 from quanyi.i18n import catalog, pick_language
 
@@ -38,7 +37,7 @@ async def readyz() -> tuple[Response, int]:
     """200 only when the database takes a write, the schema is current and the keyring matches
     (``/healthz`` stays a liveness check: the process answers and the database is reachable)."""
     try:
-        reason = await unready_reason(core().db, core().keyring)
+        reason = await core().platform.unready_reason()
     except Exception as exc:  # a probe answers; it never fails with a 500
         log.warning("readiness check failed with %s", type(exc).__name__)
         reason = "the readiness check failed"

@@ -10,7 +10,7 @@ from datetime import date, timedelta
 from typing import TYPE_CHECKING
 
 from quanyi.core.models import utcnow
-from quanyi.core.platform import audit, audit_chain, audit_views, outbox, outbox_views, rotation
+from quanyi.core.platform import audit, audit_chain, audit_views, demo, outbox, outbox_views, readiness, rotation
 from quanyi.core.risk import rules as risk_rules
 
 if TYPE_CHECKING:
@@ -134,6 +134,23 @@ class PlatformService:
         """A delivered order's codes (and links), decrypted to be sent now."""
         async with self._db.transaction() as session:  # a write: each decryption goes on the audit trail
             return await outbox_views.delivery(session, self._wiring.keyring, order_id, purpose=purpose, links=links)
+
+    async def alive(self) -> bool:
+        """The liveness probe: the database answers a query."""
+        try:
+            await self._db.ping()
+        except Exception:  # an unreachable database is an answer here, not an error
+            return False
+        return True
+
+    async def unready_reason(self) -> str | None:
+        """None when the database takes a write, the schema is current and the keyring matches;
+        else why not, in words (``readiness.unready_reason``)."""
+        return await readiness.unready_reason(self._db, self._wiring.keyring)
+
+    async def load_demo(self) -> list[str]:
+        """The demo catalogue with stock; the SKUs added (none when already present)."""
+        return await demo.load_demo(self._db, self._wiring.keyring)
 
     async def prepare_to_serve(self) -> None:
         """Once before a server starts: a database upgraded before risk rules existed gets them."""
