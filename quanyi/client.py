@@ -35,7 +35,9 @@ WINDOW_SECONDS = 300
 _RETRY_STATUSES = {500, 502, 503, 504}
 
 
-# --- signing: the same as quanyi/core/partners/apisign.py ------------------------------------------------
+# --- signing: a deliberate copy of quanyi/core/partners/apisign.py ---------------------------
+# This client is one stand-alone stdlib file a partner may copy into their own system, so it cannot
+# import the server's package; tests/test_api_client.py proves both sign alike.
 
 
 def canonical_query(query: str) -> str:
