@@ -45,6 +45,8 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> int
     http_config = HypercornConfig()
     http_config.bind = [f"{settings.http_host}:{settings.http_port}"]
     http_config.accesslog = None
+    # Hypercorn's own lines through our logging (and its format), once, not also on its own stream.
+    http_config.errorlog = logging.getLogger("hypercorn.error")
     http_config.graceful_timeout = 5
     http_task = asyncio.create_task(hypercorn_serve(app, http_config, shutdown_trigger=stop.wait))
 
@@ -68,6 +70,8 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> int
             raise http_task.exception()  # type: ignore[misc]
     finally:
         log.info("quanyi shutting down")
+        scheduler.pause()  # no new runs; the ones in flight end before the scheduler goes
+        await jobs.finish(within=10)
         scheduler.shutdown(wait=False)
         recharge_worker.stop()
         if recharge_task is not None:

@@ -9,7 +9,7 @@ from typing import Any
 from quart import Quart
 
 from quanyi.core.partners import apisign
-from quanyi.webhooks import api
+from quanyi.webhooks import api, markdown
 from quanyi.webhooks import api_schemas as schemas
 
 ERROR_REF = "#/components/schemas/Error"
@@ -167,7 +167,8 @@ def _pretty(schema: Any) -> str:
 
 
 def page(public_url: str) -> dict[str, Any]:
-    """What the HTML docs page shows, taken from the document so the two cannot disagree."""
+    """What the HTML docs page shows, taken from the document so the two cannot disagree; its
+    texts (Markdown, as OpenAPI has them) are rendered to escaped HTML."""
     doc = document(public_url)
     operations = []
     for path, methods in doc["paths"].items():
@@ -190,10 +191,13 @@ def page(public_url: str) -> dict[str, Any]:
                     "id": op["operationId"],
                     "method": method.upper(),
                     "path": path,
-                    "summary": op["summary"],
-                    "description": op["description"],
+                    "summary": markdown.inline(op["summary"]),
+                    "description": markdown.block(op["description"]),
                     "signed": bool(op["security"]),
-                    "params": op.get("parameters", []),
+                    "params": [
+                        {**param, "description": markdown.inline(param["description"])}
+                        for param in op.get("parameters", [])
+                    ],
                     "request": _pretty(request_body) if request_body is not None else "",
                     "responses": responses,
                 }
@@ -201,9 +205,9 @@ def page(public_url: str) -> dict[str, Any]:
     return {
         "title": doc["info"]["title"],
         "server": doc["servers"][0]["url"],
-        "intro": doc["info"]["description"].split("\n\n", 1)[0],
-        "signing": SIGNING_TEXT,
-        "headers": [(header, text) for header, text in SIGNING_SCHEMES.values()],
+        "intro": markdown.block(doc["info"]["description"].split("\n\n", 1)[0]),
+        "signing": markdown.block(SIGNING_TEXT),
+        "headers": [(header, markdown.inline(text)) for header, text in SIGNING_SCHEMES.values()],
         "example": signing_example(),
         "operations": operations,
         "error_schema": _pretty(doc["components"]["schemas"]["Error"]),

@@ -60,6 +60,8 @@ def configure_logging(settings: Settings) -> None:
     logging.getLogger("aiogram.event").setLevel(logging.WARNING)
     # The schema check at start-up runs alembic, whose INFO lines say nothing an operator needs.
     logging.getLogger("alembic").setLevel(logging.WARNING)
-    # APScheduler logs two INFO lines per job run (every 10 s for partner webhooks): noise that
-    # hides what matters. Jobs log their own outcomes; a failed run is still logged as an error.
-    logging.getLogger("apscheduler.executors").setLevel(logging.WARNING)
+    # APScheduler logs a line per job added at start-up and two per job run (every 10 s for
+    # partner webhooks): noise that hides what matters. Jobs log their own outcomes and a failed
+    # run is still logged as an error; QUANYI_LOG_LEVEL=DEBUG shows the scheduler's lines again.
+    verbose = root.getEffectiveLevel() <= logging.DEBUG
+    logging.getLogger("apscheduler").setLevel(logging.NOTSET if verbose else logging.WARNING)

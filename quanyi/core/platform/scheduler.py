@@ -6,10 +6,13 @@ and only the lease holder does the work.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
@@ -33,6 +36,28 @@ class Jobs:
         self.core = core
         self.holder = holder or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         self.lease_ttl = timedelta(seconds=max(60, core.settings.expiry_job_seconds * 3))
+        self._running: set[asyncio.Task[Any]] = set()
+
+    def tracked(self, job: Callable[[], Awaitable[Any]]) -> Callable[[], Awaitable[Any]]:
+        """``job`` as the scheduler runs it: its run is known to ``finish``."""
+
+        async def run() -> Any:
+            task = asyncio.current_task()
+            if task is not None:
+                self._running.add(task)
+            try:
+                return await job()
+            finally:
+                if task is not None:
+                    self._running.discard(task)
+
+        return run
+
+    async def finish(self, within: float) -> None:
+        """Let the runs in flight end (for at most ``within`` seconds): a stop right after start
+        must not cut a settlement short and log its cancellation as a failed job."""
+        if self._running:
+            await asyncio.wait(set(self._running), timeout=within)
 
     async def is_leader(self) -> bool:
         return await leases.acquire(self.core.db, LEASE, self.holder, self.lease_ttl)
@@ -157,10 +182,12 @@ def build_scheduler(jobs: Jobs) -> AsyncIOScheduler:
         jobs.partner_webhooks: settings.partner_webhook_job_seconds,
     }
     for job, seconds in every.items():
-        scheduler.add_job(job, "interval", seconds=seconds, id=job.__name__, max_instances=1, coalesce=True)
+        scheduler.add_job(
+            jobs.tracked(job), "interval", seconds=seconds, id=job.__name__, max_instances=1, coalesce=True
+        )
     # First run at start, then every settle_job_seconds: a day is settled soon after midnight.
     scheduler.add_job(
-        jobs.settle,
+        jobs.tracked(jobs.settle),
         "interval",
         seconds=settings.settle_job_seconds,
         id="settle",
@@ -169,5 +196,7 @@ def build_scheduler(jobs: Jobs) -> AsyncIOScheduler:
         next_run_time=datetime.now(UTC),
     )
     # Once a day, in the quiet hours of QUANYI_TIMEZONE.
-    scheduler.add_job(jobs.audit_verify, "cron", hour=3, minute=30, id="audit_verify", max_instances=1, coalesce=True)
+    scheduler.add_job(
+        jobs.tracked(jobs.audit_verify), "cron", hour=3, minute=30, id="audit_verify", max_instances=1, coalesce=True
+    )
     return scheduler
