@@ -8,6 +8,7 @@ HTML-escaped, because chat messages use Telegram's HTML parse mode.
 from __future__ import annotations
 
 import html
+import re
 import tomllib
 from functools import cache
 from pathlib import Path
@@ -16,6 +17,8 @@ from typing import Any
 LANGUAGES = ("zh", "en")
 DEFAULT = "zh"
 _DIR = Path(__file__).resolve().parent / "templates" / "i18n"
+# The HTML tags our texts use; a callback toast or alert shows them literally.
+_TAG = re.compile(r"</?(?:b|i|u|s|code|pre|a|blockquote|tg-spoiler)(?:\s[^<>]*)?>")
 
 
 def pick_language(code: str | None) -> str:
@@ -57,4 +60,11 @@ def t(lang: str, key: str, **values: Any) -> str:
 def raw_t(lang: str, key: str, **values: Any) -> str:
     """Like ``t`` but without escaping, for plain-text places (button labels, page titles)."""
     text = _lookup(lang, key)
+    return text.format(**values) if values else text
+
+
+def plain_t(lang: str, key: str, **values: Any) -> str:
+    """The text without its HTML tags and unescaped, for callback toasts and alerts, which
+    Telegram shows as plain text (a ``<code>`` there would be shown literally)."""
+    text = html.unescape(_TAG.sub("", _lookup(lang, key)))
     return text.format(**values) if values else text

@@ -9,13 +9,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from quanyi.bot.outbox_sender import Document, Part, QrPhoto, Renderer
-from quanyi.bot.render import QR_LIMIT, delivery_messages, mask_account, method_label, money, status_label
+from quanyi.bot.render import QR_LIMIT, delivery_messages, mask_account, method_label, money, status_label, undone_text
 from quanyi.core.platform import export
 from quanyi.core.platform.outbox import Outgoing
 from quanyi.core.platform.outbox_views import OrderFacts, RechargeFacts
 from quanyi.core.sales import redeem
 from quanyi.core.services import Core
-from quanyi.i18n import t
+from quanyi.i18n import raw_t, t
 
 
 def _order_id(message: Outgoing) -> int:
@@ -122,7 +122,17 @@ def _recharge_text(core: Core, message: Outgoing, order: OrderFacts, line: Recha
         outcome = t(lang, "deliver.failed_fallback")
     else:
         outcome = t(lang, "deliver.failed_refund_pending", amount=amount, support=_support_line(core, lang))
-    return t(lang, "deliver.recharge_failed", **values) + "\n" + outcome.strip()
+    reason = t(lang, "deliver.failed_reason", reason=_failure_reason(lang, line.failure_reason))
+    return "\n".join([t(lang, "deliver.recharge_failed", **values), reason, outcome.strip()])
+
+
+# Reasons core writes itself; a supplier's own reason is shown as it gave it.
+_OWN_REASONS = {"timed out": "timed_out", "supplier unreachable": "unreachable", "failed": "unknown", "": "unknown"}
+
+
+def _failure_reason(lang: str, reason: str | None) -> str:
+    own = _OWN_REASONS.get((reason or "").strip().lower())
+    return raw_t(lang, f"deliver.reason_{own}") if own else (reason or "").strip()
 
 
 async def order_closed(core: Core, message: Outgoing) -> list[Part]:
@@ -142,9 +152,25 @@ async def refunded(core: Core, message: Outgoing) -> list[Part]:
     order = await core.platform.outbox_order(_order_id(message))
     amount = money(int(str(payload["amount"])), str(payload["currency"]))
     if message.kind == "refunded":
-        return [t(lang, "refunded", number=order.number, amount=amount)]
+        return [_refunded_text(lang, payload, order.number, amount)]
     method = method_label(lang, str(payload.get("method", "")), "")
-    return [t(lang, "admin_provider_refund", number=order.number, amount=amount, method=method)]
+    text = t(lang, "admin_provider_refund", number=order.number, amount=amount, method=method)
+    return [text + undone_text(lang, bool(payload.get("codes_voided")), bool(payload.get("links_revoked")))]
+
+
+def _refunded_text(lang: str, payload: Mapping[str, object], number: str, amount: str) -> str:
+    """Say what the refund did: codes voided, links revoked, or (a second payment given back)
+    nothing to the order. A message queued before core told these facts keeps the old text."""
+    if "codes_voided" not in payload:
+        return t(lang, "refunded", number=number, amount=amount)
+    if payload.get("payment_only"):
+        return t(lang, "refund_payment", number=number, amount=amount)
+    parts = [t(lang, "refund_done", number=number, amount=amount)]
+    if payload.get("codes_voided"):
+        parts.append(t(lang, "refund_codes_void"))
+    if payload.get("links_revoked"):
+        parts.append(t(lang, "refund_links_void"))
+    return "\n".join(parts)
 
 
 async def payment_review(core: Core, message: Outgoing) -> list[Part]:

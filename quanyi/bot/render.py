@@ -221,3 +221,11 @@ def _escape(text: str) -> str:
 
 def withdrawal_source(lang: str, source: str) -> str:
     return raw_t(lang, "withdraw.source_balance" if source == "balance" else "withdraw.source_commission")
+
+
+def undone_text(lang: str, codes_voided: bool, links_revoked: bool) -> str:
+    """What a refund undid, for operators: only what is true of this order."""
+    parts = [t(lang, "admin_refund_codes_void")] if codes_voided else []
+    if links_revoked:
+        parts.append(t(lang, "admin_refund_links_void"))
+    return "".join(parts)

@@ -251,10 +251,11 @@ async def _show_order(message: Message, core: Core, lang: str, placed: PlacedVie
     """The order-created screen: amount, deadline, pay and cancel buttons (and a Stars invoice)."""
     amount = money(placed.amount, placed.currency)
     deadline = placed.expires_at.astimezone(ZoneInfo(core.settings.timezone)).strftime("%H:%M")
+    held = "" if placed.holds_stock else "_unheld"  # a recharge or a link sets nothing aside
     if placed.discount_amount > 0 and placed.pricing:
         text = raw_t(
             lang,
-            "pricing.order_created",
+            f"pricing.order_created{held}",
             number=placed.number,
             name=html.escape(placed.name, quote=False),
             quantity=placed.quantity,
@@ -265,7 +266,7 @@ async def _show_order(message: Message, core: Core, lang: str, placed: PlacedVie
     else:
         text = t(
             lang,
-            "order_created",
+            f"order_created{held}",
             number=placed.number,
             name=placed.name,
             quantity=placed.quantity,

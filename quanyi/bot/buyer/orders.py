@@ -9,7 +9,7 @@ from quanyi.bot.callbacks import CancelCb, CodesCb
 from quanyi.bot.render import delivery_messages, money, status_label
 from quanyi.core.errors import Forbidden, InvalidInput
 from quanyi.core.services import Core
-from quanyi.i18n import raw_t, t
+from quanyi.i18n import plain_t, raw_t, t
 
 
 async def cancel(query: CallbackQuery, callback_data: CancelCb, core: Core, lang: str) -> None:
@@ -21,7 +21,7 @@ async def cancel(query: CallbackQuery, callback_data: CancelCb, core: Core, lang
     except InvalidInput as exc:
         status = status_label(lang, str(exc.details.get("status", "")))
         await query.answer(
-            raw_t(lang, "order_not_cancellable", number=callback_data.number, status=status), show_alert=True
+            plain_t(lang, "order_not_cancellable", number=callback_data.number, status=status), show_alert=True
         )
         return
     await query.answer()

@@ -259,6 +259,10 @@ async def _start_view(core: Core, user_id: int, lang: str) -> tuple[str, InlineK
     keyboard.row(
         InlineKeyboardButton(text=raw_t(lang, "withdraw.cancel_button"), callback_data=WithdrawCb(action="drop").pack())
     )
+    from quanyi.bot.distributor.agent import AgentCb  # the agent panel opens this screen; it imports this module
+
+    panel = AgentCb(action="panel").pack()
+    keyboard.row(InlineKeyboardButton(text=raw_t(lang, "agent.panel_button"), callback_data=panel))
     text = t(
         lang,
         "withdraw.start",

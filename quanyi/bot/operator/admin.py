@@ -11,17 +11,17 @@ from __future__ import annotations
 
 import logging
 
-from aiogram import F, Router
-from aiogram.filters import Command, CommandObject
+from aiogram import Router
+from aiogram.filters import Command, CommandObject, StateFilter
 from aiogram.filters.callback_data import CallbackData
 from aiogram.fsm.context import FSMContext
 from aiogram.fsm.state import State, StatesGroup
 from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message
 from aiogram.utils.keyboard import InlineKeyboardBuilder
 
-from quanyi.bot.filters import IsAdmin
+from quanyi.bot.filters import TYPED, IsAdmin
 from quanyi.bot.operator.ops import menu_markup, menu_text
-from quanyi.bot.render import money, status_label
+from quanyi.bot.render import money, status_label, undone_text
 from quanyi.core.errors import InvalidInput, NotFound, QuanyiError, RefundNotSupported
 from quanyi.core.sales.order_lookup import OrderSheet
 from quanyi.core.services import Core
@@ -45,16 +45,22 @@ class AdminRefund(StatesGroup):
     reason = State()
 
 
+class OrderForm(StatesGroup):
+    number = State()
+
+
 def build_admin_router() -> Router:
     router = Router(name="admin")
     router.message.filter(IsAdmin())
     router.callback_query.filter(IsAdmin())
     router.message.register(menu, Command("admin"))
     router.message.register(show_order, Command("order"))
+    router.message.register(cancel, Command("cancel"), StateFilter(OrderForm, AdminRefund))
+    router.message.register(typed_order, OrderForm.number, TYPED)
     router.message.register(review, Command("review"))
     router.callback_query.register(ask_order_reason, RefundCb.filter())
     router.callback_query.register(ask_payment_reason, RefundPaymentCb.filter())
-    router.message.register(do_refund, AdminRefund.reason, F.text)
+    router.message.register(do_refund, AdminRefund.reason, TYPED)
     return router
 
 
@@ -63,14 +69,34 @@ async def menu(message: Message, lang: str, state: FSMContext) -> None:
     await message.answer(menu_text(lang), reply_markup=menu_markup(lang))
 
 
-async def show_order(message: Message, command: CommandObject, core: Core, lang: str) -> None:
+async def show_order(message: Message, command: CommandObject, core: Core, lang: str, state: FSMContext) -> None:
     number = (command.args or "").strip().upper()
+    if not number:  # no number given: ask for one, the next message is taken as the number
+        await state.set_state(OrderForm.number)
+        await message.answer(t(lang, "admin_ask_order"))
+        return
     try:
         order = await core.sales.order_sheet(number)
     except NotFound:
-        await message.answer(t(lang, "admin_no_order", number=number or "?"))
+        await message.answer(t(lang, "admin_no_order", number=number))
         return
     await message.answer("\n".join(_sheet_lines(order, lang)), reply_markup=_refund_keyboard(order, lang))
+
+
+async def typed_order(message: Message, core: Core, lang: str, state: FSMContext) -> None:
+    number = (message.text or "").strip().upper()
+    try:
+        order = await core.sales.order_sheet(number)
+    except NotFound:  # the form stays open for another number or /cancel
+        await message.answer(t(lang, "admin_order_again", number=number))
+        return
+    await state.clear()
+    await message.answer("\n".join(_sheet_lines(order, lang)), reply_markup=_refund_keyboard(order, lang))
+
+
+async def cancel(message: Message, lang: str, state: FSMContext) -> None:
+    await state.clear()
+    await message.answer(t(lang, "admin_cancelled"))
 
 
 def _sheet_lines(order: OrderSheet, lang: str) -> list[str]:
@@ -240,6 +266,9 @@ async def do_refund(message: Message, core: Core, lang: str, state: FSMContext) 
         await message.answer(t(lang, "admin_refund_unsupported"), reply_markup=keyboard.as_markup())
         return
     except (InvalidInput, NotFound) as exc:
+        if exc.details.get("field") == "reason":  # the form stays open for a reason or /cancel
+            await state.set_state(AdminRefund.reason)
+            await state.set_data(data)
         await message.answer(t(lang, "admin_refund_refused", reason=exc.message))
         return
     except QuanyiError as exc:
@@ -256,4 +285,5 @@ async def do_refund(message: Message, core: Core, lang: str, state: FSMContext) 
             amount=money(result.amount, result.currency),
             status=result.status,
         )
+        + undone_text(lang, result.codes_voided, result.links_revoked)
     )

@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 
 from aiogram import Bot, F, Router
 from aiogram.exceptions import TelegramBadRequest
-from aiogram.filters import Command, CommandObject
+from aiogram.filters import Command, CommandObject, StateFilter
 from aiogram.filters.callback_data import CallbackData
 from aiogram.fsm.context import FSMContext
 from aiogram.fsm.state import State, StatesGroup
@@ -29,7 +29,7 @@ from quanyi.core.errors import AlreadyExists, InvalidInput, NotFound, OutOfStock
 from quanyi.core.services import Core
 from quanyi.core.stock.service import AllocationChange
 from quanyi.core.stock.views import AllocationMode, AllotTarget, PanelChannel, PoolLevel, PoolPanel
-from quanyi.i18n import raw_t, t
+from quanyi.i18n import plain_t, raw_t, t
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +67,7 @@ def build_ops_router() -> Router:
     router.message.register(stock, Command("stock"))
     router.callback_query.register(pool_detail, PoolCb.filter())
     router.callback_query.register(allot_button, AllotCb.filter())
+    router.message.register(cancel_units, Command("cancel"), StateFilter(OpsForm))
     router.message.register(typed_units, OpsForm.units, F.text, ~F.text.startswith("/"))
     router.message.register(allocate, Command("allocate"))
     router.message.register(take_back, Command("takeback"))
@@ -109,7 +110,7 @@ async def pool_detail(query: CallbackQuery, callback_data: PoolCb, core: Core, l
     try:
         panel = await core.stock.panel(callback_data.product_id)
     except NotFound:
-        await query.answer(raw_t(lang, "ops.err.no_product", sku="?"), show_alert=True)
+        await query.answer(plain_t(lang, "ops.err.no_product", sku="?"), show_alert=True)
         return
     await query.answer()
     if isinstance(query.message, Message):
@@ -141,8 +142,19 @@ async def typed_units(message: Message, core: Core, lang: str, state: FSMContext
         await message.answer(t(lang, "ops.bad_units"))  # the form stays open for another try
         return
     data = await state.get_data()
+    sku, holder = str(data["sku"]), str(data["channel"])
+    refused = await _allot(message, core, lang, str(data["act"]), sku, holder, units)
+    # A refused count (more than the pool or the quota has) keeps the form open: the operator
+    # reads why and types another, or /cancel. Anything else (a product or channel gone) ends it.
+    if not isinstance(refused, (OutOfStock, InvalidInput)):
+        await state.clear()
+    if refused is not None:
+        await message.answer(_refusal(lang, refused, sku=sku, channel=holder))
+
+
+async def cancel_units(message: Message, lang: str, state: FSMContext) -> None:
     await state.clear()
-    await _allot(message, core, lang, str(data["act"]), str(data["sku"]), str(data["channel"]), units)
+    await message.answer(t(lang, "ops.cancelled"))
 
 
 async def allocate(message: Message, command: CommandObject, core: Core, lang: str) -> None:
@@ -264,11 +276,15 @@ async def _allot_command(message: Message, command: CommandObject, core: Core, l
     if units is None:
         await message.answer(t(lang, "ops.bad_units") + "\n" + usage)
         return
-    await _allot(message, core, lang, act, args[0], args[1], units)
+    refused = await _allot(message, core, lang, act, args[0], args[1], units)
+    if refused is not None:
+        await message.answer(_refusal(lang, refused, sku=args[0], channel=args[1]))
 
 
-async def _allot(message: Message, core: Core, lang: str, act: str, sku: str, holder: str, units: int) -> None:
-    """Allocate (``add``) or take back (``back``) units, then show the product's levels."""
+async def _allot(
+    message: Message, core: Core, lang: str, act: str, sku: str, holder: str, units: int
+) -> QuanyiError | None:
+    """Allocate (``add``) or take back (``back``) units and show the product's levels, or return the refusal."""
     if act == "add":
         change = AllocationChange(sku, holder, units=units)
     else:
@@ -276,11 +292,11 @@ async def _allot(message: Message, core: Core, lang: str, act: str, sku: str, ho
     try:
         panel = await core.stock.allot(change)
     except QuanyiError as exc:
-        await message.answer(_refusal(lang, exc, sku=sku, channel=holder))
-        return
+        return exc
     lead = t(lang, "ops.allocated" if act == "add" else "ops.taken_back", units=units, sku=sku, channel=holder)
     text, markup = _detail(lang, panel, lead=lead)
     await message.answer(text, reply_markup=markup)
+    return None
 
 
 async def _share(message: Message, core: Core, lang: str, target: AllotTarget) -> None:

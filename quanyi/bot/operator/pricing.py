@@ -169,6 +169,9 @@ async def coupon_export(message: Message, command: CommandObject, core: Core, la
 
 
 async def coupon_new(message: Message, command: CommandObject, core: Core, lang: str) -> None:
+    if not (command.args or "").strip():
+        await message.answer(t(lang, "pricing_ops.usage_coupon_new"))
+        return
     try:
         fields = parse_fields(command.args or "", NEW_COUPON_KEYS)
         currency = _currency(fields)
@@ -266,6 +269,9 @@ async def promotion_switch(message: Message, command: CommandObject, core: Core,
 
 
 async def promo_new(message: Message, command: CommandObject, core: Core, lang: str) -> None:
+    if not (command.args or "").strip():
+        await message.answer(t(lang, "pricing_ops.usage_promo_new"))
+        return
     try:
         fields = parse_fields(command.args or "", NEW_PROMOTION_KEYS)
         promotion = await core.catalog.add_promotion(fields, currency=_currency(fields))

@@ -12,6 +12,7 @@ from aiogram.types import BufferedInputFile, CallbackQuery, InlineKeyboardButton
 from aiogram.utils.keyboard import InlineKeyboardBuilder
 
 from quanyi.bot.filters import IsAdmin
+from quanyi.bot.operator.ops import OpsCb
 from quanyi.bot.render import money
 from quanyi.core.books.views import VIEWS, SalesRow, net_by_day_png, to_csv, to_xlsx
 from quanyi.core.services import Core
@@ -121,6 +122,7 @@ def _export_markup(lang: str) -> InlineKeyboardMarkup:
                 for fmt in FORMATS
             )
         )
+    keyboard.row(InlineKeyboardButton(text=raw_t(lang, "ops.btn_back"), callback_data=OpsCb(view="menu").pack()))
     return keyboard.as_markup()
 
 

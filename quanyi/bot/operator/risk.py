@@ -25,6 +25,7 @@ from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMar
 from aiogram.utils.keyboard import InlineKeyboardBuilder
 
 from quanyi.bot.filters import IsAdmin
+from quanyi.bot.operator.ops import OpsCb
 from quanyi.bot.outbox_sender import Part, Renderer, WithButtons
 from quanyi.bot.render import MESSAGE_LIMIT, money
 from quanyi.core.errors import InvalidInput, NotFound, QuanyiError, RiskBlocked
@@ -236,7 +237,9 @@ async def typed_reason(message: Message, core: Core, lang: str, state: FSMContex
 async def rules_view(core: Core, lang: str) -> tuple[str, InlineKeyboardMarkup]:
     rules = await core.risk.rules()
     keyboard = InlineKeyboardBuilder()
+    back = InlineKeyboardButton(text=raw_t(lang, "ops.btn_back"), callback_data=OpsCb(view="menu").pack())
     if not rules:
+        keyboard.row(back)
         return t(lang, "risk.rules_empty") + "\n" + t(lang, "risk.commands"), keyboard.as_markup()
     rows = []
     for rule in rules:
@@ -258,6 +261,7 @@ async def rules_view(core: Core, lang: str) -> tuple[str, InlineKeyboardMarkup]:
         )
         label = raw_t(lang, "risk.rule_button", state=state, name=rule.name)[:60]
         keyboard.row(InlineKeyboardButton(text=label, callback_data=RiskCb(action="toggle", id=rule.id).pack()))
+    keyboard.row(back)
     text = _fit(t(lang, "risk.rules_title"), [*rows, t(lang, "risk.commands")])
     return text, keyboard.as_markup()
 

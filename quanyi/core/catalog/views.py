@@ -3,12 +3,12 @@ card, and the price of an order before it is placed."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from quanyi.core.catalog import bundles
-from quanyi.core.catalog.pricing import Breakdown, PromotionRule, Reason
+from quanyi.core.catalog.pricing import Breakdown, PromotionRule, Reason, compute
 from quanyi.core.catalog.products import CatalogueEntry, catalogue, catalogue_entry, catalogue_entry_by_id, for_buyer
 from quanyi.core.catalog.quote import Quote, quote_order
 from quanyi.core.errors import NotFound, QuanyiError
@@ -131,9 +131,11 @@ async def product_card(session: AsyncSession, entry: CatalogueEntry, user_id: in
     parts = await bundles.parts_of(session, entry.id) if entry.kind == ProductKind.BUNDLE else []
     recharged = await recharge_part(session, product) if product is not None else None
     try:
-        offers = (await quote_order(session, product, 1, user_id=user_id)).promotions if product else ()
+        quote = await quote_order(session, product, 1, user_id=user_id) if product else None
     except QuanyiError:  # not on sale on this buyer's channel: the card says so
-        offers = ()
+        quote = None
+    # One recharge credits one account: such an order is always one unit.
+    offers = _can_apply(quote, 1 if recharged is not None else max_quantity) if quote is not None else ()
     hint = (recharged.account_hint or recharged.account_pattern or "") if recharged is not None else None
     return ProductCard(
         entry=entry,
@@ -142,6 +144,15 @@ async def product_card(session: AsyncSession, entry: CatalogueEntry, user_id: in
         account_hint=hint,
         max_quantity=min(entry.available, max_quantity),
     )
+
+
+def _can_apply(quote: Quote, most: int) -> tuple[PromotionRule, ...]:
+    """The promotions in force that could take something off an order of this product on this
+    buyer's channel: one whose threshold no single order can reach (more units than an order may
+    hold, a recharge's one unit) or that the price's floor blocks is not advertised."""
+    largest = replace(quote.breakdown.lines[0], quantity=max(most, 1))
+    currency = quote.breakdown.currency
+    return tuple(rule for rule in quote.promotions if compute([largest], currency, [rule]).discount_amount > 0)
 
 
 async def buyer_quote(

@@ -470,10 +470,16 @@ async def resolve_failures(core: Wiring, *, now: datetime | None = None, limit: 
 
 
 async def _refund(core: Wiring, recharge_id: int, order_id: int, order_number: str, line_no: int, number: str) -> None:
+    from quanyi.core.sales.refund_notices import tell_refunded
     from quanyi.core.sales.refunds import refund_order
 
+    refunded: tuple[int, str] | None = None
     try:
-        await refund_order(core, order_number, line_no=line_no, reason="recharge failed", actor="system")
+        # The buyer hears that the recharge failed first, then that it was refunded (below).
+        done = await refund_order(
+            core, order_number, line_no=line_no, reason="recharge failed", actor="system", tell_buyer=False
+        )
+        refunded = (done.amount, done.currency) if done.amount > 0 else None
         resolution = Resolution.REFUNDED
     except RefundNotSupported:
         resolution = Resolution.REFUND_PENDING
@@ -514,6 +520,8 @@ async def _refund(core: Wiring, recharge_id: int, order_id: int, order_number: s
             )
         if order.chat_id is not None:
             _tell(session, order, "recharge_failed", {"order_id": order_id, "resolution": resolution.value})
+            if refunded is not None:
+                await tell_refunded(session, order, *refunded)
     log.warning("recharge %s failed: %s", number, resolution)
     core.outbox_wakeup.set()
 

@@ -36,10 +36,11 @@ from quanyi.core.models import (
     utcnow,
 )
 from quanyi.core.payments.base import PaidWith, PaymentMethod, RefundEvent
-from quanyi.core.platform import audit, outbox
+from quanyi.core.platform import audit
 from quanyi.core.platform.db import upsert
 from quanyi.core.sales import redeem
 from quanyi.core.sales.fulfilment import first_sighting
+from quanyi.core.sales.refund_notices import tell_operators_refunded, tell_refunded, what_it_undid
 
 if TYPE_CHECKING:
     from quanyi.core.wiring import Wiring
@@ -58,6 +59,10 @@ class RefundResult:
     status: str  # succeeded | manual | already
     lines: tuple[int, ...]  # line numbers refunded by this request
     provider_refund_id: str | None = None
+    # What the refund undid on the order, for the operator's answer: never "codes void" for a
+    # recharge, a link or a second payment given back (the order untouched).
+    codes_voided: bool = False
+    links_revoked: bool = False
 
 
 @dataclass(frozen=True)
@@ -82,18 +87,26 @@ class ProviderRefundOutcome(enum.StrEnum):
 def _clean_reason(reason: str) -> str:
     reason = " ".join((reason or "").split())
     if not reason:
-        raise InvalidInput("a refund needs a reason")
+        raise InvalidInput("a refund needs a reason", field="reason")
     return reason[:255]
 
 
 async def refund_order(
-    core: Wiring, number: str, *, line_no: int | None = None, reason: str, actor: str, manual: bool = False
+    core: Wiring,
+    number: str,
+    *,
+    line_no: int | None = None,
+    reason: str,
+    actor: str,
+    manual: bool = False,
+    tell_buyer: bool = True,
 ) -> RefundResult:
     """Refund a paid order whole, or one line of it, through its payment method.
 
     ``manual`` records a refund the operator paid back outside quanyi (for methods
     without a refund API). Safe to repeat: what was refunded before is not refunded again,
-    and a refund whose provider call failed is retried.
+    and a refund whose provider call failed is retried. ``tell_buyer=False`` when the caller
+    tells the buyer itself (a failed recharge says it failed before it says refunded).
     """
     reason = _clean_reason(reason)
     async with core.db.transaction() as session:
@@ -122,8 +135,8 @@ async def refund_order(
         )
         if manual:
             await _settle_order_status(session, order.id)
-            if created:
-                _tell_buyer(session, order, sum(r.amount for r in created), payment.currency)
+            if created and tell_buyer:
+                await tell_refunded(session, order, sum(r.amount for r in created), payment.currency)
         refund_ids = [r.id for r in created]
         if not manual:
             # Earlier attempts whose provider call failed are retried with this request.
@@ -148,12 +161,16 @@ async def refund_order(
         currency = payment.currency
     if manual:
         amount = sum(r.amount for r in created)
+        async with core.db.read() as session:
+            voided, revoked = await what_it_undid(session, order_id)
         return RefundResult(
             number,
             amount,
             currency,
             RefundStatus.MANUAL if created else "already",
             tuple(line_numbers[r.order_line_id] for r in created if r.order_line_id),
+            codes_voided=voided,
+            links_revoked=revoked,
         )
     assert method is not None
     claimed = await _claim(core, refund_ids)
@@ -161,17 +178,19 @@ async def refund_order(
         return RefundResult(number, 0, currency, "already", ())
     sent = await _send(core, method, paid, claimed, reason=reason, actor=actor, order_id=order_id)
     amount = sum(r.amount for r in sent.done)
-    if sent.done:
+    if sent.done and tell_buyer:
         async with core.db.transaction() as session:
             order = await session.get(Order, order_id)
             assert order is not None
-            _tell_buyer(session, order, amount, currency)
+            await tell_refunded(session, order, amount, currency)
         core.outbox_wakeup.set()
     if sent.error is not None:
         part = f"{len(sent.done)} of {len(claimed)} refunds went through; " if sent.done else ""
         raise RefundFailed(
             f"the refund is recorded but {method.name} did not confirm it ({part}{sent.error}); run it again"
         )
+    async with core.db.read() as session:
+        voided, revoked = await what_it_undid(session, order_id)
     return RefundResult(
         number,
         amount,
@@ -179,6 +198,8 @@ async def refund_order(
         RefundStatus.SUCCEEDED,
         tuple(line_numbers[r.order_line_id] for r in sent.done if r.order_line_id in line_numbers),
         ", ".join(dict.fromkeys(sent.provider_refund_ids)) or None,
+        codes_voided=voided,
+        links_revoked=revoked,
     )
 
 
@@ -216,7 +237,7 @@ async def refund_payment(
         new_id = new.id if new is not None else None
         refund_id = new_id or await session.scalar(select(Refund.id).where(Refund.scope == scope))
         if manual and new_id:
-            _tell_buyer(session, order, payment.amount, payment.currency)
+            await tell_refunded(session, order, payment.amount, payment.currency, payment_only=True)
             await post_refunds(session, order.id)
         paid = PaidWith(
             order.number, payment.provider_txn_id, payment.amount, payment.currency, order.user_id, _raw(payment)
@@ -251,7 +272,7 @@ async def refund_payment(
         order = await session.scalar(select(Order).where(Order.number == number))
         assert order is not None
         await post_refunds(session, order.id)
-        _tell_buyer(session, order, paid.amount, currency)
+        await tell_refunded(session, order, paid.amount, currency, payment_only=True)
         await _audit_completed(session, actor, [refund_id], provider_refund_id)
     core.outbox_wakeup.set()
     return RefundResult(number, paid.amount, currency, RefundStatus.SUCCEEDED, (), provider_refund_id)
@@ -358,13 +379,8 @@ async def record_provider_refund(core: Wiring, event: RefundEvent) -> ProviderRe
                     )
         await _settle_order_status(session, order.id)
         if created:
-            await outbox.enqueue_admins(
-                session,
-                core.settings.admin_id_list,
-                "admin_provider_refund",
-                {"order_id": order.id, "amount": event.amount, "currency": event.currency, "method": event.method},
-            )
-            _tell_buyer(session, order, event.amount, event.currency)
+            await tell_operators_refunded(session, core.settings.admin_id_list, order.id, event)
+            await tell_refunded(session, order, event.amount, event.currency)
     core.outbox_wakeup.set()
     log.warning("provider %s refunded %s of order %s", event.method, event.amount, order.number)
     return ProviderRefundOutcome.RECORDED if created else ProviderRefundOutcome.DUPLICATE
@@ -664,17 +680,6 @@ async def _release(core: Wiring, refund_ids: list[int], error: str | None) -> No
     async with core.db.transaction() as session:
         await session.execute(
             update(Refund).where(Refund.id.in_(refund_ids), Refund.status == RefundStatus.PENDING).values(**values)
-        )
-
-
-def _tell_buyer(session: AsyncSession, order: Order, amount: int, currency: str) -> None:
-    if order.chat_id is not None:
-        outbox.enqueue(
-            session,
-            chat_id=order.chat_id,
-            kind="refunded",
-            payload={"order_id": order.id, "amount": amount, "currency": currency},
-            language=order.language,
         )
 
 

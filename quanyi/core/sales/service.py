@@ -146,7 +146,11 @@ class SalesService:
             if exc.decision_id is not None and not exc.details.get("again"):  # asked when first held
                 await self._ask_operators(exc.decision_id)
             raise
-        return sales_views.placed_view(placed, entry.name, quantity, account, settings.reservation_minutes)
+        async with self._db.read() as session:
+            held = await sales_views.holds_stock(session, placed.order.id)
+        return sales_views.placed_view(
+            placed, entry.name, quantity, account, settings.reservation_minutes, holds_stock=held
+        )
 
     async def _ask_operators(self, decision_id: int) -> None:
         """Every operator gets the hold with Approve / Reject buttons."""

@@ -6,11 +6,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from quanyi.core.catalog.views import recharge_part
 from quanyi.core.errors import NotForSale
-from quanyi.core.models import Order, OrderStatus, Product, RiskDecision
+from quanyi.core.models import Order, OrderStatus, Product, RiskDecision, StockItem, StockStatus
 from quanyi.core.payments.base import Invoice
 from quanyi.core.platform.crypto import KeyRing
 from quanyi.core.risk import rules as risk
@@ -73,6 +74,8 @@ class PlacedView:
     account: str | None = None
     payment_url: str | None = None
     invoice: Invoice | None = None
+    # Card keys are set aside for it until ``expires_at``; a recharge or a link holds none.
+    holds_stock: bool = True
 
 
 @dataclass(frozen=True)
@@ -126,8 +129,22 @@ async def my_codes(session: AsyncSession, keyring: KeyRing, number: str, user_id
     )
 
 
+async def holds_stock(session: AsyncSession, order_id: int) -> bool:
+    """Whether the pending order set card keys aside (a recharge or a redemption link holds none)."""
+    held = await session.scalar(
+        select(StockItem.id).where(StockItem.order_id == order_id, StockItem.status == StockStatus.RESERVED).limit(1)
+    )
+    return held is not None
+
+
 def placed_view(
-    placed: PlacedOrder, name: str, quantity: int, account: str | None, reserved_minutes: int
+    placed: PlacedOrder,
+    name: str,
+    quantity: int,
+    account: str | None,
+    reserved_minutes: int,
+    *,
+    holds_stock: bool = True,
 ) -> PlacedView:
     order: Order = placed.order
     payment = placed.payment
@@ -144,6 +161,7 @@ def placed_view(
         account=account,
         payment_url=payment.url if payment is not None else None,
         invoice=payment.invoice if payment is not None else None,
+        holds_stock=holds_stock,
     )
 
 
