@@ -12,17 +12,24 @@ from quanyi.core.platform import outbox
 
 
 async def tell_refunded(
-    session: AsyncSession, order: Order, amount: int, currency: str, *, payment_only: bool = False
+    session: AsyncSession,
+    order: Order,
+    amount: int,
+    currency: str,
+    *,
+    payment_only: bool = False,
+    undid: tuple[bool, bool] | None = None,
 ) -> None:
     """The buyer's refund message, with what the refund did to the order: its codes voided, its
-    links revoked, or nothing at all (``payment_only``: a second payment given back)."""
+    links revoked, or nothing at all (``payment_only``: a second payment given back). ``undid`` is
+    ``what_it_undid`` when the caller has read it already."""
     if order.chat_id is None:
         return
     payload: dict[str, object] = {"order_id": order.id, "amount": amount, "currency": currency}
     if payment_only:
         payload.update(payment_only=True, codes_voided=False, links_revoked=False)
     else:
-        voided, revoked = await what_it_undid(session, order.id)
+        voided, revoked = undid if undid is not None else await what_it_undid(session, order.id)
         payload.update(payment_only=False, codes_voided=voided, links_revoked=revoked)
     outbox.enqueue(session, chat_id=order.chat_id, kind="refunded", payload=payload, language=order.language)
 

@@ -178,19 +178,21 @@ async def refund_order(
         return RefundResult(number, 0, currency, "already", ())
     sent = await _send(core, method, paid, claimed, reason=reason, actor=actor, order_id=order_id)
     amount = sum(r.amount for r in sent.done)
-    if sent.done and tell_buyer:
-        async with core.db.transaction() as session:
-            order = await session.get(Order, order_id)
-            assert order is not None
-            await tell_refunded(session, order, amount, currency)
-        core.outbox_wakeup.set()
+    voided = revoked = False
+    if sent.done:
+        async with core.db.transaction() as session:  # what it undid, read once for buyer and operator
+            voided, revoked = await what_it_undid(session, order_id)
+            if tell_buyer:
+                order = await session.get(Order, order_id)
+                assert order is not None
+                await tell_refunded(session, order, amount, currency, undid=(voided, revoked))
+        if tell_buyer:
+            core.outbox_wakeup.set()
     if sent.error is not None:
         part = f"{len(sent.done)} of {len(claimed)} refunds went through; " if sent.done else ""
         raise RefundFailed(
             f"the refund is recorded but {method.name} did not confirm it ({part}{sent.error}); run it again"
         )
-    async with core.db.read() as session:
-        voided, revoked = await what_it_undid(session, order_id)
     return RefundResult(
         number,
         amount,
