@@ -106,6 +106,7 @@ async def test_start_shows_catalogue_with_name_price_and_units_left(core, shop, 
     assert [b["text"] for b in catalogue.buttons()] == [
         "VIP membership · ¥15.00 · 剩 5",
         "MUSIC membership · ¥9.90 · 已售罄",
+        "🆘 联系客服",
     ]
 
 

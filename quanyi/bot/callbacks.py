@@ -41,3 +41,16 @@ class CouponCb(CallbackData, prefix="cp"):
     id: int
     n: int
     remove: bool = False  # False: ask for a code; True: drop the one in the form
+
+
+class CategoryCb(CallbackData, prefix="cg"):
+    key: str  # a short hash of the category's name: a name may be too long for 64 bytes
+
+
+class SupportCb(CallbackData, prefix="sp"):
+    act: str  # home: the support screen | write: pick the order, then type | reply: answer on a ticket
+    ticket: int = 0
+
+
+class SupportOrderCb(CallbackData, prefix="so"):
+    number: str  # the order the request is about; "-" = none

@@ -15,6 +15,7 @@ from aiogram.types import BotCommand
 
 from quanyi.bot.buyer.shop import build_router
 from quanyi.bot.buyer.stars import build_stars_router
+from quanyi.bot.buyer.support import build_support_router
 from quanyi.bot.distributor.agent import build_agent_router
 from quanyi.bot.distributor.withdraw import build_withdraw_router
 from quanyi.bot.middlewares import AuditMiddleware, LanguageMiddleware
@@ -26,6 +27,7 @@ from quanyi.bot.operator.pricing import build_pricing_ops_router
 from quanyi.bot.operator.reconcile import build_reconcile_router
 from quanyi.bot.operator.reports import build_reports_router
 from quanyi.bot.operator.risk import build_risk_router
+from quanyi.bot.operator.support import build_support_ops_router
 from quanyi.bot.operator.verify import build_verify_router
 from quanyi.bot.operator.withdrawals import build_withdrawals_router
 from quanyi.bot.throttle import ThrottleMiddleware
@@ -75,6 +77,7 @@ def build_dispatcher(core: Core) -> Dispatcher:
     )
     dp.include_router(build_stars_router())  # first: a payment message must never reach a catch-all
     dp.include_router(build_admin_router())  # before the shop: its catch-all answers everyone else
+    dp.include_router(build_support_ops_router())  # operators: /tickets, replies to buyers' tickets
     dp.include_router(build_ops_router())
     dp.include_router(build_reconcile_router())  # operators: provider statements
     dp.include_router(build_pricing_ops_router())
@@ -85,20 +88,22 @@ def build_dispatcher(core: Core) -> Dispatcher:
     dp.include_router(build_agent_router())  # before the shop too: /start inv_..., /agent, its forms
     dp.include_router(build_withdrawals_router())  # operators: /withdrawals, approve / reject
     dp.include_router(build_withdraw_router())  # distributors: /withdraw, its form
+    dp.include_router(build_support_router())  # buyers: /support, pleas for a human, the ticket form
     dp.include_router(build_router())
     return dp
 
 
 async def set_commands(bot: Bot) -> None:
     for lang, texts in (
-        ("zh", ("浏览商品", "我的订单", "帮助", "支付问题")),
-        ("en", ("Browse products", "My orders", "Help", "Payment support")),
+        ("zh", ("浏览商品", "我的订单", "帮助", "支付问题", "联系客服")),
+        ("en", ("Browse products", "My orders", "Help", "Payment support", "Contact support")),
     ):
         commands = [
             BotCommand(command="start", description=texts[0]),
             BotCommand(command="orders", description=texts[1]),
             BotCommand(command="help", description=texts[2]),
             BotCommand(command="paysupport", description=texts[3]),
+            BotCommand(command="support", description=texts[4]),
         ]
         await bot.set_my_commands(commands, language_code=lang)
     await bot.set_my_commands(
@@ -107,5 +112,6 @@ async def set_commands(bot: Bot) -> None:
             BotCommand(command="orders", description="我的订单 / My orders"),
             BotCommand(command="help", description="帮助 / Help"),
             BotCommand(command="paysupport", description="支付问题 / Payment support"),
+            BotCommand(command="support", description="联系客服 / Contact support"),
         ]
     )

@@ -182,7 +182,9 @@ def add_parser(sub: Any) -> None:
     )
     add.add_argument("--description")
     add.add_argument("--instructions", help="redemption instructions sent with every delivery")
-    add.add_argument("--category", help="a label coupons and promotions can be scoped to, e.g. video")
+    add.add_argument(
+        "--category", help="groups the bot's catalogue; coupons and promotions can be scoped to it, e.g. video"
+    )
     _add_kind_arguments(add, update=False)
     add.set_defaults(fn=cmd_product_add)
     upd = product.add_parser("update", help="change a product's name, prices, texts or whether it is on sale")
@@ -195,7 +197,11 @@ def add_parser(sub: Any) -> None:
     upd.add_argument("--description")
     upd.add_argument("--floor", help="lowest price any channel or distributor may sell at; '' removes it")
     upd.add_argument("--ceiling", help="highest resale price a distributor may set; '' removes it")
-    upd.add_argument("--category", help="a label coupons and promotions can be scoped to; '' removes it")
+    upd.add_argument(
+        "--category",
+        help="groups the bot's catalogue (a button per category); coupons and promotions can be scoped to it; "
+        "'' removes it",
+    )
     sale = upd.add_mutually_exclusive_group()
     sale.add_argument("--on-sale", dest="active", action="store_true", default=None)
     sale.add_argument("--off-sale", dest="active", action="store_false", help="hide it from the catalogue")

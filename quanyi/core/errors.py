@@ -193,3 +193,10 @@ class JsonTooDeep(MalformedJson):
     """JSON nested deeper than the reader allows: refused before the parser recurses into it."""
 
     code = "json_too_deep"
+
+
+class LimitReached(QuanyiError):
+    """A buyer asked for more than a limit allows (open support tickets, messages an hour);
+    ``details["limit"]`` names which, ``details["max"]`` how many."""
+
+    code = "limit_reached"

@@ -26,6 +26,7 @@ from quanyi.core.sales.fulfilment import Fulfiller
 from quanyi.core.sales.service import SalesService
 from quanyi.core.stock.service import StockService
 from quanyi.core.suppliers import build_supplier_hub
+from quanyi.core.support.service import SupportService
 from quanyi.core.wiring import Wiring
 
 
@@ -41,6 +42,7 @@ class Core(Wiring):
     partners: PartnerService = field(init=False)
     platform: PlatformService = field(init=False)
     risk: RiskService = field(init=False)
+    support: SupportService = field(init=False)
 
     def __post_init__(self) -> None:
         self.catalog = CatalogService(self)
@@ -51,6 +53,7 @@ class Core(Wiring):
         self.partners = PartnerService(self)
         self.platform = PlatformService(self)
         self.risk = RiskService(self)
+        self.support = SupportService(self)
 
 
 async def open_checked(settings: Settings) -> tuple[Database, KeyRing]:

@@ -50,6 +50,8 @@ async def orders(message: Message, core: Core, lang: str) -> None:
                 status=status_label(lang, order.status),
             )
         )
+        if order.txn:  # the number /paysupport asks a buyer to quote
+            lines.append(t(lang, "support.order_txn", txn=order.txn))
         if order.codes_shown:
             keyboard.row(
                 InlineKeyboardButton(

@@ -6,6 +6,7 @@ helpers that read it.
 
 from __future__ import annotations
 
+import hashlib
 import html
 from collections.abc import Sequence
 from typing import Any
@@ -15,7 +16,8 @@ from aiogram.fsm.state import State, StatesGroup
 from aiogram.types import InlineKeyboardButton, Message
 from aiogram.utils.keyboard import InlineKeyboardBuilder
 
-from quanyi.bot.callbacks import CatalogueCb, CouponCb, MethodCb, ProductCb, QuantityCb
+from quanyi.bot.buyer.support import support_button
+from quanyi.bot.callbacks import CatalogueCb, CategoryCb, CouponCb, MethodCb, ProductCb, QuantityCb
 from quanyi.bot.render import breakdown_lines, coupon_refusal, method_label, promotion_text
 from quanyi.core.catalog.views import UNCAPPED, CatalogueEntry, CouponRefusal, OrderQuote, ProductCard
 from quanyi.core.errors import InvalidInput, NotForSale, NotFound
@@ -33,22 +35,65 @@ class OrderForm(StatesGroup):
     challenge = State()
 
 
-async def send_catalogue(message: Message, entries: Sequence[CatalogueEntry], lang: str, *, edit: bool = False) -> None:
+async def send_catalogue(
+    message: Message, entries: Sequence[CatalogueEntry], lang: str, *, edit: bool = False, notice: str = ""
+) -> None:
+    """The catalogue under the shop's notice: a button per category when the operator set any (the
+    products without one listed after them), else a button per product; and the support button."""
+    heading = t(lang, "category.notice", notice=notice) + "\n\n" if notice else ""
     if not entries:
-        await message.answer(t(lang, "catalogue_empty"))
+        await message.answer(heading + t(lang, "catalogue_empty"))
         return
     keyboard = InlineKeyboardBuilder()
+    groups = categories(entries)
+    for name, members in groups.items():
+        label = raw_t(lang, "category.button", name=name, count=len(members))
+        keyboard.row(InlineKeyboardButton(text=label[:64], callback_data=CategoryCb(key=category_key(name)).pack()))
+    _product_rows(keyboard, lang, [entry for entry in entries if not entry.category])
+    keyboard.row(support_button(lang))
+    text = heading + t(lang, "catalogue_title")
+    if edit:
+        await message.edit_text(text, reply_markup=keyboard.as_markup())
+    else:
+        await message.answer(text, reply_markup=keyboard.as_markup())
+
+
+async def send_category(message: Message, name: str, entries: Sequence[CatalogueEntry], lang: str) -> None:
+    """One category's products, with the way back to the catalogue."""
+    keyboard = InlineKeyboardBuilder()
+    _product_rows(keyboard, lang, entries)
+    keyboard.row(InlineKeyboardButton(text=raw_t(lang, "back_button"), callback_data=CatalogueCb().pack()))
+    await message.edit_text(t(lang, "category.title", name=name), reply_markup=keyboard.as_markup())
+
+
+def _product_rows(keyboard: InlineKeyboardBuilder, lang: str, entries: Sequence[CatalogueEntry]) -> None:
     for entry in entries:
         key = "product_button" if entry.available > 0 else "product_button_sold_out"
         if entry.available >= UNCAPPED:
             key = "deliver.product_button_open"
         label = raw_t(lang, key, name=entry.name, price=str(entry.price), left=entry.available)
         keyboard.row(InlineKeyboardButton(text=label[:64], callback_data=ProductCb(id=entry.id).pack()))
-    text = t(lang, "catalogue_title")
-    if edit:
-        await message.edit_text(text, reply_markup=keyboard.as_markup())
-    else:
-        await message.answer(text, reply_markup=keyboard.as_markup())
+
+
+def categories(entries: Sequence[CatalogueEntry]) -> dict[str, list[CatalogueEntry]]:
+    """The products by category, in catalogue order (a category where its first product is)."""
+    groups: dict[str, list[CatalogueEntry]] = {}
+    for entry in entries:
+        if entry.category:
+            groups.setdefault(entry.category, []).append(entry)
+    return groups
+
+
+def category_key(name: str) -> str:
+    return hashlib.sha256(name.encode()).hexdigest()[:12]
+
+
+def shop_notice(core: Core, lang: str) -> str:
+    """The notice above the catalogue (QUANYI_SHOP_NOTICE; QUANYI_SHOP_NOTICE_EN for English)."""
+    settings = core.settings
+    if lang == "en" and settings.shop_notice_en.strip():
+        return settings.shop_notice_en.strip()
+    return settings.shop_notice.strip()
 
 
 async def send_product(
@@ -82,7 +127,9 @@ async def send_product(
         _quantity_rows(keyboard, lang, entry.id, card.max_quantity)
     else:
         text += "\n" + t(lang, "sold_out")
-    keyboard.row(InlineKeyboardButton(text=raw_t(lang, "back_button"), callback_data=CatalogueCb().pack()))
+    # Back to where the product was listed: its category, else the catalogue.
+    back = CategoryCb(key=category_key(entry.category)) if entry.category else CatalogueCb()
+    keyboard.row(InlineKeyboardButton(text=raw_t(lang, "back_button"), callback_data=back.pack()))
     if edit:
         await message.edit_text(text, reply_markup=keyboard.as_markup())
     else:

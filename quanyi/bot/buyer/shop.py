@@ -14,7 +14,7 @@ import logging
 from aiogram import F, Router
 from aiogram.filters import Command, CommandObject, CommandStart
 from aiogram.fsm.context import FSMContext
-from aiogram.types import CallbackQuery, ErrorEvent, Message
+from aiogram.types import CallbackQuery, ErrorEvent, InlineKeyboardMarkup, Message
 
 from quanyi.bot.buyer.checkout import (
     ask_coupon,
@@ -28,13 +28,31 @@ from quanyi.bot.buyer.checkout import (
     typed_quantity,
 )
 from quanyi.bot.buyer.orders import cancel, orders, show_codes
-from quanyi.bot.buyer.screens import OrderForm, send_catalogue, send_product
-from quanyi.bot.callbacks import CancelCb, CatalogueCb, CodesCb, CouponCb, MethodCb, ProductCb, QuantityCb
+from quanyi.bot.buyer.screens import (
+    OrderForm,
+    categories,
+    category_key,
+    send_catalogue,
+    send_category,
+    send_product,
+    shop_notice,
+)
+from quanyi.bot.buyer.support import support_button
+from quanyi.bot.callbacks import (
+    CancelCb,
+    CatalogueCb,
+    CategoryCb,
+    CodesCb,
+    CouponCb,
+    MethodCb,
+    ProductCb,
+    QuantityCb,
+)
 from quanyi.core.distributors.accounts import REFERRAL_PREFIX
 from quanyi.core.errors import NotFound
 from quanyi.core.sales.orders import Buyer
 from quanyi.core.services import Core
-from quanyi.i18n import raw_t, t
+from quanyi.i18n import plain_t, raw_t, t
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +63,7 @@ def build_router() -> Router:
     router.message.register(start, CommandStart())
     router.message.register(help_, Command("help"))
     router.callback_query.register(show_catalogue, CatalogueCb.filter())
+    router.callback_query.register(show_category, CategoryCb.filter())
     router.callback_query.register(show_product, ProductCb.filter())
     router.callback_query.register(ask_quantity, QuantityCb.filter(F.n == 0))
     router.message.register(typed_quantity, OrderForm.quantity, F.text)
@@ -80,18 +99,34 @@ async def start(message: Message, command: CommandObject, core: Core, lang: str,
         return
     if welcome.not_for_sale:
         await message.answer(t(lang, "not_for_sale"))
-    await send_catalogue(message, welcome.catalogue, lang)
+    await send_catalogue(message, welcome.catalogue, lang, notice=shop_notice(core, lang))
 
 
 async def help_(message: Message, lang: str) -> None:
-    await message.answer(t(lang, "help"))
+    await message.answer(t(lang, "help"), reply_markup=InlineKeyboardMarkup(inline_keyboard=[[support_button(lang)]]))
 
 
 async def show_catalogue(query: CallbackQuery, core: Core, lang: str, state: FSMContext) -> None:
     await state.clear()  # back from a recharge's account question: typed text is no account now
     await query.answer()
     if isinstance(query.message, Message):
-        await send_catalogue(query.message, await core.sales.buyer_catalogue(query.from_user.id), lang, edit=True)
+        entries = await core.sales.buyer_catalogue(query.from_user.id)
+        await send_catalogue(query.message, entries, lang, edit=True, notice=shop_notice(core, lang))
+
+
+async def show_category(
+    query: CallbackQuery, callback_data: CategoryCb, core: Core, lang: str, state: FSMContext
+) -> None:
+    await state.clear()
+    entries = await core.sales.buyer_catalogue(query.from_user.id)
+    groups = categories(entries)
+    name = next((name for name in groups if category_key(name) == callback_data.key), None)
+    if name is None:  # emptied or renamed since the button was shown
+        await query.answer(plain_t(lang, "category.empty"), show_alert=True)
+        return
+    await query.answer()
+    if isinstance(query.message, Message):
+        await send_category(query.message, name, groups[name], lang)
 
 
 async def show_product(

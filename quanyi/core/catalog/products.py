@@ -31,6 +31,7 @@ class CatalogueEntry:
     description: str
     active: bool = True
     stars_price: int | None = None
+    category: str | None = None  # the operator's label; the bot's catalogue groups by it
 
 
 def validate_sku(sku: str) -> str:
@@ -364,4 +365,5 @@ def _entry(product: Product, available: int) -> CatalogueEntry:
         description=product.description,
         active=product.active,
         stars_price=product.stars_price,
+        category=product.category,
     )

@@ -71,3 +71,6 @@ from quanyi.core.models.stock import AllocationMode as AllocationMode
 from quanyi.core.models.stock import StockBatch as StockBatch
 from quanyi.core.models.stock import StockItem as StockItem
 from quanyi.core.models.stock import StockStatus as StockStatus
+from quanyi.core.models.support import Ticket as Ticket
+from quanyi.core.models.support import TicketMessage as TicketMessage
+from quanyi.core.models.support import TicketStatus as TicketStatus

@@ -27,6 +27,10 @@ class Settings(BaseSettings):
     # Redis for the bot's conversation state (FSM) when set, e.g. redis://127.0.0.1:6379/0.
     redis_url: str = ""
     support_contact: str = ""
+    # A notice shown above the bot's catalogue (opening hours, a holiday, a new product), plain
+    # text; English-speaking buyers see shop_notice_en instead when it is set. Empty = none.
+    shop_notice: str = Field(default="", max_length=1000)
+    shop_notice_en: str = Field(default="", max_length=1000)
 
     http_host: str = "127.0.0.1"
     http_port: int = 8080

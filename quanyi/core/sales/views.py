@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from quanyi.core.catalog.views import recharge_part
 from quanyi.core.errors import NotForSale
-from quanyi.core.models import Order, OrderStatus, Product, RiskDecision, StockItem, StockStatus
+from quanyi.core.models import Order, OrderStatus, Payment, Product, RiskDecision, StockItem, StockStatus
 from quanyi.core.payments.base import Invoice
 from quanyi.core.platform.crypto import KeyRing
 from quanyi.core.risk import rules as risk
@@ -56,6 +56,7 @@ class OrderRow:
     currency: str
     status: str
     codes_shown: bool  # delivered: its codes can be shown again
+    txn: str | None = None  # the payment's transaction number at its provider (/paysupport asks for it)
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,8 @@ class ChallengeAnswer:
 
 
 async def my_orders(session: AsyncSession, user_id: int, *, limit: int = 10) -> list[OrderRow]:
+    found = await buyer_orders(session, user_id, limit=limit)
+    txns = await payment_txns(session, [order.id for order in found])
     return [
         OrderRow(
             number=order.number,
@@ -108,9 +111,30 @@ async def my_orders(session: AsyncSession, user_id: int, *, limit: int = 10) -> 
             currency=order.currency,
             status=order.status,
             codes_shown=order.status == OrderStatus.DELIVERED,
+            txn=txns.get(order.id),
         )
-        for order in await buyer_orders(session, user_id, limit=limit)
+        for order in found
     ]
+
+
+async def payment_txns(session: AsyncSession, order_ids: Sequence[int]) -> dict[int, str]:
+    """Each order's payment transaction number at its provider (the one that paid it; else the
+    latest payment kept for review), the number ``/paysupport`` asks a buyer to quote."""
+    if not order_ids:
+        return {}
+    rows = await session.execute(
+        select(Payment.order_id, Payment.provider_txn_id, Payment.outcome)
+        .where(Payment.order_id.in_(order_ids))
+        .order_by(Payment.id)
+    )
+    txns: dict[int, str] = {}
+    paid: set[int] = set()
+    for order_id, txn, outcome in rows.all():
+        if order_id not in paid:
+            txns[order_id] = txn
+        if outcome == "applied":
+            paid.add(order_id)
+    return txns
 
 
 async def my_codes(session: AsyncSession, keyring: KeyRing, number: str, user_id: int) -> MyCodes:
