@@ -303,15 +303,24 @@ async def test_the_form_can_be_cancelled_and_takes_text_only(core, shop):
 
 @chat
 async def test_a_buyer_with_too_many_open_tickets_is_asked_to_wait(core, shop):
-    for n in range(MAX_OPEN):
+    for n in range(MAX_OPEN - 1):
         await core.support.open_ticket(Buyer(BUYER, BUYER, "en"), f"problem {n}")
     buyer = shop.user(BUYER, "en")
     await buyer.send("/support")
-    await buyer.press(await buyer.expect(), raw_t("en", "support.write_button"))
+    screen = await buyer.expect()
+    await buyer.press(screen, raw_t("en", "support.write_button"))
     await buyer.press(await buyer.expect(lambda m: m.kind == "edit"), "Not about an order")
     await buyer.expect(lambda m: m.kind == "edit")
-    await buyer.send("one more")
+    await core.support.open_ticket(Buyer(BUYER, BUYER, "en"), "the last one allowed")
+    await buyer.send("one more")  # the limit is met while the message was being typed
     assert (await buyer.expect()).plain == plain("en", "support.open_limit", max=MAX_OPEN)
+    # Asked to write again, the buyer is told before typing anything.
+    await buyer.send("/support")
+    await buyer.press(await buyer.expect(), raw_t("en", "support.write_button"))
+    refused = await buyer.expect(lambda m: m.kind == "edit")
+    assert refused.plain == plain("en", "support.open_limit", max=MAX_OPEN)
+    await buyer.press(refused, "« Back")  # back to the contact
+    assert plain("en", "support.title") in (await buyer.expect(lambda m: m.kind == "edit")).plain
 
 
 # --- the rules, on both databases ---------------------------------------------------------------

@@ -129,8 +129,13 @@ async def pick_order(query: CallbackQuery, core: Core, lang: str) -> None:
     await query.answer()
     if not isinstance(query.message, Message):
         return
+    try:
+        offered = await core.support.start_request(query.from_user.id, orders=ORDERS_OFFERED)
+    except LimitReached as exc:
+        await query.message.edit_text(_limit_text(lang, exc), reply_markup=_back_to_support(lang))
+        return
     keyboard = InlineKeyboardBuilder()
-    for order in await core.sales.my_orders(query.from_user.id, limit=ORDERS_OFFERED):
+    for order in offered:
         label = raw_t(lang, "support.order_button", number=order.number, name=order.name)
         keyboard.row(InlineKeyboardButton(text=label[:64], callback_data=SupportOrderCb(number=order.number).pack()))
     keyboard.row(
@@ -138,8 +143,13 @@ async def pick_order(query: CallbackQuery, core: Core, lang: str) -> None:
             text=raw_t(lang, "support.no_order_button"), callback_data=SupportOrderCb(number=NO_ORDER).pack()
         )
     )
-    keyboard.row(InlineKeyboardButton(text=raw_t(lang, "back_button"), callback_data=SupportCb(act="home").pack()))
+    keyboard.attach(InlineKeyboardBuilder.from_markup(_back_to_support(lang)))
     await query.message.edit_text(t(lang, "support.pick_order"), reply_markup=keyboard.as_markup())
+
+
+def _back_to_support(lang: str) -> InlineKeyboardMarkup:
+    back = InlineKeyboardButton(text=raw_t(lang, "back_button"), callback_data=SupportCb(act="home").pack())
+    return InlineKeyboardMarkup(inline_keyboard=[[back]])
 
 
 async def ask_text(query: CallbackQuery, callback_data: SupportOrderCb, lang: str, state: FSMContext) -> None:

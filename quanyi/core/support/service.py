@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from quanyi.core.sales import views as sales_views
 from quanyi.core.sales.orders import Buyer
 from quanyi.core.support import tickets, views
 
@@ -20,6 +21,13 @@ class SupportService:
     def __init__(self, wiring: Wiring) -> None:
         self._wiring = wiring
         self._db = wiring.db
+
+    async def start_request(self, user_id: int, *, orders: int = 5) -> list[sales_views.OrderRow]:
+        """The ticket form's first step: the buyer's recent orders to pick from, once it is clear
+        the buyer may open a ticket (``LimitReached`` otherwise, before anything is typed)."""
+        async with self._db.read() as session:
+            await tickets.may_open(session, user_id)
+            return await sales_views.my_orders(session, user_id, limit=orders)
 
     async def open_ticket(self, buyer: Buyer, text: str, *, order_number: str | None = None) -> int:
         """A buyer's request to a human, about one of its orders or none; forwarded to every

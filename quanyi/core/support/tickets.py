@@ -46,14 +46,7 @@ async def open_ticket(
     # The buyer's row, locked: one buyer's tickets are counted one after another.
     await session.execute(select(User.id).where(User.id == buyer.user_id).with_for_update())
     order_id = (await buyer_order(session, order_number, buyer.user_id)).id if order_number else None
-    open_now = await session.scalar(
-        select(func.count())
-        .select_from(Ticket)
-        .where(Ticket.user_id == buyer.user_id, Ticket.status == TicketStatus.OPEN)
-    )
-    if (open_now or 0) >= MAX_OPEN:
-        raise LimitReached("too many open tickets", limit="open_tickets", max=MAX_OPEN)
-    await _within_rate(session, buyer.user_id)
+    await may_open(session, buyer.user_id)
     now = utcnow()
     ticket = Ticket(
         user_id=buyer.user_id,
@@ -68,6 +61,16 @@ async def open_ticket(
     await session.flush()
     await _add_message(session, ticket.id, buyer_author(buyer.user_id), body, now, admin_ids)
     return ticket
+
+
+async def may_open(session: AsyncSession, user_id: int) -> None:
+    """Return when the buyer may open another ticket; else ``LimitReached``."""
+    open_now = await session.scalar(
+        select(func.count()).select_from(Ticket).where(Ticket.user_id == user_id, Ticket.status == TicketStatus.OPEN)
+    )
+    if (open_now or 0) >= MAX_OPEN:
+        raise LimitReached("too many open tickets", limit="open_tickets", max=MAX_OPEN)
+    await _within_rate(session, user_id)
 
 
 async def add_buyer_message(
