@@ -203,9 +203,12 @@ async def test_a_referred_buyer_sees_and_pays_its_distributor_s_price_and_the_fi
     buyer = shop.user(BUYER, "zh")
     await buyer.send(f"/start {alice_link.group(1)}")
     catalogue = await buyer.expect(catalogue_shown)
-    assert [b["text"] for b in catalogue.buttons()] == ["VIP membership · ¥18.00 · 剩 3"]
+    assert [b["text"] for b in catalogue.buttons()] == ["VIP membership · ¥18.00 · 剩 3", "🆘 联系客服"]
     await buyer.send(f"/start {bob_link.group(1)}")  # a later link changes nothing
-    assert [b["text"] for b in (await buyer.expect(catalogue_shown)).buttons()] == ["VIP membership · ¥18.00 · 剩 3"]
+    assert [b["text"] for b in (await buyer.expect(catalogue_shown)).buttons()] == [
+        "VIP membership · ¥18.00 · 剩 3",
+        "🆘 联系客服",
+    ]
 
     await buyer.press(catalogue, "VIP membership")
     card = await buyer.expect(lambda m: m.kind == "edit" and "¥18.00" in m.plain)
@@ -225,7 +228,8 @@ async def test_a_referred_buyer_sees_and_pays_its_distributor_s_price_and_the_fi
     stranger = shop.user(BUYER + 1, "en")
     await stranger.send("/start")
     assert [b["text"] for b in (await stranger.expect(catalogue_shown)).buttons()] == [
-        "VIP membership · ¥15.00 · 2 left"
+        "VIP membership · ¥15.00 · 2 left",
+        "🆘 Contact support",
     ]
 
 

@@ -175,6 +175,7 @@ async def _demo_network(db: Database) -> None:
 
 
 DEMO_BUNDLE = "DUO-VIP-1M"
+VIDEO = "视频 video"
 DEMO_COUPON = "WELCOME10"
 
 
@@ -183,7 +184,8 @@ async def _demo_pricing(db: Database) -> None:
     async with db.transaction() as session:
         if await session.scalar(select(Product.id).where(Product.sku == DEMO_BUNDLE)) is not None:
             return
-        for sku, category in (("VIDEO-VIP-1M", "video"), ("MUSIC-VIP-1M", "music"), ("GAME-100", "game")):
+        # Bilingual like the demo's product names: a category is a button in the bot's catalogue.
+        for sku, category in (("VIDEO-VIP-1M", VIDEO), ("MUSIC-VIP-1M", "音乐 music"), ("GAME-100", "游戏 game")):
             await update_product(session, sku, category=category)
         await bundles.create_bundle(
             session,
@@ -191,7 +193,7 @@ async def _demo_pricing(db: Database) -> None:
             name="影音双卡 Video + Music VIP 1 month",
             price=Money.parse("22.00", "CNY"),
             parts=[("VIDEO-VIP-1M", 1), ("MUSIC-VIP-1M", 1)],
-            category="video",
+            category=VIDEO,
         )
         await promotions.add_promotion(
             session, name="满50减8 / ¥8 off ¥50", kind="spend_off", threshold=5000, value=800, currency="CNY"
