@@ -7,6 +7,7 @@ and the ticket's closing come back through the outbox (rendered here); the buyer
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from aiogram import F, Router
 from aiogram.filters import Command, StateFilter
@@ -79,9 +80,23 @@ def build_support_router() -> Router:
     router.message.register(typed_message, SupportForm.message, TYPED)
     router.message.register(typed_followup, SupportForm.followup, TYPED)
     router.message.register(text_only, StateFilter(SupportForm), _not_a_command)
+    router.message.register(replied_to_support, TYPED, _replied_ticket)
     # Only outside any form: a typed account, coupon or payout address is never taken for a plea.
     router.message.register(support, StateFilter(None), _a_plea)
     return router
+
+
+# The first line of an operator's reply as the buyer sees it ("💬 客服回复（工单 #12）"): a Telegram
+# reply to that message answers its ticket.
+REPLY_LINE = re.compile(r"\A💬[^#\n]*#(\d+)")
+
+
+def _replied_ticket(message: Message) -> bool | dict[str, Any]:
+    replied = message.reply_to_message
+    if replied is None or replied.from_user is None or not replied.from_user.is_bot:
+        return False
+    found = REPLY_LINE.match(replied.text or "")
+    return {"ticket": int(found.group(1))} if found else False
 
 
 def _not_a_command(message: Message) -> bool:
@@ -194,29 +209,40 @@ async def ask_followup(query: CallbackQuery, callback_data: SupportCb, lang: str
 
 
 async def typed_followup(message: Message, core: Core, lang: str, state: FSMContext) -> None:
+    ticket = int((await state.get_data()).get("ticket", 0))
+    if await _follow_up(message, core, lang, ticket):
+        await state.clear()
+
+
+async def replied_to_support(message: Message, core: Core, lang: str, state: FSMContext, ticket: int) -> None:
+    """A Telegram reply to an operator's answer: the buyer's answer on that ticket. Any form the
+    buyer is in stays as it was, unless the text is refused: then the answer is asked again."""
+    if not await _follow_up(message, core, lang, ticket):
+        await state.set_state(SupportForm.followup)
+        await state.set_data({"ticket": ticket})
+
+
+async def _follow_up(message: Message, core: Core, lang: str, ticket: int) -> bool:
+    """The buyer's answer on a ticket; False when the text is refused and may be typed again."""
     user = message.from_user
     if user is None:
-        return
-    ticket = int((await state.get_data()).get("ticket", 0))
+        return True
     try:
         await core.support.buyer_message(ticket, user.id, message.text or "")
     except InvalidInput as exc:
         if "status" in exc.details:  # closed meanwhile
-            await state.clear()
             await message.answer(t(lang, "support.ticket_closed", ticket=ticket))
-            return
+            return True
         await message.answer(t(lang, "support.bad_text", max=BUYER_TEXT_LIMIT))
-        return
+        return False
     except (Forbidden, NotFound):
-        await state.clear()
         await message.answer(t(lang, "error_generic"))
-        return
+        return True
     except LimitReached as exc:
-        await state.clear()
         await message.answer(_limit_text(lang, exc))
-        return
-    await state.clear()
+        return True
     await message.answer(t(lang, "support.followup_sent", ticket=ticket))
+    return True
 
 
 async def cancel(message: Message, lang: str, state: FSMContext) -> None:
