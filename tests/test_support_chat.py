@@ -283,6 +283,14 @@ async def test_an_english_buyer_writes_about_no_order_and_a_chinese_operator_ans
     await sender.run_once()
     forwarded = await admin.expect(f"工单 #{ticket}")
     assert forwarded.plain.splitlines()[:3] == [f"🎫 工单 #{ticket} · 新留言", f"买家：{BUYER}", "订单：无"]
+    await admin.send("/tickets")
+    listed = await admin.expect("待处理工单")
+    assert listed.plain.startswith("📮 待处理工单（1）")
+    assert f"#{ticket} · 买家 {BUYER} · 无订单 · 1 条 · ⏳ 待回复" in listed.plain
+    await admin.press(listed, f"💬 回复 #{ticket}")
+    await admin.expect(f"请输入对工单 #{ticket} 的回复")
+    await admin.send("/cancel")
+    assert (await admin.expect()).plain == plain("zh", "support.op_cancelled")
     await reply_to(admin, forwarded, "暂时没有，敬请期待。")
     assert (await admin.expect()).plain == plain("zh", "support.op_replied", ticket=ticket)
     await sender.run_once()
