@@ -1,6 +1,6 @@
 """support tickets: a buyer's request to the operators, and the messages of each
 
-Revision ID: 0017
+Revision ID: 0015
 Revises: 0014
 Create Date: 2026-12-07 22:30:00
 """
@@ -14,7 +14,7 @@ from alembic import op
 
 import quanyi.core.models
 
-revision: str = "0017"
+revision: str = "0015"
 down_revision: str | None = "0014"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
