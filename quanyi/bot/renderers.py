@@ -6,10 +6,11 @@ time, so what the sender can render is written here, once.
 
 from __future__ import annotations
 
-from quanyi.bot.operator import audit, partner_alerts, risk, statements, withdrawals
+from quanyi.bot.buyer import manual as buyer_manual
+from quanyi.bot.operator import audit, manual, partner_alerts, risk, statements, withdrawals
 from quanyi.bot.outbox_sender import Renderer
 
-OWNERS = (audit, partner_alerts, risk, statements, withdrawals)
+OWNERS = (audit, partner_alerts, risk, statements, withdrawals, manual, buyer_manual)
 
 
 def owned_renderers() -> dict[str, Renderer]:
