@@ -13,10 +13,10 @@ from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import ScalarSelect, select, update
 
 from quanyi.bot.outbox_sender import OutboxSender
-from quanyi.core.catalog.service import KindOptions, NewProduct
+from quanyi.core.catalog.service import KindOptions, NewProduct, ProductChanges
 from quanyi.core.errors import InvalidInput
 from quanyi.core.models import (
     AuditRecord,
@@ -25,6 +25,7 @@ from quanyi.core.models import (
     ManualTask,
     Order,
     OrderStatus,
+    OutboxMessage,
     Refund,
     utcnow,
 )
@@ -368,7 +369,8 @@ async def test_done_racing_the_deadline_and_failed_twice_refund_at_most_once(cor
     assert len(refunds) == (1 if task.status == "expired" else 0)
 
 
-def task_of_order(task_id: int):  # noqa: ANN201 - a subquery for a filter
+def task_of_order(task_id: int) -> ScalarSelect[int]:
+    """The task's order id, as a subquery for a filter."""
     return select(ManualTask.order_id).where(ManualTask.id == task_id).scalar_subquery()
 
 
@@ -382,6 +384,31 @@ async def test_a_failure_whose_refund_was_cut_short_is_refunded_by_the_job(core)
     assert await Jobs(core).manual_deadlines() == [task_id]
     task = await core.sales.manual_task(task_id)
     assert (task.resolution, task.order_status) == ("refunded", "refunded")
+
+
+async def test_a_failure_the_payment_method_cannot_refund_is_flagged_to_the_operators(core):
+    await add_manual_product(core)
+    [task_id] = await paid_tasks(core, 1)
+    core.payments.get("sandbox").supports_refund = False  # type: ignore[misc]
+    await core.sales.take_manual(task_id, OPERATOR)
+    task = await core.sales.fail_manual(task_id, OPERATOR, reason="no such player")
+    assert (task.resolution, task.order_status) == ("refund_pending", "failed")
+    async with core.db.read() as session:
+        kinds = sorted(
+            (m.chat_id, m.kind)
+            for m in await session.scalars(select(OutboxMessage).where(OutboxMessage.kind.like("%manual%")))
+        )
+        assert await session.scalar(select(Refund.id)) is None
+    assert kinds == sorted(
+        [
+            (2000, "manual_queued"),
+            (OPERATOR, "admin_manual_queued"),
+            (SECOND, "admin_manual_queued"),
+            (2000, "manual_failed"),
+            (OPERATOR, "admin_manual_refund_pending"),
+            (SECOND, "admin_manual_refund_pending"),
+        ]
+    )
 
 
 # --- the product kind ---------------------------------------------------------------------------
@@ -403,9 +430,7 @@ async def test_manual_products_take_a_deadline_and_stay_out_of_bundles(core):
         await new_order(core, sku="GAME", quantity=2, account="12345678")
 
 
-def _changes(**options: str):  # noqa: ANN202
-    from quanyi.core.catalog.service import ProductChanges
-
+def _changes(**options: str) -> ProductChanges:
     return ProductChanges(options=KindOptions(**options))
 
 
