@@ -21,6 +21,7 @@ from quanyi.bot.distributor.withdraw import build_withdraw_router
 from quanyi.bot.middlewares import AuditMiddleware, LanguageMiddleware
 from quanyi.bot.operator.admin import build_admin_router
 from quanyi.bot.operator.audit import build_audit_router
+from quanyi.bot.operator.manual import build_manual_router
 from quanyi.bot.operator.ops import build_ops_router
 from quanyi.bot.operator.partners import build_partners_router
 from quanyi.bot.operator.pricing import build_pricing_ops_router
@@ -88,6 +89,7 @@ def build_dispatcher(core: Core) -> Dispatcher:
     dp.include_router(build_agent_router())  # before the shop too: /start inv_..., /agent, its forms
     dp.include_router(build_withdrawals_router())  # operators: /withdrawals, approve / reject
     dp.include_router(build_withdraw_router())  # distributors: /withdraw, its form
+    dp.include_router(build_manual_router())  # operators: /queue, take / done / can't do manual orders
     dp.include_router(build_support_router())  # buyers: /support, pleas for a human, the ticket form
     dp.include_router(build_router())
     return dp

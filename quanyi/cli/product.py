@@ -96,7 +96,7 @@ def cmd_product_update(args: argparse.Namespace) -> int:
 
 
 def _kind_options(args: argparse.Namespace) -> KindOptions:
-    """The redeem_link / direct_recharge options given on the command line (None = not given)."""
+    """The redeem_link / direct_recharge / manual options given on the command line (None = not given)."""
     from quanyi.core.catalog.service import KindOptions
 
     return KindOptions(
@@ -108,6 +108,7 @@ def _kind_options(args: argparse.Namespace) -> KindOptions:
         account_pattern=args.account_pattern,
         account_hint=args.account_hint,
         fallback_sku=args.fallback_sku,
+        deadline=args.deadline,
     )
 
 
@@ -121,6 +122,13 @@ def _kind_summary(product: ProductView) -> list[str]:
             f"supplier: {product.supplier or '(none)'} code {product.supplier_product_code or '(none)'}",
             f"account pattern: {product.account_pattern or '(any)'}  hint: {product.account_hint or '(none)'}",
             f"fallback: {product.fallback_sku or '(refund)'}",
+        ]
+    if product.kind == "manual":
+        minutes = product.manual_deadline_minutes or 0
+        deadline = f"{minutes // 60}h{minutes % 60:02d}m" if minutes % 60 else f"{minutes // 60}h"
+        return [
+            f"fulfilled by hand within {deadline} of payment, else refunded",
+            f"account pattern: {product.account_pattern or '(any)'}  hint: {product.account_hint or '(none)'}",
         ]
     return []
 
@@ -137,11 +145,17 @@ def _add_kind_arguments(parser: argparse.ArgumentParser, *, update: bool) -> Non
     parser.add_argument("--supplier", help=f"direct_recharge: supplier name, such as generic{clear}")
     parser.add_argument("--supplier-code", help=f"direct_recharge: the supplier's product code{clear}")
     parser.add_argument(
-        "--account-pattern", help=f"direct_recharge: regular expression the whole account must match{clear}"
+        "--account-pattern",
+        help=f"direct_recharge, manual: regular expression the whole account must match{clear}",
     )
-    parser.add_argument("--account-hint", help=f"direct_recharge: what to enter, shown to the buyer{clear}")
+    parser.add_argument("--account-hint", help=f"direct_recharge, manual: what to enter, shown to the buyer{clear}")
     parser.add_argument(
         "--fallback-sku", help=f"direct_recharge: card_key product delivered instead when a recharge fails{clear}"
+    )
+    parser.add_argument(
+        "--deadline",
+        help="manual: time an operator has to fulfil a paid order before it is refunded, e.g. 90m, 2h, 1d"
+        + ("" if update else " (default 1d)"),
     )
 
 
@@ -174,7 +188,9 @@ def add_parser(sub: Any) -> None:
     add = product.add_parser("add", help="add a product")
     add.add_argument("--sku", required=True)
     add.add_argument("--name", required=True)
-    add.add_argument("--kind", required=True, help="card_key, redeem_link, direct_recharge or bundle")
+    add.add_argument(
+        "--kind", required=True, help="card_key, redeem_link, direct_recharge, manual (fulfilled by hand) or bundle"
+    )
     add.add_argument("--price", required=True, help="decimal text such as 15.00")
     add.add_argument("--currency", default="CNY")
     add.add_argument(

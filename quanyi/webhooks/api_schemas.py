@@ -28,7 +28,7 @@ PRODUCT: dict[str, Any] = {
     "properties": {
         "sku": {"type": "string"},
         "name": {"type": "string"},
-        "kind": {"type": "string", "enum": ["card_key", "redeem_link", "direct_recharge", "bundle"]},
+        "kind": {"type": "string", "enum": ["card_key", "redeem_link", "direct_recharge", "bundle", "manual"]},
         "price": _MONEY,
         "currency": {"type": "string"},
         "available": {"type": ["integer", "null"], "description": "units left; null: no cap"},

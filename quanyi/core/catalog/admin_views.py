@@ -81,6 +81,7 @@ class ProductView:
     account_pattern: str | None
     account_hint: str | None
     fallback_sku: str | None
+    manual_deadline_minutes: int | None = None
 
 
 def product_view(product: Product) -> ProductView:
@@ -101,6 +102,7 @@ def product_view(product: Product) -> ProductView:
         account_pattern=product.account_pattern,
         account_hint=product.account_hint,
         fallback_sku=product.fallback_sku,
+        manual_deadline_minutes=product.manual_deadline_minutes,
     )
 
 

@@ -60,6 +60,8 @@ async def _check(session: AsyncSession, bundle: Product, parts: Sequence[tuple[s
         product = await get_product(session, sku)
         if product.kind == ProductKind.BUNDLE:
             raise InvalidInput(f"{sku} is a bundle itself; bundles are made of products")
+        if product.kind == ProductKind.MANUAL:
+            raise InvalidInput(f"{sku} is fulfilled by hand; it is sold on its own, not in a bundle")
         if product.currency != bundle.currency:
             raise InvalidInput(f"{sku} is priced in {product.currency}, the bundle in {bundle.currency}")
         if product.kind == ProductKind.DIRECT_RECHARGE and quantity != 1:

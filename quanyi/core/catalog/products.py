@@ -17,7 +17,20 @@ from quanyi.core.stock.items import available_counts
 _SKU = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 # Kinds that this build can sell end to end; the others can be catalogued ahead of time.
-SELLABLE_KINDS = {ProductKind.CARD_KEY, ProductKind.REDEEM_LINK, ProductKind.DIRECT_RECHARGE, ProductKind.BUNDLE}
+SELLABLE_KINDS = {
+    ProductKind.CARD_KEY,
+    ProductKind.REDEEM_LINK,
+    ProductKind.DIRECT_RECHARGE,
+    ProductKind.BUNDLE,
+    ProductKind.MANUAL,
+}
+# Kinds whose buyer gives an account (checked against the product's pattern) to credit.
+ACCOUNT_KINDS = {ProductKind.DIRECT_RECHARGE, ProductKind.MANUAL}
+# A manual product's deadline when the operator names none, and the longest it may be.
+DEFAULT_DEADLINE_MINUTES = 24 * 60
+MAX_DEADLINE_MINUTES = 30 * 24 * 60
+_DEADLINE = re.compile(r"^(\d{1,6})\s*(m|min|h|d)?$", re.IGNORECASE)
+_DEADLINE_UNITS = {"m": 1, "min": 1, "h": 60, "d": 24 * 60}
 
 
 @dataclass(frozen=True)
@@ -60,12 +73,14 @@ async def add_product(
     account_pattern: str | None = None,
     account_hint: str | None = None,
     fallback_sku: str | None = None,
+    deadline: str | None = None,
     category: str | None = None,
 ) -> Product:
     """``stars_price`` is whole Telegram Stars; None = derived from the price at order time.
 
     ``entitlement``, ``max_uses`` and ``valid_days`` are for ``redeem_link`` products; the
-    supplier, account and fallback options for ``direct_recharge`` (see ``_set_kind_options``)."""
+    supplier, account and fallback options for ``direct_recharge``; ``deadline`` (``90m``, ``2h``,
+    ``1d``; default a day) and the account options for ``manual`` (see ``_set_kind_options``)."""
     validate_sku(sku)
     name = (name or "").strip()
     if not name or len(name) > 200:
@@ -107,7 +122,10 @@ async def add_product(
         account_pattern=account_pattern,
         account_hint=account_hint,
         fallback_sku=fallback_sku,
+        deadline=deadline,
     )
+    if product.kind == ProductKind.MANUAL and product.manual_deadline_minutes is None:
+        product.manual_deadline_minutes = DEFAULT_DEADLINE_MINUTES
     session.add(product)
     await session.flush()
     return product
@@ -134,6 +152,7 @@ async def update_product(
     account_pattern: str | None = None,
     account_hint: str | None = None,
     fallback_sku: str | None = None,
+    deadline: str | None = None,
     category: str | None = None,
 ) -> Product:
     """Change what an operator may change. Orders already placed keep their own prices.
@@ -152,6 +171,7 @@ async def update_product(
         account_pattern=account_pattern,
         account_hint=account_hint,
         fallback_sku=fallback_sku,
+        deadline=deadline,
     )
     _set_texts(product, name, instructions, description, category)
     _set_prices(product, price, stars_price, clear_stars_price, floor, ceiling)
@@ -223,20 +243,24 @@ async def _set_kind_options(
     account_pattern: str | None,
     account_hint: str | None,
     fallback_sku: str | None,
+    deadline: str | None = None,
 ) -> None:
     """Options of one product kind, refused on a product of another kind. None = unchanged."""
     link_options = {"entitlement": entitlement, "max uses": max_uses, "valid days": valid_days}
-    recharge_options = {
-        "supplier": supplier,
-        "supplier code": supplier_code,
-        "account pattern": account_pattern,
-        "account hint": account_hint,
-        "fallback SKU": fallback_sku,
-    }
-    for kind, options in ((ProductKind.REDEEM_LINK, link_options), (ProductKind.DIRECT_RECHARGE, recharge_options)):
+    recharge_options = {"supplier": supplier, "supplier code": supplier_code, "fallback SKU": fallback_sku}
+    account_options = {"account pattern": account_pattern, "account hint": account_hint}
+    for kinds, options in (
+        ({ProductKind.REDEEM_LINK}, link_options),
+        ({ProductKind.DIRECT_RECHARGE}, recharge_options),
+        (ACCOUNT_KINDS, account_options),
+        ({ProductKind.MANUAL}, {"deadline": deadline}),
+    ):
         given = [name for name, value in options.items() if value is not None]
-        if given and product.kind != kind:
-            raise InvalidInput(f"{given[0]} applies to {kind.value} products only")
+        if given and product.kind not in kinds:
+            names = " and ".join(sorted(kind.value for kind in kinds))
+            raise InvalidInput(f"{given[0]} applies to {names} products only")
+    if deadline is not None:
+        product.manual_deadline_minutes = deadline_minutes(deadline)
     _set_link_options(product, entitlement, max_uses, valid_days)
     if supplier is not None:
         product.supplier = _short_text(supplier, "supplier", 32)
@@ -248,6 +272,16 @@ async def _set_kind_options(
         product.account_hint = _short_text(account_hint, "account hint", 200)
     if fallback_sku is not None:
         product.fallback_sku = await _fallback(session, fallback_sku)
+
+
+def deadline_minutes(text: str) -> int:
+    """A manual product's deadline as an operator writes it: ``90m``, ``2h``, ``1d`` (a bare
+    number is minutes), from a minute to 30 days."""
+    match = _DEADLINE.match((text or "").strip())
+    minutes = int(match.group(1)) * _DEADLINE_UNITS[(match.group(2) or "m").lower()] if match else 0
+    if not 1 <= minutes <= MAX_DEADLINE_MINUTES:
+        raise InvalidInput("deadline: minutes, hours or days such as 90m, 2h or 1d (at most 30d)", field="deadline")
+    return minutes
 
 
 def _set_link_options(product: Product, entitlement: str | None, max_uses: int | None, valid_days: int | None) -> None:

@@ -26,7 +26,8 @@ HandOver = Callable[[views.CodesFile], object]
 
 @dataclass(frozen=True)
 class KindOptions:
-    """The ``redeem_link`` and ``direct_recharge`` options; None = not given (unchanged)."""
+    """The ``redeem_link``, ``direct_recharge`` and ``manual`` options; None = not given (unchanged).
+    The account pattern and hint serve both kinds a buyer gives an account for."""
 
     entitlement: str | None = None
     max_uses: int | None = None
@@ -36,6 +37,7 @@ class KindOptions:
     account_pattern: str | None = None
     account_hint: str | None = None
     fallback_sku: str | None = None
+    deadline: str | None = None  # manual: ``90m``, ``2h``, ``1d`` to fulfil a paid order by hand
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from quanyi.core.catalog import bundles
 from quanyi.core.catalog.pricing import Breakdown, PromotionRule, Reason, compute
-from quanyi.core.catalog.products import CatalogueEntry, catalogue, catalogue_entry, catalogue_entry_by_id, for_buyer
+from quanyi.core.catalog.products import (
+    ACCOUNT_KINDS,
+    CatalogueEntry,
+    catalogue,
+    catalogue_entry,
+    catalogue_entry_by_id,
+    for_buyer,
+)
 from quanyi.core.catalog.quote import Quote, quote_order
 from quanyi.core.errors import NotFound, QuanyiError
 from quanyi.core.models import Product, ProductKind, PromotionKind, Stacking
@@ -175,7 +182,7 @@ async def buyer_quote(
 
 async def recharge_part(session: AsyncSession, product: Product) -> Product | None:
     """The product whose account the buyer gives: a recharge itself, or a bundle's recharge part."""
-    if product.kind == ProductKind.DIRECT_RECHARGE:
+    if product.kind in ACCOUNT_KINDS:  # a manual product's account is asked for the same way
         return product
     if product.kind == ProductKind.BUNDLE:
         parts = await bundles.parts_of(session, product.id)

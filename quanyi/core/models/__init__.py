@@ -54,6 +54,8 @@ from quanyi.core.models.risk import BlockEntry as BlockEntry
 from quanyi.core.models.risk import RiskAction as RiskAction
 from quanyi.core.models.risk import RiskDecision as RiskDecision
 from quanyi.core.models.risk import RiskRule as RiskRule
+from quanyi.core.models.sales import ManualStatus as ManualStatus
+from quanyi.core.models.sales import ManualTask as ManualTask
 from quanyi.core.models.sales import Order as Order
 from quanyi.core.models.sales import OrderLine as OrderLine
 from quanyi.core.models.sales import OrderStatus as OrderStatus

@@ -25,6 +25,7 @@ class ProductKind(enum.StrEnum):
     REDEEM_LINK = "redeem_link"
     DIRECT_RECHARGE = "direct_recharge"
     BUNDLE = "bundle"
+    MANUAL = "manual"  # fulfilled by hand: an operator takes the paid order from a queue
 
 
 class Product(Base):
@@ -61,6 +62,9 @@ class Product(Base):
     redeem_max_uses: Mapped[int | None] = mapped_column(Integer, nullable=True)
     redeem_valid_days: Mapped[int | None] = mapped_column(Integer, nullable=True)
     entitlement: Mapped[str] = mapped_column(Text, default="")
+    # manual: minutes an operator has to fulfil a paid order before it is refunded by itself.
+    # The account options above (pattern, hint) say what the buyer enters for it.
+    manual_deadline_minutes: Mapped[int | None] = mapped_column(Integer, nullable=True)
     # Master-pool low-stock alert: fires once when the sellable pool drops to the threshold
     # (0 = off); ``low_stock_alerted`` re-arms when the pool is refilled above it.
     low_stock_threshold: Mapped[int] = mapped_column(Integer, default=0, server_default="0")

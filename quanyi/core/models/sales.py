@@ -256,3 +256,40 @@ class Recharge(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class ManualStatus(enum.StrEnum):
+    QUEUED = "queued"  # paid, waiting for an operator to take it
+    TAKEN = "taken"  # one operator has it
+    DONE = "done"  # fulfilled: the order is delivered
+    FAILED = "failed"  # the operator could not: refunded
+    EXPIRED = "expired"  # not done by its deadline: refunded
+
+
+class ManualTask(Base):
+    """One paid line of a ``manual`` product, fulfilled by hand by the operator who takes it.
+
+    Every move is a conditional UPDATE from the state it leaves (``queued -> taken`` by one
+    operator, ``taken -> done | failed`` by that operator, ``queued | taken -> expired`` by the
+    deadline job), so two operators never both take it and a late tap changes nothing.
+    """
+
+    __tablename__ = "manual_tasks"
+    __table_args__ = (Index("ix_manual_tasks_due", "status", "deadline_at"),)
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True)
+    order_id: Mapped[int] = mapped_column(ForeignKey("orders.id"), index=True)
+    order_line_id: Mapped[int] = mapped_column(ForeignKey("order_lines.id"), unique=True)
+    account: Mapped[str] = mapped_column(String(128))
+    status: Mapped[str] = mapped_column(String(16))
+    deadline_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    taken_by: Mapped[int | None] = mapped_column(BigInteger, nullable=True)  # the operator's Telegram id
+    taken_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    note: Mapped[str | None] = mapped_column(Text, nullable=True)  # the operator's words to the buyer
+    reason: Mapped[str | None] = mapped_column(String(255), nullable=True)  # why it failed
+    # After a failure or expiry: "refunded", or "refund_pending" (an operator pays it back).
+    resolution: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    # Whoever refunds a failed or expired task holds this claim; a crash leaves it to the job.
+    claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -374,7 +374,7 @@ async def products(session: AsyncSession, partner: Partner) -> list[dict[str, An
                 "price": price,
                 "currency": product.currency,
                 "available": None if units >= channels.UNCAPPED else units,
-                "needs_account": product.kind == "direct_recharge",
+                "needs_account": product.kind in ("direct_recharge", "manual"),
                 "account_hint": product.account_hint,
             }
         )

@@ -22,7 +22,7 @@ from quanyi.core.partners import accounts as partners
 from quanyi.core.partners import webhooks as partner_webhooks
 from quanyi.core.payments.queries import query_pending
 from quanyi.core.platform import audit, audit_chain, leases, outbox
-from quanyi.core.sales import recharge
+from quanyi.core.sales import manual, recharge
 from quanyi.core.sales.orders import expire_due
 from quanyi.core.stock.alerts import StockAlert, check_stock
 from quanyi.core.wiring import Wiring
@@ -113,6 +113,17 @@ class Jobs:
             log.info("recharge re-query: %s", ", ".join(f"{n} {o}" for n, o in outcomes.items()))
         return outcomes
 
+    async def manual_deadlines(self) -> list[int]:
+        """Refund manual orders not done by their product's deadline (buyer and operators told),
+        and failures no run refunded yet; returns the task ids."""
+        if not await self.is_leader():
+            return []
+        expired = await manual.expire_due(self.core)
+        resolved = await manual.resolve_due(self.core)
+        if expired or resolved:
+            log.info("manual tasks: %d past their deadline, %d failures refunded", len(expired), len(resolved))
+        return expired + resolved
+
     async def settle(self) -> list[str]:
         """Settle every closed business day not settled yet (at start too: days missed while
         the service was down are caught up, oldest first)."""
@@ -179,6 +190,7 @@ def build_scheduler(jobs: Jobs) -> AsyncIOScheduler:
         jobs.query_payments: settings.payment_query_job_seconds,
         jobs.stock_alerts: settings.stock_alert_job_seconds,
         jobs.recharges: settings.recharge_job_seconds,
+        jobs.manual_deadlines: settings.expiry_job_seconds,
         jobs.partner_webhooks: settings.partner_webhook_job_seconds,
     }
     for job, seconds in every.items():

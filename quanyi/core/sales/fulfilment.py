@@ -41,7 +41,7 @@ from quanyi.core.payments.base import PaymentEvent
 from quanyi.core.platform import audit, outbox
 from quanyi.core.platform.crypto import KeyRing
 from quanyi.core.platform.db import Database, rowcount
-from quanyi.core.sales import recharge, redeem
+from quanyi.core.sales import manual, recharge, redeem
 from quanyi.core.stock import allocations as channels
 from quanyi.core.stock.items import sell_reserved, sell_reserved_many, take_items, unsell
 
@@ -56,6 +56,7 @@ class PaymentOutcome(enum.StrEnum):
     # transaction): recorded, the order unchanged, buyer and operators told.
     NEEDS_REVIEW = "needs_review"
     RECHARGING = "recharging"  # paid; the supplier is asked to credit the buyer's account
+    MANUAL = "manual"  # paid; queued for an operator to fulfil by hand
 
 
 async def apply_payment(
@@ -112,7 +113,7 @@ async def apply_payment(
         if reserved < card_units:  # reserved items went missing (voided): refill or fail
             outcome = await _fill_from_pool(session, order, admin_ids, products)
         if outcome is None:
-            outcome = await _fulfil_other_kinds(session, keyring, order, products)
+            outcome = await _fulfil_other_kinds(session, keyring, order, products, admin_ids)
         # Last: the audit head is locked after every row this payment touched.
         await audit.record_many(session, [_payment_audit(event, order.number, "payment.applied", str(outcome))])
         return outcome
@@ -187,10 +188,11 @@ async def _line_products(session: AsyncSession, order: Order) -> dict[int, Produ
 
 
 async def _fulfil_other_kinds(
-    session: AsyncSession, keyring: KeyRing | None, order: Order, products: dict[int, Product]
+    session: AsyncSession, keyring: KeyRing | None, order: Order, products: dict[int, Product], admin_ids: list[int]
 ) -> PaymentOutcome:
-    """Card keys are sold by now; issue redemption links, record recharges to place."""
-    recharging = False
+    """Card keys are sold by now; issue redemption links, record recharges to place, queue
+    manual lines for the operators."""
+    recharging = by_hand = False
     for line in order.lines:
         product = products[line.id]
         if product.kind == ProductKind.REDEEM_LINK:
@@ -202,6 +204,12 @@ async def _fulfil_other_kinds(
         elif product.kind == ProductKind.DIRECT_RECHARGE:
             await recharge.start(session, order, line, product)
             recharging = True
+        elif product.kind == ProductKind.MANUAL:
+            await manual.queue(session, order, line, product, admin_ids)
+            by_hand = True
+    if by_hand:
+        # Stays paid until an operator marks it done (delivered) or failed (refunded).
+        return PaymentOutcome.MANUAL
     if recharging:
         # Stays paid until the supplier answers; the buyer hears of success or failure then.
         return PaymentOutcome.RECHARGING

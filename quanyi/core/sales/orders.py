@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from quanyi.core.books import commissions
 from quanyi.core.catalog import bundles, coupons
 from quanyi.core.catalog.pricing import spread as bundles_spread
-from quanyi.core.catalog.products import SELLABLE_KINDS, get_product
+from quanyi.core.catalog.products import ACCOUNT_KINDS, SELLABLE_KINDS, get_product
 from quanyi.core.catalog.quote import quote_items
 from quanyi.core.distributors import accounts as distributors
 from quanyi.core.errors import (
@@ -179,7 +179,7 @@ async def _ready(session: AsyncSession, item: Item, max_quantity: int) -> _Ready
             parts = await bundles.sellable_parts(session, product)
         except NotFound as exc:
             raise NotForSale(exc.message) from None
-    recharged = next((p.product for p in parts if p.product.kind == ProductKind.DIRECT_RECHARGE), None)
+    recharged = next((p.product for p in parts if p.product.kind in ACCOUNT_KINDS), None)
     account: str | None = None
     if recharged is not None:
         account = check_account(recharged, item.account)
@@ -359,7 +359,7 @@ async def _write_lines(
             list_price=unit_list,
             cost_price=seller_cost,
             allocation_id=allocation_id,
-            account=ready.account if part.product.kind == ProductKind.DIRECT_RECHARGE else None,
+            account=ready.account if part.product.kind in ACCOUNT_KINDS else None,
             net_amount=net_amount,
             bundle_id=product.id if product.kind == ProductKind.BUNDLE else None,
         )

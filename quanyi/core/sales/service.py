@@ -29,7 +29,7 @@ from quanyi.core.payments.base import CallbackRequest, RefundEvent
 from quanyi.core.payments.sandbox import Sandbox
 from quanyi.core.platform import outbox
 from quanyi.core.risk import rules as risk
-from quanyi.core.sales import order_lookup, orders, recharge, redeem, refunds
+from quanyi.core.sales import manual, manual_views, order_lookup, orders, recharge, redeem, refunds
 from quanyi.core.sales import views as sales_views
 from quanyi.core.sales.orders import Buyer, OrderRequest
 
@@ -357,3 +357,45 @@ class SalesService:
         """Of the last ``limit`` payments kept for review, those no refund covers yet."""
         rows = await self.recent_payments(review_only=True, limit=limit)
         return [row for row in rows if not row.refunded]
+
+    # == operators: manual fulfilment (代充) ==
+
+    async def manual_queue(self, *, limit: int = 30) -> list[manual_views.ManualTaskView]:
+        """The open manual tasks, the nearest deadline first."""
+        async with self._db.read() as session:
+            return await manual_views.open_tasks(session, limit=limit)
+
+    async def manual_task(self, task_id: int) -> manual_views.ManualTaskView:
+        async with self._db.read() as session:
+            return await manual_views.task_view(session, task_id)
+
+    async def take_manual(self, task_id: int, operator_id: int) -> manual_views.ManualTaskView:
+        """Take a queued task; ``ManualTaskClosed`` (details: ``status``, ``taken_by``) when another
+        operator was first, or it is done, refunded or past its deadline."""
+        async with self._db.transaction() as session:
+            task = await manual.take(session, task_id, operator_id)
+            return await manual_views.task_view(session, task.id)
+
+    async def held_manual(self, task_id: int, operator_id: int) -> manual_views.ManualTaskView:
+        """The task if this operator holds it (to ask for a note or a reason), else ``ManualTaskClosed``."""
+        async with self._db.read() as session:
+            task = await manual.held(session, task_id, operator_id)
+            return await manual_views.task_view(session, task.id)
+
+    async def finish_manual(
+        self, task_id: int, operator_id: int, *, note: str | None = None
+    ) -> manual_views.ManualTaskView:
+        """Mark a held task done: the order is delivered, the buyer told (with ``note``)."""
+        async with self._db.transaction() as session:
+            task = await manual.finish(session, task_id, operator_id, note)
+            done = await manual_views.task_view(session, task.id)
+        self._wiring.outbox_wakeup.set()
+        return done
+
+    async def fail_manual(self, task_id: int, operator_id: int, *, reason: str) -> manual_views.ManualTaskView:
+        """Mark a held task failed: the order is refunded through its payment method and the
+        buyer told why (``InvalidInput`` for an empty reason)."""
+        async with self._db.transaction() as session:
+            task = await manual.fail(session, task_id, operator_id, reason)
+        await manual.resolve(self._wiring, task.id, actor=f"operator:{operator_id}")
+        return await self.manual_task(task.id)

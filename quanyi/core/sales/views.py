@@ -16,6 +16,7 @@ from quanyi.core.payments.base import Invoice
 from quanyi.core.platform.crypto import KeyRing
 from quanyi.core.risk import rules as risk
 from quanyi.core.sales import redeem
+from quanyi.core.sales.manual_views import handled_by_hand
 from quanyi.core.sales.orders import (
     DeliveredLine,
     PlacedOrder,
@@ -102,6 +103,8 @@ class ChallengeAnswer:
 async def my_orders(session: AsyncSession, user_id: int, *, limit: int = 10) -> list[OrderRow]:
     found = await buyer_orders(session, user_id, limit=limit)
     txns = await payment_txns(session, [order.id for order in found])
+    # A paid order an operator is still fulfilling by hand reads "manual", not merely "paid".
+    by_hand = await handled_by_hand(session, [order.id for order in found])
     return [
         OrderRow(
             number=order.number,
@@ -109,7 +112,7 @@ async def my_orders(session: AsyncSession, user_id: int, *, limit: int = 10) -> 
             quantity=sum(line.quantity for line in order.lines),
             amount=order.amount,
             currency=order.currency,
-            status=order.status,
+            status="manual" if order.id in by_hand and order.status == OrderStatus.PAID else order.status,
             codes_shown=order.status == OrderStatus.DELIVERED,
             txn=txns.get(order.id),
         )
