@@ -282,11 +282,15 @@ class SalesService:
         ``InvalidInput`` (with the ``status``) for an order that is not waiting for a sandbox payment."""
         sandbox = self._sandbox()
         order = await self._sandbox_checked(number)
-        if not order.payable:
-            # The page shows no button then; a re-posted form must not pay the order twice.
-            raise InvalidInput(f"order {order.number} is {order.status}", status=order.status)
         amount = Money(order.amount, order.currency).format_plain()
         params = sandbox.callback_params(order.number, amount, order.currency)
+        if not order.payable:
+            async with self._db.read() as session:
+                # Pressed again after it paid (a double click, a re-posted form): the same payment.
+                if await order_lookup.sandbox_confirmed(session, order.number, params["txn_id"]):
+                    return "success"
+            # The page shows no button then; a re-posted form must not pay the order twice.
+            raise InvalidInput(f"order {order.number} is {order.status}", status=order.status)
         settings = self._wiring.settings
         host = "127.0.0.1" if settings.http_host in ("0.0.0.0", "::", "") else settings.http_host
         url = f"http://{host}:{settings.http_port}/pay/sandbox/notify"
