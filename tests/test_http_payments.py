@@ -595,9 +595,9 @@ async def test_the_pay_button_posts_a_signed_callback_to_our_own_server(db, keyr
             paid = await snapshot(core)
             assert len(paid["payments"]) == 1 and [k for _, k, chat in paid["outbox"]] == ["delivery"]
 
-            # Pressing again (a reload that re-posts the form) pays nothing twice.
+            # Pressing again (a reload that re-posts the form) is the same payment: paid, once.
             async with http.post(placed.payment.url) as response:
-                assert response.status >= 400
+                assert response.status == 200
             assert await snapshot(core) == paid
     finally:
         stop.set()

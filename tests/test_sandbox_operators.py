@@ -62,7 +62,9 @@ async def test_a_buyer_sees_no_sandbox_button_and_a_forged_one_places_no_order(c
     # The button a modified client could send anyway.
     update = buyer.callback_update(methods, raw_t("en", "method_epay_alipay"))
     product_id = MethodCb.unpack(update["callback_query"]["data"]).id
-    update["callback_query"]["data"] = MethodCb(id=product_id, n=2, method="sandbox", option="sandbox").pack()
+    update["callback_query"]["data"] = MethodCb(
+        id=product_id, n=2, method="sandbox", option="sandbox", key="forged"
+    ).pack()
     await shop.push_update(update)
     answer = await shop.callback_answer(update["callback_query"]["id"])
     assert answer.get("show_alert") and answer.get("text") == raw_t("en", "no_methods")

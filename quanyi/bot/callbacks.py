@@ -23,6 +23,8 @@ class MethodCb(CallbackData, prefix="m"):
     n: int
     method: str
     option: str
+    # The placement token, one per showing of the methods: a repeated tap is the same order.
+    key: str
 
 
 class CancelCb(CallbackData, prefix="c"):

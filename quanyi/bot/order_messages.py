@@ -185,10 +185,14 @@ async def payment_review(core: Core, message: Outgoing) -> list[Part]:
         "amount": money(payment.amount, payment.currency),
         "status": status_label(lang, order.status),
     }
+    # A second payment for an order already paid: said as such, never as a failed delivery.
+    twice = bool(message.payload.get("twice"))
     if message.kind == "payment_review":
-        return [t(lang, "payment_review", support=_support_line(core, lang), **values)]
+        key = "taps.paid_twice" if twice else "payment_review"
+        return [t(lang, key, support=_support_line(core, lang), **values)]
     method = method_label(lang, payment.method, "")
-    return [t(lang, "admin_payment_review", method=method, txn=payment.provider_txn_id, **values)]
+    key = "taps.admin_paid_twice" if twice else "admin_payment_review"
+    return [t(lang, key, method=method, txn=payment.provider_txn_id, **values)]
 
 
 RENDERERS: dict[str, Renderer] = {

@@ -20,7 +20,7 @@ from quanyi.bot.buyer.screens import OrderForm, form_coupon, refusal_notice, sen
 from quanyi.bot.buyer.stars import send_stars_invoice
 from quanyi.bot.callbacks import CancelCb, CouponCb, MethodCb, QuantityCb
 from quanyi.bot.operator.risk import refusal_text
-from quanyi.bot.render import breakdown_lines, coupon_refusal, money
+from quanyi.bot.render import breakdown_lines, coupon_refusal, money, status_label
 from quanyi.core.errors import (
     ChallengeRequired,
     CouponRejected,
@@ -36,9 +36,10 @@ from quanyi.core.errors import (
     RiskRefusal,
 )
 from quanyi.core.sales.orders import Buyer
-from quanyi.core.sales.views import PlacedView
+from quanyi.core.sales.placement import Placement
+from quanyi.core.sales.views import OrderStatus, PlacedView
 from quanyi.core.services import Core
-from quanyi.i18n import raw_t, t
+from quanyi.i18n import plain_t, raw_t, t
 
 log = logging.getLogger(__name__)
 
@@ -164,6 +165,7 @@ async def chose_method(query: CallbackQuery, callback_data: MethodCb, core: Core
     data = await state.get_data()
     account = str(data["account"]) if data.get("product_id") == callback_data.id and data.get("account") else None
     coupon = form_coupon(data, callback_data.id, callback_data.n)
+    placement = Placement(message.message_id, callback_data.key)
     try:
         placed = await core.sales.place_chat_order(
             buyer,
@@ -173,11 +175,14 @@ async def chose_method(query: CallbackQuery, callback_data: MethodCb, core: Core
             callback_data.option,
             account=account,
             coupon=coupon,
+            placement=placement,
         )
     except RiskRefusal as exc:
         await query.answer()
         form = {"product_id": callback_data.id, "quantity": callback_data.n, "method": callback_data.method}
         form |= {"option": callback_data.option, "account": account, "coupon": coupon}
+        # Placed once answered, under the same button's key: tapped again, it is that order.
+        form |= {"tap_message": placement.message_id, "tap_key": placement.token}
         await _risk_refusal(message, core, lang, state, exc, form)
         return
     except CouponRejected as exc:
@@ -208,9 +213,30 @@ async def chose_method(query: CallbackQuery, callback_data: MethodCb, core: Core
     except (OutOfStock, NotFound, NotForSale, PaymentMethodUnavailable, ProviderError) as exc:
         await query.answer(_order_refusal(lang, exc, core, plain=True), show_alert=True)
         return
-    await query.answer()
     await state.clear()
+    if placed.again:
+        await _show_again(query, message, core, lang, placed)
+        return
+    await query.answer()
     await _show_order(message, core, lang, placed, user.id, edit=True)
+
+
+async def _show_again(query: CallbackQuery, message: Message, core: Core, lang: str, placed: PlacedView) -> None:
+    """A repeated tap of the message's buttons: the order the first tap placed, shown again,
+    never a second one. Closed since (paid, cancelled, expired), it is named with its state."""
+    if placed.status != OrderStatus.PENDING:
+        status = status_label(lang, placed.status)
+        await query.answer(plain_t(lang, "taps.order_closed", number=placed.number, status=status), show_alert=True)
+        return
+    await query.answer(plain_t(lang, "taps.same_order", number=placed.number))
+    cancel = CancelCb(number=placed.number).pack()
+    shown = message.reply_markup is not None and any(
+        button.callback_data == cancel for row in message.reply_markup.inline_keyboard for button in row
+    )
+    # Shown already, or without its payment (the first tap is still starting it): the first
+    # tap's screen stands.
+    if not shown and (placed.payment_url or placed.invoice):
+        await _show_order(message, core, lang, placed, query.from_user.id, edit=True)
 
 
 async def typed_challenge(message: Message, core: Core, lang: str, state: FSMContext) -> None:
@@ -228,6 +254,7 @@ async def typed_challenge(message: Message, core: Core, lang: str, state: FSMCon
         return
     await message.answer(t(lang, "risk.challenge_passed"))
     # The same order again: the answered check lets it through once.
+    tapped = Placement(int(data["tap_message"]), str(data["tap_key"])) if data.get("tap_key") else None
     try:
         placed = await core.sales.place_chat_order(
             Buyer(user_id=user.id, chat_id=message.chat.id, language=lang, username=user.username),
@@ -237,6 +264,7 @@ async def typed_challenge(message: Message, core: Core, lang: str, state: FSMCon
             str(data.get("option", "")),
             account=str(data["account"]) if data.get("account") else None,
             coupon=str(data["coupon"]) if data.get("coupon") else None,
+            placement=tapped,
         )
     except RiskRefusal as exc:
         await _risk_refusal(message, core, lang, state, exc, data)
@@ -244,11 +272,16 @@ async def typed_challenge(message: Message, core: Core, lang: str, state: FSMCon
     except QuanyiError as exc:
         await message.answer(_order_refusal(lang, exc, core))
         return
+    if placed.again and placed.status != OrderStatus.PENDING:
+        status = status_label(lang, placed.status)
+        await message.answer(t(lang, "taps.order_closed", number=placed.number, status=status))
+        return
     await _show_order(message, core, lang, placed, user.id, edit=False)
 
 
 async def _show_order(message: Message, core: Core, lang: str, placed: PlacedView, user_id: int, *, edit: bool) -> None:
-    """The order-created screen: amount, deadline, pay and cancel buttons (and a Stars invoice)."""
+    """The order-created screen: amount, deadline, pay and cancel buttons (and a Stars invoice,
+    unless the order was placed before: the tap that placed it sent it)."""
     amount = money(placed.amount, placed.currency)
     deadline = placed.expires_at.astimezone(ZoneInfo(core.settings.timezone)).strftime("%H:%M")
     held = "" if placed.holds_stock else "_unheld"  # a recharge or a link sets nothing aside
@@ -288,7 +321,9 @@ async def _show_order(message: Message, core: Core, lang: str, placed: PlacedVie
             await message.edit_text(text, reply_markup=keyboard.as_markup())
         else:
             await message.answer(text, reply_markup=keyboard.as_markup())
-    except TelegramBadRequest:
+    except TelegramBadRequest as exc:
+        if edit and "not modified" in exc.message:
+            return  # two taps racing: the other one drew this very screen first
         if not placed.payment_url:
             raise
         # Telegram refuses URL buttons it cannot open (a localhost QUANYI_PUBLIC_URL in a
@@ -301,7 +336,7 @@ async def _show_order(message: Message, core: Core, lang: str, placed: PlacedVie
             await message.edit_text(f"{text}\n{link}", reply_markup=only_cancel.as_markup())
         else:
             await message.answer(f"{text}\n{link}", reply_markup=only_cancel.as_markup())
-    if placed.invoice:
+    if placed.invoice and not placed.again:
         await send_stars_invoice(message, core, lang, placed.invoice, user_id=user_id)
 
 

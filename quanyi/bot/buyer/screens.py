@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import html
+import secrets
 from collections.abc import Sequence
 from typing import Any
 
@@ -195,11 +196,14 @@ async def show_methods(
         await message.answer(t(lang, "no_methods"))
         return True
     keyboard = InlineKeyboardBuilder()
+    # One token for the message's method buttons: whichever is tapped, and however often, the
+    # message places one order (core binds the token to the buyer and this message).
+    key = secrets.token_urlsafe(6)
     for method, option in quote.methods:
         keyboard.row(
             InlineKeyboardButton(
                 text=method_label(lang, method, option),
-                callback_data=MethodCb(id=entry.id, n=quantity, method=method, option=option).pack(),
+                callback_data=MethodCb(id=entry.id, n=quantity, method=method, option=option, key=key).pack(),
             )
         )
     _coupon_row(keyboard, lang, entry.id, quantity, removable=bool(coupon))

@@ -142,6 +142,14 @@ class PaymentMethod(abc.ABC):
     @abc.abstractmethod
     async def start(self, order: OrderForPayment) -> PaymentStart: ...
 
+    async def resume(self, order: OrderForPayment, provider_ref: str | None) -> PaymentStart | None:
+        """The payment ``start`` began for the order, to show it again (a repeated tap), never a
+        second attempt at the provider. This default starts again, which is right for methods
+        whose ``start`` only builds a link or an invoice (EPay, the sandbox, Stars); a method
+        that creates something at the provider reads it back by ``provider_ref`` instead and
+        answers None while that is not known yet, or when it can no longer be paid."""
+        return await self.start(order)
+
     def verify(self, request: CallbackRequest) -> PaymentEvent | RefundEvent | None:
         """Verify a callback. Raise ``CallbackRejected`` with the reason when it is not
         authentic; return None when it is authentic but reports nothing to act on."""

@@ -113,17 +113,32 @@ class CryptoPay(PaymentMethod):
         raw = {k: str(update[k]) for k in ("update_id", "update_type", "request_date") if _is_scalar(update.get(k))}
         return _paid_event(invoice, raw, CallbackRejected)
 
-    async def query_order(
-        self, order_number: str, amount: int, currency: str, provider_ref: str | None
-    ) -> PaymentEvent | None:
-        """Ask for the order's invoice (``getInvoices`` by id); a paid one is the lost webhook."""
+    async def resume(self, order: OrderForPayment, provider_ref: str | None) -> PaymentStart | None:
+        """The order's active invoice, read back: ``createInvoice`` again would make a second
+        invoice, and the buyer could pay both."""
+        invoice = await self._invoice(provider_ref)
+        if invoice is None or invoice.get("status") != "active" or invoice.get("payload") != order.number:
+            return None
+        url = invoice.get("bot_invoice_url") or invoice.get("pay_url")
+        if not isinstance(url, str) or not url.startswith("https://"):
+            return None
+        return PaymentStart(url=url, provider_ref=provider_ref)
+
+    async def _invoice(self, provider_ref: str | None) -> dict[str, Any] | None:
+        """The invoice ``start`` created (``getInvoices`` by id); None without a usable id."""
         if provider_ref is None or not provider_ref.isdigit():
             return None
         result = await self._call("getInvoices", {"invoice_ids": provider_ref})
         items = result.get("items")
         if not isinstance(items, list):
             raise ProviderError("Crypto Pay getInvoices answered without items")
-        invoice = next((i for i in items if isinstance(i, dict) and str(i.get("invoice_id")) == provider_ref), None)
+        return next((i for i in items if isinstance(i, dict) and str(i.get("invoice_id")) == provider_ref), None)
+
+    async def query_order(
+        self, order_number: str, amount: int, currency: str, provider_ref: str | None
+    ) -> PaymentEvent | None:
+        """Ask for the order's invoice (``getInvoices`` by id); a paid one is the lost webhook."""
+        invoice = await self._invoice(provider_ref)
         if invoice is None or invoice.get("status") != "paid":
             return None
         event = _paid_event(invoice, {"source": "query"}, ProviderError)

@@ -48,8 +48,11 @@ class Sandbox(PaymentMethod):
         return hmac.new(self._key, text.encode(), hashlib.sha256).hexdigest()
 
     def callback_params(self, order_no: str, amount: str, currency: str) -> dict[str, str]:
-        """What the pay button posts: a fresh transaction id, signed."""
-        params = {"order_no": order_no, "txn_id": "SBX" + secrets.token_hex(8), "amount": amount, "currency": currency}
+        """What the pay button posts, signed. The transaction id is the order's own (keyed, so
+        not guessable from the number): a double click, or two confirms racing, is one payment
+        recorded once, never a second one."""
+        txn = "SBX" + hmac.new(self._key, b"txn:" + order_no.encode(), hashlib.sha256).hexdigest()[:16]
+        params = {"order_no": order_no, "txn_id": txn, "amount": amount, "currency": currency}
         params["sign"] = self.sign(params)
         return params
 

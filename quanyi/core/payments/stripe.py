@@ -95,6 +95,21 @@ class Stripe(PaymentMethod):
             raise ProviderError("Stripe checkout session answered without an id or pay URL")
         return PaymentStart(url=url, provider_ref=session_id)
 
+    async def resume(self, order: OrderForPayment, provider_ref: str | None) -> PaymentStart | None:
+        """The order's open Checkout Session, read back (a second ``start`` would send other
+        parameters under the same idempotency key, which Stripe refuses)."""
+        if not _is_id(provider_ref):
+            return None
+        session = await self._call(
+            "GET", f"/v1/checkout/sessions/{provider_ref}", [], None, ProviderError, "checkout session query"
+        )
+        url = session.get("url")
+        if session.get("id") != provider_ref or session.get("client_reference_id") != order.number:
+            raise ProviderError("Stripe answered for another checkout session")
+        if session.get("status") != "open" or not isinstance(url, str) or not url.startswith("https://"):
+            return None
+        return PaymentStart(url=url, provider_ref=provider_ref)
+
     async def query_order(
         self, order_number: str, amount: int, currency: str, provider_ref: str | None
     ) -> PaymentEvent | None:

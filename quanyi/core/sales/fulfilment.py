@@ -126,17 +126,17 @@ async def apply_payment(
     await session.flush()
     entry = _payment_entry(event, order.id, fees or {}, applied=False)
     await ledger.post(session, entry.ref, entry.kind, entry.legs, order_id=order.id)
-    await outbox.enqueue_admins(
-        session, admin_ids, "admin_payment_review", {"order_id": order.id, "payment_id": payment.id}
+    # Another transaction paid the order already: the buyer paid twice (told so, not that
+    # delivery failed), and the operators are asked to give the second payment back.
+    twice = await session.scalar(
+        select(Payment.id).where(Payment.order_id == order.id, Payment.outcome == "applied").limit(1)
     )
+    review: dict[str, object] = {"order_id": order.id, "payment_id": payment.id}
+    if twice is not None:
+        review["twice"] = True
+    await outbox.enqueue_admins(session, admin_ids, "admin_payment_review", review)
     if order.chat_id is not None:
-        outbox.enqueue(
-            session,
-            chat_id=order.chat_id,
-            kind="payment_review",
-            payload={"order_id": order.id, "payment_id": payment.id},
-            language=order.language,
-        )
+        outbox.enqueue(session, chat_id=order.chat_id, kind="payment_review", payload=review, language=order.language)
     await audit.record_many(session, [_payment_audit(event, order.number, "payment.review", f"order {status}")])
     log.warning("payment %s for order %s needs review: order is %s", event.provider_txn_id, order.number, status)
     return PaymentOutcome.NEEDS_REVIEW

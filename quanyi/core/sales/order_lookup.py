@@ -9,7 +9,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from quanyi.core.models import Order, OrderStatus, Recharge
+from quanyi.core.models import Order, OrderStatus, Payment, Recharge
 from quanyi.core.sales import orders, redeem
 from quanyi.core.sales.redeem import TokenState, TokenView, is_well_formed
 
@@ -255,3 +255,14 @@ async def sandbox_order(session: AsyncSession, number: str) -> tuple[SandboxOrde
     payable = order.status == OrderStatus.PENDING and order.payment_method == "sandbox"
     view = SandboxOrder(order.number, order.amount, order.currency, order.status, order.payment_method, payable)
     return view, order.user_id
+
+
+async def sandbox_confirmed(session: AsyncSession, number: str, txn: str) -> bool:
+    """Whether the order was paid by this sandbox transaction (its pay button's, pressed before)."""
+    found = await session.scalar(
+        select(Payment.id)
+        .join(Order, Order.id == Payment.order_id)
+        .where(Order.number == number, Payment.method == "sandbox", Payment.provider_txn_id == txn)
+        .where(Payment.outcome == "applied")
+    )
+    return found is not None

@@ -6,10 +6,11 @@ import json
 import re
 import secrets
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from quanyi.core.books import commissions
@@ -49,6 +50,7 @@ from quanyi.core.platform import outbox
 from quanyi.core.platform.crypto import KeyRing
 from quanyi.core.platform.db import Database, rowcount, upsert
 from quanyi.core.risk import rules as risk
+from quanyi.core.sales.placement import Placement, placed_before, placement_key, resume_payment
 from quanyi.core.stock import allocations as channels
 from quanyi.core.stock.items import Code, order_codes, release_reserved, take_items
 
@@ -68,6 +70,8 @@ class PlacedOrder:
     order: Order
     title: str
     payment: PaymentStart | None = None
+    # Found under its placement key, placed by an earlier tap of the same button (``placement``).
+    again: bool = False
 
 
 def check_account(product: Product, account: str | None) -> str:
@@ -141,12 +145,15 @@ async def place_order(
     client_ip: str | None = None,
     device_id: str | None = None,
     risk_secret: bytes | None = None,
+    idempotency_key: str | None = None,
 ) -> PlacedOrder:
     """Create a pending order holding ``quantity`` reserved items, priced by the pricing
     engine (promotions, ``coupon``) in the currency the payment method charges in. Its
     payment is started after commit (``start_payment``). A coupon that does not apply raises
     ``CouponRejected`` with the reason; nothing is written then. ``buyer`` None: an order
-    placed by a partner system (no Telegram user; paid with the hidden ``partner`` method)."""
+    placed by a partner system (no Telegram user; paid with the hidden ``partner`` method).
+    ``idempotency_key`` (a chat order's placement key): the buyer's order placed under it
+    before is returned (``again``)."""
     return await place_items(
         session,
         payments,
@@ -162,6 +169,7 @@ async def place_order(
         client_ip=client_ip,
         device_id=device_id,
         risk_secret=risk_secret,
+        idempotency_key=idempotency_key,
     )
 
 
@@ -204,6 +212,7 @@ async def place_items(
     client_ip: str | None = None,
     device_id: str | None = None,
     risk_secret: bytes | None = None,
+    idempotency_key: str | None = None,
 ) -> PlacedOrder:
     """``place_order`` for one or more products in one order (one currency, one channel): priced
     together (a promotion's threshold counts every item), screened item by item, reserved all or
@@ -223,6 +232,12 @@ async def place_items(
     if buyer is not None:
         await remember_user(session, buyer)
     user_id = buyer.user_id if buyer is not None else None
+    title = ", ".join(f"{r.product.name} x{r.item.quantity}" for r in ready)[:200]
+    if idempotency_key is not None:
+        # Before the risk check: a repeated tap is the same order, not one more unpaid order.
+        before = await placed_before(session, idempotency_key, user_id)
+        if before is not None:
+            return PlacedOrder(order=before, title=title, again=True)
     language = buyer.language if buyer is not None else "en"
     quote = await quote_items(
         session,
@@ -288,6 +303,7 @@ async def place_items(
         pricing=priced.snapshot(charged_currency=currency, charged=payable),
         client_ip=client_ip,
         device_id=device_id,
+        idempotency_key=idempotency_key,
     )
     session.add(order)
     await session.flush()
@@ -312,8 +328,7 @@ async def place_items(
         ready, quote.terms, charged_items, priced.payables, listed_items, strict=True
     ):
         line_no = await _write_lines(session, order, r, terms, (item_charged, item_net, item_listed), line_no)
-    title = ", ".join(f"{r.product.name} x{r.item.quantity}" for r in ready)
-    return PlacedOrder(order=order, title=title[:200])
+    return PlacedOrder(order=order, title=title)
 
 
 async def _write_lines(
@@ -446,11 +461,18 @@ class OrderRequest:
     client_ip: str | None = None
     device_id: str | None = None
     risk_secret: bytes | None = None
+    # Where a chat order's button was tapped: a repeated tap returns the order the first made.
+    placement: Placement | None = None
 
 
 async def checkout(db: Database, payments: PaymentHub, request: OrderRequest) -> PlacedOrder:
     """Place an order and start its payment. If the provider cannot start one, the order is
-    cancelled and its stock released before the error reaches the buyer."""
+    cancelled and its stock released before the error reaches the buyer. An order placed
+    before under the request's placement is returned (``again``) with the payment its first
+    tap started, and nothing is placed or started twice."""
+    key = None
+    if request.placement is not None and request.buyer is not None:
+        key = placement_key(request.buyer.user_id, request.buyer.chat_id, request.placement)
     try:
         async with db.transaction() as session:
             placed = await place_order(
@@ -470,15 +492,28 @@ async def checkout(db: Database, payments: PaymentHub, request: OrderRequest) ->
                 client_ip=request.client_ip,
                 device_id=request.device_id,
                 risk_secret=request.risk_secret,
+                idempotency_key=key,
             )
     except RiskRefusal as exc:
         await risk.record(db, exc)
         raise
+    except IntegrityError:
+        # The buyer's row serializes its placements, so only a key placed in between lands
+        # here (the unique key is the last guard): that order, then.
+        async with db.read() as session:
+            before = await placed_before(session, key, request.buyer.user_id) if key and request.buyer else None
+        if before is None:
+            raise
+        placed = PlacedOrder(before, ", ".join(f"{x.name} x{x.quantity}" for x in before.lines), again=True)
+    if placed.again:
+        return replace(placed, payment=await resume_payment(payments, placed.order, placed.title))
     try:
         start = await start_payment(db, payments, placed)
     except Exception:
         async with db.transaction() as session:
             await cancel_pending(session, placed.order.id, reason="payment_start_failed")
+            # Nothing to pay: the same button, tapped again, places the order anew.
+            await session.execute(update(Order).where(Order.id == placed.order.id).values(idempotency_key=None))
         raise
     return PlacedOrder(order=placed.order, title=placed.title, payment=start)
 

@@ -32,6 +32,7 @@ from quanyi.core.risk import rules as risk
 from quanyi.core.sales import manual, manual_views, order_lookup, orders, recharge, redeem, refunds
 from quanyi.core.sales import views as sales_views
 from quanyi.core.sales.orders import Buyer, OrderRequest
+from quanyi.core.sales.placement import Placement
 
 if TYPE_CHECKING:
     from quanyi.core.sales.fulfilment import PaymentOutcome
@@ -118,9 +119,11 @@ class SalesService:
         *,
         account: str | None = None,
         coupon: str | None = None,
+        placement: Placement | None = None,
     ) -> sales_views.PlacedView:
         """Place an order from the chat's form and start its payment. A risk refusal is recorded
-        first; a hold (the first time) goes to the operators."""
+        first; a hold (the first time) goes to the operators. ``placement``: the message and
+        button token tapped; the buyer's order placed from them before is shown again (``again``)."""
         if not self._wiring.payments.offered(method, buyer.user_id):
             # Buttons can be forged: a method this buyer is not shown is refused like a disabled one.
             raise PaymentMethodUnavailable(f"payment method {method!r} is not offered")
@@ -139,6 +142,7 @@ class SalesService:
             account=account,  # the order ignores it unless the product (or a bundle's part) recharges
             coupon=coupon,
             risk_secret=self._wiring.keyring.lookup_key,
+            placement=placement,
         )
         try:
             placed = await orders.checkout(self._db, self._wiring.payments, request)
@@ -278,11 +282,15 @@ class SalesService:
         ``InvalidInput`` (with the ``status``) for an order that is not waiting for a sandbox payment."""
         sandbox = self._sandbox()
         order = await self._sandbox_checked(number)
-        if not order.payable:
-            # The page shows no button then; a re-posted form must not pay the order twice.
-            raise InvalidInput(f"order {order.number} is {order.status}", status=order.status)
         amount = Money(order.amount, order.currency).format_plain()
         params = sandbox.callback_params(order.number, amount, order.currency)
+        if not order.payable:
+            async with self._db.read() as session:
+                # Pressed again after it paid (a double click, a re-posted form): the same payment.
+                if await order_lookup.sandbox_confirmed(session, order.number, params["txn_id"]):
+                    return "success"
+            # The page shows no button then; a re-posted form must not pay the order twice.
+            raise InvalidInput(f"order {order.number} is {order.status}", status=order.status)
         settings = self._wiring.settings
         host = "127.0.0.1" if settings.http_host in ("0.0.0.0", "::", "") else settings.http_host
         url = f"http://{host}:{settings.http_port}/pay/sandbox/notify"

@@ -78,6 +78,10 @@ class PlacedView:
     invoice: Invoice | None = None
     # Card keys are set aside for it until ``expires_at``; a recharge or a link holds none.
     holds_stock: bool = True
+    # Placed by an earlier tap of the same button: shown again, nothing placed twice. Its
+    # ``status`` may have moved on since (paid, cancelled, expired): then there is nothing to pay.
+    again: bool = False
+    status: str = OrderStatus.PENDING
 
 
 @dataclass(frozen=True)
@@ -189,6 +193,8 @@ def placed_view(
         payment_url=payment.url if payment is not None else None,
         invoice=payment.invoice if payment is not None else None,
         holds_stock=holds_stock,
+        again=placed.again,
+        status=order.status,
     )
 
 
