@@ -6,10 +6,10 @@ time, so what the sender can render is written here, once.
 
 from __future__ import annotations
 
-from quanyi.bot.operator import audit, partner_alerts, risk, statements, withdrawals
+from quanyi.bot.operator import audit, order_notices, partner_alerts, risk, statements, withdrawals
 from quanyi.bot.outbox_sender import Renderer
 
-OWNERS = (audit, partner_alerts, risk, statements, withdrawals)
+OWNERS = (audit, order_notices, partner_alerts, risk, statements, withdrawals)
 
 
 def owned_renderers() -> dict[str, Renderer]:
