@@ -37,12 +37,12 @@ MAX_LISTED = 30  # products with a button on the list; the rest are reached by /
 _NO_CATEGORY = {"-", "—", "无", "none", "no", "0"}
 
 
-class ProductCb(CallbackData, prefix="pp"):
+class ProductCb(CallbackData, prefix="pe"):
     product_id: int
     act: str  # show | name | price | category | on | off | list
 
 
-class KindCb(CallbackData, prefix="pk"):
+class KindCb(CallbackData, prefix="pn"):
     kind: str  # one of KINDS, or "skip" to add without a category
 
 
