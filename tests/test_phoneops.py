@@ -4,9 +4,11 @@ told of each paid order (or a digest) and of each failed one."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from sqlalchemy import func, select
@@ -16,7 +18,8 @@ from quanyi.bot.outbox_sender import OutboxSender
 from quanyi.bot.runner import build_bot
 from quanyi.core.models import AuditRecord, Order, OutboxMessage, Product, StockItem
 from quanyi.core.platform.config import Settings
-from quanyi.core.platform.scheduler import Jobs
+from quanyi.core.platform.scheduler import Jobs, build_scheduler
+from quanyi.core.sales import paid_notices
 from quanyi.core.sales.fulfilment import PaymentOutcome
 from quanyi.core.services import Core
 from quanyi.i18n import raw_t, t
@@ -368,3 +371,43 @@ async def test_operators_are_told_of_a_failed_order_and_not_as_paid(core, shop, 
     assert ("库存不足" if lang == "zh" else "stock ran out") in told.plain
     async with core.db.read() as session:
         assert await session.scalar(select(Order.status).where(Order.id == placed.order.id)) == "failed"
+
+
+async def test_two_runs_at_once_tell_each_paid_order_once(core, tmp_path):
+    """Two schedulers racing (a lease handed over mid-run): the conditional mark lets one tell each order."""
+    await product_with_stock(core, tmp_path, sku="VIP", units=6)
+    numbers = [await paid_order(core, quantity=1, user_id=BUYER + n) for n in range(6)]
+
+    async def run() -> int:
+        async with core.db.transaction() as session:
+            return await paid_notices.tell_paid(session, [ADMIN], digest=False)
+
+    told = await asyncio.gather(run(), run(), run())
+    assert sum(told) == len(numbers)
+    async with core.db.read() as session:
+        payloads = (
+            await session.scalars(select(OutboxMessage.payload).where(OutboxMessage.kind == "admin_order_paid"))
+        ).all()
+    assert sorted(json.loads(p)["number"] for p in payloads) == sorted(numbers)
+
+
+async def test_a_backlog_in_each_mode_comes_as_one_digest(core, tmp_path, monkeypatch):
+    monkeypatch.setattr(paid_notices, "EACH_LIMIT", 2)
+    await product_with_stock(core, tmp_path, sku="VIP", units=3)
+    for n in range(3):
+        await paid_order(core, quantity=1, user_id=BUYER + n)
+    assert await Jobs(core).paid_orders() == 3
+    assert await admin_messages(core, "admin_order_paid") == 0
+    assert await admin_messages(core, "admin_orders_digest") == 1
+
+
+def test_the_notice_setting_is_checked_and_sets_the_jobs_interval(tmp_path):
+    with pytest.raises(ValueError, match="each, digest or off"):
+        make_settings(tmp_path, operator_order_notice="sometimes")
+    plans = {}
+    for mode in ("each", "digest", "off"):
+        settings = make_settings(tmp_path, operator_order_notice=mode.upper(), operator_digest_minutes=15)
+        jobs = Jobs(SimpleNamespace(settings=settings))  # type: ignore[arg-type]
+        job = build_scheduler(jobs).get_job("paid_orders")
+        plans[mode] = None if job is None else job.trigger.interval.total_seconds()
+    assert plans == {"each": 10, "digest": 15 * 60, "off": None}
