@@ -411,3 +411,18 @@ def test_the_notice_setting_is_checked_and_sets_the_jobs_interval(tmp_path):
         job = build_scheduler(jobs).get_job("paid_orders")
         plans[mode] = None if job is None else job.trigger.interval.total_seconds()
     assert plans == {"each": 10, "digest": 15 * 60, "off": None}
+
+
+async def test_the_operator_menu_leads_to_the_products_and_back(core, shop, tmp_path):
+    await product_with_stock(core, tmp_path, sku="VIP", units=1)
+    admin = shop.user(ADMIN, "en")
+    await admin.send("/admin")
+    menu = await admin.expect(has_buttons)
+    await admin.press(menu, "🛍 Products")
+    listed = await admin.expect(lambda m: "Products" in m.plain and m.kind == "send")
+    await admin.press(listed, "VIP membership")
+    card = await admin.expect(lambda m: m.kind == "edit" and "Sellable: 1" in m.plain)
+    await admin.press(card, "« Products")
+    back = await admin.expect(lambda m: m.kind == "edit" and m.message_id == card.message_id)
+    await admin.press(back, raw_t("en", "ops.btn_back"))
+    await admin.expect(lambda m: m.kind == "edit" and m.button("🛍 Products") is not None)

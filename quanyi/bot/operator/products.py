@@ -20,6 +20,7 @@ from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMar
 from aiogram.utils.keyboard import InlineKeyboardBuilder
 
 from quanyi.bot.filters import TYPED, IsAdmin
+from quanyi.bot.operator.ops import OpsCb
 from quanyi.bot.render import money
 from quanyi.core.catalog.admin_views import ProductRow
 from quanyi.core.catalog.products import validate_sku
@@ -229,7 +230,11 @@ async def product_button(
     if callback_data.act == "list":
         await query.answer()
         await state.clear()
-        await _edit(query.message, *_list(lang, await core.catalog.product_list()))
+        text, markup = _list(lang, await core.catalog.product_list())
+        if callback_data.product_id == 0:  # from the operator menu: keep the menu, show the list below it
+            await query.message.answer(text, reply_markup=markup)
+        else:
+            await _edit(query.message, text, markup)
         return
     row = await _row(core, product_id=callback_data.product_id)
     if row is None:
@@ -301,6 +306,7 @@ def _list(lang: str, rows: list[ProductRow]) -> tuple[str, InlineKeyboardMarkup]
         mark = "🟢" if row.active else "🔴"
         label = f"{mark} {row.name} · {money(row.price.minor, row.price.currency)}"[:60]
         keyboard.row(InlineKeyboardButton(text=label, callback_data=ProductCb(product_id=row.id, act="show").pack()))
+    keyboard.row(InlineKeyboardButton(text=raw_t(lang, "ops.btn_back"), callback_data=OpsCb(view="menu").pack()))
     if not rows:
         return t(lang, "phoneops.list_empty"), keyboard.as_markup()
     more = t(lang, "phoneops.list_more", more=len(rows) - MAX_LISTED) if len(rows) > MAX_LISTED else ""
