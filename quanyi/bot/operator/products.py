@@ -35,7 +35,7 @@ KINDS = ("card_key", "redeem_link", "direct_recharge")
 # The fields the edit screen changes by a typed value (on/off sale is a button of its own).
 EDIT_FIELDS = ("name", "price", "category")
 MAX_LISTED = 30  # products with a button on the list; the rest are reached by /product SKU
-_NO_CATEGORY = {"-", "—", "无", "none", "no", "0"}
+_NO_CATEGORY = {"-", "—", "无", "none"}
 
 
 class ProductCb(CallbackData, prefix="pe"):
