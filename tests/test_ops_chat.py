@@ -83,6 +83,7 @@ async def test_an_operator_allocates_by_button_and_by_command_and_sees_the_pool_
         "🔗 渠道",
         "🎟 邀请代理",
         "👥 代理",
+        "🛍 商品",
         "🎟 优惠券与促销",
         "📊 销售报表",
         "🛡 风控",

@@ -8,10 +8,30 @@ from __future__ import annotations
 
 from quanyi.bot.buyer import manual as buyer_manual
 from quanyi.bot.buyer import support as buyer_support
-from quanyi.bot.operator import audit, manual, partner_alerts, risk, statements, support, withdrawals
+from quanyi.bot.operator import (
+    audit,
+    manual,
+    order_notices,
+    partner_alerts,
+    risk,
+    statements,
+    support,
+    withdrawals,
+)
 from quanyi.bot.outbox_sender import Renderer
 
-OWNERS = (audit, partner_alerts, risk, statements, withdrawals, support, buyer_support, manual, buyer_manual)
+OWNERS = (
+    audit,
+    order_notices,
+    partner_alerts,
+    risk,
+    statements,
+    withdrawals,
+    support,
+    buyer_support,
+    manual,
+    buyer_manual,
+)
 
 
 def owned_renderers() -> dict[str, Renderer]:

@@ -21,13 +21,16 @@ from quanyi.bot.distributor.withdraw import build_withdraw_router
 from quanyi.bot.middlewares import AuditMiddleware, LanguageMiddleware
 from quanyi.bot.operator.admin import build_admin_router
 from quanyi.bot.operator.audit import build_audit_router
+from quanyi.bot.operator.help import build_help_router
 from quanyi.bot.operator.manual import build_manual_router
 from quanyi.bot.operator.ops import build_ops_router
 from quanyi.bot.operator.partners import build_partners_router
 from quanyi.bot.operator.pricing import build_pricing_ops_router
+from quanyi.bot.operator.products import build_products_router
 from quanyi.bot.operator.reconcile import build_reconcile_router
 from quanyi.bot.operator.reports import build_reports_router
 from quanyi.bot.operator.risk import build_risk_router
+from quanyi.bot.operator.stock_files import build_stock_files_router
 from quanyi.bot.operator.support import build_support_ops_router
 from quanyi.bot.operator.verify import build_verify_router
 from quanyi.bot.operator.withdrawals import build_withdrawals_router
@@ -80,6 +83,9 @@ def build_dispatcher(core: Core) -> Dispatcher:
     dp.include_router(build_admin_router())  # before the shop: its catch-all answers everyone else
     dp.include_router(build_support_ops_router())  # operators: /tickets, replies to buyers' tickets
     dp.include_router(build_ops_router())
+    dp.include_router(build_help_router())  # operators: /help lists their commands (buyers: the shop's)
+    dp.include_router(build_products_router())  # operators: /products, /product, /product_add
+    dp.include_router(build_stock_files_router())  # operators: a stock file captioned /import or /void
     dp.include_router(build_reconcile_router())  # operators: provider statements
     dp.include_router(build_pricing_ops_router())
     dp.include_router(build_reports_router())  # operators: /report, its exports

@@ -343,6 +343,10 @@ def menu_markup(lang: str) -> InlineKeyboardMarkup:
         ("distributors", "ops.btn_distributors"),
     ):
         keyboard.row(InlineKeyboardButton(text=raw_t(lang, key), callback_data=OpsCb(view=view).pack()))
+    from quanyi.bot.operator.products import ProductCb  # add and edit products: quanyi.bot.operator.products
+
+    products = ProductCb(product_id=0, act="list").pack()
+    keyboard.row(InlineKeyboardButton(text=raw_t(lang, "phoneops.btn_products"), callback_data=products))
     pricing = PricingCb(view="home").pack()  # coupons, promotions, bundles: quanyi.bot.operator.pricing
     keyboard.row(InlineKeyboardButton(text=raw_t(lang, "pricing_ops.btn_menu"), callback_data=pricing))
     from quanyi.bot.operator.reports import ReportCb  # sales report and exports: quanyi.bot.operator.reports

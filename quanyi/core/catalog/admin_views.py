@@ -59,6 +59,7 @@ class ProductRow:
     active: bool
     category: str | None
     name: str
+    id: int = 0  # for buttons: a SKU may be too long for Telegram's 64-byte callback data
 
 
 @dataclass(frozen=True)
@@ -112,7 +113,7 @@ async def product_rows(session: AsyncSession) -> list[ProductRow]:
     found = await session.execute(select(Product.sku, Product.category))
     categories = {sku: category for sku, category in found.all()}
     return [
-        ProductRow(e.sku, e.kind, e.price, e.stars_price, e.available, e.active, categories.get(e.sku), e.name)
+        ProductRow(e.sku, e.kind, e.price, e.stars_price, e.available, e.active, categories.get(e.sku), e.name, e.id)
         for e in entries
     ]
 

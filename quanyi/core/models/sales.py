@@ -35,6 +35,8 @@ class Order(Base):
     __table_args__ = (
         Index("ix_orders_status_expires", "status", "expires_at"),
         Index("ix_orders_paid_at", "paid_at"),  # a day's settlement and the sales reports
+        # The paid orders operators were not told of yet (quanyi.core.sales.paid_notices).
+        Index("ix_orders_operator_noticed", "operator_noticed_at", "paid_at"),
         # A request repeated on one channel (a double tap, an API retry) makes one order.
         UniqueConstraint("channel", "idempotency_key", name="uq_orders_channel_idempotency_key"),
     )
@@ -62,6 +64,8 @@ class Order(Base):
     paid_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # When operators were told the order was paid (each, or in a digest); None = not yet.
+    operator_noticed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     failure_reason: Mapped[str | None] = mapped_column(String(64), nullable=True)
     idempotency_key: Mapped[str | None] = mapped_column(String(64), nullable=True)
     # Where the order came from, when the front knows (partner API, web pages): risk counters.

@@ -135,11 +135,23 @@ class Settings(BaseSettings):
     commission_confirm_days: int = Field(default=7, ge=0, le=365)
     settle_job_seconds: int = Field(default=300, ge=10)
     log_level: str = "INFO"
+    # Operators hear of paid orders: each one (within seconds), a digest every
+    # operator_digest_minutes, or not at all. Failed orders are always told.
+    operator_order_notice: str = "each"
+    operator_digest_minutes: int = Field(default=60, ge=1, le=1440)
 
     @field_validator("public_url", "telegram_api_base", "epay_gateway", "cryptobot_api_base", "stripe_api_base")
     @classmethod
     def _strip_slash(cls, value: str) -> str:
         return value.rstrip("/")
+
+    @field_validator("operator_order_notice")
+    @classmethod
+    def _notice_mode(cls, value: str) -> str:
+        value = value.strip().lower()
+        if value not in ("each", "digest", "off"):
+            raise ValueError("each, digest or off")
+        return value
 
     @field_validator("staff_ids")
     @classmethod

@@ -22,13 +22,14 @@ from quanyi.core.partners import accounts as partners
 from quanyi.core.partners import webhooks as partner_webhooks
 from quanyi.core.payments.queries import query_pending
 from quanyi.core.platform import audit, audit_chain, leases, outbox
-from quanyi.core.sales import manual, recharge
+from quanyi.core.sales import manual, paid_notices, recharge
 from quanyi.core.sales.orders import expire_due
 from quanyi.core.stock.alerts import StockAlert, check_stock
 from quanyi.core.wiring import Wiring
 
 log = logging.getLogger(__name__)
 LEASE = "scheduler"
+PAID_NOTICE_SECONDS = 10  # QUANYI_OPERATOR_ORDER_NOTICE=each: how soon operators hear of a paid order
 
 
 class Jobs:
@@ -100,6 +101,25 @@ class Jobs:
             log.info("low-stock alerts: %s", ", ".join(f"{a.sku}@{a.channel or 'pool'}" for a in raised))
             self.core.outbox_wakeup.set()
         return raised
+
+    async def paid_orders(self) -> int:
+        """Tell operators of the orders paid since the last run: one message each, or one digest
+        (QUANYI_OPERATOR_ORDER_NOTICE); returns how many orders were told."""
+        settings = self.core.settings
+        if settings.operator_order_notice == "off" or not await self.is_leader():
+            return 0
+        told = 0
+        while True:
+            async with self.core.db.transaction() as session:
+                batch = await paid_notices.tell_paid(
+                    session, settings.admin_id_list, digest=settings.operator_order_notice == "digest"
+                )
+            told += batch
+            if batch < paid_notices.BATCH:
+                break
+        if told:
+            self.core.outbox_wakeup.set()
+        return told
 
     async def recharges(self) -> dict[str, str]:
         """Re-query recharges that went quiet, fail those past the give-up limit, and refund
@@ -196,6 +216,18 @@ def build_scheduler(jobs: Jobs) -> AsyncIOScheduler:
     for job, seconds in every.items():
         scheduler.add_job(
             jobs.tracked(job), "interval", seconds=seconds, id=job.__name__, max_instances=1, coalesce=True
+        )
+    if settings.operator_order_notice != "off":
+        # Each paid order within seconds; a digest every QUANYI_OPERATOR_DIGEST_MINUTES.
+        digest = settings.operator_order_notice == "digest"
+        seconds = settings.operator_digest_minutes * 60 if digest else PAID_NOTICE_SECONDS
+        scheduler.add_job(
+            jobs.tracked(jobs.paid_orders),
+            "interval",
+            seconds=seconds,
+            id="paid_orders",
+            max_instances=1,
+            coalesce=True,
         )
     # First run at start, then every settle_job_seconds: a day is settled soon after midnight.
     scheduler.add_job(

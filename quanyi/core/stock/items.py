@@ -587,7 +587,14 @@ class VoidReport:
 
 
 async def void_codes(
-    db: Database, keyring: KeyRing, sku: str, path: Path, *, fmt: str | None = None, max_bytes: int = MAX_FILE_BYTES
+    db: Database,
+    keyring: KeyRing,
+    sku: str,
+    path: Path,
+    *,
+    fmt: str | None = None,
+    max_bytes: int = MAX_FILE_BYTES,
+    progress: Callable[[int], None] | None = None,
 ) -> VoidReport:
     """Void the listed codes of a product (a leaked or disputed batch): never sold again.
 
@@ -640,6 +647,8 @@ async def void_codes(
         batch.append(keyring.lookup_hash(entry.secret))
         if len(batch) >= BATCH_ROWS:
             await flush()
+            if progress:
+                progress(entry.line)
     if batch:
         await flush()
     return report

@@ -55,10 +55,13 @@ class StockService:
         )
         return views.import_summary(report)
 
-    async def void_file(self, sku: str, path: Path, *, fmt: str | None = None) -> views.VoidSummary:
-        """Void the codes a stock file lists; sold ones are reported with their orders."""
+    async def void_file(
+        self, sku: str, path: Path, *, fmt: str | None = None, progress: Callable[[int], None] | None = None
+    ) -> views.VoidSummary:
+        """Void the codes a stock file lists; sold ones are reported with their orders (``progress``
+        hears the line number reached after each chunk)."""
         report = await items.void_codes(
-            self._db, self._wiring.keyring, sku, path, fmt=fmt, max_bytes=self._max_file_bytes
+            self._db, self._wiring.keyring, sku, path, fmt=fmt, max_bytes=self._max_file_bytes, progress=progress
         )
         return views.void_summary(report)
 
