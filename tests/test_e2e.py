@@ -197,7 +197,10 @@ async def test_buyer_orders_pays_in_the_sandbox_and_receives_every_code(backend,
         async with http.post(pay_url) as paid:
             assert paid.status == 200
 
-        delivery = await tg.wait_for(lambda m: number in m.plain, chat_id=1001, since=mark, timeout=10)
+        # (the order message's Pay and Cancel buttons come off too: an edit, not a message)
+        delivery = await tg.wait_for(
+            lambda m: m.kind == "send" and number in m.plain, chat_id=1001, since=mark, timeout=10
+        )
         assert "已发货" in delivery.plain
         assert all(code in delivery.plain for code in codes)
         assert await counts(database_url, number) == {"status": "delivered", "payments": 1, "deliveries": 1, "sold": 2}

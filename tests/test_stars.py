@@ -316,7 +316,8 @@ async def test_successful_payment_delivers_every_code_once_and_the_same_charge_a
     await user.send_successful_payment(number, 120, charge)  # Telegram repeats the message
     await settle(front, tg, core)
     assert await count(core, Payment) == 1
-    assert await outbox_kinds(core, 1001) == ["delivery"]
+    # The order message's buttons come off, and the codes are delivered once.
+    assert await outbox_kinds(core, 1001) == ["order_buttons_off", "delivery"]
     assert await count(core, StockItem, StockItem.status == "sold") == 3
     for code in codes:
         assert sum(code in m.plain for m in tg.messages_to(1001)) == 1

@@ -41,3 +41,15 @@ class CouponCb(CallbackData, prefix="cp"):
     id: int
     n: int
     remove: bool = False  # False: ask for a code; True: drop the one in the form
+
+
+class PayCb(CallbackData, prefix="pay"):
+    """Pay an unpaid order from /orders: its pay link or invoice again, never a new order."""
+
+    number: str
+
+
+class ListCancelCb(CallbackData, prefix="lc"):
+    """Cancel an unpaid order from /orders (or /cancel's question): the list is shown again."""
+
+    number: str

@@ -27,9 +27,19 @@ from quanyi.bot.buyer.checkout import (
     typed_coupon,
     typed_quantity,
 )
-from quanyi.bot.buyer.orders import cancel, orders, show_codes
+from quanyi.bot.buyer.orders import cancel, cancel_command, cancel_listed, orders, pay, show_codes
 from quanyi.bot.buyer.screens import OrderForm, send_catalogue, send_product
-from quanyi.bot.callbacks import CancelCb, CatalogueCb, CodesCb, CouponCb, MethodCb, ProductCb, QuantityCb
+from quanyi.bot.callbacks import (
+    CancelCb,
+    CatalogueCb,
+    CodesCb,
+    CouponCb,
+    ListCancelCb,
+    MethodCb,
+    PayCb,
+    ProductCb,
+    QuantityCb,
+)
 from quanyi.core.distributors.accounts import REFERRAL_PREFIX
 from quanyi.core.errors import NotFound
 from quanyi.core.sales.orders import Buyer
@@ -44,6 +54,9 @@ def build_router() -> Router:
     router = Router(name="shop")
     router.message.register(start, CommandStart())
     router.message.register(help_, Command("help"))
+    # Before the forms' typed answers: in a form, /cancel leaves it and /orders is answered.
+    router.message.register(cancel_command, Command("cancel"))
+    router.message.register(orders, Command("orders"))
     router.callback_query.register(show_catalogue, CatalogueCb.filter())
     router.callback_query.register(show_product, ProductCb.filter())
     router.callback_query.register(ask_quantity, QuantityCb.filter(F.n == 0))
@@ -56,7 +69,8 @@ def build_router() -> Router:
     router.callback_query.register(chose_method, MethodCb.filter())
     router.message.register(typed_challenge, OrderForm.challenge, F.text, ~F.text.startswith("/"))
     router.callback_query.register(cancel, CancelCb.filter())
-    router.message.register(orders, Command("orders"))
+    router.callback_query.register(cancel_listed, ListCancelCb.filter())
+    router.callback_query.register(pay, PayCb.filter())
     router.callback_query.register(show_codes, CodesCb.filter())
     router.message.register(anything_else)
     router.callback_query.register(stale_button)
