@@ -218,7 +218,7 @@ def _local_time(text: str, tz: str) -> str:
         return text
     if at.tzinfo is None:
         at = at.replace(tzinfo=UTC)
-    return at.astimezone(ZoneInfo(tz)).strftime("%Y-%m-%d %H:%M")
+    return deadline_text(at, tz)
 
 
 def _escape(text: str) -> str:
