@@ -449,6 +449,28 @@ class FakeTelegram:
             )
         return self._store("edit", chat_id, message_id, text, plain, markup, {"text": text})
 
+    async def _api_editMessageReplyMarkup(self, params: dict[str, Any]) -> Any:
+        """Only the inline keyboard changes; without ``reply_markup`` (or with an empty one) it goes."""
+        chat_id = _chat_id(params)
+        message_id = int(params.get("message_id") or 0)
+        old = self._current.get((chat_id, message_id))
+        if old is None:
+            raise TelegramError(400, "Bad Request: message to edit not found")
+        markup = self._check_markup(params.get("reply_markup"), self.refuse_local_urls)
+        if markup is not None and not any(markup.get("inline_keyboard", [])):
+            markup = None
+        if old.get("reply_markup") == markup:
+            raise TelegramError(
+                400,
+                "Bad Request: message is not modified: specified new message content and "
+                "reply markup are exactly the same as a current content and reply markup of "
+                "the message",
+            )
+        previous = next(m for m in reversed(self.messages) if (m.chat_id, m.message_id) == (chat_id, message_id))
+        kept = {"message_id", "date", "chat", "from", "reply_markup", "edit_date"}
+        content = {key: value for key, value in old.items() if key not in kept}
+        return self._store("edit", chat_id, message_id, previous.text, previous.plain, markup, content)
+
     async def _api_sendPhoto(self, params: dict[str, Any]) -> Any:
         chat_id = _chat_id(params)
         caption = str(params.get("caption") or "")

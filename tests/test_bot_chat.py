@@ -238,7 +238,12 @@ async def test_orders_lists_them_and_show_codes_redisplays_codes_to_the_buyer_on
     listing = await buyer.expect()
     assert delivered.order.number in listing.plain and pending.order.number in listing.plain
     assert "已发货" in listing.plain and "待支付" in listing.plain
-    assert [b["text"] for b in listing.buttons()] == [f"🔑 查看 {delivered.order.number}"]  # delivered ones only
+    # Pay and Cancel on the unpaid one (issue 17), Show on the delivered one.
+    assert [b["text"] for b in listing.buttons()] == [
+        f"💳 支付 {pending.order.number}",
+        f"✖ 取消 {pending.order.number}",
+        f"🔑 查看 {delivered.order.number}",
+    ]
 
     await buyer.press(listing, "🔑 查看")
     shown = await buyer.expect(lambda m: delivered.order.number in m.plain)

@@ -191,6 +191,26 @@ async def test_choosing_stars_sends_an_xtr_invoice_for_the_order_priced_at_its_s
     assert await count(core, StockItem, StockItem.order_id == order.id, StockItem.status == "reserved") == 2
 
 
+@pytest.mark.parametrize("lang", ["zh", "en"])
+async def test_pay_from_orders_sends_the_same_invoice_again_and_places_no_order(core, front, tg, tmp_path, lang):
+    await stars_product(core, tmp_path, units=5, stars=120)
+    user = tg.user(1001, lang)
+    _, invoice, number = await order_with_stars(user, "2", lang)
+
+    await user.send("/orders")
+    listing = await user.expect(number)
+    await user.press(listing, raw_t(lang, "myorders.pay_button", number=number))
+    again = await user.expect(lambda m: m.kind == "invoice")
+
+    first, second = tg.invoice_of(invoice), tg.invoice_of(again)
+    assert (second["payload"], second["currency"], second["prices"]) == (number, "XTR", first["prices"])
+    assert second["description"] == first["description"]
+    assert await count(core, Order) == 1
+    assert await user.pay(again) is not None  # the invoice shown again pays the same order
+    await user.expect(lambda m: m.kind == "send" and number in m.plain and "VIP" in m.plain and not m.buttons())
+    assert (await order_row(core, number)).status == "delivered"
+
+
 async def test_a_product_without_a_stars_price_is_priced_at_the_rate_rounded_up(core, front, tg, tmp_path):
     await stars_product(core, tmp_path, price="15.01", units=3)  # 15.01 × 7 = 105.07 -> 106 Stars each
     user = tg.user(1002, "en-US")
@@ -316,7 +336,8 @@ async def test_successful_payment_delivers_every_code_once_and_the_same_charge_a
     await user.send_successful_payment(number, 120, charge)  # Telegram repeats the message
     await settle(front, tg, core)
     assert await count(core, Payment) == 1
-    assert await outbox_kinds(core, 1001) == ["delivery"]
+    # The order message's buttons come off, and the codes are delivered once.
+    assert await outbox_kinds(core, 1001) == ["order_buttons_off", "delivery"]
     assert await count(core, StockItem, StockItem.status == "sold") == 3
     for code in codes:
         assert sum(code in m.plain for m in tg.messages_to(1001)) == 1

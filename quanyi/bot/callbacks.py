@@ -56,3 +56,15 @@ class SupportCb(CallbackData, prefix="sp"):
 
 class SupportOrderCb(CallbackData, prefix="so"):
     number: str  # the order the request is about; "-" = none
+
+
+class PayCb(CallbackData, prefix="pay"):
+    """Pay an unpaid order from /orders: its pay link or invoice again, never a new order."""
+
+    number: str
+
+
+class ListCancelCb(CallbackData, prefix="lc"):
+    """Cancel an unpaid order from /orders (or /cancel's question): the list is shown again."""
+
+    number: str

@@ -1,14 +1,14 @@
 """The outbox kinds of orders and payments, rendered for chat: a delivery's codes and links, an
 order that expired, failed or was refunded, a recharge's outcome, a payment kept for review, a
-low-stock alert and a bulk purchase's CSV. Core hands over plain data; nothing here reads the
-database or decrypts.
+low-stock alert, a bulk purchase's CSV, and a pending order's Pay and Cancel buttons taken off
+once it is not pending. Core hands over plain data; nothing here reads the database or decrypts.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-from quanyi.bot.outbox_sender import Document, Part, QrPhoto, Renderer
+from quanyi.bot.outbox_sender import ButtonsOff, Document, Part, QrPhoto, Renderer
 from quanyi.bot.render import QR_LIMIT, delivery_messages, mask_account, method_label, money, status_label, undone_text
 from quanyi.core.platform import export
 from quanyi.core.platform.outbox import Outgoing
@@ -195,7 +195,16 @@ async def payment_review(core: Core, message: Outgoing) -> list[Part]:
     return [t(lang, key, method=method, txn=payment.provider_txn_id, **values)]
 
 
+async def buttons_off(core: Core, message: Outgoing) -> list[Part]:
+    """An order left pending: its Pay and Cancel buttons come off each message that showed them."""
+    ids = message.payload.get("message_ids")
+    if not isinstance(ids, list):
+        raise LookupError(f"outbox {message.id}: messages missing")
+    return [ButtonsOff(int(str(message_id))) for message_id in ids]
+
+
 RENDERERS: dict[str, Renderer] = {
+    "order_buttons_off": buttons_off,
     "delivery": delivery,
     "stock_low": stock_low,
     "recharge_success": recharge,

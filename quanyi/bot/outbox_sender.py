@@ -64,7 +64,18 @@ class WithButtons:
     markup: InlineKeyboardMarkup
 
 
-Part = str | QrPhoto | Document | WithButtons
+@dataclass(frozen=True)
+class ButtonsOff:
+    """A part that sends nothing: the buttons of an earlier message of the chat are taken off
+    (an order's Pay and Cancel once it is paid, cancelled or expired)."""
+
+    message_id: int
+
+
+# Telegram's answers when there is nothing left to take off: done, not failed.
+_NOTHING_TO_EDIT = ("message is not modified", "message to edit not found", "message can't be edited")
+
+Part = str | QrPhoto | Document | WithButtons | ButtonsOff
 Renderer = Callable[[Core, Outgoing], Awaitable[list[Part]]]
 
 
@@ -185,6 +196,8 @@ class OutboxSender:
                     await self.bot.send_document(message.chat_id, upload, caption=item.caption or None)
             elif isinstance(item, WithButtons):
                 await self.bot.send_message(message.chat_id, item.text, reply_markup=item.markup)
+            elif isinstance(item, ButtonsOff):
+                await self._buttons_off(message.chat_id, item.message_id)
             else:
                 await self.bot.send_message(message.chat_id, item)
             # The chat's next message waits from the moment Telegram took this one, not
@@ -192,6 +205,14 @@ class OutboxSender:
             self._chat_ready[message.chat_id] = time.monotonic() + self._per_chat
             if len(parts) > 1 and part + 1 < len(parts):
                 await self.core.platform.outbox_part_sent(message.id, part + 1)
+
+    async def _buttons_off(self, chat_id: int, message_id: int) -> None:
+        try:
+            await self.bot.edit_message_reply_markup(chat_id=chat_id, message_id=message_id, reply_markup=None)
+        except TelegramBadRequest as exc:
+            # Already without buttons (the buyer's tap edited it), deleted, or too old to edit.
+            if not any(reason in str(exc).lower() for reason in _NOTHING_TO_EDIT):
+                raise
 
     async def _backoff(self, message: Outgoing, error: str) -> None:
         delay = min(MAX_BACKOFF, 2.0 ** min(message.attempts, 10))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -94,14 +94,22 @@ def link_block(lang: str, issued: IssuedLink, public_url: str, tz: str) -> str:
     if issued.expires_at is None:
         expiry = raw_t(lang, "deliver.no_expiry")
     else:
-        at = issued.expires_at.astimezone(ZoneInfo(tz)).strftime("%Y-%m-%d %H:%M")
-        expiry = raw_t(lang, "deliver.valid_until", at=at)
+        expiry = raw_t(lang, "deliver.valid_until", at=deadline_text(issued.expires_at, tz))
     url = link(public_url, issued.token)
     return (
         t(lang, "deliver.link", url=url)
         + "\n"
         + t(lang, "deliver.link_details", entitlement=issued.entitlement, uses=uses, expiry=expiry)
     )
+
+
+def deadline_text(at: datetime, tz: str) -> str:
+    """A moment as a buyer in the shop's time zone reads it, naming the zone: 2026-12-07 22:30 (UTC+8)."""
+    local = at.astimezone(ZoneInfo(tz))
+    minutes = int((local.utcoffset() or timedelta(0)).total_seconds()) // 60
+    hours, rest = divmod(abs(minutes), 60)
+    zone = "UTC" if minutes == 0 else f"UTC{'+' if minutes > 0 else '-'}{hours}" + (f":{rest:02d}" if rest else "")
+    return f"{local:%Y-%m-%d %H:%M} ({zone})"
 
 
 def mask_account(account: str) -> str:
@@ -210,7 +218,7 @@ def _local_time(text: str, tz: str) -> str:
         return text
     if at.tzinfo is None:
         at = at.replace(tzinfo=UTC)
-    return at.astimezone(ZoneInfo(tz)).strftime("%Y-%m-%d %H:%M")
+    return deadline_text(at, tz)
 
 
 def _escape(text: str) -> str:

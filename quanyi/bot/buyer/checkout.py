@@ -9,7 +9,6 @@ from __future__ import annotations
 import html
 import logging
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from aiogram.exceptions import TelegramBadRequest
 from aiogram.fsm.context import FSMContext
@@ -20,7 +19,7 @@ from quanyi.bot.buyer.screens import OrderForm, form_coupon, refusal_notice, sen
 from quanyi.bot.buyer.stars import send_stars_invoice
 from quanyi.bot.callbacks import CancelCb, CouponCb, MethodCb, QuantityCb
 from quanyi.bot.operator.risk import refusal_text
-from quanyi.bot.render import breakdown_lines, coupon_refusal, money, status_label
+from quanyi.bot.render import breakdown_lines, coupon_refusal, deadline_text, money, status_label
 from quanyi.core.errors import (
     ChallengeRequired,
     CouponRejected,
@@ -283,7 +282,7 @@ async def _show_order(message: Message, core: Core, lang: str, placed: PlacedVie
     """The order-created screen: amount, deadline, pay and cancel buttons (and a Stars invoice,
     unless the order was placed before: the tap that placed it sent it)."""
     amount = money(placed.amount, placed.currency)
-    deadline = placed.expires_at.astimezone(ZoneInfo(core.settings.timezone)).strftime("%H:%M")
+    deadline = deadline_text(placed.expires_at, core.settings.timezone)
     held = "" if placed.holds_stock else "_unheld"  # a recharge or a link sets nothing aside
     if placed.discount_amount > 0 and placed.pricing:
         text = raw_t(
@@ -317,13 +316,10 @@ async def _show_order(message: Message, core: Core, lang: str, placed: PlacedVie
         keyboard.row(InlineKeyboardButton(text=raw_t(lang, "pay_button", amount=amount), url=placed.payment_url))
     keyboard.row(cancel)
     try:
-        if edit:
-            await message.edit_text(text, reply_markup=keyboard.as_markup())
-        else:
-            await message.answer(text, reply_markup=keyboard.as_markup())
+        shown = await (message.edit_text if edit else message.answer)(text, reply_markup=keyboard.as_markup())
     except TelegramBadRequest as exc:
         if edit and "not modified" in exc.message:
-            return  # two taps racing: the other one drew this very screen first
+            return  # two taps racing: the other one drew this very screen first (and remembered it)
         if not placed.payment_url:
             raise
         # Telegram refuses URL buttons it cannot open (a localhost QUANYI_PUBLIC_URL in a
@@ -332,10 +328,11 @@ async def _show_order(message: Message, core: Core, lang: str, placed: PlacedVie
         link = t(lang, "pay_link_text", url=placed.payment_url)
         only_cancel = InlineKeyboardBuilder()
         only_cancel.row(cancel)
-        if edit:
-            await message.edit_text(f"{text}\n{link}", reply_markup=only_cancel.as_markup())
-        else:
-            await message.answer(f"{text}\n{link}", reply_markup=only_cancel.as_markup())
+        shown = await (message.edit_text if edit else message.answer)(
+            f"{text}\n{link}", reply_markup=only_cancel.as_markup()
+        )
+    if isinstance(shown, Message):  # its buttons come off when the order is paid, cancelled or expires
+        await core.sales.remember_order_message(placed.number, user_id, shown.chat.id, shown.message_id)
     if placed.invoice and not placed.again:
         await send_stars_invoice(message, core, lang, placed.invoice, user_id=user_id)
 

@@ -27,7 +27,7 @@ from quanyi.bot.buyer.checkout import (
     typed_coupon,
     typed_quantity,
 )
-from quanyi.bot.buyer.orders import cancel, orders, show_codes
+from quanyi.bot.buyer.orders import cancel, cancel_command, cancel_listed, orders, pay, show_codes
 from quanyi.bot.buyer.screens import (
     OrderForm,
     categories,
@@ -44,7 +44,9 @@ from quanyi.bot.callbacks import (
     CategoryCb,
     CodesCb,
     CouponCb,
+    ListCancelCb,
     MethodCb,
+    PayCb,
     ProductCb,
     QuantityCb,
 )
@@ -62,6 +64,9 @@ def build_router() -> Router:
     router = Router(name="shop")
     router.message.register(start, CommandStart())
     router.message.register(help_, Command("help"))
+    # Before the forms' typed answers: in a form, /cancel leaves it and /orders is answered.
+    router.message.register(cancel_command, Command("cancel"))
+    router.message.register(orders, Command("orders"))
     router.callback_query.register(show_catalogue, CatalogueCb.filter())
     router.callback_query.register(show_category, CategoryCb.filter())
     router.callback_query.register(show_product, ProductCb.filter())
@@ -75,7 +80,8 @@ def build_router() -> Router:
     router.callback_query.register(chose_method, MethodCb.filter())
     router.message.register(typed_challenge, OrderForm.challenge, F.text, ~F.text.startswith("/"))
     router.callback_query.register(cancel, CancelCb.filter())
-    router.message.register(orders, Command("orders"))
+    router.callback_query.register(cancel_listed, ListCancelCb.filter())
+    router.callback_query.register(pay, PayCb.filter())
     router.callback_query.register(show_codes, CodesCb.filter())
     router.message.register(anything_else)
     router.callback_query.register(stale_button)

@@ -148,7 +148,7 @@ async def send_stars_invoice(message: Message, core: Core, lang: str, invoice: I
     except TelegramAPIError as exc:
         log.warning("Stars invoice for order %s refused: %s", invoice.payload, type(exc).__name__)
         with contextlib.suppress(QuanyiError):  # paid or cancelled meanwhile: nothing to release
-            await core.sales.cancel_my_order(invoice.payload, user_id)
+            await core.sales.cancel_my_order(invoice.payload, user_id, edited=(message.chat.id, message.message_id))
         await message.edit_text(t(lang, "payment_start_failed"))  # the order message, without its cancel button
 
 

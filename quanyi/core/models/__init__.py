@@ -58,6 +58,7 @@ from quanyi.core.models.sales import ManualStatus as ManualStatus
 from quanyi.core.models.sales import ManualTask as ManualTask
 from quanyi.core.models.sales import Order as Order
 from quanyi.core.models.sales import OrderLine as OrderLine
+from quanyi.core.models.sales import OrderMessage as OrderMessage
 from quanyi.core.models.sales import OrderStatus as OrderStatus
 from quanyi.core.models.sales import Payment as Payment
 from quanyi.core.models.sales import ProviderEvent as ProviderEvent

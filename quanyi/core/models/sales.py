@@ -74,6 +74,9 @@ class Order(Base):
     # The pricing engine's breakdown at placement (JSON, see core/catalog/pricing.py): list price,
     # each promotion and coupon that applied, payable. A snapshot: later rule changes do not move it.
     pricing: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # The pay link the payment method gave when the order was placed: shown again from /orders,
+    # never asked for twice (a second Stripe session or Crypto Pay invoice could be paid too).
+    payment_url: Mapped[str | None] = mapped_column(Text, nullable=True)
 
     lines: Mapped[list[OrderLine]] = relationship(back_populates="order", order_by="OrderLine.line_no", lazy="selectin")
 
@@ -106,6 +109,21 @@ class OrderLine(Base):
     bundle_id: Mapped[int | None] = mapped_column(ForeignKey("products.id"), nullable=True)
 
     order: Mapped[Order] = relationship(back_populates="lines")
+
+
+class OrderMessage(Base):
+    """A chat message showing a pending order's Pay and Cancel buttons, remembered so the
+    buttons can be taken off once the order is paid, cancelled or expired
+    (``core/sales/pay_buttons.py``). The row goes when that is queued."""
+
+    __tablename__ = "order_messages"
+    __table_args__ = (UniqueConstraint("chat_id", "message_id"),)
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True)
+    order_id: Mapped[int] = mapped_column(ForeignKey("orders.id"), index=True)
+    chat_id: Mapped[int] = mapped_column(BigInteger)
+    message_id: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class Payment(Base):

@@ -41,7 +41,7 @@ from quanyi.core.payments.base import PaymentEvent
 from quanyi.core.platform import audit, outbox
 from quanyi.core.platform.crypto import KeyRing
 from quanyi.core.platform.db import Database, rowcount
-from quanyi.core.sales import manual, recharge, redeem
+from quanyi.core.sales import manual, pay_buttons, recharge, redeem
 from quanyi.core.stock import allocations as channels
 from quanyi.core.stock.items import sell_reserved, sell_reserved_many, take_items, unsell
 
@@ -102,6 +102,7 @@ async def apply_payment(
         .values(status=OrderStatus.PAID, paid_at=now)
     )
     if rowcount(paid):
+        await pay_buttons.take_off(session, [order.id])
         entry = _payment_entry(event, order.id, fees or {}, applied=True)
         await ledger.post(session, entry.ref, entry.kind, entry.legs, order_id=order.id)
         await channels.sell_units(session, order.id)
@@ -384,6 +385,7 @@ def settle_batch(
         # touch their reserved items, so this cannot happen; if it does, nothing commits.
         raise RuntimeError("reserved items changed under a settling batch")
     channels.sell_units_many(conn, paid, now)
+    pay_buttons.take_off_many(conn, paid, now)
     payments = [_payment_entry(events[fast[oid]], oid, fees or {}, applied=True) for oid in paid]
     commissions.earn_many(conn, paid, now, along=payments)
     conn.execute(_INSERT_PAYMENTS, [_payment_row(events[fast[oid]], oid, now) for oid in paid])

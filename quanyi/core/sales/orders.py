@@ -50,6 +50,7 @@ from quanyi.core.platform import outbox
 from quanyi.core.platform.crypto import KeyRing
 from quanyi.core.platform.db import Database, rowcount, upsert
 from quanyi.core.risk import rules as risk
+from quanyi.core.sales import pay_buttons
 from quanyi.core.sales.placement import Placement, placed_before, placement_key, resume_payment
 from quanyi.core.stock import allocations as channels
 from quanyi.core.stock.items import Code, order_codes, release_reserved, take_items
@@ -437,9 +438,12 @@ async def start_payment(db: Database, payments: PaymentHub, placed: PlacedOrder)
             option=order.payment_option,
         )
     )
-    if start.provider_ref:
+    if start.provider_ref or start.url:
+        # The link is kept so /orders can show it again without asking the provider twice.
         async with db.transaction() as session:
-            await session.execute(update(Order).where(Order.id == order.id).values(provider_ref=start.provider_ref))
+            await session.execute(
+                update(Order).where(Order.id == order.id).values(provider_ref=start.provider_ref, payment_url=start.url)
+            )
     return start
 
 
@@ -535,6 +539,7 @@ async def cancel_pending(session: AsyncSession, order_id: int, *, reason: str, r
     if release_units:
         await channels.release_units(session, order_id)
     await commissions.mark(session, order_id, CommissionStatus.VOID)
+    await pay_buttons.take_off(session, [order_id])
     return True
 
 

@@ -6,6 +6,7 @@ returns plain values or frozen dataclasses (docs/architecture.md)."""
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -23,13 +24,14 @@ from quanyi.core.errors import (
     NotFound,
     PaymentMethodUnavailable,
 )
+from quanyi.core.models import utcnow
 from quanyi.core.money import Money
 from quanyi.core.payments import stars
-from quanyi.core.payments.base import CallbackRequest, RefundEvent
+from quanyi.core.payments.base import CallbackRequest, PaymentStart, RefundEvent
 from quanyi.core.payments.sandbox import Sandbox
 from quanyi.core.platform import outbox
 from quanyi.core.risk import rules as risk
-from quanyi.core.sales import manual, manual_views, order_lookup, orders, recharge, redeem, refunds
+from quanyi.core.sales import manual, manual_views, order_lookup, orders, pay_buttons, recharge, redeem, refunds
 from quanyi.core.sales import views as sales_views
 from quanyi.core.sales.orders import Buyer, OrderRequest
 from quanyi.core.sales.placement import Placement
@@ -172,16 +174,50 @@ class SalesService:
             )
             return await sales_views.challenge_answer(session, decision_id, right)
 
-    async def cancel_my_order(self, number: str, user_id: int) -> str:
+    async def cancel_my_order(self, number: str, user_id: int, *, edited: tuple[int, int] | None = None) -> str:
         """The buyer cancels its own unpaid order (``Forbidden``: not its own; ``InvalidInput``
-        with the ``status``: not pending); its reservation goes back. Returns the order number."""
+        with the ``status``: not pending); its reservation goes back. Returns the order number.
+        ``edited``: the chat message (chat id, message id) the door rewrites itself (the one
+        whose Cancel was tapped): its buttons are not taken off a second time."""
         async with self._db.transaction() as session:
+            if edited is not None:
+                await pay_buttons.forget(session, *edited)
             order = await orders.cancel_by_buyer(session, number, user_id)
-            return order.number
+        self._wiring.outbox_wakeup.set()  # its buttons come off the messages that showed them
+        return order.number
 
-    async def my_orders(self, user_id: int, *, limit: int = 10) -> list[sales_views.OrderRow]:
+    async def my_orders(self, user_id: int, *, limit: int = 10, unpaid: bool = False) -> list[sales_views.OrderRow]:
+        """The buyer's newest orders with what each bought (``unpaid``: only those awaiting payment)."""
         async with self._db.read() as session:
-            return await sales_views.my_orders(session, user_id, limit=limit)
+            return await sales_views.my_orders(session, user_id, limit=limit, unpaid=unpaid)
+
+    async def resume_my_order(self, number: str, user_id: int) -> sales_views.PlacedView:
+        """The buyer's unpaid order shown again with its way to pay (``Forbidden``: not its own;
+        ``InvalidInput`` with the ``status``: not waiting for payment). Never a new order: the
+        pay link kept at placement, or — for a method that keeps nothing at the provider (EPay,
+        the sandbox, Stars) — the same link or invoice made again."""
+        async with self._db.read() as session:
+            order, items, held = await sales_views.resumable(session, number, user_id)
+        placed = orders.PlacedOrder(order=order, title=", ".join(f"{item.name} x{item.quantity}" for item in items))
+        if order.payment_url:
+            start = PaymentStart(url=order.payment_url)
+        elif order.provider_ref is None:
+            start = await orders.start_payment(self._db, self._wiring.payments, placed)
+        else:
+            start = PaymentStart()  # a provider's link from before links were kept: cancel and order again
+        first = items[0] if items else sales_views.BoughtItem("", 0)
+        account = next((i.account for i in (first, *first.parts) if i.account), None)
+        left = max(1, math.ceil((order.expires_at - utcnow()).total_seconds() / 60))
+        return sales_views.placed_view(
+            replace(placed, payment=start), first.name, first.quantity, account, left, holds_stock=held
+        )
+
+    async def remember_order_message(self, number: str, user_id: int, chat_id: int, message_id: int) -> None:
+        """The chat message ``message_id`` shows the buyer's order ``number`` with its Pay and
+        Cancel buttons: they are taken off it when the order is paid, cancelled or expires."""
+        async with self._db.transaction() as session:
+            await pay_buttons.remember(session, number, user_id, chat_id, message_id)
+        self._wiring.outbox_wakeup.set()
 
     async def my_codes(self, number: str, user_id: int) -> sales_views.MyCodes:
         """A delivered order's codes and links again, for its buyer only (``Forbidden``)."""

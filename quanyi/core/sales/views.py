@@ -2,16 +2,30 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
+from itertools import groupby
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from quanyi.core.catalog.views import recharge_part
-from quanyi.core.errors import NotForSale
-from quanyi.core.models import Order, OrderStatus, Payment, Product, RiskDecision, StockItem, StockStatus
+from quanyi.core.errors import InvalidInput, NotForSale
+from quanyi.core.models import (
+    BundleComponent,
+    Order,
+    OrderLine,
+    OrderStatus,
+    Payment,
+    Product,
+    Recharge,
+    RechargeStatus,
+    RiskDecision,
+    StockItem,
+    StockStatus,
+)
 from quanyi.core.payments.base import Invoice
 from quanyi.core.platform.crypto import KeyRing
 from quanyi.core.risk import rules as risk
@@ -29,6 +43,7 @@ from quanyi.core.sales.redeem import IssuedLink, TokenState, link
 
 # Re-exported for the doors, which render these without importing the steps that make them.
 __all__ = [
+    "BoughtItem",
     "ChallengeAnswer",
     "DeliveredLine",
     "IssuedLink",
@@ -47,17 +62,32 @@ __all__ = [
 
 
 @dataclass(frozen=True)
+class BoughtItem:
+    """One thing an order bought as the buyer chose it: a product, or a bundle with its parts
+    under it; a recharge with the account it credits and how the crediting stands."""
+
+    name: str
+    quantity: int
+    parts: tuple[BoughtItem, ...] = ()
+    account: str | None = None
+    # A recharge's state once paid: pending, processing, success, failed, failed_refunded.
+    recharge: str | None = None
+
+
+@dataclass(frozen=True)
 class OrderRow:
     """One order in the buyer's list."""
 
     number: str
-    name: str  # the first line's
-    quantity: int  # over every line
+    name: str  # the first item's
+    quantity: int  # the first item's
     amount: int
     currency: str
     status: str
     codes_shown: bool  # delivered: its codes can be shown again
     txn: str | None = None  # the payment's transaction number at its provider (/paysupport asks for it)
+    items: tuple[BoughtItem, ...] = ()
+    expires_at: datetime | None = None  # pending: pay before this
 
 
 @dataclass(frozen=True)
@@ -104,24 +134,88 @@ class ChallengeAnswer:
     attempts_left: int
 
 
-async def my_orders(session: AsyncSession, user_id: int, *, limit: int = 10) -> list[OrderRow]:
-    found = await buyer_orders(session, user_id, limit=limit)
+async def my_orders(session: AsyncSession, user_id: int, *, limit: int = 10, unpaid: bool = False) -> list[OrderRow]:
+    """The buyer's newest orders (``unpaid``: only those waiting for payment)."""
+    if unpaid:
+        query = select(Order).where(Order.user_id == user_id, Order.status == OrderStatus.PENDING)
+        found = list(await session.scalars(query.order_by(Order.id.desc()).limit(limit)))
+    else:
+        found = await buyer_orders(session, user_id, limit=limit)
+    items = await bought_items(session, found)
     txns = await payment_txns(session, [order.id for order in found])
     # A paid order an operator is still fulfilling by hand reads "manual", not merely "paid".
     by_hand = await handled_by_hand(session, [order.id for order in found])
-    return [
-        OrderRow(
-            number=order.number,
-            name=order.lines[0].name if order.lines else "",
-            quantity=sum(line.quantity for line in order.lines),
-            amount=order.amount,
-            currency=order.currency,
-            status="manual" if order.id in by_hand and order.status == OrderStatus.PAID else order.status,
-            codes_shown=order.status == OrderStatus.DELIVERED,
-            txn=txns.get(order.id),
+    rows = []
+    for order in found:
+        bought = items[order.id]
+        pending = order.status == OrderStatus.PENDING
+        rows.append(
+            OrderRow(
+                number=order.number,
+                name=bought[0].name if bought else "",
+                quantity=bought[0].quantity if bought else 0,
+                amount=order.amount,
+                currency=order.currency,
+                status="manual" if order.id in by_hand and order.status == OrderStatus.PAID else order.status,
+                codes_shown=order.status == OrderStatus.DELIVERED,
+                items=bought,
+                expires_at=order.expires_at if pending else None,
+                txn=txns.get(order.id),
+            )
         )
-        for order in found
-    ]
+    return rows
+
+
+async def bought_items(session: AsyncSession, found: Sequence[Order]) -> dict[int, tuple[BoughtItem, ...]]:
+    """What each order bought, by order id: its lines regrouped into what the buyer chose (a
+    bundle's lines under the bundle, as many as were ordered)."""
+    bundle_ids = {line.bundle_id for order in found for line in order.lines if line.bundle_id is not None}
+    bundles = {p.id: p for p in await session.scalars(select(Product).where(Product.id.in_(bundle_ids)))}
+    per_bundle = {
+        (bundle_id, component_id): quantity
+        for bundle_id, component_id, quantity in (
+            await session.execute(
+                select(BundleComponent.bundle_id, BundleComponent.component_id, BundleComponent.quantity).where(
+                    BundleComponent.bundle_id.in_(bundle_ids)
+                )
+            )
+        ).all()
+    }
+    order_ids = [order.id for order in found]
+    states = {
+        line_id: ("failed_refunded" if status == RechargeStatus.FAILED and resolution == "refunded" else status)
+        for line_id, status, resolution in (
+            await session.execute(
+                select(Recharge.order_line_id, Recharge.status, Recharge.resolution).where(
+                    Recharge.order_id.in_(order_ids)
+                )
+            )
+        ).all()
+    }
+    return {order.id: _items(order, bundles, per_bundle, states) for order in found}
+
+
+def _items(
+    order: Order, bundles: dict[int, Product], per_bundle: dict[tuple[int, int], int], states: dict[int, str]
+) -> tuple[BoughtItem, ...]:
+    # The pricing snapshot names what was chosen (a bundle's SKU and how many of it).
+    chosen = {str(line["sku"]): int(line["quantity"]) for line in json.loads(order.pricing or "{}").get("lines", [])}
+    items: list[BoughtItem] = []
+    for bundle_id, run in groupby(order.lines, key=lambda line: line.bundle_id):
+        lines = list(run)
+        if bundle_id is None:
+            items.extend(_item(line, states) for line in lines)
+            continue
+        bundle, first = bundles[bundle_id], lines[0]
+        quantity = chosen.get(bundle.sku) or max(first.quantity // per_bundle.get((bundle_id, first.product_id), 1), 1)
+        # A part's line is named "<bundle> · <part>" when sold.
+        parts = (replace(_item(line, states), name=line.name.removeprefix(f"{bundle.name} · ")) for line in lines)
+        items.append(BoughtItem(bundle.name, quantity, tuple(parts)))
+    return tuple(items)
+
+
+def _item(line: OrderLine, states: dict[int, str]) -> BoughtItem:
+    return BoughtItem(line.name, line.quantity, account=line.account, recharge=states.get(line.id))
 
 
 async def payment_txns(session: AsyncSession, order_ids: Sequence[int]) -> dict[int, str]:
@@ -166,6 +260,16 @@ async def holds_stock(session: AsyncSession, order_id: int) -> bool:
         select(StockItem.id).where(StockItem.order_id == order_id, StockItem.status == StockStatus.RESERVED).limit(1)
     )
     return held is not None
+
+
+async def resumable(session: AsyncSession, number: str, user_id: int) -> tuple[Order, tuple[BoughtItem, ...], bool]:
+    """The buyer's unpaid order (``Forbidden``: not its own; ``InvalidInput`` with the
+    ``status``: not waiting for payment), what it buys, and whether it holds card keys."""
+    order = await buyer_order(session, number, user_id)
+    if order.status != OrderStatus.PENDING:
+        raise InvalidInput("order is not pending", status=order.status)
+    items = (await bought_items(session, [order]))[order.id]
+    return order, items, await holds_stock(session, order.id)
 
 
 def placed_view(
