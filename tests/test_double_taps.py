@@ -12,7 +12,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp import web
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from quanyi.core.errors import ProviderError, RiskBlocked
 from quanyi.core.models import Order, OutboxMessage, Payment
@@ -357,7 +357,17 @@ async def test_a_repeated_tap_shows_the_same_crypto_pay_invoice_and_creates_no_s
     again = await crypto.sales.place_chat_order(buyer, product_id, 1, "cryptobot", placement=tap)
 
     assert (again.number, again.again, again.payment_url) == (first.number, True, first.payment_url)
+    assert [m for m, _, _ in fake_api.requests] == ["createInvoice"]  # the link kept at placement
+
+    await _forget_link(crypto, first.number)  # placed before links were kept: read back
+    third = await crypto.sales.place_chat_order(buyer, product_id, 1, "cryptobot", placement=tap)
+    assert (third.number, third.payment_url) == (first.number, first.payment_url)
     assert [m for m, _, _ in fake_api.requests] == ["createInvoice", "getInvoices"]
+
+
+async def _forget_link(core: Core, number: str) -> None:
+    async with core.db.transaction() as session:
+        await session.execute(update(Order).where(Order.number == number).values(payment_url=None))
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])
@@ -399,6 +409,11 @@ async def test_a_repeated_tap_shows_the_same_stripe_session_read_back(db, keyrin
     again = await core.sales.place_chat_order(buyer, product_id, 1, "stripe", placement=tap)
 
     assert (again.number, again.again, again.payment_url) == (first.number, True, first.payment_url)
+    assert [m for m, _, _, _ in stripe_api.requests] == ["POST"]  # the link kept at placement
+
+    await _forget_link(core, first.number)  # placed before links were kept: read back
+    third = await core.sales.place_chat_order(buyer, product_id, 1, "stripe", placement=tap)
+    assert (third.number, third.payment_url) == (first.number, first.payment_url)
     assert [(m, p.rsplit("/", 1)[0]) for m, p, _, _ in stripe_api.requests] == [
         ("POST", "/v1/checkout"),
         ("GET", "/v1/checkout/sessions"),

@@ -54,6 +54,8 @@ async def resume_payment(payments: PaymentHub, order: Order, title: str) -> Paym
     it) or cannot be read now. Never starts a second attempt at the provider."""
     if order.status != OrderStatus.PENDING:
         return None
+    if order.payment_url:  # kept at placement
+        return PaymentStart(url=order.payment_url)
     method = payments.get(order.payment_method)
     wanted = OrderForPayment(
         number=order.number,

@@ -34,7 +34,7 @@ from quanyi.core.risk import rules as risk
 from quanyi.core.sales import manual, manual_views, order_lookup, orders, pay_buttons, recharge, redeem, refunds
 from quanyi.core.sales import views as sales_views
 from quanyi.core.sales.orders import Buyer, OrderRequest
-from quanyi.core.sales.placement import Placement
+from quanyi.core.sales.placement import Placement, resume_payment
 
 if TYPE_CHECKING:
     from quanyi.core.sales.fulfilment import PaymentOutcome
@@ -195,7 +195,8 @@ class SalesService:
         """The buyer's unpaid order shown again with its way to pay (``Forbidden``: not its own;
         ``InvalidInput`` with the ``status``: not waiting for payment). Never a new order: the
         pay link kept at placement, or — for a method that keeps nothing at the provider (EPay,
-        the sandbox, Stars) — the same link or invoice made again."""
+        the sandbox, Stars) — the same link or invoice made again, or the provider's attempt read
+        back (Stripe, Crypto Pay)."""
         async with self._db.read() as session:
             order, items, held = await sales_views.resumable(session, number, user_id)
         placed = orders.PlacedOrder(order=order, title=", ".join(f"{item.name} x{item.quantity}" for item in items))
@@ -203,8 +204,8 @@ class SalesService:
             start = PaymentStart(url=order.payment_url)
         elif order.provider_ref is None:
             start = await orders.start_payment(self._db, self._wiring.payments, placed)
-        else:
-            start = PaymentStart()  # a provider's link from before links were kept: cancel and order again
+        else:  # a provider's attempt from before links were kept: read back, never started again
+            start = await resume_payment(self._wiring.payments, order, placed.title) or PaymentStart()
         first = items[0] if items else sales_views.BoughtItem("", 0)
         account = next((i.account for i in (first, *first.parts) if i.account), None)
         left = max(1, math.ceil((order.expires_at - utcnow()).total_seconds() / 60))
