@@ -358,13 +358,14 @@ async def test_a_distributor_requests_in_chat_and_an_operator_approves_with_one_
     await operator.press(request, "Approve")
     approved = await operator.expect(lambda m: m.kind == "edit")
     assert "approved: pay ¥30.00 to Alipay alice@example.com <Alice>" in approved.plain
-    assert approved.buttons() == []
+    assert [b["text"] for b in approved.buttons()] == ["💸 Mark paid #1"]  # the only thing left to do
     await sender.run_once()
     told = await alice.expect("approved")
-    assert (
-        told.plain
-        == "✅ Withdrawal #1 approved: ¥30.00 from your commission is paid out to Alipay alice@example.com <Alice>."
+    assert told.plain == (
+        "✅ Withdrawal #1 approved: ¥30.00 from your commission will be paid to Alipay alice@example.com <Alice>. "
+        "You'll be told here once the operator has paid it."
     )
+    assert "paid out" not in told.plain and "is paid" not in told.plain
     assert await pockets(core, agent) == {
         "available": 7_000,
         "frozen": 0,

@@ -6,10 +6,11 @@ time, so what the sender can render is written here, once.
 
 from __future__ import annotations
 
+from quanyi.bot.distributor import notices
 from quanyi.bot.operator import audit, partner_alerts, risk, statements, withdrawals
 from quanyi.bot.outbox_sender import Renderer
 
-OWNERS = (audit, partner_alerts, risk, statements, withdrawals)
+OWNERS = (audit, partner_alerts, risk, statements, withdrawals, notices)
 
 
 def owned_renderers() -> dict[str, Renderer]:

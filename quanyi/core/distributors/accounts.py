@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass, field
-from datetime import datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select, update
@@ -216,6 +216,11 @@ async def accept_invite(session: AsyncSession, token: str, *, user_id: int, name
             await session.flush()
     except IntegrityError:
         raise InviteInvalid("you are a distributor already", reason="already_distributor") from None
+    if distributor.parent_id is not None:
+        from quanyi.core.distributors import notices
+
+        joined = {"name": distributor.name, "tier": distributor.tier, "user_id": user_id}
+        await notices.tell(session, distributor.parent_id, notices.SUB_JOINED, joined)
     return distributor
 
 
@@ -548,6 +553,8 @@ class Panel:
     commission_available: int
     subs: list[SubRow] = field(default_factory=list)
     prices: list[PriceRow] = field(default_factory=list)
+    # Pending commission by the day it becomes available (the settlement that day releases it).
+    pending_by_day: list[tuple[date, int]] = field(default_factory=list)
 
 
 def _left(allocation: Allocation) -> int:
@@ -563,7 +570,32 @@ def _day_start(tz: str, now: datetime) -> tuple[datetime, datetime]:
     return day, day.replace(day=1)
 
 
-async def panel(session: AsyncSession, user_id: int, *, tz: str) -> Panel:
+def available_on(paid_at: datetime, *, tz: str, confirm_days: int) -> date:
+    """The day a commission of an order paid at ``paid_at`` becomes available: the settlement of
+    business day D (run just after D ends) releases what was paid before D's end minus
+    ``confirm_days``, so the first D whose end is past ``paid_at + confirm_days`` is that day's,
+    and the money is there the day after."""
+    return (paid_at + timedelta(days=confirm_days)).astimezone(ZoneInfo(tz)).date() + timedelta(days=1)
+
+
+async def _pending_by_day(
+    session: AsyncSession, distributor_id: int, *, tz: str, confirm_days: int
+) -> list[tuple[date, int]]:
+    rows = await session.execute(
+        select(Order.paid_at, Commission.amount - Commission.clawed_back)
+        .join(Order, Order.id == Commission.order_id)
+        .where(Commission.distributor_id == distributor_id, Commission.status == CommissionStatus.PENDING)
+    )
+    days: dict[date, int] = {}
+    for paid_at, amount in rows.all():
+        if paid_at is None or not amount:
+            continue
+        day = available_on(paid_at, tz=tz, confirm_days=confirm_days)
+        days[day] = days.get(day, 0) + int(amount)
+    return sorted(days.items())
+
+
+async def panel(session: AsyncSession, user_id: int, *, tz: str, confirm_days: int = 7) -> Panel:
     """Everything a distributor may see about itself: nothing of anyone else's but its own
     direct sub-distributors' names and sizes."""
     distributor = await require(session, user_id)
@@ -650,6 +682,7 @@ async def panel(session: AsyncSession, user_id: int, *, tz: str) -> Panel:
         commission_available=int(totals.get(CommissionStatus.AVAILABLE, 0)),
         subs=subs,
         prices=prices,
+        pending_by_day=await _pending_by_day(session, distributor.id, tz=tz, confirm_days=confirm_days),
     )
 
 
