@@ -17,7 +17,7 @@ from quanyi.core.platform.outbox import Outgoing
 from quanyi.core.services import Core
 from quanyi.i18n import raw_t, t
 
-CHANGES = ("allocated", "taken_back", "shared", "passed_in", "passed_out")
+CHANGES = ("allocated", "taken_back", "shared", "passed_in")
 
 
 def _int(message: Outgoing, name: str) -> int:

@@ -46,7 +46,7 @@ class QuotaPassed:
 
 async def pass_quota(session: AsyncSession, user_id: int, sub_user_id: int, sku: str, units: int) -> QuotaPassed:
     """The caller passes ``units`` of its own quota of ``sku`` to one of its direct
-    sub-distributors; both are told. Within what it holds (``AllocationShort``), never to
+    sub-distributors; the sub is told (the caller, who acted in its chat, is answered there). Within what it holds (``AllocationShort``), never to
     anyone else's (``Forbidden``)."""
     parent = await accounts.require(session, user_id)
     sub = await accounts.get_by_user(session, sub_user_id)
@@ -58,7 +58,6 @@ async def pass_quota(session: AsyncSession, user_id: int, sub_user_id: int, sku:
     to = await session.get(Channel, sub.channel_id)
     assert frm is not None and to is not None
     product, source, target = await allocations.pass_units(session, sku, frm, to, units)
-    await allocations.tell_holder(session, frm, product, source, "passed_out", units, other=sub.name)
     await allocations.tell_holder(session, to, product, target, "passed_in", units, other=parent.name)
     return QuotaPassed(
         product.sku,

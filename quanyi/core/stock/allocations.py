@@ -221,7 +221,7 @@ async def tell_holder(
     **extra: object,
 ) -> None:
     """A distributor is told what its allocation became (``change``: allocated | taken_back |
-    shared | passed_in | passed_out); other channels have no chat to tell."""
+    shared | passed_in); other channels have no chat to tell."""
     if channel.kind != ChannelKind.DISTRIBUTOR:
         return
     from quanyi.core.distributors import notices
