@@ -14,8 +14,7 @@ import pytest
 from sqlalchemy import func, select, update
 
 from quanyi.core.books import commissions, settlement
-from quanyi.core.distributors import accounts as distributors
-from quanyi.core.distributors import digest
+from quanyi.core.distributors import digest, pending
 from quanyi.core.distributors.views import NoMargin
 from quanyi.core.errors import Forbidden
 from quanyi.core.models import AuditRecord, DigestedOrder, DistributorInvite, Order, OutboxMessage, Withdrawal, utcnow
@@ -29,7 +28,7 @@ from tests.helpers import new_order, product_with_stock, sandbox_event
 from tests.test_agent_chat import INVITE_LINK, alerted, distributor, join, open_panel, sender, settings  # noqa: F401
 from tests.test_bot_chat import shop, tg  # noqa: F401  (fixtures)
 from tests.test_distributors import make_distributor, refer
-from tests.test_withdrawals import grant, has_button, request_in_chat
+from tests.test_withdrawals import grant, has_button
 
 ADMIN = 9000
 ALICE, BOB = 2001, 2002
@@ -158,7 +157,7 @@ async def test_the_panel_shows_when_pending_commission_becomes_available_and_the
     tz = ZoneInfo(settings.timezone)
     async with core.db.read() as session:
         paid_at = await session.scalar(select(Order.paid_at).where(Order.id == order.id))
-    on = distributors.available_on(paid_at, tz=settings.timezone, confirm_days=settings.commission_confirm_days)
+    on = pending.available_on(paid_at, tz=settings.timezone, confirm_days=settings.commission_confirm_days)
     assert on == (paid_at + timedelta(days=settings.commission_confirm_days)).astimezone(tz).date() + timedelta(days=1)
 
     panel = await open_panel(alice)
@@ -301,9 +300,16 @@ async def test_approved_is_not_paid_and_paid_is_said_only_when_the_operator_mark
     else:
         assert "将支付到" in first.plain and "已付款" not in first.plain.split("。")[0]
 
-    await admin.press(approved, data="wa:paid:1")
-    marked = await admin.expect(lambda m: m.kind == "edit" and "#1" in m.plain and m.buttons() == [])
+    assert [b["text"] for b in approved.buttons()] == ["💸 Mark paid #1" if lang == "en" else "💸 标记已付款 #1"]
+    # Lost the message? /withdrawals lists what is approved and not yet paid, with the same button.
+    await admin.send("/withdrawals")
+    listed = await admin.expect(has_button("wa:paid:1"))
+    assert ("Approved, to be paid" if lang == "en" else "已批准，待付款") in listed.plain
+    await admin.press(listed, data="wa:paid:1")
+    marked = await admin.expect(lambda m: "#1" in m.plain and m.buttons() == [])
     assert ("marked paid" in marked.plain) if lang == "en" else ("已标记为已付款" in marked.plain)
+    await admin.send("/withdrawals")
+    assert (await admin.expect()).buttons() == []
     await sender.run_once()
     paid = await alice.expect(lambda m: m.plain.startswith("✅") and m is not first and "#1" in m.plain)
     if lang == "en":

@@ -59,12 +59,14 @@ def build_withdrawals_router() -> Router:
 
 
 async def pending(message: Message, core: Core, lang: str) -> None:
+    """Requests waiting for a decision, then approved ones waiting to be marked paid."""
     rows = await core.books.list_withdrawals(status="requested", limit=30)
-    if not rows:
+    to_pay = [w for w in await core.books.list_withdrawals(status="approved", limit=30) if w.to_pay]
+    if not rows and not to_pay:
         await message.answer(t(lang, "withdraw.admin_list_empty"))
         return
     tz = ZoneInfo(core.settings.timezone)
-    lines = [t(lang, "withdraw.admin_list_title")]
+    lines = [t(lang, "withdraw.admin_list_title")] if rows else []
     keyboard = InlineKeyboardBuilder()
     for w in reversed(rows):  # oldest first: the order they were asked in
         at = w.created_at.astimezone(tz).strftime("%m-%d %H:%M")
@@ -79,10 +81,25 @@ async def pending(message: Message, core: Core, lang: str) -> None:
             account=w.payout_account,
             at=at,
         )
-        if sum(len(line) + 1 for line in lines) + len(row) > MESSAGE_LIMIT - 100:
+        if sum(len(line) + 1 for line in lines) + len(row) > MESSAGE_LIMIT - 600:
             break
         lines.append(row)
         keyboard.row(*_decide_buttons(lang, w.id, label=True))
+    if to_pay:
+        lines += ["", t(lang, "distrib.admin_to_pay_title")] if lines else [t(lang, "distrib.admin_to_pay_title")]
+    for w in reversed(to_pay):
+        row = t(
+            lang,
+            "distrib.admin_to_pay_row",
+            id=w.id,
+            name=w.distributor_name,
+            amount=money(w.amount, w.currency),
+            account=w.payout_account,
+        )
+        if sum(len(line) + 1 for line in lines) + len(row) > MESSAGE_LIMIT - 100:
+            break
+        lines.append(row)
+        keyboard.row(*_paid_button(lang, w.id).inline_keyboard[0])
     await message.answer("\n".join(lines), reply_markup=keyboard.as_markup())
 
 
@@ -135,7 +152,13 @@ async def mark_paid(query: CallbackQuery, callback_data: DecideCb, core: Core, l
     )
     await query.answer()
     if isinstance(query.message, Message):
-        await _edit(query.message, text, None)
+        # The approval's own message loses its one button; under the /withdrawals list, whose
+        # other buttons still count, the answer is a new message.
+        shown = query.message.reply_markup
+        if shown is not None and len([b for row in shown.inline_keyboard for b in row]) == 1:
+            await _edit(query.message, text, None)
+        else:
+            await query.message.answer(text)
 
 
 def _paid_button(lang: str, withdrawal_id: int) -> InlineKeyboardMarkup:

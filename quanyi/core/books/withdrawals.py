@@ -233,9 +233,11 @@ async def mark_paid(session: AsyncSession, withdrawal_id: int, *, actor: str) ->
     if withdrawal is None:
         raise NotFound(f"no withdrawal {withdrawal_id}")
     if not rowcount(marked):
-        status = "paid" if withdrawal.paid_at is not None else str(withdrawal.status)
+        if withdrawal.paid_at is not None:
+            raise WithdrawalDecided(f"withdrawal {withdrawal_id} was marked paid already", status="paid")
+        status = str(withdrawal.status)
         raise WithdrawalDecided(
-            f"withdrawal {withdrawal_id} is {status}: only an approved one is marked paid", status=status
+            f"withdrawal {withdrawal_id} is {status}: only an approved withdrawal can be marked paid", status=status
         )
     audit.note(session, "withdrawal paid", "withdrawal", withdrawal.id, {"paid": False}, {"paid": True})
     await _tell_distributor(session, withdrawal, "withdrawal_paid")

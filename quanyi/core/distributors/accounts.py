@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from quanyi.core.books import commissions, ledger
 from quanyi.core.catalog.products import get_product
+from quanyi.core.distributors import pending
 from quanyi.core.errors import (
     AlreadyExists,
     Forbidden,
@@ -570,31 +571,6 @@ def _day_start(tz: str, now: datetime) -> tuple[datetime, datetime]:
     return day, day.replace(day=1)
 
 
-def available_on(paid_at: datetime, *, tz: str, confirm_days: int) -> date:
-    """The day a commission of an order paid at ``paid_at`` becomes available: the settlement of
-    business day D (run just after D ends) releases what was paid before D's end minus
-    ``confirm_days``, so the first D whose end is past ``paid_at + confirm_days`` is that day's,
-    and the money is there the day after."""
-    return (paid_at + timedelta(days=confirm_days)).astimezone(ZoneInfo(tz)).date() + timedelta(days=1)
-
-
-async def _pending_by_day(
-    session: AsyncSession, distributor_id: int, *, tz: str, confirm_days: int
-) -> list[tuple[date, int]]:
-    rows = await session.execute(
-        select(Order.paid_at, Commission.amount - Commission.clawed_back)
-        .join(Order, Order.id == Commission.order_id)
-        .where(Commission.distributor_id == distributor_id, Commission.status == CommissionStatus.PENDING)
-    )
-    days: dict[date, int] = {}
-    for paid_at, amount in rows.all():
-        if paid_at is None or not amount:
-            continue
-        day = available_on(paid_at, tz=tz, confirm_days=confirm_days)
-        days[day] = days.get(day, 0) + int(amount)
-    return sorted(days.items())
-
-
 async def panel(session: AsyncSession, user_id: int, *, tz: str, confirm_days: int = 7) -> Panel:
     """Everything a distributor may see about itself: nothing of anyone else's but its own
     direct sub-distributors' names and sizes."""
@@ -682,7 +658,7 @@ async def panel(session: AsyncSession, user_id: int, *, tz: str, confirm_days: i
         commission_available=int(totals.get(CommissionStatus.AVAILABLE, 0)),
         subs=subs,
         prices=prices,
-        pending_by_day=await _pending_by_day(session, distributor.id, tz=tz, confirm_days=confirm_days),
+        pending_by_day=await pending.by_day(session, distributor.id, tz=tz, confirm_days=confirm_days),
     )
 
 

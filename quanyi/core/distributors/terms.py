@@ -46,8 +46,8 @@ class QuotaPassed:
 
 async def pass_quota(session: AsyncSession, user_id: int, sub_user_id: int, sku: str, units: int) -> QuotaPassed:
     """The caller passes ``units`` of its own quota of ``sku`` to one of its direct
-    sub-distributors; the sub is told (the caller, who acted in its chat, is answered there). Within what it holds (``AllocationShort``), never to
-    anyone else's (``Forbidden``)."""
+    sub-distributors, within what it holds (``AllocationShort``), never to anyone else's
+    (``Forbidden``). The sub is told; the caller acted in its chat and is answered there."""
     parent = await accounts.require(session, user_id)
     sub = await accounts.get_by_user(session, sub_user_id)
     if sub is None or sub.parent_id != parent.id:
