@@ -19,7 +19,7 @@ from quanyi.core.distributors.views import NoMargin
 from quanyi.core.errors import Forbidden
 from quanyi.core.models import AuditRecord, DigestedOrder, DistributorInvite, Order, OutboxMessage, Withdrawal, utcnow
 from quanyi.core.platform import audit
-from quanyi.core.platform.scheduler import Jobs
+from quanyi.core.platform.scheduler import Jobs, build_scheduler
 from quanyi.core.services import Core
 from quanyi.core.stock.allocations import AllocationShort
 from quanyi.core.stock.service import AllocationChange
@@ -121,7 +121,9 @@ async def test_a_refused_change_tells_no_one(core, shop, tmp_path, sender):
         ("zh", "👥 Bob 已加入，成为你的下级代理（等级 default）。"),
     ],
 )
-async def test_a_parent_is_told_when_its_sub_distributor_joins(core, shop, sender, lang, told):
+async def test_a_parent_is_told_when_its_sub_distributor_joins(core, shop, tmp_path, sender, lang, told):
+    await product_with_stock(core, tmp_path, sku="VIP", units=1)
+    await core.distributors.set_cost_price("VIP", "10.00", tier="default")  # the sub starts with a margin
     alice = await join(shop, core, ALICE, "Alice", lang=lang, limit=1)
     panel = await open_panel(alice)
     await alice.press(panel, "✉️ Invite" if lang == "en" else None, data="ag:invite:0:0")
@@ -235,6 +237,15 @@ async def test_one_digest_tells_each_customer_order_once_and_the_next_only_the_n
     assert ("since" in again.plain) if lang == "en" else ("自" in again.plain)
     assert first.number not in again.plain and second.number not in again.plain
     assert "1 paid orders · ¥15.00" in again.plain or "已付款订单 1 笔 · ¥15.00" in again.plain
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+async def test_the_digest_runs_every_configured_interval_or_not_at_all(core):
+    jobs = Jobs(core)
+    digests = {job.id: job for job in build_scheduler(jobs).get_jobs()}["distributor_digests"]
+    assert digests.trigger.interval == timedelta(minutes=core.settings.distributor_digest_minutes) == timedelta(hours=1)
+    core.settings = core.settings.model_copy(update={"distributor_digest_minutes": 0})
+    assert "distributor_digests" not in {job.id for job in build_scheduler(Jobs(core)).get_jobs()}
 
 
 async def test_an_order_paid_late_in_a_long_transaction_is_still_told_and_its_own_bulk_buy_is_not(core, tmp_path):
@@ -381,6 +392,24 @@ async def test_an_invite_with_a_tier_without_cost_prices_is_refused_until_the_op
     await core.distributors.set_cost_price("VIP", "10.00", tier="silver")
     await admin.send("/invite silver")
     assert INVITE_LINK.search((await admin.expect(lambda m: INVITE_LINK.search(m.plain) is not None)).plain)
+
+
+@pytest.mark.parametrize(
+    ("lang", "refused"),
+    [
+        ("en", "You can't invite yet: your tier default has no cost prices"),
+        ("zh", "暂时无法邀请：你的等级 default 没有设置成本价"),
+    ],
+)
+async def test_a_distributor_whose_tier_has_no_cost_prices_cannot_invite_a_sub_without_a_margin(
+    core, shop, lang, refused
+):
+    alice = await join(shop, core, ALICE, "Alice", lang=lang, limit=3)
+    await alice.press(await open_panel(alice), data="ag:invite:0:0")
+    answer = await alice.expect(lambda m: "default" in m.plain)
+    assert answer.plain.startswith(refused) and INVITE_LINK.search(answer.plain) is None
+    async with core.db.read() as session:
+        assert int(await session.scalar(select(func.count()).select_from(DistributorInvite)) or 0) == 1  # its own
 
 
 async def test_the_core_refuses_an_invite_without_a_margin_unless_allowed(core, tmp_path):

@@ -28,7 +28,15 @@ from quanyi.bot.distributor.quota import pass_button
 from quanyi.bot.distributor.withdraw import WithdrawCb
 from quanyi.bot.filters import TYPED, IsDistributor
 from quanyi.bot.render import money
-from quanyi.core.distributors.views import INVITE_PREFIX, MAX_BULK, AgentPanel, AllocationShort, InviteInvalid, PriceRow
+from quanyi.core.distributors.views import (
+    INVITE_PREFIX,
+    MAX_BULK,
+    AgentPanel,
+    AllocationShort,
+    InviteInvalid,
+    NoMargin,
+    PriceRow,
+)
 from quanyi.core.errors import (
     AlreadyExists,
     Forbidden,
@@ -518,6 +526,9 @@ async def _invite(message: Message, panel: AgentPanel, core: Core, lang: str, bo
     d = panel.distributor
     try:
         invite = await core.distributors.invite_sub_distributor(d.user_id)
+    except NoMargin:
+        await message.answer(t(lang, "distrib.sub_no_margin", tier=d.tier))
+        return
     except Forbidden as exc:
         if "limit" in exc.details:
             text = t(lang, "agent.invite_limit", limit=exc.details["limit"])

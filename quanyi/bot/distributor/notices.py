@@ -18,6 +18,7 @@ from quanyi.core.services import Core
 from quanyi.i18n import raw_t, t
 
 CHANGES = ("allocated", "taken_back", "shared", "passed_in")
+ITEMS_SHOWN = 80  # characters of an order's items in a digest line
 
 
 def _int(message: Outgoing, name: str) -> int:
@@ -71,6 +72,8 @@ async def render_commission_available(core: Core, message: Outgoing) -> list[Par
 
 def _digest_line(lang: str, order: DigestOrder, tz: ZoneInfo) -> str:
     items = ", ".join(f"{name} × {quantity}" for name, quantity in order.items)
+    if len(items) > ITEMS_SHOWN:  # twenty lines stay well inside one message
+        items = items[: ITEMS_SHOWN - 1] + "…"
     values = {
         "at": order.paid_at.astimezone(tz).strftime("%m-%d %H:%M"),
         "number": order.number,

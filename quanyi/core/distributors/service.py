@@ -83,7 +83,8 @@ class DistributorService:
             return views.invite_view(invite, hours)
 
     async def invite_sub_distributor(self, user_id: int) -> views.InviteView:
-        """A distributor's one-time invite of a sub-distributor, within its limits."""
+        """A distributor's one-time invite of a sub-distributor, within its limits; refused
+        (``NoMargin``) while its tier, which the sub inherits, has no cost prices."""
         settings = self._wiring.settings
         async with self._db.transaction() as session:
             distributor = await accounts.require(session, user_id)
@@ -94,6 +95,7 @@ class DistributorService:
                 hours=settings.invite_hours,
                 max_depth=settings.max_distributor_depth,
             )
+            await terms.check_margin(session, invite.tier)  # rolls the invite back
             return views.invite_view(invite, settings.invite_hours)
 
     async def accept_invite(
