@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from quanyi.core.models import Distributor, User
+from quanyi.core.models import Allocation, AllocationMode, Channel, ChannelKind, Distributor, Product, User
 from quanyi.core.platform import outbox
 
 ALLOCATION = "distributor_allocation"
@@ -39,3 +39,25 @@ async def tell(session: AsyncSession, distributor_id: int, kind: str, payload: M
     if row is None:
         return
     outbox.enqueue(session, chat_id=int(row[0]), kind=kind, payload=dict(payload), language=row[1] or "zh")
+
+
+async def allocation_changed(
+    session: AsyncSession,
+    channel: Channel,
+    product: Product,
+    allocation: Allocation,
+    change: str,
+    units: int,
+    **extra: object,
+) -> None:
+    """A distributor is told what its allocation became (``change``: allocated | taken_back |
+    shared | passed_in); other channels have no chat to tell."""
+    if channel.kind != ChannelKind.DISTRIBUTOR:
+        return
+    holder = await session.scalar(select(Distributor.id).where(Distributor.channel_id == channel.id))
+    if holder is None:
+        return
+    quota = allocation.mode == AllocationMode.QUOTA
+    left = allocation.allocated - allocation.reserved - allocation.sold if quota else -1
+    payload = {"change": change, "sku": product.sku, "name": product.name, "units": units, "left": left, **extra}
+    await tell(session, int(holder), ALLOCATION, payload)

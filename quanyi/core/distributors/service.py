@@ -120,7 +120,7 @@ class DistributorService:
             return await digest.digest_view(session, digest_id)
 
     async def pass_quota(self, user_id: int, sub_user_id: int, sku: str, units: int) -> views.QuotaPassed:
-        """The caller passes part of its own quota to one of its sub-distributors; both are told."""
+        """The caller passes part of its own quota to one of its sub-distributors (who is told)."""
         async with self._db.transaction() as session:
             passed = await terms.pass_quota(session, user_id, sub_user_id, sku, units)
         self._wiring.outbox_wakeup.set()

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from quanyi.core.distributors import accounts
+from quanyi.core.distributors import accounts, notices
 from quanyi.core.errors import Forbidden, QuanyiError
 from quanyi.core.models import Channel, CostPrice
 from quanyi.core.stock import allocations
@@ -58,7 +58,7 @@ async def pass_quota(session: AsyncSession, user_id: int, sub_user_id: int, sku:
     to = await session.get(Channel, sub.channel_id)
     assert frm is not None and to is not None
     product, source, target = await allocations.pass_units(session, sku, frm, to, units)
-    await allocations.tell_holder(session, to, product, target, "passed_in", units, other=parent.name)
+    await notices.allocation_changed(session, to, product, target, "passed_in", units, other=parent.name)
     return QuotaPassed(
         product.sku,
         product.name,

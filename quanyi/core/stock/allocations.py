@@ -19,6 +19,7 @@ from datetime import datetime
 from sqlalchemy import ColumnElement, Connection, bindparam, exists, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from quanyi.core.distributors import notices
 from quanyi.core.errors import AlreadyExists, InvalidInput, NotForSale, NotFound, OutOfStock
 from quanyi.core.models import (
     Allocation,
@@ -211,31 +212,6 @@ def _note_quota(
     audit.note(session, action, "allocation", f"{channel.code}/{sku}", before, _quota(after))
 
 
-async def tell_holder(
-    session: AsyncSession,
-    channel: Channel,
-    product: Product,
-    allocation: Allocation,
-    change: str,
-    units: int,
-    **extra: object,
-) -> None:
-    """A distributor is told what its allocation became (``change``: allocated | taken_back |
-    shared | passed_in); other channels have no chat to tell."""
-    if channel.kind != ChannelKind.DISTRIBUTOR:
-        return
-    from quanyi.core.distributors import notices
-
-    holder = await session.scalar(select(Distributor.id).where(Distributor.channel_id == channel.id))
-    if holder is None:
-        return
-    left = (
-        allocation.allocated - allocation.reserved - allocation.sold if allocation.mode == AllocationMode.QUOTA else -1
-    )
-    payload = {"change": change, "sku": product.sku, "name": product.name, "units": units, "left": left, **extra}
-    await notices.tell(session, int(holder), notices.ALLOCATION, payload)
-
-
 async def _add_units(
     session: AsyncSession, channel: Channel, product: Product, units: int
 ) -> tuple[Allocation, dict[str, object] | None]:
@@ -311,7 +287,7 @@ async def allocate(session: AsyncSession, sku: str, to: str, units: int) -> Allo
             raise OutOfStock(f"only {max(free, 0)} unallocated units of {sku} left", available=max(free, 0))
     allocation, before = await _add_units(session, channel, product, units)
     _note_quota(session, "allocate", channel, sku, before, allocation)
-    await tell_holder(session, channel, product, allocation, "allocated", units)
+    await notices.allocation_changed(session, channel, product, allocation, "allocated", units)
     return allocation
 
 
@@ -340,7 +316,7 @@ async def take_back(session: AsyncSession, sku: str, frm: str, units: int) -> Al
         raise InvalidInput(f"{channel.code} has only {left} units of {sku} left to take back", left=left)
     await session.refresh(allocation)
     _note_quota(session, "take back", channel, sku, before, allocation)
-    await tell_holder(session, channel, product, allocation, "taken_back", units)
+    await notices.allocation_changed(session, channel, product, allocation, "taken_back", units)
     return allocation
 
 
@@ -365,7 +341,7 @@ async def share_pool(session: AsyncSession, sku: str, to: str) -> Allocation:
     await session.flush()
     await session.refresh(allocation)
     _note_quota(session, "share pool", channel, sku, before, allocation)
-    await tell_holder(session, channel, product, allocation, "shared", 0)
+    await notices.allocation_changed(session, channel, product, allocation, "shared", 0)
     return allocation
 
 
