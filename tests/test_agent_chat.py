@@ -154,11 +154,18 @@ async def test_an_invite_link_makes_one_distributor_and_refuses_anyone_after_wit
     assert "/agent" not in (await bob.expect("/orders")).plain
 
 
-async def test_a_distributor_invites_sub_distributors_up_to_its_limit_and_sees_only_its_own(core, shop):
+async def test_a_distributor_invites_sub_distributors_up_to_its_limit_and_sees_only_its_own(core, shop, tmp_path):
     alice = await join(shop, core, ALICE, "Alice", limit=1)
     bob = await join(shop, core, BOB, "Bob", limit=5)
 
     panel = await open_panel(alice)
+    # Its tier has no cost prices yet: a sub would start without a margin, so no invite.
+    await alice.press(panel, "✉️ Invite")
+    assert "tier default has no cost prices" in (await alice.expect("cost prices")).plain
+    assert await count(core, DistributorInvite) == 2  # the operator's two, used
+    await product_with_stock(core, tmp_path, sku="VIP", units=1)
+    async with core.db.transaction() as session:
+        await distributors.set_cost_price(session, "VIP", 1000, tier="default")
     await alice.press(panel, "✉️ Invite")
     link = INVITE_LINK.search((await alice.expect(lambda m: INVITE_LINK.search(m.plain) is not None)).plain)
     assert link is not None
@@ -333,7 +340,7 @@ async def test_a_bulk_buy_arrives_as_a_csv_of_distinct_codes_and_debits_balance_
     answers = [await shop.callback_answer(c) for c in shop.pushed_callbacks[-2:]]
     assert sum(alerted(a) for a in answers) == 1
 
-    assert await sender.run_once() == 1
+    assert await sender.run_once() == 2  # the allocation's notice and the codes
     document = await shop.wait_for(lambda m: m.kind == "document", chat_id=ALICE)
     assert number in document.plain and "VIP membership × 3" in document.plain and "¥30.00" in document.plain
     upload = shop.document_of(document)

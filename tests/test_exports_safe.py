@@ -37,7 +37,7 @@ from quanyi.core.stock import allocations as channels
 from quanyi.core.stock.items import import_stock
 from tests.fakebot import FakeTelegram
 from tests.helpers import new_order, product_with_stock, sandbox_event
-from tests.test_agent_chat import sender  # noqa: F401  (fixture)
+from tests.test_agent_chat import sender, settings  # noqa: F401  (fixtures: no per-chat pacing, the allocation notice goes out too)
 from tests.test_bot_chat import shop, tg  # noqa: F401  (fixtures)
 from tests.test_distributors import make_distributor, refer
 from tests.test_reconcile import HEADER, paid_orders, run, statement_rows

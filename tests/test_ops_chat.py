@@ -170,6 +170,10 @@ async def test_refusals_are_explained_and_change_nothing(core, shop, tmp_path):
 
 
 async def test_an_invite_link_is_usable_once_and_a_top_up_shows_in_the_list(core, shop, tmp_path):
+    await product_with_stock(core, tmp_path, sku="VIP", units=1)
+    async with core.db.transaction() as session:  # the tiers have a margin: the invites are made at once
+        await distributors.set_cost_price(session, "VIP", 1000, tier="gold")
+        await distributors.set_cost_price(session, "VIP", 1200, tier="default")
     admin = shop.user(ADMIN, "en")
     await admin.send("/invite gold 2")
     message = await admin.expect("invite link")

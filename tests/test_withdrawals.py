@@ -358,13 +358,14 @@ async def test_a_distributor_requests_in_chat_and_an_operator_approves_with_one_
     await operator.press(request, "Approve")
     approved = await operator.expect(lambda m: m.kind == "edit")
     assert "approved: pay ¥30.00 to Alipay alice@example.com <Alice>" in approved.plain
-    assert approved.buttons() == []
+    assert [b["text"] for b in approved.buttons()] == ["💸 Mark paid #1"]  # the only thing left to do
     await sender.run_once()
     told = await alice.expect("approved")
-    assert (
-        told.plain
-        == "✅ Withdrawal #1 approved: ¥30.00 from your commission is paid out to Alipay alice@example.com <Alice>."
+    assert told.plain == (
+        "✅ Withdrawal #1 approved: ¥30.00 from your commission will be paid to Alipay alice@example.com <Alice>. "
+        "You'll be told here once the operator has paid it."
     )
+    assert "paid out" not in told.plain and "is paid" not in told.plain
     assert await pockets(core, agent) == {
         "available": 7_000,
         "frozen": 0,
@@ -405,7 +406,10 @@ async def test_a_distributor_requests_in_chat_and_an_operator_approves_with_one_
     }
 
     await operator.send("/withdrawals")
-    assert "No withdrawals are waiting" in (await operator.expect()).plain
+    listed = await operator.expect()
+    # Nothing waits for a decision; the approved one waits to be marked paid.
+    assert "Withdrawals waiting" not in listed.plain and "Approved, to be paid" in listed.plain
+    assert [b["text"] for b in listed.buttons()] == ["💸 Mark paid #1"]
     assert await ledger_ok(core)
 
 
@@ -455,6 +459,13 @@ async def test_withdrawals_are_listed_approved_and_rejected_from_the_command_lin
         assert "¥25.00" in listed and "¥10.00" in listed and "alipay: agent@example.com" in listed
         assert "approved: pay ¥25.00" in cmd.ok("withdrawal", "approve", str(first.id))
         assert "approved already" in cmd.fails("withdrawal", "approve", str(first.id))
+        # Paid only once the operator says the money was sent; the distributor is told then.
+        assert "withdrawal_paid" not in await outbox_kinds(core, AGENT)
+        assert "only an approved withdrawal can be marked paid" in cmd.fails("withdrawal", "paid", str(second.id))
+        assert f"withdrawal {first.id} marked paid: ¥25.00" in cmd.ok("withdrawal", "paid", str(first.id))
+        assert "marked paid already" in cmd.fails("withdrawal", "paid", str(first.id))
+        assert (await outbox_kinds(core, AGENT)).count("withdrawal_paid") == 1
+        assert "paid" in cmd.ok("withdrawal", "list", "--status", "approved")
         assert "reason" in cmd.fails("withdrawal", "reject", str(second.id), "--reason", " ")
         out = cmd.ok("withdrawal", "reject", str(second.id), "--reason", "wrong bank")
         assert "¥10.00 is back in the distributor's balance" in out

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from quanyi.bot.buyer import manual as buyer_manual
 from quanyi.bot.buyer import support as buyer_support
+from quanyi.bot.distributor import notices
 from quanyi.bot.operator import (
     audit,
     manual,
@@ -31,6 +32,7 @@ OWNERS = (
     buyer_support,
     manual,
     buyer_manual,
+    notices,
 )
 
 

@@ -17,6 +17,7 @@ from quanyi.bot.buyer.shop import build_router
 from quanyi.bot.buyer.stars import build_stars_router
 from quanyi.bot.buyer.support import build_support_router
 from quanyi.bot.distributor.agent import build_agent_router
+from quanyi.bot.distributor.quota import build_quota_router
 from quanyi.bot.distributor.withdraw import build_withdraw_router
 from quanyi.bot.middlewares import AuditMiddleware, LanguageMiddleware
 from quanyi.bot.operator.admin import build_admin_router
@@ -93,6 +94,7 @@ def build_dispatcher(core: Core) -> Dispatcher:
     dp.include_router(build_partners_router())  # operators: /partners, /partner_new, keys, top-ups, webhooks
     dp.include_router(build_verify_router())  # operators and staff: codes and /r/ links (核销)
     dp.include_router(build_agent_router())  # before the shop too: /start inv_..., /agent, its forms
+    dp.include_router(build_quota_router())  # distributors: quota passed to a sub-distributor
     dp.include_router(build_withdrawals_router())  # operators: /withdrawals, approve / reject
     dp.include_router(build_withdraw_router())  # distributors: /withdraw, its form
     dp.include_router(build_manual_router())  # operators: /queue, take / done / can't do manual orders

@@ -14,7 +14,11 @@ from quanyi.core.platform.config import Settings
 def cmd_distributor_invite(args: argparse.Namespace) -> int:
     async def run(core: Any) -> int:
         invite = await core.distributors.create_invite(
-            created_by="cli", tier=args.tier, invite_limit=args.invite_limit, hours=args.hours
+            created_by="cli",
+            tier=args.tier,
+            invite_limit=args.invite_limit,
+            hours=args.hours,
+            allow_no_margin=args.allow_no_margin,
         )
         link = _start_link(core.settings, invite.start)
         terms = f"tier {invite.tier}, may invite {invite.invite_limit} sub-distributors"
@@ -140,6 +144,11 @@ def add_parser(sub: Any) -> None:
     dinv.add_argument("--tier", default="default", help="cost-price tier (default: default)")
     dinv.add_argument("--invite-limit", type=int, default=0, metavar="N", help="sub-distributors it may invite")
     dinv.add_argument("--hours", type=int, metavar="H", help="valid for H hours (default: QUANYI_INVITE_HOURS)")
+    dinv.add_argument(
+        "--allow-no-margin",
+        action="store_true",
+        help="invite even when the tier has no cost prices (the distributor then pays the list price)",
+    )
     dinv.set_defaults(fn=cmd_distributor_invite)
     dist.add_parser("list", help="all distributors with balance and referral link").set_defaults(
         fn=cmd_distributor_list

@@ -1,4 +1,4 @@
-"""``quanyi withdrawal``: list distributors' withdrawals, approve or reject them."""
+"""``quanyi withdrawal``: list distributors' withdrawals, approve or reject them, mark them paid."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def cmd_withdrawal_list(args: argparse.Namespace) -> int:
                     w.source,
                     Money(w.amount, w.currency),
                     w.payout_account,
-                    w.status,
+                    "paid" if w.paid_at is not None else w.status,
                     w.decided_by or "-",
                     w.reason or "-",
                 ]
@@ -42,7 +42,22 @@ def cmd_withdrawal_approve(args: argparse.Namespace) -> int:
     async def run(core: Any) -> int:
         w = await core.books.approve_withdrawal(args.id, actor="cli")
         amount = Money(w.amount, w.currency)
-        print(f"withdrawal {args.id} approved: pay {amount} to {w.payout_account}; the distributor is told in chat")
+        print(
+            f"withdrawal {args.id} approved: pay {amount} to {w.payout_account}, then run "
+            f"`quanyi withdrawal paid {args.id}` (the distributor is told it is paid only then)"
+        )
+        return 0
+
+    return asyncio.run(with_core(run))
+
+
+def cmd_withdrawal_paid(args: argparse.Namespace) -> int:
+    async def run(core: Any) -> int:
+        w = await core.books.mark_withdrawal_paid(args.id, actor="cli")
+        print(
+            f"withdrawal {args.id} marked paid: {Money(w.amount, w.currency)} to {w.payout_account}; "
+            "the distributor is told"
+        )
         return 0
 
     return asyncio.run(with_core(run))
@@ -58,7 +73,7 @@ def cmd_withdrawal_reject(args: argparse.Namespace) -> int:
 
 
 def add_parser(sub: Any) -> None:
-    """``withdrawal list|approve|reject`` under the ``quanyi`` parser."""
+    """``withdrawal list|approve|paid|reject`` under the ``quanyi`` parser."""
     withdrawal = sub.add_parser("withdrawal", help="distributors' withdrawals").add_subparsers(
         dest="withdrawal_command", required=True
     )
@@ -67,10 +82,15 @@ def add_parser(sub: Any) -> None:
     wlist.add_argument("--limit", type=int, default=50)
     wlist.set_defaults(fn=cmd_withdrawal_list)
     approve = withdrawal.add_parser(
-        "approve", help="approve a requested withdrawal (you pay it out; the frozen amount leaves the ledger)"
+        "approve", help="approve a requested withdrawal (the frozen amount leaves the ledger; pay it, then `paid`)"
     )
     approve.add_argument("id", type=int)
     approve.set_defaults(fn=cmd_withdrawal_approve)
+    paid = withdrawal.add_parser(
+        "paid", help="mark an approved withdrawal paid once the money was sent (the distributor is told)"
+    )
+    paid.add_argument("id", type=int)
+    paid.set_defaults(fn=cmd_withdrawal_paid)
     reject = withdrawal.add_parser("reject", help="reject a requested withdrawal and unfreeze its amount")
     reject.add_argument("id", type=int)
     reject.add_argument("--reason", required=True, help="shown to the distributor")

@@ -24,10 +24,19 @@ from aiogram.fsm.state import State, StatesGroup
 from aiogram.types import CallbackQuery, ErrorEvent, InlineKeyboardButton, InlineKeyboardMarkup, Message
 from aiogram.utils.keyboard import InlineKeyboardBuilder
 
+from quanyi.bot.distributor.quota import pass_button
 from quanyi.bot.distributor.withdraw import WithdrawCb
 from quanyi.bot.filters import TYPED, IsDistributor
 from quanyi.bot.render import money
-from quanyi.core.distributors.views import INVITE_PREFIX, MAX_BULK, AgentPanel, AllocationShort, InviteInvalid, PriceRow
+from quanyi.core.distributors.views import (
+    INVITE_PREFIX,
+    MAX_BULK,
+    AgentPanel,
+    AllocationShort,
+    InviteInvalid,
+    NoMargin,
+    PriceRow,
+)
 from quanyi.core.errors import (
     AlreadyExists,
     Forbidden,
@@ -416,8 +425,14 @@ async def _panel_view(panel: AgentPanel, core: Core, lang: str, bot: Bot) -> tup
             available=money(panel.commission_available, d.currency),
             subs=d.sub_count,
         ),
-        "",
     ]
+    if panel.pending_by_day:
+        lines.append(t(lang, "distrib.pending_title"))
+        lines += [
+            t(lang, "distrib.pending_on", amount=money(amount, d.currency), day=day.isoformat())
+            for day, amount in panel.pending_by_day
+        ]
+    lines.append("")
     username = await _bot_username(core, bot)
     if username:
         lines.append(t(lang, "agent.referral", link=_link(username, d.referral_start)))
@@ -501,13 +516,19 @@ def _subs_view(panel: AgentPanel, lang: str) -> tuple[str, InlineKeyboardMarkup]
         lines.append(t(lang, key, name=sub.name, tier=sub.tier, subs=sub.subs))
     if not panel.subs:
         lines.append(t(lang, "agent.subs_empty"))
-    return "\n".join(lines), _back(InlineKeyboardBuilder(), lang)
+    keyboard = InlineKeyboardBuilder()
+    if any(sub.active for sub in panel.subs):
+        keyboard.row(pass_button(lang))
+    return "\n".join(lines), _back(keyboard, lang)
 
 
 async def _invite(message: Message, panel: AgentPanel, core: Core, lang: str, bot: Bot) -> None:
     d = panel.distributor
     try:
         invite = await core.distributors.invite_sub_distributor(d.user_id)
+    except NoMargin:
+        await message.answer(t(lang, "distrib.sub_no_margin", tier=d.tier))
+        return
     except Forbidden as exc:
         if "limit" in exc.details:
             text = t(lang, "agent.invite_limit", limit=exc.details["limit"])

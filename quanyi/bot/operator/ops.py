@@ -25,6 +25,7 @@ from aiogram.utils.keyboard import InlineKeyboardBuilder
 from quanyi.bot.callbacks import PricingCb
 from quanyi.bot.filters import IsAdmin
 from quanyi.bot.render import MESSAGE_LIMIT, money
+from quanyi.core.distributors.views import NoMargin
 from quanyi.core.errors import AlreadyExists, InvalidInput, NotFound, OutOfStock, QuanyiError
 from quanyi.core.services import Core
 from quanyi.core.stock.service import AllocationChange
@@ -46,6 +47,14 @@ class AllotCb(CallbackData, prefix="oa"):
     product_id: int
     channel_id: int
     act: str  # add | back | share
+
+
+class InviteCb(CallbackData, prefix="oi"):
+    """An invite confirmed after the no-margin warning (``go``: 1) or dropped (0)."""
+
+    tier: str
+    limit: int
+    go: int
 
 
 class OpsForm(StatesGroup):
@@ -76,6 +85,7 @@ def build_ops_router() -> Router:
     router.message.register(channel_add, Command("channel_add"))
     router.message.register(channel_price, Command("channel_price"))
     router.message.register(invite, Command("invite"))
+    router.callback_query.register(invite_confirmed, InviteCb.filter())
     router.message.register(list_distributors, Command("distributors"))
     router.message.register(top_up, Command("topup"))
     return router
@@ -86,7 +96,8 @@ async def ops_view(query: CallbackQuery, callback_data: OpsCb, core: Core, lang:
     if not isinstance(query.message, Message):
         return
     if callback_data.view == "invite":
-        await query.message.answer(await _invite(core, bot, lang, query.from_user.id, "default", 0))
+        text, markup = await _invite(core, bot, lang, query.from_user.id, "default", 0)
+        await query.message.answer(text, reply_markup=markup)
         return
     views = {
         "stock": _stock_view,
@@ -232,7 +243,22 @@ async def invite(message: Message, command: CommandObject, core: Core, lang: str
         await message.answer(t(lang, "ops.usage_invite"))
         return
     tier = args[0] if args else "default"
-    await message.answer(await _invite(core, bot, lang, message.from_user.id, tier, limit))
+    text, markup = await _invite(core, bot, lang, message.from_user.id, tier, limit)
+    await message.answer(text, reply_markup=markup)
+
+
+async def invite_confirmed(query: CallbackQuery, callback_data: InviteCb, core: Core, lang: str, bot: Bot) -> None:
+    """The operator's answer to the no-margin warning: invite anyway, or drop it."""
+    await query.answer()
+    if not isinstance(query.message, Message):
+        return
+    if not callback_data.go:
+        await _edit(query.message, t(lang, "distrib.invite_dropped"), None)
+        return
+    text, _ = await _invite(
+        core, bot, lang, query.from_user.id, callback_data.tier, callback_data.limit, allow_no_margin=True
+    )
+    await _edit(query.message, text, None)
 
 
 async def list_distributors(message: Message, core: Core, lang: str) -> None:
@@ -311,20 +337,35 @@ async def _share(message: Message, core: Core, lang: str, target: AllotTarget) -
     await message.answer(text, reply_markup=markup)
 
 
-async def _invite(core: Core, bot: Bot, lang: str, operator_id: int, tier: str, limit: int) -> str:
+async def _invite(
+    core: Core, bot: Bot, lang: str, operator_id: int, tier: str, limit: int, *, allow_no_margin: bool = False
+) -> tuple[str, InlineKeyboardMarkup | None]:
+    """The invite link, or why not: a tier without cost prices asks to be confirmed first."""
     try:
         invite = await core.distributors.create_invite(
-            created_by=f"operator:{operator_id}", tier=tier, invite_limit=limit
+            created_by=f"operator:{operator_id}", tier=tier, invite_limit=limit, allow_no_margin=allow_no_margin
         )
+    except NoMargin as exc:
+        tier = str(exc.details.get("tier", tier))
+        keyboard = InlineKeyboardBuilder()
+        keyboard.row(
+            InlineKeyboardButton(
+                text=raw_t(lang, "distrib.invite_anyway"), callback_data=InviteCb(tier=tier, limit=limit, go=1).pack()
+            ),
+            InlineKeyboardButton(
+                text=raw_t(lang, "distrib.cancel_button"), callback_data=InviteCb(tier=tier, limit=limit, go=0).pack()
+            ),
+        )
+        return t(lang, "distrib.no_margin", tier=tier), keyboard.as_markup()
     except QuanyiError as exc:
-        return _refusal(lang, exc) + "\n" + t(lang, "ops.usage_invite")
+        return _refusal(lang, exc) + "\n" + t(lang, "ops.usage_invite"), None
     start = invite.start
     username = (await bot.me()).username or core.settings.bot_username.lstrip("@")
     if not username:
-        return t(lang, "ops.no_username", start=start)
+        return t(lang, "ops.no_username", start=start), None
     expires = invite.expires_at.astimezone(ZoneInfo(core.settings.timezone)).strftime("%Y-%m-%d %H:%M")
     link = f"https://t.me/{username}?start={start}"
-    return t(lang, "ops.invite", link=link, tier=invite.tier, limit=invite.invite_limit, expires=expires)
+    return t(lang, "ops.invite", link=link, tier=invite.tier, limit=invite.invite_limit, expires=expires), None
 
 
 # --- views ----------------------------------------------------------------------------------
@@ -487,7 +528,7 @@ def _fit(lang: str, head: str, blocks: Sequence[str]) -> str:
     return "\n".join(parts)
 
 
-async def _edit(message: Message, text: str, markup: InlineKeyboardMarkup) -> None:
+async def _edit(message: Message, text: str, markup: InlineKeyboardMarkup | None) -> None:
     try:
         await message.edit_text(text, reply_markup=markup)
     except TelegramBadRequest as exc:

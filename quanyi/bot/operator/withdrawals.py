@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 
 
 class DecideCb(CallbackData, prefix="wa"):
-    action: str  # approve | reject
+    action: str  # approve | reject | paid
     id: int
 
 
@@ -52,18 +52,21 @@ def build_withdrawals_router() -> Router:
     router.message.register(pending, Command("withdrawals"))
     router.callback_query.register(approve, DecideCb.filter(F.action == "approve"))
     router.callback_query.register(ask_reason, DecideCb.filter(F.action == "reject"))
+    router.callback_query.register(mark_paid, DecideCb.filter(F.action == "paid"))
     router.message.register(cancel_reject, Command("cancel"), StateFilter(RejectForm))
     router.message.register(typed_reason, RejectForm.reason, TYPED)
     return router
 
 
 async def pending(message: Message, core: Core, lang: str) -> None:
+    """Requests waiting for a decision, then approved ones waiting to be marked paid."""
     rows = await core.books.list_withdrawals(status="requested", limit=30)
-    if not rows:
+    to_pay = [w for w in await core.books.list_withdrawals(status="approved", limit=30) if w.to_pay]
+    if not rows and not to_pay:
         await message.answer(t(lang, "withdraw.admin_list_empty"))
         return
     tz = ZoneInfo(core.settings.timezone)
-    lines = [t(lang, "withdraw.admin_list_title")]
+    lines = [t(lang, "withdraw.admin_list_title")] if rows else []
     keyboard = InlineKeyboardBuilder()
     for w in reversed(rows):  # oldest first: the order they were asked in
         at = w.created_at.astimezone(tz).strftime("%m-%d %H:%M")
@@ -78,10 +81,25 @@ async def pending(message: Message, core: Core, lang: str) -> None:
             account=w.payout_account,
             at=at,
         )
-        if sum(len(line) + 1 for line in lines) + len(row) > MESSAGE_LIMIT - 100:
+        if sum(len(line) + 1 for line in lines) + len(row) > MESSAGE_LIMIT - 600:
             break
         lines.append(row)
         keyboard.row(*_decide_buttons(lang, w.id, label=True))
+    if to_pay:
+        lines += ["", t(lang, "distrib.admin_to_pay_title")] if lines else [t(lang, "distrib.admin_to_pay_title")]
+    for w in reversed(to_pay):
+        row = t(
+            lang,
+            "distrib.admin_to_pay_row",
+            id=w.id,
+            name=w.distributor_name,
+            amount=money(w.amount, w.currency),
+            account=w.payout_account,
+        )
+        if sum(len(line) + 1 for line in lines) + len(row) > MESSAGE_LIMIT - 100:
+            break
+        lines.append(row)
+        keyboard.row(*_paid_button(lang, w.id).inline_keyboard[0])
     await message.answer("\n".join(lines), reply_markup=keyboard.as_markup())
 
 
@@ -105,7 +123,50 @@ async def approve(query: CallbackQuery, callback_data: DecideCb, core: Core, lan
     )
     await query.answer()
     if isinstance(query.message, Message):
-        await _answer_decision(query.message, text)
+        await _answer_decision(query.message, text, _paid_button(lang, withdrawal.id))
+
+
+async def mark_paid(query: CallbackQuery, callback_data: DecideCb, core: Core, lang: str) -> None:
+    """The operator sent the money: only now is the distributor told it is paid."""
+    actor = f"operator:{query.from_user.id}"
+    try:
+        withdrawal = await core.books.mark_withdrawal_paid(callback_data.id, actor=actor)
+    except WithdrawalDecided as exc:
+        status = str(exc.details.get("status", ""))
+        if status == "paid":
+            text = raw_t(lang, "distrib.admin_paid_already", id=callback_data.id)
+        else:
+            text = raw_t(lang, "distrib.admin_not_approved", id=callback_data.id, status=_status(lang, status))
+        await query.answer(text, show_alert=True)
+        return
+    except NotFound:
+        await query.answer(raw_t(lang, "withdraw.admin_unknown", id=callback_data.id), show_alert=True)
+        return
+    text = t(
+        lang,
+        "distrib.admin_paid",
+        id=withdrawal.id,
+        amount=money(withdrawal.amount, withdrawal.currency),
+        account=withdrawal.payout_account,
+        name=withdrawal.distributor_name,
+    )
+    await query.answer()
+    if isinstance(query.message, Message):
+        # The approval's own message loses its one button; under the /withdrawals list, whose
+        # other buttons still count, the answer is a new message.
+        shown = query.message.reply_markup
+        if shown is not None and len([b for row in shown.inline_keyboard for b in row]) == 1:
+            await _edit(query.message, text, None)
+        else:
+            await query.message.answer(text)
+
+
+def _paid_button(lang: str, withdrawal_id: int) -> InlineKeyboardMarkup:
+    button = InlineKeyboardButton(
+        text=raw_t(lang, "distrib.mark_paid_button", id=withdrawal_id),
+        callback_data=DecideCb(action="paid", id=withdrawal_id).pack(),
+    )
+    return InlineKeyboardMarkup(inline_keyboard=[[button]])
 
 
 async def ask_reason(query: CallbackQuery, callback_data: DecideCb, core: Core, lang: str, state: FSMContext) -> None:
@@ -231,6 +292,21 @@ async def render_approved(core: Core, message: Outgoing) -> list[Part]:
     ]
 
 
+async def render_paid(core: Core, message: Outgoing) -> list[Part]:
+    withdrawal = await _load(core, message)
+    lang = message.language
+    return [
+        t(
+            lang,
+            "distrib.withdrawal_paid",
+            id=withdrawal.id,
+            amount=money(withdrawal.amount, withdrawal.currency),
+            source=withdrawal_source(lang, withdrawal.source),
+            account=withdrawal.payout_account,
+        )
+    ]
+
+
 async def render_rejected(core: Core, message: Outgoing) -> list[Part]:
     withdrawal = await _load(core, message)
     lang = message.language
@@ -267,14 +343,15 @@ async def render_reduced(core: Core, message: Outgoing) -> list[Part]:
     return [t(lang, "withdraw.reduced", **values, after=money(figure("after"), cur), taken=money(figure("taken"), cur))]
 
 
-async def _answer_decision(message: Message, text: str) -> None:
+async def _answer_decision(message: Message, text: str, markup: InlineKeyboardMarkup | None = None) -> None:
     """The request's own message becomes the decision (its buttons have done their work);
-    under the /withdrawals list, whose other buttons still count, the decision is a new message."""
-    markup = message.reply_markup
-    if markup is not None and len([b for row in markup.inline_keyboard for b in row]) == 2:
-        await _edit(message, text, None)
+    under the /withdrawals list, whose other buttons still count, the decision is a new message.
+    ``markup``: what can still be done (mark an approved withdrawal paid)."""
+    shown = message.reply_markup
+    if shown is not None and len([b for row in shown.inline_keyboard for b in row]) == 2:
+        await _edit(message, text, markup)
     else:
-        await message.answer(text)
+        await message.answer(text, reply_markup=markup)
 
 
 async def _edit(message: Message, text: str, markup: InlineKeyboardMarkup | None) -> None:
@@ -289,6 +366,7 @@ async def _edit(message: Message, text: str, markup: InlineKeyboardMarkup | None
 RENDERERS: dict[str, Renderer] = {
     "admin_withdrawal_request": render_request,
     "withdrawal_approved": render_approved,
+    "withdrawal_paid": render_paid,
     "withdrawal_rejected": render_rejected,
     "withdrawal_reduced": render_reduced,
 }

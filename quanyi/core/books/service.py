@@ -82,7 +82,7 @@ class BooksService:
         return found
 
     async def approve_withdrawal(self, withdrawal_id: int, *, actor: str) -> WithdrawalView:
-        """Pay the frozen amount out; the distributor is told in chat."""
+        """Approve paying the frozen amount out; the distributor is told it is approved, to be paid."""
         from quanyi.core.books import withdrawals
         from quanyi.core.distributors import views
 
@@ -90,6 +90,16 @@ class BooksService:
             approved = await views.view_of(session, await withdrawals.approve(session, withdrawal_id, actor=actor))
         self._wiring.outbox_wakeup.set()
         return approved
+
+    async def mark_withdrawal_paid(self, withdrawal_id: int, *, actor: str) -> WithdrawalView:
+        """An approved withdrawal's money was sent; the distributor is told it is paid."""
+        from quanyi.core.books import withdrawals
+        from quanyi.core.distributors import views
+
+        async with self._db.transaction() as session:
+            paid = await views.view_of(session, await withdrawals.mark_paid(session, withdrawal_id, actor=actor))
+        self._wiring.outbox_wakeup.set()
+        return paid
 
     async def reject_withdrawal(self, withdrawal_id: int, *, actor: str, reason: str) -> WithdrawalView:
         """Unfreeze the amount back where it came from; the distributor is told why."""

@@ -37,6 +37,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from quanyi.core.books import commissions, ledger
+from quanyi.core.distributors import notices
 from quanyi.core.errors import InvalidInput
 from quanyi.core.models import (
     Commission,
@@ -229,6 +230,9 @@ async def _settle(
             distributor_id=distributor_id,
             memo=f"receivable paid down by the settlement of {label}",
         )
+        netted = min(max(had + amount, 0), max(owes, 0))
+        told = {"amount": amount, "currency": currency, "day": label, "netted": netted}
+        await notices.tell(session, distributor_id, notices.COMMISSION_AVAILABLE, told | {"now": had + amount - netted})
         totals[currency] += amount
     marks = [("distributor", str(d), c, a) for (d, c), a in available.items() if a]
     marks += [("total", "all", c, a) for c, a in totals.items() if a]

@@ -27,7 +27,7 @@ from quanyi.core.distributors import accounts as distributors
 from quanyi.core.errors import AlreadyExists, InsufficientBalance, InvalidInput, NotFound, QuanyiError
 from quanyi.core.models import Distributor, Order, User, Withdrawal, WithdrawalStatus, utcnow
 from quanyi.core.money import Money
-from quanyi.core.platform import outbox
+from quanyi.core.platform import audit, outbox
 from quanyi.core.platform.db import rowcount
 
 SOURCES = ("commission", "balance")
@@ -194,8 +194,9 @@ async def _decide(
 
 
 async def approve(session: AsyncSession, withdrawal_id: int, *, actor: str) -> Withdrawal:
-    """Pay the frozen amount out (frozen -> cash) and tell the distributor. The amount is the
-    withdrawal's as it stands: a claw-back may have reduced it since it was requested."""
+    """Decide to pay the frozen amount out (frozen -> cash) and tell the distributor it is
+    approved, to be paid (``mark_paid`` says when it is). The amount is the withdrawal's as it
+    stands: a claw-back may have reduced it since it was requested."""
     withdrawal = await _decide(session, withdrawal_id, WithdrawalStatus.APPROVED, actor, None)
     await ledger.post(
         session,
@@ -208,6 +209,38 @@ async def approve(session: AsyncSession, withdrawal_id: int, *, actor: str) -> W
         memo=f"withdrawal {withdrawal.id} by {actor}",
     )
     await _tell_distributor(session, withdrawal, "withdrawal_approved")
+    return withdrawal
+
+
+async def mark_paid(session: AsyncSession, withdrawal_id: int, *, actor: str) -> Withdrawal:
+    """The operator says an approved withdrawal's money was sent: only now is the distributor
+    told it is paid. Once: a second mark (a double tap, another operator) is refused with
+    ``WithdrawalDecided`` (details: status ``paid``, or the status that is not ``approved``)."""
+    now = utcnow()
+    marked = await session.execute(
+        update(Withdrawal)
+        .where(
+            Withdrawal.id == withdrawal_id,
+            Withdrawal.status == WithdrawalStatus.APPROVED,
+            Withdrawal.paid_at.is_(None),
+        )
+        .values(paid_at=now, paid_by=actor[:64])
+        .execution_options(synchronize_session=False)
+    )
+    withdrawal = await session.scalar(
+        select(Withdrawal).where(Withdrawal.id == withdrawal_id).execution_options(populate_existing=True)
+    )
+    if withdrawal is None:
+        raise NotFound(f"no withdrawal {withdrawal_id}")
+    if not rowcount(marked):
+        if withdrawal.paid_at is not None:
+            raise WithdrawalDecided(f"withdrawal {withdrawal_id} was marked paid already", status="paid")
+        status = str(withdrawal.status)
+        raise WithdrawalDecided(
+            f"withdrawal {withdrawal_id} is {status}: only an approved withdrawal can be marked paid", status=status
+        )
+    audit.note(session, "withdrawal paid", "withdrawal", withdrawal.id, {"paid": False}, {"paid": True})
+    await _tell_distributor(session, withdrawal, "withdrawal_paid")
     return withdrawal
 
 

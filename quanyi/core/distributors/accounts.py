@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass, field
-from datetime import datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select, update
@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from quanyi.core.books import commissions, ledger
 from quanyi.core.catalog.products import get_product
+from quanyi.core.distributors import pending
 from quanyi.core.errors import (
     AlreadyExists,
     Forbidden,
@@ -216,6 +217,11 @@ async def accept_invite(session: AsyncSession, token: str, *, user_id: int, name
             await session.flush()
     except IntegrityError:
         raise InviteInvalid("you are a distributor already", reason="already_distributor") from None
+    if distributor.parent_id is not None:
+        from quanyi.core.distributors import notices
+
+        joined = {"name": distributor.name, "tier": distributor.tier, "user_id": user_id}
+        await notices.tell(session, distributor.parent_id, notices.SUB_JOINED, joined)
     return distributor
 
 
@@ -548,6 +554,8 @@ class Panel:
     commission_available: int
     subs: list[SubRow] = field(default_factory=list)
     prices: list[PriceRow] = field(default_factory=list)
+    # Pending commission by the day it becomes available (the settlement that day releases it).
+    pending_by_day: list[tuple[date, int]] = field(default_factory=list)
 
 
 def _left(allocation: Allocation) -> int:
@@ -563,7 +571,7 @@ def _day_start(tz: str, now: datetime) -> tuple[datetime, datetime]:
     return day, day.replace(day=1)
 
 
-async def panel(session: AsyncSession, user_id: int, *, tz: str) -> Panel:
+async def panel(session: AsyncSession, user_id: int, *, tz: str, confirm_days: int = 7) -> Panel:
     """Everything a distributor may see about itself: nothing of anyone else's but its own
     direct sub-distributors' names and sizes."""
     distributor = await require(session, user_id)
@@ -650,6 +658,7 @@ async def panel(session: AsyncSession, user_id: int, *, tz: str) -> Panel:
         commission_available=int(totals.get(CommissionStatus.AVAILABLE, 0)),
         subs=subs,
         prices=prices,
+        pending_by_day=await pending.by_day(session, distributor.id, tz=tz, confirm_days=confirm_days),
     )
 
 

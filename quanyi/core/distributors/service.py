@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from quanyi.core.catalog.products import get_product
-from quanyi.core.distributors import accounts, views
+from quanyi.core.distributors import accounts, digest, notices, terms, views
 from quanyi.core.errors import InvalidInput, RiskRefusal
 from quanyi.core.money import Money
 from quanyi.core.risk import rules as risk
@@ -57,9 +57,16 @@ class DistributorService:
     # --- invites ---------------------------------------------------------------------------
 
     async def create_invite(
-        self, *, created_by: str, tier: str = "default", invite_limit: int = 0, hours: int | None = None
+        self,
+        *,
+        created_by: str,
+        tier: str = "default",
+        invite_limit: int = 0,
+        hours: int | None = None,
+        allow_no_margin: bool = False,
     ) -> views.InviteView:
-        """The operator's one-time invite of a level-1 distributor (default validity: settings)."""
+        """The operator's one-time invite of a level-1 distributor (default validity: settings).
+        A tier with no cost prices is refused (``NoMargin``) unless ``allow_no_margin``."""
         settings = self._wiring.settings
         hours = hours if hours is not None else settings.invite_hours
         async with self._db.transaction() as session:
@@ -71,10 +78,13 @@ class DistributorService:
                 hours=hours,
                 max_depth=settings.max_distributor_depth,
             )
+            if not allow_no_margin:
+                await terms.check_margin(session, invite.tier)  # rolls the invite back
             return views.invite_view(invite, hours)
 
     async def invite_sub_distributor(self, user_id: int) -> views.InviteView:
-        """A distributor's one-time invite of a sub-distributor, within its limits."""
+        """A distributor's one-time invite of a sub-distributor, within its limits; refused
+        (``NoMargin``) while its tier, which the sub inherits, has no cost prices."""
         settings = self._wiring.settings
         async with self._db.transaction() as session:
             distributor = await accounts.require(session, user_id)
@@ -85,6 +95,7 @@ class DistributorService:
                 hours=settings.invite_hours,
                 max_depth=settings.max_distributor_depth,
             )
+            await terms.check_margin(session, invite.tier)  # rolls the invite back
             return views.invite_view(invite, settings.invite_hours)
 
     async def accept_invite(
@@ -99,14 +110,31 @@ class DistributorService:
             distributor = await accounts.accept_invite(
                 session, token, user_id=user_id, name=name, currency=self._wiring.settings.currency
             )
-            return views.distributor_view(distributor)
+            joined = views.distributor_view(distributor)
+        self._wiring.outbox_wakeup.set()  # its parent, if any, is told
+        return joined
+
+    async def customer_digest(self, digest_id: int) -> digest.Digest:
+        """One customers' orders digest as its distributor reads it (``NotFound`` when gone)."""
+        async with self._db.read() as session:
+            return await digest.digest_view(session, digest_id)
+
+    async def pass_quota(self, user_id: int, sub_user_id: int, sku: str, units: int) -> views.QuotaPassed:
+        """The caller passes part of its own quota to one of its sub-distributors (who is told)."""
+        async with self._db.transaction() as session:
+            passed = await terms.pass_quota(session, user_id, sub_user_id, sku, units)
+        self._wiring.outbox_wakeup.set()
+        return passed
 
     # --- the panel, prices and bulk purchases ----------------------------------------------
 
     async def panel(self, user_id: int) -> views.AgentPanel:
         """The caller's /agent panel; ``Forbidden`` when it is not an active distributor."""
         async with self._db.read() as session:
-            panel = await accounts.panel(session, user_id, tz=self._wiring.settings.timezone)
+            settings = self._wiring.settings
+            panel = await accounts.panel(
+                session, user_id, tz=settings.timezone, confirm_days=settings.commission_confirm_days
+            )
         return views.agent_panel(panel)
 
     async def set_resale_price(self, user_id: int, sku: str, price: int) -> None:
@@ -171,4 +199,8 @@ class DistributorService:
             after = await accounts.adjust_balance(
                 session, distributor, sign * minor, reason=reason, actor=actor, note=note
             )
-            return views.BalanceChange(distributor.user_id, distributor.name, minor, after, distributor.currency)
+            change = {"amount": sign * minor, "balance": after, "currency": distributor.currency, "note": note[:255]}
+            await notices.tell(session, distributor.id, notices.BALANCE, change)
+            changed = views.BalanceChange(distributor.user_id, distributor.name, minor, after, distributor.currency)
+        self._wiring.outbox_wakeup.set()
+        return changed

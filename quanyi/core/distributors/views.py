@@ -4,7 +4,7 @@ and commissions, as frozen dataclasses (plus the few names a door needs to speak
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -21,6 +21,8 @@ from quanyi.core.distributors.accounts import (
     PriceRow,
     SubRow,
 )
+from quanyi.core.distributors.digest import Digest, DigestOrder
+from quanyi.core.distributors.terms import NoMargin, QuotaPassed
 from quanyi.core.models import Distributor, DistributorInvite, User, Withdrawal, WithdrawalStatus
 from quanyi.core.stock.allocations import AllocationShort
 
@@ -41,10 +43,14 @@ __all__ = [
     "CommissionReport",
     "CommissionTotal",
     "CostPriceSet",
+    "Digest",
+    "DigestOrder",
     "DistributorView",
     "InviteInvalid",
     "InviteView",
+    "NoMargin",
     "PriceRow",
+    "QuotaPassed",
     "SubRow",
     "WithdrawalDecided",
     "WithdrawalView",
@@ -161,6 +167,7 @@ class AgentPanel:
     commission_available: int
     subs: tuple[SubRow, ...]
     prices: tuple[PriceRow, ...]
+    pending_by_day: tuple[tuple[date, int], ...] = ()  # (the day it becomes available, amount)
 
     def price(self, product_id: object) -> PriceRow | None:
         """The caller's own product ``product_id``, or None (a forged or outdated button)."""
@@ -197,6 +204,7 @@ def agent_panel(panel: Panel) -> AgentPanel:
         commission_available=panel.commission_available,
         subs=tuple(panel.subs),
         prices=tuple(panel.prices),
+        pending_by_day=tuple(panel.pending_by_day),
     )
 
 
@@ -219,11 +227,17 @@ class WithdrawalView:
     decided_by: str | None
     reason: str | None
     created_at: datetime
+    paid_at: datetime | None = None  # approved and marked paid by an operator
 
     @property
     def open(self) -> bool:
         """Requested and not decided yet."""
         return self.status == WithdrawalStatus.REQUESTED.value
+
+    @property
+    def to_pay(self) -> bool:
+        """Approved and not marked paid yet."""
+        return self.status == WithdrawalStatus.APPROVED.value and self.paid_at is None
 
 
 def withdrawal_view(w: Withdrawal, d: Distributor) -> WithdrawalView:
@@ -239,6 +253,7 @@ def withdrawal_view(w: Withdrawal, d: Distributor) -> WithdrawalView:
         decided_by=w.decided_by,
         reason=w.reason,
         created_at=w.created_at,
+        paid_at=w.paid_at,
     )
 
 

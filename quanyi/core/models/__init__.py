@@ -26,7 +26,9 @@ from quanyi.core.models.distributors import Commission as Commission
 from quanyi.core.models.distributors import CommissionRate as CommissionRate
 from quanyi.core.models.distributors import CommissionStatus as CommissionStatus
 from quanyi.core.models.distributors import CostPrice as CostPrice
+from quanyi.core.models.distributors import DigestedOrder as DigestedOrder
 from quanyi.core.models.distributors import Distributor as Distributor
+from quanyi.core.models.distributors import DistributorDigest as DistributorDigest
 from quanyi.core.models.distributors import DistributorInvite as DistributorInvite
 from quanyi.core.models.distributors import Withdrawal as Withdrawal
 from quanyi.core.models.distributors import WithdrawalStatus as WithdrawalStatus

@@ -129,7 +129,7 @@ class BalanceEntry(Base):
 
 class WithdrawalStatus(enum.StrEnum):
     REQUESTED = "requested"  # the amount is frozen
-    APPROVED = "approved"  # paid out
+    APPROVED = "approved"  # to be paid out (``paid_at`` once the operator paid it)
     REJECTED = "rejected"  # unfrozen
 
 
@@ -149,3 +149,25 @@ class Withdrawal(Base):
     request_key: Mapped[str | None] = mapped_column(String(64), nullable=True, unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # An approved withdrawal is paid once the operator says the money was sent (not before).
+    paid_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    paid_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+
+class DistributorDigest(Base):
+    """One summary of a distributor's customers' paid orders (outbox ``distributor_digest``)."""
+
+    __tablename__ = "distributor_digests"
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True)
+    distributor_id: Mapped[int] = mapped_column(ForeignKey("distributors.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class DigestedOrder(Base):
+    """An order told in a digest: the primary key makes it told once, whichever runner got it."""
+
+    __tablename__ = "digested_orders"
+
+    order_id: Mapped[int] = mapped_column(ForeignKey("orders.id"), primary_key=True, autoincrement=False)
+    digest_id: Mapped[int] = mapped_column(ForeignKey("distributor_digests.id"), index=True)

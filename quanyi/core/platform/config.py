@@ -61,6 +61,8 @@ class Settings(BaseSettings):
     # and the bot's @username for the invite and referral links the CLI prints.
     max_distributor_depth: int = Field(default=3, ge=1, le=100)
     invite_hours: int = Field(default=72, ge=1, le=720)
+    # Each distributor is sent one summary of its customers' paid orders this often (0: never).
+    distributor_digest_minutes: int = Field(default=60, ge=0, le=7 * 24 * 60)
     bot_username: str = ""
 
     # Direct recharge through a supplier speaking the generic signed JSON protocol

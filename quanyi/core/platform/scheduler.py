@@ -17,6 +17,7 @@ from typing import Any
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from quanyi.core.books import settlement
+from quanyi.core.distributors import digest
 from quanyi.core.models import utcnow
 from quanyi.core.partners import accounts as partners
 from quanyi.core.partners import webhooks as partner_webhooks
@@ -198,6 +199,15 @@ class Jobs:
             log.info("partner webhooks: %d new, %d delivered, %d failed", found, sent["delivered"], sent["failed"])
         return {"found": found, **sent, "nonces_forgotten": forgotten}
 
+    async def distributor_digests(self) -> list[int]:
+        """Send each distributor one summary of its customers' orders paid since its last one."""
+        if not await self.is_leader():
+            return []
+        made = await digest.send_due(self.core)
+        if made:
+            log.info("customers' order digests: %d distributors", len(made))
+        return made
+
     async def resign(self) -> None:
         await leases.release(self.core.db, LEASE, self.holder)
 
@@ -226,6 +236,15 @@ def build_scheduler(jobs: Jobs) -> AsyncIOScheduler:
             "interval",
             seconds=seconds,
             id="paid_orders",
+            max_instances=1,
+            coalesce=True,
+        )
+    if settings.distributor_digest_minutes:
+        scheduler.add_job(
+            jobs.tracked(jobs.distributor_digests),
+            "interval",
+            minutes=settings.distributor_digest_minutes,
+            id="distributor_digests",
             max_instances=1,
             coalesce=True,
         )

@@ -19,6 +19,7 @@ from datetime import datetime
 from sqlalchemy import ColumnElement, Connection, bindparam, exists, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from quanyi.core.distributors import notices
 from quanyi.core.errors import AlreadyExists, InvalidInput, NotForSale, NotFound, OutOfStock
 from quanyi.core.models import (
     Allocation,
@@ -211,17 +212,11 @@ def _note_quota(
     audit.note(session, action, "allocation", f"{channel.code}/{sku}", before, _quota(after))
 
 
-async def allocate(session: AsyncSession, sku: str, to: str, units: int) -> Allocation:
-    """Give ``units`` more of the product's unallocated pool to a channel or distributor."""
-    if units <= 0:
-        raise InvalidInput("units must be a positive whole number")
-    channel = await resolve_holder(session, to)
-    product = await _product(session, sku, lock=True)
-    if product.kind == ProductKind.CARD_KEY:
-        # Links and recharges are issued on demand: their quota is a cap with no pool behind it.
-        free = await unallocated(session, product.id)
-        if free < units:
-            raise OutOfStock(f"only {max(free, 0)} unallocated units of {sku} left", available=max(free, 0))
+async def _add_units(
+    session: AsyncSession, channel: Channel, product: Product, units: int
+) -> tuple[Allocation, dict[str, object] | None]:
+    """``units`` more on the channel's quota (made one if it had none or the shared pool); the
+    quota after and what it was before, for the trail. The caller holds the product row."""
     allocation = await _allocation(session, channel.id, product.id)
     before = _quota(allocation)
     if allocation is None:
@@ -248,7 +243,51 @@ async def allocate(session: AsyncSession, sku: str, to: str, units: int) -> Allo
         )
     await session.flush()
     await session.refresh(allocation)
+    return allocation, before
+
+
+async def pass_units(
+    session: AsyncSession, sku: str, frm: Channel, to: Channel, units: int
+) -> tuple[Product, Allocation, Allocation]:
+    """Move ``units`` of ``frm``'s quota to ``to``'s (a parent distributor's to its sub's): only
+    units ``frm`` still holds (not reserved, not sold). The quotas' remaining total does not
+    change, so the pool invariant holds. Returns the product and both quotas after."""
+    if units <= 0:
+        raise InvalidInput("units must be a positive whole number")
+    product = await _product(session, sku, lock=True)
+    source = await _allocation(session, frm.id, product.id)
+    if source is None or source.mode != AllocationMode.QUOTA:
+        raise NotFound(f"{frm.code} has no quota of {sku}", holder=frm.code, sku=sku)
+    before = _quota(source)
+    taken = await session.execute(
+        update(Allocation)
+        .where(Allocation.id == source.id, Allocation.allocated - Allocation.reserved - Allocation.sold >= units)
+        .values(allocated=Allocation.allocated - units, updated_at=utcnow())
+    )
+    await session.refresh(source)
+    if not rowcount(taken):
+        left = source.allocated - source.reserved - source.sold
+        raise AllocationShort(f"only {left} units of {sku} left to pass on", available=left)
+    _note_quota(session, "pass on", frm, sku, before, source)
+    target, was = await _add_units(session, to, product, units)
+    _note_quota(session, "passed in", to, sku, was, target)
+    return product, source, target
+
+
+async def allocate(session: AsyncSession, sku: str, to: str, units: int) -> Allocation:
+    """Give ``units`` more of the product's unallocated pool to a channel or distributor."""
+    if units <= 0:
+        raise InvalidInput("units must be a positive whole number")
+    channel = await resolve_holder(session, to)
+    product = await _product(session, sku, lock=True)
+    if product.kind == ProductKind.CARD_KEY:
+        # Links and recharges are issued on demand: their quota is a cap with no pool behind it.
+        free = await unallocated(session, product.id)
+        if free < units:
+            raise OutOfStock(f"only {max(free, 0)} unallocated units of {sku} left", available=max(free, 0))
+    allocation, before = await _add_units(session, channel, product, units)
     _note_quota(session, "allocate", channel, sku, before, allocation)
+    await notices.allocation_changed(session, channel, product, allocation, "allocated", units)
     return allocation
 
 
@@ -277,6 +316,7 @@ async def take_back(session: AsyncSession, sku: str, frm: str, units: int) -> Al
         raise InvalidInput(f"{channel.code} has only {left} units of {sku} left to take back", left=left)
     await session.refresh(allocation)
     _note_quota(session, "take back", channel, sku, before, allocation)
+    await notices.allocation_changed(session, channel, product, allocation, "taken_back", units)
     return allocation
 
 
@@ -301,6 +341,7 @@ async def share_pool(session: AsyncSession, sku: str, to: str) -> Allocation:
     await session.flush()
     await session.refresh(allocation)
     _note_quota(session, "share pool", channel, sku, before, allocation)
+    await notices.allocation_changed(session, channel, product, allocation, "shared", 0)
     return allocation
 
 

@@ -88,6 +88,7 @@ class StockService:
             await _apply(session, change)
             code = (await allocations.resolve_holder(session, change.holder)).code
             (pool,) = await allocations.pool_levels(session, change.sku)
+        self._wiring.outbox_wakeup.set()  # a distributor holder is told
         held = next((a for a in pool.allocations if a.channel == code), None)
         if held is None:
             raise NotFound(f"{code} has no allocation of {pool.sku}", holder=code, sku=pool.sku)
@@ -97,7 +98,9 @@ class StockService:
         """Allocate, take back or share, and/or set a threshold; the product's panel after."""
         async with self._db.transaction() as session:
             await _apply(session, change)
-            return await views.pool_panel(session, change.sku)
+            panel = await views.pool_panel(session, change.sku)
+        self._wiring.outbox_wakeup.set()  # a distributor holder is told
+        return panel
 
     async def set_threshold(self, sku: str, threshold: int, *, holder: str | None = None) -> None:
         """The low-stock threshold (0 = off) of a product's pool, or of ``holder``'s allocation."""
