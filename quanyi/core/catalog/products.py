@@ -11,8 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from quanyi.core.errors import AlreadyExists, InvalidInput, NotFound
 from quanyi.core.models import Product, ProductKind
 from quanyi.core.money import Money, exponent
-from quanyi.core.stock.allocations import UNCAPPED, sellable_counts
-from quanyi.core.stock.items import available_counts
+from quanyi.core.stock.allocations import sellable_counts
+from quanyi.core.stock.sellable import Sellable, sellable
 
 _SKU = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -27,10 +27,11 @@ class CatalogueEntry:
     name: str
     kind: str
     price: Money
-    available: int
+    available: int  # the sellable figure (``stock.sellable``): UNCAPPED when issued on demand
     description: str
     active: bool = True
     stars_price: int | None = None
+    sold: int = 0  # units sold: shown beside "on demand"
 
 
 def validate_sku(sku: str) -> str:
@@ -315,24 +316,22 @@ async def catalogue(session: AsyncSession, *, include_inactive: bool = False) ->
     if not include_inactive:
         query = query.where(Product.active.is_(True))
     products = list(await session.scalars(query))
-    counts = await available_counts(session, [p.id for p in products])
-    return [_entry(p, _units(p, counts)) for p in products]
+    figures = await sellable(session, products)
+    return [_entry(p, figures[p.id]) for p in products]
 
 
 async def catalogue_entry(session: AsyncSession, sku: str) -> CatalogueEntry:
     product = await get_product(session, sku)
     if not product.active:
         raise NotFound(f"no product {sku}")
-    counts = await available_counts(session, [product.id])
-    return _entry(product, _units(product, counts))
+    return _entry(product, (await sellable(session, [product]))[product.id])
 
 
 async def catalogue_entry_by_id(session: AsyncSession, product_id: int) -> CatalogueEntry:
     product = await session.get(Product, product_id)
     if product is None or not product.active:
         raise NotFound("no such product")
-    counts = await available_counts(session, [product.id])
-    return _entry(product, _units(product, counts))
+    return _entry(product, (await sellable(session, [product]))[product.id])
 
 
 async def for_buyer(session: AsyncSession, entries: list[CatalogueEntry], user_id: int) -> list[CatalogueEntry]:
@@ -348,19 +347,15 @@ async def for_buyer(session: AsyncSession, entries: list[CatalogueEntry], user_i
     ]
 
 
-def _units(product: Product, counts: dict[int, int]) -> int:
-    # Links and recharges are issued when paid: only card keys are counted items.
-    return counts.get(product.id, 0) if product.kind == ProductKind.CARD_KEY else UNCAPPED
-
-
-def _entry(product: Product, available: int) -> CatalogueEntry:
+def _entry(product: Product, figure: Sellable) -> CatalogueEntry:
     return CatalogueEntry(
         id=product.id,
         sku=product.sku,
         name=product.name,
         kind=product.kind,
         price=Money(product.price, product.currency),
-        available=available,
+        available=figure.units,
+        sold=figure.sold,
         description=product.description,
         active=product.active,
         stars_price=product.stars_price,
