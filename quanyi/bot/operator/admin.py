@@ -21,7 +21,9 @@ from aiogram.utils.keyboard import InlineKeyboardBuilder
 
 from quanyi.bot.filters import TYPED, IsAdmin
 from quanyi.bot.operator.ops import menu_markup, menu_text
+from quanyi.bot.order_messages import failure_reason
 from quanyi.bot.render import money, status_label, undone_text
+from quanyi.bot.words import word
 from quanyi.core.errors import InvalidInput, NotFound, QuanyiError, RefundNotSupported
 from quanyi.core.sales.order_lookup import OrderSheet
 from quanyi.core.services import Core
@@ -135,7 +137,7 @@ def _sheet_lines(order: OrderSheet, lang: str) -> list[str]:
                 method=payment.method,
                 txn=payment.provider_txn_id,
                 amount=money(payment.amount, payment.currency),
-                outcome=payment.outcome,
+                outcome=word(lang, "payment_outcome", payment.outcome),
             )
         )
     for use in order.redemptions:
@@ -150,14 +152,14 @@ def _sheet_lines(order: OrderSheet, lang: str) -> list[str]:
             )
         )
     for recharge in order.recharges:
-        reason = f" ({recharge.failure_reason})" if recharge.failure_reason else ""
-        resolution = f" → {recharge.resolution}" if recharge.resolution else ""
+        reason = f" ({failure_reason(lang, recharge.failure_reason)})" if recharge.failure_reason else ""
+        resolution = f" → {word(lang, 'recharge_resolution', recharge.resolution)}" if recharge.resolution else ""
         lines.append(
             t(
                 lang,
                 "verify.order_recharge",
                 account=recharge.account,
-                status=recharge.status + resolution,
+                status=word(lang, "recharge_status", recharge.status) + resolution,
                 reason=reason,
             )
         )
@@ -167,7 +169,7 @@ def _sheet_lines(order: OrderSheet, lang: str) -> list[str]:
                 lang,
                 "admin_order_refund",
                 amount=money(refund.amount, refund.currency),
-                status=refund.status,
+                status=word(lang, "refund_status", refund.status),
                 by=refund.initiated_by,
                 reason=refund.reason,
             )
@@ -283,7 +285,7 @@ async def do_refund(message: Message, core: Core, lang: str, state: FSMContext) 
             "admin_refund_done",
             number=result.order_number,
             amount=money(result.amount, result.currency),
-            status=result.status,
+            status=word(lang, "refund_status", result.status),
         )
         + undone_text(lang, result.codes_voided, result.links_revoked)
     )

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -39,7 +38,7 @@ async def sellable(
     return {p.id: Sellable(counts[p.id][0], sold.get(p.id, 0)) for p in products}
 
 
-def bundle_units() -> Select[Any]:
+def bundle_units() -> Select[int, int | None, int]:
     """Per order and bundle: how many bundles its lines hold. A bundle is written as one line per
     part of ``bundles × part quantity``; the quotient is taken against the parts as they are now
     (a part removed since counts its line's quantity, the smallest quotient wins)."""
