@@ -15,7 +15,7 @@ def word(lang: str, table: str, value: str) -> str:
     """``value`` of ``words.<table>`` in ``lang``; a value the table lacks is shown as it is."""
     try:
         return raw_t(lang, f"words.{table}.{value}")
-    except KeyError:
+    except (KeyError, TypeError):  # not in the table (a dotted value may run into a text)
         return value
 
 
@@ -24,3 +24,12 @@ def supplier_reason(lang: str, reason: str) -> str:
     sentence as it wrote it."""
     reason = reason.strip()
     return word(lang, "supplier_reason", reason) if _CODE.match(reason) else reason
+
+
+def actor_name(lang: str, actor: str) -> str:
+    """Who acted, as the trail names them (``operator:9000``, ``cli:ops``, ``system``), in words."""
+    kind, _, who = actor.partition(":")
+    try:
+        return raw_t(lang, f"audit_words.actor.{kind}", id=who).strip()
+    except KeyError:
+        return actor

@@ -22,8 +22,8 @@ from aiogram.utils.keyboard import InlineKeyboardBuilder
 from quanyi.bot.filters import TYPED, IsAdmin
 from quanyi.bot.operator.ops import menu_markup, menu_text
 from quanyi.bot.order_messages import failure_reason
-from quanyi.bot.render import money, status_label, undone_text
-from quanyi.bot.words import word
+from quanyi.bot.render import method_label, money, status_label, undone_text
+from quanyi.bot.words import actor_name, word
 from quanyi.core.errors import InvalidInput, NotFound, QuanyiError, RefundNotSupported
 from quanyi.core.sales.order_lookup import OrderSheet
 from quanyi.core.services import Core
@@ -109,7 +109,7 @@ def _sheet_lines(order: OrderSheet, lang: str) -> list[str]:
             number=order.number,
             status=status_label(lang, order.status),
             amount=money(order.amount, order.currency),
-            method=order.payment_method,
+            method=method_label(lang, order.payment_method, ""),
             user=order.user_id or "-",
         )
     ]
@@ -134,7 +134,7 @@ def _sheet_lines(order: OrderSheet, lang: str) -> list[str]:
                 lang,
                 "admin_order_payment",
                 id=payment.id,
-                method=payment.method,
+                method=method_label(lang, payment.method, ""),
                 txn=payment.provider_txn_id,
                 amount=money(payment.amount, payment.currency),
                 outcome=word(lang, "payment_outcome", payment.outcome),
@@ -170,8 +170,8 @@ def _sheet_lines(order: OrderSheet, lang: str) -> list[str]:
                 "admin_order_refund",
                 amount=money(refund.amount, refund.currency),
                 status=word(lang, "refund_status", refund.status),
-                by=refund.initiated_by,
-                reason=refund.reason,
+                by=actor_name(lang, refund.initiated_by),
+                reason=word(lang, "refund_reason", refund.reason),
             )
         )
     return lines
@@ -211,7 +211,7 @@ async def review(message: Message, core: Core, lang: str) -> None:
                 "admin_review_row",
                 id=payment.id,
                 number=payment.order_number,
-                method=payment.method,
+                method=method_label(lang, payment.method, ""),
                 amount=money(payment.amount, payment.currency),
             )
         )

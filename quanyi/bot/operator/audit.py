@@ -16,6 +16,7 @@ from aiogram.types import Message
 from quanyi.bot.filters import IsAdmin
 from quanyi.bot.outbox_sender import Part, Renderer
 from quanyi.bot.render import money
+from quanyi.bot.words import actor_name
 from quanyi.core.platform.audit_views import ANCHOR_KIND, FieldChange, TrailRecord
 from quanyi.core.platform.outbox import Outgoing
 from quanyi.core.services import Core
@@ -79,7 +80,7 @@ def render_trail(lang: str, rows: list[TrailRecord], label: str, tz: str) -> str
                 "audit.item",
                 seq=row.seq,
                 at=f"{row.at.astimezone(zone):%m-%d %H:%M:%S}",
-                actor=_actor(lang, row.actor),
+                actor=actor_name(lang, row.actor),
                 front=_lookup(lang, "audit_words.front", row.front),
                 action=_action(lang, row),
                 object=_object(lang, row),
@@ -126,14 +127,6 @@ def _lookup(lang: str, table: str, key: str) -> str:
         return raw_t(lang, f"{table}.{key}")
     except KeyError:
         return key
-
-
-def _actor(lang: str, actor: str) -> str:
-    kind, _, who = actor.partition(":")
-    try:
-        return raw_t(lang, f"audit_words.actor.{kind}", id=who).strip()
-    except KeyError:
-        return actor
 
 
 def _action(lang: str, row: TrailRecord) -> str:
