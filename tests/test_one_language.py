@@ -46,8 +46,8 @@ STATUS_WORDS = re.compile(
 # Names and acronyms a Chinese text may carry as they are: brands, file formats, units, and the
 # examples an operator types (SKU values, date patterns).
 NAMES = frozenset(
-    "API CSV ID IP MB QQ SKU URL UTC Telegram Stars Stripe Crypto Pay Webhook HMAC-SHA quanyi VIP MUSIC "
-    "YYYY-MM-DD NAME csv txt xlsx".split()
+    {"API", "CSV", "ID", "IP", "MB", "QQ", "SKU", "URL", "UTC", "NAME", "YYYY-MM-DD", "csv", "txt", "xlsx"}
+    | {"Telegram", "Stars", "Stripe", "Crypto", "Pay", "Webhook", "HMAC-SHA", "quanyi", "VIP", "MUSIC"}
 )
 # Texts that name a file's columns or an API's fields, which are spelled as the file and the API spell them.
 LITERAL = {"reconcile.usage", "partners.secret"}
@@ -259,3 +259,23 @@ async def test_a_button_that_changes_nothing_is_no_audit_record(core, shop) -> N
             break
         await asyncio.sleep(0.02)
     assert actions == ["chat /coupons", "update coupon", "chat button pc", "chat /admin"]
+
+
+def test_a_risk_decisions_reason_is_said_in_the_operators_language() -> None:
+    from datetime import UTC, datetime
+
+    from quanyi.bot.operator.risk import decision_reason
+    from quanyi.core.risk.rules import reason_metric
+    from quanyi.core.risk.views import DecisionView
+
+    stored = "too many unpaid orders (at most 3); pay or cancel one first"
+    metric, limit = reason_metric(stored) or (None, "")
+    decision = DecisionView(
+        1, "block", "open", stored, 1001, None, None, "bot", "VIP", 1, 1500, "CNY", datetime.now(UTC), metric, limit
+    )
+    assert "未支付订单过多（最多 3 个）" in decision_reason("zh", decision)
+    assert "at most 3" in decision_reason("en", decision)
+    own = DecisionView(
+        2, "block", "open", "chargebacks", 1001, None, None, "bot", "VIP", 1, 1500, "CNY", datetime.now(UTC)
+    )
+    assert decision_reason("zh", own) == "chargebacks"  # the operator's own words, as typed
