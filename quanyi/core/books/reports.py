@@ -22,7 +22,7 @@ from quanyi.core.errors import InvalidInput
 from quanyi.core.models import Channel, Distributor, Order, OrderLine, Product, Refund, RefundStatus
 from quanyi.core.money import Money
 from quanyi.core.platform import export
-from quanyi.core.stock.sellable import bundle_units
+from quanyi.core.stock.sellable import bundle_units, sellable
 
 SALES_VIEWS = ("day", "product", "channel", "distributor")
 VIEWS = (*SALES_VIEWS, "top", "stock")
@@ -231,14 +231,18 @@ async def stock_table(session: AsyncSession) -> Table:
     from quanyi.core.stock.allocations import pool_levels
 
     levels = await pool_levels(session)
+    products = list(await session.scalars(select(Product).where(Product.sku.in_([lv.sku for lv in levels]))))
+    by_id = await sellable(session, products)
+    figures = {p.sku: by_id[p.id] for p in products}
     headers = ["sku", "name", "available", "reserved", "sold", "void", "expired", "allocated", "unallocated"]
     rows = [
         [lv.sku, lv.name, lv.available, lv.reserved, lv.sold, lv.void, lv.expired]
-        + [lv.allocated_remaining, lv.unallocated]
+        + [lv.allocated_remaining, lv.unallocated, lv.threshold]
+        # What the shop sells now, as `stock show`, the catalogue and the bot say it.
+        + ["on-demand" if figures[lv.sku].on_demand else figures[lv.sku].units]
         for lv in levels
     ]
-    rows = [row + [lv.threshold] for row, lv in zip(rows, levels, strict=True)]
-    return Table("stock levels", [*headers, "threshold"], rows)
+    return Table("stock levels", [*headers, "threshold", "sellable"], rows)
 
 
 async def report(session: AsyncSession, view: str, p: Period, *, currency: str = "CNY", limit: int = 10) -> Table:
