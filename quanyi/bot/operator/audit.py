@@ -42,7 +42,18 @@ async def show_trail(message: Message, command: CommandObject, core: Core, lang:
         await message.answer(t(lang, "audit.bad_filter", text=" ".join(words)) + "\n\n" + t(lang, "audit.usage"))
         return
     rows = await core.platform.audit_trail(limit=SHOWN, **filters)
-    await message.answer(render_trail(lang, rows, label or t(lang, "audit.all"), core.settings.timezone))
+    await message.answer(render_trail(lang, rows, _filter_label(lang, filters) or label, core.settings.timezone))
+
+
+def _filter_label(lang: str, filters: dict[str, Any]) -> str:
+    """What the trail is filtered by, in the operator's words: 用户 1001, 订单 Q123, a day."""
+    if "actor" in filters:
+        return raw_t(lang, "audit_words.by_user", id=filters["actor"])
+    if "object_type" in filters:
+        return f"{_lookup(lang, 'audit_words.object', filters['object_type'])} {filters['object_id']}"
+    if "day" in filters:
+        return str(filters["day"])
+    return raw_t(lang, "audit.all")
 
 
 def parse_filter(words: list[str]) -> tuple[dict[str, Any], str]:
