@@ -32,6 +32,9 @@ from quanyi.i18n import raw_t, t
 log = logging.getLogger(__name__)
 
 
+FRONTS = ("chat", "web", "api")  # where a link was used
+
+
 class RefundCb(CallbackData, prefix="rf"):
     number: str
     line: int  # 0 = the whole order
@@ -147,8 +150,8 @@ def _sheet_lines(order: OrderSheet, lang: str) -> list[str]:
                 "verify.order_redemption",
                 use_no=use.use_no,
                 at=f"{use.at:%Y-%m-%d %H:%M}",
-                by=use.by,
-                channel=use.channel,
+                by=actor_name(lang, use.by),
+                channel=raw_t(lang, f"audit_words.front.{use.channel}") if use.channel in FRONTS else use.channel,
             )
         )
     for recharge in order.recharges:
