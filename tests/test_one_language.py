@@ -26,7 +26,7 @@ from quanyi.core.stock.service import AllocationChange
 from quanyi.i18n import catalog, raw_t
 from tests.helpers import new_order, product_with_stock, sandbox_event
 from tests.test_bot_chat import shop, tg  # noqa: F401  (fixtures)
-from tests.test_links_chat import add_recharge_product, recharge_order
+from tests.test_links_chat import add_recharge_product, make_sender, recharge_order, render  # noqa: F401
 from tests.test_pricing_ops_chat import make_coupon
 
 ADMIN = 9000
@@ -129,6 +129,23 @@ async def test_an_order_sheet_says_payments_recharges_and_refunds_in_the_operato
         assert not STATUS_WORDS.search(sheet), sheet
     else:
         assert not CJK.search(sheet.replace("（", "(")), sheet
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+@pytest.mark.parametrize(
+    ("lang", "why"), [("zh", "原因：模拟失败（测试供应商）"), ("en", "simulated failure (test supplier)")]
+)
+async def test_a_suppliers_reason_code_reaches_the_buyer_in_words(core, tg, make_sender, lang, why):
+    await add_recharge_product(core)
+    order = await recharge_order(core, lang=lang)
+    async with core.db.transaction() as session:
+        await session.execute(
+            update(Recharge).where(Recharge.order_id == order.id).values(failure_reason="simulated_failure")
+        )
+    text = await render(
+        core, make_sender(core), "recharge_failed", {"order_id": order.id, "resolution": "refunded"}, lang
+    )
+    assert why in text and "simulated_failure" not in text
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])
