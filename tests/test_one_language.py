@@ -266,6 +266,8 @@ async def test_a_button_that_changes_nothing_is_no_audit_record(core, shop) -> N
     await admin.expect(lambda m: m.kind == "edit")
     shop.expected_refusals.add(NOT_MODIFIED)  # the view is redrawn as it was: Telegram says so
     await admin.press(listing, pause)  # the same stale button again: the coupon is off already
+    await admin.press(listing, raw_t("en", "pricing_ops.btn_export", id=coupon_id))  # taking codes out is recorded
+    await admin.expect(lambda m: m.kind == "document")
     await admin.send("/admin")
     menu = await admin.expect(lambda m: bool(m.buttons()))
     await admin.press(menu, raw_t("en", "ops.btn_stock"))  # looking is not changing
@@ -275,7 +277,14 @@ async def test_a_button_that_changes_nothing_is_no_audit_record(core, shop) -> N
         if actions.count("chat /admin") == 1:
             break
         await asyncio.sleep(0.02)
-    assert actions == ["chat /coupons", "update coupon", "chat button pc", "chat /admin"]
+    assert actions == [
+        "chat /coupons",
+        "update coupon",
+        "chat button pc",
+        "export coupon codes",
+        "chat button pc",
+        "chat /admin",
+    ]
 
 
 def test_a_risk_decisions_reason_is_said_in_the_operators_language() -> None:
