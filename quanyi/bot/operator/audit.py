@@ -136,7 +136,7 @@ def _value(lang: str, change: FieldChange, value: Any) -> str:
 def _lookup(lang: str, table: str, key: str) -> str:
     try:
         return raw_t(lang, f"{table}.{key}")
-    except KeyError:
+    except (KeyError, TypeError):  # not in the table (a dotted key may run into a text)
         return key
 
 
@@ -149,6 +149,8 @@ def _action(lang: str, row: TrailRecord) -> str:
         return raw_t(lang, "audit_words.command", command=kind)
     if verb == "chat" and kind.startswith("button"):
         return raw_t(lang, "audit_words.button")
+    if row.front == "cli":  # the command as it was typed
+        return raw_t(lang, "audit_words.command", command=f"quanyi {row.action}")
     words = row.action.replace(".", "_").replace(" ", "_").split("_")
     for end in range(len(words), 0, -1):  # codes.decrypt.delivery → codes_decrypt; balance top_up → balance
         try:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from quanyi.core.models import BundleComponent, Order, OrderLine, OrderStatus, Product
+from quanyi.core.models import BundleComponent, Order, OrderLine, OrderStatus, Product, ProductKind
 from quanyi.core.stock.allocations import DEFAULT_CHANNEL, UNCAPPED, sellable_counts
 
 # Orders whose units count as sold: paid, and not cancelled, failed or refunded since.
@@ -22,7 +22,7 @@ _SOLD = (OrderStatus.PAID, OrderStatus.DELIVERED)
 @dataclass(frozen=True)
 class Sellable:
     units: int  # what can be sold now; UNCAPPED when on demand
-    sold: int  # units of the product sold (a bundle: bundles, not their parts)
+    sold: int  # units sold of a link, recharge or bundle (bundles, not their parts); 0 for card keys
 
     @property
     def on_demand(self) -> bool:
@@ -34,7 +34,8 @@ async def sellable(
 ) -> dict[int, Sellable]:
     """Each product's figure on ``channel`` (the shop's bot by default), by product id."""
     counts = await sellable_counts(session, products, channel=channel)
-    sold = await sold_units(session, [p.id for p in products])
+    # Card keys count what they sold in their pool (``stock_levels``); the rest have no pool.
+    sold = await sold_units(session, [p.id for p in products if p.kind != ProductKind.CARD_KEY])
     return {p.id: Sellable(counts[p.id][0], sold.get(p.id, 0)) for p in products}
 
 
