@@ -311,13 +311,17 @@ async def get_product(session: AsyncSession, sku: str) -> Product:
     return product
 
 
-async def catalogue(session: AsyncSession, *, include_inactive: bool = False) -> list[CatalogueEntry]:
+async def catalogue(
+    session: AsyncSession, *, include_inactive: bool = False, user_id: int | None = None
+) -> list[CatalogueEntry]:
+    """The products with the sellable figure every door shows; for ``user_id``, as that buyer
+    sees them (the price it would pay, the units its seller can sell it)."""
     query = select(Product).order_by(Product.sort_order, Product.id)
     if not include_inactive:
         query = query.where(Product.active.is_(True))
     products = list(await session.scalars(query))
-    figures = await sellable(session, products)
-    return [_entry(p, figures[p.id]) for p in products]
+    figures = await sellable(session, products, user_id=user_id)
+    return [_entry(p, figures[p.id], priced=user_id is not None) for p in products]
 
 
 async def catalogue_entry(session: AsyncSession, sku: str) -> CatalogueEntry:
@@ -347,13 +351,13 @@ async def for_buyer(session: AsyncSession, entries: list[CatalogueEntry], user_i
     ]
 
 
-def _entry(product: Product, figure: Sellable) -> CatalogueEntry:
+def _entry(product: Product, figure: Sellable, *, priced: bool = False) -> CatalogueEntry:
     return CatalogueEntry(
         id=product.id,
         sku=product.sku,
         name=product.name,
         kind=product.kind,
-        price=Money(product.price, product.currency),
+        price=Money(figure.price if priced else product.price, product.currency),
         available=figure.units,
         sold=figure.sold,
         description=product.description,

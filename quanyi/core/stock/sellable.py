@@ -23,6 +23,7 @@ _SOLD = (OrderStatus.PAID, OrderStatus.DELIVERED)
 class Sellable:
     units: int  # what can be sold now; UNCAPPED when on demand
     sold: int  # units sold of a link, recharge or bundle (bundles, not their parts); 0 for card keys
+    price: int = 0  # the unit price on that channel (for that buyer), in the product's currency
 
     @property
     def on_demand(self) -> bool:
@@ -30,13 +31,14 @@ class Sellable:
 
 
 async def sellable(
-    session: AsyncSession, products: Sequence[Product], *, channel: str = DEFAULT_CHANNEL
+    session: AsyncSession, products: Sequence[Product], *, channel: str = DEFAULT_CHANNEL, user_id: int | None = None
 ) -> dict[int, Sellable]:
-    """Each product's figure on ``channel`` (the shop's bot by default), by product id."""
-    counts = await sellable_counts(session, products, channel=channel)
+    """Each product's figure on ``channel`` (the shop's bot by default), by product id; for
+    ``user_id``, on the storefront that sells to that buyer (a referring distributor's quota)."""
+    counts = await sellable_counts(session, products, channel=channel, user_id=user_id)
     # Card keys count what they sold in their pool (``stock_levels``); the rest have no pool.
     sold = await sold_units(session, [p.id for p in products if p.kind != ProductKind.CARD_KEY])
-    return {p.id: Sellable(counts[p.id][0], sold.get(p.id, 0)) for p in products}
+    return {p.id: Sellable(counts[p.id][0], sold.get(p.id, 0), counts[p.id][1]) for p in products}
 
 
 def bundle_units() -> Select[int, int | None, int]:
