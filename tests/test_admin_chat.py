@@ -34,7 +34,7 @@ async def test_an_operator_refunds_an_order_in_two_taps_and_a_reason(core, shop,
 
     await admin.send(f"/order {order.number.lower()}")
     card = await admin.expect(order.number)
-    assert "已发货" in card.plain and "¥30.00" in card.plain and "sandbox" in card.plain
+    assert "已发货" in card.plain and "¥30.00" in card.plain and "沙盒支付" in card.plain
     assert "发货消息排队或重试中" in card.plain  # no sender runs in this test
     await admin.press(card, "↩️ 整单退款")
     await admin.expect("退款原因")

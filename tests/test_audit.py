@@ -142,8 +142,8 @@ async def test_the_trail_filters_by_user_object_and_day(core: Core) -> None:
     assert [r.action for r in q1] == ["a"]
     assert [r.action for r in everything] == ["c", "b", "a"]  # newest first
     assert len(today) in (0, 3)  # the day is in QUANYI_TIMEZONE; the test may run near midnight
-    text = render_trail("en", q1, "order:Q1", tz)
-    assert "#1" in text and "order:Q1" in text and "operator:9000" in text
+    text = render_trail("en", await core.platform.audit_trail(object_type="order", object_id="Q1"), "order:Q1", tz)
+    assert "#1" in text and "Order Q1" in text and "operator 9000" in text
 
 
 def test_a_bad_chat_filter_is_refused() -> None:

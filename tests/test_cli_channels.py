@@ -145,6 +145,7 @@ async def test_an_operator_allocates_stock_to_channels_and_stock_show_adds_it_up
         "staged": "0",
         "allocated": "1",
         "unallocated": "6",
+        "sellable": "6",  # what the shop's bot sells: the pool less the quotas
         "mode": "pool",
         "threshold": "3",
         "name": "VIP membership",
@@ -158,6 +159,7 @@ async def test_an_operator_allocates_stock_to_channels_and_stock_show_adds_it_up
         "staged": "",
         "allocated": "4",
         "unallocated": "",
+        "sellable": "",
         "mode": "quota",
         "threshold": "2",
         "name": "",

@@ -130,7 +130,7 @@ async def test_a_refund_without_a_reason_asks_again_and_cancel_ends_the_form(cor
     await admin.send(" ")
     await admin.expect("needs a reason")
     await admin.send("the code does not redeem")
-    await admin.expect("refunded (succeeded)")
+    await admin.expect("refunded (paid back by the provider)")
     assert await refunds(core) == 1
 
 
@@ -188,7 +188,7 @@ async def test_order_without_a_number_asks_for_one_and_shows_the_order_typed_nex
     assert "Type another order number" in (await admin.expect()).plain
     await admin.send(order.number.lower())
     sheet = await admin.expect(order.number)
-    assert "¥30.00" in sheet.plain and "sandbox" in sheet.plain
+    assert "¥30.00" in sheet.plain and "Sandbox pay" in sheet.plain
     # The form is done: the next text is not taken as an order number.
     await admin.send(order.number)
     assert "¥30.00" not in (await admin.expect()).plain

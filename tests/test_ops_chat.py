@@ -90,7 +90,7 @@ async def test_an_operator_allocates_by_button_and_by_command_and_sees_the_pool_
     ]
     await admin.press(menu, "📦 库存与配额")
     overview = await admin.expect(lambda m: m.kind == "edit")
-    assert "可售 10 · 锁定 0 · 已售 0 · 配额剩余 0 · 未分配 10 · 预警 关闭" in overview.plain
+    assert "未售出 10 · 锁定 0 · 已售 0 · 配额剩余 0 · 未分配 10 · 预警 关闭" in overview.plain
 
     await admin.press(overview, "📦 VIP membership")
     detail = await admin.expect(lambda m: m.kind == "edit" and m.message_id == overview.message_id)
@@ -104,7 +104,7 @@ async def test_an_operator_allocates_by_button_and_by_command_and_sees_the_pool_
     done = await admin.expect("已给 partner1 分配 4 件 VIP")
     level = await pool(core)
     assert (level.available, level.allocated_remaining, level.unallocated) == (10, 4, 6)
-    assert "可售 10 · 锁定 0 · 已售 0 · 配额剩余 4 · 未分配 6" in done.plain
+    assert "未售出 10 · 锁定 0 · 已售 0 · 配额剩余 4 · 未分配 6" in done.plain
     assert "partner1（Partner One）配额：已分配 4 · 已售 0 · 锁定 0 · 剩余 4" in done.plain
     # The form is done: the next number is no longer read as units.
     await admin.send("3")

@@ -260,7 +260,7 @@ async def test_report_in_chat_sends_totals_the_chart_and_files_to_operators_only
     photo = await admin.expect(lambda m: m.kind == "photo")
     assert shop.photo_of(photo)[:8] == b"\x89PNG\r\n\x1a\n"
 
-    await admin.press(text, "CSV · product")
+    await admin.press(text, "CSV · by product")
     doc = await admin.expect(lambda m: m.kind == "document")
     data = shop.document_of(doc)
     assert data.filename.startswith("report-product-") and data.filename.endswith(".csv")

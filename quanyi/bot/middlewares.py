@@ -1,5 +1,6 @@
 """Outer middlewares: who is talking, in which language; and what operators and distributors do
-in chat, recorded on the audit trail (commands and button presses only, never free text)."""
+in chat, recorded on the audit trail (commands and the button presses that changed something,
+never free text)."""
 
 from __future__ import annotations
 
@@ -34,7 +35,8 @@ class LanguageMiddleware(BaseMiddleware):
 class AuditMiddleware(BaseMiddleware):
     """Operators' and distributors' chat: what their handlers change in audited rows is recorded
     with old and new values (``audit.acting``), and each command (the command word only: its
-    arguments may hold a code) and button press is recorded after the handler ran."""
+    arguments may hold a code) and each button press that changed something is recorded after
+    the handler ran."""
 
     async def __call__(
         self,
@@ -49,8 +51,10 @@ class AuditMiddleware(BaseMiddleware):
         actor = await core.distributors.chat_actor(user.id)
         if actor is None:
             return await handler(event, data)
-        with audit.acting(actor, "chat"):
+        with audit.acting(actor, "chat") as work:
             result = await handler(event, data)
+        if isinstance(event, CallbackQuery) and not work.recorded:
+            return result  # a press that changed nothing (a menu, a repeated tap) is no audit record
         try:
             await self._record(core, event, actor)
         except Exception:  # an audit failure is logged loudly, never turned into a failed button

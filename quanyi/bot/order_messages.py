@@ -10,6 +10,7 @@ from collections.abc import Mapping
 
 from quanyi.bot.outbox_sender import ButtonsOff, Document, Part, QrPhoto, Renderer
 from quanyi.bot.render import QR_LIMIT, delivery_messages, mask_account, method_label, money, status_label, undone_text
+from quanyi.bot.words import supplier_reason, word
 from quanyi.core.platform import export
 from quanyi.core.platform.outbox import Outgoing
 from quanyi.core.platform.outbox_views import OrderFacts, RechargeFacts
@@ -103,7 +104,7 @@ def _recharge_text(core: Core, message: Outgoing, order: OrderFacts, line: Recha
             "deliver.admin_recharge_late_success",
             amount=amount,
             user=order.user_id,
-            resolution=line.resolution or "-",
+            resolution=word(lang, "recharge_resolution", line.resolution) if line.resolution else "-",
             **values,
         )
     if message.kind == "admin_recharge_failed":
@@ -112,7 +113,7 @@ def _recharge_text(core: Core, message: Outgoing, order: OrderFacts, line: Recha
             "deliver.admin_recharge_failed",
             amount=amount,
             user=order.user_id,
-            reason=line.failure_reason or "-",
+            reason=failure_reason(lang, line.failure_reason),
             **values,
         )
     resolution = str(message.payload.get("resolution", "refund_pending"))
@@ -122,7 +123,7 @@ def _recharge_text(core: Core, message: Outgoing, order: OrderFacts, line: Recha
         outcome = t(lang, "deliver.failed_fallback")
     else:
         outcome = t(lang, "deliver.failed_refund_pending", amount=amount, support=_support_line(core, lang))
-    reason = t(lang, "deliver.failed_reason", reason=_failure_reason(lang, line.failure_reason))
+    reason = t(lang, "deliver.failed_reason", reason=failure_reason(lang, line.failure_reason))
     return "\n".join([t(lang, "deliver.recharge_failed", **values), reason, outcome.strip()])
 
 
@@ -130,9 +131,10 @@ def _recharge_text(core: Core, message: Outgoing, order: OrderFacts, line: Recha
 _OWN_REASONS = {"timed out": "timed_out", "supplier unreachable": "unreachable", "failed": "unknown", "": "unknown"}
 
 
-def _failure_reason(lang: str, reason: str | None) -> str:
+def failure_reason(lang: str, reason: str | None) -> str:
+    """Why a recharge failed, in words: core's own reasons and the codes suppliers send."""
     own = _OWN_REASONS.get((reason or "").strip().lower())
-    return raw_t(lang, f"deliver.reason_{own}") if own else (reason or "").strip()
+    return raw_t(lang, f"deliver.reason_{own}") if own else supplier_reason(lang, reason or "")
 
 
 async def order_closed(core: Core, message: Outgoing) -> list[Part]:

@@ -160,6 +160,8 @@ def _add_kind_arguments(parser: argparse.ArgumentParser, *, update: bool) -> Non
 
 
 def cmd_product_list(args: argparse.Namespace) -> int:
+    from quanyi.core.catalog.admin_views import UNCAPPED
+
     async def run(core: Any) -> int:
         rows = await core.catalog.product_list()
         print_table(
@@ -170,7 +172,7 @@ def cmd_product_list(args: argparse.Namespace) -> int:
                     p.kind,
                     p.price.format_plain() + " " + p.price.currency,
                     p.stars_price or "rate",
-                    p.available if p.kind == "card_key" else "on demand",
+                    "on-demand" if p.available >= UNCAPPED else p.available,  # as `stock show` says it
                     "on" if p.active else "off",
                     p.category or "-",
                     p.name,

@@ -75,9 +75,11 @@ def cmd_stock_show(args: argparse.Namespace) -> int:
             free = f"{lv.unallocated}!" if pool.over_allocated else lv.unallocated
             # Staged: written by an import still running (or one that died, until the next
             # import clears it), not yet sellable.
+            # Sellable: what the shop's bot sells now, the figure the web catalogue and the bot show.
+            sellable = "on-demand" if pool.figure.on_demand else pool.figure.units
             rows.append(
-                [lv.sku, lv.available, lv.reserved, lv.sold, lv.void, lv.expired, pool.staged]
-                + [lv.allocated_remaining, free, "pool", _threshold(lv.threshold), lv.name]
+                [lv.sku, lv.available, lv.reserved, pool.sold, lv.void, lv.expired, pool.staged]
+                + [lv.allocated_remaining, free, sellable, "pool", _threshold(lv.threshold), lv.name]
             )
             # A channel row keeps the first five columns numeric, as scripts read them: what it
             # may still sell, its own counters, and 0 void/expired (codes are voided or expire
@@ -86,9 +88,10 @@ def cmd_stock_show(args: argparse.Namespace) -> int:
                 quota = a.mode == AllocationMode.QUOTA
                 rows.append(
                     [f"  ↳{a.channel}", pool.sellable_by(a), a.reserved, a.sold, 0, 0, ""]
-                    + [a.allocated if quota else "-", "", a.mode, _threshold(a.threshold), a.channel_name]
+                    + [a.allocated if quota else "-", "", "", a.mode, _threshold(a.threshold), a.channel_name]
                 )
         headers = ["sku", "available", "reserved", "sold", "void", "expired", "staged", "allocated", "unallocated"]
+        headers.append("sellable")
         print_table([*headers, "mode", "threshold", "name"], rows)
         over = [pool.level.sku for pool in pools if pool.over_allocated]
         if over:

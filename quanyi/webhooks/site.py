@@ -6,8 +6,9 @@ import logging
 
 from quart import Blueprint, Response, current_app, jsonify, render_template, request
 
+from quanyi.core.catalog.views import UNCAPPED, CatalogueEntry
 from quanyi.core.services import Core
-from quanyi.i18n import catalog, pick_language
+from quanyi.i18n import catalog, pick_language, raw_t
 
 log = logging.getLogger(__name__)
 blueprint = Blueprint("site", __name__)
@@ -29,7 +30,15 @@ def page_texts() -> dict[str, str]:
 @blueprint.get("/")
 async def index() -> str:
     entries = await core().sales.public_catalogue()
-    return await render_template("index.html", tx=page_texts(), entries=entries)
+    figures = {e.id: _figure(e) for e in entries}
+    return await render_template("index.html", tx=page_texts(), entries=entries, figures=figures)
+
+
+def _figure(entry: CatalogueEntry) -> str:
+    """The sellable figure the bot and ``stock show`` show: a count, or on demand with its sales."""
+    if entry.available >= UNCAPPED:
+        return raw_t(page_language(), "sellable.on_demand_sold", sold=entry.sold)
+    return str(entry.available)
 
 
 @blueprint.get("/readyz")

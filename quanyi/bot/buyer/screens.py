@@ -36,6 +36,11 @@ class OrderForm(StatesGroup):
     challenge = State()
 
 
+def stock_figure(lang: str, units: int, sold: int) -> str:
+    """The sellable figure as every door shows it: a count, or on demand with the units sold."""
+    return raw_t(lang, "sellable.on_demand_sold", sold=sold) if units >= UNCAPPED else str(units)
+
+
 async def send_catalogue(
     message: Message, entries: Sequence[CatalogueEntry], lang: str, *, edit: bool = False, notice: str = ""
 ) -> None:
@@ -106,7 +111,7 @@ async def send_product(
         "product_card",
         name=entry.name,
         price=str(entry.price),
-        left=raw_t(lang, "deliver.in_stock_open") if entry.available >= UNCAPPED else entry.available,
+        left=stock_figure(lang, entry.available, entry.sold),
         description=entry.description,
     )
     if card.parts:

@@ -21,13 +21,18 @@ from aiogram.utils.keyboard import InlineKeyboardBuilder
 
 from quanyi.bot.filters import TYPED, IsAdmin
 from quanyi.bot.operator.ops import menu_markup, menu_text
-from quanyi.bot.render import money, status_label, undone_text
+from quanyi.bot.order_messages import failure_reason
+from quanyi.bot.render import method_label, money, status_label, undone_text
+from quanyi.bot.words import actor_name, word
 from quanyi.core.errors import InvalidInput, NotFound, QuanyiError, RefundNotSupported
 from quanyi.core.sales.order_lookup import OrderSheet
 from quanyi.core.services import Core
 from quanyi.i18n import raw_t, t
 
 log = logging.getLogger(__name__)
+
+
+FRONTS = ("chat", "web", "api")  # where a link was used
 
 
 class RefundCb(CallbackData, prefix="rf"):
@@ -107,7 +112,7 @@ def _sheet_lines(order: OrderSheet, lang: str) -> list[str]:
             number=order.number,
             status=status_label(lang, order.status),
             amount=money(order.amount, order.currency),
-            method=order.payment_method,
+            method=method_label(lang, order.payment_method, ""),
             user=order.user_id or "-",
         )
     ]
@@ -132,10 +137,10 @@ def _sheet_lines(order: OrderSheet, lang: str) -> list[str]:
                 lang,
                 "admin_order_payment",
                 id=payment.id,
-                method=payment.method,
+                method=method_label(lang, payment.method, ""),
                 txn=payment.provider_txn_id,
                 amount=money(payment.amount, payment.currency),
-                outcome=payment.outcome,
+                outcome=word(lang, "payment_outcome", payment.outcome),
             )
         )
     for use in order.redemptions:
@@ -145,19 +150,19 @@ def _sheet_lines(order: OrderSheet, lang: str) -> list[str]:
                 "verify.order_redemption",
                 use_no=use.use_no,
                 at=f"{use.at:%Y-%m-%d %H:%M}",
-                by=use.by,
-                channel=use.channel,
+                by=actor_name(lang, use.by),
+                channel=raw_t(lang, f"audit_words.front.{use.channel}") if use.channel in FRONTS else use.channel,
             )
         )
     for recharge in order.recharges:
-        reason = f" ({recharge.failure_reason})" if recharge.failure_reason else ""
-        resolution = f" → {recharge.resolution}" if recharge.resolution else ""
+        reason = f" ({failure_reason(lang, recharge.failure_reason)})" if recharge.failure_reason else ""
+        resolution = f" → {word(lang, 'recharge_resolution', recharge.resolution)}" if recharge.resolution else ""
         lines.append(
             t(
                 lang,
                 "verify.order_recharge",
                 account=recharge.account,
-                status=recharge.status + resolution,
+                status=word(lang, "recharge_status", recharge.status) + resolution,
                 reason=reason,
             )
         )
@@ -167,9 +172,9 @@ def _sheet_lines(order: OrderSheet, lang: str) -> list[str]:
                 lang,
                 "admin_order_refund",
                 amount=money(refund.amount, refund.currency),
-                status=refund.status,
-                by=refund.initiated_by,
-                reason=refund.reason,
+                status=word(lang, "refund_status", refund.status),
+                by=actor_name(lang, refund.initiated_by),
+                reason=word(lang, "refund_reason", refund.reason),
             )
         )
     return lines
@@ -209,7 +214,7 @@ async def review(message: Message, core: Core, lang: str) -> None:
                 "admin_review_row",
                 id=payment.id,
                 number=payment.order_number,
-                method=payment.method,
+                method=method_label(lang, payment.method, ""),
                 amount=money(payment.amount, payment.currency),
             )
         )
@@ -283,7 +288,7 @@ async def do_refund(message: Message, core: Core, lang: str, state: FSMContext) 
             "admin_refund_done",
             number=result.order_number,
             amount=money(result.amount, result.currency),
-            status=result.status,
+            status=word(lang, "refund_status", result.status),
         )
         + undone_text(lang, result.codes_voided, result.links_revoked)
     )

@@ -4,6 +4,7 @@ What operators and distributors do in chat is recorded by ``bot.middlewares.Audi
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from datetime import date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -14,13 +15,16 @@ from aiogram.types import Message
 
 from quanyi.bot.filters import IsAdmin
 from quanyi.bot.outbox_sender import Part, Renderer
-from quanyi.core.platform.audit_views import ANCHOR_KIND, TrailRecord
+from quanyi.bot.render import money
+from quanyi.bot.words import actor_name
+from quanyi.core.platform.audit_views import ANCHOR_KIND, FieldChange, TrailRecord
 from quanyi.core.platform.outbox import Outgoing
 from quanyi.core.services import Core
-from quanyi.i18n import t
+from quanyi.i18n import raw_t, t
 
 log = logging.getLogger(__name__)
 SHOWN = 20
+CHANGES_SHOWN = 6  # a created row carries every column: the first few say what it is
 
 
 def build_audit_router() -> Router:
@@ -38,7 +42,18 @@ async def show_trail(message: Message, command: CommandObject, core: Core, lang:
         await message.answer(t(lang, "audit.bad_filter", text=" ".join(words)) + "\n\n" + t(lang, "audit.usage"))
         return
     rows = await core.platform.audit_trail(limit=SHOWN, **filters)
-    await message.answer(render_trail(lang, rows, label or t(lang, "audit.all"), core.settings.timezone))
+    await message.answer(render_trail(lang, rows, _filter_label(lang, filters) or label, core.settings.timezone))
+
+
+def _filter_label(lang: str, filters: dict[str, Any]) -> str:
+    """What the trail is filtered by, in the operator's words: 用户 1001, 订单 Q123, a day."""
+    if "actor" in filters:
+        return raw_t(lang, "audit_words.by_user", id=filters["actor"])
+    if "object_type" in filters:
+        return f"{_lookup(lang, 'audit_words.object', filters['object_type'])} {filters['object_id']}"
+    if "day" in filters:
+        return str(filters["day"])
+    return raw_t(lang, "audit.all")
 
 
 def parse_filter(words: list[str]) -> tuple[dict[str, Any], str]:
@@ -76,15 +91,77 @@ def render_trail(lang: str, rows: list[TrailRecord], label: str, tz: str) -> str
                 "audit.item",
                 seq=row.seq,
                 at=f"{row.at.astimezone(zone):%m-%d %H:%M:%S}",
-                actor=row.actor,
-                front=row.front,
-                action=row.action,
-                object=f"{row.object_type}:{row.object_id}",
+                actor=actor_name(lang, row.actor),
+                front=_lookup(lang, "audit_words.front", row.front),
+                action=_action(lang, row),
+                object=_object(lang, row),
             )
         )
-        if row.old or row.new:
-            parts.append(t(lang, "audit.change", old=_clip(row.old), new=_clip(row.new)))
+        parts += change_lines(lang, row.changes)
     return "\n".join(parts)
+
+
+def change_lines(lang: str, changes: Sequence[FieldChange], *, most: int = CHANGES_SHOWN) -> list[str]:
+    """Each changed field as a line a person reads: 价格 ¥15.00 → ¥12.00."""
+    lines = []
+    for change in changes[:most]:
+        field = _lookup(lang, "audit_words.field", change.field) if change.field else ""
+        old, new = _value(lang, change, change.old), _value(lang, change, change.new)
+        if change.old is None:
+            lines.append(t(lang, "audit_words.set", field=field, new=new))
+        elif change.new is None:
+            lines.append(t(lang, "audit_words.unset", field=field, old=old))
+        else:
+            lines.append(t(lang, "audit_words.change", field=field, old=old, new=new))
+    if len(changes) > most:
+        lines.append(t(lang, "audit_words.more", more=len(changes) - most))
+    return lines
+
+
+def _value(lang: str, change: FieldChange, value: Any) -> str:
+    if value is None:
+        return raw_t(lang, "audit_words.empty")
+    if change.money and isinstance(value, int):
+        return money(value, change.currency)
+    if isinstance(value, bool):
+        return raw_t(lang, "audit_words.yes" if value else "audit_words.no")
+    if change.field == "mode" and isinstance(value, str):
+        return _lookup(lang, "ops.mode", value)
+    if change.field == "parts" and isinstance(value, list):
+        listed = [raw_t(lang, "audit_words.part", sku=p[0], quantity=p[1]) for p in value if len(p) == 2]
+        return raw_t(lang, "audit_words.separator").join(listed) or raw_t(lang, "audit_words.empty")
+    return _clip(str(value), 80)
+
+
+def _lookup(lang: str, table: str, key: str) -> str:
+    try:
+        return raw_t(lang, f"{table}.{key}")
+    except (KeyError, TypeError):  # not in the table (a dotted key may run into a text)
+        return key
+
+
+def _action(lang: str, row: TrailRecord) -> str:
+    """``update coupon`` → 修改优惠券; ``chat /coupon_off`` → 命令 /coupon_off; a core action by its name."""
+    verb, _, kind = row.action.partition(" ")
+    if verb in ("create", "update", "delete") and kind:
+        return raw_t(lang, f"audit_words.verb.{verb}", object=_lookup(lang, "audit_words.object", kind))
+    if verb == "chat" and kind.startswith("/"):
+        return raw_t(lang, "audit_words.command", command=kind)
+    if verb == "chat" and kind.startswith("button"):
+        return raw_t(lang, "audit_words.button")
+    if row.front == "cli":  # the command as it was typed
+        return raw_t(lang, "audit_words.command", command=f"quanyi {row.action}")
+    words = row.action.replace(".", "_").replace(" ", "_").split("_")
+    for end in range(len(words), 0, -1):  # codes.decrypt.delivery → codes_decrypt; balance top_up → balance
+        try:
+            return raw_t(lang, f"audit_words.action.{'_'.join(words[:end])}")
+        except KeyError:
+            continue
+    return row.action
+
+
+def _object(lang: str, row: TrailRecord) -> str:
+    return f"{_lookup(lang, 'audit_words.object', row.object_type)} {row.object_id}"
 
 
 async def audit_broken(core: Core, message: Outgoing) -> list[Part]:

@@ -29,7 +29,7 @@ from quanyi.core.distributors.views import NoMargin
 from quanyi.core.errors import AlreadyExists, InvalidInput, NotFound, OutOfStock, QuanyiError
 from quanyi.core.services import Core
 from quanyi.core.stock.service import AllocationChange
-from quanyi.core.stock.views import AllocationMode, AllotTarget, PanelChannel, PoolLevel, PoolPanel
+from quanyi.core.stock.views import AllocationMode, AllotTarget, PanelChannel, PoolLevel, PoolPanel, Sellable
 from quanyi.i18n import plain_t, raw_t, t
 
 log = logging.getLogger(__name__)
@@ -413,7 +413,7 @@ async def _stock_view(core: Core, lang: str) -> tuple[str, InlineKeyboardMarkup]
     keyboard.row(_back(lang))
     if not pools:
         return t(lang, "ops.stock_empty"), keyboard.as_markup()
-    blocks = [_pool_block(lang, pool.level) for pool in pools]
+    blocks = [_pool_block(lang, pool.level, pool.figure) for pool in pools]
     return _fit(lang, t(lang, "ops.stock_title"), blocks), keyboard.as_markup()
 
 
@@ -428,7 +428,7 @@ def _detail(lang: str, panel: PoolPanel, *, lead: str = "") -> tuple[str, Inline
             row.append(_allot_button(lang, "ops.btn_share", panel.product_id, channel, "share"))
         keyboard.row(*row)
     keyboard.row(_back(lang, "stock"))
-    lines = [*_pool_lines(lang, panel.level), "\n" + t(lang, "ops.detail_hint", sku=panel.sku)]
+    lines = [*_pool_lines(lang, panel.level, panel.figure), "\n" + t(lang, "ops.detail_hint", sku=panel.sku)]
     if lead:
         lines.insert(0, lead + "\n")
     return _fit(lang, lines[0], lines[1:]), keyboard.as_markup()
@@ -439,26 +439,34 @@ def _allot_button(lang: str, key: str, product_id: int, channel: PanelChannel, a
     return InlineKeyboardButton(text=raw_t(lang, key, channel=channel.code), callback_data=data)
 
 
-def _pool_block(lang: str, level: PoolLevel) -> str:
-    return "\n".join(_pool_lines(lang, level))
+def _pool_block(lang: str, level: PoolLevel, figure: Sellable) -> str:
+    return "\n".join(_pool_lines(lang, level, figure))
 
 
-def _pool_lines(lang: str, level: PoolLevel) -> list[str]:
+def _pool_head(lang: str, level: PoolLevel, figure: Sellable) -> str:
+    """The product's sellable figure (the one the catalogue and the bot show) over its pool."""
+    if figure.on_demand:
+        return t(lang, "sellable.pool_on_demand", name=level.name, sku=level.sku, sold=figure.sold)
+    if level.on_demand:  # a link or recharge under a quota, a bundle: no pool of its own
+        return t(lang, "sellable.pool_issued", name=level.name, sku=level.sku, sellable=figure.units, sold=figure.sold)
+    return t(
+        lang,
+        "ops.pool",
+        name=level.name,
+        sku=level.sku,
+        sellable=figure.units,
+        available=level.available,
+        reserved=level.reserved,
+        sold=level.sold,
+        allocated=level.allocated_remaining,
+        unallocated=level.unallocated,
+        threshold=level.threshold or raw_t(lang, "ops.threshold_off"),
+    )
+
+
+def _pool_lines(lang: str, level: PoolLevel, figure: Sellable) -> list[str]:
     off = raw_t(lang, "ops.threshold_off")
-    lines = [
-        t(
-            lang,
-            "ops.pool",
-            name=level.name,
-            sku=level.sku,
-            available=level.available,
-            reserved=level.reserved,
-            sold=level.sold,
-            allocated=level.allocated_remaining,
-            unallocated=level.unallocated,
-            threshold=level.threshold or off,
-        )
-    ]
+    lines = [_pool_head(lang, level, figure)]
     for a in level.allocations:
         values = {"channel": a.channel, "channel_name": a.channel_name, "sold": a.sold, "reserved": a.reserved}
         if a.mode == AllocationMode.QUOTA:

@@ -13,6 +13,7 @@ from aiogram.filters import Command, CommandObject
 from aiogram.types import BufferedInputFile, Message
 
 from quanyi.bot.filters import IsAdmin
+from quanyi.bot.words import word
 from quanyi.core.books.views import MAX_STATEMENT_BYTES, Mismatch, Report, Section, mismatches_csv
 from quanyi.core.errors import QuanyiError
 from quanyi.core.services import Core
@@ -128,7 +129,7 @@ def _item(lang: str, item: Mismatch) -> str:
         order=_clip(item.order_number),
         txn=_clip(item.provider_txn_id),
         theirs=str(item.theirs) if item.theirs else "-",
-        their_status=item.their_status or "",
+        their_status=word(lang, "reconcile_status", item.their_status) if item.their_status else "",
         ours=str(item.ours) if item.ours else "-",
-        our_status=item.our_status or "",
+        our_status=word(lang, "reconcile_status", item.our_status) if item.our_status else "",
     )

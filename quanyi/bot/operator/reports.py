@@ -14,7 +14,8 @@ from aiogram.utils.keyboard import InlineKeyboardBuilder
 from quanyi.bot.filters import IsAdmin
 from quanyi.bot.operator.ops import OpsCb
 from quanyi.bot.render import money
-from quanyi.core.books.views import VIEWS, SalesRow, net_by_day_png, to_csv, to_xlsx
+from quanyi.bot.words import word
+from quanyi.core.books.views import VIEWS, ChartLabels, SalesRow, net_by_day_png, to_csv, to_xlsx
 from quanyi.core.services import Core
 from quanyi.i18n import raw_t, t
 
@@ -43,7 +44,7 @@ async def report_command(message: Message, command: CommandObject, core: Core, l
     if not words:
         await _overview(message, core, lang)
     elif len(words) in (1, 2) and words[0] in FORMATS and (words[1:] or ["day"])[0] in VIEWS:
-        await _export(message, core, words[0], (words[1:] or ["day"])[0])
+        await _export(message, core, lang, words[0], (words[1:] or ["day"])[0])
     else:
         await message.answer(t(lang, "reports.usage"))
 
@@ -53,7 +54,7 @@ async def report_button(query: CallbackQuery, callback_data: ReportCb, core: Cor
     if not isinstance(query.message, Message):
         return
     if callback_data.fmt in FORMATS and callback_data.view in VIEWS:
-        await _export(query.message, core, callback_data.fmt, callback_data.view)
+        await _export(query.message, core, lang, callback_data.fmt, callback_data.view)
     else:
         await _overview(query.message, core, lang)
 
@@ -102,7 +103,7 @@ async def _overview(message: Message, core: Core, lang: str) -> None:
     lines += ["", t(lang, "reports.exports", days=DAYS)]
     await message.answer("\n".join(lines), reply_markup=_export_markup(lang))
     # Drawing takes a few hundred milliseconds: off the event loop.
-    png = await asyncio.to_thread(net_by_day_png, overview.by_day)
+    png = await asyncio.to_thread(net_by_day_png, overview.by_day, chart_labels(lang))
     await message.answer_photo(
         BufferedInputFile(png, filename=f"sales-{recent.end}.png"),
         caption=raw_t(lang, "reports.chart_caption", days=DAYS),
@@ -116,7 +117,7 @@ def _export_markup(lang: str) -> InlineKeyboardMarkup:
         keyboard.row(
             *(
                 InlineKeyboardButton(
-                    text=raw_t(lang, "reports.btn_export", format=fmt.upper(), view=view),
+                    text=raw_t(lang, "reports.btn_export", format=fmt.upper(), view=word(lang, "report_view", view)),
                     callback_data=ReportCb(fmt=fmt, view=view).pack(),
                 )
                 for fmt in FORMATS
@@ -126,9 +127,15 @@ def _export_markup(lang: str) -> InlineKeyboardMarkup:
     return keyboard.as_markup()
 
 
-async def _export(message: Message, core: Core, fmt: str, view: str) -> None:
+def chart_labels(lang: str) -> ChartLabels:
+    """The chart's title and axes in the operator's language."""
+    return ChartLabels(**{name: raw_t(lang, f"words.chart.{name}") for name in ChartLabels.__dataclass_fields__})
+
+
+async def _export(message: Message, core: Core, lang: str, fmt: str, view: str) -> None:
     found = await core.books.sales_report(view, days=DAYS)
     table, span = found.table, found.period
     data = to_csv(table) if fmt == "csv" else await asyncio.to_thread(to_xlsx, table)
     name = f"report-{view}-{span.start}-{span.end}.{fmt}" if view != "stock" else f"stock-{span.end}.{fmt}"
-    await message.answer_document(BufferedInputFile(data, filename=name), caption=table.title, parse_mode=None)
+    caption = raw_t(lang, f"words.report_title.{view}", start=span.start, end=span.end)
+    await message.answer_document(BufferedInputFile(data, filename=name), caption=caption, parse_mode=None)

@@ -281,7 +281,7 @@ def _decision_row(lang: str, d: DecisionView, tz: ZoneInfo) -> str:
         channel=_esc(d.channel),
         where=t(lang, "risk.decision_where", where=where) if where else "",
         at=_at(d.created_at, tz),
-        reason=_esc(d.reason),
+        reason=_esc(decision_reason(lang, d)),
     )
 
 
@@ -376,7 +376,7 @@ async def render_hold(core: Core, message: Outgoing) -> list[Part]:
         quantity=decision.quantity,
         amount=money(decision.amount, decision.currency),
         channel=decision.channel,
-        reason=decision.reason,
+        reason=decision_reason(lang, decision),
     )
     if decision.status != "open":
         # Decided before this message went out (another operator, the CLI): nothing to press.
@@ -398,6 +398,14 @@ async def render_rejected(core: Core, message: Outgoing) -> list[Part]:
     # ``risk.reject`` keeps the operator's reason, written for the buyer, in the decision.
     values = {"sku": decision.sku, "quantity": decision.quantity, "reason": decision.reason}
     return [t(message.language, "risk.hold_rejected", **values)]
+
+
+def decision_reason(lang: str, decision: DecisionView) -> str:
+    """Why the shop decided, in the operator's language: a rule's reason by its metric, or the
+    operator's own words for a block."""
+    if decision.metric in METRICS:
+        return raw_t(lang, f"risk.reason_{decision.metric}", threshold=decision.limit)
+    return decision.reason
 
 
 # --- the buyer's side, used by the shop ----------------------------------------------------------

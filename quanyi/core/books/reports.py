@@ -15,13 +15,14 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import ColumnElement, Select, and_, case, func, literal, select
+from sqlalchemy import ColumnElement, Subquery, and_, case, func, literal, select, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from quanyi.core.errors import InvalidInput
 from quanyi.core.models import Channel, Distributor, Order, OrderLine, Product, Refund, RefundStatus
 from quanyi.core.money import Money
 from quanyi.core.platform import export
+from quanyi.core.stock.sellable import bundle_units, sellable
 
 SALES_VIEWS = ("day", "product", "channel", "distributor")
 VIEWS = (*SALES_VIEWS, "top", "stock")
@@ -89,13 +90,24 @@ def _day_of(column: Any, p: Period) -> ColumnElement[str]:
     return case(*whens, else_=days[-1].isoformat())
 
 
-def _order_product() -> Select[int, int, int]:
-    """Per order: the product ordered (a bundle, not its parts) and the units of its lines."""
-    return select(
+def _order_product(which: ColumnElement[bool]) -> Subquery:
+    """Per order: the product ordered (a bundle, not its parts) and its units, a bundle counted
+    as bundles (its lines hold parts), for the orders ``which`` picks."""
+    plain = select(
         OrderLine.order_id.label("order_id"),
-        func.min(func.coalesce(OrderLine.bundle_id, OrderLine.product_id)).label("product_id"),
-        func.sum(OrderLine.quantity).label("units"),
-    ).group_by(OrderLine.order_id)
+        OrderLine.product_id.label("product_id"),
+        OrderLine.quantity.label("units"),
+    ).where(OrderLine.bundle_id.is_(None), which)
+    items = union_all(plain, bundle_units().where(which)).subquery()
+    return (
+        select(
+            items.c.order_id,
+            func.min(items.c.product_id).label("product_id"),
+            func.sum(items.c.units).label("units"),
+        )
+        .group_by(items.c.order_id)
+        .subquery()
+    )
 
 
 async def sales(session: AsyncSession, p: Period, by: str, *, currency: str = "CNY") -> list[SalesRow]:
@@ -112,9 +124,9 @@ async def sales(session: AsyncSession, p: Period, by: str, *, currency: str = "C
         # ``payment:<id>`` gives back a payment kept for review: never part of an order's sale.
         ~Refund.scope.startswith("payment:"),
     )
-    per_order = _order_product().join(Order, Order.id == OrderLine.order_id).where(paid_in).subquery()
+    per_order = _order_product(OrderLine.order_id.in_(select(Order.id).where(paid_in)))
     refunded_orders = select(Refund.order_id).where(refunded_in)
-    refund_product = _order_product().where(OrderLine.order_id.in_(refunded_orders)).subquery()
+    refund_product = _order_product(OrderLine.order_id.in_(refunded_orders))
 
     def key(sold: bool) -> Any:
         if by == "day":
@@ -219,14 +231,18 @@ async def stock_table(session: AsyncSession) -> Table:
     from quanyi.core.stock.allocations import pool_levels
 
     levels = await pool_levels(session)
+    products = list(await session.scalars(select(Product).where(Product.sku.in_([lv.sku for lv in levels]))))
+    by_id = await sellable(session, products)
+    figures = {p.sku: by_id[p.id] for p in products}
     headers = ["sku", "name", "available", "reserved", "sold", "void", "expired", "allocated", "unallocated"]
     rows = [
         [lv.sku, lv.name, lv.available, lv.reserved, lv.sold, lv.void, lv.expired]
-        + [lv.allocated_remaining, lv.unallocated]
+        + [lv.allocated_remaining, lv.unallocated, lv.threshold]
+        # What the shop sells now, as `stock show`, the catalogue and the bot say it.
+        + ["on-demand" if figures[lv.sku].on_demand else figures[lv.sku].units]
         for lv in levels
     ]
-    rows = [row + [lv.threshold] for row, lv in zip(rows, levels, strict=True)]
-    return Table("stock levels", [*headers, "threshold"], rows)
+    return Table("stock levels", [*headers, "threshold", "sellable"], rows)
 
 
 async def report(session: AsyncSession, view: str, p: Period, *, currency: str = "CNY", limit: int = 10) -> Table:

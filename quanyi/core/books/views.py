@@ -10,7 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from quanyi.core.books import ledger, reports
-from quanyi.core.books.charts import net_by_day_png
+from quanyi.core.books.charts import ChartLabels, net_by_day_png
 from quanyi.core.books.ledger import CheckReport
 from quanyi.core.books.reconcile import MAX_STATEMENT_BYTES, Mismatch, Report, Section, mismatches_csv
 from quanyi.core.books.reports import VIEWS, Period, SalesRow, Table, to_csv, to_text, to_xlsx
@@ -22,6 +22,7 @@ __all__ = [
     "MAX_STATEMENT_BYTES",
     "VIEWS",
     "Anchor",
+    "ChartLabels",
     "CheckReport",
     "Figures",
     "Mismatch",

@@ -11,8 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from quanyi.core.errors import AlreadyExists, InvalidInput, NotFound
 from quanyi.core.models import Product, ProductKind
 from quanyi.core.money import Money, exponent
-from quanyi.core.stock.allocations import UNCAPPED, sellable_counts
-from quanyi.core.stock.items import available_counts
+from quanyi.core.stock.allocations import sellable_counts
+from quanyi.core.stock.sellable import Sellable, sellable
 
 _SKU = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -40,11 +40,12 @@ class CatalogueEntry:
     name: str
     kind: str
     price: Money
-    available: int
+    available: int  # the sellable figure (``stock.sellable``): UNCAPPED when issued on demand
     description: str
     active: bool = True
     stars_price: int | None = None
     category: str | None = None  # the operator's label; the bot's catalogue groups by it
+    sold: int = 0  # units sold: shown beside "on demand"
 
 
 def validate_sku(sku: str) -> str:
@@ -345,29 +346,31 @@ async def get_product(session: AsyncSession, sku: str) -> Product:
     return product
 
 
-async def catalogue(session: AsyncSession, *, include_inactive: bool = False) -> list[CatalogueEntry]:
+async def catalogue(
+    session: AsyncSession, *, include_inactive: bool = False, user_id: int | None = None
+) -> list[CatalogueEntry]:
+    """The products with the sellable figure every door shows; for ``user_id``, as that buyer
+    sees them (the price it would pay, the units its seller can sell it)."""
     query = select(Product).order_by(Product.sort_order, Product.id)
     if not include_inactive:
         query = query.where(Product.active.is_(True))
     products = list(await session.scalars(query))
-    counts = await available_counts(session, [p.id for p in products])
-    return [_entry(p, _units(p, counts)) for p in products]
+    figures = await sellable(session, products, user_id=user_id)
+    return [_entry(p, figures[p.id], priced=user_id is not None) for p in products]
 
 
 async def catalogue_entry(session: AsyncSession, sku: str) -> CatalogueEntry:
     product = await get_product(session, sku)
     if not product.active:
         raise NotFound(f"no product {sku}")
-    counts = await available_counts(session, [product.id])
-    return _entry(product, _units(product, counts))
+    return _entry(product, (await sellable(session, [product]))[product.id])
 
 
 async def catalogue_entry_by_id(session: AsyncSession, product_id: int) -> CatalogueEntry:
     product = await session.get(Product, product_id)
     if product is None or not product.active:
         raise NotFound("no such product")
-    counts = await available_counts(session, [product.id])
-    return _entry(product, _units(product, counts))
+    return _entry(product, (await sellable(session, [product]))[product.id])
 
 
 async def for_buyer(session: AsyncSession, entries: list[CatalogueEntry], user_id: int) -> list[CatalogueEntry]:
@@ -383,19 +386,15 @@ async def for_buyer(session: AsyncSession, entries: list[CatalogueEntry], user_i
     ]
 
 
-def _units(product: Product, counts: dict[int, int]) -> int:
-    # Links and recharges are issued when paid: only card keys are counted items.
-    return counts.get(product.id, 0) if product.kind == ProductKind.CARD_KEY else UNCAPPED
-
-
-def _entry(product: Product, available: int) -> CatalogueEntry:
+def _entry(product: Product, figure: Sellable, *, priced: bool = False) -> CatalogueEntry:
     return CatalogueEntry(
         id=product.id,
         sku=product.sku,
         name=product.name,
         kind=product.kind,
-        price=Money(product.price, product.currency),
-        available=available,
+        price=Money(figure.price if priced else product.price, product.currency),
+        available=figure.units,
+        sold=figure.sold,
         description=product.description,
         active=product.active,
         stars_price=product.stars_price,

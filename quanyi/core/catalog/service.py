@@ -14,6 +14,7 @@ from quanyi.core.catalog import bundles, coupons, products, promotions
 from quanyi.core.catalog.pricing_input import coupon_terms, promotion_terms
 from quanyi.core.catalog.quote import quote_order
 from quanyi.core.money import Money
+from quanyi.core.platform import audit
 from quanyi.core.stock.allocations import DEFAULT_CHANNEL
 
 if TYPE_CHECKING:
@@ -180,6 +181,8 @@ class CatalogService:
         async with self._db.transaction() as session:
             coupon = await coupons.get_coupon(session, coupon_id)
             codes = await coupons.generate_codes(session, coupon_id, count, prefix=prefix, max_uses=max_uses)
+            # Code rows are not on the trail one by one: the batch is, so a button press that made them is too.
+            audit.note(session, "generate coupon codes", "coupon", coupon.id, None, {"codes": len(codes)})
             made = views.CodesFile(coupon.id, coupon.name, tuple(codes), max_uses)
             if hand_over is not None:
                 hand_over(made)
@@ -191,9 +194,11 @@ class CatalogService:
             return await coupons.import_codes(session, coupon_id, data, max_uses=max_uses)
 
     async def export_codes(self, coupon_id: int) -> views.CodesFile:
-        async with self._db.read() as session:
+        """The campaign's codes as CSV; who took them out is on the trail (a write transaction for that)."""
+        async with self._db.transaction() as session:
             coupon = await coupons.get_coupon(session, coupon_id)
             text = await coupons.export_csv(session, coupon_id)
+            audit.note(session, "export coupon codes", "coupon", coupon.id, None, {"codes": len(text.splitlines()) - 1})
         return views.CodesFile(coupon.id, coupon.name, exported=text)
 
     async def coupon_list(self) -> list[views.CouponView]:

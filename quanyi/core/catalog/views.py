@@ -118,7 +118,7 @@ async def all_products(session: AsyncSession) -> list[CatalogueEntry]:
 
 async def buyer_catalogue(session: AsyncSession, user_id: int) -> list[CatalogueEntry]:
     """What this buyer would pay and can get: a referred buyer sees its distributor's prices."""
-    return await for_buyer(session, await catalogue(session), user_id)
+    return await catalogue(session, user_id=user_id)
 
 
 async def buyer_entry(

@@ -154,6 +154,9 @@ def _append_sync(conn: Connection, entries: Sequence[Entry], chain: Chain) -> li
         rows.append(values)
     conn.execute(insert(AuditRecord), rows)
     conn.execute(update(AuditHead).where(AuditHead.id == HEAD_ID).values(seq=seq, hash=prev))
+    work = _work.get()
+    if work is not None:
+        work.recorded += len(rows)
     return rows
 
 
@@ -203,6 +206,7 @@ async def trail(
 # fails leaves no record and a record never describes a change that did not happen.
 
 _acting: ContextVar[tuple[str, str] | None] = ContextVar("quanyi_audit_acting", default=None)
+_work: ContextVar[Work | None] = ContextVar("quanyi_audit_work", default=None)
 _PENDING = "quanyi_audit_pending"
 
 # Table → object type on the trail. Stock rows, orders and card keys are not here: stock imports
@@ -232,13 +236,24 @@ _HIDDEN = frozenset(
 )
 
 
+@dataclass
+class Work:
+    """What the code inside ``acting`` put on the trail: ``recorded`` records."""
+
+    recorded: int = 0
+
+
 @contextmanager
-def acting(actor: str, front: str) -> Iterator[None]:
-    """Record what the code inside changes as done by ``actor`` through ``front``."""
+def acting(actor: str, front: str) -> Iterator[Work]:
+    """Record what the code inside changes as done by ``actor`` through ``front``; the ``Work``
+    yielded tells whether it changed (or revealed) anything."""
+    work = Work()
     token = _acting.set((actor[:64], front[:16]))
+    work_token = _work.set(work)
     try:
-        yield
+        yield work
     finally:
+        _work.reset(work_token)
         _acting.reset(token)
 
 
@@ -255,9 +270,9 @@ def note(
     new: Mapping[str, Any] | None,
 ) -> None:
     """Queue a change made outside the ORM (a conditional UPDATE) for the trail; nothing
-    happens outside ``acting``."""
+    happens outside ``acting``, nor when the values are the same (a press that changed nothing)."""
     who = _acting.get()
-    if who is None:
+    if who is None or (old is not None and new is not None and _json(old) == _json(new)):
         return
     sync = session.sync_session if isinstance(session, AsyncSession) else session
     sync.info.setdefault(_PENDING, []).append(Entry(who[0], who[1], action, object_type, str(object_id), old, new))

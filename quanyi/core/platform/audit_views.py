@@ -3,9 +3,11 @@ which encryption keys rows use, as frozen dataclasses (plus the anchor parser a 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -17,6 +19,7 @@ from quanyi.core.platform.rotation import KeyUsage, RotateOutcome, RotationRepor
 __all__ = [
     "ANCHOR_KIND",
     "Anchor",
+    "FieldChange",
     "KeyRow",
     "KeyStatus",
     "KeyUsage",
@@ -31,6 +34,27 @@ __all__ = [
 ]
 
 
+# Columns that hold money in minor units (a Stars price, a quota, a rate or a coupon's value,
+# which may be basis points, are plain numbers).
+MONEY_FIELDS = frozenset(
+    {"price", "floor_price", "ceiling_price", "cost_price", "list_price", "balance", "amount", "min_spend", "cap"}
+)
+# Bookkeeping columns a created or deleted row carries that say nothing to a reader.
+_UNSHOWN = frozenset({"id", "position", "sort_order"})
+
+
+@dataclass(frozen=True)
+class FieldChange:
+    """One field of a change: its old and new value (None: the row was created / deleted);
+    ``money`` says they are minor units of ``currency``."""
+
+    field: str
+    old: Any
+    new: Any
+    money: bool = False
+    currency: str = ""
+
+
 @dataclass(frozen=True)
 class TrailRecord:
     seq: int
@@ -42,6 +66,28 @@ class TrailRecord:
     object_id: str
     old: str | None
     new: str | None
+    changes: tuple[FieldChange, ...] = ()
+
+
+def field_changes(old: str | None, new: str | None, *, currency: str) -> tuple[FieldChange, ...]:
+    """A record's old and new values (JSON objects) as one change per field that differs; a
+    value the trail cut short (past its length limit) is one change of the whole text."""
+    try:
+        before = json.loads(old) if old else {}
+        after = json.loads(new) if new else {}
+    except ValueError:
+        return (FieldChange("", old, new),)
+    if not isinstance(before, dict) or not isinstance(after, dict):
+        return (FieldChange("", before, after),)
+    own = str(after.get("currency") or before.get("currency") or currency)
+    changes = []
+    for key in [*before, *(k for k in after if k not in before)]:
+        was, now = before.get(key), after.get(key)
+        if was == now or key in _UNSHOWN or (was is None and now is None):
+            continue
+        money = key in MONEY_FIELDS and all(isinstance(v, int | None) for v in (was, now))
+        changes.append(FieldChange(key, was, now, money, own if money else ""))
+    return tuple(changes)
 
 
 @dataclass(frozen=True)
@@ -79,12 +125,26 @@ async def trail(
     object_id: str | None = None,
     day: date | None = None,
     tz: str,
+    currency: str = "CNY",
     limit: int = 50,
 ) -> list[TrailRecord]:
-    """The latest records, newest first (``audit.trail``'s filters)."""
+    """The latest records, newest first (``audit.trail``'s filters), each change split into fields
+    (money without a currency of its own is in the shop's ``currency``)."""
     rows = await audit.trail(
         session, actor=actor, object_type=object_type, object_id=object_id, day=day, tz=tz, limit=limit
     )
     return [
-        TrailRecord(r.seq, r.at, r.actor, r.front, r.action, r.object_type, r.object_id, r.old, r.new) for r in rows
+        TrailRecord(
+            r.seq,
+            r.at,
+            r.actor,
+            r.front,
+            r.action,
+            r.object_type,
+            r.object_id,
+            r.old,
+            r.new,
+            field_changes(r.old, r.new, currency=currency),
+        )
+        for r in rows
     ]

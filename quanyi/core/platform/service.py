@@ -42,6 +42,7 @@ class PlatformService:
                 object_id=object_id,
                 day=day,
                 tz=self._wiring.settings.timezone,
+                currency=self._wiring.settings.currency,
                 limit=limit,
             )
 

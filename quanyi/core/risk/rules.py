@@ -66,6 +66,18 @@ _REASONS = {
 }
 
 
+def reason_metric(reason: str) -> tuple[str, str] | None:
+    """The metric (and its limit, where the reason names one) a decision's stored reason came
+    from, so a door can say it in its reader's language; None for an operator's own words."""
+    for metric, template in _REASONS.items():
+        head, _, tail = template.partition("{threshold}")
+        if not tail and reason == head:
+            return metric, ""
+        if tail and reason.startswith(head) and reason.endswith(tail):
+            return metric, reason[len(head) : len(reason) - len(tail)]
+    return None
+
+
 @dataclass(frozen=True)
 class Screening:
     user_id: int | None

@@ -56,6 +56,8 @@ class DecisionView:
     amount: int
     currency: str
     created_at: datetime
+    metric: str | None = None  # the rule's metric the reason names (None: an operator's own reason)
+    limit: str = ""  # the limit the reason names, if any
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,7 @@ def block_view(entry: BlockEntry) -> BlockView:
 
 
 def decision_view(d: RiskDecision) -> DecisionView:
+    metric, limit = risk.reason_metric(d.reason) or (None, "")
     return DecisionView(
         id=d.id,
         action=d.action,
@@ -107,6 +110,8 @@ def decision_view(d: RiskDecision) -> DecisionView:
         amount=d.amount,
         currency=d.currency,
         created_at=d.created_at,
+        metric=metric,
+        limit=limit,
     )
 
 

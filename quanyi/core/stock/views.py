@@ -13,6 +13,7 @@ from quanyi.core.errors import NotFound
 from quanyi.core.models import AllocationMode, Channel, ChannelKind, Product
 from quanyi.core.stock.allocations import AllocationLevel, PoolLevel, list_channels, pool_levels
 from quanyi.core.stock.items import ImportReport, VoidReport, staged_counts
+from quanyi.core.stock.sellable import Sellable, sellable
 from quanyi.core.stock.stockfile import RejectedLine
 
 # Re-exported for the doors, which name modes and kinds without importing the models.
@@ -30,6 +31,7 @@ __all__ = [
     "PoolLevel",
     "PoolPanel",
     "RejectedLine",
+    "Sellable",
     "VoidSummary",
 ]
 
@@ -41,6 +43,12 @@ class Pool:
     product_id: int
     level: PoolLevel
     staged: int
+    figure: Sellable  # what the shop sells now, as every door shows it
+
+    @property
+    def sold(self) -> int:
+        """Codes sold from the pool; for products issued on demand (and bundles), units sold."""
+        return self.figure.sold if self.level.on_demand else self.level.sold
 
     @property
     def over_allocated(self) -> bool:
@@ -58,9 +66,11 @@ async def pools(session: AsyncSession, sku: str | None = None) -> list[Pool]:
     """Every product's pool (or one product's: ``NotFound`` when there is none)."""
     levels = await pool_levels(session, sku)
     staged = await staged_counts(session, sku)
-    rows = await session.execute(select(Product.sku, Product.id).where(Product.sku.in_([lv.sku for lv in levels])))
-    ids = {row_sku: id_ for row_sku, id_ in rows.all()}
-    return [Pool(ids[lv.sku], lv, staged.get(lv.sku, 0)) for lv in levels]
+    products = {
+        p.sku: p for p in await session.scalars(select(Product).where(Product.sku.in_([lv.sku for lv in levels])))
+    }
+    figures = await sellable(session, list(products.values()))
+    return [Pool(products[lv.sku].id, lv, staged.get(lv.sku, 0), figures[products[lv.sku].id]) for lv in levels]
 
 
 @dataclass(frozen=True)
@@ -88,6 +98,7 @@ class PoolPanel:
     sku: str
     level: PoolLevel
     channels: tuple[PanelChannel, ...]  # those holding the product first, then by age
+    figure: Sellable
 
 
 async def pool_panel(session: AsyncSession, sku: str) -> PoolPanel:
@@ -96,9 +107,8 @@ async def pool_panel(session: AsyncSession, sku: str) -> PoolPanel:
     level = (await pool_levels(session, sku))[0]
     modes = {a.channel: str(a.mode) for a in level.allocations}
     active = sorted((c for c in await list_channels(session) if c.active), key=lambda c: (c.code not in modes, c.id))
-    return PoolPanel(
-        product.id, product.sku, level, tuple(PanelChannel(c.id, c.code, modes.get(c.code)) for c in active)
-    )
+    channels = tuple(PanelChannel(c.id, c.code, modes.get(c.code)) for c in active)
+    return PoolPanel(product.id, product.sku, level, channels, (await sellable(session, [product]))[product.id])
 
 
 async def pool_panel_by_id(session: AsyncSession, product_id: int) -> PoolPanel:
