@@ -49,7 +49,7 @@ BUYER = 1001
 ACCOUNT = "88776655"
 # The texts do not depend on the database: both languages on SQLite, zh on PostgreSQL too.
 JOURNEYS = pytest.mark.parametrize(("backend", "lang"), [("sqlite", "zh"), ("sqlite", "en"), ("postgresql", "zh")])
-OFFSET = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2} \(UTC\+08:00\)")
+OFFSET = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2} \(UTC\+8\)")
 
 
 @pytest.fixture
@@ -165,6 +165,11 @@ async def test_paid_order_is_queued_taken_once_and_done_with_a_note_for_the_buye
     # Nor may the second operator finish it.
     answer = await shop.callback_answer(await second.press(held, raw_t(lang, "manual.done_button")))
     assert str(OPERATOR) in answer["text"]
+    # The operators' order sheet shows where the task stands, for whom and by when.
+    await second.send(f"/order {number}")
+    sheet = await second.expect(lambda m: m.plain.startswith("🧾") or number in m.plain)
+    state = raw_t(lang, "manual.state_taken", operator=OPERATOR)
+    assert f"{ACCOUNT} · {state} · " in sheet.plain and OFFSET.search(sheet.plain)
 
     await operator.press(held, raw_t(lang, "manual.done_button"))
     asked = await operator.expect(lambda m: number in m.plain and bool(m.buttons()))
@@ -446,4 +451,4 @@ async def test_cli_adds_a_manual_product_with_its_deadline(cli, tmp_path):  # no
         "product", "add", "--sku", "K", "--name", "K", "--kind", "card_key", "--price", "1.00", "--deadline", "2h"
     )
     listed = cli.ok("product", "list")
-    assert re.search(r"COINS\s+manual\s+.*on demand", listed)
+    assert re.search(r"COINS\s+manual\s+.*on-demand", listed)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from zoneinfo import ZoneInfo
 
 from quanyi.bot.outbox_sender import Part, Renderer
-from quanyi.bot.render import money
+from quanyi.bot.render import deadline_text, money
 from quanyi.core.distributors.views import Digest, DigestOrder
 from quanyi.core.platform.outbox import Outgoing
 from quanyi.core.services import Core
@@ -87,7 +87,7 @@ def _digest_line(lang: str, order: DigestOrder, tz: ZoneInfo) -> str:
 
 def digest_text(lang: str, digest: Digest, tz: ZoneInfo) -> str:
     if digest.since is not None:
-        title = t(lang, "distrib.digest_title", since=digest.since.astimezone(tz).strftime("%Y-%m-%d %H:%M %Z"))
+        title = t(lang, "distrib.digest_title", since=deadline_text(digest.since, str(tz)))
     else:
         title = t(lang, "distrib.digest_title_first")
     total = " + ".join(money(amount, currency) for currency, amount in digest.totals)

@@ -22,7 +22,7 @@ from aiogram.utils.keyboard import InlineKeyboardBuilder
 from quanyi.bot.filters import TYPED, IsAdmin
 from quanyi.bot.operator.ops import menu_markup, menu_text
 from quanyi.bot.order_messages import failure_reason
-from quanyi.bot.render import method_label, money, status_label, undone_text
+from quanyi.bot.render import deadline_text, method_label, money, status_label, undone_text
 from quanyi.bot.words import actor_name, word
 from quanyi.core.errors import InvalidInput, NotFound, QuanyiError, RefundNotSupported
 from quanyi.core.sales.order_lookup import OrderSheet
@@ -85,7 +85,9 @@ async def show_order(message: Message, command: CommandObject, core: Core, lang:
     except NotFound:
         await message.answer(t(lang, "admin_no_order", number=number))
         return
-    await message.answer("\n".join(_sheet_lines(order, lang)), reply_markup=_refund_keyboard(order, lang))
+    await message.answer(
+        "\n".join(_sheet_lines(order, lang, core.settings.timezone)), reply_markup=_refund_keyboard(order, lang)
+    )
 
 
 async def typed_order(message: Message, core: Core, lang: str, state: FSMContext) -> None:
@@ -96,7 +98,9 @@ async def typed_order(message: Message, core: Core, lang: str, state: FSMContext
         await message.answer(t(lang, "admin_order_again", number=number))
         return
     await state.clear()
-    await message.answer("\n".join(_sheet_lines(order, lang)), reply_markup=_refund_keyboard(order, lang))
+    await message.answer(
+        "\n".join(_sheet_lines(order, lang, core.settings.timezone)), reply_markup=_refund_keyboard(order, lang)
+    )
 
 
 async def cancel(message: Message, lang: str, state: FSMContext) -> None:
@@ -104,7 +108,7 @@ async def cancel(message: Message, lang: str, state: FSMContext) -> None:
     await message.answer(t(lang, "admin_cancelled"))
 
 
-def _sheet_lines(order: OrderSheet, lang: str) -> list[str]:
+def _sheet_lines(order: OrderSheet, lang: str, tz: str) -> list[str]:
     lines = [
         t(
             lang,
@@ -166,6 +170,13 @@ def _sheet_lines(order: OrderSheet, lang: str) -> list[str]:
                 reason=reason,
             )
         )
+    for task in order.manual:  # a line fulfilled by hand: where it stands, by when
+        state = raw_t(lang, f"manual.state_{task.status}", operator=task.taken_by or "?")
+        if task.resolution:
+            state += f" → {word(lang, 'recharge_resolution', task.resolution)}"
+        reason = f" ({task.reason})" if task.reason else ""
+        deadline = deadline_text(task.deadline_at, tz)
+        lines.append(t(lang, "manual.sheet_line", account=task.account, state=state + reason, deadline=deadline))
     for refund in order.refunds:
         lines.append(
             t(

@@ -9,7 +9,6 @@ Only QUANYI_ADMIN_IDS reach these handlers; core checks that the operator acting
 from __future__ import annotations
 
 from datetime import datetime
-from zoneinfo import ZoneInfo
 
 from aiogram import F, Router
 from aiogram.exceptions import TelegramBadRequest
@@ -22,7 +21,7 @@ from aiogram.utils.keyboard import InlineKeyboardBuilder
 
 from quanyi.bot.filters import TYPED, IsAdmin
 from quanyi.bot.outbox_sender import Part, Renderer, WithButtons
-from quanyi.bot.render import MESSAGE_LIMIT, money
+from quanyi.bot.render import MESSAGE_LIMIT, deadline_text, money
 from quanyi.core.errors import InvalidInput, NotFound
 from quanyi.core.platform.outbox import Outgoing
 from quanyi.core.sales.manual_views import ManualTaskClosed, ManualTaskView
@@ -59,10 +58,9 @@ def build_manual_router() -> Router:
 
 
 def when(at: datetime, tz: str) -> str:
-    """A date and time in the shop's time zone, with its offset: 2026-12-08 10:30 (UTC+08:00)."""
-    local = at.astimezone(ZoneInfo(tz))
-    offset = local.strftime("%z") or "+0000"
-    return f"{local:%Y-%m-%d %H:%M} (UTC{offset[:3]}:{offset[3:5]})"
+    """A date and time in the shop's time zone, with its offset: 2026-12-08 10:30 (UTC+8), as
+    every deadline in chat reads."""
+    return deadline_text(at, tz)
 
 
 def state_text(lang: str, task: ManualTaskView) -> str:

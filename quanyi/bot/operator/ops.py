@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from zoneinfo import ZoneInfo
 
 from aiogram import Bot, F, Router
 from aiogram.exceptions import TelegramBadRequest
@@ -24,7 +23,7 @@ from aiogram.utils.keyboard import InlineKeyboardBuilder
 
 from quanyi.bot.callbacks import PricingCb
 from quanyi.bot.filters import IsAdmin
-from quanyi.bot.render import MESSAGE_LIMIT, money
+from quanyi.bot.render import MESSAGE_LIMIT, deadline_text, money
 from quanyi.core.distributors.views import NoMargin
 from quanyi.core.errors import AlreadyExists, InvalidInput, NotFound, OutOfStock, QuanyiError
 from quanyi.core.services import Core
@@ -363,7 +362,7 @@ async def _invite(
     username = (await bot.me()).username or core.settings.bot_username.lstrip("@")
     if not username:
         return t(lang, "ops.no_username", start=start), None
-    expires = invite.expires_at.astimezone(ZoneInfo(core.settings.timezone)).strftime("%Y-%m-%d %H:%M")
+    expires = deadline_text(invite.expires_at, core.settings.timezone)
     link = f"https://t.me/{username}?start={start}"
     return t(lang, "ops.invite", link=link, tier=invite.tier, limit=invite.invite_limit, expires=expires), None
 

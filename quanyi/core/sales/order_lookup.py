@@ -9,7 +9,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from quanyi.core.models import Order, OrderStatus, Payment, Recharge
+from quanyi.core.models import ManualTask, Order, OrderStatus, Payment, Recharge
 from quanyi.core.sales import orders, redeem
 from quanyi.core.sales.redeem import TokenState, TokenView, is_well_formed
 
@@ -102,6 +102,18 @@ class RechargeView:
 
 
 @dataclass(frozen=True)
+class ManualView:
+    """A line fulfilled by hand: for whom, how far it is, by when, and who holds it."""
+
+    account: str
+    status: str  # queued | taken | done | failed | expired
+    deadline_at: datetime
+    taken_by: int | None
+    reason: str | None
+    resolution: str | None
+
+
+@dataclass(frozen=True)
 class OrderSheet:
     """An order as an operator sees it: lines, payments, uses of its links, recharges, refunds,
     whether the buyer got the delivery message. Never its codes."""
@@ -122,6 +134,7 @@ class OrderSheet:
     delivery: str | None  # the delivery message's outbox state (see ``orders.OrderDetails``)
     delivery_error: str | None
     refund_offered: bool
+    manual: tuple[ManualView, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -192,6 +205,7 @@ async def order_sheet(session: AsyncSession, number: str) -> OrderSheet:
     numbers = details.line_numbers
     uses = await redeem.redemptions(session, order.id)
     recharges = await session.scalars(select(Recharge).where(Recharge.order_id == order.id).order_by(Recharge.id))
+    tasks = await session.scalars(select(ManualTask).where(ManualTask.order_id == order.id).order_by(ManualTask.id))
     return OrderSheet(
         number=order.number,
         status=order.status,
@@ -237,6 +251,10 @@ async def order_sheet(session: AsyncSession, number: str) -> OrderSheet:
         delivery=details.delivery,
         delivery_error=details.delivery_error,
         refund_offered=order.status in _REFUND_OFFERED,
+        manual=tuple(
+            ManualView(task.account, task.status, task.deadline_at, task.taken_by, task.reason, task.resolution)
+            for task in tasks
+        ),
     )
 
 
