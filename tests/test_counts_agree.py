@@ -131,6 +131,7 @@ async def test_stock_show_the_chat_stock_view_the_web_catalogue_and_the_bot_show
         "MUSIC membership · ¥9.90 · 3 left",
         "Duo pack · ¥20.00 · 1 left",
         "Top-up 30 · ¥30.00",
+        raw_t("en", "support.button"),
     ]
     await buyer.press(catalogue, "Top-up 30 · ¥30.00")
     card = await buyer.expect(lambda m: m.kind == "edit")

@@ -367,7 +367,8 @@ async def test_orders_shows_a_bundle_as_name_times_quantity_with_its_parts_under
     lines = listing.plain.splitlines()
     head = next(i for i, line in enumerate(lines) if placed.order.number in line)
     assert f"{name} × 1" in lines[head]
-    assert lines[head + 1 : head + 3] == ["　└ VIDEO membership × 1", "　└ MUSIC membership × 1"]
+    indent = "\u3000" if lang == "zh" else "\u00a0\u00a0"  # a full-width space only in Chinese
+    assert lines[head + 1 : head + 3] == [f"{indent}└ VIDEO membership × 1", f"{indent}└ MUSIC membership × 1"]
 
 
 async def test_a_bundle_bought_twice_counts_as_two_with_each_part_twice(core, shop, tmp_path):
@@ -460,4 +461,4 @@ async def test_a_plain_order_lists_as_name_times_quantity_then_its_deadline(core
     lines = listing.plain.splitlines()
     head = next(i for i, line in enumerate(lines) if placed.order.number in line)
     assert "VIP membership × 3" in lines[head]
-    assert lines[head + 1].startswith("　Pay before ") and lines[head + 1].endswith("(UTC+8)")
+    assert lines[head + 1].startswith("\u00a0\u00a0Pay before ") and lines[head + 1].endswith("(UTC+8)")

@@ -46,7 +46,7 @@ STATUS_WORDS = re.compile(
 # Names and acronyms a Chinese text may carry as they are: brands, file formats, units, and the
 # examples an operator types (SKU values, date patterns).
 NAMES = frozenset(
-    {"API", "CSV", "ID", "IP", "MB", "QQ", "SKU", "URL", "UTC", "NAME", "YYYY-MM-DD", "csv", "txt", "xlsx"}
+    {"API", "CSV", "TXT", "ID", "IP", "MB", "QQ", "SKU", "URL", "UTC", "NAME", "YYYY-MM-DD", "csv", "txt", "xlsx"}
     | {"Telegram", "Stars", "Stripe", "Crypto", "Pay", "Webhook", "HMAC-SHA", "quanyi", "VIP", "MUSIC"}
 )
 # Texts that name a file's columns or an API's fields, which are spelled as the file and the API spell them.
