@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo
 from quanyi.core.books.commissions import format_rate
 from quanyi.core.catalog.pricing import BASIS_POINTS, Breakdown, PromotionRule, Reason
 from quanyi.core.catalog.views import PromotionKind, Stacking
+from quanyi.core.errors import QuanyiError
 from quanyi.core.money import Money
 from quanyi.core.sales.views import DeliveredLine, IssuedLink, TokenState, link
 from quanyi.i18n import raw_t, t
@@ -30,6 +31,15 @@ def method_label(lang: str, method: str, option: str) -> str:
         except KeyError:
             continue
     return option or method
+
+
+def reason_in(lang: str, exc: QuanyiError) -> str:
+    """Why core refused, in the reader's language and as plain text (the caller's ``t`` escapes
+    it): the text ``exc.key`` names, filled from its details. Tests keep every refusal a chat
+    can show keyed (tests/test_error_texts.py); an unkeyed one shows core's English message."""
+    if exc.key:
+        return raw_t(lang, exc.key, **exc.details)
+    return exc.message
 
 
 def status_label(lang: str, status: str) -> str:

@@ -10,11 +10,16 @@ from typing import Any
 
 
 class QuanyiError(Exception):
+    """``message`` is English (logs, the CLI, the partner API); ``key`` names the same refusal's
+    text in the i18n catalogues (``err_<domain>.<name>``, filled from ``details``), so a chat
+    reply says it in the reader's language."""
+
     code = "error"
 
-    def __init__(self, message: str = "", **details: object) -> None:
+    def __init__(self, message: str = "", *, key: str = "", **details: object) -> None:
         super().__init__(message or self.code)
         self.message = message or self.code
+        self.key = key
         self.details = details
 
 
@@ -141,7 +146,7 @@ class CouponRejected(InvalidInput):
 
     code = "coupon_rejected"
 
-    def __init__(self, message: str, *, reason: str, **details: object) -> None:
+    def __init__(self, message: str, *, reason: str, **details: Any) -> None:
         super().__init__(message, reason=reason, **details)
         self.reason = reason
 
@@ -152,7 +157,7 @@ class RiskRefusal(QuanyiError):
 
     code = "risk"
 
-    def __init__(self, message: str, *, decision: Any, secret: bytes = b"", **details: object) -> None:
+    def __init__(self, message: str, *, decision: Any, secret: bytes = b"", **details: Any) -> None:
         super().__init__(message, decision_id=None, **details)
         self.decision: Any = decision
         self.decision_id: int | None = None

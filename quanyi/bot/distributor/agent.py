@@ -27,7 +27,7 @@ from aiogram.utils.keyboard import InlineKeyboardBuilder
 from quanyi.bot.distributor.quota import pass_button
 from quanyi.bot.distributor.withdraw import WithdrawCb
 from quanyi.bot.filters import TYPED, IsDistributor
-from quanyi.bot.render import money
+from quanyi.bot.render import money, reason_in
 from quanyi.core.distributors.views import (
     INVITE_PREFIX,
     MAX_BULK,
@@ -291,7 +291,7 @@ async def _buy(
         )
     except RiskRefusal as exc:
         # A bulk purchase is never challenged in chat: any refusal is final for this tap.
-        text = t(lang, "agent.risk_refused", reason=exc.details.get("reason") or exc.message)
+        text = t(lang, "agent.risk_refused", reason=exc.details.get("reason") or reason_in(lang, exc))
     except InsufficientBalance as exc:
         text = _balance_short(lang, row, quantity, int(str(exc.details.get("balance", 0))))
     except AllocationShort as exc:

@@ -22,7 +22,7 @@ from aiogram.utils.keyboard import InlineKeyboardBuilder
 from quanyi.bot.filters import TYPED, IsAdmin
 from quanyi.bot.operator.ops import menu_markup, menu_text
 from quanyi.bot.order_messages import failure_reason
-from quanyi.bot.render import deadline_text, method_label, money, status_label, undone_text
+from quanyi.bot.render import deadline_text, method_label, money, reason_in, status_label, undone_text
 from quanyi.bot.words import actor_name, word
 from quanyi.core.errors import InvalidInput, NotFound, QuanyiError, RefundNotSupported
 from quanyi.core.sales.order_lookup import OrderSheet
@@ -285,10 +285,10 @@ async def do_refund(message: Message, core: Core, lang: str, state: FSMContext) 
         if exc.details.get("field") == "reason":  # the form stays open for a reason or /cancel
             await state.set_state(AdminRefund.reason)
             await state.set_data(data)
-        await message.answer(t(lang, "admin_refund_refused", reason=exc.message))
+        await message.answer(t(lang, "admin_refund_refused", reason=reason_in(lang, exc)))
         return
     except QuanyiError as exc:
-        await message.answer(t(lang, "admin_refund_failed", reason=exc.message))
+        await message.answer(t(lang, "admin_refund_failed", reason=reason_in(lang, exc)))
         return
     if result.status == "already":
         await message.answer(t(lang, "admin_refund_already", number=result.order_number))

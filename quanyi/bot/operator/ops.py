@@ -23,7 +23,7 @@ from aiogram.utils.keyboard import InlineKeyboardBuilder
 
 from quanyi.bot.callbacks import PricingCb
 from quanyi.bot.filters import IsAdmin
-from quanyi.bot.render import MESSAGE_LIMIT, deadline_text, money
+from quanyi.bot.render import MESSAGE_LIMIT, deadline_text, money, reason_in
 from quanyi.core.distributors.views import NoMargin
 from quanyi.core.errors import AlreadyExists, InvalidInput, NotFound, OutOfStock, QuanyiError
 from quanyi.core.services import Core
@@ -577,4 +577,4 @@ def _refusal(lang: str, exc: QuanyiError, *, sku: str = "", channel: str = "") -
             return t(lang, "ops.err.floor", floor=details["floor"])
         if "ceiling" in details:
             return t(lang, "ops.err.ceiling", ceiling=details["ceiling"])
-    return t(lang, "ops.err.other", reason=exc.message)
+    return t(lang, "ops.err.other", reason=reason_in(lang, exc))

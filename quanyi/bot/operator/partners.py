@@ -20,7 +20,7 @@ from aiogram.filters.callback_data import CallbackData
 from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message
 
 from quanyi.bot.filters import IsAdmin
-from quanyi.bot.render import MESSAGE_LIMIT, money
+from quanyi.bot.render import MESSAGE_LIMIT, money, reason_in
 from quanyi.core.errors import QuanyiError
 from quanyi.core.services import Core
 from quanyi.i18n import raw_t, t
@@ -181,4 +181,4 @@ async def _send_secret(message: Message, lang: str, code: str, access_key: str, 
 
 
 async def _refuse(message: Message, lang: str, exc: QuanyiError, usage: str) -> None:
-    await message.answer(t(lang, "partners.refused", problem=exc.message) + "\n" + t(lang, usage))
+    await message.answer(t(lang, "partners.refused", problem=reason_in(lang, exc)) + "\n" + t(lang, usage))

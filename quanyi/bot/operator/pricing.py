@@ -24,7 +24,7 @@ from aiogram.utils.keyboard import InlineKeyboardBuilder
 from quanyi.bot.callbacks import PricingCb
 from quanyi.bot.filters import IsAdmin
 from quanyi.bot.operator.ops import MAX_ROWS, OpsCb, _edit, _fit
-from quanyi.bot.render import money
+from quanyi.bot.render import money, reason_in
 from quanyi.core.books.commissions import format_rate
 from quanyi.core.catalog.admin_views import (
     MAX_BATCH,
@@ -549,4 +549,4 @@ def _csv_file(coupon_id: int, codes: CodesFile) -> BufferedInputFile:
 
 def _refusal(lang: str, exc: QuanyiError) -> str:
     # The core's reasons are written for operators; they are shown as they are.
-    return t(lang, "pricing_ops.refused", reason=exc.message)
+    return t(lang, "pricing_ops.refused", reason=reason_in(lang, exc))

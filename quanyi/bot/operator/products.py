@@ -21,7 +21,7 @@ from aiogram.utils.keyboard import InlineKeyboardBuilder
 
 from quanyi.bot.filters import TYPED, IsAdmin
 from quanyi.bot.operator.ops import OpsCb
-from quanyi.bot.render import money
+from quanyi.bot.render import money, reason_in
 from quanyi.core.catalog.admin_views import ProductRow
 from quanyi.core.catalog.products import validate_sku
 from quanyi.core.catalog.service import NewProduct, ProductChanges
@@ -185,7 +185,7 @@ async def _add(message: Message, core: Core, lang: str, state: FSMContext) -> No
         return
     except QuanyiError as exc:
         await state.clear()
-        await message.answer(t(lang, "phoneops.refused", reason=exc.message))
+        await message.answer(t(lang, "phoneops.refused", reason=reason_in(lang, exc)))
         return
     await state.clear()
     row = await _row(core, sku=request.sku)
@@ -250,7 +250,7 @@ async def product_button(
         try:
             await core.catalog.update_product(row.sku, ProductChanges(active=callback_data.act == "on"))
         except QuanyiError as exc:
-            await query.answer(plain_t(lang, "phoneops.refused_plain", reason=exc.message), show_alert=True)
+            await query.answer(plain_t(lang, "phoneops.refused_plain", reason=reason_in(lang, exc)), show_alert=True)
             return
         await query.answer(plain_t(lang, f"phoneops.now_{callback_data.act}"))
         row = await _row(core, product_id=callback_data.product_id) or row
@@ -280,7 +280,7 @@ async def typed_value(message: Message, core: Core, lang: str, state: FSMContext
         await message.answer(t(lang, "phoneops.no_product", sku=sku))
         return
     except InvalidInput as exc:  # the core's reason (under the floor price, too long): type again
-        await message.answer(t(lang, "phoneops.value_refused", reason=exc.message))
+        await message.answer(t(lang, "phoneops.value_refused", reason=reason_in(lang, exc)))
         return
     await state.clear()
     row = await _row(core, sku=sku)

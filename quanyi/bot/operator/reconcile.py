@@ -13,6 +13,7 @@ from aiogram.filters import Command, CommandObject
 from aiogram.types import BufferedInputFile, Message
 
 from quanyi.bot.filters import IsAdmin
+from quanyi.bot.render import reason_in
 from quanyi.bot.words import word
 from quanyi.core.books.views import MAX_STATEMENT_BYTES, Mismatch, Report, Section, mismatches_csv
 from quanyi.core.errors import QuanyiError
@@ -57,7 +58,7 @@ async def reconcile_document(message: Message, command: CommandObject, core: Cor
         report = await core.books.reconcile(data, provider)
     except QuanyiError as exc:
         # The core's reasons (with the line of a malformed file) are written for operators.
-        await message.answer(t(lang, "reconcile.refused", reason=exc.message))
+        await message.answer(t(lang, "reconcile.refused", reason=reason_in(lang, exc)))
         return
     await message.answer(summary(report, lang, core.settings.timezone))
     if not report.ok:

@@ -27,7 +27,7 @@ from aiogram.utils.keyboard import InlineKeyboardBuilder
 from quanyi.bot.filters import IsAdmin
 from quanyi.bot.operator.ops import OpsCb
 from quanyi.bot.outbox_sender import Part, Renderer, WithButtons
-from quanyi.bot.render import MESSAGE_LIMIT, money
+from quanyi.bot.render import MESSAGE_LIMIT, money, reason_in
 from quanyi.core.errors import InvalidInput, NotFound, QuanyiError, RiskBlocked
 from quanyi.core.platform.outbox import Outgoing
 from quanyi.core.risk.views import ACTIONS, BLOCK_KINDS, METRICS, STATUSES, DecisionView
@@ -102,7 +102,7 @@ async def edit_rule(message: Message, command: CommandObject, core: Core, lang: 
         await message.answer(t(lang, "risk.rule_unknown", name=name))
         return
     except InvalidInput as exc:
-        await message.answer(t(lang, "risk.rule_bad", problem=exc.message) + "\n" + t(lang, "risk.rule_usage"))
+        await message.answer(t(lang, "risk.rule_bad", problem=reason_in(lang, exc)) + "\n" + t(lang, "risk.rule_usage"))
         return
     text, markup = await rules_view(core, lang)
     await message.answer(t(lang, "risk.rule_saved") + "\n\n" + text, reply_markup=markup)
@@ -118,7 +118,9 @@ async def block(message: Message, command: CommandObject, core: Core, lang: str)
     try:
         await core.risk.block(kind, value, reason=reason, actor=actor)
     except InvalidInput as exc:
-        await message.answer(t(lang, "risk.rule_bad", problem=exc.message) + "\n" + t(lang, "risk.block_usage"))
+        await message.answer(
+            t(lang, "risk.rule_bad", problem=reason_in(lang, exc)) + "\n" + t(lang, "risk.block_usage")
+        )
         return
     await message.answer(t(lang, "risk.blocked_added", kind=_kind(lang, kind), value=value, reason=reason))
 

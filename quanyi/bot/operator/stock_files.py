@@ -24,6 +24,7 @@ from aiogram.filters import Command, CommandObject
 from aiogram.types import Document, Message
 
 from quanyi.bot.filters import IsAdmin
+from quanyi.bot.render import reason_in
 from quanyi.core.errors import NotFound, QuanyiError, StockFileError
 from quanyi.core.services import Core
 from quanyi.core.stock.views import ImportSummary, VoidSummary
@@ -197,7 +198,7 @@ def _refusal(lang: str, act: str, sku: str, exc: QuanyiError) -> str:
     elif "only card_key products take stock files" in exc.message:
         reason = raw_t(lang, "phoneops.reason.not_card_key", sku=sku)
     else:
-        reason = exc.message
+        reason = reason_in(lang, exc)
     return t(lang, f"phoneops.{act}_refused", sku=sku, reason=reason)
 
 
