@@ -240,7 +240,9 @@ async def place_items(
             f"payment method {method!r} is not enabled", key="err_sales.method_unavailable", method=method
         )
     if option and option not in pay_method.options():
-        raise InvalidInput(f"unknown option {option!r} for {method}", key="err_sales.unknown_option", option=option, method=method)
+        raise InvalidInput(
+            f"unknown option {option!r} for {method}", key="err_sales.unknown_option", option=option, method=method
+        )
     ready = [await _ready(session, item, max_quantity) for item in items]
     if pay_method.currency and len(ready) > 1:
         raise InvalidInput(f"{method} takes one product per order", key="err_sales.one_product_method", method=method)

@@ -115,11 +115,15 @@ async def refund_order(
             raise NotFound(f"no order {number}", key="err_sales.no_order", number=number)
         if order.status not in REFUNDABLE:
             raise InvalidInput(
-                f"order {number} is {order.status}: nothing was paid to refund", key="err_sales.nothing_paid", number=number
+                f"order {number} is {order.status}: nothing was paid to refund",
+                key="err_sales.nothing_paid",
+                number=number,
             )
         lines = [line for line in order.lines if line_no is None or line.line_no == line_no]
         if not lines:
-            raise NotFound(f"order {number} has no line {line_no}", key="err_sales.no_line", number=number, line=str(line_no))
+            raise NotFound(
+                f"order {number} has no line {line_no}", key="err_sales.no_line", number=number, line=str(line_no)
+            )
         payment = await _applied_payment(session, order.id)
         method = core.payments.get(payment.method) if not manual else None
         if method is not None and not method.supports_refund:

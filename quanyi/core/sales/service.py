@@ -92,7 +92,9 @@ class SalesService:
         product credits none). A quantity out of bounds is ``InvalidInput`` with ``max_quantity``."""
         limit = self._wiring.settings.max_quantity
         if not 1 <= quantity <= limit:
-            raise InvalidInput(f"quantity must be between 1 and {limit}", key="err_sales.bad_quantity", max_quantity=limit)
+            raise InvalidInput(
+                f"quantity must be between 1 and {limit}", key="err_sales.bad_quantity", max_quantity=limit
+            )
         async with self._db.read() as session:
             checked = await sales_views.recharge_account(session, product_id, account) if account is not None else None
             quote = await catalog_views.buyer_quote(session, user_id, product_id, quantity, coupon)
