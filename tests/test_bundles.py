@@ -118,7 +118,7 @@ async def test_a_bundle_short_of_its_second_part_sells_nothing_and_holds_nothing
     for channel in ("bot", "pa"):
         with pytest.raises(OutOfStock) as short:
             await buy(core, 1001, channel=channel)
-        assert short.value.details == {"available": 0}
+        assert short.value.details == {"available": 0, "name": "RARE membership"}
     assert await order_count(core) == 0
     assert await stock_by_status(core, "KEY") == {"available": 5}
     assert await stock_by_status(core, "RARE") == {"available": 1}

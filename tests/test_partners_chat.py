@@ -133,7 +133,7 @@ async def test_bad_input_is_explained_and_changes_nothing(core: Core, shop: Fake
     before = await state(core)
     for command, reason in [
         ("/partner_new", "Usage: /partner_new CODE NAME"),
-        ("/partner_new acme Again", "partner acme already exists"),
+        ("/partner_new acme Again", "Partner acme already exists"),
         ("/partner_new <b>x</b> Bad", "channel code"),
         ("/partner_key", "Usage: /partner_key CODE"),
         ("/partner_key nobody", "no partner nobody"),

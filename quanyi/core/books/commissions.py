@@ -78,9 +78,9 @@ async def rates(session: AsyncSession) -> dict[int, int]:
 async def set_rate(session: AsyncSession, level: int, rate_bp: int) -> None:
     """Commission for chain level ``level`` (1 = the buyer's own distributor), in basis points."""
     if not 1 <= level <= MAX_LEVELS:
-        raise InvalidInput(f"level must be between 1 and {MAX_LEVELS}")
+        raise InvalidInput(f"level must be between 1 and {MAX_LEVELS}", key="err_books.bad_level", most=MAX_LEVELS)
     if not 0 <= rate_bp <= BASIS_POINTS:
-        raise InvalidInput("rate must be between 0% and 100%")
+        raise InvalidInput("rate must be between 0% and 100%", key="err_books.rate_range")
     row = await session.get(CommissionRate, level)
     if row is None:
         session.add(CommissionRate(level=level, rate_bp=rate_bp))
@@ -96,12 +96,14 @@ def parse_rate(text: str) -> int:
         digits = value[:-2].strip()
         # isdigit() alone lets "²" through, which int() refuses with a ValueError.
         if not (digits.isascii() and digits.isdigit()):
-            raise InvalidInput("rate: a percentage like 5% or 2.5%, or basis points like 250bp")
+            raise InvalidInput(
+                "rate: a percentage like 5% or 2.5%, or basis points like 250bp", key="err_books.bad_rate"
+            )
         return int(digits)
     value = value.rstrip("%").strip()
     whole, _, frac = value.partition(".")
     if not whole.isdigit() or (frac and (not frac.isdigit() or len(frac) > 2)) or not value.isascii():
-        raise InvalidInput("rate: a percentage like 5% or 2.5%, or basis points like 250bp")
+        raise InvalidInput("rate: a percentage like 5% or 2.5%, or basis points like 250bp", key="err_books.bad_rate")
     return int(whole) * 100 + int((frac or "0").ljust(2, "0"))
 
 
@@ -444,7 +446,7 @@ async def list_commissions(
     )
     if order_number is not None:
         if await session.scalar(select(Order.id).where(Order.number == order_number)) is None:
-            raise NotFound(f"no order {order_number}")
+            raise NotFound(f"no order {order_number}", key="err_books.no_order", number=order_number)
         query = query.where(Order.number == order_number)
     if distributor_id is not None:
         query = query.where(Commission.distributor_id == distributor_id)

@@ -100,13 +100,16 @@ def parse_fees(text: str) -> dict[str, Fee]:
         rate, _, fixed = rule.partition("+")
         try:
             if not sep or not method.strip():
-                raise InvalidInput("method=rate")
+                raise InvalidInput("method=rate", key="err_books.bad_fee")
             if fixed.strip() and not (fixed.strip().isascii() and fixed.strip().isdigit()):
-                raise InvalidInput("fixed part")
+                raise InvalidInput("fixed part", key="err_books.bad_fee")
             fees[method.strip()] = Fee(parse_rate(rate) if rate.strip() else 0, int(fixed.strip() or 0))
         except InvalidInput:
             raise ConfigError(
-                f"QUANYI_PROVIDER_FEES: cannot read {item.strip()!r} (write epay=0.6%,stripe=2.9%+30)"
+                f"QUANYI_PROVIDER_FEES: cannot read {item.strip()!r} (write epay=0.6%,stripe=2.9%+30)",
+                key="err_books.bad_provider_fees",
+                setting="QUANYI_PROVIDER_FEES",
+                item=item.strip(),
             ) from None
     return fees
 

@@ -469,8 +469,19 @@ async def reconcile_statement(
         if provider not in methods:
             known = await session.scalar(select(Payment.id).where(Payment.method == provider).limit(1))
             if known is None:
-                names = ", ".join(sorted(methods)) or "none enabled"
-                raise InvalidInput(f"no payment method {provider!r} (methods: {names})")
+                names = ", ".join(sorted(methods))
+                if not names:
+                    raise InvalidInput(
+                        f"no payment method {provider!r} (methods: none enabled)",
+                        key="err_books.no_method_none_enabled",
+                        method=provider,
+                    )
+                raise InvalidInput(
+                    f"no payment method {provider!r} (methods: {names})",
+                    key="err_books.no_method",
+                    method=provider,
+                    choices=names,
+                )
         return await reconcile(session, rows, provider, default_currency=default_currency, margin=margin)
 
 

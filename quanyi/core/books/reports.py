@@ -58,12 +58,17 @@ def period(
     end = end or today
     if start is None:
         if not 1 <= days <= MAX_DAYS:
-            raise InvalidInput(f"days must be between 1 and {MAX_DAYS}")
+            raise InvalidInput(f"days must be between 1 and {MAX_DAYS}", key="err_books.bad_days", most=MAX_DAYS)
         start = end - timedelta(days=days - 1)
     if start > end:
-        raise InvalidInput(f"the period starts ({start}) after it ends ({end})")
+        raise InvalidInput(
+            f"the period starts ({start}) after it ends ({end})",
+            key="err_books.period_reversed",
+            start=start.isoformat(),
+            end=end.isoformat(),
+        )
     if (end - start).days >= MAX_DAYS:
-        raise InvalidInput(f"a report covers at most {MAX_DAYS} days")
+        raise InvalidInput(f"a report covers at most {MAX_DAYS} days", key="err_books.period_too_long", most=MAX_DAYS)
     return Period(start, end, tz)
 
 
@@ -139,7 +144,12 @@ async def sales(session: AsyncSession, p: Period, by: str, *, currency: str = "C
             return Order.distributor_id
         if by == "total":
             return literal("all")
-        raise InvalidInput(f"no report by {by!r}; choose one of {', '.join(SALES_VIEWS)}")
+        raise InvalidInput(
+            f"no report by {by!r}; choose one of {', '.join(SALES_VIEWS)}",
+            key="err_books.no_report_by",
+            view=by,
+            choices=", ".join(SALES_VIEWS),
+        )
 
     sold_key, refund_key = key(True).label("k"), key(False).label("k")
     sold_q = (
@@ -264,7 +274,12 @@ async def report(session: AsyncSession, view: str, p: Period, *, currency: str =
         return sales_table(f"top products {span}", rows, key="sku", label="name")
     if view == "stock":
         return await stock_table(session)
-    raise InvalidInput(f"no report {view!r}; choose one of {', '.join(VIEWS)}")
+    raise InvalidInput(
+        f"no report {view!r}; choose one of {', '.join(VIEWS)}",
+        key="err_books.no_report",
+        view=view,
+        choices=", ".join(VIEWS),
+    )
 
 
 def _plain(cell: Any) -> Any:

@@ -140,7 +140,9 @@ async def settle_day(
     now = now or utcnow()
     start, end = day_range(day, tz)
     if end > now:
-        raise InvalidInput(f"{day.isoformat()} is not over yet in {tz}")
+        raise InvalidInput(
+            f"{day.isoformat()} is not over yet in {tz}", key="err_books.day_not_over", day=day.isoformat(), tz=tz
+        )
     token = json.dumps({"runner": uuid.uuid4().hex})
     if not await _claim(db, day.isoformat(), token, now):
         return await _already(db, day)

@@ -75,14 +75,20 @@ def check_payout_account(text: str) -> str:
     """The payout account as typed (trimmed): 1-200 printable characters."""
     account = (text or "").strip()
     if not 1 <= len(account) <= MAX_PAYOUT_ACCOUNT or not account.isprintable():
-        raise InvalidInput(f"the payout account must be 1-{MAX_PAYOUT_ACCOUNT} printable characters")
+        raise InvalidInput(
+            f"the payout account must be 1-{MAX_PAYOUT_ACCOUNT} printable characters",
+            key="err_books.bad_payout_account",
+            most=MAX_PAYOUT_ACCOUNT,
+        )
     return account
 
 
 def _check_reason(text: str) -> str:
     reason = (text or "").strip()
     if not 1 <= len(reason) <= MAX_REASON:
-        raise InvalidInput(f"a rejection needs a reason of 1-{MAX_REASON} characters")
+        raise InvalidInput(
+            f"a rejection needs a reason of 1-{MAX_REASON} characters", key="err_books.bad_rejection", most=MAX_REASON
+        )
     return reason
 
 
@@ -102,9 +108,9 @@ async def request(
     available (never what the distributor owes us: see ``available``), and with
     ``AlreadyExists`` for a ``request_key`` used before (a double tap)."""
     if source not in SOURCES:
-        raise InvalidInput("withdraw from commission or balance")
+        raise InvalidInput("withdraw from commission or balance", key="err_books.bad_source")
     if amount <= 0:
-        raise InvalidInput("the amount must be more than zero")
+        raise InvalidInput("the amount must be more than zero", key="err_books.amount_not_positive")
     account = check_payout_account(payout_account)
     found = await distributors.require(session, user_id)
     # Every request of this distributor waits here for the one before it to commit.
@@ -117,10 +123,14 @@ async def request(
     assert distributor is not None
     have = (await available(session, distributor)).of(source)
     if amount > have:
+        asked, free = str(Money(amount, distributor.currency)), str(Money(have, distributor.currency))
         raise InsufficientBalance(
-            f"{Money(amount, distributor.currency)} is more than the {Money(have, distributor.currency)} available",
+            f"{asked} is more than the {free} available",
+            key="err_books.more_than_available",
             available=have,
             currency=distributor.currency,
+            asked=asked,
+            free=free,
         )
     withdrawal = Withdrawal(
         distributor_id=distributor.id,
@@ -136,7 +146,7 @@ async def request(
             session.add(withdrawal)
             await session.flush()
     except IntegrityError:
-        raise AlreadyExists("this withdrawal was requested already") from None
+        raise AlreadyExists("this withdrawal was requested already", key="err_books.already_requested") from None
     frozen = ledger.distributor(distributor.id, "frozen")
     if source == "commission":
         await ledger.post(
@@ -185,7 +195,7 @@ async def _decide(
         select(Withdrawal).where(Withdrawal.id == withdrawal_id).execution_options(populate_existing=True)
     )
     if withdrawal is None:
-        raise NotFound(f"no withdrawal {withdrawal_id}")
+        raise NotFound(f"no withdrawal {withdrawal_id}", key="err_books.no_withdrawal", withdrawal=withdrawal_id)
     if not rowcount(decided):
         raise WithdrawalDecided(
             f"withdrawal {withdrawal_id} was {withdrawal.status} already", status=str(withdrawal.status)
@@ -231,7 +241,7 @@ async def mark_paid(session: AsyncSession, withdrawal_id: int, *, actor: str) ->
         select(Withdrawal).where(Withdrawal.id == withdrawal_id).execution_options(populate_existing=True)
     )
     if withdrawal is None:
-        raise NotFound(f"no withdrawal {withdrawal_id}")
+        raise NotFound(f"no withdrawal {withdrawal_id}", key="err_books.no_withdrawal", withdrawal=withdrawal_id)
     if not rowcount(marked):
         if withdrawal.paid_at is not None:
             raise WithdrawalDecided(f"withdrawal {withdrawal_id} was marked paid already", status="paid")
@@ -374,7 +384,7 @@ async def get(session: AsyncSession, withdrawal_id: int) -> tuple[Withdrawal, Di
         )
     ).first()
     if row is None:
-        raise NotFound(f"no withdrawal {withdrawal_id}")
+        raise NotFound(f"no withdrawal {withdrawal_id}", key="err_books.no_withdrawal", withdrawal=withdrawal_id)
     return row[0], row[1]
 
 
@@ -383,7 +393,8 @@ async def list_withdrawals(
 ) -> list[tuple[Withdrawal, Distributor]]:
     """Newest first; ``user_id`` limits them to one distributor's own."""
     if status is not None and status not in {s.value for s in WithdrawalStatus}:
-        raise InvalidInput(f"status is one of {', '.join(s.value for s in WithdrawalStatus)}")
+        choices = ", ".join(s.value for s in WithdrawalStatus)
+        raise InvalidInput(f"status is one of {choices}", key="err_books.bad_status", choices=choices)
     query = select(Withdrawal, Distributor).join(Distributor, Distributor.id == Withdrawal.distributor_id)
     if status is not None:
         query = query.where(Withdrawal.status == status)

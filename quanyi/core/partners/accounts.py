@@ -59,7 +59,7 @@ def check_webhook_url(url: str | None) -> str | None:
     url = url.strip()
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname or len(url) > 500:
-        raise InvalidInput("webhook URL: an http(s) URL of at most 500 characters")
+        raise InvalidInput("webhook URL: an http(s) URL of at most 500 characters", key="err_partners.bad_webhook_url")
     return url
 
 
@@ -77,20 +77,26 @@ async def add_partner(
     channels.validate_code(code)
     name = (name or "").strip()
     if not 1 <= len(name) <= 100:
-        raise InvalidInput("partner name: 1-100 characters")
+        raise InvalidInput("partner name: 1-100 characters", key="err_partners.bad_name")
     currency = (currency or "").strip().upper()
     try:
         exponent(currency)
     except Exception:
-        raise InvalidInput(f"unknown currency {currency!r}") from None
+        raise InvalidInput(
+            f"unknown currency {currency!r}", key="err_partners.unknown_currency", currency=currency
+        ) from None
     url = check_webhook_url(webhook_url)
     if await session.scalar(select(Partner.id).where(Partner.code == code)) is not None:
-        raise AlreadyExists(f"partner {code} already exists")
+        raise AlreadyExists(f"partner {code} already exists", key="err_partners.exists", partner=code)
     channel = await session.scalar(select(Channel).where(Channel.code == code))
     if channel is None:
         channel = await channels.add_channel(session, code, name, ChannelKind.PARTNER)
     elif channel.kind != ChannelKind.PARTNER:
-        raise InvalidInput(f"channel {code} is a {channel.kind} channel, not a partner's")
+        raise InvalidInput(
+            f"channel {code} is a {channel.kind} channel, not a partner's",
+            key="err_partners.channel_taken",
+            partner=code,
+        )
     partner = Partner(
         code=code, name=name, channel_id=channel.id, active=True, balance=0, currency=currency, webhook_url=url
     )
@@ -106,7 +112,7 @@ async def get(session: AsyncSession, code: str, *, lock: bool = False) -> Partne
         query = query.with_for_update()
     partner = await session.scalar(query)
     if partner is None:
-        raise NotFound(f"no partner {code}")
+        raise NotFound(f"no partner {code}", key="err_partners.no_partner", partner=code)
     return partner
 
 
@@ -120,7 +126,12 @@ async def add_key(session: AsyncSession, keyring: KeyRing, partner: Partner) -> 
         select(PartnerKey.id).where(PartnerKey.partner_id == partner.id, PartnerKey.active.is_(True))
     )
     if len(list(active)) >= MAX_ACTIVE_KEYS:
-        raise InvalidInput(f"{partner.code} has {MAX_ACTIVE_KEYS} active keys; revoke one first")
+        raise InvalidInput(
+            f"{partner.code} has {MAX_ACTIVE_KEYS} active keys; revoke one first",
+            key="err_partners.too_many_keys",
+            partner=partner.code,
+            most=MAX_ACTIVE_KEYS,
+        )
     access_key, secret = _access_key(), SECRET_PREFIX + secrets.token_urlsafe(32)
     key_id, blob = keyring.encrypt(secret, secret_aad(access_key))
     session.add(PartnerKey(partner_id=partner.id, access_key=access_key, key_id=key_id, secret_ct=blob, active=True))
@@ -134,7 +145,9 @@ async def revoke_key(session: AsyncSession, code: str, access_key: str) -> Partn
         select(PartnerKey).where(PartnerKey.partner_id == partner.id, PartnerKey.access_key == access_key)
     )
     if key is None:
-        raise NotFound(f"{code} has no key {access_key}")
+        raise NotFound(
+            f"{code} has no key {access_key}", key="err_partners.no_key", partner=code, access_key=access_key
+        )
     key.active = False
     key.revoked_at = utcnow()
     await session.flush()
@@ -180,17 +193,21 @@ async def adjust_balance(
     post the same amount between the partner's ledger account and ``counter``. Returns the new
     balance; ``InsufficientBalance`` when it is short (nothing changed)."""
     if amount == 0:
-        raise InvalidInput("amount must not be zero")
+        raise InvalidInput("amount must not be zero", key="err_partners.zero_amount")
     query = update(Partner).where(Partner.id == partner.id)
     if amount < 0:
         query = query.where(Partner.balance >= -amount)
     after = (await session.execute(query.values(balance=Partner.balance + amount).returning(Partner.balance))).scalar()
     if after is None:
         have = int(await session.scalar(select(Partner.balance).where(Partner.id == partner.id)) or 0)
+        held, wanted = str(Money(have, partner.currency)), str(Money(-amount, partner.currency))
         raise InsufficientBalance(
-            f"balance {Money(have, partner.currency)} is short of {Money(-amount, partner.currency)}",
+            f"balance {held} is short of {wanted}",
+            key="err_partners.balance_short",
             balance=have,
             needed=-amount,
+            held=held,
+            wanted=wanted,
         )
     audit.note(
         session,
@@ -217,7 +234,7 @@ def parse_signed_amount(text: str, currency: str) -> int:
     negative = text.startswith("-")
     minor = parse_minor(text[1:] if negative else text, currency)
     if minor == 0:
-        raise InvalidInput("the amount must not be zero")
+        raise InvalidInput("the amount must not be zero", key="err_partners.zero_amount")
     return -minor if negative else minor
 
 

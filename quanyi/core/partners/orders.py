@@ -80,21 +80,38 @@ def _text(body: dict[str, Any], name: str, limit: int, where: str) -> str | None
     if value is None:
         return None
     if not isinstance(value, str) or not 0 < len(value.strip()) <= limit or not value.isprintable():
-        raise InvalidInput(f"{where}: printable text of at most {limit} characters", field=where)
+        raise InvalidInput(
+            f"{where}: printable text of at most {limit} characters",
+            key="err_partners.bad_text",
+            field=where,
+            most=limit,
+        )
     return value.strip()
 
 
 def _item(body: Any, where: str) -> Item:
     if not isinstance(body, dict):
-        raise InvalidInput(f"{where}: an object with sku, quantity, account", field=where)
+        raise InvalidInput(
+            f"{where}: an object with sku, quantity, account",
+            key="err_partners.bad_item",
+            field=where,
+            names="sku, quantity, account",
+        )
     unknown = sorted(set(body) - _ITEM_FIELDS)
     if unknown:
-        raise InvalidInput(f"unknown field {unknown[0]!r}", field=f"{where}{unknown[0]}")
+        raise InvalidInput(
+            f"unknown field {unknown[0]!r}", key="err_partners.unknown_field", field=f"{where}{unknown[0]}"
+        )
     sku, quantity = body.get("sku"), body.get("quantity", 1)
     if not isinstance(sku, str) or not SKU_RE.fullmatch(sku):
-        raise InvalidInput(f"{where}sku: a product code", field=f"{where}sku")
+        raise InvalidInput(f"{where}sku: a product code", key="err_partners.bad_sku", field=f"{where}sku")
     if isinstance(quantity, bool) or not isinstance(quantity, int) or not 1 <= quantity <= MAX_BULK:
-        raise InvalidInput(f"{where}quantity: a whole number from 1 to {MAX_BULK}", field=f"{where}quantity")
+        raise InvalidInput(
+            f"{where}quantity: a whole number from 1 to {MAX_BULK}",
+            key="err_partners.bad_quantity",
+            field=f"{where}quantity",
+            most=MAX_BULK,
+        )
     return Item(sku, quantity, _text(body, "account", MAX_ACCOUNT, f"{where}account"))
 
 
@@ -104,22 +121,33 @@ def parse_request(body: Any) -> OrderRequest:
     One product: ``sku``, ``quantity``, ``account`` at the top; several: ``items``, a list of
     such objects (at most ``MAX_ITEMS``, each product once)."""
     if not isinstance(body, dict):
-        raise InvalidInput("the body must be a JSON object")
+        raise InvalidInput("the body must be a JSON object", key="err_partners.bad_body")
     unknown = sorted(set(body) - _FIELDS)
     if unknown:
-        raise InvalidInput(f"unknown field {unknown[0]!r}", field=unknown[0])
+        raise InvalidInput(f"unknown field {unknown[0]!r}", key="err_partners.unknown_field", field=unknown[0])
     order_no = body.get("order_no")
     if not isinstance(order_no, str) or not ORDER_NO_RE.fullmatch(order_no):
-        raise InvalidInput("order_no: 1-64 characters of A-Z a-z 0-9 _ . : -", field="order_no")
+        raise InvalidInput(
+            "order_no: 1-64 characters of A-Z a-z 0-9 _ . : -", key="err_partners.bad_order_no", field="order_no"
+        )
     if "items" in body:
         if any(name in body for name in _ITEM_FIELDS):
-            raise InvalidInput("give either items or sku/quantity/account, not both", field="items")
+            raise InvalidInput(
+                "give either items or sku/quantity/account, not both", key="err_partners.items_and_item", field="items"
+            )
         listed = body["items"]
         if not isinstance(listed, list) or not 1 <= len(listed) <= MAX_ITEMS:
-            raise InvalidInput(f"items: a list of 1 to {MAX_ITEMS} products", field="items")
+            raise InvalidInput(
+                f"items: a list of 1 to {MAX_ITEMS} products",
+                key="err_partners.bad_items",
+                field="items",
+                most=MAX_ITEMS,
+            )
         items = tuple(_item(entry, f"items[{n}].") for n, entry in enumerate(listed))
         if len({i.sku for i in items}) != len(items):
-            raise InvalidInput("items: each product once (add up its quantity)", field="items")
+            raise InvalidInput(
+                "items: each product once (add up its quantity)", key="err_partners.duplicate_items", field="items"
+            )
     else:
         items = (_item({k: body[k] for k in _ITEM_FIELDS if k in body}, ""),)
     return OrderRequest(
@@ -146,7 +174,7 @@ async def create(core: Wiring, partner_id: int, req: OrderRequest) -> Placed:
                 return Placed(earlier, created=False)
             partner = await session.get(Partner, partner_id)
             if partner is None or not partner.active or partner.channel_id is None:
-                raise NotFound("no such partner")
+                raise NotFound("no such partner", key="err_partners.no_such_partner")
             link = PartnerOrder(
                 partner_id=partner_id,
                 external_no=req.order_no,
@@ -172,7 +200,11 @@ async def create(core: Wiring, partner_id: int, req: OrderRequest) -> Placed:
             order = placed.order
             if order.currency != partner.currency:
                 raise InvalidInput(
-                    f"the order is priced in {order.currency}; the balance is in {partner.currency}", field="items"
+                    f"the order is priced in {order.currency}; the balance is in {partner.currency}",
+                    key="err_partners.currency_mismatch",
+                    field="items",
+                    priced=order.currency,
+                    held=partner.currency,
                 )
             link.order_id = order.id
             await partners.adjust_balance(
@@ -218,7 +250,11 @@ async def _earlier(session: AsyncSession, partner_id: int, req: OrderRequest, fi
     if row is None:
         return None
     if row.request_hash != fingerprint:
-        raise Conflict(f"order_no {req.order_no} was used for a different order", order_no=req.order_no)
+        raise Conflict(
+            f"order_no {req.order_no} was used for a different order",
+            key="err_partners.order_no_reused",
+            order_no=req.order_no,
+        )
     assert row.order_id is not None
     return int(row.order_id)
 
@@ -226,12 +262,12 @@ async def _earlier(session: AsyncSession, partner_id: int, req: OrderRequest, fi
 async def find(session: AsyncSession, partner_id: int, order_no: str) -> int:
     """The order id behind a partner's own number; ``NotFound`` for another partner's number."""
     if not ORDER_NO_RE.fullmatch(order_no):  # never stored; and PostgreSQL refuses a NUL in text
-        raise NotFound("no such order")
+        raise NotFound("no such order", key="err_partners.no_such_order")
     order_id = await session.scalar(
         select(PartnerOrder.order_id).where(PartnerOrder.partner_id == partner_id, PartnerOrder.external_no == order_no)
     )
     if order_id is None:
-        raise NotFound(f"no order {order_no}")
+        raise NotFound(f"no order {order_no}", key="err_partners.no_order", order_no=order_no)
     return int(order_id)
 
 
@@ -248,7 +284,7 @@ async def view(core: Wiring, session: AsyncSession, partner: Partner, order_id: 
     order = await session.get(Order, order_id)
     link = await session.scalar(select(PartnerOrder).where(PartnerOrder.order_id == order_id))
     if order is None or link is None or link.partner_id != partner.id:
-        raise NotFound("no such order")
+        raise NotFound("no such order", key="err_partners.no_such_order")
     actor = f"partner:{partner.code}"
     codes = await order_codes(session, core.keyring, order.id, actor=actor, purpose="api")
     links = await redeem.order_links(session, core.keyring, order.id, actor=actor, purpose="api")

@@ -149,7 +149,11 @@ class PartnerService:
         first = first_day if first_day is not None else today - timedelta(days=DEFAULT_STATEMENT_DAYS - 1)
         last = last_day if last_day is not None else today
         if last < first or (last - first).days >= MAX_STATEMENT_DAYS:
-            raise InvalidInput(f"from..to: at most {MAX_STATEMENT_DAYS} days, from not after to")
+            raise InvalidInput(
+                f"from..to: at most {MAX_STATEMENT_DAYS} days, from not after to",
+                key="err_partners.bad_statement_period",
+                most=MAX_STATEMENT_DAYS,
+            )
         start = datetime.combine(first, time(), tzinfo=tz)
         end = datetime.combine(last + timedelta(days=1), time(), tzinfo=tz)
         async with self._db.read() as session:
@@ -172,5 +176,5 @@ class PartnerService:
 async def _partner(session: AsyncSession, partner_id: int) -> Partner:
     partner = await session.get(Partner, partner_id)
     if partner is None:
-        raise NotFound("no such partner")
+        raise NotFound("no such partner", key="err_partners.no_such_partner")
     return partner

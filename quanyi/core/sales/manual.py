@@ -107,7 +107,7 @@ async def _closed(session: AsyncSession, task_id: int) -> ManualTaskClosed:
 async def take(session: AsyncSession, task_id: int, operator_id: int) -> ManualTask:
     """The operator takes a queued task: exactly one taker wins; the others hear who has it."""
     if await session.get(ManualTask, task_id) is None:
-        raise NotFound(f"no manual task {task_id}")
+        raise NotFound(f"no manual task {task_id}", key="err_sales.no_manual_task", task=task_id)
     now = utcnow()
     taken = await session.execute(
         update(ManualTask)
@@ -128,7 +128,7 @@ async def held(session: AsyncSession, task_id: int, operator_id: int) -> ManualT
     """The task, if this operator holds it and its deadline has not passed."""
     task = await session.get(ManualTask, task_id)
     if task is None:
-        raise NotFound(f"no manual task {task_id}")
+        raise NotFound(f"no manual task {task_id}", key="err_sales.no_manual_task", task=task_id)
     if task.status != ManualStatus.TAKEN or task.taken_by != operator_id or task.deadline_at <= utcnow():
         raise await _closed(session, task_id)
     return task
@@ -150,7 +150,7 @@ async def finish(session: AsyncSession, task_id: int, operator_id: int, note: st
     )
     if not rowcount(done):
         if await session.get(ManualTask, task_id) is None:
-            raise NotFound(f"no manual task {task_id}")
+            raise NotFound(f"no manual task {task_id}", key="err_sales.no_manual_task", task=task_id)
         raise await _closed(session, task_id)
     task = await session.get(ManualTask, task_id, populate_existing=True)
     assert task is not None
@@ -170,7 +170,7 @@ async def finish(session: AsyncSession, task_id: int, operator_id: int, note: st
 def clean_reason(reason: str) -> str:
     reason = " ".join((reason or "").split())
     if not reason:
-        raise InvalidInput("say why it could not be done", field="reason")
+        raise InvalidInput("say why it could not be done", key="err_sales.manual_needs_reason", field="reason")
     return reason[:REASON_LIMIT]
 
 
@@ -189,7 +189,7 @@ async def fail(session: AsyncSession, task_id: int, operator_id: int, reason: st
     )
     if not rowcount(failed):
         if await session.get(ManualTask, task_id) is None:
-            raise NotFound(f"no manual task {task_id}")
+            raise NotFound(f"no manual task {task_id}", key="err_sales.no_manual_task", task=task_id)
         raise await _closed(session, task_id)
     task = await session.get(ManualTask, task_id, populate_existing=True)
     assert task is not None

@@ -105,7 +105,7 @@ def _view(row: Sequence[object]) -> ManualTaskView:
 async def task_view(session: AsyncSession, task_id: int) -> ManualTaskView:
     row = (await session.execute(_QUERY.where(ManualTask.id == task_id))).first()
     if row is None:
-        raise NotFound(f"no manual task {task_id}")
+        raise NotFound(f"no manual task {task_id}", key="err_sales.no_manual_task", task=task_id)
     return _view(tuple(row))
 
 

@@ -80,9 +80,13 @@ def check_account(product: Product, account: str | None) -> str:
     value = (account or "").strip()
     hint = product.account_hint or product.account_pattern or ""
     if not value or len(value) > 128 or not value.isprintable():
-        raise InvalidInput(f"enter the account to recharge ({hint})", hint=hint, field="account")
+        raise InvalidInput(
+            f"enter the account to recharge ({hint})", key="err_sales.account_missing", hint=hint, field="account"
+        )
     if product.account_pattern and not re.fullmatch(product.account_pattern, value):
-        raise InvalidInput(f"that account does not look right ({hint})", hint=hint, field="account")
+        raise InvalidInput(
+            f"that account does not look right ({hint})", key="err_sales.account_invalid", hint=hint, field="account"
+        )
     return value
 
 
@@ -176,24 +180,28 @@ async def place_order(
 
 async def _ready(session: AsyncSession, item: Item, max_quantity: int) -> _Ready:
     if not 1 <= item.quantity <= max_quantity:
-        raise InvalidInput(f"quantity must be between 1 and {max_quantity}", max_quantity=max_quantity)
+        raise InvalidInput(
+            f"quantity must be between 1 and {max_quantity}", key="err_sales.bad_quantity", max_quantity=max_quantity
+        )
     product = await get_product(session, item.sku)
     if not product.active:
-        raise NotFound(f"no product {item.sku}")
+        raise NotFound(f"no product {item.sku}", key="err_sales.no_product", sku=item.sku)
     if product.kind not in SELLABLE_KINDS:
-        raise NotForSale(f"{product.name} is not on sale yet")
+        raise NotForSale(f"{product.name} is not on sale yet", key="err_sales.not_on_sale_yet", name=product.name)
     parts = [bundles.Part(product, 1)]
     if product.kind == ProductKind.BUNDLE:
         try:
             parts = await bundles.sellable_parts(session, product)
         except NotFound as exc:
-            raise NotForSale(exc.message) from None
+            raise NotForSale(exc.message, key="err_sales.bundle_not_ready", name=product.name) from None
     recharged = next((p.product for p in parts if p.product.kind in ACCOUNT_KINDS), None)
     account: str | None = None
     if recharged is not None:
         account = check_account(recharged, item.account)
         if item.quantity != 1:
-            raise InvalidInput("a recharge credits one account: quantity must be 1", max_quantity=1)
+            raise InvalidInput(
+                "a recharge credits one account: quantity must be 1", key="err_sales.recharge_one", max_quantity=1
+            )
     return _Ready(item, product, parts, account)
 
 
@@ -219,17 +227,25 @@ async def place_items(
     together (a promotion's threshold counts every item), screened item by item, reserved all or
     nothing. An order of several products is paid in its products' currency (not in Stars)."""
     if not 1 <= len(items) <= MAX_ITEMS:
-        raise InvalidInput(f"an order holds 1 to {MAX_ITEMS} products", field="items")
+        raise InvalidInput(
+            f"an order holds 1 to {MAX_ITEMS} products", key="err_sales.too_many_items", most=MAX_ITEMS, field="items"
+        )
     if len({item.sku for item in items}) != len(items):
-        raise InvalidInput("each product once per order (add up its quantity)", field="items")
+        raise InvalidInput(
+            "each product once per order (add up its quantity)", key="err_sales.duplicate_items", field="items"
+        )
     pay_method = payments.get(method)
     if pay_method.hidden != (buyer is None):
-        raise PaymentMethodUnavailable(f"payment method {method!r} is not enabled")
+        raise PaymentMethodUnavailable(
+            f"payment method {method!r} is not enabled", key="err_sales.method_unavailable", method=method
+        )
     if option and option not in pay_method.options():
-        raise InvalidInput(f"unknown option {option!r} for {method}")
+        raise InvalidInput(
+            f"unknown option {option!r} for {method}", key="err_sales.unknown_option", option=option, method=method
+        )
     ready = [await _ready(session, item, max_quantity) for item in items]
     if pay_method.currency and len(ready) > 1:
-        raise InvalidInput(f"{method} takes one product per order")
+        raise InvalidInput(f"{method} takes one product per order", key="err_sales.one_product_method", method=method)
     if buyer is not None:
         await remember_user(session, buyer)
     user_id = buyer.user_id if buyer is not None else None
@@ -416,12 +432,17 @@ async def _reserve(
             status=StockStatus.RESERVED,
         )
         if len(taken) < line.quantity:
-            raise OutOfStock(f"only {len(taken)} left", available=len(taken))
+            raise OutOfStock(f"only {len(taken)} left", key="err_sales.only_left", available=len(taken))
     except OutOfStock as exc:
         if line.bundle_id is None:
             raise
         available = int(exc.details.get("available", 0)) // per_bundle  # type: ignore[call-overload]
-        raise OutOfStock(f"only {available} left: {product.name} is short", available=available) from None
+        raise OutOfStock(
+            f"only {available} left: {product.name} is short",
+            key="err_sales.bundle_short",
+            available=available,
+            name=product.name,
+        ) from None
 
 
 async def start_payment(db: Database, payments: PaymentHub, placed: PlacedOrder) -> PaymentStart:
@@ -583,20 +604,20 @@ def _could_be_number(text: str) -> bool:
 
 async def get_order(session: AsyncSession, number: str) -> Order:
     if not _could_be_number(number):
-        raise NotFound("no such order")
+        raise NotFound("no such order", key="err_sales.no_such_order")
     order = await session.scalar(select(Order).where(Order.number == number))
     if order is None:
-        raise NotFound(f"no order {number}")
+        raise NotFound(f"no order {number}", key="err_sales.no_order", number=number)
     return order
 
 
 async def buyer_order(session: AsyncSession, number: str, user_id: int) -> Order:
     """An order as its buyer may see it; someone else's order is refused, not revealed."""
     if not _could_be_number(number):
-        raise Forbidden("not your order")
+        raise Forbidden("not your order", key="err_sales.not_your_order")
     order = await session.scalar(select(Order).where(Order.number == number))
     if order is None or order.user_id != user_id:
-        raise Forbidden("not your order")
+        raise Forbidden("not your order", key="err_sales.not_your_order")
     return order
 
 
@@ -642,7 +663,7 @@ async def cancel_by_buyer(session: AsyncSession, number: str, user_id: int) -> O
     order = await buyer_order(session, number, user_id)
     if not await cancel_pending(session, order.id, reason="cancelled_by_buyer"):
         await session.refresh(order)
-        raise InvalidInput("order is not pending", status=order.status)
+        raise InvalidInput("order is not pending", key="err_sales.not_pending", status=order.status)
     await session.refresh(order)
     return order
 

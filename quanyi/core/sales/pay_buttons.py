@@ -86,7 +86,7 @@ async def remember(session: AsyncSession, number: str, user_id: int, chat_id: in
         )
     ).first()
     if row is None or row.user_id != user_id:
-        raise Forbidden("not your order")
+        raise Forbidden("not your order", key="err_sales.not_your_order")
     order_id, status = row.id, row.status
     known = await session.scalar(
         select(OrderMessage.id).where(OrderMessage.chat_id == chat_id, OrderMessage.message_id == message_id)

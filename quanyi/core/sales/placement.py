@@ -36,7 +36,9 @@ def placement_key(user_id: int, chat_id: int, placement: Placement) -> str:
     another key and never reaches this buyer's order."""
     token = placement.token
     if not 0 < len(token) <= MAX_TOKEN or not token.isascii() or not token.isprintable():
-        raise InvalidInput("the button's placement token is malformed", field="placement")
+        raise InvalidInput(
+            "the button's placement token is malformed", key="err_sales.bad_placement", field="placement"
+        )
     text = f"{user_id}:{chat_id}:{placement.message_id}:{token}"
     return "tap:" + hashlib.sha256(text.encode()).hexdigest()[:48]
 

@@ -243,7 +243,12 @@ async def apply_callback(core: Wiring, supplier: str, result: SupplierResult) ->
             )
         )
     if recharge_id is None:
-        raise NotFound(f"no recharge {result.order_number} at {supplier}")
+        raise NotFound(
+            f"no recharge {result.order_number} at {supplier}",
+            key="err_sales.no_recharge",
+            order_number=result.order_number,
+            supplier=supplier,
+        )
     return await report(
         core, recharge_id, result.state, reason=result.reason, supplier_order_id=result.supplier_order_id
     )

@@ -87,7 +87,7 @@ def token_aad(product_id: int, token_hash: bytes) -> bytes:
 
 def _lookup_hash(keyring: KeyRing, token: str) -> bytes:
     if not is_well_formed(token):
-        raise NotFound("unknown redemption link")
+        raise NotFound("unknown redemption link", key="err_sales.unknown_link")
     return keyring.lookup_hash(token)
 
 
@@ -109,13 +109,13 @@ async def issue(
     (one use, no expiry and the product name when the product sets none either).
     """
     if not 1 <= count <= MAX_ISSUE:
-        raise InvalidInput(f"count must be 1-{MAX_ISSUE}")
+        raise InvalidInput(f"count must be 1-{MAX_ISSUE}", key="err_sales.bad_count", most=MAX_ISSUE)
     uses = max_uses if max_uses is not None else (product.redeem_max_uses or 1)
     if uses < 1:
-        raise InvalidInput("max uses must be at least 1")
+        raise InvalidInput("max uses must be at least 1", key="err_sales.bad_max_uses")
     days = valid_days if valid_days is not None else product.redeem_valid_days
     if days is not None and days < 1:
-        raise InvalidInput("valid days must be at least 1")
+        raise InvalidInput("valid days must be at least 1", key="err_sales.bad_valid_days")
     grants = (entitlement or product.entitlement or product.name).strip()
     expires_at = utcnow() + timedelta(days=days) if days is not None else None
     tokens = [new_token() for _ in range(count)]
@@ -226,7 +226,7 @@ async def _view(session: AsyncSession, token_hash: bytes, now: datetime, use_no:
         )
     ).one_or_none()
     if row is None:
-        raise NotFound("unknown redemption link")
+        raise NotFound("unknown redemption link", key="err_sales.unknown_link")
     token, product_name = row
     return TokenView(
         token_id=token.id,
@@ -264,10 +264,12 @@ async def consume(session: AsyncSession, keyring: KeyRing, token: str, *, by: st
     Raises NotFound, TokenUsedUp, TokenExpired or TokenVoid, having changed nothing.
     """
     if channel not in CHANNELS:
-        raise InvalidInput(f"channel must be one of: {', '.join(CHANNELS)}")
+        raise InvalidInput(
+            f"channel must be one of: {', '.join(CHANNELS)}", key="err_sales.bad_channel", choices=", ".join(CHANNELS)
+        )
     by = by.strip()[:80]
     if not by:
-        raise InvalidInput("who redeems must be given")
+        raise InvalidInput("who redeems must be given", key="err_sales.no_redeemer")
     token_hash = _lookup_hash(keyring, token)
     now = utcnow()
     # The WHERE clause is the whole check. On PostgreSQL a concurrent confirmation waits on

@@ -87,7 +87,7 @@ class ProviderRefundOutcome(enum.StrEnum):
 def _clean_reason(reason: str) -> str:
     reason = " ".join((reason or "").split())
     if not reason:
-        raise InvalidInput("a refund needs a reason", field="reason")
+        raise InvalidInput("a refund needs a reason", key="err_sales.refund_needs_reason", field="reason")
     return reason[:255]
 
 
@@ -112,17 +112,25 @@ async def refund_order(
     async with core.db.transaction() as session:
         order = await session.scalar(select(Order).where(Order.number == number))
         if order is None:
-            raise NotFound(f"no order {number}")
+            raise NotFound(f"no order {number}", key="err_sales.no_order", number=number)
         if order.status not in REFUNDABLE:
-            raise InvalidInput(f"order {number} is {order.status}: nothing was paid to refund")
+            raise InvalidInput(
+                f"order {number} is {order.status}: nothing was paid to refund",
+                key="err_sales.nothing_paid",
+                number=number,
+            )
         lines = [line for line in order.lines if line_no is None or line.line_no == line_no]
         if not lines:
-            raise NotFound(f"order {number} has no line {line_no}")
+            raise NotFound(
+                f"order {number} has no line {line_no}", key="err_sales.no_line", number=number, line=str(line_no)
+            )
         payment = await _applied_payment(session, order.id)
         method = core.payments.get(payment.method) if not manual else None
         if method is not None and not method.supports_refund:
             raise RefundNotSupported(
-                f"{payment.method} has no refund API: refund the buyer yourself, then record it with --manual"
+                f"{payment.method} has no refund API: refund the buyer yourself, then record it with --manual",
+                key="err_sales.refund_no_api",
+                method=payment.method,
             )
         created = await _record_line_refunds(
             session,
@@ -190,9 +198,17 @@ async def refund_order(
             core.outbox_wakeup.set()
     if sent.error is not None:
         part = f"{len(sent.done)} of {len(claimed)} refunds went through; " if sent.done else ""
-        raise RefundFailed(
-            f"the refund is recorded but {method.name} did not confirm it ({part}{sent.error}); run it again"
-        )
+        message = f"the refund is recorded but {method.name} did not confirm it ({part}{sent.error}); run it again"
+        if sent.done:
+            raise RefundFailed(
+                message,
+                key="err_sales.refund_partly_unconfirmed",
+                method=method.name,
+                done=len(sent.done),
+                total=len(claimed),
+                error=sent.error,
+            )
+        raise RefundFailed(message, key="err_sales.refund_unconfirmed", method=method.name, error=sent.error)
     return RefundResult(
         number,
         amount,
@@ -213,15 +229,20 @@ async def refund_payment(
     async with core.db.transaction() as session:
         payment = await session.get(Payment, payment_id)
         if payment is None:
-            raise NotFound(f"no payment {payment_id}")
+            raise NotFound(f"no payment {payment_id}", key="err_sales.no_payment", payment=payment_id)
         if payment.outcome != "needs_review":
-            raise InvalidInput("only a payment kept for review is refunded on its own; refund its order instead")
+            raise InvalidInput(
+                "only a payment kept for review is refunded on its own; refund its order instead",
+                key="err_sales.review_only",
+            )
         order = await session.get(Order, payment.order_id)
         assert order is not None
         method = core.payments.get(payment.method) if not manual else None
         if method is not None and not method.supports_refund:
             raise RefundNotSupported(
-                f"{payment.method} has no refund API: refund by hand, then record it with --manual"
+                f"{payment.method} has no refund API: refund by hand, then record it with --manual",
+                key="err_sales.refund_no_api",
+                method=payment.method,
             )
         scope = f"payment:{payment.id}"
         new = await _insert_refund(
@@ -258,7 +279,10 @@ async def refund_payment(
     except QuanyiError as exc:
         await _release(core, [refund_id], str(exc.message))
         raise RefundFailed(
-            f"the refund is recorded but {method.name} did not confirm it ({exc.message}); run it again"
+            f"the refund is recorded but {method.name} did not confirm it ({exc.message}); run it again",
+            key="err_sales.refund_unconfirmed",
+            method=method.name,
+            error=exc.message,
         ) from None
     async with core.db.transaction() as session:
         await session.execute(
@@ -406,7 +430,7 @@ async def _applied_payment(session: AsyncSession, order_id: int) -> Payment:
         select(Payment).where(Payment.order_id == order_id, Payment.outcome == "applied").order_by(Payment.id)
     )
     if payment is None:
-        raise InvalidInput("the order has no payment to refund")
+        raise InvalidInput("the order has no payment to refund", key="err_sales.no_payment_to_refund")
     return payment
 
 

@@ -92,7 +92,9 @@ class SalesService:
         product credits none). A quantity out of bounds is ``InvalidInput`` with ``max_quantity``."""
         limit = self._wiring.settings.max_quantity
         if not 1 <= quantity <= limit:
-            raise InvalidInput(f"quantity must be between 1 and {limit}", max_quantity=limit)
+            raise InvalidInput(
+                f"quantity must be between 1 and {limit}", key="err_sales.bad_quantity", max_quantity=limit
+            )
         async with self._db.read() as session:
             checked = await sales_views.recharge_account(session, product_id, account) if account is not None else None
             quote = await catalog_views.buyer_quote(session, user_id, product_id, quantity, coupon)
@@ -128,7 +130,9 @@ class SalesService:
         button token tapped; the buyer's order placed from them before is shown again (``again``)."""
         if not self._wiring.payments.offered(method, buyer.user_id):
             # Buttons can be forged: a method this buyer is not shown is refused like a disabled one.
-            raise PaymentMethodUnavailable(f"payment method {method!r} is not offered")
+            raise PaymentMethodUnavailable(
+                f"payment method {method!r} is not offered", key="err_sales.method_unavailable", method=method
+            )
         async with self._db.read() as session:
             entry = await catalogue_entry_by_id(session, product_id)
         settings = self._wiring.settings
@@ -287,7 +291,7 @@ class SalesService:
     def _sandbox(self) -> Sandbox:
         method = self._wiring.payments.get("sandbox")
         if not isinstance(method, Sandbox):
-            raise PaymentMethodUnavailable("sandbox payments are not enabled")
+            raise PaymentMethodUnavailable("sandbox payments are not enabled", key="err_sales.sandbox_disabled")
         return method
 
     async def _sandbox_checked(self, number: str) -> order_lookup.SandboxOrder:
@@ -296,7 +300,10 @@ class SalesService:
         async with self._db.read() as session:
             order, user_id = await order_lookup.sandbox_order(session, number)
         if order.payment_method == "sandbox" and not self._wiring.payments.offered("sandbox", user_id):
-            raise Forbidden("sandbox payments beside a real method are for operators' orders only")
+            raise Forbidden(
+                "sandbox payments beside a real method are for operators' orders only",
+                key="err_sales.sandbox_operators_only",
+            )
         return order
 
     async def _sandbox_payer_allowed(self, number: str) -> None:
@@ -327,7 +334,12 @@ class SalesService:
                 if await order_lookup.sandbox_confirmed(session, order.number, params["txn_id"]):
                     return "success"
             # The page shows no button then; a re-posted form must not pay the order twice.
-            raise InvalidInput(f"order {order.number} is {order.status}", status=order.status)
+            raise InvalidInput(
+                f"order {order.number} is {order.status}",
+                key="err_sales.order_not_payable",
+                number=order.number,
+                status=order.status,
+            )
         settings = self._wiring.settings
         host = "127.0.0.1" if settings.http_host in ("0.0.0.0", "::", "") else settings.http_host
         url = f"http://{host}:{settings.http_port}/pay/sandbox/notify"

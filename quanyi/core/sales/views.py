@@ -267,7 +267,7 @@ async def resumable(session: AsyncSession, number: str, user_id: int) -> tuple[O
     ``status``: not waiting for payment), what it buys, and whether it holds card keys."""
     order = await buyer_order(session, number, user_id)
     if order.status != OrderStatus.PENDING:
-        raise InvalidInput("order is not pending", status=order.status)
+        raise InvalidInput("order is not pending", key="err_sales.not_pending", status=order.status)
     items = (await bought_items(session, [order]))[order.id]
     return order, items, await holds_stock(session, order.id)
 
@@ -308,7 +308,7 @@ async def recharge_account(session: AsyncSession, product_id: int, text: str | N
     product = await session.get(Product, product_id)
     recharged = await recharge_part(session, product) if product is not None else None
     if product is None or not product.active or recharged is None:
-        raise NotForSale(f"product {product_id} takes no account")
+        raise NotForSale(f"product {product_id} takes no account", key="err_sales.no_account_needed")
     return check_account(recharged, text)
 
 

@@ -1,0 +1,96 @@
+"""Refusals of sales, books and partners in the operator's language (issue 17, one language per
+message): core's English message stays for the CLI and the API, a chat shows the refusal's own
+text in zh or en, and a zh reply carries no English words but the values it names."""
+
+from __future__ import annotations
+
+import pytest
+
+from quanyi.core.errors import InsufficientBalance
+from quanyi.core.services import Core
+from quanyi.i18n import raw_t
+from tests.fakebot import FakeTelegram
+from tests.test_admin_chat import delivered_order
+from tests.test_bot_chat import shop, tg  # noqa: F401  (fixtures)
+from tests.test_one_language import CJK, NAMES, _words
+from tests.test_reconcile import paid_orders, statement, statement_rows
+
+ADMIN = 9000  # make_settings puts this id in QUANYI_ADMIN_IDS
+
+# The chat flow is the same on both backends; the core tests run on both.
+pytestmark = pytest.mark.parametrize("backend", ["sqlite"])
+
+
+def said(lang: str, reply: str, key: str, english: str, **values: object) -> None:
+    """``reply`` shows the refusal ``key`` in ``lang``; in zh its line has no English word but the
+    values, and core's English message is nowhere; in en no Chinese."""
+    text = raw_t(lang, key, **values)
+    assert text in reply, reply
+    if lang == "zh":
+        # The refusal's line (a usage line after it spells a command's arguments as typed).
+        rest = next(line for line in reply.splitlines() if text in line)
+        for value in values.values():
+            rest = rest.replace(str(value), " ")
+        assert english not in reply
+        assert set(_words(rest)) - NAMES == set(), reply
+    else:
+        assert not CJK.search(reply), reply
+
+
+@pytest.mark.parametrize("lang", ["zh", "en"])
+async def test_partner_refusals_in_the_operators_language(core: Core, shop: FakeTelegram, lang: str) -> None:
+    admin = shop.user(ADMIN, lang)
+    await admin.send("/partner_new acme Acme")
+    await admin.expect(lambda m: "acme" in m.plain and "ak_" in m.plain)
+
+    await admin.send("/partner_new acme Acme again")
+    said(lang, (await admin.expect()).plain, "err_partners.exists", "already exists", partner="acme")
+
+    await admin.send("/partner_topup nobody 10.00")
+    said(lang, (await admin.expect()).plain, "err_partners.no_partner", "no partner", partner="nobody")
+
+    await admin.send("/partner_topup acme -20.00")  # a balance of ¥0.00 cannot give back ¥20.00
+    reply = (await admin.expect()).plain
+    said(lang, reply, "err_partners.balance_short", "is short of", held="¥0.00", wanted="¥20.00")
+
+    await admin.send("/partner_revoke acme ak_nothere")
+    reply = (await admin.expect()).plain
+    said(lang, reply, "err_partners.no_key", "has no key", partner="acme", access_key="ak_nothere")
+
+    await admin.send("/partner_webhook acme ftp://example.com/hook")
+    said(lang, (await admin.expect()).plain, "err_partners.bad_webhook_url", "webhook URL: an http(s)")
+
+
+async def test_a_partner_s_short_balance_keeps_its_english_message_and_figures(core: Core) -> None:
+    await core.partners.add_partner("acme", "Acme")
+    with pytest.raises(InsufficientBalance) as caught:
+        await core.partners.top_up("acme", "-20.00", note="test")
+    assert caught.value.message == "balance ¥0.00 is short of ¥20.00"
+    assert caught.value.details["balance"] == 0 and caught.value.details["needed"] == 2000
+
+
+@pytest.mark.parametrize("lang", ["zh", "en"])
+async def test_a_statement_for_an_unknown_provider_is_refused_in_the_operators_language(
+    core: Core, shop: FakeTelegram, tmp_path, lang: str
+) -> None:
+    await paid_orders(core, tmp_path, 1)
+    rows = await statement_rows(core)
+    admin = shop.user(ADMIN, lang)
+    await admin.send_document(statement(rows), "statement.csv", "/reconcile alipay")
+    reply = (await admin.expect()).plain
+    choices = ", ".join(sorted(core.payments.names()))
+    said(lang, reply, "err_books.no_method", "no payment method", method="alipay", choices=choices)
+
+
+@pytest.mark.parametrize("lang", ["zh", "en"])
+async def test_a_refund_without_a_reason_is_refused_in_the_operators_language(
+    core: Core, shop: FakeTelegram, tmp_path, lang: str
+) -> None:
+    order = await delivered_order(core, tmp_path)
+    admin = shop.user(ADMIN, lang)
+    await admin.send(f"/order {order.number}")
+    sheet = await admin.expect(order.number)
+    await admin.press(sheet, raw_t(lang, "admin_refund_order"))
+    await admin.expect(order.number)
+    await admin.send("   ")
+    said(lang, (await admin.expect()).plain, "err_sales.refund_needs_reason", "a refund needs a reason")
