@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 from sqlalchemy import select
@@ -275,7 +276,7 @@ async def _set_kind_options(
         product.fallback_sku = await _fallback(session, fallback_sku)
 
 
-def _misplaced(product: Product, kinds: set[ProductKind], options: dict[str, object]) -> str:
+def _misplaced(product: Product, kinds: set[ProductKind], options: Mapping[str, object]) -> str:
     """Why the first option given does not fit this product's kind (English), or ""."""
     given = [name for name, value in options.items() if value is not None]
     if not given or product.kind in kinds:
@@ -323,7 +324,6 @@ def _account_pattern(text: str) -> str | None:
             raise InvalidInput(
                 f"account pattern is not a valid regular expression: {exc}",
                 key="err_catalog.bad_pattern",
-                error=str(exc),
             ) from None
     return pattern
 
