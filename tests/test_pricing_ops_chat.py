@@ -100,15 +100,15 @@ async def test_bad_coupon_input_is_explained_and_creates_nothing(core, shop, tmp
     await product_with_stock(core, tmp_path, units=0)
     admin = shop.user(ADMIN, "zh")
     for command, reason in [
-        ("/coupon_new name=Big off=150%", "between 0.01 and 100"),
-        ("/coupon_new name=Scoped off=5 skus=VIP,NOPE", "no product NOPE"),
-        ("/coupon_new name=Late off=5 starts=2026-12-10 ends=2026-12-01", "the end must come after the start"),
-        ("/coupon_new name=Capped off=5 cap=2", "a cap is a positive amount"),
-        ("/coupon_new name=Odd off=5 colour=red", "unknown field"),
-        ("/coupon_new off=5", "name: 1-100 characters"),
+        ("/coupon_new name=Big off=150%", "折扣比例须在 0.01% 到 100% 之间"),
+        ("/coupon_new name=Scoped off=5 skus=VIP,NOPE", "没有商品 NOPE"),
+        ("/coupon_new name=Late off=5 starts=2026-12-10 ends=2026-12-01", "结束时间须晚于开始时间"),
+        ("/coupon_new name=Capped off=5 cap=2", "封顶金额须为正数"),
+        ("/coupon_new name=Odd off=5 colour=red", "无法识别的字段 colour=red"),
+        ("/coupon_new off=5", "名称须为 1 到 100 个字符"),
         # The coupon is written before its code is refused: the whole command rolls back.
-        ("/coupon_new name=Code off=5 code=x!", "a code is 3-32 letters"),
-        ("/coupon_new name=Many off=5 codes=0", "codes: a whole number"),
+        ("/coupon_new name=Code off=5 code=x!", "券码须为 3 到 32 位"),
+        ("/coupon_new name=Many off=5 codes=0", "codes= 须为要生成的券码数量"),
     ]:
         await admin.send(command)
         refused = await admin.expect()
@@ -119,7 +119,7 @@ async def test_bad_coupon_input_is_explained_and_creates_nothing(core, shop, tmp
 
     await make_coupon(core)
     await admin.send("/coupon_new name=Again off=5 code=existing")  # the code belongs to another coupon
-    assert "exists already" in (await admin.expect()).plain
+    assert "券码 EXISTING 已存在" in (await admin.expect()).plain
     assert await count(core, Coupon) == 1
 
 
@@ -135,9 +135,9 @@ async def test_each_promotion_kind_is_created_with_its_figures_and_can_be_disabl
     assert "3 件按 2.5 件计价" in third.plain and "商品 VIP" in third.plain and "至 2026-12-31 00:00 止" in third.plain
 
     for command, reason in [
-        ("/promo_new name=Free units=3 pay=3", "N units for the price of M"),
-        ("/promo_new name=Both spend=50 off=8 units=3 pay=2", "not both"),
-        ("/promo_new name=Odd spend=50 off=8 stacking=never", "stacking with coupons"),
+        ("/promo_new name=Free units=3 pay=3", "N 件按 M 件计价"),
+        ("/promo_new name=Both spend=50 off=8 units=3 pay=2", "不能同时填写"),
+        ("/promo_new name=Odd spend=50 off=8 stacking=never", "stacking= 须为"),
     ]:
         await admin.send(command)
         refused = await admin.expect()
@@ -203,7 +203,7 @@ async def test_a_bundle_is_created_with_its_parts_and_its_parts_replaced(core, s
 
     for command, reason in [
         ("/bundle_new SET name=Set price=10 parts=VIP:1,NOPE:1", "NOPE"),
-        ("/bundle_new SET name=Set price=0 parts=VIP:1", "price must be greater than zero"),
+        ("/bundle_new SET name=Set price=0 parts=VIP:1", "the price must be more than 0"),
         ("/bundle_new SET name=Set price=10 parts=COMBO:1", "is a bundle itself"),
         ("/bundle_parts VIP CINEMA:1", "VIP is not a bundle"),
     ]:
@@ -232,7 +232,7 @@ async def test_an_operator_imports_codes_from_a_document(core, shop):
     await admin.send_document(b"PICTURE1\n", "codes.png", f"/coupon_import {coupon_id}")
     assert ".csv or .txt" in (await admin.expect()).plain
     await admin.send_document(b"LOSTCODE\n", "codes.csv", "/coupon_import 999")
-    assert "no coupon 999" in (await admin.expect()).plain
+    assert "there is no coupon #999" in (await admin.expect()).plain
     assert len(shop.calls_of("getFile")) == downloads + 1  # only the last one was fetched
     await admin.send("/coupon_import 1")
     assert "with the caption: /coupon_import COUPON_ID" in (await admin.expect()).plain
@@ -336,7 +336,7 @@ async def test_many_coupons_keep_the_keyboard_within_telegram_limits_and_old_one
     await admin.send("/coupon_on x")
     assert "Usage: /coupon_on ID" in (await admin.expect()).plain
     await admin.send("/promo_on 999")
-    assert "no promotion 999" in (await admin.expect()).plain
+    assert "there is no promotion #999" in (await admin.expect()).plain
     async with core.db.read() as session:
         assert [s.coupon.active for s in await coupons.list_coupons(session)] == [True] * 29 + [False]
         assert (await promotions.get_promotion(session, promotion.id)).active is False

@@ -18,7 +18,9 @@ def exponent(currency: str) -> int:
     try:
         return EXPONENTS[currency]
     except KeyError:
-        raise InvalidInput(f"unknown currency {currency!r}") from None
+        raise InvalidInput(
+            f"unknown currency {currency!r}", key="err_catalog.unknown_currency", unit=str(currency)
+        ) from None
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -53,10 +55,16 @@ def parse_minor(text: str, currency: str) -> int:
     digits = exponent(currency)
     match = _DECIMAL.match(text.strip()) if isinstance(text, str) else None
     if match is None:
-        raise InvalidInput(f"not an amount: {text!r}")
+        raise InvalidInput(f"not an amount: {text!r}", key="err_catalog.not_an_amount", text=str(text))
     frac = match.group("frac") or ""
     if len(frac) > digits:
-        raise InvalidInput(f"{currency} amounts have at most {digits} decimals: {text!r}")
+        raise InvalidInput(
+            f"{currency} amounts have at most {digits} decimals: {text!r}",
+            key="err_catalog.too_many_decimals",
+            text=text,
+            unit=currency,
+            digits=digits,
+        )
     scale: int = 10**digits
     return int(match.group("int")) * scale + int(frac.ljust(digits, "0") or 0)
 

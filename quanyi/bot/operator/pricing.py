@@ -300,7 +300,7 @@ async def bundle_new(message: Message, command: CommandObject, core: Core, lang:
         fields = parse_fields(args[1], BUNDLE_KEYS)
         currency = _currency(fields)
         if not fields.get("price") or not fields.get("parts"):
-            raise InvalidInput("give name=, price= and parts=")
+            raise InvalidInput("give name=, price= and parts=", key="err_catalog.bundle_fields")
         bundle = await core.catalog.create_bundle(
             sku,
             name=fields.get("name") or "",
@@ -532,7 +532,11 @@ def _how_many(text: str | None) -> int:
     if text is None:
         return 0
     if not (text.isascii() and text.isdigit()) or int(text) < 1:
-        raise InvalidInput(f"codes: a whole number of codes to generate, 1 to {MAX_BATCH}")
+        raise InvalidInput(
+            f"codes: a whole number of codes to generate, 1 to {MAX_BATCH}",
+            key="err_catalog.codes_count",
+            most=MAX_BATCH,
+        )
     return int(text)
 
 
@@ -548,5 +552,5 @@ def _csv_file(coupon_id: int, codes: CodesFile) -> BufferedInputFile:
 
 
 def _refusal(lang: str, exc: QuanyiError) -> str:
-    # The core's reasons are written for operators; they are shown as they are.
+    # The core's reason in the operator's language (its key's text, tests/test_error_texts.py).
     return t(lang, "pricing_ops.refused", reason=reason_in(lang, exc))

@@ -39,36 +39,60 @@ def parse_parts(text: str) -> list[tuple[str, int]]:
         sku, _, qty = chunk.partition(":")
         qty = qty.strip() or "1"
         if not qty.isdecimal():
-            raise InvalidInput(f"not a part: {chunk!r} (write SKU:QUANTITY)")
+            raise InvalidInput(f"not a part: {chunk!r} (write SKU:QUANTITY)", key="err_catalog.bad_part", part=chunk)
         parts.append((sku.strip(), int(qty)))
     return parts
 
 
 async def _check(session: AsyncSession, bundle: Product, parts: Sequence[tuple[str, int]]) -> list[Part]:
     if not parts:
-        raise InvalidInput("a bundle needs at least one component")
+        raise InvalidInput("a bundle needs at least one component", key="err_catalog.bundle_empty")
     if len(parts) > MAX_PARTS:
-        raise InvalidInput(f"a bundle has at most {MAX_PARTS} components")
+        raise InvalidInput(
+            f"a bundle has at most {MAX_PARTS} components", key="err_catalog.bundle_too_many", most=MAX_PARTS
+        )
     seen: set[str] = set()
     out: list[Part] = []
     for sku, quantity in parts:
         if sku in seen:
-            raise InvalidInput(f"{sku} is named twice")
+            raise InvalidInput(f"{sku} is named twice", key="err_catalog.part_twice", part=sku)
         seen.add(sku)
         if not 1 <= quantity <= MAX_PART_QUANTITY:
-            raise InvalidInput(f"quantity of {sku}: 1-{MAX_PART_QUANTITY}")
+            raise InvalidInput(
+                f"quantity of {sku}: 1-{MAX_PART_QUANTITY}",
+                key="err_catalog.part_quantity",
+                part=sku,
+                most=MAX_PART_QUANTITY,
+            )
         product = await get_product(session, sku)
         if product.kind == ProductKind.BUNDLE:
-            raise InvalidInput(f"{sku} is a bundle itself; bundles are made of products")
+            raise InvalidInput(
+                f"{sku} is a bundle itself; bundles are made of products", key="err_catalog.part_is_bundle", part=sku
+            )
         if product.kind == ProductKind.MANUAL:
-            raise InvalidInput(f"{sku} is fulfilled by hand; it is sold on its own, not in a bundle")
+            raise InvalidInput(
+                f"{sku} is fulfilled by hand; it is sold on its own, not in a bundle",
+                key="err_catalog.part_is_manual",
+                part=sku,
+            )
         if product.currency != bundle.currency:
-            raise InvalidInput(f"{sku} is priced in {product.currency}, the bundle in {bundle.currency}")
+            raise InvalidInput(
+                f"{sku} is priced in {product.currency}, the bundle in {bundle.currency}",
+                key="err_catalog.part_currency",
+                part=sku,
+                part_currency=product.currency,
+                bundle_currency=bundle.currency,
+            )
         if product.kind == ProductKind.DIRECT_RECHARGE and quantity != 1:
-            raise InvalidInput(f"{sku} recharges one account: quantity 1")
+            raise InvalidInput(
+                f"{sku} recharges one account: quantity 1", key="err_catalog.part_recharge_one", part=sku
+            )
         out.append(Part(product, quantity))
     if sum(1 for p in out if p.product.kind == ProductKind.DIRECT_RECHARGE) > 1:
-        raise InvalidInput("a bundle may hold one direct recharge (the buyer gives one account)")
+        raise InvalidInput(
+            "a bundle may hold one direct recharge (the buyer gives one account)",
+            key="err_catalog.bundle_two_recharges",
+        )
     return out
 
 
@@ -94,7 +118,7 @@ async def set_parts(session: AsyncSession, sku: str, parts: Sequence[tuple[str, 
     """Replace a bundle's components. Orders placed already keep what they were sold."""
     bundle = await get_product(session, sku)
     if bundle.kind != ProductKind.BUNDLE:
-        raise InvalidInput(f"{sku} is not a bundle product")
+        raise InvalidInput(f"{sku} is not a bundle product", key="err_catalog.not_a_bundle", bundle=sku)
     checked = await _check(session, bundle, parts)
     before = await parts_of(session, bundle.id)
     audit.note(
@@ -130,10 +154,15 @@ async def sellable_parts(session: AsyncSession, bundle: Product) -> list[Part]:
     """The components, or ``NotForSale``-style refusal as ``NotFound`` when one is missing."""
     parts = await parts_of(session, bundle.id)
     if not parts:
-        raise NotFound(f"{bundle.name} has no components yet")
+        raise NotFound(f"{bundle.name} has no components yet", key="err_catalog.bundle_no_parts", bundle=bundle.name)
     for part in parts:
         if not part.product.active:
-            raise NotFound(f"{part.product.name} in {bundle.name} is not on sale")
+            raise NotFound(
+                f"{part.product.name} in {bundle.name} is not on sale",
+                key="err_catalog.part_off_sale",
+                part=part.product.name,
+                bundle=bundle.name,
+            )
     return parts
 
 

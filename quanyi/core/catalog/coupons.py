@@ -55,17 +55,19 @@ async def check_scope(session: AsyncSession, skus: Sequence[str], channels: Sequ
         found = set(await session.scalars(select(Product.sku).where(Product.sku.in_(list(skus)))))
         missing = sorted(set(skus) - found)
         if missing:
-            raise NotFound(f"no product {', '.join(missing)}")
+            raise NotFound(f"no product {', '.join(missing)}", key="err_catalog.no_products", skus=", ".join(missing))
     if channels:
         found = set(await session.scalars(select(Channel.code).where(Channel.code.in_(list(channels)))))
         missing = sorted(set(channels) - found - {"bot"})
         if missing:
-            raise NotFound(f"no channel {', '.join(missing)}")
+            raise NotFound(
+                f"no channel {', '.join(missing)}", key="err_catalog.no_channels", channels=", ".join(missing)
+            )
 
 
 def check_window(starts_at: datetime | None, ends_at: datetime | None) -> None:
     if starts_at is not None and ends_at is not None and ends_at <= starts_at:
-        raise InvalidInput("the end must come after the start")
+        raise InvalidInput("the end must come after the start", key="err_catalog.window")
 
 
 async def create_coupon(
@@ -89,21 +91,22 @@ async def create_coupon(
     1-10,000, at most ``cap`` minor units); codes are added with ``add_code`` / ``generate_codes``."""
     name = (name or "").strip()
     if not name or len(name) > 100:
-        raise InvalidInput("name: 1-100 characters")
+        raise InvalidInput("name: 1-100 characters", key="err_catalog.rule_name")
     if kind not in (DiscountKind.AMOUNT, DiscountKind.PERCENT):
-        raise InvalidInput("a coupon takes an amount or a percentage off")
+        raise InvalidInput("a coupon takes an amount or a percentage off", key="err_catalog.coupon_kind")
     exponent(currency)
     if kind == DiscountKind.PERCENT and not 0 < value <= BASIS_POINTS:
-        raise InvalidInput("a percentage off is between 0.01 and 100")
+        raise InvalidInput("a percentage off is between 0.01 and 100", key="err_catalog.coupon_percent")
     if kind == DiscountKind.AMOUNT and value <= 0:
-        raise InvalidInput("the amount off must be greater than zero")
+        raise InvalidInput("the amount off must be greater than zero", key="err_catalog.amount_off")
     if cap is not None and (cap <= 0 or kind != DiscountKind.PERCENT):
-        raise InvalidInput("a cap is a positive amount, for percentage coupons")
+        raise InvalidInput("a cap is a positive amount, for percentage coupons", key="err_catalog.coupon_cap")
     if min_spend < 0:
-        raise InvalidInput("the minimum spend cannot be negative")
-    for what, limit in (("total uses", max_uses), ("uses per buyer", per_buyer)):
-        if limit is not None and limit <= 0:
-            raise InvalidInput(f"{what} must be at least 1")
+        raise InvalidInput("the minimum spend cannot be negative", key="err_catalog.min_spend")
+    if max_uses is not None and max_uses <= 0:
+        raise InvalidInput("total uses must be at least 1", key="err_catalog.max_uses")
+    if per_buyer is not None and per_buyer <= 0:
+        raise InvalidInput("uses per buyer must be at least 1", key="err_catalog.per_buyer_uses")
     check_window(starts_at, ends_at)
     await check_scope(session, skus, channels)
     coupon = Coupon(
@@ -132,7 +135,7 @@ async def create_coupon(
 async def get_coupon(session: AsyncSession, coupon_id: int) -> Coupon:
     coupon = await session.get(Coupon, coupon_id)
     if coupon is None:
-        raise NotFound(f"no coupon {coupon_id}")
+        raise NotFound(f"no coupon {coupon_id}", key="err_catalog.no_coupon", coupon_id=coupon_id)
     return coupon
 
 
@@ -141,15 +144,15 @@ async def add_code(session: AsyncSession, coupon_id: int, code: str, *, max_uses
     await get_coupon(session, coupon_id)
     value = normalize_code(code)
     if value is None:
-        raise InvalidInput("a code is 3-32 letters, digits, '-' or '_'")
+        raise InvalidInput("a code is 3-32 letters, digits, '-' or '_'", key="err_catalog.bad_code")
     if max_uses is not None and max_uses <= 0:
-        raise InvalidInput("uses per code must be at least 1")
+        raise InvalidInput("uses per code must be at least 1", key="err_catalog.code_uses")
     row = CouponCode(coupon_id=coupon_id, code=value, max_uses=max_uses, uses=0, created_at=utcnow())
     try:
         async with session.begin_nested():
             session.add(row)
     except IntegrityError:
-        raise AlreadyExists(f"code {value} exists already") from None
+        raise AlreadyExists(f"code {value} exists already", key="err_catalog.code_exists", coupon_code=value) from None
     return row
 
 
@@ -159,12 +162,14 @@ async def generate_codes(
     """``count`` new random codes, unique across all coupons."""
     await get_coupon(session, coupon_id)
     if not 1 <= count <= MAX_BATCH:
-        raise InvalidInput(f"generate between 1 and {MAX_BATCH} codes at a time")
+        raise InvalidInput(
+            f"generate between 1 and {MAX_BATCH} codes at a time", key="err_catalog.batch", most=MAX_BATCH
+        )
     prefix = (prefix or "").strip().upper()
     if prefix and normalize_code(prefix + "X" * 3) is None:
-        raise InvalidInput("a prefix is letters, digits, '-' or '_'")
+        raise InvalidInput("a prefix is letters, digits, '-' or '_'", key="err_catalog.bad_prefix")
     if not 6 <= length <= 24 or len(prefix) + length > 32:
-        raise InvalidInput("codes are 6-24 random characters, 32 with the prefix")
+        raise InvalidInput("codes are 6-24 random characters, 32 with the prefix", key="err_catalog.code_length")
     made: list[str] = []
     while len(made) < count:
         want = count - len(made)
@@ -195,11 +200,12 @@ async def import_codes(session: AsyncSession, coupon_id: int, data: bytes, *, ma
     with any malformed line imports nothing and says which lines; known codes are skipped."""
     await get_coupon(session, coupon_id)
     if len(data) > MAX_CODES_FILE:
-        raise InvalidInput(f"the file is larger than {MAX_CODES_FILE // 1_000_000} MB")
+        mb = MAX_CODES_FILE // 1_000_000
+        raise InvalidInput(f"the file is larger than {mb} MB", key="err_catalog.file_too_big", mb=mb)
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError:
-        raise InvalidInput("the file is not UTF-8 text") from None
+        raise InvalidInput("the file is not UTF-8 text", key="err_catalog.not_utf8") from None
     codes: list[str] = []
     rejected: list[tuple[int, str]] = []
     for number, row in enumerate(csv.reader(io.StringIO(text)), start=1):

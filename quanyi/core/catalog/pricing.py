@@ -349,4 +349,6 @@ def parse_time(text: str, tz: str) -> datetime:
         except ValueError:
             continue
         return local.replace(tzinfo=ZoneInfo(tz)).astimezone(UTC)
-    raise InvalidInput(f"not a time: {text!r} (write 2026-12-01 or 2026-12-01 18:00)")
+    raise InvalidInput(
+        f"not a time: {text!r} (write 2026-12-01 or 2026-12-01 18:00)", key="err_catalog.bad_time", text=text
+    )

@@ -36,13 +36,16 @@ def parse_fields(text: str, allowed: tuple[str, ...]) -> dict[str, str]:
     try:
         words = shlex.split(text or "")
     except ValueError:
-        raise InvalidInput("unbalanced quotes") from None
+        raise InvalidInput("unbalanced quotes", key="err_catalog.unbalanced_quotes") from None
     fields: dict[str, str] = {}
     for word in words:
         key, sep, value = word.partition("=")
         key = key.strip().lower().replace("-", "_")
         if not sep or key not in allowed:
-            raise InvalidInput(f"unknown field {word!r}: use {', '.join(k + '=' for k in allowed)}")
+            known = ", ".join(k + "=" for k in allowed)
+            raise InvalidInput(
+                f"unknown field {word!r}: use {known}", key="err_catalog.unknown_field", word=word, known=known
+            )
         fields[key] = value.strip()
     return fields
 
@@ -51,11 +54,11 @@ def _list(value: str | None) -> list[str]:
     return [v.strip() for v in (value or "").split(",") if v.strip()]
 
 
-def _count(value: str | None, what: str) -> int | None:
+def _count(value: str | None, what: str, typed: str) -> int | None:
     if value is None or value == "" or value.lower() == "unlimited":
         return None
     if not (value.isascii() and value.isdigit()) or int(value) <= 0:
-        raise InvalidInput(f"{what}: a whole number from 1, or unlimited")
+        raise InvalidInput(f"{what}: a whole number from 1, or unlimited", key="err_catalog.bad_count", typed=typed)
     return int(value)
 
 
@@ -67,7 +70,7 @@ def _off(value: str, currency: str) -> tuple[str, int]:
     """``10%`` -> (percent, 1000 basis points); ``5.00`` -> (amount, 500 minor units)."""
     value = (value or "").strip()
     if not value:
-        raise InvalidInput("off: an amount like 5.00 or a percentage like 10%")
+        raise InvalidInput("off: an amount like 5.00 or a percentage like 10%", key="err_catalog.bad_off")
     if value.endswith("%"):
         return DiscountKind.PERCENT, parse_rate(value)
     return DiscountKind.AMOUNT, parse_minor(value, currency)
@@ -90,8 +93,8 @@ def coupon_terms(fields: Mapping[str, str | None], *, currency: str, tz: str) ->
         "channels": _list(fields.get("channels")),
         "starts_at": _when(fields.get("starts"), tz),
         "ends_at": _when(fields.get("ends"), tz),
-        "max_uses": _count(fields.get("uses"), "uses"),
-        "per_buyer": _count(fields.get("per_buyer"), "uses per buyer"),
+        "max_uses": _count(fields.get("uses"), "uses", "uses"),
+        "per_buyer": _count(fields.get("per_buyer"), "uses per buyer", "per_buyer"),
     }
 
 
@@ -100,7 +103,7 @@ def units_hundredths(text: str) -> int:
     value = (text or "").strip()
     whole, _, frac = value.partition(".")
     if not value.isascii() or not whole.isdigit() or (frac and (not frac.isdigit() or len(frac) > 2)):
-        raise InvalidInput(f"not a number of units: {text!r} (e.g. 2 or 2.5)")
+        raise InvalidInput(f"not a number of units: {text!r} (e.g. 2 or 2.5)", key="err_catalog.bad_units", text=text)
     return int(whole) * 100 + int((frac or "0").ljust(2, "0"))
 
 
@@ -111,14 +114,19 @@ def promotion_terms(fields: Mapping[str, str | None], *, currency: str, tz: str)
     cap = fields.get("cap")
     if fields.get("units") or fields.get("pay"):
         if fields.get("spend") or fields.get("off"):
-            raise InvalidInput("give spend= and off=, or units= and pay=, not both")
+            raise InvalidInput("give spend= and off=, or units= and pay=, not both", key="err_catalog.promotion_both")
         units = fields.get("units") or ""
         if not (units.isascii() and units.isdigit()):
-            raise InvalidInput("units: a whole number of units, e.g. units=3 pay=2.5")
+            raise InvalidInput(
+                "units: a whole number of units, e.g. units=3 pay=2.5", key="err_catalog.bad_units_count"
+            )
         kind, threshold, value = PromotionKind.UNITS_PRICE, int(units), units_hundredths(fields.get("pay") or "")
     else:
         if not fields.get("off"):
-            raise InvalidInput("give spend= and off= (e.g. spend=50 off=8 or off=10%), or units= and pay=")
+            raise InvalidInput(
+                "give spend= and off= (e.g. spend=50 off=8 or off=10%), or units= and pay=",
+                key="err_catalog.promotion_terms",
+            )
         off_kind, value = _off(fields.get("off") or "", currency)
         threshold = parse_minor(fields.get("spend") or "0", currency)
         kind = PromotionKind.SPEND_PERCENT if off_kind == DiscountKind.PERCENT else PromotionKind.SPEND_OFF

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 from sqlalchemy import select
@@ -51,7 +52,9 @@ class CatalogueEntry:
 def validate_sku(sku: str) -> str:
     # SKUs travel in deep links (start=buy_<SKU>, at most 64 characters) and callback data.
     if not _SKU.match(sku or ""):
-        raise InvalidInput("SKU: 1-64 letters, digits, '_', '.', '-', starting with a letter or digit")
+        raise InvalidInput(
+            "SKU: 1-64 letters, digits, '_', '.', '-', starting with a letter or digit", key="err_catalog.bad_sku"
+        )
     return sku
 
 
@@ -85,20 +88,20 @@ async def add_product(
     validate_sku(sku)
     name = (name or "").strip()
     if not name or len(name) > 200:
-        raise InvalidInput("name: 1-200 characters")
+        raise InvalidInput("name: 1-200 characters", key="err_catalog.product_name")
     try:
         kind_value = ProductKind(kind)
     except ValueError:
         allowed = ", ".join(k.value for k in ProductKind)
-        raise InvalidInput(f"kind must be one of: {allowed}") from None
+        raise InvalidInput(f"kind must be one of: {allowed}", key="err_catalog.product_kind", kinds=allowed) from None
     exponent(price.currency)
     if price.minor <= 0:
-        raise InvalidInput("price must be greater than zero")
+        raise InvalidInput("price must be greater than zero", key="err_catalog.price")
     if stars_price is not None and stars_price <= 0:
-        raise InvalidInput("Stars price must be greater than zero")
+        raise InvalidInput("Stars price must be greater than zero", key="err_catalog.stars_price")
     existing = await session.scalar(select(Product.id).where(Product.sku == sku))
     if existing is not None:
-        raise AlreadyExists(f"product {sku} already exists")
+        raise AlreadyExists(f"product {sku} already exists", key="err_catalog.product_exists", sku=sku)
     product = Product(
         sku=sku,
         name=name,
@@ -199,21 +202,21 @@ def _set_prices(
     if price is not None:
         minor = Money.parse(price, product.currency).minor
         if minor <= 0:
-            raise InvalidInput("price must be greater than zero")
+            raise InvalidInput("price must be greater than zero", key="err_catalog.price")
         product.price = minor
     if clear_stars_price:
         product.stars_price = None
     elif stars_price is not None:
         if stars_price <= 0:
-            raise InvalidInput("Stars price must be greater than zero")
+            raise InvalidInput("Stars price must be greater than zero", key="err_catalog.stars_price")
         product.stars_price = stars_price
     floor_price, ceiling_price = product.floor_price, product.ceiling_price
     if floor_price is not None and floor_price <= 0:
-        raise InvalidInput("floor price must be greater than zero")
+        raise InvalidInput("floor price must be greater than zero", key="err_catalog.floor_price")
     if floor_price is not None and ceiling_price is not None and ceiling_price < floor_price:
-        raise InvalidInput("ceiling price must not be under the floor price")
+        raise InvalidInput("ceiling price must not be under the floor price", key="err_catalog.ceiling_under_floor")
     if floor_price is not None and product.price < floor_price:
-        raise InvalidInput("the list price may not be under the floor price")
+        raise InvalidInput("the list price may not be under the floor price", key="err_catalog.price_under_floor")
 
 
 def _set_texts(
@@ -222,7 +225,7 @@ def _set_texts(
     if name is not None:
         name = name.strip()
         if not name or len(name) > 200:
-            raise InvalidInput("name: 1-200 characters")
+            raise InvalidInput("name: 1-200 characters", key="err_catalog.product_name")
         product.name = name
     if instructions is not None:
         product.instructions = instructions
@@ -247,19 +250,17 @@ async def _set_kind_options(
     deadline: str | None = None,
 ) -> None:
     """Options of one product kind, refused on a product of another kind. None = unchanged."""
-    link_options = {"entitlement": entitlement, "max uses": max_uses, "valid days": valid_days}
-    recharge_options = {"supplier": supplier, "supplier code": supplier_code, "fallback SKU": fallback_sku}
-    account_options = {"account pattern": account_pattern, "account hint": account_hint}
-    for kinds, options in (
-        ({ProductKind.REDEEM_LINK}, link_options),
-        ({ProductKind.DIRECT_RECHARGE}, recharge_options),
-        (ACCOUNT_KINDS, account_options),
-        ({ProductKind.MANUAL}, {"deadline": deadline}),
-    ):
-        given = [name for name, value in options.items() if value is not None]
-        if given and product.kind not in kinds:
-            names = " and ".join(sorted(kind.value for kind in kinds))
-            raise InvalidInput(f"{given[0]} applies to {names} products only")
+    link = {"entitlement": entitlement, "max uses": max_uses, "valid days": valid_days}
+    if misplaced := _misplaced(product, {ProductKind.REDEEM_LINK}, link):
+        raise InvalidInput(misplaced, key="err_catalog.link_options_only")
+    recharge = {"supplier": supplier, "supplier code": supplier_code, "fallback SKU": fallback_sku}
+    if misplaced := _misplaced(product, {ProductKind.DIRECT_RECHARGE}, recharge):
+        raise InvalidInput(misplaced, key="err_catalog.recharge_options_only")
+    account = {"account pattern": account_pattern, "account hint": account_hint}
+    if misplaced := _misplaced(product, ACCOUNT_KINDS, account):
+        raise InvalidInput(misplaced, key="err_catalog.account_options_only")
+    if misplaced := _misplaced(product, {ProductKind.MANUAL}, {"deadline": deadline}):
+        raise InvalidInput(misplaced, key="err_catalog.deadline_only")
     if deadline is not None:
         product.manual_deadline_minutes = deadline_minutes(deadline)
     _set_link_options(product, entitlement, max_uses, valid_days)
@@ -275,13 +276,26 @@ async def _set_kind_options(
         product.fallback_sku = await _fallback(session, fallback_sku)
 
 
+def _misplaced(product: Product, kinds: set[ProductKind], options: Mapping[str, object]) -> str:
+    """Why the first option given does not fit this product's kind (English), or ""."""
+    given = [name for name, value in options.items() if value is not None]
+    if not given or product.kind in kinds:
+        return ""
+    names = " and ".join(sorted(kind.value for kind in kinds))
+    return f"{given[0]} applies to {names} products only"
+
+
 def deadline_minutes(text: str) -> int:
     """A manual product's deadline as an operator writes it: ``90m``, ``2h``, ``1d`` (a bare
     number is minutes), from a minute to 30 days."""
     match = _DEADLINE.match((text or "").strip())
     minutes = int(match.group(1)) * _DEADLINE_UNITS[(match.group(2) or "m").lower()] if match else 0
     if not 1 <= minutes <= MAX_DEADLINE_MINUTES:
-        raise InvalidInput("deadline: minutes, hours or days such as 90m, 2h or 1d (at most 30d)", field="deadline")
+        raise InvalidInput(
+            "deadline: minutes, hours or days such as 90m, 2h or 1d (at most 30d)",
+            key="err_catalog.deadline",
+            field="deadline",
+        )
     return minutes
 
 
@@ -289,15 +303,15 @@ def _set_link_options(product: Product, entitlement: str | None, max_uses: int |
     if entitlement is not None:
         entitlement = entitlement.strip()
         if len(entitlement) > 500:
-            raise InvalidInput("entitlement: at most 500 characters")
+            raise InvalidInput("entitlement: at most 500 characters", key="err_catalog.entitlement")
         product.entitlement = entitlement
     if max_uses is not None:
         if not 1 <= max_uses <= 1_000_000:
-            raise InvalidInput("max uses: 1-1000000")
+            raise InvalidInput("max uses: 1-1000000", key="err_catalog.link_uses")
         product.redeem_max_uses = max_uses
     if valid_days is not None:
         if not 0 <= valid_days <= 36_500:
-            raise InvalidInput("valid days: 1-36500, or 0 for links that never expire")
+            raise InvalidInput("valid days: 1-36500, or 0 for links that never expire", key="err_catalog.valid_days")
         product.redeem_valid_days = valid_days or None
 
 
@@ -307,7 +321,10 @@ def _account_pattern(text: str) -> str | None:
         try:
             re.compile(pattern)
         except re.error as exc:
-            raise InvalidInput(f"account pattern is not a valid regular expression: {exc}") from None
+            raise InvalidInput(
+                f"account pattern is not a valid regular expression: {exc}",
+                key="err_catalog.bad_pattern",
+            ) from None
     return pattern
 
 
@@ -317,9 +334,13 @@ async def _fallback(session: AsyncSession, sku: str) -> str | None:
     if fallback is not None:
         target = await session.scalar(select(Product).where(Product.sku == fallback))
         if target is None:
-            raise NotFound(f"no product {fallback}", sku=fallback)
+            raise NotFound(f"no product {fallback}", key="err_catalog.no_product", sku=fallback)
         if target.kind != ProductKind.CARD_KEY:
-            raise InvalidInput(f"the fallback product {fallback} must be a card_key product")
+            raise InvalidInput(
+                f"the fallback product {fallback} must be a card_key product",
+                key="err_catalog.fallback_kind",
+                fallback=fallback,
+            )
     return fallback
 
 
@@ -327,7 +348,7 @@ def _category(value: str | None) -> str | None:
     """A category label: trimmed, lower case, 1-64 characters; empty = none."""
     value = (value or "").strip().lower()
     if len(value) > 64 or "," in value:
-        raise InvalidInput("category: at most 64 characters, no commas")
+        raise InvalidInput("category: at most 64 characters, no commas", key="err_catalog.category")
     return value or None
 
 
@@ -335,14 +356,14 @@ def _short_text(value: str, what: str, limit: int) -> str | None:
     """Trimmed text of at most ``limit`` characters; empty = removed (None)."""
     value = value.strip()
     if len(value) > limit:
-        raise InvalidInput(f"{what}: at most {limit} characters")
+        raise InvalidInput(f"{what}: at most {limit} characters", key="err_catalog.too_long", most=limit)
     return value or None
 
 
 async def get_product(session: AsyncSession, sku: str) -> Product:
     product = await session.scalar(select(Product).where(Product.sku == sku))
     if product is None:
-        raise NotFound(f"no product {sku}", sku=sku)
+        raise NotFound(f"no product {sku}", key="err_catalog.no_product", sku=sku)
     return product
 
 
@@ -362,14 +383,14 @@ async def catalogue(
 async def catalogue_entry(session: AsyncSession, sku: str) -> CatalogueEntry:
     product = await get_product(session, sku)
     if not product.active:
-        raise NotFound(f"no product {sku}")
+        raise NotFound(f"no product {sku}", key="err_catalog.no_product", sku=sku)
     return _entry(product, (await sellable(session, [product]))[product.id])
 
 
 async def catalogue_entry_by_id(session: AsyncSession, product_id: int) -> CatalogueEntry:
     product = await session.get(Product, product_id)
     if product is None or not product.active:
-        raise NotFound("no such product")
+        raise NotFound("no such product", key="err_catalog.no_such_product")
     return _entry(product, (await sellable(session, [product]))[product.id])
 
 

@@ -38,23 +38,25 @@ async def add_promotion(
     (3 for the price of 2.5: threshold 3, value 250)."""
     name = (name or "").strip()
     if not name or len(name) > 100:
-        raise InvalidInput("name: 1-100 characters")
+        raise InvalidInput("name: 1-100 characters", key="err_catalog.rule_name")
     exponent(currency)
     if kind == PromotionKind.SPEND_OFF:
         if value <= 0 or threshold < 0:
-            raise InvalidInput("spend at least 0 and get more than 0 off")
+            raise InvalidInput("spend at least 0 and get more than 0 off", key="err_catalog.spend_off")
     elif kind == PromotionKind.SPEND_PERCENT:
         if not 0 < value < BASIS_POINTS or threshold < 0:
-            raise InvalidInput("a percentage off is between 0.01 and 99.99")
+            raise InvalidInput("a percentage off is between 0.01 and 99.99", key="err_catalog.promotion_percent")
     elif kind == PromotionKind.UNITS_PRICE:
         if not 2 <= threshold <= 1000 or not 0 < value < threshold * 100:
-            raise InvalidInput("N units for the price of M: N from 2, M above 0 and below N")
+            raise InvalidInput(
+                "N units for the price of M: N from 2, M above 0 and below N", key="err_catalog.units_price"
+            )
     else:
-        raise InvalidInput("a promotion is spend_off, spend_percent or units_price")
+        raise InvalidInput("a promotion is spend_off, spend_percent or units_price", key="err_catalog.promotion_kind")
     if cap is not None and (cap <= 0 or kind != PromotionKind.SPEND_PERCENT):
-        raise InvalidInput("a cap is a positive amount, for percentage promotions")
+        raise InvalidInput("a cap is a positive amount, for percentage promotions", key="err_catalog.promotion_cap")
     if stacking not in tuple(Stacking):
-        raise InvalidInput("stacking with coupons is stack, best_of or exclusive")
+        raise InvalidInput("stacking with coupons is stack, best_of or exclusive", key="err_catalog.stacking")
     check_window(starts_at, ends_at)
     await check_scope(session, skus, channels)
     promotion = Promotion(
@@ -81,7 +83,7 @@ async def add_promotion(
 async def get_promotion(session: AsyncSession, promotion_id: int) -> Promotion:
     promotion = await session.get(Promotion, promotion_id)
     if promotion is None:
-        raise NotFound(f"no promotion {promotion_id}")
+        raise NotFound(f"no promotion {promotion_id}", key="err_catalog.no_promotion", promotion_id=promotion_id)
     return promotion
 
 

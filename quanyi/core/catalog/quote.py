@@ -75,7 +75,9 @@ async def quote_items(
     now = now or utcnow()
     currencies = {product.currency for product, _ in items}
     if len(currencies) != 1:
-        raise InvalidInput("the products of one order must share a currency", field="items")
+        raise InvalidInput(
+            "the products of one order must share a currency", key="err_catalog.one_currency", field="items"
+        )
     terms = tuple(
         [
             await channels.sale_terms(
@@ -85,7 +87,11 @@ async def quote_items(
         ]
     )
     if len({t.channel for t in terms}) != 1:
-        raise InvalidInput("these products are sold on different channels: order them apart", field="items")
+        raise InvalidInput(
+            "these products are sold on different channels: order them apart",
+            key="err_catalog.one_channel",
+            field="items",
+        )
     rules = await promotions.rules_in_force(session, channel=terms[0].channel, now=now)
     rule: CouponRule | None = None
     refused: list[Skipped] = []

@@ -169,7 +169,7 @@ async def buyer_quote(
     entry = await buyer_entry(session, user_id, product_id=product_id)
     product = await session.get(Product, product_id)
     if product is None:
-        raise NotFound(f"no product {product_id}")
+        raise NotFound(f"no product {product_id}", key="err_catalog.no_product_id", product_id=product_id)
     quote = await quote_order(session, product, quantity, user_id=user_id, coupon_code=coupon)
     return OrderQuote(
         entry=entry,

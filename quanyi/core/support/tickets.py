@@ -30,9 +30,11 @@ def text_of(body: str, limit: int) -> str:
     """The message trimmed; empty or longer than ``limit`` characters is refused (``field`` = body)."""
     body = (body or "").strip()
     if not body:
-        raise InvalidInput("the message is empty", field="body", max=limit)
+        raise InvalidInput("the message is empty", key="err_support.empty", field="body", max=limit)
     if len(body) > limit:
-        raise InvalidInput(f"the message is longer than {limit} characters", field="body", max=limit)
+        raise InvalidInput(
+            f"the message is longer than {limit} characters", key="err_support.too_long", field="body", max=limit
+        )
     return body
 
 
@@ -69,7 +71,7 @@ async def may_open(session: AsyncSession, user_id: int) -> None:
         select(func.count()).select_from(Ticket).where(Ticket.user_id == user_id, Ticket.status == TicketStatus.OPEN)
     )
     if (open_now or 0) >= MAX_OPEN:
-        raise LimitReached("too many open tickets", limit="open_tickets", max=MAX_OPEN)
+        raise LimitReached("too many open tickets", key="err_support.open_limit", limit="open_tickets", max=MAX_OPEN)
     await _within_rate(session, user_id)
 
 
@@ -81,11 +83,16 @@ async def add_buyer_message(
     await session.execute(select(User.id).where(User.id == user_id).with_for_update())
     ticket = await session.get(Ticket, ticket_id)
     if ticket is None or ticket.user_id != user_id:
-        raise Forbidden("not your ticket")
+        raise Forbidden("not your ticket", key="err_support.not_yours")
     await _within_rate(session, user_id)
     now = utcnow()
     if not await _touch_open(session, ticket_id, now):
-        raise InvalidInput(f"ticket {ticket_id} is closed", status=TicketStatus.CLOSED.value)
+        raise InvalidInput(
+            f"ticket {ticket_id} is closed",
+            key="err_support.closed",
+            ticket_id=ticket_id,
+            status=TicketStatus.CLOSED.value,
+        )
     await _add_message(session, ticket_id, buyer_author(user_id), body, now, admin_ids)
     return ticket
 
@@ -95,10 +102,15 @@ async def reply(session: AsyncSession, ticket_id: int, body: str, actor: str) ->
     body = text_of(body, REPLY_TEXT_LIMIT)
     ticket = await session.get(Ticket, ticket_id)
     if ticket is None:
-        raise NotFound(f"no ticket {ticket_id}")
+        raise NotFound(f"no ticket {ticket_id}", key="err_support.no_ticket", ticket_id=ticket_id)
     now = utcnow()
     if not await _touch_open(session, ticket_id, now):
-        raise InvalidInput(f"ticket {ticket_id} is closed", status=TicketStatus.CLOSED.value)
+        raise InvalidInput(
+            f"ticket {ticket_id} is closed",
+            key="err_support.closed",
+            ticket_id=ticket_id,
+            status=TicketStatus.CLOSED.value,
+        )
     message = TicketMessage(ticket_id=ticket_id, author=actor[:64], body=body, created_at=now)
     session.add(message)
     await session.flush()
@@ -126,7 +138,7 @@ async def close(session: AsyncSession, ticket_id: int, actor: str) -> bool:
     closing is on the audit trail."""
     ticket = await session.get(Ticket, ticket_id)
     if ticket is None:
-        raise NotFound(f"no ticket {ticket_id}")
+        raise NotFound(f"no ticket {ticket_id}", key="err_support.no_ticket", ticket_id=ticket_id)
     now = utcnow()
     closed = await session.execute(
         update(Ticket)
@@ -176,7 +188,12 @@ async def _within_rate(session: AsyncSession, user_id: int) -> None:
         .where(TicketMessage.author == buyer_author(user_id), TicketMessage.created_at > since)
     )
     if (written or 0) >= MAX_MESSAGES_PER_HOUR:
-        raise LimitReached("too many support messages this hour", limit="messages", max=MAX_MESSAGES_PER_HOUR)
+        raise LimitReached(
+            "too many support messages this hour",
+            key="err_support.rate_limit",
+            limit="messages",
+            max=MAX_MESSAGES_PER_HOUR,
+        )
 
 
 async def _add_message(

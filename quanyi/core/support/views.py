@@ -82,7 +82,7 @@ async def message_view(session: AsyncSession, message_id: int) -> TicketMessageV
         )
     ).first()
     if found is None:
-        raise NotFound(f"no ticket message {message_id}")
+        raise NotFound(f"no ticket message {message_id}", key="err_support.no_message", message_id=message_id)
     message, ticket, username = found
     first = await session.scalar(select(func.min(TicketMessage.id)).where(TicketMessage.ticket_id == ticket.id))
     return TicketMessageView(
