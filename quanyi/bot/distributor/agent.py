@@ -377,7 +377,8 @@ async def _risk_reason(core: Core, lang: str, exc: RiskRefusal) -> str:
     if isinstance(exc, RiskBlocked):
         rule = await core.risk.refusal_rule(exc.decision_id)
         if rule is not None and rule.metric in METRICS:
-            return raw_t(lang, f"risk.reason_{rule.metric}", threshold=rule.threshold_text)
+            reason = raw_t(lang, f"risk.reason_{rule.metric}", threshold=rule.threshold_text)
+            return reason.rstrip(".。")  # the refusal's text goes on after it
         return exc.reason
     return raw_t(lang, "err_risk.needs_review")
 
