@@ -165,7 +165,11 @@ async def _open_batch(db: Database, product_id: int, source: str) -> tuple[int, 
 
 
 def _taken_over(batch_id: int) -> Conflict:
-    return Conflict(f"import #{batch_id} was taken over by another import that found it dead; run it again")
+    return Conflict(
+        f"import #{batch_id} was taken over by another import that found it dead; run it again",
+        key="err_stock.import_taken_over",
+        batch=batch_id,
+    )
 
 
 async def _write_staged(
