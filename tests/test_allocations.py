@@ -212,7 +212,7 @@ async def test_allocate_counts_pending_shared_sales_as_taken(core, tmp_path):
     async with core.db.transaction() as session:
         with pytest.raises(OutOfStock) as refused:
             await channels.allocate(session, "VIP", "pa", 8)
-    assert refused.value.details == {"available": 7}
+    assert refused.value.details == {"available": 7, "sku": "VIP"}
     async with core.db.transaction() as session:
         await channels.allocate(session, "VIP", "pa", 7)
     assert shares(await pool(core))["pa"] == ("quota", 7, 0, 0)
@@ -238,7 +238,7 @@ async def test_take_back_returns_only_units_no_order_holds(core, tmp_path):
     async with core.db.transaction() as session:
         with pytest.raises(InvalidInput) as refused:
             await channels.take_back(session, "VIP", "pa", 4)
-    assert refused.value.details == {"left": 3}
+    assert refused.value.details == {"left": 3, "holder": "pa", "sku": "VIP"}
     async with core.db.transaction() as session:
         back = await channels.take_back(session, "VIP", "pa", 3)
     assert (back.allocated, back.reserved, back.sold) == (2, 2, 0)

@@ -396,7 +396,7 @@ async def test_a_refused_bulk_purchase_changes_nothing(core, tmp_path):
     before = await state()
     with pytest.raises(OutOfStock) as short:
         await bulk(5)
-    assert type(short.value) is OutOfStock and short.value.details == {"available": 3}
+    assert type(short.value) is OutOfStock and short.value.details == {"available": 3, "name": "VIP membership"}
     assert await state() == before
     await bulk(3)
     assert await allocation(core, agent) == (5, 0, 3)

@@ -66,8 +66,8 @@ class StockFileError(InvalidInput):
 
     code = "stock_file_malformed"
 
-    def __init__(self, line: int, reason: str) -> None:
-        super().__init__(f"line {line}: {reason}", line=line)
+    def __init__(self, line: int, reason: str, *, key: str = "", **details: object) -> None:
+        super().__init__(f"line {line}: {reason}", key=key, line=line, **details)
         self.line = line
         self.reason = reason
 

@@ -27,7 +27,7 @@ from aiogram.utils.keyboard import InlineKeyboardBuilder
 from quanyi.bot.distributor.quota import pass_button
 from quanyi.bot.distributor.withdraw import WithdrawCb
 from quanyi.bot.filters import TYPED, IsDistributor
-from quanyi.bot.render import money, reason_in
+from quanyi.bot.render import money
 from quanyi.core.distributors.views import (
     INVITE_PREFIX,
     MAX_BULK,
@@ -45,9 +45,11 @@ from quanyi.core.errors import (
     NotForSale,
     NotFound,
     OutOfStock,
+    RiskBlocked,
     RiskRefusal,
 )
 from quanyi.core.money import Money
+from quanyi.core.risk.views import METRICS
 from quanyi.core.services import Core
 from quanyi.i18n import raw_t, t
 
@@ -291,7 +293,7 @@ async def _buy(
         )
     except RiskRefusal as exc:
         # A bulk purchase is never challenged in chat: any refusal is final for this tap.
-        text = t(lang, "agent.risk_refused", reason=exc.details.get("reason") or reason_in(lang, exc))
+        text = t(lang, "agent.risk_refused", reason=await _risk_reason(core, lang, exc))
     except InsufficientBalance as exc:
         text = _balance_short(lang, row, quantity, int(str(exc.details.get("balance", 0))))
     except AllocationShort as exc:
@@ -367,6 +369,18 @@ def _price_values(lang: str, row: PriceRow) -> dict[str, str]:
         "ceiling": money(row.ceiling, row.currency) if row.ceiling is not None else raw_t(lang, "agent.no_ceiling"),
         "example": Money(row.resale or row.list_price, row.currency).format_plain(),
     }
+
+
+async def _risk_reason(core: Core, lang: str, exc: RiskRefusal) -> str:
+    """Why the risk screen refused, in the distributor's language: a rule's reason by its metric,
+    the operator's own words for a blocklist entry, else that the shop must look at it first."""
+    if isinstance(exc, RiskBlocked):
+        rule = await core.risk.refusal_rule(exc.decision_id)
+        if rule is not None and rule.metric in METRICS:
+            reason = raw_t(lang, f"risk.reason_{rule.metric}", threshold=rule.threshold_text)
+            return reason.rstrip(".。")  # the refusal's text goes on after it
+        return exc.reason
+    return raw_t(lang, "err_risk.needs_review")
 
 
 def _price_refusal(lang: str, row: PriceRow, exc: InvalidInput, example: str) -> str:

@@ -566,7 +566,7 @@ def _refusal(lang: str, exc: QuanyiError, *, sku: str = "", channel: str = "") -
             return t(lang, "ops.err.no_holding", channel=details["holder"], sku=details.get("sku", sku))
         if "channel" in details:
             return t(lang, "ops.err.no_channel", channel=details["channel"])
-        if "sku" in details:
+        if details.get("sku", "?") != "?":  # "?": a product gone since its button was shown
             return t(lang, "ops.err.no_product", sku=details["sku"])
     if isinstance(exc, InvalidInput):
         if "amount" in details:  # a price that is not a positive decimal in the currency's precision

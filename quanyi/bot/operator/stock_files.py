@@ -25,9 +25,9 @@ from aiogram.types import Document, Message
 
 from quanyi.bot.filters import IsAdmin
 from quanyi.bot.render import reason_in
-from quanyi.core.errors import NotFound, QuanyiError, StockFileError
+from quanyi.core.errors import QuanyiError, StockFileError
 from quanyi.core.services import Core
-from quanyi.core.stock.views import ImportSummary, VoidSummary
+from quanyi.core.stock.views import ImportSummary, RejectedLine, VoidSummary
 from quanyi.i18n import raw_t, t
 
 log = logging.getLogger(__name__)
@@ -37,28 +37,6 @@ TELEGRAM_DOWNLOAD_LIMIT = 20 * 2**20  # the Bot API's getFile serves files up to
 PROGRESS_EVERY = 1.5  # seconds between two edits of the progress message
 SHOWN_REJECTED = 10  # rejected lines named in the report
 SHOWN_ORDERS = 30  # orders named in a void report that found sold codes
-
-# The core's reasons for refusing a file or a line (quanyi.core.stock.stockfile), in the
-# operator's words: (pattern of the core's English reason, text key, named groups as values).
-_REASONS = (
-    (r"stock files end in \.csv or \.txt", "suffix"),
-    (r"file is (?P<size>[\d.]+) MB, larger than the (?P<limit>[\d.]+) MB limit", "too_big"),
-    (r"line longer than (?P<limit>\d+) bytes", "long_line"),
-    (r"not valid UTF-8", "utf8"),
-    (r"contains a NUL byte.*", "nul"),
-    (r"carriage return inside a line.*", "cr"),
-    (r"expected 'code' or 'serial code', found (?P<found>\d+) fields", "txt_fields"),
-    (r"header must name serial, secret\[, expires_at\]", "header"),
-    (r"quoted field runs past the end of the line", "quote"),
-    (r"expected (?P<want>\d+) columns, found (?P<found>\d+)", "columns"),
-    (r"CSV syntax: .*", "csv"),
-    (r"empty secret", "empty"),
-    (r"secret longer than (?P<limit>\d+) characters", "long_secret"),
-    (r"secret contains control characters", "control"),
-    (r"serial longer than (?P<limit>\d+) characters", "long_serial"),
-    (r"expires_at is not a date.*", "bad_date"),
-    (r"already expired", "expired"),
-)
 
 
 def build_stock_files_router() -> Router:
@@ -161,7 +139,7 @@ def _import_report(lang: str, report: ImportSummary, started: float) -> str:
         )
     ]
     for rejected in report.rejected_examples[:SHOWN_REJECTED]:
-        lines.append(t(lang, "phoneops.rejected_line", line=rejected.line, reason=reason_text(lang, rejected.reason)))
+        lines.append(t(lang, "phoneops.rejected_line", line=rejected.line, reason=reason_text(lang, rejected)))
     if report.rejected > SHOWN_REJECTED:
         lines.append(t(lang, "phoneops.rejected_more", more=report.rejected - SHOWN_REJECTED))
     return "\n".join(lines)
@@ -187,28 +165,18 @@ def _void_report(lang: str, report: VoidSummary) -> str:
 
 
 def _refusal(lang: str, act: str, sku: str, exc: QuanyiError) -> str:
-    """Nothing was written: say why, in the operator's language where core's reason is known."""
-    if isinstance(exc, StockFileError):
-        if exc.line:
-            reason = raw_t(lang, "phoneops.at_line", line=exc.line, reason=reason_text(lang, exc.reason))
-        else:
-            reason = reason_text(lang, exc.reason)
-    elif isinstance(exc, NotFound):
-        reason = raw_t(lang, "phoneops.reason.no_product", sku=sku)
-    elif "only card_key products take stock files" in exc.message:
-        reason = raw_t(lang, "phoneops.reason.not_card_key", sku=sku)
-    else:
-        reason = reason_in(lang, exc)
+    """Nothing was written: say why in the operator's language (core names each reason's text)."""
+    reason = reason_in(lang, exc)
+    if isinstance(exc, StockFileError) and exc.line:
+        reason = raw_t(lang, "phoneops.at_line", line=exc.line, reason=reason)
     return t(lang, f"phoneops.{act}_refused", sku=sku, reason=reason)
 
 
-def reason_text(lang: str, reason: str) -> str:
-    """Core's reason for a refused file or line, in ``lang`` (as core wrote it when not known)."""
-    for pattern, key in _REASONS:
-        match = re.fullmatch(pattern, reason)
-        if match:
-            return raw_t(lang, f"phoneops.reason.{key}", **match.groupdict())
-    return reason
+def reason_text(lang: str, rejected: RejectedLine) -> str:
+    """Why core left a line out, in ``lang`` (as core wrote it when it names no text)."""
+    if rejected.key:
+        return raw_t(lang, rejected.key, limit=rejected.limit)
+    return rejected.reason
 
 
 def _line_count(data: bytes) -> int:

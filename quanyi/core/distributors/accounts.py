@@ -78,7 +78,7 @@ async def require(session: AsyncSession, user_id: int) -> Distributor:
     """The caller as an active distributor, or Forbidden."""
     distributor = await get_by_user(session, user_id)
     if distributor is None or not distributor.active:
-        raise Forbidden("only distributors can do this")
+        raise Forbidden("only distributors can do this", key="err_distributors.only_distributors")
     return distributor
 
 
@@ -87,7 +87,7 @@ async def resolve(session: AsyncSession, ref: str) -> Distributor:
     channel = await channels.resolve_holder(session, ref)
     distributor = await session.scalar(select(Distributor).where(Distributor.channel_id == channel.id))
     if distributor is None:
-        raise NotFound(f"no distributor {ref}", channel=ref)
+        raise NotFound(f"no distributor {ref}", key="err_distributors.no_distributor", channel=ref)
     return distributor
 
 
@@ -108,15 +108,18 @@ async def create_invite(
     sub-distributor, within its limit and the depth limit."""
     tier = (tier or "").strip().lower()
     if not tier or len(tier) > 32 or not tier.replace("-", "").replace("_", "").isalnum() or not tier.isascii():
-        raise InvalidInput("tier: 1-32 letters, digits, '-' or '_'")
+        raise InvalidInput("tier: 1-32 letters, digits, '-' or '_'", key="err_distributors.tier_form")
     if invite_limit < 0 or not 1 <= hours <= 24 * 30:
-        raise InvalidInput("invite limit must be 0 or more, validity 1 hour to 30 days")
+        raise InvalidInput(
+            "invite limit must be 0 or more, validity 1 hour to 30 days", key="err_distributors.invite_terms"
+        )
     parent_id: int | None = None
     if parent_user_id is not None:
         parent = await require(session, parent_user_id)
         if parent.depth >= max_depth:
             raise Forbidden(
                 f"distributors at level {parent.depth} may not invite (the limit is {max_depth} levels)",
+                key="err_distributors.invite_depth",
                 depth=parent.depth,
                 max_depth=max_depth,
             )
@@ -129,7 +132,11 @@ async def create_invite(
             )
         )
         if parent.sub_count + int(open_invites or 0) >= parent.invite_limit:
-            raise Forbidden(f"invite limit reached ({parent.invite_limit} sub-distributors)", limit=parent.invite_limit)
+            raise Forbidden(
+                f"invite limit reached ({parent.invite_limit} sub-distributors)",
+                key="err_distributors.invite_limit",
+                limit=parent.invite_limit,
+            )
         parent_id = parent.id
         tier = parent.tier
         invite_limit = 0
@@ -150,9 +157,11 @@ async def accept_invite(session: AsyncSession, token: str, *, user_id: int, name
     """Make ``user_id`` a distributor with a one-time invite. Refused with a reason, and
     nothing changed, when the invite is used, expired, or its inviter is at its limit."""
     if not (0 < len(token) <= 32 and token.isascii() and token.replace("-", "").replace("_", "").isalnum()):
-        raise InviteInvalid("this invite link is not valid", reason="invalid")
+        raise InviteInvalid("this invite link is not valid", key="err_distributors.invite_invalid", reason="invalid")
     if await get_by_user(session, user_id) is not None:
-        raise InviteInvalid("you are a distributor already", reason="already_distributor")
+        raise InviteInvalid(
+            "you are a distributor already", key="err_distributors.already_distributor", reason="already_distributor"
+        )
     now = utcnow()
     used = await session.execute(
         update(DistributorInvite)
@@ -169,7 +178,9 @@ async def accept_invite(session: AsyncSession, token: str, *, user_id: int, name
             await session.execute(select(DistributorInvite.used_at).where(DistributorInvite.token == token))
         ).first()
         reason = "invalid" if known is None else "used" if known.used_at is not None else "expired"
-        raise InviteInvalid("this invite link was used already or has expired", reason=reason)
+        raise InviteInvalid(
+            "this invite link was used already or has expired", key="err_distributors.invite_spent", reason=reason
+        )
     invite = await session.scalar(select(DistributorInvite).where(DistributorInvite.token == token))
     assert invite is not None
     depth = 1
@@ -184,7 +195,11 @@ async def accept_invite(session: AsyncSession, token: str, *, user_id: int, name
             .values(sub_count=Distributor.sub_count + 1)
         )
         if not rowcount(grown):
-            raise InviteInvalid("the distributor who invited you has reached its limit", reason="parent_limit")
+            raise InviteInvalid(
+                "the distributor who invited you has reached its limit",
+                key="err_distributors.parent_limit",
+                reason="parent_limit",
+            )
         parent_depth = await session.scalar(select(Distributor.depth).where(Distributor.id == invite.parent_id))
         depth = int(parent_depth or 0) + 1
     try:
@@ -216,7 +231,9 @@ async def accept_invite(session: AsyncSession, token: str, *, user_id: int, name
             session.add(distributor)
             await session.flush()
     except IntegrityError:
-        raise InviteInvalid("you are a distributor already", reason="already_distributor") from None
+        raise InviteInvalid(
+            "you are a distributor already", key="err_distributors.already_distributor", reason="already_distributor"
+        ) from None
     if distributor.parent_id is not None:
         from quanyi.core.distributors import notices
 
@@ -267,7 +284,7 @@ async def set_cost_price(
 ) -> str:
     """Set (or remove, with None) a tier's or one distributor's cost price. Returns the scope."""
     if (tier is None) == (distributor is None):
-        raise InvalidInput("give a tier or a distributor")
+        raise InvalidInput("give a tier or a distributor", key="err_distributors.tier_or_distributor")
     product = await get_product(session, sku)
     scope = (
         f"tier:{tier.strip().lower()}"
@@ -297,6 +314,7 @@ async def set_resale_price(session: AsyncSession, user_id: int, sku: str, price:
     if price < cost:
         raise InvalidInput(
             f"the resale price may not be under your cost {Money(cost, product.currency)}",
+            key="err_distributors.under_cost",
             cost=str(Money(cost, product.currency)),
         )
     channel = await session.get(Channel, distributor.channel_id)
@@ -321,7 +339,7 @@ async def adjust_balance(
     ``counter``: the operator's cash for a top-up or a correction, revenue for a bulk
     purchase, the distributor's frozen account for a withdrawal."""
     if amount == 0:
-        raise InvalidInput("amount must not be zero")
+        raise InvalidInput("amount must not be zero", key="err_distributors.amount_zero")
     query = update(Distributor).where(Distributor.id == distributor.id)
     if amount < 0:
         query = query.where(Distributor.balance >= -amount)
@@ -340,7 +358,10 @@ async def adjust_balance(
         have = await session.scalar(select(Distributor.balance).where(Distributor.id == distributor.id))
         raise InsufficientBalance(
             f"balance {Money(int(have or 0), distributor.currency)} is short of {Money(-amount, distributor.currency)}",
+            key="err_distributors.balance_short",
             balance=int(have or 0),
+            have=str(Money(int(have or 0), distributor.currency)),
+            short=str(Money(-amount, distributor.currency)),
         )
     entry = BalanceEntry(
         distributor_id=distributor.id,
@@ -394,27 +415,46 @@ async def bulk_buy(
     from quanyi.core.stock.items import take_items
 
     if not 1 <= quantity <= MAX_BULK:
-        raise InvalidInput(f"quantity must be between 1 and {MAX_BULK}")
+        raise InvalidInput(
+            f"quantity must be between 1 and {MAX_BULK}", key="err_distributors.bulk_quantity", most=MAX_BULK
+        )
     distributor = await require(session, user_id)
     product = await get_product(session, sku)
     if not product.active:
-        raise NotFound(f"no product {sku}")
+        raise NotFound(f"no product {sku}", key="err_distributors.no_product", sku=sku)
     if product.kind != ProductKind.CARD_KEY:
-        raise NotForSale(f"{product.name} is issued per order; only card keys are bought in bulk")
+        raise NotForSale(
+            f"{product.name} is issued per order; only card keys are bought in bulk",
+            key="err_distributors.not_bulk",
+            name=product.name,
+        )
     if product.currency != distributor.currency:
-        raise InvalidInput(f"{sku} is priced in {product.currency}, your balance is in {distributor.currency}")
+        raise InvalidInput(
+            f"{sku} is priced in {product.currency}, your balance is in {distributor.currency}",
+            key="err_distributors.currency_mismatch",
+            sku=sku,
+            product_currency=product.currency,
+            balance_currency=distributor.currency,
+        )
     allocation = await session.scalar(
         select(Allocation).where(Allocation.channel_id == distributor.channel_id, Allocation.product_id == product.id)
     )
     if allocation is None:
-        raise Forbidden(f"you have no allocation of {product.name}")
+        raise Forbidden(
+            f"you have no allocation of {product.name}", key="err_distributors.no_allocation", name=product.name
+        )
     priced = await quote_bulk(session, distributor, product, quantity)
     cost, amount = priced.lines[0].unit_price, priced.payable
     if distributor.balance < amount:
         raise InsufficientBalance(
             f"{quantity} x {Money(cost, product.currency)} = {Money(amount, product.currency)}; "
             f"your balance is {Money(distributor.balance, product.currency)}",
+            key="err_distributors.bulk_balance_short",
             balance=distributor.balance,
+            quantity=quantity,
+            cost=str(Money(cost, product.currency)),
+            total=str(Money(amount, product.currency)),
+            have=str(Money(distributor.balance, product.currency)),
         )
     storefront = (await session.get(Channel, distributor.channel_id)).code  # type: ignore[union-attr]
     # Before any allocation unit or stock is taken; the caller records a refusal (risk.record).
@@ -460,7 +500,7 @@ async def bulk_buy(
             session.add(order)
             await session.flush()
     except IntegrityError:
-        raise AlreadyExists("this purchase was made already") from None
+        raise AlreadyExists("this purchase was made already", key="err_distributors.purchase_made") from None
     line = OrderLine(
         order_id=order.id,
         line_no=1,
@@ -486,7 +526,12 @@ async def bulk_buy(
         status=StockStatus.SOLD,
     )
     if len(taken) < quantity:
-        raise OutOfStock(f"only {len(taken)} codes of {product.name} left in stock", available=len(taken))
+        raise OutOfStock(
+            f"only {len(taken)} codes of {product.name} left in stock",
+            key="err_distributors.bulk_out_of_stock",
+            available=len(taken),
+            name=product.name,
+        )
     await adjust_balance(
         session,
         distributor,
@@ -682,7 +727,7 @@ async def update_distributor(
         distributor.tier = tier.strip().lower()
     if invite_limit is not None:
         if invite_limit < 0:
-            raise InvalidInput("invite limit must be 0 or more")
+            raise InvalidInput("invite limit must be 0 or more", key="err_distributors.invite_limit_negative")
         distributor.invite_limit = invite_limit
     if active is not None:
         distributor.active = active

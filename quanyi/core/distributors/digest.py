@@ -113,7 +113,7 @@ class Digest:
 async def digest_view(session: AsyncSession, digest_id: int) -> Digest:
     digest = await session.get(DistributorDigest, digest_id)
     if digest is None:
-        raise NotFound(f"no digest {digest_id}")
+        raise NotFound(f"no digest {digest_id}", key="err_distributors.no_digest", digest=digest_id)
     in_digest = select(DigestedOrder.order_id).where(DigestedOrder.digest_id == digest_id)
     orders = list(await session.scalars(select(Order).where(Order.id.in_(in_digest)).order_by(Order.paid_at, Order.id)))
     shown = orders[:SHOWN]

@@ -192,7 +192,7 @@ class DistributorService:
     ) -> views.BalanceChange:
         if amount.strip().startswith("-"):
             # The direction is the use case's; a signed amount would turn a credit into a debit.
-            raise InvalidInput("the amount must be positive", negative=True)
+            raise InvalidInput("the amount must be positive", key="err_distributors.amount_positive", negative=True)
         async with self._db.transaction() as session:
             distributor = await accounts.resolve(session, ref)
             minor = Money.parse(amount, distributor.currency).minor

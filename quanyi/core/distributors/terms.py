@@ -30,6 +30,7 @@ async def check_margin(session: AsyncSession, tier: str) -> None:
             f"tier {tier} has no cost prices: a distributor invited with it pays the list price and earns no "
             f"margin. Set them first (quanyi distributor price SKU PRICE --tier {tier}), or invite anyway "
             "(--allow-no-margin)",
+            key="err_distributors.no_margin",
             tier=tier,
         )
 
@@ -51,9 +52,11 @@ async def pass_quota(session: AsyncSession, user_id: int, sub_user_id: int, sku:
     parent = await accounts.require(session, user_id)
     sub = await accounts.get_by_user(session, sub_user_id)
     if sub is None or sub.parent_id != parent.id:
-        raise Forbidden("quota goes only to your own sub-distributors", sub="not_yours")
+        raise Forbidden(
+            "quota goes only to your own sub-distributors", key="err_distributors.not_your_sub", sub="not_yours"
+        )
     if not sub.active:
-        raise Forbidden(f"{sub.name} is not active", sub="inactive")
+        raise Forbidden(f"{sub.name} is not active", key="err_distributors.sub_inactive", sub="inactive", name=sub.name)
     frm = await session.get(Channel, parent.channel_id)
     to = await session.get(Channel, sub.channel_id)
     assert frm is not None and to is not None

@@ -18,7 +18,12 @@ def reason_for_buyer(text: str) -> str:
     """The operator's typed reason, trimmed; ``InvalidInput`` (field ``reason``) when empty or too long."""
     reason = text.strip()
     if not 1 <= len(reason) <= REASON_LIMIT:
-        raise InvalidInput(f"give a reason of 1 to {REASON_LIMIT} characters", field="reason")
+        raise InvalidInput(
+            f"give a reason of 1 to {REASON_LIMIT} characters",
+            key="err_risk.reason_length",
+            field="reason",
+            most=REASON_LIMIT,
+        )
     return reason
 
 
@@ -26,7 +31,7 @@ async def open_hold(session: AsyncSession, decision_id: int) -> RiskDecision:
     """The hold ``decision_id`` while it waits for an operator (``NotFound`` otherwise)."""
     decision = await session.get(RiskDecision, decision_id)
     if decision is None or decision.action != "hold" or decision.status != "open":
-        raise NotFound(f"no open hold {decision_id}")
+        raise NotFound(f"no open hold {decision_id}", key="err_risk.no_open_hold", decision=decision_id)
     return decision
 
 

@@ -392,10 +392,15 @@ async def _resolve(
     )
     decision = await session.get(RiskDecision, decision_id)
     if decision is None:
-        raise NotFound(f"no risk decision {decision_id}")
+        raise NotFound(f"no risk decision {decision_id}", key="err_risk.no_decision", decision=decision_id)
     await session.refresh(decision)
     if not rowcount(result):
-        raise InvalidInput(f"decision {decision_id} is {decision.status}, not open", status=decision.status)
+        raise InvalidInput(
+            f"decision {decision_id} is {decision.status}, not open",
+            key="err_risk.decided",
+            status=decision.status,
+            decision=decision_id,
+        )
     return decision
 
 
@@ -406,7 +411,7 @@ async def approve(session: AsyncSession, decision_id: int, *, actor: str) -> Ris
 
 async def reject(session: AsyncSession, decision_id: int, *, actor: str, reason: str) -> RiskDecision:
     if not reason.strip():
-        raise InvalidInput("give a reason")
+        raise InvalidInput("give a reason", key="err_risk.reason_needed")
     return await _resolve(
         session, decision_id, actions=("hold", "challenge"), status="rejected", actor=actor, reason=reason
     )
@@ -415,11 +420,18 @@ async def reject(session: AsyncSession, decision_id: int, *, actor: str, reason:
 def _block_key(kind: str, value: str) -> tuple[str, str]:
     kind, value = kind.strip().lower(), value.strip()
     if kind not in BLOCK_KINDS:
-        raise InvalidInput(f"kind must be one of {', '.join(BLOCK_KINDS)}, not {kind!r}")
+        raise InvalidInput(
+            f"kind must be one of {', '.join(BLOCK_KINDS)}, not {kind!r}",
+            key="err_risk.block_kind",
+            kinds=", ".join(BLOCK_KINDS),
+            kind=kind,
+        )
     if not value or len(value) > 128 or not value.isprintable():
-        raise InvalidInput("give a value of 1 to 128 printable characters")
+        raise InvalidInput("give a value of 1 to 128 printable characters", key="err_risk.block_value")
     if kind == "user" and not value.lstrip("-").isdigit():
-        raise InvalidInput(f"a user is a Telegram user id (a number), not {value!r}")
+        raise InvalidInput(
+            f"a user is a Telegram user id (a number), not {value!r}", key="err_risk.block_user", value=value
+        )
     return kind, value
 
 
@@ -428,7 +440,7 @@ async def block(session: AsyncSession, kind: str, value: str, *, reason: str, ac
     kind, value = _block_key(kind, value)
     reason = reason.strip()
     if not reason:
-        raise InvalidInput("give a reason")
+        raise InvalidInput("give a reason", key="err_risk.reason_needed")
     await session.execute(
         upsert(session, BlockEntry)
         .values(kind=kind, value=value, reason=reason[:255], created_by=actor[:64], created_at=utcnow())
@@ -472,29 +484,41 @@ async def decisions(session: AsyncSession, *, status: str | None = None, limit: 
 
 def _check_rule(metric: str, threshold: int, action: str, window_seconds: int | None) -> None:
     if metric not in METRICS:
-        raise InvalidInput(f"metric must be one of {', '.join(METRICS)}, not {metric!r}")
+        raise InvalidInput(
+            f"metric must be one of {', '.join(METRICS)}, not {metric!r}",
+            key="err_risk.rule_metric",
+            metrics=", ".join(METRICS),
+            metric=metric,
+        )
     if action not in ACTIONS:
-        raise InvalidInput(f"action must be one of {', '.join(ACTIONS)}, not {action!r}")
+        raise InvalidInput(
+            f"action must be one of {', '.join(ACTIONS)}, not {action!r}",
+            key="err_risk.rule_action",
+            actions=", ".join(ACTIONS),
+            action=action,
+        )
     if not 0 <= threshold <= 10**15:
-        raise InvalidInput("threshold must be between 0 and 10^15")
+        raise InvalidInput("threshold must be between 0 and 10^15", key="err_risk.rule_threshold")
     if window_seconds is not None and not 1 <= window_seconds <= 366 * 86400:
-        raise InvalidInput("window must be between 1 second and a year")
+        raise InvalidInput("window must be between 1 second and a year", key="err_risk.rule_window")
 
 
 def _scope(values: Iterable[str]) -> str:
     parts = [v.strip() for value in values for v in value.split(",") if v.strip()]
     if any(len(p) > 64 or not p.isprintable() for p in parts):
-        raise InvalidInput("a channel or sku is at most 64 printable characters")
+        raise InvalidInput("a channel or sku is at most 64 printable characters", key="err_risk.scope_length")
     return ",".join(parts)
 
 
 def _languages(values: Iterable[str]) -> str:
     codes = sorted({_language(v) for value in values for v in value.split(",") if v.strip()})
     if any(not (2 <= len(c) <= 3 and c.isascii() and c.isalpha()) for c in codes):
-        raise InvalidInput("a language is a 2- or 3-letter code such as zh, en, ru")
+        raise InvalidInput(
+            "a language is a 2- or 3-letter code such as zh, en, ru", key="err_risk.language_code", example="zh, en, ru"
+        )
     text = ",".join(codes)
     if len(text) > 64:
-        raise InvalidInput("at most 64 characters of languages")
+        raise InvalidInput("at most 64 characters of languages", key="err_risk.languages_length")
     return text
 
 
@@ -514,10 +538,10 @@ async def add_rule(
     ``languages`` (each empty: all)."""
     name = name.strip()
     if not name or len(name) > 100 or not name.isprintable():
-        raise InvalidInput("a rule's name is 1 to 100 printable characters")
+        raise InvalidInput("a rule's name is 1 to 100 printable characters", key="err_risk.rule_name")
     _check_rule(metric, threshold, action, window_seconds)
     if await session.scalar(select(RiskRule.id).where(RiskRule.name == name)) is not None:
-        raise AlreadyExists(f"rule {name} exists already")
+        raise AlreadyExists(f"rule {name} exists already", key="err_risk.rule_exists", name=name)
     rule = RiskRule(
         name=name,
         metric=metric,
@@ -538,7 +562,7 @@ async def add_rule(
 async def rule_named(session: AsyncSession, name: str) -> RiskRule:
     rule = await session.scalar(select(RiskRule).where(RiskRule.name == name.strip()))
     if rule is None:
-        raise NotFound(f"no risk rule {name}")
+        raise NotFound(f"no risk rule {name}", key="err_risk.no_rule", name=name)
     return rule
 
 
@@ -582,25 +606,39 @@ def parse_changes(words: Sequence[str], metric: str, currency: str) -> tuple[int
     for word in words:
         key, sep, value = word.partition("=")
         if not sep or not value:
-            raise InvalidInput(f"{word}: expected key=value")
+            raise InvalidInput(f"{word}: expected key=value", key="err_risk.change_form", word=word)
         if key == "threshold":
             if metric in AMOUNT_METRICS:
                 threshold = parse_minor(value, currency)
             elif value.isdecimal():
                 threshold = int(value)
             else:
-                raise InvalidInput(f"threshold={value}: a whole number is needed")
+                raise InvalidInput(
+                    f"threshold={value}: a whole number is needed", key="err_risk.threshold_whole", value=value
+                )
         elif key == "action":
             if value not in ACTIONS:
-                raise InvalidInput(f"action={value}: one of {', '.join(ACTIONS)}")
+                raise InvalidInput(
+                    f"action={value}: one of {', '.join(ACTIONS)}",
+                    key="err_risk.action_choice",
+                    value=value,
+                    actions=", ".join(ACTIONS),
+                )
             action = value
         elif key == "window":
             match = re.fullmatch(r"(\d+)([smhd]?)", value)
             if match is None or int(match.group(1)) <= 0:
-                raise InvalidInput(f"window={value}: seconds (or 10m, 1h, 1d) above zero")
+                raise InvalidInput(
+                    f"window={value}: seconds (or 10m, 1h, 1d) above zero", key="err_risk.window_form", value=value
+                )
             window = int(match.group(1)) * _UNITS[match.group(2) or "s"]
         else:
-            raise InvalidInput(f"{key}: not threshold, action or window")
+            raise InvalidInput(
+                f"{key}: not threshold, action or window",
+                key="err_risk.change_key",
+                name=key,
+                choices="threshold, action, window",
+            )
     return threshold, action, window
 
 

@@ -54,7 +54,7 @@ class AllocationShort(OutOfStock):
 
 def validate_code(code: str) -> str:
     if not _CODE.match(code or ""):
-        raise InvalidInput("channel code: 2-32 lowercase letters, digits, '_' or '-'")
+        raise InvalidInput("channel code: 2-32 lowercase letters, digits, '_' or '-'", key="err_stock.channel_code")
     return code
 
 
@@ -63,14 +63,22 @@ async def add_channel(session: AsyncSession, code: str, name: str, kind: str = C
     try:
         kind_value = ChannelKind(kind)
     except ValueError:
-        raise InvalidInput("kind must be one of: bot, partner, distributor") from None
+        raise InvalidInput(
+            "kind must be one of: bot, partner, distributor",
+            key="err_stock.channel_kind",
+            kinds="bot, partner, distributor",
+        ) from None
     if (code == DEFAULT_CHANNEL) != (kind_value == ChannelKind.BOT):
-        raise InvalidInput("the bot channel is 'bot'; other channels are partner or distributor")
+        raise InvalidInput(
+            "the bot channel is 'bot'; other channels are partner or distributor",
+            key="err_stock.bot_channel",
+            bot="bot",
+        )
     name = (name or "").strip()
     if not 1 <= len(name) <= 100:
-        raise InvalidInput("channel name: 1-100 characters")
+        raise InvalidInput("channel name: 1-100 characters", key="err_stock.channel_name")
     if await session.scalar(select(Channel.id).where(Channel.code == code)) is not None:
-        raise AlreadyExists(f"channel {code} already exists")
+        raise AlreadyExists(f"channel {code} already exists", key="err_stock.channel_exists", channel=code)
     channel = Channel(code=code, name=name, kind=kind_value.value, active=True)
     session.add(channel)
     await session.flush()
@@ -83,7 +91,7 @@ async def get_channel(session: AsyncSession, code: str) -> Channel:
     if channel is None and code == DEFAULT_CHANNEL:
         return await add_channel(session, DEFAULT_CHANNEL, "Telegram bot", ChannelKind.BOT)
     if channel is None:
-        raise NotFound(f"no channel {code}", channel=code)
+        raise NotFound(f"no channel {code}", key="err_stock.no_channel", channel=code)
     return channel
 
 
@@ -107,7 +115,7 @@ async def resolve_holder(session: AsyncSession, ref: str) -> Channel:
             )
         channel_id = await session.scalar(query)
         if channel_id is None:
-            raise NotFound(f"no distributor {ref}", channel=ref)
+            raise NotFound(f"no distributor {ref}", key="err_stock.no_distributor", channel=ref)
         channel = await session.get(Channel, channel_id)
         assert channel is not None
         return channel
@@ -123,19 +131,29 @@ async def _product(session: AsyncSession, sku: str, *, lock: bool = False) -> Pr
         query = query.with_for_update(key_share=True)
     product = await session.scalar(query)
     if product is None:
-        raise NotFound(f"no product {sku}", sku=sku)
+        raise NotFound(f"no product {sku}", key="err_stock.no_product", sku=sku)
     return product
 
 
 def check_price_limits(product: Product, price: int, *, ceiling: bool) -> None:
     if price <= 0:
-        raise InvalidInput("price must be greater than zero")
+        raise InvalidInput("price must be greater than zero", key="err_stock.price_positive")
     if product.floor_price is not None and price < product.floor_price:
         floor = Money(product.floor_price, product.currency)
-        raise InvalidInput(f"{product.sku} may not be sold under its floor price {floor}", floor=str(floor))
+        raise InvalidInput(
+            f"{product.sku} may not be sold under its floor price {floor}",
+            key="err_stock.below_floor",
+            sku=product.sku,
+            floor=str(floor),
+        )
     if ceiling and product.ceiling_price is not None and price > product.ceiling_price:
         top = Money(product.ceiling_price, product.currency)
-        raise InvalidInput(f"{product.sku} may not be sold over its ceiling price {top}", ceiling=str(top))
+        raise InvalidInput(
+            f"{product.sku} may not be sold over its ceiling price {top}",
+            key="err_stock.above_ceiling",
+            sku=product.sku,
+            ceiling=str(top),
+        )
 
 
 async def set_channel_price(
@@ -253,11 +271,11 @@ async def pass_units(
     units ``frm`` still holds (not reserved, not sold). The quotas' remaining total does not
     change, so the pool invariant holds. Returns the product and both quotas after."""
     if units <= 0:
-        raise InvalidInput("units must be a positive whole number")
+        raise InvalidInput("units must be a positive whole number", key="err_stock.units_positive")
     product = await _product(session, sku, lock=True)
     source = await _allocation(session, frm.id, product.id)
     if source is None or source.mode != AllocationMode.QUOTA:
-        raise NotFound(f"{frm.code} has no quota of {sku}", holder=frm.code, sku=sku)
+        raise NotFound(f"{frm.code} has no quota of {sku}", key="err_stock.no_quota", holder=frm.code, sku=sku)
     before = _quota(source)
     taken = await session.execute(
         update(Allocation)
@@ -267,7 +285,9 @@ async def pass_units(
     await session.refresh(source)
     if not rowcount(taken):
         left = source.allocated - source.reserved - source.sold
-        raise AllocationShort(f"only {left} units of {sku} left to pass on", available=left)
+        raise AllocationShort(
+            f"only {left} units of {sku} left to pass on", key="err_stock.pass_short", available=left, sku=sku
+        )
     _note_quota(session, "pass on", frm, sku, before, source)
     target, was = await _add_units(session, to, product, units)
     _note_quota(session, "passed in", to, sku, was, target)
@@ -277,14 +297,19 @@ async def pass_units(
 async def allocate(session: AsyncSession, sku: str, to: str, units: int) -> Allocation:
     """Give ``units`` more of the product's unallocated pool to a channel or distributor."""
     if units <= 0:
-        raise InvalidInput("units must be a positive whole number")
+        raise InvalidInput("units must be a positive whole number", key="err_stock.units_positive")
     channel = await resolve_holder(session, to)
     product = await _product(session, sku, lock=True)
     if product.kind == ProductKind.CARD_KEY:
         # Links and recharges are issued on demand: their quota is a cap with no pool behind it.
         free = await unallocated(session, product.id)
         if free < units:
-            raise OutOfStock(f"only {max(free, 0)} unallocated units of {sku} left", available=max(free, 0))
+            raise OutOfStock(
+                f"only {max(free, 0)} unallocated units of {sku} left",
+                key="err_stock.pool_short",
+                available=max(free, 0),
+                sku=sku,
+            )
     allocation, before = await _add_units(session, channel, product, units)
     _note_quota(session, "allocate", channel, sku, before, allocation)
     await notices.allocation_changed(session, channel, product, allocation, "allocated", units)
@@ -295,12 +320,12 @@ async def take_back(session: AsyncSession, sku: str, frm: str, units: int) -> Al
     """Return ``units`` of a quota's remaining units to the pool (never units already
     reserved by pending orders or sold)."""
     if units <= 0:
-        raise InvalidInput("units must be a positive whole number")
+        raise InvalidInput("units must be a positive whole number", key="err_stock.units_positive")
     channel = await resolve_holder(session, frm)
     product = await _product(session, sku, lock=True)
     allocation = await _allocation(session, channel.id, product.id)
     if allocation is None or allocation.mode != AllocationMode.QUOTA:
-        raise NotFound(f"{channel.code} has no quota of {sku}", holder=channel.code, sku=sku)
+        raise NotFound(f"{channel.code} has no quota of {sku}", key="err_stock.no_quota", holder=channel.code, sku=sku)
     before = _quota(allocation)
     result = await session.execute(
         update(Allocation)
@@ -313,7 +338,13 @@ async def take_back(session: AsyncSession, sku: str, frm: str, units: int) -> Al
     if not rowcount(result):
         await session.refresh(allocation)
         left = allocation.allocated - allocation.reserved - allocation.sold
-        raise InvalidInput(f"{channel.code} has only {left} units of {sku} left to take back", left=left)
+        raise InvalidInput(
+            f"{channel.code} has only {left} units of {sku} left to take back",
+            key="err_stock.take_back_short",
+            left=left,
+            holder=channel.code,
+            sku=sku,
+        )
     await session.refresh(allocation)
     _note_quota(session, "take back", channel, sku, before, allocation)
     await notices.allocation_changed(session, channel, product, allocation, "taken_back", units)
@@ -348,7 +379,7 @@ async def share_pool(session: AsyncSession, sku: str, to: str) -> Allocation:
 async def set_threshold(session: AsyncSession, sku: str, threshold: int, *, holder: str | None = None) -> None:
     """The low-stock threshold of a product's pool (``holder`` None) or of an allocation."""
     if threshold < 0:
-        raise InvalidInput("threshold must be zero (off) or more")
+        raise InvalidInput("threshold must be zero (off) or more", key="err_stock.threshold_negative")
     product = await _product(session, sku)
     if holder is None:
         product.low_stock_threshold = threshold
@@ -357,7 +388,9 @@ async def set_threshold(session: AsyncSession, sku: str, threshold: int, *, hold
     channel = await resolve_holder(session, holder)
     allocation = await _allocation(session, channel.id, product.id)
     if allocation is None:
-        raise NotFound(f"{channel.code} has no allocation of {sku}", holder=channel.code, sku=sku)
+        raise NotFound(
+            f"{channel.code} has no allocation of {sku}", key="err_stock.no_allocation", holder=channel.code, sku=sku
+        )
     allocation.threshold = threshold
     await session.flush()
 
@@ -497,11 +530,16 @@ async def sale_terms(
     if offer is None:
         offer = await _offer(session, product.id, Channel.code == channel)
         if offer is None and channel != DEFAULT_CHANNEL:
-            raise NotFound(f"no channel {channel}", channel=channel)
+            raise NotFound(f"no channel {channel}", key="err_stock.no_channel", channel=channel)
         if offer is not None and not offer.active:
-            raise NotForSale(f"channel {channel} is closed")
+            raise NotForSale(f"channel {channel} is closed", key="err_stock.channel_closed", channel=channel)
     if needs_allocation and offer is not None and offer.allocation_mode is None and offer.kind != ChannelKind.BOT:
-        raise NotForSale(f"channel {offer.code} has no allocation of {product.name}")
+        raise NotForSale(
+            f"channel {offer.code} has no allocation of {product.name}",
+            key="err_stock.channel_not_allotted",
+            channel=offer.code,
+            name=product.name,
+        )
     price = offer.price if offer is not None and offer.price is not None else product.price
     if product.floor_price is not None:
         price = max(price, product.floor_price)
@@ -569,7 +607,9 @@ async def reserve_units(
         )
         if not rowcount(result):
             left = max(await _units_left(session, allocation_id), 0)
-            raise AllocationShort(f"only {left} left in this allocation", available=left)
+            raise AllocationShort(
+                f"only {left} left in this allocation", key="err_stock.allocation_short", available=left
+            )
         return
     # The product-row lock and whether any quota exists, in one statement.
     quotas = await session.scalar(
@@ -581,7 +621,7 @@ async def reserve_units(
     if quotas:
         free = await unallocated(session, product_id)
         if free < quantity:
-            raise OutOfStock(f"only {max(free, 0)} left", available=max(free, 0))
+            raise OutOfStock(f"only {max(free, 0)} left", key="err_stock.out_of_stock", available=max(free, 0))
 
 
 async def _units_left(session: AsyncSession, allocation_id: int) -> int:

@@ -97,9 +97,13 @@ async def import_stock(
     async with db.read() as session:
         product = await session.scalar(select(Product).where(Product.sku == sku))
         if product is None:
-            raise NotFound(f"no product {sku}")
+            raise NotFound(f"no product {sku}", key="err_stock.no_product", sku=sku)
         if product.kind != ProductKind.CARD_KEY:
-            raise InvalidInput(f"{sku} is a {product.kind} product; only card_key products take stock files")
+            raise InvalidInput(
+                f"{sku} is a {product.kind} product; only card_key products take stock files",
+                key="err_stock.not_card_key",
+                sku=sku,
+            )
         product_id = product.id
 
     report = ImportReport(sku=sku)
@@ -148,7 +152,11 @@ async def _open_batch(db: Database, product_id: int, source: str) -> tuple[int, 
             await session.flush()
             lease = await ImportLease.take(db, batch.id)
             if lease is None:  # a leftover holder of a reused id (a database recreated under a live import)
-                raise Conflict(f"import #{batch.id} is held by another process; run it again")
+                raise Conflict(
+                    f"import #{batch.id} is held by another process; run it again",
+                    key="err_stock.import_busy",
+                    batch=batch.id,
+                )
             return batch.id, lease
     except BaseException:
         if lease is not None:
@@ -157,7 +165,11 @@ async def _open_batch(db: Database, product_id: int, source: str) -> tuple[int, 
 
 
 def _taken_over(batch_id: int) -> Conflict:
-    return Conflict(f"import #{batch_id} was taken over by another import that found it dead; run it again")
+    return Conflict(
+        f"import #{batch_id} was taken over by another import that found it dead; run it again",
+        key="err_stock.import_taken_over",
+        batch=batch_id,
+    )
 
 
 async def _write_staged(
@@ -432,7 +444,7 @@ async def stock_levels(session: AsyncSession, sku: str | None = None) -> list[St
         query = query.where(Product.sku == sku)
     products = list(await session.scalars(query))
     if sku is not None and not products:
-        raise NotFound(f"no product {sku}", sku=sku)
+        raise NotFound(f"no product {sku}", key="err_stock.no_product", sku=sku)
     now = utcnow()
     rows = await session.execute(
         select(
@@ -605,7 +617,7 @@ async def void_codes(
     async with db.read() as session:
         product = await session.scalar(select(Product).where(Product.sku == sku))
         if product is None:
-            raise NotFound(f"no product {sku}")
+            raise NotFound(f"no product {sku}", key="err_stock.no_product", sku=sku)
         product_id = product.id
     for _ in read_stock_file(path, fmt, max_bytes=max_bytes):  # structure first: a malformed file changes nothing
         pass

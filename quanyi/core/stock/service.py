@@ -91,7 +91,9 @@ class StockService:
         self._wiring.outbox_wakeup.set()  # a distributor holder is told
         held = next((a for a in pool.allocations if a.channel == code), None)
         if held is None:
-            raise NotFound(f"{code} has no allocation of {pool.sku}", holder=code, sku=pool.sku)
+            raise NotFound(
+                f"{code} has no allocation of {pool.sku}", key="err_stock.no_allocation", holder=code, sku=pool.sku
+            )
         return views.Holding(pool.sku, code, held, pool.unallocated)
 
     async def allot(self, change: AllocationChange) -> views.PoolPanel:
@@ -133,9 +135,11 @@ async def _apply(session: AsyncSession, change: AllocationChange) -> None:
     """One allocation change and its threshold, in the caller's transaction."""
     how = [change.units is not None, change.take_back is not None, change.shared]
     if sum(how) > 1:
-        raise InvalidInput("give one of units, take back or shared", change="many")
+        raise InvalidInput("give one of units, take back or shared", key="err_stock.one_change", change="many")
     if not any(how) and change.threshold is None:
-        raise InvalidInput("nothing to change: give units, take back, shared or a threshold", change="none")
+        raise InvalidInput(
+            "nothing to change: give units, take back, shared or a threshold", key="err_stock.no_change", change="none"
+        )
     if change.units is not None:
         await allocations.allocate(session, change.sku, change.holder, change.units)
     elif change.take_back is not None:
@@ -150,7 +154,7 @@ def _price(text: str, currency: str) -> int:
     try:
         minor = parse_minor(text, currency)
     except InvalidInput as exc:
-        raise InvalidInput(exc.message, amount=text) from None
+        raise InvalidInput(exc.message, key="err_stock.bad_price", amount=text) from None
     if minor <= 0:
-        raise InvalidInput("price must be greater than zero", amount=text)
+        raise InvalidInput("price must be greater than zero", key="err_stock.price_positive", amount=text)
     return minor

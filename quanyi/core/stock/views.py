@@ -114,7 +114,7 @@ async def pool_panel(session: AsyncSession, sku: str) -> PoolPanel:
 async def pool_panel_by_id(session: AsyncSession, product_id: int) -> PoolPanel:
     product = await session.get(Product, product_id)
     if product is None:
-        raise NotFound(f"no product #{product_id}", sku="?")
+        raise NotFound(f"no product #{product_id}", key="err_stock.product_gone", sku="?")
     return await pool_panel(session, product.sku)
 
 
@@ -130,7 +130,7 @@ async def allot_target(session: AsyncSession, product_id: int, channel_id: int) 
     product = await session.get(Product, product_id)
     channel = await session.get(Channel, channel_id)
     if product is None or channel is None:
-        raise NotFound("no such product or channel", sku="?")
+        raise NotFound("no such product or channel", key="err_stock.target_gone", sku="?")
     return AllotTarget(product.sku, channel.code)
 
 
