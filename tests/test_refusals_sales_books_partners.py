@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import pytest
 
-from quanyi.core.errors import InsufficientBalance
+from quanyi.bot.buyer.checkout import _order_refusal
+from quanyi.core.errors import InsufficientBalance, InvalidInput
+from quanyi.core.sales.orders import Buyer
 from quanyi.core.services import Core
 from quanyi.i18n import raw_t
 from tests.fakebot import FakeTelegram
 from tests.test_admin_chat import delivered_order
 from tests.test_bot_chat import shop, tg  # noqa: F401  (fixtures)
+from tests.test_links_chat import add_recharge_product
 from tests.test_one_language import CJK, NAMES, _words
 from tests.test_reconcile import paid_orders, statement, statement_rows
 
@@ -94,3 +97,17 @@ async def test_a_refund_without_a_reason_is_refused_in_the_operators_language(
     await admin.expect(order.number)
     await admin.send("   ")
     said(lang, (await admin.expect()).plain, "err_sales.refund_needs_reason", "a refund needs a reason")
+
+
+@pytest.mark.parametrize("lang", ["zh", "en"])
+async def test_a_buyer_refused_for_another_reason_than_the_quantity_is_told_that_reason(core: Core, lang: str) -> None:
+    # A forged quantity on a recharge (one account per order): core's refusal, in the buyer's words,
+    # not "not a valid quantity".
+    await add_recharge_product(core)
+    [entry] = await core.sales.buyer_catalogue(1001)
+    with pytest.raises(InvalidInput) as caught:
+        await core.sales.place_chat_order(Buyer(1001, 1001, lang), entry.id, 2, "sandbox", account="13800138000")
+    toast = _order_refusal(lang, caught.value, core, plain=True)
+    said(lang, toast, "err_sales.recharge_one", "credits one account", max_quantity=1)
+    assert toast.startswith(raw_t(lang, "order_refused", reason="").strip())
+    assert toast != raw_t(lang, "bad_quantity", max=core.settings.max_quantity)

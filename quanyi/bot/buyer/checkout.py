@@ -19,7 +19,7 @@ from quanyi.bot.buyer.screens import OrderForm, form_coupon, refusal_notice, sen
 from quanyi.bot.buyer.stars import send_stars_invoice
 from quanyi.bot.callbacks import CancelCb, CouponCb, MethodCb, QuantityCb
 from quanyi.bot.operator.risk import refusal_text
-from quanyi.bot.render import breakdown_lines, coupon_refusal, deadline_text, money, status_label
+from quanyi.bot.render import breakdown_lines, coupon_refusal, deadline_text, money, reason_in, status_label
 from quanyi.core.errors import (
     ChallengeRequired,
     CouponRejected,
@@ -369,6 +369,8 @@ def _order_refusal(lang: str, exc: QuanyiError, core: Core, *, plain: bool = Fal
         return fill(lang, "payment_start_failed")
     if isinstance(exc, CouponRejected):
         return fill(lang, "pricing.nothing_ordered")
+    if isinstance(exc, InvalidInput) and exc.key and exc.key != "err_sales.bad_quantity":
+        return fill(lang, "order_refused", reason=reason_in(lang, exc))  # what core said, in words
     if isinstance(exc, InvalidInput):
         return fill(lang, "bad_quantity", max=core.settings.max_quantity)
     return fill(lang, "error_generic")
