@@ -3,9 +3,8 @@
 
 from __future__ import annotations
 
-from quanyi.bot.operator.manual import when
 from quanyi.bot.outbox_sender import Part, Renderer
-from quanyi.bot.render import mask_account, money
+from quanyi.bot.render import deadline_text, mask_account, money
 from quanyi.core.platform.outbox import Outgoing
 from quanyi.core.sales.manual_views import ManualTaskView
 from quanyi.core.services import Core
@@ -22,7 +21,7 @@ def _values(task: ManualTaskView) -> dict[str, object]:
 
 async def render_queued(core: Core, message: Outgoing) -> list[Part]:
     task = await _task(core, message)
-    deadline = when(task.deadline_at, core.settings.timezone)
+    deadline = deadline_text(task.deadline_at, core.settings.timezone)
     return [t(message.language, "manual.queued", deadline=deadline, **_values(task))]
 
 
@@ -41,7 +40,9 @@ async def render_failed(core: Core, message: Outgoing) -> list[Part]:
     task = await _task(core, message)
     lang = message.language
     if task.status == "expired":
-        head = t(lang, "manual.expired", deadline=when(task.deadline_at, core.settings.timezone), **_values(task))
+        head = t(
+            lang, "manual.expired", deadline=deadline_text(task.deadline_at, core.settings.timezone), **_values(task)
+        )
     else:
         head = t(lang, "manual.failed", reason=task.reason or raw_t(lang, "manual.reason_deadline"), **_values(task))
     amount = money(task.amount, task.currency)

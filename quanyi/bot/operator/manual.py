@@ -8,8 +8,6 @@ Only QUANYI_ADMIN_IDS reach these handlers; core checks that the operator acting
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from aiogram import F, Router
 from aiogram.exceptions import TelegramBadRequest
 from aiogram.filters import Command, StateFilter
@@ -57,12 +55,6 @@ def build_manual_router() -> Router:
 # --- texts ------------------------------------------------------------------------------------
 
 
-def when(at: datetime, tz: str) -> str:
-    """A date and time in the shop's time zone, with its offset: 2026-12-08 10:30 (UTC+8), as
-    every deadline in chat reads."""
-    return deadline_text(at, tz)
-
-
 def state_text(lang: str, task: ManualTaskView) -> str:
     if task.status == "taken":
         return raw_t(lang, "manual.state_taken", operator=task.taken_by or "?")
@@ -81,7 +73,7 @@ def task_text(core: Core, lang: str, task: ManualTaskView) -> str:
         amount=money(task.amount, task.currency),
         buyer=buyer,
         account=task.account,
-        deadline=when(task.deadline_at, core.settings.timezone),
+        deadline=deadline_text(task.deadline_at, core.settings.timezone),
     )
 
 
@@ -138,7 +130,7 @@ async def queue(message: Message, core: Core, lang: str) -> None:
             number=task.order_number,
             name=task.product_name,
             account=task.account,
-            deadline=when(task.deadline_at, tz),
+            deadline=deadline_text(task.deadline_at, tz),
             state=state_text(lang, task),
         )
         if sum(len(line) + 1 for line in lines) + len(row) > MESSAGE_LIMIT - 100:
@@ -301,7 +293,12 @@ async def render_expired(core: Core, message: Outgoing) -> list[Part]:
     task = await _task(core, message)
     values = {"number": task.order_number, "name": task.product_name, "account": task.account}
     return [
-        t(message.language, "manual.admin_expired", deadline=when(task.deadline_at, core.settings.timezone), **values)
+        t(
+            message.language,
+            "manual.admin_expired",
+            deadline=deadline_text(task.deadline_at, core.settings.timezone),
+            **values,
+        )
     ]
 
 
