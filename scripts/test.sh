@@ -7,6 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 bash scripts/fonts.sh  # Chinese chart labels: a font, when none is installed
+bash scripts/browser.sh  # Debian's Chromium for the console's browser tests, when missing
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e '.[test,postgres,redis,dev]'

@@ -37,7 +37,7 @@ QUANYI_ERRORS = {
 }
 
 # The domains whose refusals reach the operators', distributors' and buyers' chats.
-DOMAINS = ["catalog", "stock", "sales", "risk", "books", "distributors", "partners", "support"]
+DOMAINS = ["catalog", "stock", "sales", "risk", "books", "distributors", "partners", "support", "staff"]
 
 
 def _raises(domain: str) -> list[tuple[str, ast.Call]]:

@@ -23,6 +23,7 @@ from quanyi.bot.middlewares import AuditMiddleware, LanguageMiddleware
 from quanyi.bot.operator.admin import build_admin_router
 from quanyi.bot.operator.audit import build_audit_router
 from quanyi.bot.operator.help import build_help_router
+from quanyi.bot.operator.login import build_login_router, build_role_refusal_router
 from quanyi.bot.operator.manual import build_manual_router
 from quanyi.bot.operator.ops import build_ops_router
 from quanyi.bot.operator.partners import build_partners_router
@@ -85,6 +86,7 @@ def build_dispatcher(core: Core) -> Dispatcher:
     dp.include_router(build_support_ops_router())  # operators: /tickets, replies to buyers' tickets
     dp.include_router(build_ops_router())
     dp.include_router(build_help_router())  # operators: /help lists their commands (buyers: the shop's)
+    dp.include_router(build_login_router())  # staff: /login, a one-time link to the web console
     dp.include_router(build_products_router())  # operators: /products, /product, /product_add
     dp.include_router(build_stock_files_router())  # operators: a stock file captioned /import or /void
     dp.include_router(build_reconcile_router())  # operators: provider statements
@@ -99,6 +101,7 @@ def build_dispatcher(core: Core) -> Dispatcher:
     dp.include_router(build_withdraw_router())  # distributors: /withdraw, its form
     dp.include_router(build_manual_router())  # operators: /queue, take / done / can't do manual orders
     dp.include_router(build_support_router())  # buyers: /support, pleas for a human, the ticket form
+    dp.include_router(build_role_refusal_router())  # staff: an operator command their role may not use
     dp.include_router(build_router())
     return dp
 

@@ -14,6 +14,7 @@ import sys
 
 from quanyi.cli import (
     _common,
+    admin,
     audit,
     channel,
     commission,
@@ -58,6 +59,7 @@ GROUPS = (
     settle,
     risk,
     keys,
+    admin,
     audit,
     demo,
     serve,
@@ -66,7 +68,7 @@ GROUPS = (
 
 # Commands that only read: not recorded. Anything else (new commands included) is.
 READ_ONLY_COMMANDS = {"db", "serve", "demo", "supplier-sim", "reconcile", "report", "audit"}
-READ_ONLY_LEAVES = {"list", "show", "rates", "check", "balances", "quote", "export"}
+READ_ONLY_LEAVES = {"list", "show", "rates", "check", "balances", "quote", "export", "sessions"}
 # The option naming the object a command changes, and that object's type.
 _OBJECTS = {
     "number": "order",
@@ -79,6 +81,7 @@ _OBJECTS = {
     "id": "withdrawal",
     "code": "channel",
     "day": "settlement",
+    "user_id": "staff",
 }
 _SECRET = re.compile(r"key|secret|token|pass|cred", re.IGNORECASE)
 

@@ -128,6 +128,12 @@ class TokenVoid(TokenUnusable):
     code = "token_void"
 
 
+class SignInRefused(QuanyiError):
+    """A one-time sign-in link that cannot sign anyone in: expired or used already."""
+
+    code = "sign_in_refused"
+
+
 class SupplierError(QuanyiError):
     """A recharge supplier refused a request or did not answer. Nothing is known to be credited;
     asking again with the same order number is always safe (the supplier dedupes on it)."""

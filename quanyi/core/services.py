@@ -24,6 +24,7 @@ from quanyi.core.platform.service import PlatformService
 from quanyi.core.risk.service import RiskService
 from quanyi.core.sales.fulfilment import Fulfiller
 from quanyi.core.sales.service import SalesService
+from quanyi.core.staff.service import StaffService
 from quanyi.core.stock.service import StockService
 from quanyi.core.suppliers import build_supplier_hub
 from quanyi.core.support.service import SupportService
@@ -43,6 +44,7 @@ class Core(Wiring):
     platform: PlatformService = field(init=False)
     risk: RiskService = field(init=False)
     support: SupportService = field(init=False)
+    staff: StaffService = field(init=False)
 
     def __post_init__(self) -> None:
         self.catalog = CatalogService(self)
@@ -54,6 +56,7 @@ class Core(Wiring):
         self.platform = PlatformService(self)
         self.risk = RiskService(self)
         self.support = SupportService(self)
+        self.staff = StaffService(self)
 
 
 async def open_checked(settings: Settings) -> tuple[Database, KeyRing]:

@@ -12,7 +12,7 @@ from quart import Quart, Response, jsonify, request
 from quanyi.core.errors import QuanyiError
 from quanyi.core.platform.jsonsafe import loads_limited
 from quanyi.core.services import Core
-from quanyi.webhooks import api, limits, pay, recharge, redeem, site
+from quanyi.webhooks import api, console, limits, pay, recharge, redeem, site
 
 log = logging.getLogger(__name__)
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates" / "web"
@@ -41,6 +41,7 @@ def create_app(core: Core, *, telegram_feed: TelegramFeed | None = None) -> Quar
     app.register_blueprint(redeem.blueprint)
     app.register_blueprint(recharge.blueprint)
     app.register_blueprint(api.blueprint)
+    app.register_blueprint(console.load_pages())
     if telegram_feed is not None:
         _add_telegram_webhook(app, core, telegram_feed)
 

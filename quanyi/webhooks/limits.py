@@ -58,6 +58,9 @@ def is_callback(path: str) -> bool:
 
 
 def is_page(path: str) -> bool:
+    """Public pages, and the console's sign-in pages (the rest of the console needs a session)."""
+    if path.startswith("/admin/login"):
+        return True
     return path == "/" or (path.startswith("/pay/") and path not in CALLBACK_PATHS)
 
 

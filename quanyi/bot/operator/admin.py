@@ -27,6 +27,7 @@ from quanyi.bot.words import actor_name, word
 from quanyi.core.errors import InvalidInput, NotFound, QuanyiError, RefundNotSupported
 from quanyi.core.sales.order_lookup import OrderSheet
 from quanyi.core.services import Core
+from quanyi.core.staff.roles import Area
 from quanyi.i18n import raw_t, t
 
 log = logging.getLogger(__name__)
@@ -56,8 +57,8 @@ class OrderForm(StatesGroup):
 
 def build_admin_router() -> Router:
     router = Router(name="admin")
-    router.message.filter(IsAdmin())
-    router.callback_query.filter(IsAdmin())
+    router.message.filter(IsAdmin(Area.ORDERS))
+    router.callback_query.filter(IsAdmin(Area.ORDERS))
     router.message.register(menu, Command("admin"))
     router.message.register(show_order, Command("order"))
     router.message.register(cancel, Command("cancel"), StateFilter(OrderForm, AdminRefund))
@@ -264,7 +265,13 @@ async def do_refund(message: Message, core: Core, lang: str, state: FSMContext) 
     reason = (message.text or "").strip()
     actor = f"operator:{message.from_user.id if message.from_user else '?'}"
     manual = bool(data.get("manual"))
+    user_id = message.from_user.id if message.from_user else 0
     try:
+        # Support staff refund up to the limit the owner gave them; read-only and finance not at all.
+        if data.get("kind") == "payment":
+            await core.staff.require_payment_refund(user_id, int(data["payment_id"]))
+        else:
+            await core.staff.require_order_refund(user_id, str(data["number"]), int(data.get("line") or 0) or None)
         if data.get("kind") == "payment":
             result = await core.sales.refund_payment(int(data["payment_id"]), reason=reason, actor=actor, manual=manual)
         else:

@@ -20,6 +20,7 @@ from quanyi.bot.words import actor_name
 from quanyi.core.platform.audit_views import ANCHOR_KIND, FieldChange, TrailRecord
 from quanyi.core.platform.outbox import Outgoing
 from quanyi.core.services import Core
+from quanyi.core.staff.roles import Area
 from quanyi.i18n import raw_t, t
 
 log = logging.getLogger(__name__)
@@ -29,7 +30,7 @@ CHANGES_SHOWN = 6  # a created row carries every column: the first few say what 
 
 def build_audit_router() -> Router:
     router = Router(name="audit")
-    router.message.filter(IsAdmin())
+    router.message.filter(IsAdmin(Area.AUDIT))
     router.message.register(show_trail, Command("audit"))
     return router
 

@@ -24,6 +24,7 @@ from quanyi.core.errors import InvalidInput, NotFound
 from quanyi.core.platform.outbox import Outgoing
 from quanyi.core.sales.manual_views import ManualTaskClosed, ManualTaskView
 from quanyi.core.services import Core
+from quanyi.core.staff.roles import Area
 from quanyi.i18n import plain_t, raw_t, t
 
 
@@ -39,8 +40,8 @@ class ManualForm(StatesGroup):
 
 def build_manual_router() -> Router:
     router = Router(name="manual_ops")
-    router.message.filter(IsAdmin())
-    router.callback_query.filter(IsAdmin())
+    router.message.filter(IsAdmin(Area.SUPPORT, write=True))
+    router.callback_query.filter(IsAdmin(Area.SUPPORT, write=True))
     router.message.register(queue, Command("queue"))
     router.callback_query.register(take, ManualCb.filter(F.action == "take"))
     router.callback_query.register(ask_note, ManualCb.filter(F.action == "done"))

@@ -27,6 +27,7 @@ from quanyi.bot.render import MESSAGE_LIMIT, deadline_text, money, reason_in
 from quanyi.core.distributors.views import NoMargin
 from quanyi.core.errors import AlreadyExists, InvalidInput, NotFound, OutOfStock, QuanyiError
 from quanyi.core.services import Core
+from quanyi.core.staff.roles import Area
 from quanyi.core.stock.service import AllocationChange
 from quanyi.core.stock.views import AllocationMode, AllotTarget, PanelChannel, PoolLevel, PoolPanel, Sellable
 from quanyi.i18n import plain_t, raw_t, t
@@ -69,8 +70,8 @@ MAX_COUNT = 1_000_000_000
 
 def build_ops_router() -> Router:
     router = Router(name="ops")
-    router.message.filter(IsAdmin())
-    router.callback_query.filter(IsAdmin())
+    router.message.filter(IsAdmin(Area.STOCK, write=True))
+    router.callback_query.filter(IsAdmin(Area.STOCK, write=True))
     router.callback_query.register(ops_view, OpsCb.filter())
     router.message.register(stock, Command("stock"))
     router.callback_query.register(pool_detail, PoolCb.filter())

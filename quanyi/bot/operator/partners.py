@@ -23,6 +23,7 @@ from quanyi.bot.filters import IsAdmin
 from quanyi.bot.render import MESSAGE_LIMIT, money, reason_in
 from quanyi.core.errors import QuanyiError
 from quanyi.core.services import Core
+from quanyi.core.staff.roles import Area
 from quanyi.i18n import raw_t, t
 
 log = logging.getLogger(__name__)
@@ -34,8 +35,8 @@ class SecretShownCb(CallbackData, prefix="psk"):
 
 def build_partners_router() -> Router:
     router = Router(name="partners_ops")
-    router.message.filter(IsAdmin())
-    router.callback_query.filter(IsAdmin())
+    router.message.filter(IsAdmin(Area.PARTNERS, write=True))
+    router.callback_query.filter(IsAdmin(Area.PARTNERS, write=True))
     router.message.register(listing, Command("partners"))
     router.message.register(new, Command("partner_new"))
     router.message.register(new_key, Command("partner_key"))

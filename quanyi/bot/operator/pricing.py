@@ -41,6 +41,7 @@ from quanyi.core.catalog.pricing_input import COUPON_KEYS, PROMOTION_KEYS, parse
 from quanyi.core.catalog.service import NewCoupon
 from quanyi.core.errors import InvalidInput, QuanyiError
 from quanyi.core.services import Core
+from quanyi.core.staff.roles import Area
 from quanyi.i18n import raw_t, t
 
 log = logging.getLogger(__name__)
@@ -71,8 +72,8 @@ View = Callable[[Core, str], Awaitable[tuple[str, InlineKeyboardMarkup]]]
 def build_pricing_ops_router() -> Router:
     """The operators' pricing handlers, in the order aiogram tries them."""
     router = Router(name="pricing_ops")
-    router.message.filter(IsAdmin())
-    router.callback_query.filter(IsAdmin())
+    router.message.filter(IsAdmin(Area.PRICING, write=True))
+    router.callback_query.filter(IsAdmin(Area.PRICING, write=True))
     router.callback_query.register(pricing_view, PricingCb.filter())
     router.message.register(pricing, Command("pricing"))
     router.message.register(list_coupons, Command("coupons"))

@@ -28,6 +28,7 @@ from quanyi.core.catalog.service import NewProduct, ProductChanges
 from quanyi.core.errors import AlreadyExists, InvalidInput, NotFound, QuanyiError
 from quanyi.core.money import Money
 from quanyi.core.services import Core
+from quanyi.core.staff.roles import Area
 from quanyi.i18n import plain_t, raw_t, t
 
 # Kinds a product can be added as in chat; bundles need their parts (the pricing menu, or the CLI).
@@ -61,8 +62,8 @@ class EditForm(StatesGroup):
 
 def build_products_router() -> Router:
     router = Router(name="products")
-    router.message.filter(IsAdmin())
-    router.callback_query.filter(IsAdmin())
+    router.message.filter(IsAdmin(Area.CATALOG, write=True))
+    router.callback_query.filter(IsAdmin(Area.CATALOG, write=True))
     router.message.register(cancel, Command("cancel"), StateFilter(NewProductForm, EditForm))
     router.message.register(start_add, Command("product_add"))
     router.callback_query.register(chose_kind, KindCb.filter(F.kind.in_(KINDS)), NewProductForm.kind)

@@ -18,6 +18,7 @@ from quanyi.bot.words import word
 from quanyi.core.books.views import MAX_STATEMENT_BYTES, Mismatch, Report, Section, mismatches_csv
 from quanyi.core.errors import QuanyiError
 from quanyi.core.services import Core
+from quanyi.core.staff.roles import Area
 from quanyi.i18n import t
 
 log = logging.getLogger(__name__)
@@ -28,7 +29,7 @@ SHOWN = 5  # mismatches listed per section in the message; all of them are in th
 
 def build_reconcile_router() -> Router:
     router = Router(name="reconcile")
-    router.message.filter(IsAdmin())
+    router.message.filter(IsAdmin(Area.BOOKS, write=True))
     router.message.register(reconcile_document, Command("reconcile"), F.document)
     router.message.register(reconcile_usage, Command("reconcile"))
     return router

@@ -17,6 +17,7 @@ from quanyi.bot.render import money
 from quanyi.bot.words import word
 from quanyi.core.books.views import VIEWS, ChartLabels, SalesRow, net_by_day_png, to_csv, to_xlsx
 from quanyi.core.services import Core
+from quanyi.core.staff.roles import Area
 from quanyi.i18n import raw_t, t
 
 DAYS = 30
@@ -32,8 +33,8 @@ class ReportCb(CallbackData, prefix="rp"):
 def build_reports_router() -> Router:
     """The operators' report handlers, in the order aiogram tries them."""
     router = Router(name="reports")
-    router.message.filter(IsAdmin())
-    router.callback_query.filter(IsAdmin())
+    router.message.filter(IsAdmin(Area.REPORTS))
+    router.callback_query.filter(IsAdmin(Area.REPORTS))
     router.message.register(report_command, Command("report"))
     router.callback_query.register(report_button, ReportCb.filter())
     return router

@@ -32,6 +32,7 @@ from quanyi.core.errors import InvalidInput, NotFound, QuanyiError, RiskBlocked
 from quanyi.core.platform.outbox import Outgoing
 from quanyi.core.risk.views import ACTIONS, BLOCK_KINDS, METRICS, STATUSES, DecisionView
 from quanyi.core.services import Core
+from quanyi.core.staff.roles import Area
 from quanyi.i18n import raw_t, t
 
 log = logging.getLogger(__name__)
@@ -52,8 +53,8 @@ class RejectHoldForm(StatesGroup):
 def build_risk_router() -> Router:
     """The operators' risk handlers, in the order aiogram tries them."""
     router = Router(name="risk_ops")
-    router.message.filter(IsAdmin())
-    router.callback_query.filter(IsAdmin())
+    router.message.filter(IsAdmin(Area.RISK, write=True))
+    router.callback_query.filter(IsAdmin(Area.RISK, write=True))
     router.message.register(rules, Command("risk"))
     router.callback_query.register(rules_button, RiskCb.filter(F.action == "rules"))
     router.callback_query.register(toggle, RiskCb.filter(F.action == "toggle"))

@@ -27,6 +27,7 @@ from quanyi.bot.filters import IsAdmin
 from quanyi.bot.render import reason_in
 from quanyi.core.errors import QuanyiError, StockFileError
 from quanyi.core.services import Core
+from quanyi.core.staff.roles import Area
 from quanyi.core.stock.views import ImportSummary, RejectedLine, VoidSummary
 from quanyi.i18n import raw_t, t
 
@@ -41,7 +42,7 @@ SHOWN_ORDERS = 30  # orders named in a void report that found sold codes
 
 def build_stock_files_router() -> Router:
     router = Router(name="stock_files")
-    router.message.filter(IsAdmin())
+    router.message.filter(IsAdmin(Area.STOCK, write=True))
     router.message.register(stock_file, Command("import", "void"), F.document)
     router.message.register(usage, Command("import", "void"))
     # A file with no command in its caption: say how to send one (other commands have their routers).

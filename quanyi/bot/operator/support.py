@@ -23,6 +23,7 @@ from quanyi.bot.render import MESSAGE_LIMIT, money, status_label
 from quanyi.core.errors import InvalidInput, NotFound
 from quanyi.core.platform.outbox import Outgoing
 from quanyi.core.services import Core
+from quanyi.core.staff.roles import Area
 from quanyi.core.support.tickets import REPLY_TEXT_LIMIT
 from quanyi.core.support.views import OpenTicket, TicketMessageView
 from quanyi.i18n import plain_t, raw_t, t
@@ -43,8 +44,8 @@ class ReplyForm(StatesGroup):
 
 def build_support_ops_router() -> Router:
     router = Router(name="support_ops")
-    router.message.filter(IsAdmin())
-    router.callback_query.filter(IsAdmin())
+    router.message.filter(IsAdmin(Area.SUPPORT, write=True))
+    router.callback_query.filter(IsAdmin(Area.SUPPORT, write=True))
     router.message.register(tickets, Command("tickets"))
     router.callback_query.register(ask_reply, TicketCb.filter())
     router.message.register(cancel, Command("cancel"), StateFilter(ReplyForm))

@@ -31,6 +31,7 @@ from quanyi.core.distributors.views import WITHDRAWAL_STATUSES, WithdrawalDecide
 from quanyi.core.errors import InvalidInput, NotFound
 from quanyi.core.platform.outbox import Outgoing
 from quanyi.core.services import Core
+from quanyi.core.staff.roles import Area
 from quanyi.i18n import raw_t, t
 
 log = logging.getLogger(__name__)
@@ -47,8 +48,8 @@ class RejectForm(StatesGroup):
 
 def build_withdrawals_router() -> Router:
     router = Router(name="withdraw_ops")
-    router.message.filter(IsAdmin())
-    router.callback_query.filter(IsAdmin())
+    router.message.filter(IsAdmin(Area.BOOKS, write=True))
+    router.callback_query.filter(IsAdmin(Area.BOOKS, write=True))
     router.message.register(pending, Command("withdrawals"))
     router.callback_query.register(approve, DecideCb.filter(F.action == "approve"))
     router.callback_query.register(ask_reason, DecideCb.filter(F.action == "reject"))

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from quanyi.core.catalog.products import get_product
 from quanyi.core.distributors import accounts, digest, notices, terms, views
 from quanyi.core.errors import InvalidInput, RiskRefusal
+from quanyi.core.models import StaffMember
 from quanyi.core.money import Money
 from quanyi.core.risk import rules as risk
 from quanyi.core.sales.orders import Buyer, remember_user
@@ -37,6 +38,8 @@ class DistributorService:
         if user_id in self._wiring.settings.admin_id_list:
             return f"operator:{user_id}"
         async with self._db.read() as session:
+            if await session.get(StaffMember, user_id) is not None:  # staff of any role
+                return f"operator:{user_id}"
             distributor = await accounts.get_by_user(session, user_id)
         return f"distributor:{user_id}" if distributor is not None else None
 

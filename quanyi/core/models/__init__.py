@@ -71,6 +71,9 @@ from quanyi.core.models.sales import RedeemToken as RedeemToken
 from quanyi.core.models.sales import Redemption as Redemption
 from quanyi.core.models.sales import Refund as Refund
 from quanyi.core.models.sales import RefundStatus as RefundStatus
+from quanyi.core.models.staff import ConsoleSession as ConsoleSession
+from quanyi.core.models.staff import LoginLink as LoginLink
+from quanyi.core.models.staff import StaffMember as StaffMember
 from quanyi.core.models.stock import Allocation as Allocation
 from quanyi.core.models.stock import AllocationMode as AllocationMode
 from quanyi.core.models.stock import StockBatch as StockBatch

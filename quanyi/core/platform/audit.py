@@ -229,6 +229,7 @@ AUDITED: dict[str, str] = {
     "risk_decisions": "risk_decision",
     "blocklist": "block",
     "withdrawals": "withdrawal",
+    "staff_members": "staff",
 }
 # Columns never written to the trail: secrets and their hashes, and bookkeeping stamps.
 _HIDDEN = frozenset(

@@ -100,6 +100,11 @@ class Settings(BaseSettings):
     # Public pages (the catalogue /, the sandbox pay pages, /pay/return/): requests per
     # client IP per minute, so one client cannot hog the server (the /r/ pages have their own).
     page_requests_per_minute: int = Field(default=120, ge=1)
+    # The web console (/admin): a session ends after this long without a request, and in any
+    # case this long after sign-in; a one-time sign-in link lasts login_link_minutes.
+    console_idle_minutes: int = Field(default=30, ge=1, le=24 * 60)
+    console_session_hours: int = Field(default=12, ge=1, le=24 * 30)
+    login_link_minutes: int = Field(default=5, ge=1, le=60)
     chat_events_per_window: int = Field(default=20, ge=1)
     chat_window_seconds: int = Field(default=10, ge=1)
     max_stock_file_mb: int = Field(default=200, ge=1)
