@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from quart import Quart, Response, jsonify, request
+from quart import Quart, Response, current_app, jsonify, request
 
 from quanyi.core.errors import QuanyiError
 from quanyi.core.platform.jsonsafe import loads_limited
@@ -71,11 +71,33 @@ def too_large_answer() -> tuple[Response | str, int, dict[str, str]]:
     return text, 413, {"Content-Type": "text/plain; charset=utf-8"}
 
 
+UPLOAD_PREFIX = "/admin/upload/"  # the console's file uploads: stock files, statements
+
+
 def _refuse_large_bodies(app: Quart) -> None:
     @app.before_request
     async def refuse_large_body() -> tuple[Response | str, int, dict[str, str]] | None:
+        if request.path.startswith(UPLOAD_PREFIX):
+            return _allow_upload()
         # Refused up front: an endpoint that never reads the body would otherwise answer it.
         return too_large_answer() if (request.content_length or 0) > MAX_BODY else None
+
+
+def _allow_upload() -> tuple[Response | str, int, dict[str, str]] | None:
+    """A console upload may be as large as ``QUANYI_MAX_STOCK_FILE_MB`` (the views stream it to
+    disk, never into memory). Quart sized the body's limit from ``MAX_CONTENT_LENGTH`` when the
+    request arrived, so the limit is raised here, before anything reads the body."""
+    from werkzeug.exceptions import RequestEntityTooLarge
+
+    limit = current_app.extensions["quanyi.core"].settings.max_stock_file_mb * 1024 * 1024
+    if (request.content_length or 0) > limit:
+        return f"the file is over {limit // (1024 * 1024)} MB", 413, {"Content-Type": "text/plain; charset=utf-8"}
+    body = request.body
+    body._max_content_length = limit
+    if isinstance(body._must_raise, RequestEntityTooLarge):
+        body._must_raise = None
+    request.body_timeout = 600
+    return None
 
 
 def _add_telegram_webhook(app: Quart, core: Core, feed: TelegramFeed) -> None:
