@@ -256,4 +256,8 @@ async def test_roles_apply_in_the_admin_chat(core: Core, shop):
     await support.send("/stock")
     assert "客服" in (await support.expect("不能使用这个命令")).text
     await support.send("/admin")
-    assert "不能使用" not in (await support.expect("")).text
+    menu = await support.expect("")
+    assert "不能使用" not in menu.text
+    pressed = await support.press(menu, data=menu.buttons()[0]["callback_data"])  # the stock view: not support's
+    answer = await shop.callback_answer(pressed)
+    assert "不能使用这个按钮" in answer["text"] and answer.get("show_alert")

@@ -59,3 +59,32 @@ async def test_a_read_only_person_is_refused_the_staff_page_and_the_menu_works_o
     assert await page.is_visible("details.menu nav a")
     width = await page.evaluate("document.documentElement.scrollWidth")
     assert width <= 390  # nothing wider than the phone's screen
+
+
+async def test_a_post_without_the_csrf_token_is_refused_and_a_role_is_refused_an_action(core: Core, served, browser):
+    page = await new_page(browser)
+    await sign_in(page, core)
+    # The page's own form (with its token) works; the same POST without the token does not.
+    bare = await page.evaluate(
+        """async () => (await fetch('/admin/staff', {method: 'POST',
+             headers: {'Content-Type': 'application/x-www-form-urlencoded'},
+             body: 'user_id=7010&role=operator'})).status"""
+    )
+    assert bare == 403 and await core.staff.role_of(7010) is None
+    await page.goto(f"{served}/admin/staff")
+    await page.fill("input[name=user_id]", "7010")
+    await page.select_option("select[name=role]", "read_only")
+    await page.click("form.grid-form button[type=submit]")
+    await page.wait_for_selector("tr[data-user='7010']")
+    assert await core.staff.role_of(7010) is Role.READ_ONLY
+    await shoot(page, "staff")
+    # A read-only person posting the same form with its own valid token is refused the action.
+    reader = await new_page(browser)
+    await sign_in(reader, core, 7010)
+    refused = await reader.evaluate(
+        """async () => (await fetch('/admin/staff', {method: 'POST',
+             headers: {'Content-Type': 'application/x-www-form-urlencoded',
+                       'X-CSRF-Token': document.body.dataset.csrf},
+             body: 'user_id=7011&role=owner'})).status"""
+    )
+    assert refused == 403 and await core.staff.role_of(7011) is None

@@ -6,14 +6,14 @@ The roles are the console's (``core.staff``): what an area's router lets through
 
 from __future__ import annotations
 
-from aiogram import Router
+from aiogram import F, Router
 from aiogram.filters import Command, CommandObject
-from aiogram.types import LinkPreviewOptions, Message
+from aiogram.types import CallbackQuery, LinkPreviewOptions, Message
 
 from quanyi.bot.filters import IsAdmin
 from quanyi.core.services import Core
 from quanyi.core.staff.roles import Area
-from quanyi.i18n import raw_t, t
+from quanyi.i18n import plain_t, raw_t, t
 
 # Each operator command and the area it belongs to (for the refusal's words).
 COMMAND_AREAS: dict[str, Area] = {
@@ -60,12 +60,23 @@ def build_login_router() -> Router:
     return router
 
 
+# The prefixes of the operator chat's buttons (CallbackData prefixes in quanyi.bot.operator and
+# the operators' pricing menu): a press of one that no router took is a role refusal.
+OPERATOR_BUTTONS = ("oa", "pc", "wa", "oi", "pn", "mt", "op", "ol", "pe", "pp", "rf", "rp", "rk", "psk", "tk", "pz")
+
+
 def build_role_refusal_router() -> Router:
     """After every operator router: staff whose role let none of them through are told why."""
     router = Router(name="operator_role_refusal")
     router.message.filter(IsAdmin())
+    router.callback_query.filter(IsAdmin())
     router.message.register(refuse, Command(*COMMAND_AREAS))
+    router.callback_query.register(refuse_button, F.data.func(_operator_button))
     return router
+
+
+def _operator_button(data: str) -> bool:
+    return data.split(":", 1)[0] in OPERATOR_BUTTONS
 
 
 async def send_login_link(message: Message, core: Core, lang: str) -> None:
@@ -80,13 +91,18 @@ async def send_login_link(message: Message, core: Core, lang: str) -> None:
 
 async def refuse(message: Message, command: CommandObject, core: Core, lang: str) -> None:
     user_id = message.from_user.id if message.from_user else 0
-    role = await core.staff.role_of(user_id)
     area = COMMAND_AREAS.get(command.command, Area.ORDERS)
-    await message.answer(
-        t(
-            lang,
-            "console_chat.refused",
-            role=raw_t(lang, f"console.role.{role.value if role else 'read_only'}"),
-            area=raw_t(lang, f"console.area.{area.value}"),
-        )
-    )
+    await message.answer(t(lang, "console_chat.refused", **await _words(core, lang, user_id, area)))
+
+
+async def refuse_button(query: CallbackQuery, core: Core, lang: str) -> None:
+    words = await _words(core, lang, query.from_user.id, None)
+    await query.answer(plain_t(lang, "console_chat.refused_button", **words), show_alert=True)
+
+
+async def _words(core: Core, lang: str, user_id: int, area: Area | None) -> dict[str, str]:
+    role = await core.staff.role_of(user_id)
+    words = {"role": raw_t(lang, f"console.role.{role.value if role else 'read_only'}")}
+    if area is not None:
+        words["area"] = raw_t(lang, f"console.area.{area.value}")
+    return words
