@@ -22,5 +22,14 @@ fi
 .venv/bin/quanyi db upgrade
 .venv/bin/quanyi demo
 .venv/bin/quanyi stock show
+# The web console (/admin): a one-time sign-in link for the first owner (QUANYI_ADMIN_IDS), or for
+# a demo owner (Telegram id 100000) when none is set. Valid 5 minutes, one use.
+OWNER=$(.venv/bin/quanyi admin list | awk 'NR > 2 && $3 == "owner" { print $1; exit }')
+if [ -z "$OWNER" ]; then
+  OWNER=100000
+  .venv/bin/quanyi admin add "$OWNER" --role owner >/dev/null
+fi
+echo "web console sign-in: $(.venv/bin/quanyi admin login-link --user "$OWNER" | head -n1)"
+echo "  (one use, 5 minutes; another: .venv/bin/quanyi admin login-link --user $OWNER)"
 # Not exec: the trap above stops the supplier simulator when quanyi stops.
 .venv/bin/quanyi serve
