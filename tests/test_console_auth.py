@@ -261,3 +261,18 @@ async def test_roles_apply_in_the_admin_chat(core: Core, shop):
     pressed = await support.press(menu, data=menu.buttons()[0]["callback_data"])  # the stock view: not support's
     answer = await shop.callback_answer(pressed)
     assert "不能使用这个按钮" in answer["text"] and answer.get("show_alert")
+
+
+async def test_behind_https_the_cookie_is_secure_and_a_session_ends_at_its_lifetime(core: Core):
+    client = create_app(core).test_client()
+    url = await core.staff.login_link(OWNER, actor="cli", front="cli")
+    page = await client.get("/admin/login", headers={"X-Forwarded-Proto": "https"})
+    pre = re.search(r'name="pre" value="([^"]+)"', await page.get_data(as_text=True)).group(1)
+    answer = await client.post(
+        "/admin/login", form={"pre": pre, "token": link_token(url)}, headers={"X-Forwarded-Proto": "https"}
+    )
+    assert answer.status_code == 303 and "Secure" in answer.headers["Set-Cookie"]
+    client, _ = await signed_in(core)
+    async with core.db.transaction() as session:
+        await session.execute(update(ConsoleSession).values(expires_at=utcnow() - timedelta(seconds=1)))
+    assert (await client.get("/admin/")).status_code == 303  # past QUANYI_CONSOLE_SESSION_HOURS
