@@ -13,6 +13,7 @@ from sqlalchemy import func, select
 
 from quanyi.core.catalog.service import NewCoupon
 from quanyi.core.models import Coupon, CouponCode, Promotion
+from quanyi.core.sales.orders import Buyer, OrderRequest, checkout
 from quanyi.core.services import Core
 from quanyi.core.staff.roles import Role
 from tests.console import OWNER, signed_in
@@ -161,3 +162,40 @@ async def test_finance_and_read_only_may_look_but_not_change_and_support_may_not
     assert not [r for r in await trail(core, "coupon") if r.actor == f"operator:{user_id}"]
     support, _ = await signed_in(core, SUPPORT, Role.SUPPORT)
     assert (await support.get("/admin/pricing")).status_code == 403
+
+
+async def test_a_coupon_s_page_shows_its_uses_and_imports_a_file_of_codes_all_or_nothing(core: Core, tmp_path):
+    await product_with_stock(core, tmp_path, sku="VIP", units=2)
+    made = await core.catalog.create_coupon(NewCoupon({"name": "Autumn", "off": "5.00"}, code="AUTUMN5"))
+    placed = await checkout(
+        core.db,
+        core.payments,
+        OrderRequest(
+            buyer=Buyer(user_id=1001, chat_id=1001, language="zh"),
+            sku="VIP",
+            quantity=1,
+            method="sandbox",
+            reservation=core.reservation,
+            max_quantity=core.settings.max_quantity,
+            coupon="AUTUMN5",
+        ),
+    )
+    client, csrf = await signed_in(core, OPERATOR, Role.OPERATOR)
+    page = await html(await client.get(f"/admin/pricing/coupons/{made.coupon.id}"))
+    assert placed.order.number in page and "AUTUMN5" in page and "¥5.00" in page and "已使用" in page
+    url = f"/admin/upload/coupons/{made.coupon.id}"
+    raw = {"X-CSRF-Token": csrf, "Content-Type": "application/octet-stream"}
+    malformed = await client.post(f"{url}?filename=codes.csv", data=b"code\nGOOD01\nno good!\n", headers=raw)
+    assert malformed.status_code == 400 and "3" in await html(malformed)
+    not_text = await client.post(f"{url}?filename=codes.xlsx", data=b"GOOD01\n", headers=raw)
+    assert not_text.status_code == 400
+    assert await codes_of(core, made.coupon.id) == ["AUTUMN5"]
+    imported = await client.post(f"{url}?filename=codes.csv", data=b"code\nGOOD01\nGOOD02\nAUTUMN5\n", headers=raw)
+    assert imported.status_code == 200 and "已添加 2 个券码" in await html(imported)
+    assert await codes_of(core, made.coupon.id) == ["AUTUMN5", "GOOD01", "GOOD02"]
+    assert [r.action for r in by_web(await trail(core, "coupon"), OPERATOR)] == ["import coupon codes"]
+    without_token = await client.post(f"{url}?filename=codes.csv", data=b"GOOD03\n", headers={})
+    assert without_token.status_code == 403 and len(await codes_of(core, made.coupon.id)) == 3
+    reader, reader_csrf = await signed_in(core, READER, Role.READ_ONLY)
+    refused = await reader.post(f"{url}?filename=c.csv", data=b"GOOD04\n", headers={**raw, "X-CSRF-Token": reader_csrf})
+    assert refused.status_code == 403 and len(await codes_of(core, made.coupon.id)) == 3

@@ -12,7 +12,14 @@ from zoneinfo import ZoneInfo
 from quart import Response, redirect, request, url_for
 
 from quanyi.core.books.commissions import format_rate
-from quanyi.core.catalog.admin_views import CodesFile, CouponView, DiscountKind, PromotionKind, PromotionView
+from quanyi.core.catalog.admin_views import (
+    MAX_CODES_FILE,
+    CodesFile,
+    CouponView,
+    DiscountKind,
+    PromotionKind,
+    PromotionView,
+)
 from quanyi.core.catalog.pricing_input import COUPON_KEYS, PROMOTION_KEYS
 from quanyi.core.catalog.service import NewCoupon
 from quanyi.core.errors import QuanyiError
@@ -30,6 +37,8 @@ from quanyi.webhooks.console.people_forms import (
 from quanyi.webhooks.console.shell import core, guard, money, page, reason, text
 
 MOST_CODES = 10_000  # one batch from the page; the CLI makes larger ones
+USES_SHOWN = 50
+IMPORT_SUFFIXES = (".csv", ".txt")
 STACKINGS = ("best_of", "stack", "exclusive")
 
 
@@ -152,6 +161,53 @@ def _codes_csv(codes: CodesFile) -> Response:
             "Content-Disposition": f'attachment; filename="coupon-{codes.coupon_id}-codes.csv"',
             "Cache-Control": "no-store",
         },
+    )
+
+
+@blueprint.get("/pricing/coupons/<int:coupon_id>")
+@guard(Area.PRICING)
+async def coupon(coupon_id: int) -> Any:
+    """One campaign with its most recent uses, and a file of codes to add."""
+    try:
+        detail = await core().catalog.coupon_detail(coupon_id, uses=USES_SHOWN)
+    except QuanyiError as exc:
+        return await _pricing_page(reason(exc), status_of(exc))
+    return await page(
+        "console/coupon.html",
+        detail=detail,
+        coupon_rule=coupon_rule,
+        scope=scope,
+        window=window,
+        most_mb=MAX_CODES_FILE // 1_000_000,
+        notice=done_notice(),
+    )
+
+
+@blueprint.post("/upload/coupons/<int:coupon_id>")
+@guard(Area.PRICING, write=True)
+async def coupon_import(coupon_id: int) -> Any:
+    """A text or CSV file of codes sent as the raw body (console.js ``data-upload``); all or
+    nothing, as ``import_codes`` decides. The file is small (``MAX_CODES_FILE``): read whole."""
+    if not request.args.get("filename", "").lower().endswith(IMPORT_SUFFIXES):
+        return await _imported(error=text("console_people.import_not_text"))
+    data = bytearray()
+    async for chunk in request.body:
+        data += chunk
+        if len(data) > MAX_CODES_FILE:
+            return await _imported(error=text("console_people.import_too_big", mb=MAX_CODES_FILE // 1_000_000))
+    try:
+        report = await core().catalog.import_codes(coupon_id, bytes(data))
+    except QuanyiError as exc:
+        return await _imported(error=reason(exc), status=status_of(exc))
+    if report.rejected:
+        lines = ", ".join(str(number) for number, _ in report.rejected[:20])
+        return await _imported(error=text("console_people.import_rejected", count=len(report.rejected), lines=lines))
+    return await _imported(added=report.added, duplicates=report.duplicates)
+
+
+async def _imported(*, error: str = "", status: int = 400, added: int = 0, duplicates: int = 0) -> Any:
+    return await page(
+        "console/coupon_imported.html", status=status if error else 200, error=error, added=added, duplicates=duplicates
     )
 
 
