@@ -106,8 +106,9 @@ async def test_the_tree_a_card_and_commission_rows_show_what_the_chain_holds(cor
     assert "待结算" in pending and pending.count("<tr><td>") == 3
     available = await html(await client.get("/admin/distributors/commissions?status=available"))
     assert available.count("<tr><td>") == 0
-    unknown = await client.get("/admin/distributors/99999")
-    assert unknown.status_code == 404
+    for unknown in ("99999", "99999999999999999999", "@nobody"):
+        assert (await client.get(f"/admin/distributors/{unknown}")).status_code == 404, unknown
+    assert (await client.get("/admin/distributors/commissions?page=99999999999999999999")).status_code == 200
 
 
 async def test_an_invite_without_margin_asks_first_and_an_invite_is_shown_once_and_audited(core: Core, tmp_path):

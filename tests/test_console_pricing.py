@@ -194,6 +194,8 @@ async def test_a_coupon_s_page_shows_its_uses_and_imports_a_file_of_codes_all_or
     assert imported.status_code == 200 and "已添加 2 个券码" in await html(imported)
     assert await codes_of(core, made.coupon.id) == ["AUTUMN5", "GOOD01", "GOOD02"]
     assert [r.action for r in by_web(await trail(core, "coupon"), OPERATOR)] == ["import coupon codes"]
+    assert (await client.get("/admin/pricing/coupons/99999999999999999999")).status_code == 404
+    assert (await client.get("/admin/pricing/coupons/999")).status_code == 404
     without_token = await client.post(f"{url}?filename=codes.csv", data=b"GOOD03\n", headers={})
     assert without_token.status_code == 403 and len(await codes_of(core, made.coupon.id)) == 3
     reader, reader_csrf = await signed_in(core, READER, Role.READ_ONLY)

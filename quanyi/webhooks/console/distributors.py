@@ -142,7 +142,7 @@ async def commissions() -> Any:
     number = request.args.get("page", "1").strip()
     try:
         found = await core().distributors.commission_page(
-            status=status, distributor=who, page=int(number) if number.isdigit() else 1, per_page=PER_PAGE
+            status=status, distributor=who, page=min(int(number), 100_000) if number.isdigit() else 1, per_page=PER_PAGE
         )
     except QuanyiError as exc:
         return await _distributors_page(reason(exc), status_of(exc))

@@ -105,7 +105,7 @@ def _how_many(form: Any) -> int:
     return count
 
 
-@blueprint.post("/pricing/coupons/<int:coupon_id>/active")
+@blueprint.post("/pricing/coupons/<int(max=9223372036854775807):coupon_id>/active")
 @guard(Area.PRICING, write=True)
 async def coupon_active(coupon_id: int) -> Any:
     form = await request.form
@@ -119,7 +119,7 @@ async def coupon_active(coupon_id: int) -> Any:
     return redirect(url_for("console.pricing", done="coupon_on" if state == "1" else "coupon_off"), 303)
 
 
-@blueprint.post("/pricing/coupons/<int:coupon_id>/codes")
+@blueprint.post("/pricing/coupons/<int(max=9223372036854775807):coupon_id>/codes")
 @guard(Area.PRICING, write=True)
 async def coupon_codes(coupon_id: int) -> Any:
     """A named code (``code``), or a batch of one-use codes answered as their CSV."""
@@ -141,7 +141,7 @@ async def coupon_codes(coupon_id: int) -> Any:
     return _codes_csv(made)
 
 
-@blueprint.post("/pricing/coupons/<int:coupon_id>/export")
+@blueprint.post("/pricing/coupons/<int(max=9223372036854775807):coupon_id>/export")
 @guard(Area.PRICING, write=True)
 async def coupon_export(coupon_id: int) -> Any:
     """Every code of the campaign as CSV; ``export_codes`` puts the download on the audit trail."""
@@ -164,7 +164,7 @@ def _codes_csv(codes: CodesFile) -> Response:
     )
 
 
-@blueprint.get("/pricing/coupons/<int:coupon_id>")
+@blueprint.get("/pricing/coupons/<int(max=9223372036854775807):coupon_id>")
 @guard(Area.PRICING)
 async def coupon(coupon_id: int) -> Any:
     """One campaign with its most recent uses, and a file of codes to add."""
@@ -183,7 +183,7 @@ async def coupon(coupon_id: int) -> Any:
     )
 
 
-@blueprint.post("/upload/coupons/<int:coupon_id>")
+@blueprint.post("/upload/coupons/<int(max=9223372036854775807):coupon_id>")
 @guard(Area.PRICING, write=True)
 async def coupon_import(coupon_id: int) -> Any:
     """A text or CSV file of codes sent as the raw body (console.js ``data-upload``); all or
@@ -230,7 +230,7 @@ async def promotion_create() -> Any:
     return redirect(url_for("console.pricing", done="promotion_created"), 303)
 
 
-@blueprint.post("/pricing/promotions/<int:promotion_id>/active")
+@blueprint.post("/pricing/promotions/<int(max=9223372036854775807):promotion_id>/active")
 @guard(Area.PRICING, write=True)
 async def promotion_active(promotion_id: int) -> Any:
     form = await request.form
