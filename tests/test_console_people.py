@@ -97,6 +97,7 @@ async def test_the_tree_a_card_and_commission_rows_show_what_the_chain_holds(cor
     assert 'data-sku="VIP"' in card and ">10<" in card  # its quota
     assert "¥12.00" in card  # its own cost price
     assert f'href="/admin/distributors/{MID}"' in card  # its parent
+    assert f"ref_{leaf.referral_code}" in card  # its referral link's start parameter
     monkeypatch.setattr(distributor_pages, "PER_PAGE", 3)
     first = await html(await client.get(f"/admin/distributors/commissions?distributor={LEAF}"))
     assert first.count("<tr><td>") == 3 and 'data-testid="older"' in first

@@ -89,8 +89,7 @@ async def distributor_invite() -> Any:
 
 
 async def _invited(invite: InviteView, parent: str) -> Any:
-    bot = core().settings.bot_username.strip().lstrip("@")
-    link = f"https://t.me/{bot}?start={invite.start}" if bot else ""
+    link = _start_link(invite.start)
     html, status, headers = await page("console/distributor_invited.html", invite=invite, link=link, parent=parent)
     return html, status, {**headers, "Cache-Control": "no-store"}
 
@@ -171,6 +170,7 @@ async def _card_page(ref: str, error: str = "", status: int = 200) -> Any:
         status=status,
         card=card,
         ref=str(card.distributor.user_id),
+        referral=_start_link(card.distributor.referral_start) or card.distributor.referral_start,
         products=await core().catalog.product_list(),
         error=error,
         notice=done_notice(),
@@ -216,3 +216,9 @@ async def distributor_update(ref: str) -> Any:
     except QuanyiError as exc:
         return await _card_page(ref, reason(exc), status_of(exc))
     return redirect(url_for("console.distributor", ref=ref, done="updated"), 303)
+
+
+def _start_link(start: str) -> str:
+    """The t.me deep link for a /start parameter ("" when the bot's username is not set)."""
+    bot = core().settings.bot_username.strip().lstrip("@")
+    return f"https://t.me/{bot}?start={start}" if bot else ""
