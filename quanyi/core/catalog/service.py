@@ -191,7 +191,11 @@ class CatalogService:
     async def import_codes(self, coupon_id: int, data: bytes, *, max_uses: int | None = 1) -> views.CodeImport:
         """Codes from a text or CSV file; a file with a malformed line imports nothing."""
         async with self._db.transaction() as session:
-            return await coupons.import_codes(session, coupon_id, data, max_uses=max_uses)
+            report = await coupons.import_codes(session, coupon_id, data, max_uses=max_uses)
+            if report.added:
+                # Code rows are not on the trail one by one: the file is, as a generated batch is.
+                audit.note(session, "import coupon codes", "coupon", coupon_id, None, {"codes": report.added})
+            return report
 
     async def export_codes(self, coupon_id: int) -> views.CodesFile:
         """The campaign's codes as CSV; who took them out is on the trail (a write transaction for that)."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from quanyi.core.catalog.products import get_product
-from quanyi.core.distributors import accounts, digest, notices, terms, views
+from quanyi.core.distributors import accounts, console_views, digest, notices, terms, views
 from quanyi.core.errors import InvalidInput, RiskRefusal
 from quanyi.core.models import StaffMember
 from quanyi.core.money import Money
@@ -207,3 +207,52 @@ class DistributorService:
             changed = views.BalanceChange(distributor.user_id, distributor.name, minor, after, distributor.currency)
         self._wiring.outbox_wakeup.set()
         return changed
+
+    # --- the operator console ---------------------------------------------------------------
+
+    async def tree(self) -> list[console_views.TreeRow]:
+        """Every distributor, parents before their subs."""
+        async with self._db.read() as session:
+            return await console_views.tree(session)
+
+    async def card(self, ref: str) -> console_views.DistributorCard:
+        """One distributor with its subs, quotas, recent balance entries and cost prices."""
+        async with self._db.read() as session:
+            return await console_views.card(session, ref)
+
+    async def open_invites(self) -> list[console_views.OpenInvite]:
+        async with self._db.read() as session:
+            return await console_views.open_invites(session)
+
+    async def tier_prices(self) -> list[console_views.CostLine]:
+        async with self._db.read() as session:
+            return await console_views.tier_prices(session)
+
+    async def commission_page(
+        self, *, status: str | None = None, distributor: str | None = None, page: int = 1, per_page: int = 50
+    ) -> console_views.CommissionPage:
+        """Commission rows a page at a time, with the totals of every row the filter matches."""
+        async with self._db.read() as session:
+            return await console_views.commission_page(
+                session, status=status, distributor=distributor, page=page, per_page=per_page
+            )
+
+    async def create_sub_invite(
+        self, parent: str, *, created_by: str, hours: int | None = None, allow_no_margin: bool = False
+    ) -> views.InviteView:
+        """The operator's invite of a sub-distributor under ``parent`` (a reference), within the
+        parent's invite and depth limits, in the parent's tier (``NoMargin`` unless allowed)."""
+        settings = self._wiring.settings
+        hours = hours if hours is not None else settings.invite_hours
+        async with self._db.transaction() as session:
+            found = await accounts.resolve(session, parent)
+            invite = await accounts.create_invite(
+                session,
+                created_by=created_by,
+                parent_user_id=found.user_id,
+                hours=hours,
+                max_depth=settings.max_distributor_depth,
+            )
+            if not allow_no_margin:
+                await terms.check_margin(session, invite.tier)  # rolls the invite back
+            return views.invite_view(invite, hours)

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from quanyi.core.errors import InvalidInput, NotFound
 from quanyi.core.models import Partner, utcnow
-from quanyi.core.partners import accounts, apisign, orders, views
+from quanyi.core.partners import accounts, apisign, console_views, orders, views
 from quanyi.core.sales import redeem
 
 if TYPE_CHECKING:
@@ -171,6 +171,13 @@ class PartnerService:
         """Take one use of a redemption link, recorded as ``partner:<code>`` via ``api``."""
         async with self._db.transaction() as session:
             return await redeem.consume(session, self._wiring.keyring, token, by=f"partner:{code}", channel="api")
+
+    async def failing_deliveries(
+        self, *, partner: str | None = None, limit: int = 50
+    ) -> list[console_views.FailingDelivery]:
+        """Webhook events tried and not acknowledged yet, with their last error."""
+        async with self._db.read() as session:
+            return await console_views.failing_deliveries(session, partner=partner, limit=limit)
 
 
 async def _partner(session: AsyncSession, partner_id: int) -> Partner:

@@ -105,6 +105,8 @@ async def resolve_holder(session: AsyncSession, ref: str) -> Channel:
     id or ``@username``."""
     ref = (ref or "").strip()
     if ref.startswith("@") or ref.isdigit():
+        if ref.isdigit() and int(ref) >= 2**63:  # no Telegram id, and too large for the column
+            raise NotFound(f"no distributor {ref}", key="err_stock.no_distributor", channel=ref)
         if ref.isdigit():
             query = select(Distributor.channel_id).where(Distributor.user_id == int(ref))
         else:

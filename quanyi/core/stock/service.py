@@ -16,7 +16,7 @@ from quanyi.core.catalog.products import get_product
 from quanyi.core.errors import InvalidInput, NotFound
 from quanyi.core.models import ChannelKind
 from quanyi.core.money import parse_minor
-from quanyi.core.stock import allocations, items, views
+from quanyi.core.stock import allocations, items, price_lists, views
 
 if TYPE_CHECKING:
     from quanyi.core.wiring import Wiring
@@ -129,6 +129,11 @@ class StockService:
             await allocations.set_channel_price(session, holder, sku, minor)
             code = (await allocations.resolve_holder(session, holder)).code
             return views.ChannelPriceSet(code, product.sku, minor, product.price, product.currency)
+
+    async def price_list(self, holder: str) -> price_lists.PriceList:
+        """A channel's (code, or a distributor by reference) own price beside each list price."""
+        async with self._db.read() as session:
+            return await price_lists.price_list(session, holder)
 
 
 async def _apply(session: AsyncSession, change: AllocationChange) -> None:
