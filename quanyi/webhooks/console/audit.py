@@ -27,6 +27,8 @@ async def audit() -> Any:
     object_type = args.get("object_type", "").strip()[:32]
     object_id = args.get("object_id", "").strip()[:64]
     before_text = args.get("before", "").strip()
+    size_text = args.get("limit", "").strip()
+    size = min(int(size_text), 200) if size_text.isdecimal() and int(size_text) > 0 else PAGE
     error, status = "", 200
     records: Sequence[TrailRecord] = ()
     older: int | None = None
@@ -40,13 +42,15 @@ async def audit() -> Any:
             object_id=object_id or None,
             day=day,
             before=int(before_text) if before_text else None,
-            limit=PAGE,
+            limit=size,
         )
         records, older = found.records, found.before
     except BadForm as exc:
         error, status = str(exc), 400
     verdict = await core().platform.verify_audit() if args.get("verify") == "1" else None
     kept = {"actor": actor, "object_type": object_type, "object_id": object_id, "day": args.get("day", "")[:10]}
+    if size != PAGE:
+        kept["limit"] = str(size)
     return await page(
         "console/audit.html",
         status=status,
@@ -65,11 +69,14 @@ async def audit() -> Any:
     )
 
 
-def _lookup(table: str, key: str) -> str:
-    try:
-        return text(f"{table}.{key}")
-    except (KeyError, TypeError, IndexError):
-        return key
+def _lookup(table: str, key: str, *tables: str) -> str:
+    """``key`` in the first of the text tables that has it; the key itself when none does."""
+    for name in (table, *tables):
+        try:
+            return text(f"{name}.{key}")
+        except (KeyError, TypeError, IndexError):
+            continue
+    return key
 
 
 def actor_name(actor: str) -> str:
@@ -81,7 +88,7 @@ def actor_name(actor: str) -> str:
 
 
 def object_name(row: TrailRecord) -> str:
-    return f"{_lookup('audit_words.object', row.object_type)} {row.object_id}"
+    return f"{_lookup('audit_words.object', row.object_type, 'console_money.objects')} {row.object_id}"
 
 
 def action_name(row: TrailRecord) -> str:
@@ -96,6 +103,9 @@ def action_name(row: TrailRecord) -> str:
     if row.front == "cli":
         return text("audit_words.command", command=f"quanyi {row.action}")
     words = row.action.replace(".", "_").replace(" ", "_").split("_")
+    whole_action = "_".join(words)
+    if (own := _lookup("console_money.actions", whole_action)) != whole_action:
+        return own  # the console's own actions (sign in, withdrawal paid)
     for end in range(len(words), 0, -1):
         try:
             return text(f"audit_words.action.{'_'.join(words[:end])}")
