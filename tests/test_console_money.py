@@ -18,11 +18,11 @@ from sqlalchemy import func, select, update
 from quanyi.core.models import AuditRecord, Product, Settlement, Withdrawal
 from quanyi.core.services import Core
 from quanyi.core.staff.roles import Role
-from tests.console import OWNER, signed_in
+from tests.console import signed_in
+from tests.test_distributors import make_distributor
 from tests.test_reconcile import paid_orders, statement, statement_rows
 from tests.test_settlement import DAY, a_day
 from tests.test_withdrawals import ask, grant, pockets
-from tests.test_distributors import make_distributor
 
 FINANCE = 7101
 OPERATOR = 7102
@@ -95,7 +95,10 @@ async def test_a_withdrawal_is_approved_paid_and_another_rejected_by_finance_wit
 ):
     distributor = await make_distributor(core, AGENT)
     await grant(core, distributor, 10_000)
-    first, second = await ask(core, "commission", 3_000, user_id=AGENT), await ask(core, "commission", 2_000, user_id=AGENT)
+    first, second = (
+        await ask(core, "commission", 3_000, user_id=AGENT),
+        await ask(core, "commission", 2_000, user_id=AGENT),
+    )
     assert isinstance(first, Withdrawal) and isinstance(second, Withdrawal)
     client, csrf = await signed_in(core, FINANCE, Role.FINANCE)
 
@@ -107,7 +110,13 @@ async def test_a_withdrawal_is_approved_paid_and_another_rejected_by_finance_wit
     assert approved.status_code == 303
     detail = await html(await client.get(approved.headers["Location"]))
     assert "已批准待打款" in detail and f"withdrawal:{first.id}:payout" in detail
-    assert await pockets(core, distributor) == {"available": 5_000, "frozen": 2_000, "balance": 0, "row": 0, "cash": -3_000}
+    assert await pockets(core, distributor) == {
+        "available": 5_000,
+        "frozen": 2_000,
+        "balance": 0,
+        "row": 0,
+        "cash": -3_000,
+    }
     # Approving it again changes nothing and says so.
     twice = await client.post(f"/admin/books/withdrawals/{first.id}/approve", form={"csrf": csrf})
     assert twice.status_code == 400 and "未做任何更改" in await html(twice)
@@ -165,13 +174,27 @@ async def test_each_role_sees_and_changes_only_what_it_may(core: Core, tmp_path)
     assert (await finance.get("/admin/risk")).status_code == 200
 
     support, _ = await signed_in(core, SUPPORT, Role.SUPPORT)
-    for path in ("/admin/books", "/admin/books/withdrawals", "/admin/books/ledger", "/admin/risk", "/admin/reports", "/admin/audit"):
+    for path in (
+        "/admin/books",
+        "/admin/books/withdrawals",
+        "/admin/books/ledger",
+        "/admin/risk",
+        "/admin/reports",
+        "/admin/audit",
+    ):
         assert (await support.get(path)).status_code == 403, path
 
     reader, read_csrf = await signed_in(core, READER, Role.READ_ONLY)
     page = await html(await reader.get("/admin/books/withdrawals"))
     assert f'data-withdrawal="{asked.id}"' in page and 'data-testid="approve"' not in page
-    for path in ("/admin/books", "/admin/books/settlements", "/admin/books/reconcile", "/admin/reports", "/admin/audit", "/admin/risk"):
+    for path in (
+        "/admin/books",
+        "/admin/books/settlements",
+        "/admin/books/reconcile",
+        "/admin/reports",
+        "/admin/audit",
+        "/admin/risk",
+    ):
         answer = await reader.get(path)
         # No form that changes anything: the only one that posts is signing out.
         assert answer.status_code == 200 and (await html(answer)).count('method="post"') == 1, path
@@ -187,7 +210,7 @@ async def test_an_uploaded_statement_over_64_kb_is_reconciled_and_its_mismatches
     rows = await statement_rows(core)
     rows[0][2] = "14.00"  # they say less than we took
     del rows[2]  # they do not have our third payment
-    rows.append(["=HYPERLINK(\"http://x\")", "Q-NOT-OURS", "9.00", "success", rows[0][4]])
+    rows.append(['=HYPERLINK("http://x")', "Q-NOT-OURS", "9.00", "success", rows[0][4]])
     memo = "settled via batch " * 250
     data = statement([[*row, memo] for row in rows], header="provider_txn_id,order_number,amount,status,time,memo\n")
     data += b" , , , , ,\n" * 12_000  # providers pad their exports; blank rows are skipped
@@ -209,7 +232,7 @@ async def test_an_uploaded_statement_over_64_kb_is_reconciled_and_its_mismatches
     assert link is not None
     sheet = list(csv.reader(io.StringIO(base64.b64decode(link.group(1)).decode())))
     assert sheet[0][0] == "section" and len(sheet) == 4
-    assert "'=HYPERLINK(\"http://x\")" in [r[2] for r in sheet]  # a provider's id never becomes a formula
+    assert '\'=HYPERLINK("http://x")' in [r[2] for r in sheet]  # a provider's id never becomes a formula
 
     # A malformed file names its line; an unknown method is refused; no token, no upload.
     broken = await client.post(

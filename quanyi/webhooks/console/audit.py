@@ -138,6 +138,8 @@ def _value(change: FieldChange, value: Any) -> str:
         return money(value, change.currency or None)
     if isinstance(value, bool):
         return text("audit_words.yes" if value else "audit_words.no")
+    if change.field in ("status", "action") and isinstance(value, str):
+        return _lookup("console_money.values", value)  # requested → 待审批, hold → 审核
     if change.field == "parts" and isinstance(value, list):
         listed = [text("audit_words.part", sku=p[0], quantity=p[1]) for p in value if len(p) == 2]
         return text("audit_words.separator").join(listed) or text("audit_words.empty")

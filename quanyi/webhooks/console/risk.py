@@ -14,6 +14,7 @@ from quanyi.core.money import parse_minor
 from quanyi.core.risk.views import ACTIONS, AMOUNT_METRICS, BLOCK_KINDS, METRICS
 from quanyi.core.staff.roles import Area
 from quanyi.webhooks.console import blueprint
+from quanyi.webhooks.console.audit import actor_name
 from quanyi.webhooks.console.money_words import BadForm, say, status_of
 from quanyi.webhooks.console.shell import core, guard, me, page, reason, text
 
@@ -51,6 +52,7 @@ async def _risk_page(error: str = "", status: int = 200, **kept: str) -> Any:
         actions=ACTIONS,
         kinds=BLOCK_KINDS,
         window_text=window_text,
+        who=actor_name,
         say=say,
         decision_reason=decision_reason,
         error=error,
