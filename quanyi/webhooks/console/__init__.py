@@ -26,6 +26,7 @@ blueprint = Blueprint(
 def load_pages() -> Blueprint:
     """The blueprint with every area's pages registered (imported for their routes)."""
     from quanyi.webhooks.console import auth, dashboard, staff  # noqa: F401, I001
-    from quanyi.webhooks.console import audit, books, books_reconcile, books_withdrawals, reports, risk  # noqa: F401
+    from quanyi.webhooks.console import audit, books, reports, risk  # noqa: F401
+    from quanyi.webhooks.console import books_commissions, books_reconcile, books_withdrawals  # noqa: F401
 
     return blueprint
