@@ -214,6 +214,26 @@ async def test_each_role_sees_and_changes_only_what_it_may(core: Core, tmp_path)
         answer = await reader.get(path)
         # No form that changes anything: the only one that posts is signing out.
         assert answer.status_code == 200 and (await html(answer)).count('method="post"') == 1, path
+    # In English, every page reads without a Chinese word.
+    await reader.get("/admin/lang/en")
+    for path in (
+        "/admin/books",
+        "/admin/books/withdrawals?status=all",
+        f"/admin/books/withdrawals/{asked.id}",
+        "/admin/books/ledger",
+        "/admin/books/settlements",
+        "/admin/books/commissions",
+        "/admin/books/reconcile",
+        "/admin/reports",
+        "/admin/audit?verify=1",
+        "/admin/risk",
+    ):
+        shown = await html(await reader.get(path))
+        main = shown.split("<main>", 1)[1]
+        assert not re.search(r"[\u3400-\u9fff]", main.replace("中文", "")), (
+            path,
+            re.findall(r".{20}[\u3400-\u9fff]+.{5}", main)[:3],
+        )
     assert (await reader.post(approve, form={"csrf": read_csrf})).status_code == 403
     assert (await reader.post("/admin/books/settle", form={"csrf": read_csrf})).status_code == 403
     async with core.db.read() as session:
