@@ -115,3 +115,16 @@ async def test_the_report_and_risk_pages_with_a_month_of_sales_and_a_held_order(
     await page.click("#held tr[data-decision] button.danger")
     await page.wait_for_selector("[data-testid=notice]")
     assert await page.query_selector("#held tr[data-decision]") is None
+
+    # A provider's statement uploaded from the reconcile page: the mismatches come back as a list.
+    upload = tmp_path / "statement.csv"
+    upload.write_text(
+        f"provider_txn_id,order_number,amount,status,time\nT-X,Q-NOT-OURS,9.00,success,{now.isoformat()}\n"
+    )
+    await page.goto(f"{served}/admin/books/reconcile")
+    await page.select_option("select[name=provider]", "sandbox")
+    await page.set_input_files("input[type=file]", str(upload))
+    await page.click("#reconcile-form button[type=submit]")
+    await page.wait_for_selector("[data-testid=mismatch-count]")
+    assert await page.locator("tr[data-mismatch=missing_with_us]").count() == 1
+    assert "Q-NOT-OURS" in await page.inner_text("[data-testid=reconcile-result]")

@@ -71,6 +71,7 @@ async def test_a_settled_day_its_statement_files_and_the_ledger_are_shown_to_fin
     assert f'data-day="{DAY}"' in listed and "¥57.00" in listed  # 75.00 gross less 3.00 off and 15.00 refunded
     day_page = await html(await client.get(f"/admin/books/settlements/{DAY}"))
     assert "shop2" in day_page and f"distributor={agent_id}" in day_page and "¥45.00" in day_page
+    assert f'href="/admin/books/settlements/{DAY}?format=csv"' in day_page
     one = await html(await client.get(f"/admin/books/settlements/{DAY}?distributor={agent_id}"))
     assert "代理 " + str(agent_id) in one and "shop2" not in one
 
