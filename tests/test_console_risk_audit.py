@@ -164,6 +164,8 @@ async def test_held_orders_are_approved_or_rejected_in_the_held_section(core: Co
     assert decided == [(1, "approved", f"operator:{OWNER}"), (2, "rejected", f"operator:{OWNER}")]
     after = await html(await client.get("/admin/risk"))
     assert 'data-decision="1"' not in after and "too many at once" in after
+    only = await html(await client.get("/admin/risk?decisions=rejected"))
+    assert 'data-decided="2"' in only and 'data-decided="1"' not in only
 
 
 async def test_the_audit_log_filters_pages_reads_changes_and_verify_names_a_tampered_record(core: Core):

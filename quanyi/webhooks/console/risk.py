@@ -11,7 +11,7 @@ from quart import redirect, request, url_for
 
 from quanyi.core.errors import QuanyiError
 from quanyi.core.money import parse_minor
-from quanyi.core.risk.views import ACTIONS, AMOUNT_METRICS, BLOCK_KINDS, METRICS
+from quanyi.core.risk.views import ACTIONS, AMOUNT_METRICS, BLOCK_KINDS, METRICS, STATUSES
 from quanyi.core.staff.roles import Area
 from quanyi.webhooks.console import blueprint
 from quanyi.webhooks.console.audit import actor_name
@@ -39,6 +39,10 @@ async def risk() -> Any:
 
 async def _risk_page(error: str = "", status: int = 200, **kept: str) -> Any:
     board = await core().risk.decision_board()
+    shown = request.args.get("decisions", "")
+    recent = board.recent
+    if shown in STATUSES:  # every decision of one status, as ``quanyi risk decisions --status``
+        recent = await core().risk.decisions(status=shown, limit=200)
     return await page(
         "console/risk.html",
         status=status,
@@ -46,7 +50,9 @@ async def _risk_page(error: str = "", status: int = 200, **kept: str) -> Any:
         blocks=await core().risk.blocks(),
         held=[d for d in board.open if d.action == "hold"],
         challenges=[d for d in board.open if d.action != "hold"],
-        recent=board.recent,
+        recent=recent,
+        statuses=STATUSES,
+        shown=shown if shown in STATUSES else "",
         metrics=METRICS,
         amount_metrics=AMOUNT_METRICS,
         actions=ACTIONS,
