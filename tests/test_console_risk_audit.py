@@ -207,8 +207,15 @@ async def test_the_audit_log_filters_pages_reads_changes_and_verify_names_a_tamp
         assert path is None or f"actor={OPERATOR}" in path
     assert seen == sorted(seen, reverse=True) and len(seen) == len(set(seen)) == 5
 
+    assert 'data-testid="anchor"' not in everything  # pinning the chain is the owner's
+    assert (await client.post("/admin/audit/anchor", form={"csrf": csrf})).status_code == 403
+    owner, owner_csrf = await signed_in(core, OWNER)
+    pinned = await html(await owner.post("/admin/audit/anchor", form={"csrf": owner_csrf}))
+    assert 'data-testid="pinned"' in pinned and "锚定" in pinned
+    async with core.db.read() as session:
+        total = await session.scalar(select(func.count()).select_from(AuditRecord))
     verified = await html(await client.get("/admin/audit?verify=1"))
-    assert "审计链完整" in verified and f"{total} 条" in verified
+    assert "审计链完整" in verified and f"{total} 条" in verified and "1 个锚点" in verified
     async with core.db.transaction() as session:
         await session.execute(update(AuditRecord).where(AuditRecord.seq == cap.seq).values(new='{"threshold":1}'))
     broken = await html(await client.get("/admin/audit?verify=1"))

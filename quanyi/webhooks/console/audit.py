@@ -22,6 +22,18 @@ CHANGES_SHOWN = 12
 @blueprint.get("/audit")
 @guard(Area.AUDIT)
 async def audit() -> Any:
+    return await _audit_page()
+
+
+@blueprint.post("/audit/anchor")
+@guard(Area.AUDIT, write=True)
+async def audit_anchor() -> Any:
+    """Pin the chain's head now, as ``quanyi audit anchor``: a line in the anchors file and a
+    message to each operator."""
+    return await _audit_page(pinned=await core().platform.anchor_audit(), anchored=True)
+
+
+async def _audit_page(pinned: Any = None, anchored: bool = False) -> Any:
     args = request.args
     actor = args.get("actor", "").strip()[:64]
     object_type = args.get("object_type", "").strip()[:32]
@@ -60,6 +72,8 @@ async def audit() -> Any:
         kept_set={k: v for k, v in kept.items() if v},
         paged=bool(before_text),
         verdict=verdict,
+        pinned=pinned,
+        anchored=anchored,
         error=error,
         who=actor_name,
         action_name=action_name,
