@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from datetime import date, timedelta
 
+    from quanyi.core.books import console_views as books_console
     from quanyi.core.books import views as books_views
     from quanyi.core.books.ledger import CheckReport
     from quanyi.core.books.reconcile import Report
@@ -221,3 +222,26 @@ class BooksService:
             tz=settings.timezone,
             margin=reconcile.DEFAULT_MARGIN if margin is None else margin,
         )
+
+    # == the web console's finance screens (helper: console) ==
+
+    async def settled_days(self, *, limit: int = 60) -> list[books_console.SettledDay]:
+        """Settled business days, newest first, with their totals per currency."""
+        from quanyi.core.books import console_views
+
+        async with self._db.read() as session:
+            return await console_views.settled_days(session, limit=limit)
+
+    async def withdrawal_detail(self, withdrawal_id: int) -> books_console.WithdrawalDetail:
+        """A withdrawal (``NotFound``) with its distributor's accounts and what it posted."""
+        from quanyi.core.books import console_views
+
+        async with self._db.read() as session:
+            return await console_views.withdrawal_detail(session, withdrawal_id)
+
+    async def account_postings(self, account: str, *, limit: int = 100) -> list[books_console.PostingLine]:
+        """An account's newest postings, with their journal entries."""
+        from quanyi.core.books import console_views
+
+        async with self._db.read() as session:
+            return await console_views.account_postings(session, account, limit=limit)

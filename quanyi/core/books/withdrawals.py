@@ -200,6 +200,9 @@ async def _decide(
         raise WithdrawalDecided(
             f"withdrawal {withdrawal_id} was {withdrawal.status} already", status=str(withdrawal.status)
         )
+    # A conditional UPDATE is not seen by the ORM's trail: the decision is noted for it here.
+    decided_to = {"status": status.value, **({"reason": reason} if reason is not None else {})}
+    audit.note(session, "update withdrawal", "withdrawal", withdrawal.id, {"status": "requested"}, decided_to)
     return withdrawal
 
 

@@ -10,7 +10,17 @@ from datetime import date, timedelta
 from typing import TYPE_CHECKING
 
 from quanyi.core.models import utcnow
-from quanyi.core.platform import audit, audit_chain, audit_views, demo, outbox, outbox_views, readiness, rotation
+from quanyi.core.platform import (
+    audit,
+    audit_chain,
+    audit_pages,
+    audit_views,
+    demo,
+    outbox,
+    outbox_views,
+    readiness,
+    rotation,
+)
 from quanyi.core.risk import rules as risk_rules
 
 if TYPE_CHECKING:
@@ -157,3 +167,29 @@ class PlatformService:
         """Once before a server starts: a database upgraded before risk rules existed gets them."""
         async with self._db.transaction() as session:
             await risk_rules.ensure_defaults(session)
+
+    # == the web console's audit page (helper: console) ==
+
+    async def audit_page(
+        self,
+        *,
+        actor: str | None = None,
+        object_type: str | None = None,
+        object_id: str | None = None,
+        day: date | None = None,
+        before: int | None = None,
+        limit: int = 50,
+    ) -> audit_pages.TrailPage:
+        """A page of the trail, newest first, older than record ``before``; ``day`` in the operator's time zone."""
+        async with self._db.read() as session:
+            return await audit_pages.trail_page(
+                session,
+                actor=actor,
+                object_type=object_type,
+                object_id=object_id,
+                day=day,
+                before=before,
+                tz=self._wiring.settings.timezone,
+                currency=self._wiring.settings.currency,
+                limit=limit,
+            )

@@ -26,6 +26,7 @@ from quanyi.core.errors import (
 )
 from quanyi.core.models import BlockEntry, Order, OrderStatus, RiskDecision, RiskRule, User, utcnow
 from quanyi.core.money import parse_minor
+from quanyi.core.platform import audit
 from quanyi.core.platform.db import Database, rowcount, upsert
 
 METRICS = (
@@ -441,6 +442,7 @@ async def block(session: AsyncSession, kind: str, value: str, *, reason: str, ac
     reason = reason.strip()
     if not reason:
         raise InvalidInput("give a reason", key="err_risk.reason_needed")
+    was = await session.scalar(select(BlockEntry.reason).where(BlockEntry.kind == kind, BlockEntry.value == value))
     await session.execute(
         upsert(session, BlockEntry)
         .values(kind=kind, value=value, reason=reason[:255], created_by=actor[:64], created_at=utcnow())
@@ -452,6 +454,10 @@ async def block(session: AsyncSession, kind: str, value: str, *, reason: str, ac
     entry = await session.scalar(select(BlockEntry).where(BlockEntry.kind == kind, BlockEntry.value == value))
     assert entry is not None
     await session.refresh(entry)
+    # An upsert is not seen by the ORM's trail: the block is noted for it here.
+    now = {"kind": kind, "value": value, "reason": entry.reason}
+    before = None if was is None else {**now, "reason": was}
+    audit.note(session, "update block" if before else "create block", "block", entry.id, before, now)
     return entry
 
 

@@ -8,6 +8,7 @@ every request; one module per area adds its pages to ``blueprint``."""
 
 from __future__ import annotations
 
+from importlib import import_module
 from pathlib import Path
 
 from quart import Blueprint
@@ -23,8 +24,28 @@ blueprint = Blueprint(
 )
 
 
+# The modules that add pages (auth first: its hooks guard every other page).
+PAGES = (
+    "auth",
+    "dashboard",
+    "staff",
+    "channels",
+    "distributors",
+    "partners",
+    "pricing",
+    "risk",
+    "books",
+    "books_commissions",
+    "books_reconcile",
+    "books_withdrawals",
+    "reports",
+    "audit",
+)
+
+
 def load_pages() -> Blueprint:
     """The blueprint with every area's pages registered (imported for their routes)."""
-    from quanyi.webhooks.console import auth, channels, dashboard, distributors, partners, pricing, staff  # noqa: F401
+    for name in PAGES:
+        import_module(f"{__name__}.{name}")
 
     return blueprint
