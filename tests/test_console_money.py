@@ -21,7 +21,6 @@ from quanyi.core.staff.roles import Role
 from tests.console import signed_in
 from tests.test_distributors import make_distributor
 from tests.test_reconcile import paid_orders, statement, statement_rows
-from tests.test_settlement import AGENT as SETTLED_AGENT
 from tests.test_settlement import DAY, a_day
 from tests.test_withdrawals import ask, grant, pockets
 
@@ -90,21 +89,6 @@ async def test_a_settled_day_its_statement_files_and_the_ledger_are_shown_to_fin
     assert f"distributor:{agent_id}:pending" in ledger and "platform:revenue" not in ledger
     postings = await html(await client.get("/admin/books/ledger?account=platform:revenue"))
     assert 'data-ref="payment:sandbox:' in postings and 'data-ref="refund:' in postings
-
-    # Commissions: the rows of the agent's referred orders, and a level's rate set by finance.
-    rows_page = await html(await client.get(f"/admin/books/commissions?distributor={SETTLED_AGENT}"))
-    assert rows_page.count("¥1.50") >= 2 and 'data-total="reversed"' in rows_page and "10%" in rows_page
-    for form in ({"level": "2", "rate": "lots"}, {"level": "0", "rate": "2%"}, {"level": "x", "rate": "2%"}):
-        assert (await client.post("/admin/books/commissions/rate", form={"csrf": csrf, **form})).status_code == 400
-    saved = await client.post("/admin/books/commissions/rate", form={"csrf": csrf, "level": "2", "rate": "2.5%"})
-    assert saved.status_code == 303
-    assert 'data-level="2"' in await html(await client.get(saved.headers["Location"]))
-    assert await core.books.commission_rates() == {1: 1000, 2: 250}
-    async with core.db.read() as session:
-        who = await session.scalar(
-            select(AuditRecord.actor).where(AuditRecord.object_type == "commission_rate", AuditRecord.front == "web")
-        )
-    assert who == f"operator:{FINANCE}"
 
 
 async def test_a_withdrawal_is_approved_paid_and_another_rejected_by_finance_with_its_id_on_the_trail(
@@ -223,7 +207,6 @@ async def test_each_role_sees_and_changes_only_what_it_may(core: Core, tmp_path)
         f"/admin/books/withdrawals/{asked.id}",
         "/admin/books/ledger",
         "/admin/books/settlements",
-        "/admin/books/commissions",
         "/admin/books/reconcile",
         "/admin/reports",
         "/admin/audit?verify=1",

@@ -35,7 +35,6 @@ PAGES = (
     "pricing",
     "risk",
     "books",
-    "books_commissions",
     "books_reconcile",
     "books_withdrawals",
     "reports",

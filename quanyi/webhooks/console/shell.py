@@ -82,7 +82,9 @@ def money(minor: int | None, currency: str | None = None) -> str:
         return "-"
     currency = currency or core().settings.currency
     symbol = {"CNY": "¥", "USD": "$", "EUR": "€"}.get(currency, "")
-    return f"{symbol}{format_minor(minor, currency)}" if symbol else f"{format_minor(minor, currency)} {currency}"
+    sign = "-" if minor < 0 else ""
+    amount = format_minor(abs(minor), currency)
+    return f"{sign}{symbol}{amount}" if symbol else f"{sign}{amount} {currency}"
 
 
 def when(moment: datetime | None, fmt: str = "%Y-%m-%d %H:%M") -> str:
