@@ -11,6 +11,7 @@ import io
 import re
 from datetime import timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from openpyxl import load_workbook
 from sqlalchemy import func, select, update
@@ -131,8 +132,9 @@ async def test_the_search_finds_orders_by_each_criterion_and_pages_and_sorts(cor
     assert await found(status="failed") == [s["failed"]]
     assert await found(attention="failed") == [s["failed"]]
     assert await found(channel="bot", status="pending") == [s["waiting"]]
-    today = utcnow().astimezone().date().isoformat()
-    two_days_ago = (utcnow() - timedelta(days=2)).date().isoformat()
+    zone = ZoneInfo(core.settings.timezone)  # days are the operator's
+    today = utcnow().astimezone(zone).date().isoformat()
+    two_days_ago = (utcnow() - timedelta(days=2)).astimezone(zone).date().isoformat()
     assert s["waiting"] not in await found(**{"from": today})
     assert s["waiting"] in await found(**{"from": two_days_ago, "to": two_days_ago})
     # Sorted by amount, both ways; paged two by two (the pager keeps the filters).
@@ -222,7 +224,7 @@ async def test_the_order_page_shows_lines_price_payments_messages_and_trail(core
     assert "Price" in await text_of(english)
 
 
-async def test_a_refund_whole_and_by_line_moves_the_ledger_and_names_the_person(core: Core, tmp_path: Path):
+async def test_refunds_whole_by_line_and_by_hand_move_the_ledger_and_name_the_person(core: Core, tmp_path, monkeypatch):
     s = await shop(core, tmp_path)
     client, csrf = await signed_in(core)
     line = await client.post(
@@ -257,6 +259,15 @@ async def test_a_refund_whole_and_by_line_moves_the_ledger_and_names_the_person(
     assert bad_line.status_code == 400
     pending = await client.post(f"/admin/orders/{s['waiting']}/refund", form={"csrf": csrf, "reason": "r"})
     assert pending.status_code == 400
+    # A provider without a refund API: the page offers to record a refund paid outside quanyi.
+    monkeypatch.setattr(core.payments.get("sandbox"), "supports_refund", False)
+    offered = await client.post(f"/admin/orders/{s['alice']}/refund", form={"csrf": csrf, "reason": "bank"})
+    offer = await text_of(offered)
+    assert offered.status_code == 400 and 'class="card order-manual"' in offer and 'value="bank"' in offer
+    recorded = await client.post(
+        f"/admin/orders/{s['alice']}/refund", form={"csrf": csrf, "manual": "1", "line": "0", "reason": "bank"}
+    )
+    assert recorded.status_code == 303 and "done=manual" in recorded.headers["Location"]
     # A failed order is marked refunded by hand (paid back outside quanyi).
     manual = await client.post(
         f"/admin/orders/{s['failed']}/refund", form={"csrf": csrf, "manual": "1", "reason": "paid back by bank"}

@@ -16,7 +16,7 @@ from datetime import date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import ColumnElement, Select, and_, func, not_, or_, select
+from sqlalchemy import ColumnElement, Row, and_, func, not_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from quanyi.core.errors import InvalidInput
@@ -24,6 +24,7 @@ from quanyi.core.models import (
     AuditRecord,
     Channel,
     Order,
+    OrderLine,
     OrderStatus,
     OutboxMessage,
     Partner,
@@ -293,9 +294,9 @@ def check_query(query: OrderQuery) -> None:
 
 async def _selection(
     session: AsyncSession, keyring: KeyRing, query: OrderQuery, *, tz: str, stuck_after: timedelta
-) -> tuple[Select[Any] | None, list[str]]:
+) -> tuple[Any, list[str]]:  # (a Select or None, what the text matched)
     check_query(query)
-    statement = select(Order)
+    statement = select(*_COLUMNS)
     matched: list[str] = []
     if query.text.strip():
         order_ids, user_ids, matched = await _text_matches(session, keyring, query.text)
@@ -334,7 +335,7 @@ async def search(
     statement, matched = await _selection(session, keyring, query, tz=tz, stuck_after=stuck_after)
     if statement is None:
         return OrderPage((), query.page, False, ())
-    found = list(await session.scalars(statement.offset((query.page - 1) * per_page).limit(per_page + 1)))
+    found = (await session.execute(statement.offset((query.page - 1) * per_page).limit(per_page + 1))).all()
     rows = await _rows(session, found[:per_page])
     return OrderPage(tuple(rows), query.page, len(found) > per_page, tuple(matched))
 
@@ -346,16 +347,40 @@ async def export_rows(
     statement, _ = await _selection(session, keyring, query, tz=tz, stuck_after=stuck_after)
     if statement is None:
         return []
-    found = list(await session.scalars(statement.limit(EXPORT_LIMIT)))
+    found = (await session.execute(statement.limit(EXPORT_LIMIT))).all()
     rows: list[OrderListRow] = []
     for start in range(0, len(found), 1000):
         rows += await _rows(session, found[start : start + 1000])
     return rows
 
 
-async def _rows(session: AsyncSession, found: Sequence[Order]) -> list[OrderListRow]:
+# What a list row reads of an order: plain columns, no ORM objects (an export reads thousands).
+_COLUMNS = (
+    Order.id,
+    Order.number,
+    Order.created_at,
+    Order.status,
+    Order.channel,
+    Order.user_id,
+    Order.amount,
+    Order.currency,
+    Order.payment_method,
+    Order.paid_at,
+    Order.failure_reason,
+)
+
+
+async def _rows(session: AsyncSession, found: Sequence[Row[Any]]) -> list[OrderListRow]:
     buyers = {o.user_id for o in found if o.user_id is not None}
     names = dict((await session.execute(select(User.id, User.username).where(User.id.in_(buyers)))).all())
+    items: dict[int, list[str]] = {}
+    lines = await session.execute(
+        select(OrderLine.order_id, OrderLine.name, OrderLine.quantity)
+        .where(OrderLine.order_id.in_([o.id for o in found]))
+        .order_by(OrderLine.order_id, OrderLine.line_no)
+    )
+    for order_id, name, quantity in lines.all():
+        items.setdefault(order_id, []).append(f"{name} x{quantity}")
     return [
         OrderListRow(
             number=o.number,
@@ -364,7 +389,7 @@ async def _rows(session: AsyncSession, found: Sequence[Order]) -> list[OrderList
             channel=o.channel,
             user_id=o.user_id,
             username=names.get(o.user_id) if o.user_id is not None else None,
-            items=", ".join(f"{line.name} x{line.quantity}" for line in o.lines),
+            items=", ".join(items.get(o.id, [])),
             amount=o.amount,
             currency=o.currency,
             payment_method=o.payment_method,
