@@ -128,7 +128,7 @@ async def test_the_search_finds_orders_by_each_criterion_and_pages_and_sorts(cor
     by_code = [await found(q=code) for code in codes]  # a card key is matched through its hash
     held = [(s["alice"],), (s["alice"],), (s["pack"],), (s["waiting"],)]  # sold, and set aside for the unpaid one
     assert sorted(map(tuple, filter(None, by_code))) == sorted(held)
-    assert await found(q="no-such-thing") == []
+    assert await found(q="no-such-thing") == [] and await found(q="a\x00b") == []
     assert await found(status="failed") == [s["failed"]]
     assert await found(attention="failed") == [s["failed"]]
     assert await found(channel="bot", status="pending") == [s["waiting"]]
@@ -144,7 +144,14 @@ async def test_the_search_finds_orders_by_each_criterion_and_pages_and_sorts(cor
     by_status = await found(sort="status")  # delivered, delivered, failed, pending
     assert by_status[2:] == [s["failed"], s["waiting"]] and await found(sort="-status") == by_status[::-1]
     # Malformed queries are refused with a reason, never a 500.
-    for bad in ({"from": "yesterday"}, {"page": "x"}, {"status": "lost"}, {"sort": "name"}, {"attention": "x"}):
+    for bad in (
+        {"from": "yesterday"},
+        {"page": "x"},
+        {"status": "lost"},
+        {"sort": "name"},
+        {"attention": "x"},
+        {"channel": "a\x00b"},
+    ):
         answer = await client.get("/admin/orders", query_string=bad)
         assert answer.status_code == 400 and 'data-testid="error"' in await text_of(answer)
     page_one = await client.get("/admin/orders", query_string={"status": "delivered"})

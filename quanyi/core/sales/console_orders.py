@@ -284,6 +284,8 @@ def check_query(query: OrderQuery) -> None:
         raise InvalidInput("no such status", key="console_orders.err_status", field="status")
     if query.attention and query.attention not in ATTENTION:
         raise InvalidInput("no such list", key="console_orders.err_attention", field="attention")
+    if query.channel and not (len(query.channel) <= 64 and query.channel.isprintable()):
+        raise InvalidInput("no such channel", key="console_orders.err_channel", field="channel")
     if query.sort not in SORTS:
         raise InvalidInput("no such order", key="console_orders.err_sort", field="sort")
     if query.start and query.end and query.start > query.end:

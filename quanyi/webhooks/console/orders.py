@@ -193,7 +193,7 @@ async def _review_page(*, error: str = "", notice: str = "", manual_for: int | N
 @guard(Area.ORDERS, write=True)
 async def review_refund(payment_id: int) -> Any:
     form = await request.form
-    why = form.get("reason", "")
+    why = form.get("reason", "").replace("\x00", "")  # PostgreSQL refuses a NUL in text
     manual = form.get("manual", "") == "1"
     try:
         await core().staff.require_payment_refund(me().user_id, payment_id)

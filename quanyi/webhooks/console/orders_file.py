@@ -71,7 +71,7 @@ def _line(raw: str) -> int | None:
 @guard(Area.ORDERS, write=True)
 async def order_refund(number: str) -> Any:
     form = await request.form
-    why = form.get("reason", "")
+    why = form.get("reason", "").replace("\x00", "")  # PostgreSQL refuses a NUL in text
     manual = form.get("manual", "") == "1"
     try:
         line_no = _line(form.get("line", ""))
