@@ -288,6 +288,7 @@ async def test_roles_support_within_its_limit_read_only_and_finance_refused(core
     s = await shop(core, tmp_path)
     support, support_csrf = await signed_in(core, SUPPORT, Role.SUPPORT)  # limit ¥50.00
     await core.staff.add(SUPPORT, Role.SUPPORT, refund_limit=2000, actor="test", front="cli")
+    assert "¥20.00" in await text_of(await support.get(f"/admin/orders/{s['alice']}"))  # told its limit
     over = await support.post(f"/admin/orders/{s['alice']}/refund", form={"csrf": support_csrf, "reason": "r"})
     assert over.status_code == 403  # ¥30.00 over its ¥20.00 limit
     under = await support.post(

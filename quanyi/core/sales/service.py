@@ -487,8 +487,10 @@ class SalesService:
                 stuck_after=self._stuck_after(),
             )
 
-    async def export_orders(self, query: console_orders.OrderQuery) -> list[console_orders.OrderListRow]:
-        """Every order a console search names, up to ``console_orders.EXPORT_LIMIT``; never a code."""
+    async def export_orders(
+        self, query: console_orders.OrderQuery, *, limit: int = console_orders.EXPORT_LIMIT
+    ) -> list[console_orders.OrderListRow]:
+        """The first ``limit`` orders a console search names (at most ``console_orders.EXPORT_LIMIT``); never a code."""
         async with self._db.read() as session:
             return await console_orders.export_rows(
                 session,
@@ -496,6 +498,7 @@ class SalesService:
                 query,
                 tz=self._wiring.settings.timezone,
                 stuck_after=self._stuck_after(),
+                limit=limit,
             )
 
     async def order_channels(self) -> list[str]:

@@ -4,6 +4,7 @@ The order's own page and its actions are in ``orders_file``."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import date
 from typing import Any
 
@@ -13,7 +14,15 @@ from quanyi.core.errors import Forbidden, NotFound, QuanyiError, RefundNotSuppor
 from quanyi.core.money import Money
 from quanyi.core.platform import audit
 from quanyi.core.platform.export import csv_bytes, xlsx_bytes
-from quanyi.core.sales.console_orders import ATTENTION, SORTS, STATUSES, OrderListRow, OrderQuery
+from quanyi.core.sales.console_orders import (
+    ATTENTION,
+    EXPORT_LIMIT,
+    SORTS,
+    STATUSES,
+    XLSX_LIMIT,
+    OrderListRow,
+    OrderQuery,
+)
 from quanyi.core.staff.roles import Area
 from quanyi.webhooks.console import blueprint
 from quanyi.webhooks.console.shell import core, guard, me, message, page, reason, text, when
@@ -89,6 +98,7 @@ async def _search_page(found: Any, *, error: str = "", status: int = 200) -> Any
         args=args,
         link=link,
         export_args=args,
+        export_limits=(EXPORT_LIMIT, XLSX_LIMIT),
         statuses=STATUSES,
         attentions=ATTENTION,
         sorts=SORTS,
@@ -136,9 +146,9 @@ def _cells(row: OrderListRow) -> list[Any]:
     ]
 
 
-async def _export_rows() -> list[OrderListRow] | Any:
+async def _export_rows(limit: int) -> list[OrderListRow] | Any:
     try:
-        return await core().sales.export_orders(parse_query())
+        return await core().sales.export_orders(parse_query(), limit=limit)
     except BadQuery as exc:
         return await message(text("console_orders.export_title"), str(exc), status=400, bad=True)
     except QuanyiError as exc:
@@ -148,20 +158,22 @@ async def _export_rows() -> list[OrderListRow] | Any:
 @blueprint.get("/orders/export.csv")
 @guard(Area.ORDERS)
 async def orders_export_csv() -> Any:
-    rows = await _export_rows()
+    rows = await _export_rows(EXPORT_LIMIT)
     if not isinstance(rows, list):
         return rows
-    body = csv_bytes([_headers(), *(_cells(row) for row in rows)], bom=True)
+    cells = [_headers(), *(_cells(row) for row in rows)]
+    body = await asyncio.to_thread(csv_bytes, cells, bom=True)  # the loop keeps serving meanwhile
     return Response(body, 200, _download("csv", "text/csv; charset=utf-8"))
 
 
 @blueprint.get("/orders/export.xlsx")
 @guard(Area.ORDERS)
 async def orders_export_xlsx() -> Any:
-    rows = await _export_rows()
+    rows = await _export_rows(XLSX_LIMIT)
     if not isinstance(rows, list):
         return rows
-    body = xlsx_bytes(text("console.nav.orders"), _headers(), [_cells(row) for row in rows])
+    cells = [_cells(row) for row in rows]
+    body = await asyncio.to_thread(xlsx_bytes, text("console.nav.orders"), _headers(), cells)
     return Response(body, 200, _download("xlsx", "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"))
 
 
