@@ -223,7 +223,7 @@ async def test_the_order_page_shows_lines_price_payments_messages_and_trail(core
     assert "PACK" in html and "套餐" in html  # the price breakdown names the bundle
     assert "¥20.00" in html and "ACME-77" in html and "@carol" in html
     assert "sandbox" in html and "发货" in html  # the payment, and the delivery message's state
-    assert "payment.paid" in html or "order" in html  # the trail
+    assert "payment.applied" in html and "payment:sandbox" in html  # the trail
     codes = s["codes"]
     assert isinstance(codes, list) and not any(code in html for code in codes)
     assert (await client.get("/admin/orders/QNOSUCHORDER")).status_code == 404
@@ -369,7 +369,8 @@ async def test_payments_kept_for_review_are_refunded_from_their_page(core: Core,
     assert found and "T-TWICE" in page
     done = await client.post(f"/admin/orders/review/{found.group(1)}/refund", form={"csrf": csrf, "reason": "twice"})
     assert done.status_code == 303
-    assert 'data-payment="' not in await text_of(await client.get("/admin/orders/review"))
+    after = await text_of(await client.get(done.headers["Location"]))
+    assert 'data-payment="' not in after and "已退款。" in after
 
 
 async def test_the_attention_lists_find_stuck_and_failed_recharges(core: Core, tmp_path: Path):

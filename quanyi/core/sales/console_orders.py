@@ -32,6 +32,7 @@ from quanyi.core.models import (
     Product,
     Recharge,
     RechargeStatus,
+    RedeemToken,
     Refund,
     RefundStatus,
     StockItem,
@@ -494,10 +495,14 @@ async def _messages(session: AsyncSession, order: Order) -> list[ChatMessage]:
     return found
 
 
-async def _trail(session: AsyncSession, number: str, refund_ids: Sequence[int], currency: str) -> list[TrailRecord]:
-    named = [and_(AuditRecord.object_type == "order", AuditRecord.object_id == number)]
-    if refund_ids:
-        named.append(and_(AuditRecord.object_type == "refund", AuditRecord.object_id.in_([str(i) for i in refund_ids])))
+async def _trail(session: AsyncSession, order: Order, refund_ids: Sequence[int]) -> list[TrailRecord]:
+    """The order's records, its refunds' and its links' uses (ix_audit_log_object), newest first."""
+    named = [and_(AuditRecord.object_type == "order", AuditRecord.object_id == order.number)]
+    tokens = [str(i) for i in await session.scalars(select(RedeemToken.id).where(RedeemToken.order_id == order.id))]
+    for kind, ids in (("refund", [str(i) for i in refund_ids]), ("redeem_token", tokens)):
+        if ids:
+            named.append(and_(AuditRecord.object_type == kind, AuditRecord.object_id.in_(ids)))
+    currency = order.currency
     rows = await session.scalars(select(AuditRecord).where(or_(*named)).order_by(AuditRecord.seq.desc()).limit(200))
     return [
         TrailRecord(
@@ -559,7 +564,7 @@ async def order_file(session: AsyncSession, number: str) -> OrderFile:
         price=price_breakdown(order.pricing, bundle_skus),
         recharges=tuple(recharges),
         messages=tuple(await _messages(session, order)),
-        trail=tuple(await _trail(session, order.number, refund_ids, order.currency)),
+        trail=tuple(await _trail(session, order, refund_ids)),
         line_amounts=refundable,
         codes_revealable=order.status == OrderStatus.DELIVERED,
         resendable=order.status == OrderStatus.DELIVERED and order.chat_id is not None,
