@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import re
 from datetime import timedelta
 from pathlib import Path
@@ -226,6 +227,23 @@ async def test_the_order_page_shows_lines_price_payments_messages_and_trail(core
     assert "payment.applied" in html and "payment:sandbox" in html  # the trail
     codes = s["codes"]
     assert isinstance(codes, list) and not any(code in html for code in codes)
+    # A promotion and a coupon, as the pricing snapshot keeps them, are named with what each took off.
+    snapshot = {
+        "currency": "CNY",
+        "list": 3000,
+        "lines": [{"sku": "VIP", "quantity": 2, "unit_price": 1500, "list": 3000, "payable": 2300}],
+        "adjustments": [
+            {"kind": "promotion", "id": 1, "name": "满20减5", "amount": 500, "code": None, "capped": False},
+            {"kind": "coupon", "id": 2, "name": "Welcome", "amount": 200, "code": "WELCOME10", "capped": True},
+        ],
+        "skipped": [],
+        "payable": 2300,
+    }
+    async with core.db.transaction() as session:
+        await session.execute(update(Order).where(Order.number == s["alice"]).values(pricing=json.dumps(snapshot)))
+    priced = await text_of(await client.get(f"/admin/orders/{s['alice']}"))
+    assert "满20减5" in priced and "−¥5.00" in priced and "WELCOME10" in priced and "−¥2.00" in priced
+    assert "¥23.00" in priced and "已到最低价为止" in priced
     assert (await client.get("/admin/orders/QNOSUCHORDER")).status_code == 404
     english = await client.get(f"/admin/orders/{s['pack']}", headers={"Accept-Language": "en"})
     assert "Price" in await text_of(english)
