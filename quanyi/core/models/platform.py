@@ -23,6 +23,7 @@ class User(Base):
     """A Telegram user who has talked to the bot."""
 
     __tablename__ = "users"
+    __table_args__ = (Index("ix_users_username", "username"),)  # the console finds a buyer by @name
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     username: Mapped[str | None] = mapped_column(String(64), nullable=True)
@@ -48,7 +49,10 @@ class OutboxMessage(Base):
     """
 
     __tablename__ = "outbox"
-    __table_args__ = (Index("ix_outbox_due", "status", "next_attempt_at"),)
+    __table_args__ = (
+        Index("ix_outbox_due", "status", "next_attempt_at"),
+        Index("ix_outbox_chat", "chat_id"),  # an order's messages, read from its buyer's chat
+    )
 
     id: Mapped[int] = mapped_column(IdType, primary_key=True)
     chat_id: Mapped[int] = mapped_column(BigInteger)
@@ -82,6 +86,7 @@ class AuditRecord(Base):
     records from before the key), so an edited, deleted or reordered record breaks the chain."""
 
     __tablename__ = "audit_log"
+    __table_args__ = (Index("ix_audit_log_object", "object_type", "object_id"),)  # one object's trail
 
     id: Mapped[int] = mapped_column(IdType, primary_key=True)
     seq: Mapped[int] = mapped_column(BigInteger, unique=True)  # 1, 2, 3... with no gap

@@ -37,6 +37,12 @@ class Order(Base):
         Index("ix_orders_paid_at", "paid_at"),  # a day's settlement and the sales reports
         # The paid orders operators were not told of yet (quanyi.core.sales.paid_notices).
         Index("ix_orders_operator_noticed", "operator_noticed_at", "paid_at"),
+        # The console's order search (quanyi.core.sales.console_orders): newest first, by status
+        # or channel, by amount, over a million orders.
+        Index("ix_orders_created", "created_at"),
+        Index("ix_orders_status_created", "status", "created_at"),
+        Index("ix_orders_channel_created", "channel", "created_at"),
+        Index("ix_orders_amount", "amount"),
         # A request repeated on one channel (a double tap, an API retry) makes one order.
         UniqueConstraint("channel", "idempotency_key", name="uq_orders_channel_idempotency_key"),
     )

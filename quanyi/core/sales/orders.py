@@ -692,6 +692,8 @@ async def order_details(session: AsyncSession, number: str) -> OrderDetails:
         await session.execute(
             select(OutboxMessage.status, OutboxMessage.last_error)
             .where(
+                # The delivery goes to the order's chat: ix_outbox_chat finds it among millions.
+                OutboxMessage.chat_id == order.chat_id,
                 OutboxMessage.kind == "delivery",
                 OutboxMessage.payload == json.dumps({"order_id": order.id}, separators=(",", ":")),
             )

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import replace
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 import aiohttp
@@ -31,7 +32,17 @@ from quanyi.core.payments.base import CallbackRequest, PaymentStart, RefundEvent
 from quanyi.core.payments.sandbox import Sandbox
 from quanyi.core.platform import outbox
 from quanyi.core.risk import rules as risk
-from quanyi.core.sales import manual, manual_views, order_lookup, orders, pay_buttons, recharge, redeem, refunds
+from quanyi.core.sales import (
+    console_orders,
+    manual,
+    manual_views,
+    order_lookup,
+    orders,
+    pay_buttons,
+    recharge,
+    redeem,
+    refunds,
+)
 from quanyi.core.sales import views as sales_views
 from quanyi.core.sales.orders import Buyer, OrderRequest
 from quanyi.core.sales.placement import Placement, resume_payment
@@ -456,3 +467,61 @@ class SalesService:
             task = await manual.fail(session, task_id, operator_id, reason)
         await manual.resolve(self._wiring, task.id, actor=f"operator:{operator_id}")
         return await self.manual_task(task.id)
+
+    # == console: order search, the order file, reveal and re-send (helper: console orders) ==
+
+    def _stuck_after(self) -> timedelta:
+        """A recharge still unfinished this long after payment is stuck: the re-query job has
+        asked its supplier at least once (after QUANYI_RECHARGE_QUERY_AFTER_SECONDS) and it has not ended."""
+        settings = self._wiring.settings
+        return timedelta(seconds=settings.recharge_query_after_seconds + settings.recharge_job_seconds)
+
+    async def search_orders(self, query: console_orders.OrderQuery) -> console_orders.OrderPage:
+        """One page of the orders a console search names (``InvalidInput`` with the ``field``)."""
+        async with self._db.read() as session:
+            return await console_orders.search(
+                session,
+                self._wiring.keyring,
+                query,
+                tz=self._wiring.settings.timezone,
+                stuck_after=self._stuck_after(),
+            )
+
+    async def export_orders(
+        self, query: console_orders.OrderQuery, *, limit: int = console_orders.EXPORT_LIMIT
+    ) -> list[console_orders.OrderListRow]:
+        """The first ``limit`` orders a console search names (at most ``console_orders.EXPORT_LIMIT``); never a code."""
+        async with self._db.read() as session:
+            return await console_orders.export_rows(
+                session,
+                self._wiring.keyring,
+                query,
+                tz=self._wiring.settings.timezone,
+                stuck_after=self._stuck_after(),
+                limit=limit,
+            )
+
+    async def order_channels(self) -> list[str]:
+        async with self._db.read() as session:
+            return await console_orders.channels(session)
+
+    async def orders_needing_attention(self) -> dict[str, int]:
+        """How many orders each of the console's attention lists holds (failed, recharge_stuck, recharge_failed)."""
+        async with self._db.read() as session:
+            return await console_orders.attention_counts(session, stuck_after=self._stuck_after())
+
+    async def order_file(self, number: str) -> console_orders.OrderFile:
+        """One order with its price, payments, refunds, recharges, chat messages and trail (``NotFound``)."""
+        async with self._db.read() as session:
+            return await console_orders.order_file(session, number)
+
+    async def reveal_codes(self, number: str, actor: str, *, front: str = "web") -> sales_views.MyCodes:
+        """A delivered order's codes for an operator; the trail records ``reveal codes`` by ``actor``."""
+        async with self._db.transaction() as session:
+            return await console_orders.reveal_codes(session, self._wiring.keyring, number, actor=actor, front=front)
+
+    async def resend_delivery(self, number: str, actor: str, *, front: str = "web") -> None:
+        """Send a delivered order's codes to its buyer's chat again (outbox); audited."""
+        async with self._db.transaction() as session:
+            await console_orders.resend_delivery(session, number, actor=actor, front=front)
+        self._wiring.outbox_wakeup.set()

@@ -29,6 +29,8 @@ PAGES = (
     "auth",
     "dashboard",
     "staff",
+    "orders",
+    "orders_file",
     "channels",
     "distributors",
     "partners",
