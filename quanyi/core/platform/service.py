@@ -10,7 +10,17 @@ from datetime import date, timedelta
 from typing import TYPE_CHECKING
 
 from quanyi.core.models import utcnow
-from quanyi.core.platform import audit, audit_chain, audit_views, demo, outbox, outbox_views, readiness, rotation
+from quanyi.core.platform import (
+    audit,
+    audit_chain,
+    audit_views,
+    demo,
+    outbox,
+    outbox_backlog,
+    outbox_views,
+    readiness,
+    rotation,
+)
 from quanyi.core.risk import rules as risk_rules
 
 if TYPE_CHECKING:
@@ -157,3 +167,10 @@ class PlatformService:
         """Once before a server starts: a database upgraded before risk rules existed gets them."""
         async with self._db.transaction() as session:
             await risk_rules.ensure_defaults(session)
+
+    # == the console's outbox page ==
+
+    async def outbox_backlog(self, *, limit: int = 200) -> outbox_backlog.Backlog:
+        """Chat messages not sent yet and those given up on, oldest first (never their payload)."""
+        async with self._db.read() as session:
+            return await outbox_backlog.backlog(session, limit=limit)
