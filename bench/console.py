@@ -210,8 +210,9 @@ def bare_queries(dialect: str, now: datetime) -> list[tuple[str, dict[str, Any]]
         "SELECT code, name FROM channels",
         "SELECT id, name FROM distributors",
         "SELECT id, sku, name, kind, low_stock_threshold FROM products ORDER BY sort_order, id",
-        "SELECT product_id, status, expires_at IS NOT NULL AND expires_at <= :now AS x, count(*) FROM stock_items "
-        "GROUP BY product_id, status, x",
+        "SELECT product_id, status, count(*) FROM stock_items GROUP BY product_id, status",
+        "SELECT product_id, count(*) FROM stock_items WHERE status = 'available' AND expires_at <= :now "
+        "GROUP BY product_id",
         "SELECT a.product_id, a.mode, a.allocated, a.reserved, a.sold, a.threshold, c.code, c.name, c.kind "
         "FROM allocations a JOIN channels c ON c.id = a.channel_id",
         "SELECT (SELECT count(*) FROM payments p WHERE p.outcome = 'needs_review' AND NOT EXISTS "

@@ -18,6 +18,7 @@ from quanyi.core.books.dashboard import Figures
 from quanyi.core.models import (
     Order,
     OutboxMessage,
+    Product,
     Refund,
     RiskDecision,
     StockItem,
@@ -188,8 +189,17 @@ def row(html: str, table: str, attrs: str) -> str:
 
 async def test_the_figures_are_the_scripted_sales_as_the_reports_count_them(core: Core, tmp_path):
     scripted = await script(core, tmp_path)
+    async with core.db.transaction() as session:  # one of GOLD's two codes left expired yesterday
+        gold = select(StockItem.id).where(StockItem.status == "available", StockItem.serial.is_(None))
+        gold = gold.join(Product, Product.id == StockItem.product_id).where(Product.sku == "GOLD").limit(1)
+        expired = await session.scalar(gold)
+        await session.execute(
+            update(StockItem).where(StockItem.id == expired).values(expires_at=utcnow() - timedelta(days=1))
+        )
     board = await core.books.dashboard()
     want = expected(scripted, board.now)
+    (gold_pool,) = [s for s in board.stock if s.sku == "GOLD"]
+    assert (gold_pool.available, gold_pool.expired, gold_pool.sold, gold_pool.low) == (1, 1, 1, True)
     main = board.main
     assert (main.today, main.yesterday, main.month) == (want["today"], want["yesterday"], want["month"])
     # The script sold something on both days, refunded today and failed one order (paid, so counted).

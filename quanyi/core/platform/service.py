@@ -10,20 +10,11 @@ from datetime import date, timedelta
 from typing import TYPE_CHECKING
 
 from quanyi.core.models import utcnow
-from quanyi.core.platform import (
-    audit,
-    audit_chain,
-    audit_views,
-    demo,
-    outbox,
-    outbox_backlog,
-    outbox_views,
-    readiness,
-    rotation,
-)
+from quanyi.core.platform import audit, audit_chain, audit_views, demo, outbox, outbox_views, readiness, rotation
 from quanyi.core.risk import rules as risk_rules
 
 if TYPE_CHECKING:
+    from quanyi.core.platform import outbox_backlog
     from quanyi.core.wiring import Wiring
 
 
@@ -172,5 +163,7 @@ class PlatformService:
 
     async def outbox_backlog(self, *, limit: int = 200) -> outbox_backlog.Backlog:
         """Chat messages not sent yet and those given up on, oldest first (never their payload)."""
+        from quanyi.core.platform import outbox_backlog
+
         async with self._db.read() as session:
             return await outbox_backlog.backlog(session, limit=limit)
