@@ -15,10 +15,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Any
+from typing import Any, cast
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import ColumnElement, case, exists, func, select
+from sqlalchemy import ColumnElement, case, exists, func, literal, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from quanyi.core.books.reports import OPERATOR, _labels, paid_between, refunded_between
@@ -192,11 +192,18 @@ def _midnight(day: date, tz: str) -> datetime:
 
 
 def _bucket(column: Any, edges: Sequence[datetime]) -> ColumnElement[int]:
-    """``i`` where ``edges[i] <= column < edges[i + 1]`` (the query keeps to edges[0]..edges[-1])."""
+    """``i`` where ``edges[i] <= column < edges[i + 1]`` (the query keeps to edges[0]..edges[-1]):
+    nested CASEs halving the range, so a row is compared about log2(buckets) times, not once per
+    bucket (31 days, 49 hours)."""
     inner = edges[1:-1]
-    if not inner:
-        return case((column.is_not(None), 0), else_=0)
-    return case(*[(column < edge, i) for i, edge in enumerate(inner)], else_=len(inner))
+
+    def between(first: int, last: int) -> Any:
+        if first == last:
+            return literal(first)
+        middle = (first + last + 1) // 2  # bucket ``middle`` starts at inner[middle - 1]
+        return case((column < inner[middle - 1], between(first, middle - 1)), else_=between(middle, last))
+
+    return cast(ColumnElement[int], between(0, len(inner)))
 
 
 Buckets = dict[tuple[int, str], list[int]]  # (bucket, currency) -> [orders, gross, discounts, refunds]
