@@ -230,15 +230,20 @@ def bare_queries(dialect: str, now: datetime) -> list[tuple[str, dict[str, Any]]
     return [(sql, values) for sql in q]
 
 
-async def timed(fn: Callable[[], Awaitable[Any]], repeat: int) -> float:
-    """The median of ``repeat`` runs after one warm-up, in milliseconds."""
-    await fn()
-    runs = []
+async def paired(
+    bare: Callable[[], Awaitable[Any]], ours: Callable[[], Awaitable[Any]], repeat: int
+) -> tuple[float, float]:
+    """Medians in milliseconds of ``repeat`` runs of each, after a warm-up, taken in turns so that
+    a busy machine slows both alike (the ratio is what this measures)."""
+    await bare()
+    await ours()
+    runs: tuple[list[float], list[float]] = ([], [])
     for _ in range(repeat):
-        started = time.perf_counter()
-        await fn()
-        runs.append((time.perf_counter() - started) * 1000)
-    return statistics.median(runs)
+        for fn, out in ((bare, runs[0]), (ours, runs[1])):
+            started = time.perf_counter()
+            await fn()
+            out.append((time.perf_counter() - started) * 1000)
+    return statistics.median(runs[0]), statistics.median(runs[1])
 
 
 async def measure(url: str, n: int, m: int, days: int, repeat: int) -> list[tuple[str, float, float]]:
@@ -280,10 +285,9 @@ async def _compare(core: Core, db: Database, n: int, repeat: int, signed_in: Any
         assert answer.status_code == 200
         await answer.get_data()
 
-    ceiling = await timed(bare, repeat)
     rows = [
-        ("dashboard: core.books.dashboard()", ceiling, await timed(core.books.dashboard, repeat)),
-        ("dashboard: GET /admin/dashboard/live", ceiling, await timed(fragment, repeat)),
+        ("dashboard: core.books.dashboard()", *await paired(bare, core.books.dashboard, repeat)),
+        ("dashboard: GET /admin/dashboard/live", *await paired(bare, fragment, repeat)),
     ]
     picks = random.Random(7).sample(range(1, n + 1), 50)
     numbers = [f"B{i}" for i in picks if i % 1000]
@@ -320,22 +324,10 @@ async def _compare(core: Core, db: Database, n: int, repeat: int, signed_in: Any
         for user in buyers:
             await core.sales.my_orders(user, limit=10)
 
-    per = len(numbers)
-    rows.append(
-        (
-            "order by number: sales.order_sheet",
-            await timed(bare_sheets, repeat) / per,
-            await timed(sheets, repeat) / per,
-        )
-    )
-    per = len(buyers)
-    rows.append(
-        (
-            "orders by buyer: sales.my_orders",
-            await timed(bare_buyers, repeat) / per,
-            await timed(buyer_orders, repeat) / per,
-        )
-    )
+    ceiling, ours = await paired(bare_sheets, sheets, repeat)
+    rows.append(("order by number: sales.order_sheet", ceiling / len(numbers), ours / len(numbers)))
+    ceiling, ours = await paired(bare_buyers, buyer_orders, repeat)
+    rows.append(("orders by buyer: sales.my_orders", ceiling / len(buyers), ours / len(buyers)))
     return rows
 
 
@@ -347,7 +339,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--backend", default="sqlite,postgresql")
     args = parser.parse_args()
-    print(f"console over {args.orders:,} orders ({args.days} days) and {args.codes:,} codes; median of {args.repeat}")
+    print(
+        f"console over {args.orders:,} orders ({args.days} days) and {args.codes:,} codes; median of {args.repeat}, taken in turns"
+    )
     for backend in args.backend.split(","):
         print(backend, flush=True)
         if backend == "sqlite":
