@@ -340,7 +340,8 @@ def main() -> None:
     parser.add_argument("--backend", default="sqlite,postgresql")
     args = parser.parse_args()
     print(
-        f"console over {args.orders:,} orders ({args.days} days) and {args.codes:,} codes; median of {args.repeat}, taken in turns"
+        f"console over {args.orders:,} orders ({args.days} days) and {args.codes:,} codes; "
+        f"medians of {args.repeat} runs, taken in turns"
     )
     for backend in args.backend.split(","):
         print(backend, flush=True)
