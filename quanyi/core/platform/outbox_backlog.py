@@ -5,7 +5,7 @@ payments; the sender renders their contents only when it sends)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -67,8 +67,6 @@ async def backlog(session: AsyncSession, *, limit: int = 200) -> Backlog:
 
 
 def _aware(moment: datetime | str | None) -> datetime | None:
-    from datetime import UTC
-
     if isinstance(moment, str):  # an aggregate of a time column comes back as text on SQLite
         moment = datetime.fromisoformat(moment)
     if moment is not None and moment.tzinfo is None:
