@@ -95,6 +95,22 @@ def _day_of(column: Any, p: Period) -> ColumnElement[str]:
     return case(*whens, else_=days[-1].isoformat())
 
 
+def paid_between(lo: datetime, hi: datetime) -> ColumnElement[bool]:
+    """The orders a period's sales count: those *paid* in [lo, hi) (reports, the dashboard)."""
+    return and_(Order.paid_at >= lo, Order.paid_at < hi)
+
+
+def refunded_between(lo: datetime, hi: datetime) -> ColumnElement[bool]:
+    """The refunds a period's sales subtract: those *completed* in [lo, hi)."""
+    return and_(
+        Refund.completed_at >= lo,
+        Refund.completed_at < hi,
+        Refund.status.in_(_DONE),
+        # ``payment:<id>`` gives back a payment kept for review: never part of an order's sale.
+        ~Refund.scope.startswith("payment:"),
+    )
+
+
 def _order_product(which: ColumnElement[bool]) -> Subquery:
     """Per order: the product ordered (a bundle, not its parts) and its units, a bundle counted
     as bundles (its lines hold parts), for the orders ``which`` picks."""
@@ -121,14 +137,8 @@ async def sales(session: AsyncSession, p: Period, by: str, *, currency: str = "C
     ``by="day"`` lists every day of the period, days without sales as zeros (in ``currency``
     when nothing at all was sold)."""
     lo, hi = p.bounds
-    paid_in = and_(Order.paid_at >= lo, Order.paid_at < hi)
-    refunded_in = and_(
-        Refund.completed_at >= lo,
-        Refund.completed_at < hi,
-        Refund.status.in_(_DONE),
-        # ``payment:<id>`` gives back a payment kept for review: never part of an order's sale.
-        ~Refund.scope.startswith("payment:"),
-    )
+    paid_in = paid_between(lo, hi)
+    refunded_in = refunded_between(lo, hi)
     per_order = _order_product(OrderLine.order_id.in_(select(Order.id).where(paid_in)))
     refunded_orders = select(Refund.order_id).where(refunded_in)
     refund_product = _order_product(OrderLine.order_id.in_(refunded_orders))

@@ -8,10 +8,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from datetime import date, timedelta
+    from datetime import date, datetime, timedelta
 
     from quanyi.core.books import console_views as books_console
     from quanyi.core.books import views as books_views
+    from quanyi.core.books.dashboard import Dashboard
     from quanyi.core.books.ledger import CheckReport
     from quanyi.core.books.reconcile import Report
     from quanyi.core.distributors.views import Available, CommissionReport, WithdrawalView
@@ -245,3 +246,22 @@ class BooksService:
 
         async with self._db.read() as session:
             return await console_views.account_postings(session, account, limit=limit)
+
+    # == the console's dashboard ==
+
+    async def dashboard(self, *, now: datetime | None = None) -> Dashboard:
+        """Today's and this month's sales beside yesterday's, per channel, distributor, hour and
+        day; each pool with its quotas; what waits for an operator (``books.dashboard``)."""
+        from datetime import timedelta
+
+        from quanyi.core.books import dashboard
+
+        settings = self._wiring.settings
+        async with self._db.read() as session:
+            return await dashboard.dashboard(
+                session,
+                tz=settings.timezone,
+                currency=settings.currency,
+                recharge_slow=timedelta(seconds=settings.recharge_query_after_seconds),
+                now=now,
+            )

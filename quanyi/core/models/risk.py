@@ -51,7 +51,10 @@ class RiskDecision(Base):
     resolved later (passed / approved / rejected)."""
 
     __tablename__ = "risk_decisions"
-    __table_args__ = (Index("ix_risk_decisions_user", "user_id", "status"),)
+    __table_args__ = (
+        Index("ix_risk_decisions_user", "user_id", "status"),
+        Index("ix_risk_decisions_open", "status", "action"),  # the holds waiting for an operator
+    )
 
     id: Mapped[int] = mapped_column(IdType, primary_key=True)
     action: Mapped[str] = mapped_column(String(16))

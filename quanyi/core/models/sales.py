@@ -136,7 +136,10 @@ class Payment(Base):
     """One verified provider event. Unique on (method, provider transaction id)."""
 
     __tablename__ = "payments"
-    __table_args__ = (UniqueConstraint("method", "provider_txn_id"),)
+    __table_args__ = (
+        UniqueConstraint("method", "provider_txn_id"),
+        Index("ix_payments_outcome", "outcome"),  # the payments kept for review (dashboard, /review)
+    )
 
     id: Mapped[int] = mapped_column(IdType, primary_key=True)
     method: Mapped[str] = mapped_column(String(32))
@@ -165,6 +168,8 @@ class Refund(Base):
     """
 
     __tablename__ = "refunds"
+    # The refunds completed in a period: reports, settlement, the dashboard.
+    __table_args__ = (Index("ix_refunds_completed_at", "completed_at"),)
 
     id: Mapped[int] = mapped_column(IdType, primary_key=True)
     scope: Mapped[str] = mapped_column(String(48), unique=True)

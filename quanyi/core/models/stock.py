@@ -46,7 +46,11 @@ class StockBatch(Base):
 
 class StockItem(Base):
     __tablename__ = "stock_items"
-    __table_args__ = (Index("ix_stock_items_pick", "product_id", "status", "id"),)
+    __table_args__ = (
+        Index("ix_stock_items_pick", "product_id", "status", "id"),
+        # Pool levels per product and status, expired ones apart, counted from the index alone.
+        Index("ix_stock_items_levels", "product_id", "status", "expires_at"),
+    )
 
     id: Mapped[int] = mapped_column(IdType, primary_key=True)
     product_id: Mapped[int] = mapped_column(ForeignKey("products.id"))

@@ -24,6 +24,7 @@ from quanyi.core.platform import (
 from quanyi.core.risk import rules as risk_rules
 
 if TYPE_CHECKING:
+    from quanyi.core.platform import outbox_backlog
     from quanyi.core.wiring import Wiring
 
 
@@ -193,3 +194,12 @@ class PlatformService:
                 currency=self._wiring.settings.currency,
                 limit=limit,
             )
+
+    # == the console's outbox page ==
+
+    async def outbox_backlog(self, *, limit: int = 200) -> outbox_backlog.Backlog:
+        """Chat messages not sent yet and those given up on, oldest first (never their payload)."""
+        from quanyi.core.platform import outbox_backlog
+
+        async with self._db.read() as session:
+            return await outbox_backlog.backlog(session, limit=limit)

@@ -446,20 +446,30 @@ async def stock_levels(session: AsyncSession, sku: str | None = None) -> list[St
     if sku is not None and not products:
         raise NotFound(f"no product {sku}", key="err_stock.no_product", sku=sku)
     now = utcnow()
+    ids = [p.id for p in products]
+    # Two walks of the (product_id, status, ...) indexes, in their order: per status, then the
+    # available codes past their expiry (a million codes counted without sorting anything).
     rows = await session.execute(
-        select(
-            StockItem.product_id,
-            StockItem.status,
-            (StockItem.expires_at.is_not(None) & (StockItem.expires_at <= now)).label("expired"),
-            func.count(),
-        )
-        .where(StockItem.product_id.in_([p.id for p in products]))
-        .group_by(StockItem.product_id, StockItem.status, "expired")
+        select(StockItem.product_id, StockItem.status, func.count())
+        .where(StockItem.product_id.in_(ids))
+        .group_by(StockItem.product_id, StockItem.status)
     )
     counts: dict[tuple[int, str], int] = {}
-    for product_id, status, expired, count in rows.all():
-        key = "expired" if (status == StockStatus.AVAILABLE and expired) else status
-        counts[(product_id, key)] = counts.get((product_id, key), 0) + count
+    for product_id, status, count in rows.all():
+        counts[(product_id, status)] = count
+    expired = await session.execute(
+        select(StockItem.product_id, func.count())
+        .where(
+            StockItem.product_id.in_(ids),
+            StockItem.status == StockStatus.AVAILABLE,
+            StockItem.expires_at.is_not(None),
+            StockItem.expires_at <= now,
+        )
+        .group_by(StockItem.product_id)
+    )
+    for product_id, count in expired.all():
+        counts[(product_id, "expired")] = count
+        counts[(product_id, StockStatus.AVAILABLE)] -= count
     return [
         StockLevel(
             sku=p.sku,
