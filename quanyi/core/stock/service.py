@@ -16,7 +16,7 @@ from quanyi.core.catalog.products import get_product
 from quanyi.core.errors import InvalidInput, NotFound
 from quanyi.core.models import ChannelKind
 from quanyi.core.money import parse_minor
-from quanyi.core.stock import allocations, items, views
+from quanyi.core.stock import allocations, console_views, items, views
 
 if TYPE_CHECKING:
     from quanyi.core.wiring import Wiring
@@ -129,6 +129,13 @@ class StockService:
             await allocations.set_channel_price(session, holder, sku, minor)
             code = (await allocations.resolve_holder(session, holder)).code
             return views.ChannelPriceSet(code, product.sku, minor, product.price, product.currency)
+
+    # --- the web console ---------------------------------------------------------------------
+
+    async def unsold_serials(self, sku: str, *, after: int = 0, limit: int = 1000) -> list[console_views.SerialRow]:
+        """One page of a product's unsold codes without their secrets (ids above ``after``)."""
+        async with self._db.read() as session:
+            return await console_views.unsold_serials(session, sku, after=after, limit=limit)
 
 
 async def _apply(session: AsyncSession, change: AllocationChange) -> None:

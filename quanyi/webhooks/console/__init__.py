@@ -25,6 +25,6 @@ blueprint = Blueprint(
 
 def load_pages() -> Blueprint:
     """The blueprint with every area's pages registered (imported for their routes)."""
-    from quanyi.webhooks.console import auth, dashboard, staff  # noqa: F401
+    from quanyi.webhooks.console import auth, dashboard, products, staff, stock, stock_upload  # noqa: F401
 
     return blueprint
