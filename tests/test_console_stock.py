@@ -151,6 +151,11 @@ async def test_a_malformed_file_imports_nothing_and_a_void_upload_voids_what_it_
     assert "作废 2 条" in text and "已售出 1 条" in text and placed.order.number in text
     assert await _available(core, "VIP") == 3
     assert await _trail(core, "stock void")
+    # Past QUANYI_MAX_STOCK_FILE_MB: refused before the body is read.
+    core.settings = core.settings.model_copy(update={"max_stock_file_mb": 1})
+    small, small_csrf = await signed_in(core, 7100)
+    big = await _upload(small, small_csrf, "stock", "VIP", b"A-CODE-0123456789\n" * 70_000, "big.txt")
+    assert big.status_code == 413 and await _available(core, "VIP") == 3
 
 
 async def test_the_serial_export_has_ids_serials_and_batches_but_no_secret_and_no_formula(core: Core, tmp_path):

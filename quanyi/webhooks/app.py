@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from quart import Quart, Response, current_app, jsonify, request
+from quart import Quart, Request, Response, current_app, jsonify, request
 
 from quanyi.core.errors import QuanyiError
 from quanyi.core.platform.jsonsafe import loads_limited
@@ -23,6 +23,7 @@ TelegramFeed = Callable[[dict[str, Any]], Awaitable[None]]
 
 def create_app(core: Core, *, telegram_feed: TelegramFeed | None = None) -> Quart:
     app = Quart(__name__, template_folder=str(TEMPLATES))
+    app.request_class = _request_class(core.settings.max_stock_file_mb * 1024 * 1024)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
     app.config["BODY_TIMEOUT"] = 10
     app.extensions["quanyi.core"] = core
@@ -83,20 +84,29 @@ def _refuse_large_bodies(app: Quart) -> None:
         return too_large_answer() if (request.content_length or 0) > MAX_BODY else None
 
 
+def _request_class(upload_limit: int) -> type[Request]:
+    """Requests whose body limit is set when they arrive: ``QUANYI_MAX_STOCK_FILE_MB`` for a
+    console upload, 64 KB for the rest. Raised later, in a hook, it would come too late: the
+    server reads the body while the hooks run, and Quart drops what arrives past the old limit
+    (a large upload came through cut short)."""
+
+    class QuanyiRequest(Request):
+        def __init__(self, method: str, scheme: str, path: str, *args: Any, **kwargs: Any) -> None:
+            if path.startswith(UPLOAD_PREFIX):
+                kwargs["max_content_length"] = upload_limit
+                kwargs["body_timeout"] = 600
+            super().__init__(method, scheme, path, *args, **kwargs)
+
+    return QuanyiRequest
+
+
 def _allow_upload() -> tuple[Response | str, int, dict[str, str]] | None:
     """A console upload may be as large as ``QUANYI_MAX_STOCK_FILE_MB`` (the views stream it to
-    disk, never into memory). Quart sized the body's limit from ``MAX_CONTENT_LENGTH`` when the
-    request arrived, so the limit is raised here, before anything reads the body."""
-    from werkzeug.exceptions import RequestEntityTooLarge
-
+    disk, never into memory; ``_request_class`` gave it that limit); a larger declared length is
+    refused before anything reads the body."""
     limit = current_app.extensions["quanyi.core"].settings.max_stock_file_mb * 1024 * 1024
     if (request.content_length or 0) > limit:
         return f"the file is over {limit // (1024 * 1024)} MB", 413, {"Content-Type": "text/plain; charset=utf-8"}
-    body = request.body
-    body._max_content_length = limit
-    if isinstance(body._must_raise, RequestEntityTooLarge):
-        body._must_raise = None
-    request.body_timeout = 600
     return None
 
 
