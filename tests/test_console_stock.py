@@ -139,7 +139,7 @@ async def test_a_malformed_file_imports_nothing_and_a_void_upload_voids_what_it_
     assert await _available(core, "VIP") == 6
     # Not a stock file at all, and a product that takes none: refused the same way.
     assert (await _upload(client, csrf, "stock", "VIP", b"x\n", "codes.pdf")).status_code == 400
-    assert (await _upload(client, csrf, "stock", "NOPE", b"x\n", "codes.txt")).status_code == 400
+    assert (await _upload(client, csrf, "stock", "NOPE", b"x\n", "codes.txt")).status_code == 404
     # Void two available codes and one sold one, by upload.
     placed = await new_order(core, sku="VIP", quantity=1)
     await core.fulfiller.submit(sandbox_event(placed.order.number, placed.order.amount))

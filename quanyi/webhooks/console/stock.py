@@ -172,7 +172,9 @@ async def stock_serials(sku: str) -> Any:
 
     name = f"{sku}-unsold-serials.csv"
     headers = {"Content-Type": "text/csv; charset=utf-8", "Content-Disposition": f'attachment; filename="{name}"'}
-    return Response(_in_context(rows()), 200, headers)
+    response = Response(_in_context(rows()), 200, headers)
+    response.timeout = None  # a long list takes longer than Quart's 60 s for an answer
+    return response
 
 
 def _in_context(body: AsyncIterator[bytes]) -> AsyncIterator[bytes]:

@@ -21,7 +21,7 @@ from typing import Any
 
 from quart import Response, request, stream_with_context
 
-from quanyi.core.errors import QuanyiError, StockFileError
+from quanyi.core.errors import NotFound, QuanyiError, StockFileError
 from quanyi.core.platform import audit
 from quanyi.core.services import Core
 from quanyi.core.staff.roles import Area
@@ -72,9 +72,11 @@ async def _upload(sku: str, act: str) -> Any:
     _RUNNING.add(task)
     task.add_done_callback(_RUNNING.discard)
     await run.changed.wait()  # the first written chunk, or the end (a refusal comes before any write)
-    if run.refused is not None:
-        return await _report(run, status=400)
-    return Response(_in_context(_stream(run)), 200, {"Content-Type": "text/html; charset=utf-8"})
+    if run.refused is not None or run.failed:
+        return await _report(run)
+    response = Response(_in_context(_stream(run)), 200, {"Content-Type": "text/html; charset=utf-8"})
+    response.timeout = None  # a million lines take longer than Quart's 60 s for an answer
+    return response
 
 
 def _uploads(data_dir: Path) -> Path:
@@ -120,6 +122,7 @@ class Run:
         self.finished = False
         self.summary: ImportSummary | VoidSummary | None = None
         self.refused: QuanyiError | None = None
+        self.failed = False  # an unexpected error (logged); core rolled the import back
 
     def progress(self, line: int) -> None:
         self.done = min(line, self.total)
@@ -134,7 +137,7 @@ class Run:
             self.refused = exc
         except Exception:
             log.exception("console %s of %s failed", self.act, self.sku)
-            raise
+            self.failed = True
         finally:
             self.finished = True
             self.changed.set()
@@ -143,8 +146,8 @@ class Run:
 
     async def _record(self) -> None:
         counts: dict[str, Any] = {"file": self.path.name, "lines": self.total}
-        if self.refused is not None:
-            counts["refused"] = self.refused.message
+        if self.refused is not None or self.failed:
+            counts["refused"] = self.refused.message if self.refused is not None else "unexpected error"
         elif isinstance(self.summary, ImportSummary):
             counts |= {
                 "imported": self.summary.imported,
@@ -170,7 +173,7 @@ async def _stream(run: Run) -> AsyncIterator[bytes]:
         if run.finished:
             break
         await run.changed.wait()
-    if run.refused is None and run.summary is not None:
+    if run.summary is not None:
         yield f"progress {run.total} {run.total}\n".encode()
     html, _, _ = await _report(run)
     yield html.encode()
@@ -185,16 +188,20 @@ def _in_context(body: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
     return sent()
 
 
-async def _report(run: Run, status: int = 200) -> tuple[str, int, dict[str, str]]:
-    refused = ""
+async def _report(run: Run) -> tuple[str, int, dict[str, str]]:
+    """The report; or why nothing was done: 400 (404 for a product that is not there) when core
+    refused the file, 500 for an unexpected error."""
+    status, refused = 200, ""
     if run.refused is not None:
-        refused = reason(run.refused)
+        status, refused = (404 if isinstance(run.refused, NotFound) else 400), reason(run.refused)
         if isinstance(run.refused, StockFileError) and run.refused.line:
             refused = text("console_catalog.at_line", line=run.refused.line, reason=refused)
+    elif run.failed:
+        status, refused = 500, text("console_catalog.upload_failed")
     summary = run.summary
     return await page(
         "console/stock_report.html",
-        status=status if not refused else 400,
+        status=status,
         act=run.act,
         sku=run.sku,
         refused=refused,
