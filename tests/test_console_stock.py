@@ -6,6 +6,7 @@ codes' serials exported without a secret and without a formula."""
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import json
@@ -16,6 +17,7 @@ from sqlalchemy import func, select
 from quanyi.core.models import AuditRecord, StockItem
 from quanyi.core.services import Core
 from quanyi.core.staff.roles import Role
+from quanyi.webhooks.uploads import HIGH_WATER, SCOPE_KEY, PacedUploads, UploadBody
 from tests.console import OWNER, signed_in
 from tests.helpers import new_order, product_with_stock, sandbox_event
 from tests.test_distributors import make_distributor
@@ -200,3 +202,40 @@ async def test_roles_finance_and_read_only_cannot_change_stock_and_support_canno
     assert await _available(core, "VIP") == 3 and await _holding(core, "VIP", "partner-shop") is None
     async with core.db.read() as session:
         assert await session.scalar(select(func.count()).select_from(StockItem)) == 3
+
+
+async def test_an_upload_is_received_only_as_fast_as_the_view_takes_it():
+    """Quart reads a body eagerly; an upload's ``receive`` waits while 1 MB is still untaken."""
+    body = UploadBody(None, None)
+    scope = {"type": "http", "path": "/admin/upload/stock/VIP", SCOPE_KEY: body}
+    piece = b"x" * 65536
+    received = 0
+
+    async def receive():
+        nonlocal received
+        received += 1
+        return {"type": "http.request", "body": piece, "more_body": True}
+
+    async def app(scope, paced, send):  # what Quart's reader does with every message
+        while True:
+            body.append((await paced())["body"])
+
+    reader = asyncio.create_task(PacedUploads(app)(scope, receive, None))
+    for _ in range(200):
+        await asyncio.sleep(0)
+    held = received
+    assert held * len(piece) <= HIGH_WATER + len(piece)  # it stopped reading at the high-water mark
+    taken = await body.__anext__()  # the view takes what waits
+    assert len(taken) == held * len(piece)
+    for _ in range(200):
+        await asyncio.sleep(0)
+    assert received > held  # and reading goes on
+    reader.cancel()
+    # Outside /admin/upload/ nothing is paced.
+    plain: list[object] = []
+    await PacedUploads(lambda s, r, _: _append(plain, r))({"type": "http", "path": "/api/v1/x"}, receive, None)
+    assert plain == [receive]
+
+
+async def _append(into: list[object], item: object) -> None:
+    into.append(item)
