@@ -11,10 +11,12 @@ when the browser goes away, and is on the audit trail with its counts."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import shutil
 import tempfile
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -33,6 +35,7 @@ log = logging.getLogger(__name__)
 
 SHOWN_REJECTED = 20  # rejected lines named in the report (core keeps at most 20 examples)
 SHOWN_ORDERS = 50  # orders named in a void report that found sold codes
+STALE_UPLOAD = 24 * 3600  # seconds after which an upload folder left behind is cleared
 # Runs whose browser went away are kept referenced here until they finish.
 _RUNNING: set[asyncio.Task[None]] = set()
 
@@ -80,9 +83,15 @@ async def _upload(sku: str, act: str) -> Any:
 
 
 def _uploads(data_dir: Path) -> Path:
-    """Uploads wait on disk beside the database (``/tmp`` may be memory)."""
+    """Uploads wait on disk beside the database (``/tmp`` may be memory); what a process that
+    died mid-import left there a day ago is cleared."""
     folder = data_dir / "uploads"
     folder.mkdir(parents=True, exist_ok=True)
+    stale = time.time() - STALE_UPLOAD
+    for left in folder.iterdir():
+        with contextlib.suppress(OSError):
+            if left.stat().st_mtime < stale:
+                shutil.rmtree(left, ignore_errors=True)
     return folder
 
 
