@@ -12,7 +12,7 @@ from quart import Quart, Response, current_app, jsonify, request
 from quanyi.core.errors import QuanyiError
 from quanyi.core.platform.jsonsafe import loads_limited
 from quanyi.core.services import Core
-from quanyi.webhooks import api, console, limits, pay, recharge, redeem, site
+from quanyi.webhooks import api, console, limits, pay, recharge, redeem, site, uploads
 
 log = logging.getLogger(__name__)
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates" / "web"
@@ -23,6 +23,8 @@ TelegramFeed = Callable[[dict[str, Any]], Awaitable[None]]
 
 def create_app(core: Core, *, telegram_feed: TelegramFeed | None = None) -> Quart:
     app = Quart(__name__, template_folder=str(TEMPLATES))
+    app.request_class = uploads.request_class(core.settings.max_stock_file_mb * 1024 * 1024)
+    app.asgi_app = uploads.PacedUploads(app.asgi_app)  # type: ignore[method-assign]
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
     app.config["BODY_TIMEOUT"] = 10
     app.extensions["quanyi.core"] = core
@@ -71,7 +73,7 @@ def too_large_answer() -> tuple[Response | str, int, dict[str, str]]:
     return text, 413, {"Content-Type": "text/plain; charset=utf-8"}
 
 
-UPLOAD_PREFIX = "/admin/upload/"  # the console's file uploads: stock files, statements
+UPLOAD_PREFIX = uploads.UPLOAD_PREFIX  # the console's file uploads: stock files, statements
 
 
 def _refuse_large_bodies(app: Quart) -> None:
@@ -85,18 +87,11 @@ def _refuse_large_bodies(app: Quart) -> None:
 
 def _allow_upload() -> tuple[Response | str, int, dict[str, str]] | None:
     """A console upload may be as large as ``QUANYI_MAX_STOCK_FILE_MB`` (the views stream it to
-    disk, never into memory). Quart sized the body's limit from ``MAX_CONTENT_LENGTH`` when the
-    request arrived, so the limit is raised here, before anything reads the body."""
-    from werkzeug.exceptions import RequestEntityTooLarge
-
+    disk, never into memory; ``uploads.request_class`` gave it that limit); a larger declared
+    length is refused before anything reads the body."""
     limit = current_app.extensions["quanyi.core"].settings.max_stock_file_mb * 1024 * 1024
     if (request.content_length or 0) > limit:
         return f"the file is over {limit // (1024 * 1024)} MB", 413, {"Content-Type": "text/plain; charset=utf-8"}
-    body = request.body
-    body._max_content_length = limit
-    if isinstance(body._must_raise, RequestEntityTooLarge):
-        body._must_raise = None
-    request.body_timeout = 600
     return None
 
 

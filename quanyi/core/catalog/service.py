@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 
 from quanyi.core.catalog import admin_views as views
-from quanyi.core.catalog import bundles, coupons, products, promotions
+from quanyi.core.catalog import bundles, console_views, coupons, products, promotions
 from quanyi.core.catalog.pricing_input import coupon_terms, promotion_terms
 from quanyi.core.catalog.quote import quote_order
 from quanyi.core.money import Money
@@ -301,3 +301,10 @@ class CatalogService:
         return views.PriceQuote(
             product.sku, quote.quantity, quote.terms.unit_price, quote.terms.channel, quote.breakdown
         )
+
+    # --- the web console ------------------------------------------------------------------------
+
+    async def product_detail(self, sku: str) -> console_views.ProductDetail:
+        """One product with everything the console's edit form shows; ``NotFound`` when there is none."""
+        async with self._db.read() as session:
+            return await console_views.product_detail(session, sku)

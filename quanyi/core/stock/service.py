@@ -16,7 +16,7 @@ from quanyi.core.catalog.products import get_product
 from quanyi.core.errors import InvalidInput, NotFound
 from quanyi.core.models import ChannelKind
 from quanyi.core.money import parse_minor
-from quanyi.core.stock import allocations, items, price_lists, views
+from quanyi.core.stock import allocations, console_views, items, price_lists, views
 
 if TYPE_CHECKING:
     from quanyi.core.wiring import Wiring
@@ -134,6 +134,13 @@ class StockService:
         """A channel's (code, or a distributor by reference) own price beside each list price."""
         async with self._db.read() as session:
             return await price_lists.price_list(session, holder)
+
+    # --- the web console ---------------------------------------------------------------------
+
+    async def unsold_serials(self, sku: str, *, after: int = 0, limit: int = 1000) -> list[console_views.SerialRow]:
+        """One page of a product's unsold codes without their secrets (ids above ``after``)."""
+        async with self._db.read() as session:
+            return await console_views.unsold_serials(session, sku, after=after, limit=limit)
 
 
 async def _apply(session: AsyncSession, change: AllocationChange) -> None:

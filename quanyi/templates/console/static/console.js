@@ -33,6 +33,7 @@
   function uploads() {
     document.querySelectorAll("form[data-upload]").forEach(function (form) {
       form.addEventListener("submit", function (event) {
+        if (event.defaultPrevented) return; // data-confirm was answered "no"
         event.preventDefault();
         var input = form.querySelector("input[type=file]");
         if (!input || !input.files.length) return;
