@@ -5,7 +5,8 @@ failed, every 1000th unpaid, every 5000th payment kept for review) and M card ke
 1,000,000 over 20 products, 70 % sold, with quotas held by 4 partner channels), beside the bare
 indexed SQL for the same figures measured in the same run: plain ``GROUP BY`` queries bucketing
 with the database's own date functions at a fixed +8 h (Asia/Shanghai has no DST), as a person
-would write them by hand. Then an order looked up by number (the order sheet) and a buyer's
+would write them by hand. Then the console's order search (``GET /admin/orders`` by number, by
+buyer, by status and channel), an order looked up by number (the order sheet) and a buyer's
 orders (by user id), beside their bare indexed queries. Target: within 3x of the bare SQL.
 
 The data is written set-based (``INSERT ... SELECT`` from ``generate_series`` on PostgreSQL, a
@@ -324,10 +325,59 @@ async def _compare(core: Core, db: Database, n: int, repeat: int, signed_in: Any
         for user in buyers:
             await core.sales.my_orders(user, limit=10)
 
+    rows += await _searches(core, db, client, numbers, buyers, repeat)
     ceiling, ours = await paired(bare_sheets, sheets, repeat)
     rows.append(("order by number: sales.order_sheet", ceiling / len(numbers), ours / len(numbers)))
     ceiling, ours = await paired(bare_buyers, buyer_orders, repeat)
     rows.append(("orders by buyer: sales.my_orders", ceiling / len(buyers), ours / len(buyers)))
+    return rows
+
+
+async def _searches(
+    core: Core, db: Database, client: Any, numbers: list[str], buyers: list[int], repeat: int
+) -> list[tuple[str, float, float]]:
+    """The console's order search (``GET /admin/orders``, one page of 50 newest first) by number,
+    by buyer and by status and channel, beside the bare indexed query for the same page."""
+    from quanyi.core.sales.console_orders import OrderQuery
+
+    cases = [
+        ("number", [OrderQuery(text=n) for n in numbers], "SELECT * FROM orders WHERE number = :v", numbers),
+        (
+            "buyer",
+            [OrderQuery(text=str(u)) for u in buyers],
+            "SELECT * FROM orders WHERE user_id = :v ORDER BY created_at DESC LIMIT 51",
+            buyers,
+        ),
+        (
+            "status+channel",
+            [OrderQuery(status="paid", channel="bot")] * 10,
+            "SELECT * FROM orders WHERE status = 'paid' AND channel = :v ORDER BY created_at DESC LIMIT 51",
+            ["bot"] * 10,
+        ),
+    ]
+    rows = []
+    for name, queries, sql, values in cases:
+
+        async def bare(sql: str = sql, values: list[Any] = values) -> None:
+            async with db.engine.connect() as conn:
+                for value in values:
+                    (await conn.execute(text(sql), {"v": value})).all()
+
+        async def ours(queries: list[OrderQuery] = queries) -> None:
+            for query in queries:
+                await core.sales.search_orders(query)
+
+        async def page(queries: list[OrderQuery] = queries) -> None:
+            for query in queries:
+                params = {"q": query.text, "status": query.status, "channel": query.channel}
+                answer = await client.get("/admin/orders", query_string={k: v for k, v in params.items() if v})
+                assert answer.status_code == 200
+                await answer.get_data()
+
+        ceiling, mine = await paired(bare, ours, repeat)
+        rows.append((f"order search by {name}: sales.search_orders", ceiling / len(values), mine / len(values)))
+        ceiling, mine = await paired(bare, page, repeat)
+        rows.append((f"order search by {name}: GET /admin/orders", ceiling / len(values), mine / len(values)))
     return rows
 
 

@@ -53,7 +53,7 @@ async def test_a_withdrawal_approved_by_finance_moves_the_ledger_and_is_on_the_a
     assert "已批准待打款" in await page.inner_text("h1 [data-testid=state]")
     distributor_id = chosen.distributor_id
     frozen = await page.inner_text(f"tr[data-account='distributor:{distributor_id}:frozen'] td.num")
-    assert frozen == "¥-35.00"  # 120.00 paid out; 35.00 of the other request still frozen (a credit)
+    assert frozen == "-¥35.00"  # 120.00 paid out; 35.00 of the other request still frozen (a credit)
     assert f"withdrawal:{chosen.id}:payout" in await page.inner_text("main")
 
     await page.click("[data-testid=audit-link]")
