@@ -78,7 +78,7 @@ async def _audit_page(pinned: Any = None, anchored: bool = False) -> Any:
         who=actor_name,
         action_name=action_name,
         object_name=object_name,
-        front_name=lambda front: _lookup("audit_words.front", front),
+        front_name=front_name,
         change_lines=change_lines,
     )
 
@@ -91,6 +91,10 @@ def _lookup(table: str, key: str, *tables: str) -> str:
         except (KeyError, TypeError, IndexError):
             continue
     return key
+
+
+def front_name(front: str) -> str:
+    return _lookup("audit_words.front", front)
 
 
 def actor_name(actor: str) -> str:

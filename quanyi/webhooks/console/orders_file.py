@@ -12,6 +12,7 @@ from quart import Response, redirect, request, url_for
 from quanyi.core.errors import Forbidden, NotFound, QuanyiError, RefundNotSupported
 from quanyi.core.platform import audit
 from quanyi.core.staff.roles import Area
+from quanyi.webhooks.console import audit as audit_words
 from quanyi.webhooks.console import blueprint
 from quanyi.webhooks.console.shell import core, guard, me, message, page, reason, text
 
@@ -46,6 +47,10 @@ async def _order_page(
         notice=notice,
         manual_offer=manual_offer,
         word=word,
+        who=audit_words.actor_name,
+        action_name=audit_words.action_name,
+        front_name=lambda front: audit_words.front_name(front),
+        change_lines=audit_words.change_lines,
     )
 
 
