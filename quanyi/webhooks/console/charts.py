@@ -34,11 +34,14 @@ def _frame(title: str, ymax: int, fmt: Callable[[int], str]) -> list[str]:
         f'<svg class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" aria-label="{escape(title)}" '
         f'xmlns="http://www.w3.org/2000/svg"><title>{escape(title)}</title>'
     ]
+    shown = ""
     for i in range(5):
         value = ymax * i // 4
         y = TOP + plot_h - plot_h * i / 4
         parts.append(f'<line x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{y:.1f}" y2="{y:.1f}" stroke="#d0d7de" />')
-        parts.append(f'<text x="{LEFT - 4}" y="{y + 3:.1f}" text-anchor="end">{escape(fmt(value))}</text>')
+        if fmt(value) != shown:  # a small axis would repeat a rounded label
+            shown = fmt(value)
+            parts.append(f'<text x="{LEFT - 4}" y="{y + 3:.1f}" text-anchor="end">{escape(shown)}</text>')
     return parts
 
 
@@ -58,10 +61,12 @@ def bars(
     *,
     names: Sequence[str] = (),
     fmt: Callable[[int], str] = str,
+    floor: int = 4,
 ) -> str:
-    """Bars per label, one bar per series side by side (at most three series)."""
+    """Bars per label, one bar per series side by side (at most three series); the axis reaches
+    at least ``floor`` (an empty chart of money says ¥0 … ¥1.00, not ¥0.01 four times)."""
     series = [list(values) for values in series][: len(CLASSES)]
-    ymax = _scale(max((max(values, default=0) for values in series), default=0))
+    ymax = _scale(max(floor, max((max(values, default=0) for values in series), default=0)))
     plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
     slot = plot_w / max(1, len(labels))
     width = slot * 0.8 / max(1, len(series))
@@ -89,9 +94,10 @@ def lines(
     *,
     names: Sequence[str] = (),
     fmt: Callable[[int], str] = str,
+    floor: int = 4,
 ) -> str:
-    """One line per series over the labels."""
-    ymax = _scale(max((max(values, default=0) for values in series), default=0))
+    """One line per series over the labels; the axis reaches at least ``floor``."""
+    ymax = _scale(max(floor, max((max(values, default=0) for values in series), default=0)))
     plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
     slot = plot_w / max(1, len(labels))
     parts = _frame(title, ymax, fmt)

@@ -70,6 +70,7 @@ def _hour_chart(board: Dashboard) -> str:
         [board.hourly_yesterday, board.hourly_today],
         names=[text("console_dash.yesterday"), text("console_dash.today")],
         fmt=lambda minor: _axis(minor, board.currency),
+        floor=100,
     )
 
 
@@ -80,6 +81,7 @@ def _day_chart(board: Dashboard) -> str:
         [board.daily_paid, board.daily_net],
         names=[text("console_dash.paid"), text("console_dash.net")],
         fmt=lambda minor: _axis(minor, board.currency),
+        floor=100,
     )
 
 
