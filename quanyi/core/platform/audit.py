@@ -175,9 +175,10 @@ async def trail(
     day: date | None = None,
     tz: str,
     limit: int = 50,
+    before: int | None = None,
 ) -> list[AuditRecord]:
-    """The latest records, newest first. ``actor`` is an exact actor or a bare Telegram user id
-    (then any of operator:/distributor:/buyer: with that id)."""
+    """The latest records (older than record ``before`` when given), newest first. ``actor`` is an
+    exact actor or a bare Telegram user id (then any of operator:/distributor:/buyer: with that id)."""
     query = select(AuditRecord)
     if actor:
         if actor.isdigit():
@@ -193,7 +194,9 @@ async def trail(
     if day is not None:
         start = datetime.combine(day, time(), tzinfo=ZoneInfo(tz))
         query = query.where(AuditRecord.at >= start, AuditRecord.at < start + timedelta(days=1))
-    query = query.order_by(AuditRecord.seq.desc()).limit(max(1, min(limit, 500)))
+    if before is not None:
+        query = query.where(AuditRecord.seq < before)
+    query = query.order_by(AuditRecord.seq.desc()).limit(max(1, min(limit, 501)))
     return list((await session.scalars(query)).all())
 
 

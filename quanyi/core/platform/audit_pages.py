@@ -4,14 +4,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
-from zoneinfo import ZoneInfo
+from datetime import date
 
-from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from quanyi.core.models import AuditRecord
-from quanyi.core.platform.audit_views import TrailRecord, field_changes
+from quanyi.core.platform import audit
+from quanyi.core.platform.audit_views import TrailRecord, trail_record
 
 MOST = 200
 
@@ -37,39 +35,17 @@ async def trail_page(
     """Records older than ``before`` (a seq), newest first. ``actor`` is an exact actor or a bare
     user id (then operator:, distributor: or buyer: with that id)."""
     limit = max(1, min(limit, MOST))
-    query = select(AuditRecord)
-    if actor:
-        if actor.isdigit():
-            query = query.where(
-                or_(*(AuditRecord.actor == f"{kind}:{actor}" for kind in ("operator", "distributor", "buyer")))
-            )
-        else:
-            query = query.where(AuditRecord.actor == actor)
-    if object_type:
-        query = query.where(AuditRecord.object_type == object_type)
-    if object_id:
-        query = query.where(AuditRecord.object_id == object_id)
-    if day is not None:
-        start = datetime.combine(day, time(), tzinfo=ZoneInfo(tz))
-        query = query.where(AuditRecord.at >= start, AuditRecord.at < start + timedelta(days=1))
-    if before is not None:
-        query = query.where(AuditRecord.seq < before)
-    rows = list(await session.scalars(query.order_by(AuditRecord.seq.desc()).limit(limit + 1)))
+    rows = await audit.trail(
+        session,
+        actor=actor,
+        object_type=object_type,
+        object_id=object_id,
+        day=day,
+        tz=tz,
+        limit=limit + 1,
+        before=before,
+    )
     more = len(rows) > limit
     rows = rows[:limit]
-    records = tuple(
-        TrailRecord(
-            r.seq,
-            r.at,
-            r.actor,
-            r.front,
-            r.action,
-            r.object_type,
-            r.object_id,
-            r.old,
-            r.new,
-            field_changes(r.old, r.new, currency=currency),
-        )
-        for r in rows
-    )
+    records = tuple(trail_record(r, currency) for r in rows)
     return TrailPage(records, rows[-1].seq if more and rows else None)

@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from quanyi.core.models import AuditRecord
 from quanyi.core.platform import audit
 from quanyi.core.platform.audit_chain import ANCHOR_KIND, Anchor, VerifyReport, parse_anchor
 from quanyi.core.platform.keycheck import KeysReady
@@ -133,18 +134,20 @@ async def trail(
     rows = await audit.trail(
         session, actor=actor, object_type=object_type, object_id=object_id, day=day, tz=tz, limit=limit
     )
-    return [
-        TrailRecord(
-            r.seq,
-            r.at,
-            r.actor,
-            r.front,
-            r.action,
-            r.object_type,
-            r.object_id,
-            r.old,
-            r.new,
-            field_changes(r.old, r.new, currency=currency),
-        )
-        for r in rows
-    ]
+    return [trail_record(r, currency) for r in rows]
+
+
+def trail_record(row: AuditRecord, currency: str) -> TrailRecord:
+    """A stored record as screens show it, each change split into fields."""
+    return TrailRecord(
+        row.seq,
+        row.at,
+        row.actor,
+        row.front,
+        row.action,
+        row.object_type,
+        row.object_id,
+        row.old,
+        row.new,
+        field_changes(row.old, row.new, currency=currency),
+    )

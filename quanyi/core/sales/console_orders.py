@@ -40,7 +40,7 @@ from quanyi.core.models import (
     utcnow,
 )
 from quanyi.core.platform import audit, outbox
-from quanyi.core.platform.audit_views import TrailRecord, field_changes
+from quanyi.core.platform.audit_views import TrailRecord, trail_record
 from quanyi.core.platform.crypto import KeyRing
 from quanyi.core.sales import order_lookup, redeem
 from quanyi.core.sales.orders import delivered_codes, get_order
@@ -504,21 +504,7 @@ async def _trail(session: AsyncSession, order: Order, refund_ids: Sequence[int])
             named.append(and_(AuditRecord.object_type == kind, AuditRecord.object_id.in_(ids)))
     currency = order.currency
     rows = await session.scalars(select(AuditRecord).where(or_(*named)).order_by(AuditRecord.seq.desc()).limit(200))
-    return [
-        TrailRecord(
-            r.seq,
-            r.at,
-            r.actor,
-            r.front,
-            r.action,
-            r.object_type,
-            r.object_id,
-            r.old,
-            r.new,
-            field_changes(r.old, r.new, currency=currency),
-        )
-        for r in rows
-    ]
+    return [trail_record(r, currency) for r in rows]
 
 
 async def order_file(session: AsyncSession, number: str) -> OrderFile:
