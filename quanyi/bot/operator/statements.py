@@ -5,42 +5,19 @@ from __future__ import annotations
 
 from quanyi.bot.outbox_sender import Document, Part, Renderer
 from quanyi.bot.render import money
-from quanyi.core.books.views import Figures
-from quanyi.core.money import Money
+from quanyi.core.books.views import Figures, statement_table
 from quanyi.core.platform import export
 from quanyi.core.platform.outbox import Outgoing
 from quanyi.core.services import Core
 from quanyi.i18n import t
 
 LINES = 30  # per section in the message; the file has them all
-CSV_HEADER = [
-    "day",
-    "scope",
-    "key",
-    "name",
-    "currency",
-    "orders",
-    "units",
-    "gross",
-    "discounts",
-    "refunds",
-    "net",
-    "commissions",
-    "commissions_available",
-]
 
 
 def statement_csv(day: str, rows: list[Figures], names: dict[str, str]) -> bytes:
     """Amounts as plain decimal numbers in the row's currency (``15.00``), one row per figure line."""
-    lines: list[list[export.Cell]] = [list(CSV_HEADER)]
-    for r in rows:
-        amounts = [r.gross, r.discounts, r.refunds, r.net, r.commissions, r.commissions_available]
-        name = names.get(f"{r.scope}:{r.key}", r.key)
-        lines.append(
-            [day, r.scope, r.key, name, r.currency, r.orders, r.units, *(Money(a, r.currency) for a in amounts)]
-        )
     # A BOM so that spreadsheet programs read the Chinese names as UTF-8.
-    return export.csv_bytes(lines, line_end="\n", bom=True)
+    return export.csv_bytes(statement_table(day, rows, names), line_end="\n", bom=True)
 
 
 def _section(lang: str, title_key: str, lines: list[str]) -> list[str]:

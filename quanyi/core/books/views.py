@@ -16,7 +16,9 @@ from quanyi.core.books.reconcile import MAX_STATEMENT_BYTES, Mismatch, Report, S
 from quanyi.core.books.reports import VIEWS, Period, SalesRow, Table, to_csv, to_text, to_xlsx
 from quanyi.core.books.settlement import Figures, SettleResult, stored_rows
 from quanyi.core.models import Distributor
+from quanyi.core.money import Money
 from quanyi.core.platform.audit_chain import Anchor
+from quanyi.core.platform.export import Cell
 
 __all__ = [
     "MAX_STATEMENT_BYTES",
@@ -134,3 +136,33 @@ async def balances(session: AsyncSession, prefix: str = "", *, include_zero: boo
         for (account, currency), amount in sorted(held.items())
         if amount or include_zero
     ]
+
+
+STATEMENT_COLUMNS = [
+    "day",
+    "scope",
+    "key",
+    "name",
+    "currency",
+    "orders",
+    "units",
+    "gross",
+    "discounts",
+    "refunds",
+    "net",
+    "commissions",
+    "commissions_available",
+]
+
+
+def statement_table(day: str, rows: list[Figures], names: dict[str, str]) -> list[list[Cell]]:
+    """A settled day's statement as a table for CSV / XLSX (header first): amounts as decimal
+    numbers in the row's currency, names as text. The chat's file and the console's are this."""
+    table: list[list[Cell]] = [list(STATEMENT_COLUMNS)]
+    for r in rows:
+        amounts = [r.gross, r.discounts, r.refunds, r.net, r.commissions, r.commissions_available]
+        name = names.get(f"{r.scope}:{r.key}", r.key)
+        table.append(
+            [day, r.scope, r.key, name, r.currency, r.orders, r.units, *(Money(a, r.currency) for a in amounts)]
+        )
+    return table

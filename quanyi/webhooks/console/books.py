@@ -9,30 +9,13 @@ from typing import Any
 
 from quart import redirect, request, url_for
 
-from quanyi.core.books.views import Figures, Statement
+from quanyi.core.books.views import STATEMENT_COLUMNS, Statement, statement_table
 from quanyi.core.errors import QuanyiError
-from quanyi.core.money import Money
 from quanyi.core.platform import export
 from quanyi.core.staff.roles import Area
 from quanyi.webhooks.console import blueprint
 from quanyi.webhooks.console.money_words import BadForm, day_of, download, say, status_of
 from quanyi.webhooks.console.shell import core, guard, message, page, reason, text
-
-STATEMENT_COLUMNS = [
-    "day",
-    "scope",
-    "key",
-    "name",
-    "currency",
-    "orders",
-    "units",
-    "gross",
-    "discounts",
-    "refunds",
-    "net",
-    "commissions",
-    "commissions_available",
-]
 
 
 @blueprint.get("/books")
@@ -138,17 +121,8 @@ async def statement(day: str) -> Any:
 
 
 def statement_rows(found: Statement) -> list[list[export.Cell]]:
-    """A statement as a table: amounts as decimal numbers of the row's currency, names as text."""
-    lines: list[list[export.Cell]] = [list(STATEMENT_COLUMNS)]
-    for r in found.rows:
-        lines.append(_figures_row(found, r))
-    return lines
-
-
-def _figures_row(found: Statement, r: Figures) -> list[export.Cell]:
-    amounts = [r.gross, r.discounts, r.refunds, r.net, r.commissions, r.commissions_available]
-    name = found.names.get(f"{r.scope}:{r.key}", r.key)
-    return [found.day, r.scope, r.key, name, r.currency, r.orders, r.units, *(Money(a, r.currency) for a in amounts)]
+    """A statement as a table (header first): amounts as decimal numbers, names as text."""
+    return statement_table(found.day, found.rows, found.names)
 
 
 @blueprint.get("/books/settlements/go")
