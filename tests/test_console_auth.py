@@ -17,6 +17,7 @@ from quanyi.core.errors import Forbidden
 from quanyi.core.models import AuditRecord, ConsoleSession, LoginLink, utcnow
 from quanyi.core.services import Core
 from quanyi.core.staff.roles import Area, Role, may
+from quanyi.i18n import raw_t
 from quanyi.webhooks import create_app
 from tests.console import OWNER, link_token, post_token, signed_in
 from tests.test_bot_chat import shop, tg  # noqa: F401  (fixtures)
@@ -257,8 +258,18 @@ async def test_roles_apply_in_the_admin_chat(core: Core, shop):
     assert "客服" in (await support.expect("不能使用这个命令")).text
     await support.send("/admin")
     menu = await support.expect("")
-    assert "不能使用" not in menu.text
-    pressed = await support.press(menu, data=menu.buttons()[0]["callback_data"])  # the stock view: not support's
+    assert "不能使用" not in menu.text and menu.buttons() == []  # no button support may use
+    await finance.send("/admin")
+    labels = [b["text"] for b in (await finance.expect("")).buttons()]
+    assert labels == [raw_t("zh", "reports.btn_menu")]  # finance: the report only
+    # A menu sent before the role changed: its buttons are refused once the role no longer allows them.
+    await core.staff.add(READER, Role.OPERATOR, actor="cli", front="cli")
+    reader = shop.user(READER, "zh")
+    await reader.send("/admin")
+    menu = await reader.expect("")
+    assert len(menu.buttons()) == 8
+    await core.staff.add(READER, Role.READ_ONLY, actor="cli", front="cli")
+    pressed = await reader.press(menu, data=menu.buttons()[0]["callback_data"])  # the stock view
     answer = await shop.callback_answer(pressed)
     assert "不能使用这个按钮" in answer["text"] and answer.get("show_alert")
 

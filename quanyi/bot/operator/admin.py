@@ -27,7 +27,7 @@ from quanyi.bot.words import actor_name, word
 from quanyi.core.errors import InvalidInput, NotFound, QuanyiError, RefundNotSupported
 from quanyi.core.sales.order_lookup import OrderSheet
 from quanyi.core.services import Core
-from quanyi.core.staff.roles import Area
+from quanyi.core.staff.roles import Area, Role
 from quanyi.i18n import raw_t, t
 
 log = logging.getLogger(__name__)
@@ -70,9 +70,10 @@ def build_admin_router() -> Router:
     return router
 
 
-async def menu(message: Message, lang: str, state: FSMContext) -> None:
+async def menu(message: Message, core: Core, lang: str, state: FSMContext) -> None:
     await state.clear()
-    await message.answer(menu_text(lang), reply_markup=menu_markup(lang))
+    role = await core.staff.role_of(message.from_user.id) if message.from_user else None
+    await message.answer(menu_text(lang), reply_markup=menu_markup(lang, role or Role.READ_ONLY))
 
 
 async def show_order(message: Message, command: CommandObject, core: Core, lang: str, state: FSMContext) -> None:

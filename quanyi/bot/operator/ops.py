@@ -27,7 +27,7 @@ from quanyi.bot.render import MESSAGE_LIMIT, deadline_text, money, reason_in
 from quanyi.core.distributors.views import NoMargin
 from quanyi.core.errors import AlreadyExists, InvalidInput, NotFound, OutOfStock, QuanyiError
 from quanyi.core.services import Core
-from quanyi.core.staff.roles import Area
+from quanyi.core.staff.roles import Area, Role, may
 from quanyi.core.stock.service import AllocationChange
 from quanyi.core.stock.views import AllocationMode, AllotTarget, PanelChannel, PoolLevel, PoolPanel, Sellable
 from quanyi.i18n import plain_t, raw_t, t
@@ -375,29 +375,32 @@ def menu_text(lang: str) -> str:
     return t(lang, "admin_menu") + t(lang, "ops.menu")
 
 
-def menu_markup(lang: str) -> InlineKeyboardMarkup:
-    keyboard = InlineKeyboardBuilder()
-    for view, key in (
-        ("stock", "ops.btn_stock"),
-        ("channels", "ops.btn_channels"),
-        ("invite", "ops.btn_invite"),
-        ("distributors", "ops.btn_distributors"),
-    ):
-        keyboard.row(InlineKeyboardButton(text=raw_t(lang, key), callback_data=OpsCb(view=view).pack()))
+def menu_markup(lang: str, role: Role = Role.OWNER) -> InlineKeyboardMarkup:
+    """The operator menu's buttons, only those the role may use (the console's roles)."""
     from quanyi.bot.operator.products import ProductCb  # add and edit products: quanyi.bot.operator.products
-
-    products = ProductCb(product_id=0, act="list").pack()
-    keyboard.row(InlineKeyboardButton(text=raw_t(lang, "phoneops.btn_products"), callback_data=products))
-    pricing = PricingCb(view="home").pack()  # coupons, promotions, bundles: quanyi.bot.operator.pricing
-    keyboard.row(InlineKeyboardButton(text=raw_t(lang, "pricing_ops.btn_menu"), callback_data=pricing))
     from quanyi.bot.operator.reports import ReportCb  # sales report and exports: quanyi.bot.operator.reports
-
-    report = ReportCb(fmt="show", view="day").pack()
-    keyboard.row(InlineKeyboardButton(text=raw_t(lang, "reports.btn_menu"), callback_data=report))
     from quanyi.bot.operator.risk import RiskCb  # rules, blocklist, decisions: quanyi.bot.operator.risk
 
-    keyboard.row(InlineKeyboardButton(text=raw_t(lang, "risk.btn_menu"), callback_data=RiskCb(action="rules").pack()))
+    keyboard = InlineKeyboardBuilder()
+    buttons = [
+        *((Area.STOCK, True, key, OpsCb(view=view).pack()) for view, key in _OPS_VIEWS),
+        (Area.CATALOG, True, "phoneops.btn_products", ProductCb(product_id=0, act="list").pack()),
+        (Area.PRICING, True, "pricing_ops.btn_menu", PricingCb(view="home").pack()),  # coupons, promotions, bundles
+        (Area.REPORTS, False, "reports.btn_menu", ReportCb(fmt="show", view="day").pack()),
+        (Area.RISK, True, "risk.btn_menu", RiskCb(action="rules").pack()),
+    ]
+    for area, write, key, data in buttons:
+        if may(role, area, write=write):
+            keyboard.row(InlineKeyboardButton(text=raw_t(lang, key), callback_data=data))
     return keyboard.as_markup()
+
+
+_OPS_VIEWS = (
+    ("stock", "ops.btn_stock"),
+    ("channels", "ops.btn_channels"),
+    ("invite", "ops.btn_invite"),
+    ("distributors", "ops.btn_distributors"),
+)
 
 
 def _back(lang: str, view: str = "menu") -> InlineKeyboardButton:
