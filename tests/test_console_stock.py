@@ -158,6 +158,7 @@ async def test_a_malformed_file_imports_nothing_and_a_void_upload_voids_what_it_
     small, small_csrf = await signed_in(core, 7100)
     big = await _upload(small, small_csrf, "stock", "VIP", b"A-CODE-0123456789\n" * 70_000, "big.txt")
     assert big.status_code == 413 and await _available(core, "VIP") == 3
+    assert "文件超过 1 MB" in await big.get_data(as_text=True)  # said in the reader's language
 
 
 async def test_the_serial_export_has_ids_serials_and_batches_but_no_secret_and_no_formula(core: Core, tmp_path):

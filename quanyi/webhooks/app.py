@@ -66,6 +66,8 @@ def too_large_answer() -> tuple[Response | str, int, dict[str, str]]:
     """413 in the caller's own language: JSON ``payload_too_large`` on the JSON endpoints (the
     partner API, supplier, Stripe and Crypto Pay callbacks), plain text elsewhere (EPay's notify
     reads only ``success``/``fail``, so it gets ``fail``; pages)."""
+    if request.path.startswith(uploads.UPLOAD_PREFIX):
+        return _upload_too_large()
     if request.path.startswith(limits.JSON_PREFIXES):
         message = f"the request body is over {MAX_BODY // 1024} KB"
         return jsonify({"error": "payload_too_large", "message": message}), 413, {}
@@ -90,9 +92,15 @@ def _allow_upload() -> tuple[Response | str, int, dict[str, str]] | None:
     disk, never into memory; ``uploads.request_class`` gave it that limit); a larger declared
     length is refused before anything reads the body."""
     limit = current_app.extensions["quanyi.core"].settings.max_stock_file_mb * 1024 * 1024
-    if (request.content_length or 0) > limit:
-        return f"the file is over {limit // (1024 * 1024)} MB", 413, {"Content-Type": "text/plain; charset=utf-8"}
-    return None
+    return _upload_too_large() if (request.content_length or 0) > limit else None
+
+
+def _upload_too_large() -> tuple[Response | str, int, dict[str, str]]:
+    """The console shows this answer where the upload's report would go: in the reader's language."""
+    from quanyi.webhooks.console.shell import text
+
+    limit = current_app.extensions["quanyi.core"].settings.max_stock_file_mb
+    return text("console.upload_too_large", mb=limit), 413, {"Content-Type": "text/plain; charset=utf-8"}
 
 
 def _add_telegram_webhook(app: Quart, core: Core, feed: TelegramFeed) -> None:
