@@ -287,3 +287,24 @@ async def test_behind_https_the_cookie_is_secure_and_a_session_ends_at_its_lifet
     async with core.db.transaction() as session:
         await session.execute(update(ConsoleSession).values(expires_at=utcnow() - timedelta(seconds=1)))
     assert (await client.get("/admin/")).status_code == 303  # past QUANYI_CONSOLE_SESSION_HOURS
+
+
+async def test_operator_alerts_reach_the_staff_whose_role_acts_on_them(core: Core):
+    from quanyi.core.models import OutboxMessage
+    from quanyi.core.platform import outbox
+
+    await core.staff.add(FINANCE, Role.FINANCE, actor="cli", front="cli")
+    await core.staff.add(SUPPORT, Role.SUPPORT, actor="cli", front="cli")
+    await core.staff.add(READER, Role.READ_ONLY, actor="cli", front="cli")
+    await core.staff.add(7004, Role.OPERATOR, actor="cli", front="cli")
+    async with core.db.transaction() as session:
+        for kind in ("admin_order_failed", "admin_withdrawal_request", "support_ticket", "stock_low"):
+            await outbox.enqueue_admins(session, [OWNER], kind, {"order_id": 1})
+    async with core.db.read() as session:
+        rows = (await session.execute(select(OutboxMessage.kind, OutboxMessage.chat_id))).all()
+    told = {kind: sorted(chat for k, chat in rows if k == kind) for kind, _ in rows}
+    assert told["admin_order_failed"] == sorted([OWNER, SUPPORT, 7004])  # orders: operators and support
+    assert told["admin_withdrawal_request"] == sorted([OWNER, FINANCE])  # money: finance
+    assert told["support_ticket"] == sorted([OWNER, SUPPORT, 7004])
+    assert told["stock_low"] == sorted([OWNER, 7004])
+    assert all(READER not in chats for chats in told.values())  # read-only is told nothing

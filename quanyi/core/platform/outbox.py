@@ -14,8 +14,9 @@ from datetime import datetime, timedelta
 from sqlalchemy import Connection, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from quanyi.core.models import OutboxMessage, OutboxStatus, User, utcnow
+from quanyi.core.models import OutboxMessage, OutboxStatus, StaffMember, User, utcnow
 from quanyi.core.platform.db import Database, locked_pick
+from quanyi.core.staff.roles import Area, may
 
 
 @dataclass(frozen=True)
@@ -71,12 +72,34 @@ def enqueue_many(conn: Connection, messages: Iterable[Message], now: datetime | 
         conn.execute(_INSERT, rows)
 
 
+# The area of the back office each operator message belongs to: besides QUANYI_ADMIN_IDS (owners),
+# every staff member whose role may act on that area is told (core.staff.roles).
+ALERT_AREAS: dict[str, Area] = {
+    "admin_manual_queued": Area.SUPPORT,
+    "admin_manual_expired": Area.SUPPORT,
+    "admin_manual_refund_pending": Area.SUPPORT,
+    "support_ticket": Area.SUPPORT,
+    "admin_withdrawal_request": Area.BOOKS,
+    "settlement_statement": Area.BOOKS,
+    "stock_low": Area.STOCK,
+    "admin_webhook_failing": Area.PARTNERS,
+    "admin_risk_hold": Area.RISK,
+    "admin_audit_anchor": Area.STAFF,
+    "admin_audit_broken": Area.STAFF,
+}
+
+
 async def enqueue_admins(session: AsyncSession, admin_ids: list[int], kind: str, payload: Mapping[str, object]) -> None:
-    """One message per operator, each in the language the operator last used with the bot."""
-    if not admin_ids:
+    """One message per operator — the owners of ``admin_ids`` and the staff whose role may act on
+    the message's area (orders unless ``ALERT_AREAS`` says otherwise) — each in the language the
+    person last used with the bot."""
+    area = ALERT_AREAS.get(kind, Area.ORDERS)
+    staff = (await session.execute(select(StaffMember.user_id, StaffMember.role))).all()
+    told = list(dict.fromkeys([*admin_ids, *(user for user, role in staff if may(role, area, write=True))]))
+    if not told:
         return
-    languages = dict((await session.execute(select(User.id, User.language).where(User.id.in_(admin_ids)))).all())
-    for admin_id in admin_ids:
+    languages = dict((await session.execute(select(User.id, User.language).where(User.id.in_(told)))).all())
+    for admin_id in told:
         enqueue(session, chat_id=admin_id, kind=kind, payload=payload, language=languages.get(admin_id, "zh"))
 
 
