@@ -129,7 +129,8 @@ async def test_the_search_finds_orders_by_each_criterion_and_pages_and_sorts(cor
     by_code = [await found(q=code) for code in codes]  # a card key is matched through its hash
     held = [(s["alice"],), (s["alice"],), (s["pack"],), (s["waiting"],)]  # sold, and set aside for the unpaid one
     assert sorted(map(tuple, filter(None, by_code))) == sorted(held)
-    assert await found(q="no-such-thing") == [] and await found(q="a\x00b") == []
+    assert await found(q="no-such-thing") == []
+    assert (await client.get("/admin/orders", query_string={"q": "a\x00b"})).status_code == 400  # a NUL: refused
     assert await found(status="failed") == [s["failed"]]
     assert await found(attention="failed") == [s["failed"]]
     assert await found(channel="bot", status="pending") == [s["waiting"]]
@@ -151,7 +152,6 @@ async def test_the_search_finds_orders_by_each_criterion_and_pages_and_sorts(cor
         {"status": "lost"},
         {"sort": "name"},
         {"attention": "x"},
-        {"channel": "a\x00b"},
     ):
         answer = await client.get("/admin/orders", query_string=bad)
         assert answer.status_code == 400 and 'data-testid="error"' in await text_of(answer)

@@ -54,6 +54,10 @@ def _widget_on() -> bool:
 
 @blueprint.before_request
 async def require_session() -> Any:
+    if await _has_nul():
+        # No text a person types holds a NUL, and PostgreSQL stores none: refused whole, up front.
+        log.warning("console: a request to %s carrying a NUL character", request.path[:60].replace("\x00", "?"))
+        return await message(text("console.nul_title"), text("console.nul_body"), status=400, bad=True)
     if request.endpoint in OPEN_ENDPOINTS:
         return None
     staff = await core().staff.signed(request.cookies.get(COOKIE, ""))
@@ -64,6 +68,15 @@ async def require_session() -> Any:
         log.warning("console: a %s to %s without a valid CSRF token", request.method, request.path[:60])
         return await message(text("console.csrf_title"), text("console.csrf_body"), status=403, bad=True)
     return None
+
+
+async def _has_nul() -> bool:
+    """A NUL in the path, the query or a posted form (an upload's raw body is a file: not read here)."""
+    if "\x00" in request.path or any("\x00" in key + value for key, value in request.args.items(multi=True)):
+        return True
+    if request.method in _SAFE or request.mimetype not in ("application/x-www-form-urlencoded", "multipart/form-data"):
+        return False
+    return any("\x00" in key + value for key, value in (await request.form).items(multi=True))
 
 
 async def _csrf_ok(expected: str) -> bool:

@@ -37,7 +37,7 @@ async def risk() -> Any:
     return await _risk_page()
 
 
-async def _risk_page(error: str = "", status: int = 200, **kept: str) -> Any:
+async def _risk_page(error: str = "", status: int = 200, kept: dict[str, str] | None = None) -> Any:
     board = await core().risk.decision_board()
     shown = request.args.get("decisions", "")
     recent = board.recent
@@ -63,7 +63,7 @@ async def _risk_page(error: str = "", status: int = 200, **kept: str) -> Any:
         decision_reason=decision_reason,
         error=error,
         notice=request.args.get("done", ""),
-        kept=kept,
+        kept=kept or {},
     )
 
 
@@ -117,9 +117,9 @@ async def risk_rule_add() -> Any:
             languages=[form.get("languages", "")],
         )
     except BadForm as exc:
-        return await _risk_page(str(exc), 400, **dict(form))
+        return await _risk_page(str(exc), 400, kept=dict(form))
     except QuanyiError as exc:
-        return await _risk_page(reason(exc), status_of(exc), **dict(form))
+        return await _risk_page(reason(exc), status_of(exc), kept=dict(form))
     return _done("rule_added")
 
 
@@ -154,7 +154,7 @@ async def risk_block() -> Any:
             form.get("kind", ""), form.get("value", ""), reason=form.get("reason", ""), actor=me().actor
         )
     except QuanyiError as exc:
-        return await _risk_page(reason(exc), status_of(exc), **dict(form))
+        return await _risk_page(reason(exc), status_of(exc), kept=dict(form))
     return _done("blocked")
 
 
